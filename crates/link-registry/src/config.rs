@@ -1,0 +1,265 @@
+//! Command line and environment configuration. Every flag also reads a `LINK_REGISTRY_…`
+//! environment variable; `--help` lists both. Tests build [`ServeConfig`] values directly.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The Connect link registry: teams, projects, connectors, project links, and the `Authorize`
+/// decision the token broker asks for on every token request.
+#[derive(Debug, Parser)]
+#[command(name = "link-registry", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve gRPC until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Manage teams.
+    #[command(subcommand)]
+    Teams(TeamsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// Register a team and the one OIDC issuer it trusts.
+    Create(TeamCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it, alone, on stdout. Only its SHA-256 is stored.
+    Create(KeyCreateArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://PATH?mode=rwc` (a file, created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "LINK_REGISTRY_DATABASE_URL",
+        default_value = "sqlite://registry.db?mode=rwc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(long, env = "LINK_REGISTRY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// File holding the 32-byte AES-256-GCM key (base64) that seals connector secrets. Required
+    /// for PostgreSQL. For a SQLite file it defaults to `<database file>.key`, generated on first
+    /// start; keep it with the database, since secrets cannot be read back without it.
+    #[arg(long, env = "LINK_REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// How long in-flight calls may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "LINK_REGISTRY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Largest accepted request message, in bytes.
+    #[arg(long, env = "LINK_REGISTRY_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
+    pub max_request_bytes: usize,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct TeamCreateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The team id: the `owner_id` claim of its tokens, e.g. `team_a1b2`.
+    #[arg(long, env = "LINK_REGISTRY_TEAM_ID")]
+    pub id: String,
+    /// A short URL-safe name, e.g. `acme`.
+    #[arg(long, env = "LINK_REGISTRY_TEAM_SLUG")]
+    pub slug: String,
+    /// The OIDC issuer the team's tokens come from, e.g. `https://oidc.vercel.com/acme`.
+    #[arg(long, env = "LINK_REGISTRY_TEAM_ISSUER")]
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct KeyCreateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The team an `admin` or `viewer` key belongs to; omitted for `broker` keys.
+    #[arg(long, env = "LINK_REGISTRY_KEY_TEAM")]
+    pub team: Option<String>,
+    /// `admin` (read and write one team), `viewer` (read one team) or `broker` (Authorize only).
+    #[arg(long, env = "LINK_REGISTRY_KEY_ROLE")]
+    pub role: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct LogArgs {
+    /// Log line format. Levels come from `RUST_LOG` (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "LINK_REGISTRY_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Everything `serve` needs, as tests build it.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub secret_key_file: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub max_request_bytes: usize,
+}
+
+impl From<ServeArgs> for ServeConfig {
+    fn from(args: ServeArgs) -> Self {
+        Self {
+            listen: args.listen,
+            database_url: args.database.database_url,
+            secret_key_file: args.secret_key_file,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            max_request_bytes: args.max_request_bytes,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Serves `database_url` on a free loopback port, with defaults for everything else.
+    pub fn local(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            secret_key_file: None,
+            shutdown_grace: Duration::from_secs(30),
+            max_request_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// The file path of a SQLite URL (`None` for in-memory databases and other backends).
+pub fn sqlite_path(database_url: &str) -> Option<PathBuf> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    let in_memory = path.is_empty() || path == ":memory:" || rest.contains("mode=memory");
+    (!in_memory).then(|| PathBuf::from(path))
+}
+
+/// The URL with any password replaced, for log lines.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme_end], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_come_from_the_url() {
+        assert_eq!(
+            sqlite_path("sqlite://registry.db?mode=rwc"),
+            Some("registry.db".into())
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/r.db"),
+            Some("/var/lib/r.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("sqlite://registry.db?mode=rwc"),
+            "sqlite://registry.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn the_command_line_of_the_contract_parses() {
+        let cli = Cli::try_parse_from([
+            "link-registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:50051",
+            "--database-url",
+            "sqlite://registry.db?mode=rwc",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Serve(_)));
+        let cli = Cli::try_parse_from([
+            "link-registry",
+            "teams",
+            "create",
+            "--database-url",
+            "sqlite://x.db",
+            "--id",
+            "team_a1b2",
+            "--slug",
+            "acme",
+            "--issuer",
+            "https://oidc.vercel.com/acme",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Teams(TeamsCommand::Create(_))
+        ));
+        let cli = Cli::try_parse_from([
+            "link-registry",
+            "keys",
+            "create",
+            "--database-url",
+            "sqlite://x.db",
+            "--role",
+            "broker",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::Create(_))));
+    }
+}

@@ -1,0 +1,302 @@
+//! Secrets at rest, API key digests and random identifiers.
+//!
+//! Each connector secret is sealed on its own with AES-256-GCM under a random 96-bit nonce. The
+//! associated data binds the ciphertext to its team, connector and secret name, so a ciphertext
+//! copied into another row (or another team) fails to open instead of leaking there. Audit rows
+//! never see a secret: they get a keyed fingerprint (HMAC-SHA-256 under a key derived from the
+//! master key), which tells that a value changed without offering a dictionary attack to whoever
+//! reads the database.
+
+use std::{
+    fmt,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use aes_gcm::{
+    Aes256Gcm, KeyInit, Nonce,
+    aead::{Aead, AeadCore, OsRng, Payload},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use hmac::{Hmac, Mac};
+use rand::{Rng, distr::Alphanumeric};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read secret key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create secret key file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret key file {path} must hold 32 bytes, base64-encoded")]
+    Format { path: PathBuf },
+}
+
+/// Raised when a stored ciphertext does not open: the wrong master key, or a tampered row.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored secret could not be decrypted (wrong secret key, or the row was altered)")]
+pub struct OpenError;
+
+/// The master key and the ciphers derived from it.
+#[derive(Clone)]
+pub struct SecretCipher {
+    aead: Aes256Gcm,
+    fingerprint_key: [u8; 32],
+}
+
+impl fmt::Debug for SecretCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretCipher(<redacted>)")
+    }
+}
+
+impl SecretCipher {
+    pub fn from_key(key: &[u8; 32]) -> Self {
+        let fingerprint_key: [u8; 32] = Sha256::new()
+            .chain_update(b"connect.v1 secret fingerprint key\0")
+            .chain_update(key)
+            .finalize()
+            .into();
+        Self {
+            aead: Aes256Gcm::new(key.into()),
+            fingerprint_key,
+        }
+    }
+
+    /// A cipher under a fresh random key that lives only in memory (for in-memory databases).
+    pub fn ephemeral() -> Self {
+        Self::from_key(&random_key())
+    }
+
+    /// Reads the base64 key in `path`; with `create_if_missing`, writes a new random key there
+    /// first (mode 0600) when the file does not exist.
+    pub fn from_key_file(path: &Path, create_if_missing: bool) -> Result<Self, KeyFileError> {
+        if create_if_missing && !path.exists() {
+            create_key_file(path)?;
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| KeyFileError::Format {
+                path: path.to_owned(),
+            })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| KeyFileError::Format {
+            path: path.to_owned(),
+        })?;
+        Ok(Self::from_key(&key))
+    }
+
+    /// Seals one secret value for one (team, connector, name): base64 of nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, aad: &SecretAad<'_>, value: &SecretString) -> String {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: value.expose_secret().as_bytes(),
+                    aad: aad.bytes().as_bytes(),
+                },
+            )
+            .expect("AES-GCM encryption of a bounded buffer cannot fail");
+        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        STANDARD.encode(out)
+    }
+
+    /// Opens a value sealed by [`SecretCipher::seal`] for the same (team, connector, name).
+    pub fn open(&self, aad: &SecretAad<'_>, sealed: &str) -> Result<SecretString, OpenError> {
+        let bytes = STANDARD.decode(sealed).map_err(|_| OpenError)?;
+        if bytes.len() < NONCE_LEN {
+            return Err(OpenError);
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let plaintext = self
+            .aead
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.bytes().as_bytes(),
+                },
+            )
+            .map_err(|_| OpenError)?;
+        String::from_utf8(plaintext)
+            .map(SecretString::from)
+            .map_err(|_| OpenError)
+    }
+
+    /// A keyed fingerprint of a secret value for audit rows: 16 hex digits of HMAC-SHA-256.
+    pub fn fingerprint(&self, value: &SecretString) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.fingerprint_key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(value.expose_secret().as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+}
+
+/// What a sealed secret is bound to.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretAad<'a> {
+    pub team_id: &'a str,
+    pub connector_id: &'a str,
+    pub name: &'a str,
+}
+
+impl SecretAad<'_> {
+    fn bytes(&self) -> String {
+        // NUL cannot occur in any of the three (their charsets exclude it), so this is unambiguous.
+        format!(
+            "connect.v1.secret\0{}\0{}\0{}",
+            self.team_id, self.connector_id, self.name
+        )
+    }
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::rng().fill(&mut key);
+    key
+}
+
+fn create_key_file(path: &Path) -> Result<(), KeyFileError> {
+    let err = |source| KeyFileError::Create {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            writeln!(file, "{}", STANDARD.encode(random_key())).map_err(err)?;
+            file.sync_all().map_err(err)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// `len` random characters of `[a-z0-9]`.
+pub fn random_token(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .map(|b| (b as char).to_ascii_lowercase())
+        .take(len)
+        .collect()
+}
+
+/// A new API key: `cnk_` and 43 random characters of `[A-Za-z0-9]` (about 256 bits).
+pub fn generate_api_key() -> SecretString {
+    let body: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .map(char::from)
+        .take(43)
+        .collect();
+    SecretString::from(format!("cnk_{body}"))
+}
+
+/// The SHA-256 of an API key, hex-encoded: the only form in which keys are stored.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AAD: SecretAad<'static> = SecretAad {
+        team_id: "team_a",
+        connector_id: "conn_1",
+        name: "api_key",
+    };
+
+    #[test]
+    fn sealed_secrets_open_only_for_the_row_they_were_sealed_for() {
+        let cipher = SecretCipher::ephemeral();
+        let value = SecretString::from("sk_live_123");
+        let sealed = cipher.seal(&AAD, &value);
+        assert!(!sealed.contains("sk_live_123"));
+        assert_eq!(
+            cipher.open(&AAD, &sealed).unwrap().expose_secret(),
+            "sk_live_123"
+        );
+
+        let other_team = SecretAad {
+            team_id: "team_b",
+            ..AAD
+        };
+        assert!(cipher.open(&other_team, &sealed).is_err());
+        let other_name = SecretAad {
+            name: "client_secret",
+            ..AAD
+        };
+        assert!(cipher.open(&other_name, &sealed).is_err());
+        assert!(SecretCipher::ephemeral().open(&AAD, &sealed).is_err());
+        assert!(cipher.open(&AAD, "AAAA").is_err());
+    }
+
+    #[test]
+    fn sealing_twice_gives_different_ciphertexts_but_one_fingerprint() {
+        let cipher = SecretCipher::ephemeral();
+        let value = SecretString::from("v");
+        assert_ne!(cipher.seal(&AAD, &value), cipher.seal(&AAD, &value));
+        assert_eq!(cipher.fingerprint(&value), cipher.fingerprint(&value));
+        assert_ne!(
+            cipher.fingerprint(&value),
+            cipher.fingerprint(&SecretString::from("w"))
+        );
+    }
+
+    #[test]
+    fn key_files_are_created_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/registry.db.key");
+        let a = SecretCipher::from_key_file(&path, true).unwrap();
+        let sealed = a.seal(&AAD, &SecretString::from("x"));
+        let b = SecretCipher::from_key_file(&path, true).unwrap();
+        assert_eq!(b.open(&AAD, &sealed).unwrap().expose_secret(), "x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "short").unwrap();
+        assert!(matches!(
+            SecretCipher::from_key_file(&path, false),
+            Err(KeyFileError::Format { .. })
+        ));
+        assert!(matches!(
+            SecretCipher::from_key_file(&dir.path().join("missing"), false),
+            Err(KeyFileError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn api_keys_are_long_random_and_hashed() {
+        let key = generate_api_key();
+        assert!(key.expose_secret().starts_with("cnk_"));
+        assert_eq!(key.expose_secret().len(), 47);
+        assert_ne!(key.expose_secret(), generate_api_key().expose_secret());
+        assert_eq!(hash_api_key("abc").len(), 64);
+    }
+}

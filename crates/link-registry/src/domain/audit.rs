@@ -1,0 +1,119 @@
+//! What each change writes to the audit log. Stores call these inside the transaction of the
+//! change, so the action names and the shape of `before`/`after` are defined once for every
+//! backend. Secrets only ever appear here by name and keyed fingerprint.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::model::{Actor, ApiKeyRecord, Connector, NewAuditEvent, Project, ProjectLink, Team};
+
+pub fn team_created(actor: &Actor, team: &Team) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(team.id.clone()),
+        actor: actor.clone(),
+        action: "team.create",
+        target: format!("team:{}", team.id),
+        before: None,
+        after: Some(json!({ "id": team.id, "slug": team.slug, "issuer": team.issuer })),
+        time: team.created_at,
+    }
+}
+
+pub fn key_created(actor: &Actor, key: &ApiKeyRecord) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: key.team_id.clone(),
+        actor: actor.clone(),
+        action: "key.create",
+        target: format!("key:{}", key.id),
+        before: None,
+        after: Some(json!({ "id": key.id, "role": key.role.as_str(), "team_id": key.team_id })),
+        time: key.created_at,
+    }
+}
+
+pub fn project_created(actor: &Actor, project: &Project) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(project.team_id.clone()),
+        actor: actor.clone(),
+        action: "project.create",
+        target: format!("project:{}", project.id),
+        before: None,
+        after: Some(json!({ "id": project.id, "name": project.name })),
+        time: project.created_at,
+    }
+}
+
+pub fn connector_created(actor: &Actor, connector: &Connector) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(connector.team_id.clone()),
+        actor: actor.clone(),
+        action: "connector.create",
+        target: format!("connector:{}", connector.id),
+        before: None,
+        after: Some(connector.audit_view()),
+        time: connector.created_at,
+    }
+}
+
+pub fn connector_updated(actor: &Actor, before: &Connector, after: &Connector) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(after.team_id.clone()),
+        actor: actor.clone(),
+        action: "connector.update",
+        target: format!("connector:{}", after.id),
+        before: Some(before.audit_view()),
+        after: Some(after.audit_view()),
+        time: after.updated_at,
+    }
+}
+
+pub fn connector_deleted(
+    actor: &Actor,
+    connector: &Connector,
+    removed_links: &[ProjectLink],
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    let mut before = connector.audit_view();
+    before["links"] = removed_links
+        .iter()
+        .map(ProjectLink::audit_view)
+        .collect::<Vec<_>>()
+        .into();
+    NewAuditEvent {
+        team_id: Some(connector.team_id.clone()),
+        actor: actor.clone(),
+        action: "connector.delete",
+        target: format!("connector:{}", connector.id),
+        before: Some(before),
+        after: None,
+        time,
+    }
+}
+
+pub fn project_attached(
+    actor: &Actor,
+    before: Option<&ProjectLink>,
+    after: &ProjectLink,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(after.team_id.clone()),
+        actor: actor.clone(),
+        action: "project.attach",
+        target: after.audit_target(),
+        before: before.map(ProjectLink::audit_view),
+        after: Some(after.audit_view()),
+        time: after.updated_at,
+    }
+}
+
+pub fn project_detached(actor: &Actor, link: &ProjectLink, time: DateTime<Utc>) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(link.team_id.clone()),
+        actor: actor.clone(),
+        action: "project.detach",
+        target: link.audit_target(),
+        before: Some(link.audit_view()),
+        after: None,
+        time,
+    }
+}

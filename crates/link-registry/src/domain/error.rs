@@ -1,0 +1,164 @@
+//! The registry's one error type. Every variant maps to exactly one gRPC code and
+//! `ErrorInfo.reason` (see `grpc::status`); the `Display` text of the client-facing variants starts
+//! with the documented error name, so a person reading it knows which error of the contract it is.
+
+use std::fmt;
+
+/// A field that failed validation, for `google.rpc.BadRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// The kinds of rows a caller can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Team,
+    Project,
+    Connector,
+    ProjectLink,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Team => "team",
+            Self::Project => "project",
+            Self::Connector => "connector",
+            Self::ProjectLink => "project link",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("InvalidArgumentError: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+
+    #[error("InvalidKeyError: missing, malformed or unknown API key")]
+    InvalidKey,
+
+    #[error("RoleNotAllowedError: a {role} key may not call this method")]
+    RoleNotAllowed { role: &'static str },
+
+    #[error("{}NotFoundError: {resource} '{name}' not found", pascal(*.resource))]
+    NotFound { resource: Resource, name: String },
+
+    #[error("AlreadyExistsError: {resource} {what} already exists")]
+    AlreadyExists { resource: Resource, what: String },
+
+    #[error("FailedPreconditionError: {0}")]
+    FailedPrecondition(String),
+
+    #[error("IssuerNotTrustedError: the issuer is not the trusted issuer of team '{owner_id}'")]
+    IssuerNotTrusted { owner_id: String },
+
+    #[error(
+        "ClientNotLinkedToProjectError: connector '{connector}' is not linked to project '{project_id}'"
+    )]
+    ClientNotLinkedToProject {
+        connector: String,
+        project_id: String,
+    },
+
+    #[error(
+        "ClientNotEnabledForEnvironmentError: connector '{connector}' is linked to project '{project_id}' but not enabled for environment '{environment}'"
+    )]
+    ClientNotEnabledForEnvironment {
+        connector: String,
+        project_id: String,
+        environment: String,
+    },
+
+    /// The database cannot be reached (retryable).
+    #[error("StorageUnavailableError: the registry database cannot be reached")]
+    StorageUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// A bug or an infrastructure failure. Logged with its cause; clients see a generic message.
+    #[error("internal error: {context}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl RegistryError {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn not_found(resource: Resource, name: impl fmt::Display) -> Self {
+        Self::NotFound {
+            resource,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn internal(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+fn pascal(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Team => "Team",
+        Resource::Project => "Project",
+        Resource::Connector => "Connector",
+        Resource::ProjectLink => "ProjectLink",
+    }
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_start_with_the_documented_error_name() {
+        let e = RegistryError::not_found(Resource::Connector, "api-key/stripe");
+        assert_eq!(
+            e.to_string(),
+            "ConnectorNotFoundError: connector 'api-key/stripe' not found"
+        );
+        let e = RegistryError::invalid("uid", "must not be empty");
+        assert_eq!(
+            e.to_string(),
+            "InvalidArgumentError: uid: must not be empty"
+        );
+        assert!(
+            RegistryError::ClientNotEnabledForEnvironment {
+                connector: "c".into(),
+                project_id: "p".into(),
+                environment: "production".into()
+            }
+            .to_string()
+            .starts_with("ClientNotEnabledForEnvironmentError")
+        );
+    }
+}

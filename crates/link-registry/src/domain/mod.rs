@@ -1,0 +1,13 @@
+//! The registry's domain: validated types, records, rules and the storage boundary. Nothing here
+//! names gRPC or a database library; the `grpc` layer converts into these types and the `store`
+//! layer implements [`store::Store`].
+
+pub mod audit;
+pub mod error;
+pub mod model;
+pub mod service;
+pub mod store;
+pub mod types;
+
+pub use error::{FieldViolation, RegistryError, Resource, Result};
+pub use service::{Caller, Registry};

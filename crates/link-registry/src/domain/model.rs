@@ -1,0 +1,209 @@
+//! The registry's records, as the service and the store exchange them.
+
+use std::{collections::BTreeMap, fmt};
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::types::{
+    ConfigMap, ConnectorId, ConnectorUid, DisplayName, EnvironmentSet, IssuerUrl, KeyId, ProjectId,
+    ProjectName, TeamId, TeamSlug,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Team {
+    pub id: TeamId,
+    pub slug: TeamSlug,
+    pub issuer: IssuerUrl,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Project {
+    pub team_id: TeamId,
+    pub id: ProjectId,
+    pub name: ProjectName,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One sealed secret: the ciphertext (see `crypto`) and the keyed fingerprint audit rows show.
+#[derive(Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredSecret {
+    pub sealed: String,
+    pub fingerprint: String,
+}
+
+impl fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connector {
+    pub id: ConnectorId,
+    pub team_id: TeamId,
+    pub uid: ConnectorUid,
+    pub name: DisplayName,
+    pub config: ConfigMap,
+    /// Sealed values by secret name.
+    pub secrets: BTreeMap<String, StoredSecret>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Connector {
+    pub fn secret_names(&self) -> Vec<String> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    /// The connector as audit rows show it: secrets by name and fingerprint only.
+    pub fn audit_view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "uid": self.uid,
+            "type": self.uid.kind(),
+            "name": self.name,
+            "config": self.config,
+            "secrets": self
+                .secrets
+                .iter()
+                .map(|(name, s)| (name.clone(), json!({ "fingerprint": s.fingerprint })))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectLink {
+    pub team_id: TeamId,
+    pub connector_id: ConnectorId,
+    pub connector_uid: ConnectorUid,
+    pub project_id: ProjectId,
+    pub project_name: ProjectName,
+    pub environments: EnvironmentSet,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ProjectLink {
+    pub fn audit_target(&self) -> String {
+        format!("link:{}/{}", self.connector_id, self.project_id)
+    }
+
+    pub fn audit_view(&self) -> Value {
+        json!({
+            "connector_id": self.connector_id,
+            "connector_uid": self.connector_uid,
+            "project_id": self.project_id,
+            "project_name": self.project_name,
+            "environments": self.environments,
+        })
+    }
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Reads and writes one team's rows.
+    Admin,
+    /// Reads one team's rows.
+    Viewer,
+    /// Calls `Authorize` for any team.
+    Broker,
+}
+
+impl Role {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "admin" => Ok(Self::Admin),
+            "viewer" => Ok(Self::Viewer),
+            "broker" => Ok(Self::Broker),
+            _ => Err(format!(
+                "role must be admin, viewer or broker (got {value:?})"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+            Self::Broker => "broker",
+        }
+    }
+}
+
+/// A stored API key: never the key itself, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: KeyId,
+    /// `None` exactly for broker keys.
+    pub team_id: Option<TeamId>,
+    pub role: Role,
+    pub key_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who makes a change, as audit rows name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    Key(KeyId),
+    /// The `link-registry` command line, run by whoever holds the database.
+    CommandLine,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(id) => id.fmt(f),
+            Self::CommandLine => f.write_str("cli"),
+        }
+    }
+}
+
+/// An audit event about to be written, in the transaction of its change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAuditEvent {
+    pub team_id: Option<TeamId>,
+    pub actor: Actor,
+    pub action: &'static str,
+    pub target: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub time: DateTime<Utc>,
+}
+
+/// A written audit event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub team_id: Option<TeamId>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub time: DateTime<Utc>,
+}
+
+/// A yes from `Authorize`: everything the broker needs to issue a token.
+pub struct Authorization {
+    pub connector: Connector,
+    pub link: ProjectLink,
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+impl fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorization")
+            .field("connector", &self.connector.id)
+            .field("link", &self.link.audit_target())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}

@@ -1,0 +1,510 @@
+//! The registry's rules: who may do what, how secrets are sealed, and the order of the `Authorize`
+//! decision. Handlers call exactly one method here; storage is reached only through [`Store`].
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    error::{RegistryError, Resource, Result},
+    model::{
+        Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink, Role,
+        StoredSecret, Team,
+    },
+    store::{LinkFilter, Store},
+    types::{
+        ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
+        EnvironmentSet, IssuerUrl, KeyId, Page, PageRequest, ProjectId, ProjectName, ProjectRef,
+        SecretInput, TeamId, TeamSlug,
+    },
+};
+use crate::crypto::{self, SecretAad, SecretCipher};
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: KeyId,
+    pub role: Role,
+    /// The team an `admin` or `viewer` key belongs to; `None` for `broker` keys.
+    pub team: Option<TeamId>,
+}
+
+impl Caller {
+    fn readable_team(&self) -> Result<&TeamId> {
+        match (self.role, &self.team) {
+            (Role::Admin | Role::Viewer, Some(team)) => Ok(team),
+            _ => Err(self.not_allowed()),
+        }
+    }
+
+    fn writable_team(&self) -> Result<&TeamId> {
+        match (self.role, &self.team) {
+            (Role::Admin, Some(team)) => Ok(team),
+            _ => Err(self.not_allowed()),
+        }
+    }
+
+    fn not_allowed(&self) -> RegistryError {
+        RegistryError::RoleNotAllowed {
+            role: self.role.as_str(),
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::Key(self.key_id.clone())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTeam {
+    pub id: TeamId,
+    pub slug: TeamSlug,
+    pub issuer: IssuerUrl,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewProject {
+    pub id: ProjectId,
+    pub name: ProjectName,
+}
+
+#[derive(Debug)]
+pub struct NewConnector {
+    pub uid: ConnectorUid,
+    pub name: DisplayName,
+    pub config: ConfigMap,
+    pub secrets: SecretInput,
+}
+
+/// The fields an update replaces; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct ConnectorUpdate {
+    pub name: Option<DisplayName>,
+    pub config: Option<ConfigMap>,
+    pub secrets: Option<SecretInput>,
+}
+
+/// The claims of a verified token, and the connector asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizeQuery {
+    pub owner_id: TeamId,
+    pub project_id: ProjectId,
+    pub environment: Environment,
+    pub issuer: String,
+    pub connector: ConnectorRef,
+}
+
+/// Verified keys, so that the hot path does not read the database for its caller. Entries live
+/// for [`KEY_CACHE_TTL`]; only keys that exist are cached, so unknown keys cannot fill it.
+#[derive(Debug, Default)]
+struct KeyCache {
+    entries: RwLock<HashMap<String, (Caller, Instant)>>,
+}
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn get(&self, key_hash: &str) -> Option<Caller> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key_hash)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(caller, _)| caller.clone())
+    }
+
+    fn put(&self, key_hash: String, caller: Caller) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
+            if entries.len() >= KEY_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key_hash, (caller, Instant::now()));
+    }
+}
+
+/// The link registry's domain service.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+    cipher: SecretCipher,
+    keys: Arc<KeyCache>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, cipher: SecretCipher) -> Self {
+        Self {
+            store,
+            cipher,
+            keys: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Resolves a presented API key to its caller.
+    pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
+        if presented.is_empty() || presented.len() > 256 {
+            return Err(RegistryError::InvalidKey);
+        }
+        let key_hash = crypto::hash_api_key(presented);
+        if let Some(caller) = self.keys.get(&key_hash) {
+            return Ok(caller);
+        }
+        let record = self
+            .store
+            .api_key_by_hash(&key_hash)
+            .await?
+            .ok_or(RegistryError::InvalidKey)?;
+        let caller = Caller {
+            key_id: record.id,
+            role: record.role,
+            team: record.team_id,
+        };
+        self.keys.put(key_hash, caller.clone());
+        Ok(caller)
+    }
+
+    // ----- command line -------------------------------------------------------------------------
+
+    pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
+        let team = Team {
+            id: new.id,
+            slug: new.slug,
+            issuer: new.issuer,
+            created_at: Utc::now(),
+        };
+        self.store.insert_team(&team, &Actor::CommandLine).await?;
+        Ok(team)
+    }
+
+    /// Creates a key and answers with it: the only time it is ever seen in clear.
+    pub async fn create_api_key(
+        &self,
+        team: Option<TeamId>,
+        role: Role,
+    ) -> Result<(ApiKeyRecord, SecretString)> {
+        match (role, &team) {
+            (Role::Broker, Some(_)) => {
+                return Err(RegistryError::invalid(
+                    "team",
+                    "broker keys serve every team and take no team",
+                ));
+            }
+            (Role::Admin | Role::Viewer, None) => {
+                return Err(RegistryError::invalid(
+                    "team",
+                    "admin and viewer keys need a team",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(team) = &team
+            && self.store.team(team).await?.is_none()
+        {
+            return Err(RegistryError::not_found(Resource::Team, team));
+        }
+        let key = crypto::generate_api_key();
+        let record = ApiKeyRecord {
+            id: KeyId::generate(),
+            team_id: team,
+            role,
+            key_hash: crypto::hash_api_key(key.expose_secret()),
+            created_at: Utc::now(),
+        };
+        self.store
+            .insert_api_key(&record, &Actor::CommandLine)
+            .await?;
+        Ok((record, key))
+    }
+
+    // ----- projects -----------------------------------------------------------------------------
+
+    pub async fn create_project(&self, caller: &Caller, new: NewProject) -> Result<Project> {
+        let team = caller.writable_team()?;
+        let project = Project {
+            team_id: team.clone(),
+            id: new.id,
+            name: new.name,
+            created_at: Utc::now(),
+        };
+        self.store.insert_project(&project, &caller.actor()).await?;
+        Ok(project)
+    }
+
+    pub async fn get_project(&self, caller: &Caller, project: &ProjectRef) -> Result<Project> {
+        let team = caller.readable_team()?;
+        self.store
+            .project(team, project)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Project, project))
+    }
+
+    pub async fn list_projects(&self, caller: &Caller, page: PageRequest) -> Result<Page<Project>> {
+        let team = caller.readable_team()?;
+        let rows = self.store.projects(team, &page).await?;
+        Ok(Page::from_rows(rows, page.size, |p| p.id.to_string()))
+    }
+
+    // ----- connectors ---------------------------------------------------------------------------
+
+    pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
+        let team = caller.writable_team()?;
+        let id = ConnectorId::generate();
+        let now = Utc::now();
+        let connector = Connector {
+            secrets: seal_all(&self.cipher, team, &id, &new.secrets),
+            id,
+            team_id: team.clone(),
+            uid: new.uid,
+            name: new.name,
+            config: new.config,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .insert_connector(&connector, &caller.actor())
+            .await?;
+        Ok(connector)
+    }
+
+    pub async fn get_connector(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+    ) -> Result<Connector> {
+        let team = caller.readable_team()?;
+        self.store
+            .connector(team, connector)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))
+    }
+
+    pub async fn list_connectors(
+        &self,
+        caller: &Caller,
+        page: PageRequest,
+    ) -> Result<Page<Connector>> {
+        let team = caller.readable_team()?;
+        let rows = self.store.connectors(team, &page).await?;
+        Ok(Page::from_rows(rows, page.size, |c| c.id.to_string()))
+    }
+
+    pub async fn update_connector(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        update: ConnectorUpdate,
+    ) -> Result<Connector> {
+        let team = caller.writable_team()?.clone();
+        let cipher = self.cipher.clone();
+        let edit = Box::new(move |current: &Connector| {
+            let mut next = current.clone();
+            if let Some(name) = update.name {
+                next.name = name;
+            }
+            if let Some(config) = update.config {
+                next.config = config;
+            }
+            if let Some(secrets) = &update.secrets {
+                next.secrets = seal_all(&cipher, &team, &current.id, secrets);
+            }
+            next.updated_at = Utc::now();
+            Ok(next)
+        });
+        let team = caller.writable_team()?;
+        self.store
+            .update_connector(team, connector, &caller.actor(), edit)
+            .await
+    }
+
+    pub async fn delete_connector(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+    ) -> Result<(Connector, u64)> {
+        let team = caller.writable_team()?;
+        self.store
+            .delete_connector(team, connector, &caller.actor())
+            .await
+    }
+
+    // ----- links --------------------------------------------------------------------------------
+
+    pub async fn attach_project(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+        environments: EnvironmentSet,
+    ) -> Result<ProjectLink> {
+        let team = caller.writable_team()?;
+        self.store
+            .attach(
+                team,
+                connector,
+                project,
+                environments,
+                &caller.actor(),
+                Utc::now(),
+            )
+            .await
+    }
+
+    pub async fn detach_project(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+    ) -> Result<ProjectLink> {
+        let team = caller.writable_team()?;
+        self.store
+            .detach(team, connector, project, &caller.actor())
+            .await
+    }
+
+    pub async fn get_project_link(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+    ) -> Result<ProjectLink> {
+        let team = caller.readable_team()?;
+        self.store.link(team, connector, project).await
+    }
+
+    pub async fn list_project_links(
+        &self,
+        caller: &Caller,
+        filter: LinkFilter,
+        page: PageRequest,
+    ) -> Result<Page<ProjectLink>> {
+        let team = caller.readable_team()?;
+        let rows = self.store.links(team, &filter, &page).await?;
+        Ok(Page::from_rows(rows, page.size, link_sort_key))
+    }
+
+    // ----- audit --------------------------------------------------------------------------------
+
+    pub async fn list_audit_events(
+        &self,
+        caller: &Caller,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        let team = caller.readable_team()?;
+        if let Some(after) = &page.after
+            && after.parse::<i64>().is_err()
+        {
+            return Err(RegistryError::invalid(
+                "page_token",
+                "page_token is not a token this server issued",
+            ));
+        }
+        let rows = self.store.audit_events(team, &page).await?;
+        Ok(Page::from_rows(rows, page.size, |e| e.id.to_string()))
+    }
+
+    // ----- runtime ------------------------------------------------------------------------------
+
+    /// The runtime decision, in the documented order. Any "no" stops it.
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        query: &AuthorizeQuery,
+    ) -> Result<Authorization> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        let team = self.store.team(&query.owner_id).await?;
+        // An unknown team and a wrong issuer answer alike: neither tells whether the team exists.
+        if team.is_none_or(|t| t.issuer.as_str() != query.issuer) {
+            return Err(RegistryError::IssuerNotTrusted {
+                owner_id: query.owner_id.to_string(),
+            });
+        }
+        let connector = self
+            .store
+            .connector(&query.owner_id, &query.connector)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, &query.connector))?;
+        let link = self
+            .store
+            .link_by_ids(&query.owner_id, &connector.id, &query.project_id)
+            .await?
+            .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
+                connector: connector.uid.to_string(),
+                project_id: query.project_id.to_string(),
+            })?;
+        if !link.environments.contains(query.environment) {
+            return Err(RegistryError::ClientNotEnabledForEnvironment {
+                connector: connector.uid.to_string(),
+                project_id: query.project_id.to_string(),
+                environment: query.environment.to_string(),
+            });
+        }
+        let secrets = open_all(&self.cipher, &connector)?;
+        Ok(Authorization {
+            connector,
+            link,
+            secrets,
+        })
+    }
+}
+
+/// The sort key of a link in lists: connector id, then project id.
+pub fn link_sort_key(link: &ProjectLink) -> String {
+    format!("{}/{}", link.connector_id, link.project_id)
+}
+
+fn seal_all(
+    cipher: &SecretCipher,
+    team: &TeamId,
+    connector: &ConnectorId,
+    secrets: &SecretInput,
+) -> BTreeMap<String, StoredSecret> {
+    secrets
+        .iter()
+        .map(|(name, value)| {
+            let aad = SecretAad {
+                team_id: team.as_str(),
+                connector_id: connector.as_str(),
+                name,
+            };
+            let stored = StoredSecret {
+                sealed: cipher.seal(&aad, value),
+                fingerprint: cipher.fingerprint(value),
+            };
+            (name.clone(), stored)
+        })
+        .collect()
+}
+
+fn open_all(
+    cipher: &SecretCipher,
+    connector: &Connector,
+) -> Result<BTreeMap<String, SecretString>> {
+    connector
+        .secrets
+        .iter()
+        .map(|(name, stored)| {
+            let aad = SecretAad {
+                team_id: connector.team_id.as_str(),
+                connector_id: connector.id.as_str(),
+                name,
+            };
+            let value = cipher
+                .open(&aad, &stored.sealed)
+                .map_err(|e| RegistryError::internal("opening a connector secret", e))?;
+            Ok((name.clone(), value))
+        })
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! The persistence boundary. The service speaks to storage only through this trait, so its rules
+//! are written once and the same store test suite runs against every backend.
+//!
+//! Every mutation writes its audit event in the same transaction as the change, and every
+//! uniqueness or reference rule is left to the database: implementations map its violations to
+//! `AlreadyExists` / `FailedPrecondition` instead of checking first.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    error::Result,
+    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
+    types::{
+        ConnectorId, ConnectorRef, EnvironmentSet, PageRequest, ProjectId, ProjectRef, TeamId,
+    },
+};
+
+/// Turns the current connector into the updated one (runs inside the store's transaction).
+pub type ConnectorEdit = Box<dyn FnOnce(&Connector) -> Result<Connector> + Send>;
+
+/// Which links a list returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkFilter {
+    pub connector: Option<ConnectorRef>,
+    pub project: Option<ProjectRef>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether the database answers (for readiness).
+    async fn ping(&self) -> Result<()>;
+
+    async fn insert_team(&self, team: &Team, actor: &Actor) -> Result<()>;
+    async fn team(&self, id: &TeamId) -> Result<Option<Team>>;
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> Result<()>;
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
+
+    async fn insert_project(&self, project: &Project, actor: &Actor) -> Result<()>;
+    /// By id first, then by name.
+    async fn project(&self, team: &TeamId, project: &ProjectRef) -> Result<Option<Project>>;
+    /// Ordered by id, after `page.after`, at most `page.size + 1` rows.
+    async fn projects(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<Project>>;
+
+    async fn insert_connector(&self, connector: &Connector, actor: &Actor) -> Result<()>;
+    async fn connector(&self, team: &TeamId, connector: &ConnectorRef)
+    -> Result<Option<Connector>>;
+    /// Ordered by id, after `page.after`, at most `page.size + 1` rows.
+    async fn connectors(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<Connector>>;
+    /// `NotFound` when the connector does not exist in the team.
+    async fn update_connector(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        actor: &Actor,
+        edit: ConnectorEdit,
+    ) -> Result<Connector>;
+    /// Deletes the connector and its links; answers with the connector and the number of links.
+    async fn delete_connector(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        actor: &Actor,
+    ) -> Result<(Connector, u64)>;
+
+    /// Creates the link or replaces its environments. Concurrent calls for one pair serialize.
+    async fn attach(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+        environments: EnvironmentSet,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<ProjectLink>;
+    /// Removes the link and answers with it as it was.
+    async fn detach(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+        actor: &Actor,
+    ) -> Result<ProjectLink>;
+    async fn link(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+    ) -> Result<ProjectLink>;
+    /// The link between a connector and a project id, if any (the `Authorize` lookup).
+    async fn link_by_ids(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorId,
+        project: &ProjectId,
+    ) -> Result<Option<ProjectLink>>;
+    /// Ordered by (connector id, project id), after `page.after`, at most `page.size + 1` rows.
+    async fn links(
+        &self,
+        team: &TeamId,
+        filter: &LinkFilter,
+        page: &PageRequest,
+    ) -> Result<Vec<ProjectLink>>;
+
+    /// Newest first, before `page.after` (an event id), at most `page.size + 1` rows.
+    async fn audit_events(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<AuditEvent>>;
+}

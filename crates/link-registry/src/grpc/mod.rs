@@ -1,0 +1,276 @@
+//! The gRPC edge of `connect.registry.v1.LinkRegistry`. Each handler authenticates the caller,
+//! converts the request (`convert`), makes one call to the domain service and converts the answer;
+//! every error leaves through `status::to_status`.
+
+pub mod convert;
+pub mod status;
+
+use connect_proto::registry::v1::{self as pb, link_registry_server::LinkRegistry};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::domain::{
+    Caller, Registry, RegistryError,
+    service::{AuthorizeQuery, NewConnector, NewProject},
+};
+use convert::{
+    attachment, connector_ref, connector_update, link_listing, link_refs, page_request, project_ref,
+};
+use status::to_status;
+
+/// The `LinkRegistry` service over a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct LinkRegistryService {
+    registry: Registry,
+}
+
+impl LinkRegistryService {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+
+    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let key = bearer(metadata).ok_or_else(|| to_status(RegistryError::InvalidKey))?;
+        self.registry.authenticate(key).await.map_err(to_status)
+    }
+}
+
+/// The key of exactly one `authorization: Bearer <key>` value.
+fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    let mut values = metadata.get_all("authorization").iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    let (scheme, key) = text.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T, U: From<T>>(result: Result<T, RegistryError>) -> Reply<U> {
+    result.map(|v| Response::new(v.into())).map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl LinkRegistry for LinkRegistryService {
+    async fn create_project(
+        &self,
+        request: Request<pb::CreateProjectRequest>,
+    ) -> Reply<pb::Project> {
+        let caller = self.caller(request.metadata()).await?;
+        let new = NewProject::try_from(request.into_inner()).map_err(to_status)?;
+        reply(self.registry.create_project(&caller, new).await)
+    }
+
+    async fn get_project(&self, request: Request<pb::GetProjectRequest>) -> Reply<pb::Project> {
+        let caller = self.caller(request.metadata()).await?;
+        let project = project_ref("project", &request.get_ref().project).map_err(to_status)?;
+        reply(self.registry.get_project(&caller, &project).await)
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<pb::ListProjectsRequest>,
+    ) -> Reply<pb::ListProjectsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_projects(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListProjectsResponse {
+            projects: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_connector(
+        &self,
+        request: Request<pb::CreateConnectorRequest>,
+    ) -> Reply<pb::Connector> {
+        let caller = self.caller(request.metadata()).await?;
+        let new = NewConnector::try_from(request.into_inner()).map_err(to_status)?;
+        reply(self.registry.create_connector(&caller, new).await)
+    }
+
+    async fn get_connector(
+        &self,
+        request: Request<pb::GetConnectorRequest>,
+    ) -> Reply<pb::Connector> {
+        let caller = self.caller(request.metadata()).await?;
+        let connector =
+            connector_ref("connector", &request.get_ref().connector).map_err(to_status)?;
+        reply(self.registry.get_connector(&caller, &connector).await)
+    }
+
+    async fn list_connectors(
+        &self,
+        request: Request<pb::ListConnectorsRequest>,
+    ) -> Reply<pb::ListConnectorsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_connectors(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListConnectorsResponse {
+            connectors: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_connector(
+        &self,
+        request: Request<pb::UpdateConnectorRequest>,
+    ) -> Reply<pb::Connector> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, update) = connector_update(request.into_inner()).map_err(to_status)?;
+        reply(
+            self.registry
+                .update_connector(&caller, &connector, update)
+                .await,
+        )
+    }
+
+    async fn delete_connector(
+        &self,
+        request: Request<pb::DeleteConnectorRequest>,
+    ) -> Reply<pb::DeleteConnectorResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let connector =
+            connector_ref("connector", &request.get_ref().connector).map_err(to_status)?;
+        let (connector, removed_links) = self
+            .registry
+            .delete_connector(&caller, &connector)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteConnectorResponse {
+            connector: Some(connector.into()),
+            removed_links: u32::try_from(removed_links).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn attach_project(
+        &self,
+        request: Request<pb::AttachProjectRequest>,
+    ) -> Reply<pb::ProjectLink> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, project, environments) =
+            attachment(request.into_inner()).map_err(to_status)?;
+        reply(
+            self.registry
+                .attach_project(&caller, &connector, &project, environments)
+                .await,
+        )
+    }
+
+    async fn detach_project(
+        &self,
+        request: Request<pb::DetachProjectRequest>,
+    ) -> Reply<pb::DetachProjectResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let (connector, project) = link_refs(&req.connector, &req.project).map_err(to_status)?;
+        let link = self
+            .registry
+            .detach_project(&caller, &connector, &project)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DetachProjectResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn get_project_link(
+        &self,
+        request: Request<pb::GetProjectLinkRequest>,
+    ) -> Reply<pb::ProjectLink> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let (connector, project) = link_refs(&req.connector, &req.project).map_err(to_status)?;
+        reply(
+            self.registry
+                .get_project_link(&caller, &connector, &project)
+                .await,
+        )
+    }
+
+    async fn list_project_links(
+        &self,
+        request: Request<pb::ListProjectLinksRequest>,
+    ) -> Reply<pb::ListProjectLinksResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (filter, page) = link_listing(request.into_inner()).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_project_links(&caller, filter, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListProjectLinksResponse {
+            links: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Reply<pb::ListAuditEventsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_audit_events(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Reply<pb::AuthorizeResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let query = AuthorizeQuery::try_from(request.into_inner()).map_err(to_status)?;
+        let result = self.registry.authorize(&caller, &query).await;
+        match &result {
+            Ok(_) => tracing::debug!(owner_id = %query.owner_id, project_id = %query.project_id,
+                environment = %query.environment, connector = %query.connector, "authorized"),
+            Err(e) => tracing::debug!(owner_id = %query.owner_id, project_id = %query.project_id,
+                environment = %query.environment, connector = %query.connector, reason = %e, "denied"),
+        }
+        reply(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(values: &[&str]) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        for v in values {
+            map.append("authorization", v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn exactly_one_bearer_value_is_accepted() {
+        assert_eq!(bearer(&metadata(&["Bearer abc"])), Some("abc"));
+        assert_eq!(bearer(&metadata(&["bearer abc"])), Some("abc"));
+        assert_eq!(bearer(&metadata(&[])), None);
+        assert_eq!(bearer(&metadata(&["Basic abc"])), None);
+        assert_eq!(bearer(&metadata(&["abc"])), None);
+        assert_eq!(bearer(&metadata(&["Bearer a", "Bearer b"])), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! `link-registry`: serve, migrate, and the administrative commands that need the database itself
+//! (creating teams and API keys).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use link_registry::{
+    App,
+    app::{open_store, shutdown_signal},
+    config::{Cli, Command, KeysCommand, ServeConfig, TeamsCommand, redact_url},
+    crypto::SecretCipher,
+    domain::{
+        Registry,
+        model::Role,
+        service::NewTeam,
+        types::{IssuerUrl, TeamId, TeamSlug},
+    },
+    telemetry,
+};
+use secrecy::ExposeSecret;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A registry for the administrative commands, which never touch secrets.
+async fn admin_registry(database_url: &str) -> anyhow::Result<Registry> {
+    let store = open_store(database_url)
+        .await
+        .with_context(|| format!("opening {}", redact_url(database_url)))?;
+    Ok(Registry::new(
+        std::sync::Arc::new(store),
+        SecretCipher::ephemeral(),
+    ))
+}
+
+fn arg<T>(name: &str, parsed: Result<T, String>) -> anyhow::Result<T> {
+    parsed.map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let app = App::build(ServeConfig::from(args)).await?;
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate(args) => {
+            let store = open_store(&args.database_url).await?;
+            let applied = store.applied_migrations().await?;
+            tracing::info!(
+                count = applied.len(),
+                latest = applied.last().map(String::as_str),
+                "migrations applied"
+            );
+        }
+        Command::Teams(TeamsCommand::Create(args)) => {
+            let team = NewTeam {
+                id: arg("id", TeamId::parse(&args.id))?,
+                slug: arg("slug", TeamSlug::parse(&args.slug))?,
+                issuer: arg("issuer", IssuerUrl::parse(&args.issuer))?,
+            };
+            let registry = admin_registry(&args.database.database_url).await?;
+            let team = registry.create_team(team).await?;
+            println!("{}", team.id);
+        }
+        Command::Keys(KeysCommand::Create(args)) => {
+            let role = arg("role", Role::parse(&args.role))?;
+            let team = args
+                .team
+                .as_deref()
+                .map(|t| arg("team", TeamId::parse(t)))
+                .transpose()?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            let (record, key) = registry.create_api_key(team, role).await?;
+            tracing::info!(key_id = %record.id, role = role.as_str(), "api key created");
+            println!("{}", key.expose_secret());
+        }
+    }
+    Ok(())
+}
