@@ -20,7 +20,7 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -33,11 +33,11 @@ pub enum AppError {
         "a secret key file is required for this database: pass --secret-key-file (LINK_REGISTRY_SECRET_KEY_FILE)"
     )]
     SecretKeyRequired,
-    #[error("cannot build gRPC reflection: {0}")]
+    #[error("cannot build gRPC reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server failed: {0}")]
+    #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
-    #[error("gRPC server task failed: {0}")]
+    #[error("gRPC server task failed")]
     Task(#[from] tokio::task::JoinError),
 }
 
@@ -116,18 +116,8 @@ impl App {
             .await;
         health.set_not_serving::<Service>().await;
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("connect.registry.v1.LinkRegistry")
-            .with_service_name("grpc.health.v1.Health")
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("connect.registry.v1.LinkRegistry")
-            .with_service_name("grpc.health.v1.Health")
-            .build_v1alpha()?;
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let service = LinkRegistryServer::new(LinkRegistryService::new(self.registry.clone()))
             .max_decoding_message_size(self.config.max_request_bytes);
@@ -170,6 +160,17 @@ impl App {
         tracing::info!("link-registry stopped");
         Ok(())
     }
+}
+
+/// Server reflection for the registry and health services. The error-detail types are registered
+/// too, so that `grpcurl` can print `ErrorInfo` and `BadRequest` details.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("connect.registry.v1.LinkRegistry")
+        .with_service_name("grpc.health.v1.Health")
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -27,12 +27,12 @@ const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read secret key file {path}: {source}")]
+    #[error("cannot read secret key file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot create secret key file {path}: {source}")]
+    #[error("cannot create secret key file {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,

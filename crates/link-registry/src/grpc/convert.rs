@@ -123,7 +123,8 @@ impl TryFrom<pb::CreateConnectorRequest> for NewConnector {
         }
         let name = match (&uid, req.name.is_empty()) {
             (Some(uid), true) => v.check("name", DisplayName::parse(uid.name())),
-            _ => v.check("name", DisplayName::parse(&req.name)),
+            (None, true) => None, // defaults from the uid, which is already reported
+            (_, false) => v.check("name", DisplayName::parse(&req.name)),
         };
         let config = v.check_map("config", ConfigMap::parse(&req.config));
         let secrets = v.check_map("secrets", SecretInput::parse(req.secrets));

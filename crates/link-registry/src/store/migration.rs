@@ -20,8 +20,13 @@ impl MigratorTrait for Migrator {
 mod m20261125_000001_initial {
     use sea_orm_migration::prelude::*;
 
-    #[derive(DeriveMigrationName)]
     pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261125_000001_initial"
+        }
+    }
 
     #[derive(DeriveIden)]
     enum Teams {
