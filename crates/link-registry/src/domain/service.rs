@@ -7,14 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     error::{RegistryError, Resource, Result},
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink, Role,
-        StoredSecret, Team,
+        self, Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink,
+        Role, StoredSecret, Team,
     },
     store::{LinkFilter, Store},
     types::{
@@ -181,7 +180,7 @@ impl Registry {
             id: new.id,
             slug: new.slug,
             issuer: new.issuer,
-            created_at: Utc::now(),
+            created_at: model::now(),
         };
         self.store.insert_team(&team, &Actor::CommandLine).await?;
         Ok(team)
@@ -219,7 +218,7 @@ impl Registry {
             team_id: team,
             role,
             key_hash: crypto::hash_api_key(key.expose_secret()),
-            created_at: Utc::now(),
+            created_at: model::now(),
         };
         self.store
             .insert_api_key(&record, &Actor::CommandLine)
@@ -235,7 +234,7 @@ impl Registry {
             team_id: team.clone(),
             id: new.id,
             name: new.name,
-            created_at: Utc::now(),
+            created_at: model::now(),
         };
         self.store.insert_project(&project, &caller.actor()).await?;
         Ok(project)
@@ -260,7 +259,7 @@ impl Registry {
     pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
         let team = caller.writable_team()?;
         let id = ConnectorId::generate();
-        let now = Utc::now();
+        let now = model::now();
         let connector = Connector {
             secrets: seal_all(&self.cipher, team, &id, &new.secrets),
             id,
@@ -318,7 +317,7 @@ impl Registry {
             if let Some(secrets) = &update.secrets {
                 next.secrets = seal_all(&cipher, &team, &current.id, secrets);
             }
-            next.updated_at = Utc::now();
+            next.updated_at = model::now();
             Ok(next)
         });
         let team = caller.writable_team()?;
@@ -355,7 +354,7 @@ impl Registry {
                 project,
                 environments,
                 &caller.actor(),
-                Utc::now(),
+                model::now(),
             )
             .await
     }

@@ -33,7 +33,7 @@ use self::{
 };
 use crate::domain::{
     RegistryError, Resource, Result, audit,
-    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
+    model::{self, Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
     store::{ConnectorEdit, LinkFilter, Store},
     types::{
         ConnectorId, ConnectorRef, EnvironmentSet, PageRequest, ProjectId, ProjectRef, TeamId,
@@ -482,7 +482,7 @@ impl Store for SeaStore {
             .map_err(storage_error)?;
         insert_audit(
             &txn.txn,
-            audit::connector_deleted(actor, &connector, &links, Utc::now()),
+            audit::connector_deleted(actor, &connector, &links, model::now()),
         )
         .await?;
         commit(txn).await?;
@@ -569,7 +569,11 @@ impl Store for SeaStore {
             .exec(&txn.txn)
             .await
             .map_err(storage_error)?;
-        insert_audit(&txn.txn, audit::project_detached(actor, &link, Utc::now())).await?;
+        insert_audit(
+            &txn.txn,
+            audit::project_detached(actor, &link, model::now()),
+        )
+        .await?;
         commit(txn).await?;
         Ok(link)
     }

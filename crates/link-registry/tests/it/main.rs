@@ -1,0 +1,5 @@
+//! The link registry's integration tests: one binary, real databases, a real server on port 0.
+
+mod harness;
+mod rpc;
+mod store;

@@ -1,0 +1,1514 @@
+//! Every `LinkRegistry` RPC through a real server, on every backend: roles, tenant isolation,
+//! validation, pagination, audit, concurrency and restarts.
+
+use std::collections::HashSet;
+
+use connect_proto::registry::v1 as pb;
+use tonic::Code;
+
+use crate::harness::{
+    Client, ISSUER, OTHER_ISSUER, TestApp, TestDb, assert_error, violated_fields,
+};
+
+async fn create_project(client: &mut Client, id: &str, name: &str) -> pb::Project {
+    client
+        .create_project(pb::CreateProjectRequest {
+            id: id.into(),
+            name: name.into(),
+        })
+        .await
+        .expect("create project")
+        .into_inner()
+}
+
+async fn create_connector(client: &mut Client, uid: &str, api_key: &str) -> pb::Connector {
+    client
+        .create_connector(pb::CreateConnectorRequest {
+            uid: uid.into(),
+            config: [("region".to_owned(), "eu".to_owned())].into(),
+            secrets: [("api_key".to_owned(), api_key.to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create connector")
+        .into_inner()
+}
+
+async fn attach(
+    client: &mut Client,
+    connector: &str,
+    project: &str,
+    envs: &[&str],
+) -> pb::ProjectLink {
+    client
+        .attach_project(pb::AttachProjectRequest {
+            connector: connector.into(),
+            project: project.into(),
+            environments: envs.iter().map(|e| e.to_string()).collect(),
+        })
+        .await
+        .expect("attach")
+        .into_inner()
+}
+
+fn authorize(team: &str, project: &str, env: &str, connector: &str) -> pb::AuthorizeRequest {
+    pb::AuthorizeRequest {
+        owner_id: team.into(),
+        project_id: project.into(),
+        environment: env.into(),
+        issuer: ISSUER.into(),
+        connector: connector.into(),
+    }
+}
+
+/// A team with project `prj_web` (`web`), connector `api-key/stripe` and a link for preview.
+async fn seeded(db: TestDb) -> (TestApp, pb::Connector) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    create_project(&mut admin, "prj_web", "web").await;
+    let connector = create_connector(&mut admin, "api-key/stripe", "sk_test_51Hx").await;
+    attach(&mut admin, "api-key/stripe", "web", &["preview"]).await;
+    (app, connector)
+}
+
+crate::on_every_backend!(
+    the_documented_sequence_answers_as_the_contract_says,
+    calls_without_one_valid_bearer_key_are_unauthenticated,
+    viewers_read_but_cannot_write,
+    broker_keys_may_call_only_authorize,
+    one_team_can_neither_see_nor_change_another,
+    authorize_checks_issuer_then_connector_then_link_then_environment,
+    no_admin_rpc_ever_returns_a_secret,
+    attach_replaces_the_environment_set,
+    detach_removes_only_the_link,
+    deleting_a_connector_removes_its_links,
+    update_connector_changes_only_the_masked_fields,
+    duplicates_are_already_exists,
+    invalid_fields_are_named_in_bad_request,
+    lists_page_through_every_row_exactly_once,
+    every_change_is_audited_newest_first,
+    fifty_concurrent_attaches_leave_exactly_one_link,
+    data_survives_a_restart,
+);
+
+async fn the_documented_sequence_answers_as_the_contract_says(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let mut broker = app.broker();
+
+    let project = create_project(&mut admin, "prj_9f8e", "web").await;
+    assert_eq!(
+        (project.id.as_str(), project.owner_id.as_str()),
+        ("prj_9f8e", "team_acme")
+    );
+    let connector = create_connector(&mut admin, "api-key/stripe", "sk_live_abc").await;
+    assert!(connector.id.starts_with("conn_"));
+    assert_eq!(
+        (connector.r#type.as_str(), connector.name.as_str()),
+        ("api-key", "stripe")
+    );
+    assert_eq!(connector.secret_names, ["api_key"]);
+
+    let link = attach(&mut admin, "api-key/stripe", "prj_9f8e", &["development"]).await;
+    assert_eq!(link.environments, ["development"]);
+    assert_eq!(
+        (link.connector_id.as_str(), link.project_name.as_str()),
+        (connector.id.as_str(), "web")
+    );
+
+    let links = admin
+        .list_project_links(pb::ListProjectLinksRequest {
+            connector: "api-key/stripe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(links.links, std::slice::from_ref(&link));
+    assert!(links.next_page_token.is_empty());
+
+    let granted = broker
+        .authorize(authorize(
+            "team_acme",
+            "prj_9f8e",
+            "development",
+            "api-key/stripe",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.secrets["api_key"], "sk_live_abc");
+    assert_eq!(granted.connector.unwrap().id, connector.id);
+    assert_eq!(granted.link.unwrap(), link);
+
+    let status = assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_9f8e",
+                "production",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("ClientNotEnabledForEnvironmentError")
+    );
+
+    let detached = admin
+        .detach_project(pb::DetachProjectRequest {
+            connector: "api-key/stripe".into(),
+            project: "prj_9f8e".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detached.link.unwrap(), link);
+
+    let status = assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_9f8e",
+                "development",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("ClientNotLinkedToProjectError")
+    );
+
+    // Health reports SERVING once the server is ready.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
+    for service in ["", "connect.registry.v1.LinkRegistry"] {
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    app.stop().await;
+}
+
+async fn calls_without_one_valid_bearer_key_are_unauthenticated(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let request = || pb::ListProjectsRequest::default();
+    assert_error(
+        app.anonymous().list_projects(request()).await,
+        Code::Unauthenticated,
+        "INVALID_KEY",
+    );
+    assert_error(
+        app.client("cnk_not_a_key").list_projects(request()).await,
+        Code::Unauthenticated,
+        "INVALID_KEY",
+    );
+
+    let mut basic = tonic::Request::new(request());
+    basic.metadata_mut().insert(
+        "authorization",
+        format!("Basic {}", app.acme.admin).parse().unwrap(),
+    );
+    assert_error(
+        app.anonymous().list_projects(basic).await,
+        Code::Unauthenticated,
+        "INVALID_KEY",
+    );
+
+    let mut two = tonic::Request::new(request());
+    two.metadata_mut().append(
+        "authorization",
+        format!("Bearer {}", app.acme.admin).parse().unwrap(),
+    );
+    two.metadata_mut().append(
+        "authorization",
+        format!("Bearer {}", app.acme.admin).parse().unwrap(),
+    );
+    assert_error(
+        app.anonymous().list_projects(two).await,
+        Code::Unauthenticated,
+        "INVALID_KEY",
+    );
+
+    assert!(app.admin().list_projects(request()).await.is_ok());
+}
+
+async fn viewers_read_but_cannot_write(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let mut viewer = app.client(&app.acme.viewer);
+    assert_eq!(
+        viewer
+            .list_projects(pb::ListProjectsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .projects
+            .len(),
+        1
+    );
+    let read = viewer
+        .get_connector(pb::GetConnectorRequest {
+            connector: connector.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read, connector);
+    viewer
+        .get_project(pb::GetProjectRequest {
+            project: "web".into(),
+        })
+        .await
+        .unwrap();
+    viewer
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: "api-key/stripe".into(),
+            project: "web".into(),
+        })
+        .await
+        .unwrap();
+    viewer
+        .list_connectors(pb::ListConnectorsRequest::default())
+        .await
+        .unwrap();
+    viewer
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap();
+
+    let denied = |r| assert_error(r, Code::PermissionDenied, "ROLE_NOT_ALLOWED");
+    denied(
+        viewer
+            .create_project(pb::CreateProjectRequest {
+                id: "prj_x".into(),
+                name: "x".into(),
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        viewer
+            .create_connector(pb::CreateConnectorRequest {
+                uid: "api-key/x".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        viewer
+            .attach_project(pb::AttachProjectRequest {
+                connector: "api-key/stripe".into(),
+                project: "web".into(),
+                environments: vec!["production".into()],
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        viewer
+            .detach_project(pb::DetachProjectRequest {
+                connector: "api-key/stripe".into(),
+                project: "web".into(),
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        viewer
+            .delete_connector(pb::DeleteConnectorRequest {
+                connector: "api-key/stripe".into(),
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        viewer
+            .update_connector(pb::UpdateConnectorRequest {
+                connector: "api-key/stripe".into(),
+                name: "n".into(),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["name".into()],
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        viewer
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await
+            .map(|r| r.map(drop)),
+    );
+
+    // Nothing changed.
+    let link = app
+        .admin()
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: "api-key/stripe".into(),
+            project: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(link.environments, ["preview"]);
+}
+
+async fn broker_keys_may_call_only_authorize(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    let mut broker = app.broker();
+    let denied = |r| assert_error(r, Code::PermissionDenied, "ROLE_NOT_ALLOWED");
+    denied(
+        broker
+            .list_projects(pb::ListProjectsRequest::default())
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        broker
+            .get_connector(pb::GetConnectorRequest {
+                connector: "api-key/stripe".into(),
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        broker
+            .list_audit_events(pb::ListAuditEventsRequest::default())
+            .await
+            .map(|r| r.map(drop)),
+    );
+    denied(
+        broker
+            .create_project(pb::CreateProjectRequest {
+                id: "prj_x".into(),
+                name: "x".into(),
+            })
+            .await
+            .map(|r| r.map(drop)),
+    );
+    assert!(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/stripe"
+            ))
+            .await
+            .is_ok()
+    );
+    // Admins may not ask for decrypted secrets.
+    denied(
+        app.admin()
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await
+            .map(|r| r.map(drop)),
+    );
+}
+
+async fn one_team_can_neither_see_nor_change_another(db: TestDb) {
+    let (app, acme_connector) = seeded(db).await;
+    let globex = app.new_team("team_globex", "globex", OTHER_ISSUER).await;
+    let mut other = app.client(&globex.admin);
+    create_project(&mut other, "prj_globex", "shop").await;
+    create_connector(&mut other, "api-key/other", "sk_other").await;
+
+    // Globex sees only its own rows.
+    let projects = other
+        .list_projects(pb::ListProjectsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .projects;
+    assert_eq!(
+        projects.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["prj_globex"]
+    );
+    let connectors = other
+        .list_connectors(pb::ListConnectorsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors;
+    assert_eq!(
+        connectors
+            .iter()
+            .map(|c| c.uid.as_str())
+            .collect::<Vec<_>>(),
+        ["api-key/other"]
+    );
+    assert!(
+        other
+            .list_project_links(pb::ListProjectLinksRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .links
+            .is_empty()
+    );
+    let events = other
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events.iter().all(|e| e.owner_id == "team_globex"),
+        "{events:?}"
+    );
+
+    // Acme's ids are simply not found for Globex, by id and by uid or name.
+    for connector in [acme_connector.id.as_str(), "api-key/stripe"] {
+        assert_error(
+            other
+                .get_connector(pb::GetConnectorRequest {
+                    connector: connector.into(),
+                })
+                .await,
+            Code::NotFound,
+            "CONNECTOR_NOT_FOUND",
+        );
+        assert_error(
+            other
+                .delete_connector(pb::DeleteConnectorRequest {
+                    connector: connector.into(),
+                })
+                .await,
+            Code::NotFound,
+            "CONNECTOR_NOT_FOUND",
+        );
+        assert_error(
+            other
+                .update_connector(pb::UpdateConnectorRequest {
+                    connector: connector.into(),
+                    name: "mine".into(),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["name".into()],
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            Code::NotFound,
+            "CONNECTOR_NOT_FOUND",
+        );
+        assert_error(
+            other
+                .attach_project(pb::AttachProjectRequest {
+                    connector: connector.into(),
+                    project: "prj_globex".into(),
+                    environments: vec!["production".into()],
+                })
+                .await,
+            Code::NotFound,
+            "CONNECTOR_NOT_FOUND",
+        );
+    }
+    for project in ["prj_web", "web"] {
+        assert_error(
+            other
+                .get_project(pb::GetProjectRequest {
+                    project: project.into(),
+                })
+                .await,
+            Code::NotFound,
+            "PROJECT_NOT_FOUND",
+        );
+        assert_error(
+            other
+                .attach_project(pb::AttachProjectRequest {
+                    connector: "api-key/other".into(),
+                    project: project.into(),
+                    environments: vec!["production".into()],
+                })
+                .await,
+            Code::NotFound,
+            "PROJECT_NOT_FOUND",
+        );
+    }
+    // The same project id and connector uid are free to use in another team.
+    create_project(&mut other, "prj_web", "web").await;
+    create_connector(&mut other, "api-key/stripe", "sk_globex").await;
+    attach(&mut other, "api-key/stripe", "prj_web", &["production"]).await;
+
+    // Acme's link and secret are untouched by Globex's same-named rows.
+    let granted = app
+        .broker()
+        .authorize(authorize(
+            "team_acme",
+            "prj_web",
+            "preview",
+            "api-key/stripe",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.secrets["api_key"], "sk_test_51Hx");
+    assert_error(
+        app.broker()
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "production",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+    );
+}
+
+async fn authorize_checks_issuer_then_connector_then_link_then_environment(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let globex = app.new_team("team_globex", "globex", OTHER_ISSUER).await;
+    create_connector(&mut app.client(&globex.admin), "api-key/globex-only", "sk").await;
+    let mut broker = app.broker();
+
+    // Issuer first: a wrong issuer fails even for an unknown connector.
+    let mut wrong_issuer = authorize("team_acme", "prj_web", "preview", "api-key/nope");
+    wrong_issuer.issuer = OTHER_ISSUER.into();
+    let status = assert_error(
+        broker.authorize(wrong_issuer).await,
+        Code::Unauthenticated,
+        "ISSUER_NOT_TRUSTED",
+    );
+    assert!(status.message().starts_with("IssuerNotTrustedError"));
+    assert_error(
+        broker
+            .authorize(authorize(
+                "team_unknown",
+                "prj_web",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::Unauthenticated,
+        "ISSUER_NOT_TRUSTED",
+    );
+    // Then the connector, in the token's team only.
+    let status = assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_nolink",
+                "production",
+                "api-key/nope",
+            ))
+            .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    assert!(status.message().starts_with("ConnectorNotFoundError"));
+    assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/globex-only",
+            ))
+            .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    // Then the link, then the environment.
+    assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_unregistered",
+                "production",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+    );
+    assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "production",
+                &connector.id,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+    );
+    // By id as by uid.
+    let granted = broker
+        .authorize(authorize("team_acme", "prj_web", "preview", &connector.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.connector.unwrap().uid, "api-key/stripe");
+    // Malformed requests are rejected before any lookup.
+    let status = assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "staging",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["environment"]);
+    let empty = pb::AuthorizeRequest {
+        environment: "preview".into(),
+        ..Default::default()
+    };
+    let status = assert_error(
+        broker.authorize(empty).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        violated_fields(&status),
+        ["owner_id", "project_id", "issuer", "connector"]
+    );
+}
+
+async fn no_admin_rpc_ever_returns_a_secret(db: TestDb) {
+    const SECRET: &str = "sk_live_must_never_leak_9c1f";
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    create_project(&mut admin, "prj_web", "web").await;
+    let mut seen = Vec::new();
+    seen.push(format!(
+        "{:?}",
+        create_connector(&mut admin, "api-key/stripe", SECRET).await
+    ));
+    seen.push(format!(
+        "{:?}",
+        attach(&mut admin, "api-key/stripe", "web", &["preview"]).await
+    ));
+    seen.push(format!(
+        "{:?}",
+        admin
+            .get_connector(pb::GetConnectorRequest {
+                connector: "api-key/stripe".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    ));
+    seen.push(format!(
+        "{:?}",
+        admin
+            .list_connectors(pb::ListConnectorsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    ));
+    seen.push(format!(
+        "{:?}",
+        admin
+            .update_connector(pb::UpdateConnectorRequest {
+                connector: "api-key/stripe".into(),
+                secrets: [("api_key".to_owned(), format!("{SECRET}_2"))].into(),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["secrets".into()]
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    ));
+    seen.push(format!(
+        "{:?}",
+        admin
+            .list_audit_events(pb::ListAuditEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    ));
+    seen.push(format!(
+        "{:?}",
+        admin
+            .delete_connector(pb::DeleteConnectorRequest {
+                connector: "api-key/stripe".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    ));
+    seen.push(format!(
+        "{:?}",
+        admin
+            .list_audit_events(pb::ListAuditEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    ));
+    for text in &seen {
+        assert!(
+            !text.contains("sk_live_must_never_leak"),
+            "secret leaked: {text}"
+        );
+    }
+    // The audit rows say that the secret changed, by fingerprint.
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let update = events
+        .iter()
+        .find(|e| e.action == "connector.update")
+        .unwrap();
+    let fingerprint =
+        |s: &Option<prost_types::Struct>| format!("{:?}", s.as_ref().unwrap().fields["secrets"]);
+    assert_ne!(fingerprint(&update.before), fingerprint(&update.after));
+}
+
+async fn attach_replaces_the_environment_set(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    let mut admin = app.admin();
+    let first = admin
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: "api-key/stripe".into(),
+            project: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let link = attach(
+        &mut admin,
+        "api-key/stripe",
+        "prj_web",
+        &["production", "development", "production"],
+    )
+    .await;
+    assert_eq!(link.environments, ["development", "production"]);
+    assert_eq!(link.create_time, first.create_time);
+    let mut broker = app.broker();
+    broker
+        .authorize(authorize(
+            "team_acme",
+            "prj_web",
+            "production",
+            "api-key/stripe",
+        ))
+        .await
+        .unwrap();
+    assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+    );
+    for bad in [
+        vec![],
+        vec!["staging".to_owned()],
+        vec!["Production".to_owned()],
+    ] {
+        let status = assert_error(
+            admin
+                .attach_project(pb::AttachProjectRequest {
+                    connector: "api-key/stripe".into(),
+                    project: "web".into(),
+                    environments: bad,
+                })
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&status), ["environments"]);
+    }
+    let links = admin
+        .list_project_links(pb::ListProjectLinksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].environments, ["development", "production"]);
+}
+
+async fn detach_removes_only_the_link(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let mut admin = app.admin();
+    admin
+        .detach_project(pb::DetachProjectRequest {
+            connector: connector.id.clone(),
+            project: "prj_web".into(),
+        })
+        .await
+        .unwrap();
+    assert_error(
+        admin
+            .detach_project(pb::DetachProjectRequest {
+                connector: connector.id.clone(),
+                project: "prj_web".into(),
+            })
+            .await,
+        Code::NotFound,
+        "PROJECT_LINK_NOT_FOUND",
+    );
+    assert_error(
+        admin
+            .get_project_link(pb::GetProjectLinkRequest {
+                connector: connector.id.clone(),
+                project: "web".into(),
+            })
+            .await,
+        Code::NotFound,
+        "PROJECT_LINK_NOT_FOUND",
+    );
+    // Connector, secrets and project stay: linking again authorizes with the same secret.
+    assert_eq!(
+        admin
+            .get_connector(pb::GetConnectorRequest {
+                connector: connector.id.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        connector
+    );
+    admin
+        .get_project(pb::GetProjectRequest {
+            project: "prj_web".into(),
+        })
+        .await
+        .unwrap();
+    attach(&mut admin, &connector.id, "web", &["preview"]).await;
+    let granted = app
+        .broker()
+        .authorize(authorize(
+            "team_acme",
+            "prj_web",
+            "preview",
+            "api-key/stripe",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.secrets["api_key"], "sk_test_51Hx");
+}
+
+async fn deleting_a_connector_removes_its_links(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let mut admin = app.admin();
+    create_project(&mut admin, "prj_api", "api").await;
+    attach(&mut admin, "api-key/stripe", "api", &["production"]).await;
+    let other = create_connector(&mut admin, "api-key/other", "sk_other").await;
+    attach(&mut admin, &other.id, "api", &["production"]).await;
+
+    let deleted = admin
+        .delete_connector(pb::DeleteConnectorRequest {
+            connector: "api-key/stripe".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.removed_links, 2);
+    assert_eq!(deleted.connector.unwrap(), connector);
+    assert_error(
+        admin
+            .get_connector(pb::GetConnectorRequest {
+                connector: connector.id.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    let links = admin
+        .list_project_links(pb::ListProjectLinksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(
+        links
+            .iter()
+            .map(|l| l.connector_uid.as_str())
+            .collect::<Vec<_>>(),
+        ["api-key/other"]
+    );
+    assert_error(
+        app.broker()
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    // The uid is free again.
+    create_connector(&mut admin, "api-key/stripe", "sk_new").await;
+}
+
+async fn update_connector_changes_only_the_masked_fields(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let mut admin = app.admin();
+    let mask = |paths: &[&str]| {
+        Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        })
+    };
+    let renamed = admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: "api-key/stripe".into(),
+            name: "Stripe (live)".into(),
+            config: [("ignored".to_owned(), "x".to_owned())].into(),
+            update_mask: mask(&["name"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.name, "Stripe (live)");
+    assert_eq!(renamed.config, connector.config);
+    assert_eq!(renamed.create_time, connector.create_time);
+
+    let rotated = admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: connector.id.clone(),
+            config: [("region".to_owned(), "us".to_owned())].into(),
+            secrets: [
+                ("api_key".to_owned(), "sk_rotated".to_owned()),
+                ("webhook".to_owned(), "whsec".to_owned()),
+            ]
+            .into(),
+            update_mask: mask(&["config", "secrets"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.name, "Stripe (live)");
+    assert_eq!(rotated.config["region"], "us");
+    assert_eq!(rotated.secret_names, ["api_key", "webhook"]);
+    let granted = app
+        .broker()
+        .authorize(authorize(
+            "team_acme",
+            "prj_web",
+            "preview",
+            "api-key/stripe",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.secrets["api_key"], "sk_rotated");
+    assert_eq!(granted.secrets["webhook"], "whsec");
+
+    let status = assert_error(
+        admin
+            .update_connector(pb::UpdateConnectorRequest {
+                connector: "api-key/stripe".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["update_mask"]);
+}
+
+async fn duplicates_are_already_exists(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    let mut admin = app.admin();
+    let status = assert_error(
+        admin
+            .create_project(pb::CreateProjectRequest {
+                id: "prj_web".into(),
+                name: "other".into(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "ALREADY_EXISTS",
+    );
+    assert!(status.message().contains("prj_web"), "{status:?}");
+    let status = assert_error(
+        admin
+            .create_project(pb::CreateProjectRequest {
+                id: "prj_other".into(),
+                name: "web".into(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "ALREADY_EXISTS",
+    );
+    assert!(status.message().contains("'web'"), "{status:?}");
+    assert_error(
+        admin
+            .create_connector(pb::CreateConnectorRequest {
+                uid: "api-key/stripe".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::AlreadyExists,
+        "ALREADY_EXISTS",
+    );
+    assert_eq!(
+        admin
+            .list_projects(pb::ListProjectsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .projects
+            .len(),
+        1
+    );
+}
+
+async fn invalid_fields_are_named_in_bad_request(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let status = assert_error(
+        admin
+            .create_project(pb::CreateProjectRequest {
+                id: "prj 1".into(),
+                name: "Web!".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert!(status.message().starts_with("InvalidArgumentError"));
+    assert_eq!(violated_fields(&status), ["id", "name"]);
+
+    let status = assert_error(
+        admin
+            .create_connector(pb::CreateConnectorRequest {
+                uid: "api-key/stripe".into(),
+                r#type: "oauth2".into(),
+                config: [("k".to_owned(), "v".repeat(5000))].into(),
+                secrets: (0..20).map(|i| (format!("s{i}"), "v".to_owned())).collect(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["type", "config[k]", "secrets"]);
+
+    for connector in ["", "stripe", "conn_tooshort", &"a/".repeat(200)] {
+        let status = assert_error(
+            admin
+                .get_connector(pb::GetConnectorRequest {
+                    connector: connector.into(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&status), ["connector"]);
+    }
+    let status = assert_error(
+        admin
+            .list_projects(pb::ListProjectsRequest {
+                page_size: -1,
+                page_token: "garbage!".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["page_size", "page_token"]);
+    let status = assert_error(
+        admin
+            .list_audit_events(pb::ListAuditEventsRequest {
+                page_size: 1,
+                page_token: connect_like_token("abc"),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["page_token"]);
+
+    // A request over the size limit is refused before it is decoded.
+    let huge = admin
+        .create_project(pb::CreateProjectRequest {
+            id: "prj_x".into(),
+            name: "x".repeat(400_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge:?}");
+}
+
+/// A token of the server's format whose key is not valid for the list it is used with.
+fn connect_like_token(key: &str) -> String {
+    link_registry::domain::types::PageRequest::token_after(key)
+}
+
+async fn lists_page_through_every_row_exactly_once(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    for i in 0..7 {
+        create_project(&mut admin, &format!("prj_{i:02}"), &format!("p{i}")).await;
+    }
+    for i in 0..3 {
+        create_connector(&mut admin, &format!("api-key/c{i}"), "sk").await;
+    }
+    for c in 0..3 {
+        for p in 0..3 {
+            attach(
+                &mut admin,
+                &format!("api-key/c{c}"),
+                &format!("prj_{p:02}"),
+                &["preview"],
+            )
+            .await;
+        }
+    }
+
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = admin
+            .list_projects(pb::ListProjectsRequest {
+                page_size: 3,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        ids.extend(page.projects.into_iter().map(|p| p.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        ids,
+        (0..7).map(|i| format!("prj_{i:02}")).collect::<Vec<_>>()
+    );
+
+    let mut links = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_project_links(pb::ListProjectLinksRequest {
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.links.len() <= 2);
+        links.extend(
+            page.links
+                .into_iter()
+                .map(|l| (l.connector_id, l.project_id)),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(links.len(), 9);
+    assert_eq!(links.iter().collect::<HashSet<_>>().len(), 9);
+    let mut sorted = links.clone();
+    sorted.sort();
+    assert_eq!(links, sorted);
+
+    let by_project = admin
+        .list_project_links(pb::ListProjectLinksRequest {
+            project: "p0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(by_project.len(), 3);
+    assert!(by_project.iter().all(|l| l.project_id == "prj_00"));
+    let by_both = admin
+        .list_project_links(pb::ListProjectLinksRequest {
+            project: "p0".into(),
+            connector: "api-key/c1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(by_both.len(), 1);
+
+    let first = admin
+        .list_connectors(pb::ListConnectorsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = admin
+        .list_connectors(pb::ListConnectorsRequest {
+            page_size: 2,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.connectors.len() + rest.connectors.len(), 3);
+    assert!(rest.next_page_token.is_empty());
+
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_audit_events(pb::ListAuditEventsRequest {
+                page_size: 4,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(
+            page.events
+                .into_iter()
+                .map(|e| e.id.parse::<i64>().unwrap()),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // 7 projects + 3 connectors + 9 attaches, plus the team and its two keys.
+    assert_eq!(events.len(), 7 + 3 + 9 + 3);
+    assert!(
+        events.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {events:?}"
+    );
+}
+
+async fn every_change_is_audited_newest_first(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let mut admin = app.admin();
+    attach(&mut admin, "api-key/stripe", "web", &["production"]).await;
+    admin
+        .detach_project(pb::DetachProjectRequest {
+            connector: "api-key/stripe".into(),
+            project: "web".into(),
+        })
+        .await
+        .unwrap();
+    admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: "api-key/stripe".into(),
+            name: "Renamed".into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .delete_connector(pb::DeleteConnectorRequest {
+            connector: "api-key/stripe".into(),
+        })
+        .await
+        .unwrap();
+
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "connector.delete",
+            "connector.update",
+            "project.detach",
+            "project.attach",
+            "project.attach",
+            "connector.create",
+            "project.create",
+            "key.create",
+            "key.create",
+            "team.create",
+        ]
+    );
+    let by_admin: Vec<&pb::AuditEvent> = events
+        .iter()
+        .filter(|e| e.action != "team.create" && e.action != "key.create")
+        .collect();
+    assert!(
+        by_admin.iter().all(|e| e.actor == app.acme.admin_key_id),
+        "{by_admin:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.action == "team.create")
+            .all(|e| e.actor == "cli")
+    );
+
+    let text = |s: &Option<prost_types::Struct>, field: &str| -> String {
+        match &s.as_ref().unwrap().fields[field].kind {
+            Some(prost_types::value::Kind::StringValue(v)) => v.clone(),
+            Some(prost_types::value::Kind::ListValue(l)) => {
+                format!("{:?}", l.values.iter().map(|v| &v.kind).collect::<Vec<_>>())
+            }
+            other => format!("{other:?}"),
+        }
+    };
+    let reattach = &events[3];
+    assert!(text(&reattach.before, "environments").contains("preview"));
+    assert!(text(&reattach.after, "environments").contains("production"));
+    assert_eq!(reattach.target, format!("link:{}/prj_web", connector.id));
+    let first_attach = &events[4];
+    assert!(first_attach.before.is_none());
+    let delete = &events[0];
+    assert!(delete.after.is_none());
+    assert_eq!(text(&delete.before, "uid"), "api-key/stripe");
+    let update = &events[1];
+    assert_eq!(
+        (
+            text(&update.before, "name").as_str(),
+            text(&update.after, "name").as_str()
+        ),
+        ("stripe", "Renamed")
+    );
+    let time = |e: &pb::AuditEvent| e.time.map(|t| (t.seconds, t.nanos)).unwrap();
+    assert!(events.windows(2).all(|w| time(&w[0]) >= time(&w[1])));
+}
+
+async fn fifty_concurrent_attaches_leave_exactly_one_link(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    create_project(&mut app.admin(), "prj_busy", "busy").await;
+    let all = ["development", "preview", "production"];
+    let calls = (0..50).map(|i| {
+        let mut client = app.admin();
+        let envs = vec![all[i % 3].to_owned()];
+        tokio::spawn(async move {
+            client
+                .attach_project(pb::AttachProjectRequest {
+                    connector: "api-key/stripe".into(),
+                    project: "busy".into(),
+                    environments: envs,
+                })
+                .await
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    for result in results {
+        let link = result
+            .unwrap()
+            .unwrap_or_else(|s| panic!("attach failed: {s:?}"))
+            .into_inner();
+        assert_eq!(link.project_id, "prj_busy");
+    }
+    let links = app
+        .admin()
+        .list_project_links(pb::ListProjectLinksRequest {
+            project: "busy".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].environments.len(), 1);
+
+    let events = app
+        .admin()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let attaches: Vec<_> = events
+        .iter()
+        .filter(|e| e.target.ends_with("/prj_busy"))
+        .collect();
+    assert_eq!(attaches.len(), 50);
+    // Serialized: exactly one of them created the link, each later one saw the one before.
+    assert_eq!(attaches.iter().filter(|e| e.before.is_none()).count(), 1);
+    for pair in attaches.windows(2) {
+        assert_eq!(pair[0].before, pair[1].after, "audit chain broken");
+    }
+}
+
+async fn data_survives_a_restart(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    let keys = app.acme.clone();
+    let broker_key = app.broker.clone();
+    let db = app.stop().await;
+
+    let mut app = TestApp::start(db).await;
+    app.acme = keys;
+    app.broker = broker_key;
+    let read = app
+        .admin()
+        .get_connector(pb::GetConnectorRequest {
+            connector: "api-key/stripe".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read, connector);
+    // The sealed secret opens with the key from the first run.
+    let granted = app
+        .broker()
+        .authorize(authorize(
+            "team_acme",
+            "prj_web",
+            "preview",
+            "api-key/stripe",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.secrets["api_key"], "sk_test_51Hx");
+    app.stop().await;
+}

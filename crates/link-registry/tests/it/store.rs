@@ -1,0 +1,237 @@
+//! The store against each backend directly: migrations, and the invariants the database itself
+//! enforces even when code above it is wrong.
+
+use chrono::Utc;
+use link_registry::{
+    app::open_store,
+    domain::{
+        RegistryError, Resource,
+        model::{Actor, Project, Team},
+        store::Store,
+        types::{
+            ConnectorRef, EnvironmentSet, IssuerUrl, PageRequest, ProjectId, ProjectName,
+            ProjectRef, TeamId, TeamSlug,
+        },
+    },
+};
+use sea_orm::{ConnectionTrait, Database};
+
+use crate::harness::TestDb;
+
+crate::on_every_backend!(
+    migrations_apply_once_and_are_recorded,
+    the_schema_refuses_links_across_teams_and_empty_environment_sets,
+    unique_rules_answer_already_exists_without_a_prior_check,
+    project_references_prefer_the_id_over_a_name,
+);
+
+fn team(id: &str, slug: &str) -> Team {
+    Team {
+        id: TeamId::parse(id).unwrap(),
+        slug: TeamSlug::parse(slug).unwrap(),
+        issuer: IssuerUrl::parse("https://issuer.example.test").unwrap(),
+        created_at: Utc::now(),
+    }
+}
+
+fn project(team: &str, id: &str, name: &str) -> Project {
+    Project {
+        team_id: TeamId::parse(team).unwrap(),
+        id: ProjectId::parse(id).unwrap(),
+        name: ProjectName::parse(name).unwrap(),
+        created_at: Utc::now(),
+    }
+}
+
+async fn migrations_apply_once_and_are_recorded(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let again = open_store(&db.url).await.unwrap();
+    assert_eq!(
+        again.applied_migrations().await.unwrap(),
+        ["m20261125_000001_initial"]
+    );
+    again.ping().await.unwrap();
+}
+
+async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    store
+        .insert_team(&team("team_a", "a"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    store
+        .insert_team(&team("team_b", "b"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    store
+        .insert_project(&project("team_b", "prj_b", "b"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    let conn = Database::connect(&db.url).await.unwrap();
+    let now = "2026-01-01T00:00:00+00:00";
+    conn.execute_unprepared(&format!(
+        "INSERT INTO connectors (id, team_id, uid, kind, name, config, secrets, created_at, updated_at) \
+         VALUES ('conn_aaaaaaaaaaaaaaaaaaaaaaaa', 'team_a', 'api-key/x', 'api-key', 'x', '{{}}', '{{}}', '{now}', '{now}')"
+    ))
+    .await
+    .unwrap();
+    // A link claiming team_a's connector for team_b's project breaks a composite foreign key.
+    for team in ["team_a", "team_b"] {
+        let cross = conn
+            .execute_unprepared(&format!(
+                "INSERT INTO project_links (team_id, connector_id, project_id, environments, created_at, updated_at) \
+                 VALUES ('{team}', 'conn_aaaaaaaaaaaaaaaaaaaaaaaa', 'prj_b', 1, '{now}', '{now}')"
+            ))
+            .await;
+        assert!(cross.is_err(), "cross-team link accepted for {team}");
+    }
+    store
+        .insert_project(&project("team_a", "prj_a", "a"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    let empty = conn
+        .execute_unprepared(&format!(
+            "INSERT INTO project_links (team_id, connector_id, project_id, environments, created_at, updated_at) \
+             VALUES ('team_a', 'conn_aaaaaaaaaaaaaaaaaaaaaaaa', 'prj_a', 0, '{now}', '{now}')"
+        ))
+        .await;
+    assert!(empty.is_err(), "empty environment set accepted");
+
+    let team_a = TeamId::parse("team_a").unwrap();
+    let connector = ConnectorRef::parse("api-key/x").unwrap();
+    let envs = EnvironmentSet::parse(&["preview"]).unwrap();
+    let other_teams_project = ProjectRef::parse("prj_b").unwrap();
+    let err = store
+        .attach(
+            &team_a,
+            &connector,
+            &other_teams_project,
+            envs,
+            &Actor::CommandLine,
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::NotFound {
+                resource: Resource::Project,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let own = ProjectRef::parse("prj_a").unwrap();
+    store
+        .attach(
+            &team_a,
+            &connector,
+            &own,
+            envs,
+            &Actor::CommandLine,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let links = store
+        .links(&team_a, &Default::default(), &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 1);
+}
+
+async fn unique_rules_answer_already_exists_without_a_prior_check(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    store
+        .insert_team(&team("team_a", "a"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    let dup_slug = store
+        .insert_team(&team("team_z", "a"), &Actor::CommandLine)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            dup_slug,
+            RegistryError::AlreadyExists {
+                resource: Resource::Team,
+                ..
+            }
+        ),
+        "{dup_slug:?}"
+    );
+    store
+        .insert_project(&project("team_a", "prj_1", "one"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    let dup = store
+        .insert_project(&project("team_a", "prj_1", "two"), &Actor::CommandLine)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            dup,
+            RegistryError::AlreadyExists {
+                resource: Resource::Project,
+                ..
+            }
+        ),
+        "{dup:?}"
+    );
+    let missing_team = store
+        .insert_project(&project("team_nope", "prj_1", "one"), &Actor::CommandLine)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing_team, RegistryError::FailedPrecondition(_)),
+        "{missing_team:?}"
+    );
+    // A failed insert writes no audit row: the change and its audit event share a transaction.
+    let events = store
+        .audit_events(&TeamId::parse("team_a").unwrap(), &PageRequest::first(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["project.create", "team.create"]
+    );
+}
+
+async fn project_references_prefer_the_id_over_a_name(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    store
+        .insert_team(&team("team_a", "a"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    store
+        .insert_project(&project("team_a", "prj_x", "web"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    // A project whose name is another project's id.
+    store
+        .insert_project(&project("team_a", "prj_y", "prj_x"), &Actor::CommandLine)
+        .await
+        .unwrap();
+    let team_a = TeamId::parse("team_a").unwrap();
+    let found = store
+        .project(&team_a, &ProjectRef::parse("prj_x").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id.as_str(), "prj_x");
+    let found = store
+        .project(&team_a, &ProjectRef::parse("web").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id.as_str(), "prj_x");
+    assert!(
+        store
+            .project(&team_a, &ProjectRef::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
