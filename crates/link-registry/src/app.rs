@@ -1,14 +1,14 @@
 //! Startup, serving and shutdown. [`App::build`] binds the listener first (so port 0 works in
 //! tests and `local_addr` is known at once), opens the database and applies pending migrations;
 //! [`App::run_until`] serves until its shutdown future completes, then reports NOT_SERVING and
-//! drains in-flight calls under the grace timeout.
+//! drains in-flight calls under the grace timeout (see `connect_runtime::serve`).
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use connect_proto::registry::v1::link_registry_server::LinkRegistryServer;
-use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::ServingStatus;
+use connect_runtime::ServeOptions;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
 
 use crate::{
     config::{ServeConfig, redact_url, sqlite_path},
@@ -33,12 +33,8 @@ pub enum AppError {
         "a secret key file is required for this database: pass --secret-key-file (LINK_REGISTRY_SECRET_KEY_FILE)"
     )]
     SecretKeyRequired,
-    #[error("cannot build gRPC reflection")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server failed")]
-    Serve(#[from] tonic::transport::Error),
-    #[error("gRPC server task failed")]
-    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Serve(#[from] connect_runtime::ServeError),
 }
 
 /// Opens the database at `url` and applies every pending migration.
@@ -108,95 +104,27 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), AppError> {
-        type Service = LinkRegistryServer<LinkRegistryService>;
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health.set_not_serving::<Service>().await;
-
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
         let service = LinkRegistryServer::new(LinkRegistryService::new(self.registry.clone()))
             .max_decoding_message_size(self.config.max_request_bytes);
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let (drain, drained) = oneshot::channel::<()>();
-        let mut server = tokio::spawn(
-            Server::builder()
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = drained.await;
-                }),
-        );
-
-        self.registry.store().ping().await?;
-        health.set_serving::<Service>().await;
-        health.set_service_status("", ServingStatus::Serving).await;
-        tracing::info!(addr = %self.local_addr, "link-registry serving");
-
-        tokio::select! {
-            () = shutdown => {}
-            result = &mut server => return Ok(result??),
-        }
-
-        tracing::info!(grace = ?self.config.shutdown_grace, "shutting down: draining in-flight calls");
-        health.set_not_serving::<Service>().await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        let _ = drain.send(());
-        match tokio::time::timeout(self.config.shutdown_grace, &mut server).await {
-            Ok(result) => result??,
-            Err(_) => {
-                tracing::warn!("grace period over: abandoning calls still in flight");
-                server.abort();
-            }
-        }
-        tracing::info!("link-registry stopped");
+        let store = self.registry.store().clone();
+        let ready = async move {
+            store
+                .ping()
+                .await
+                .map_err(|e| format!("database does not answer: {e}"))
+        };
+        let options = ServeOptions {
+            service_name: "connect.registry.v1.LinkRegistry",
+            shutdown_grace: self.config.shutdown_grace,
+        };
+        connect_runtime::serve(
+            self.listener,
+            Routes::new(service),
+            options,
+            ready,
+            shutdown,
+        )
+        .await?;
         Ok(())
-    }
-}
-
-/// Server reflection for the registry and health services. The error-detail types are registered
-/// too, so that `grpcurl` can print `ErrorInfo` and `BadRequest` details.
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("connect.registry.v1.LinkRegistry")
-        .with_service_name("grpc.health.v1.Health")
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

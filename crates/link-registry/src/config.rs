@@ -3,7 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use connect_runtime::LogFormat;
 
 /// The Connect link registry: teams, projects, connectors, project links, and the `Authorize`
 /// decision the token broker asks for on every token request.
@@ -105,15 +106,6 @@ pub struct KeyCreateArgs {
     /// `admin` (read and write one team), `viewer` (read one team) or `broker` (Authorize only).
     #[arg(long, env = "LINK_REGISTRY_KEY_ROLE")]
     pub role: String,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Clone, Debug, Args)]

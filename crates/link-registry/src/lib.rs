@@ -12,7 +12,6 @@ pub mod crypto;
 pub mod domain;
 pub mod grpc;
 pub mod store;
-pub mod telemetry;
 
 pub use app::{App, AppError};
 pub use config::ServeConfig;

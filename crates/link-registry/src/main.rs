@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use link_registry::{
     App,
-    app::{open_store, shutdown_signal},
+    app::open_store,
     config::{Cli, Command, KeysCommand, ServeConfig, TeamsCommand, redact_url},
     crypto::SecretCipher,
     domain::{
@@ -16,14 +16,13 @@ use link_registry::{
         service::NewTeam,
         types::{IssuerUrl, TeamId, TeamSlug},
     },
-    telemetry,
 };
 use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log.log_format);
+    connect_runtime::init_logging(cli.log.log_format);
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,7 +51,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let app = App::build(ServeConfig::from(args)).await?;
-            app.run_until(shutdown_signal()).await?;
+            app.run_until(connect_runtime::shutdown_signal()).await?;
         }
         Command::Migrate(args) => {
             let store = open_store(&args.database_url).await?;

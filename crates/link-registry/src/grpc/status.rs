@@ -2,6 +2,7 @@
 //! compile until it has a code and a reason. Each status carries `google.rpc.ErrorInfo` (domain
 //! `connect`), and invalid arguments carry `google.rpc.BadRequest` naming each field.
 
+use connect_runtime::ErrorChain;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -56,22 +57,6 @@ pub fn to_status(err: RegistryError) -> Status {
         }
     }
     Status::with_error_details(code, err.to_string(), details)
-}
-
-/// Displays an error with its whole `source()` chain.
-#[derive(Debug)]
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

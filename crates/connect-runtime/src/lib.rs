@@ -1,0 +1,178 @@
+//! Server plumbing shared by the Connect services, so that the registry and the broker start,
+//! report health, log and drain in exactly the same way.
+//!
+//! [`serve`] runs a tonic server with `grpc.health.v1` and server reflection (v1 and v1alpha, which
+//! older grpcurl releases use) next to the service. Health says NOT_SERVING until the service's
+//! readiness check passes, SERVING while it runs, and NOT_SERVING again from the moment shutdown
+//! begins; in-flight calls then get a grace period to finish.
+
+use std::{fmt, future::Future, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::{
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::ServingStatus;
+use tracing_subscriber::EnvFilter;
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global `tracing` subscriber: levels from `RUST_LOG` (default `info`), lines on
+/// stderr so that commands which print a value keep stdout clean. A second call keeps the first.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Displays an error with its whole `source()` chain, for log lines.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build gRPC reflection")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("gRPC server task failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+/// What to serve and how to stop.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// The fully-qualified name of the main service, e.g. `connect.registry.v1.LinkRegistry`.
+    pub service_name: &'static str,
+    /// How long in-flight calls may run on after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // The error-detail types, so that grpcurl can print ErrorInfo and BadRequest.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name("grpc.health.v1.Health")
+}
+
+/// Serves `routes` with health and reflection on `listener` until `shutdown` completes, then
+/// drains. `ready` runs once the listener accepts calls; health turns SERVING when it succeeds.
+pub async fn serve<R, S>(
+    listener: TcpListener,
+    routes: Routes,
+    options: ServeOptions,
+    ready: R,
+    shutdown: S,
+) -> Result<(), ServeError>
+where
+    R: Future<Output = Result<(), String>>,
+    S: Future<Output = ()>,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let set_health = |status| {
+        let health = health.clone();
+        async move {
+            health.set_service_status("", status).await;
+            health
+                .set_service_status(options.service_name, status)
+                .await;
+        }
+    };
+    set_health(ServingStatus::NotServing).await;
+
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection(options.service_name).build_v1()?)
+        .add_service(reflection(options.service_name).build_v1alpha()?);
+    let local_addr = listener.local_addr().ok();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (drain, drained) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = drained.await;
+            }),
+    );
+
+    ready.await.map_err(ServeError::NotReady)?;
+    set_health(ServingStatus::Serving).await;
+    tracing::info!(service = options.service_name, addr = ?local_addr, "serving");
+
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => return Ok(result??),
+    }
+
+    tracing::info!(grace = ?options.shutdown_grace, "shutting down: draining in-flight calls");
+    set_health(ServingStatus::NotServing).await;
+    let _ = drain.send(());
+    match tokio::time::timeout(options.shutdown_grace, &mut server).await {
+        Ok(result) => result??,
+        Err(_) => {
+            tracing::warn!("grace period over: abandoning calls still in flight");
+            server.abort();
+        }
+    }
+    tracing::info!(service = options.service_name, "stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
