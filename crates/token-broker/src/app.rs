@@ -1,0 +1,158 @@
+//! Startup, serving and shutdown of the broker. [`App::build`] binds the listener first and wires
+//! verifier, registry client and issuers; [`App::run_until`] warms the key cache, reports SERVING
+//! once the registry answers its health check, and drains on shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use connect_proto::broker::v1::token_broker_server::TokenBrokerServer;
+use connect_runtime::ServeOptions;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::{
+    auth::{
+        TokenVerifier,
+        jwks::{JwksCache, JwksSettings},
+    },
+    config::BrokerConfig,
+    error::BrokerError,
+    grpc::TokenBrokerService,
+    issuers::Issuers,
+    registry::RegistryClient,
+    service::Broker,
+};
+
+/// Largest `GetToken` request accepted, in bytes.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Serve(#[from] connect_runtime::ServeError),
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    broker: Broker,
+    registry_url: String,
+    registry: RegistryClient,
+    config: BrokerConfig,
+}
+
+impl App {
+    pub async fn build(config: BrokerConfig) -> Result<Self, AppError> {
+        if config.trusted_issuers.is_empty() {
+            return Err(AppError::Config(
+                "at least one --trusted-issuer is required".into(),
+            ));
+        }
+        if let Some(bad) = config.trusted_issuers.iter().find(|i| {
+            !(i.starts_with("https://")
+                || i.starts_with("http://127.")
+                || i.starts_with("http://localhost"))
+                || i.ends_with('/')
+        }) {
+            return Err(AppError::Config(format!(
+                "trusted issuer '{bad}' must be an https URL (http only on loopback) without a trailing '/'"
+            )));
+        }
+        if config.audience.is_empty() {
+            return Err(AppError::Config("--audience must not be empty".into()));
+        }
+        let bind_error = |source| AppError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let jwks = JwksCache::new(
+            &config.trusted_issuers,
+            JwksSettings {
+                audience: config.audience.clone(),
+                leeway: config.leeway,
+                fetch_timeout: config.jwks_timeout,
+                refresh_every: config.jwks_refresh,
+                max_stale: config.jwks_max_stale,
+                kid_refetch_cooldown: config.kid_refetch_cooldown,
+            },
+        )?;
+        let registry = RegistryClient::new(
+            &config.registry_url,
+            &config.registry_key,
+            config.registry_timeout,
+        )?;
+        let broker = Broker::new(
+            TokenVerifier::new(Arc::new(jwks)),
+            registry.clone(),
+            Issuers::standard(config.provider_timeout)?,
+        );
+        Ok(Self {
+            listener,
+            local_addr,
+            broker,
+            registry_url: config.registry_url.clone(),
+            registry,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
+        let refresher = self.broker.verifier().jwks().clone().spawn_refresher();
+        let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let mut health = self.registry.health_client(&self.registry_url)?;
+        // Ready once the registry answers: without it every call would fail.
+        let ready = async move {
+            loop {
+                let check = tonic_health::pb::HealthCheckRequest {
+                    service: "connect.registry.v1.LinkRegistry".into(),
+                };
+                match health.check(check).await {
+                    Ok(r)
+                        if r.get_ref().status
+                            == tonic_health::pb::health_check_response::ServingStatus::Serving
+                                as i32 =>
+                    {
+                        return Ok(());
+                    }
+                    Ok(_) => tracing::info!("waiting for the link registry to report SERVING"),
+                    Err(e) => tracing::info!(code = ?e.code(), "waiting for the link registry"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let options = ServeOptions {
+            service_name: "connect.broker.v1.TokenBroker",
+            shutdown_grace: self.config.shutdown_grace,
+        };
+        let result = connect_runtime::serve(
+            self.listener,
+            Routes::new(service),
+            options,
+            ready,
+            shutdown,
+        )
+        .await;
+        refresher.abort();
+        Ok(result?)
+    }
+}

@@ -1,0 +1,129 @@
+//! OIDC verification of deployment tokens, in the order of the design: size cap and strict
+//! compact-JWS parse, header policy and typed claims ([`jws`]), `iss` on the allow-list (before
+//! any network request), the key from the JWKS cache ([`jwks`]), then signature, `iss`, `aud` and
+//! `exp` through `openidconnect`'s verifier over keys parsed once ([`keys`]), then `nbf`/`iat`
+//! and the identity claims. Any "no" stops it.
+
+pub mod jwks;
+pub mod jws;
+pub mod keys;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use openidconnect::{
+    ClaimsVerificationError, EmptyAdditionalClaims, IdToken, Nonce,
+    core::{CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm},
+};
+
+use self::jwks::JwksCache;
+use crate::error::{BrokerError, Result};
+
+type DeploymentIdToken = IdToken<
+    EmptyAdditionalClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// Who is calling, as a verified token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub issuer: String,
+    pub owner_id: String,
+    pub project_id: String,
+    pub environment: String,
+}
+
+/// Verifies deployment tokens against the trusted issuers.
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    jwks: Arc<JwksCache>,
+}
+
+const ENVIRONMENTS: [&str; 3] = ["production", "preview", "development"];
+
+fn is_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl TokenVerifier {
+    pub fn new(jwks: Arc<JwksCache>) -> Self {
+        Self { jwks }
+    }
+
+    pub fn jwks(&self) -> &Arc<JwksCache> {
+        &self.jwks
+    }
+
+    pub async fn verify(&self, raw: &str) -> Result<Identity> {
+        let token = jws::parse(raw)?;
+        let claims = &token.claims;
+        if !self.jwks.is_trusted(&claims.iss) {
+            return Err(BrokerError::IssuerNotTrusted(
+                "the token's issuer is not trusted by this broker".into(),
+            ));
+        }
+        let keys = self.jwks.key_set(&claims.iss, &token.header.kid).await?;
+
+        let id_token: DeploymentIdToken = raw
+            .parse()
+            .map_err(|e| BrokerError::invalid_token(format!("token: {e}")))?;
+        id_token
+            .claims(&keys.verifier, |_: Option<&Nonce>| Ok(()))
+            .map_err(claims_error)?;
+
+        let now = Utc::now().timestamp();
+        let leeway = i64::try_from(self.jwks.settings().leeway.as_secs()).unwrap_or(i64::MAX);
+        if claims.exp <= now.saturating_sub(leeway) {
+            return Err(BrokerError::TokenExpired);
+        }
+        if claims.nbf > now.saturating_add(leeway) || claims.iat > now.saturating_add(leeway) {
+            return Err(BrokerError::TokenNotYetValid);
+        }
+        if !ENVIRONMENTS.contains(&claims.environment.as_str()) {
+            return Err(BrokerError::invalid_token(
+                "environment claim is not production, preview or development",
+            ));
+        }
+        if !is_id(&claims.owner_id) || !is_id(&claims.project_id) {
+            return Err(BrokerError::invalid_token(
+                "owner_id and project_id claims must be 1 to 64 of A-Z, a-z, 0-9, '_', '-'",
+            ));
+        }
+        // `sub` is `owner:<team>:project:<name>:environment:<env>`: it must agree with the claim.
+        if let Some((_, env)) = claims.sub.rsplit_once(":environment:")
+            && env != claims.environment
+        {
+            return Err(BrokerError::invalid_token(
+                "sub names another environment than the environment claim",
+            ));
+        }
+        Ok(Identity {
+            issuer: claims.iss.clone(),
+            owner_id: claims.owner_id.clone(),
+            project_id: claims.project_id.clone(),
+            environment: claims.environment.clone(),
+        })
+    }
+}
+
+fn claims_error(err: ClaimsVerificationError) -> BrokerError {
+    match err {
+        ClaimsVerificationError::Expired(_) => BrokerError::TokenExpired,
+        ClaimsVerificationError::InvalidAudience(_) => {
+            BrokerError::invalid_token("aud does not name this broker's audience")
+        }
+        ClaimsVerificationError::InvalidIssuer(_) => {
+            BrokerError::invalid_token("iss does not match the issuer's keys")
+        }
+        ClaimsVerificationError::SignatureVerification(e) => {
+            BrokerError::invalid_token(format!("signature: {e}"))
+        }
+        other => BrokerError::invalid_token(other),
+    }
+}

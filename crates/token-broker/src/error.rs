@@ -1,0 +1,131 @@
+//! The broker's one error type. Each variant is one documented error of the contract; its
+//! `Display` starts with the documented name, and `grpc::status` gives it its code and reason.
+//! Messages name what was wrong, never the token or a secret.
+
+use std::fmt;
+
+/// A request field that failed validation, for `google.rpc.BadRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("InvalidTokenError: {0}")]
+    InvalidToken(String),
+
+    #[error("TokenExpiredError: the token has expired")]
+    TokenExpired,
+
+    #[error("TokenNotYetValidError: the token is not valid yet")]
+    TokenNotYetValid,
+
+    #[error("IssuerNotTrustedError: {0}")]
+    IssuerNotTrusted(String),
+
+    #[error("ConnectorNotFoundError: connector '{0}' not found")]
+    ConnectorNotFound(String),
+
+    #[error(
+        "ClientNotLinkedToProjectError: connector '{connector}' is not linked to project '{project_id}'"
+    )]
+    ClientNotLinkedToProject {
+        connector: String,
+        project_id: String,
+    },
+
+    #[error(
+        "ClientNotEnabledForEnvironmentError: connector '{connector}' is linked to project '{project_id}' but not enabled for environment '{environment}'"
+    )]
+    ClientNotEnabledForEnvironment {
+        connector: String,
+        project_id: String,
+        environment: String,
+    },
+
+    #[error("ScopeNotAllowedError: {0}")]
+    ScopeNotAllowed(String),
+
+    #[error("NoValidTokenError: {0}")]
+    NoValidToken(String),
+
+    #[error("ConnectorInstallationRequiredError: {0}")]
+    ConnectorInstallationRequired(String),
+
+    #[error("UserAuthorizationRequiredError: {0}")]
+    UserAuthorizationRequired(String),
+
+    #[error("InvalidArgumentError: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+
+    #[error("RegistryUnavailableError: the link registry could not answer")]
+    RegistryUnavailable(#[source] Source),
+
+    #[error("JwksUnavailableError: the signing keys of the token's issuer could not be fetched")]
+    JwksUnavailable(#[source] Source),
+
+    #[error("ProviderUnavailableError: the provider's token endpoint could not answer")]
+    ProviderUnavailable(#[source] Source),
+
+    /// A bug. Logged with its cause; clients see a generic message.
+    #[error("internal error: {context}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Source,
+    },
+}
+
+impl BrokerError {
+    pub fn invalid_token(detail: impl fmt::Display) -> Self {
+        Self::InvalidToken(detail.to_string())
+    }
+
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn internal(context: &'static str, source: impl Into<Source>) -> Self {
+        Self::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A plain-text cause, for errors that have no error value of their own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Cause(pub String);
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// A shortened copy of untrusted input, safe to echo in an error message.
+pub fn truncate(value: &str, max: usize) -> String {
+    let mut out: String = value.chars().take(max).collect();
+    if value.chars().count() > max {
+        out.push('…');
+    }
+    out
+}

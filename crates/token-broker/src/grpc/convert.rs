@@ -1,0 +1,103 @@
+//! Wire ⇄ domain for `GetToken`.
+
+use connect_proto::broker::v1::{self as pb, subject::Kind};
+
+use crate::{
+    error::{BrokerError, FieldViolation, truncate},
+    issuers::Subject,
+    service::{Issued, TokenRequest},
+};
+
+/// Longest connector reference accepted (a uid is at most `<32>/<64>`).
+const MAX_CONNECTOR_LEN: usize = 100;
+const MAX_SCOPES: usize = 50;
+
+fn printable(value: &str) -> bool {
+    value.chars().all(|c| c.is_ascii_graphic())
+}
+
+impl TryFrom<pb::GetTokenRequest> for TokenRequest {
+    type Error = BrokerError;
+
+    fn try_from(req: pb::GetTokenRequest) -> Result<Self, Self::Error> {
+        let mut violations = Vec::new();
+        if req.connector.is_empty() {
+            violations.push(FieldViolation::new(
+                "connector",
+                "connector must name a connector by uid (<type>/<name>) or id (conn_…)",
+            ));
+        } else if req.connector.len() > MAX_CONNECTOR_LEN || !printable(&req.connector) {
+            violations.push(FieldViolation::new(
+                "connector",
+                format!("connector must be at most {MAX_CONNECTOR_LEN} printable characters"),
+            ));
+        }
+        let subject = match req.subject.and_then(|s| s.kind) {
+            None | Some(Kind::App(_)) => Subject::App,
+            Some(Kind::User(user))
+                if !user.id.is_empty() && user.id.len() <= 256 && printable(&user.id) =>
+            {
+                Subject::User(user.id)
+            }
+            Some(Kind::User(_)) => {
+                violations.push(FieldViolation::new(
+                    "subject.user.id",
+                    "a user subject needs an id of 1 to 256 printable characters",
+                ));
+                Subject::App
+            }
+        };
+        if req.installation_id.len() > 128 || !printable(&req.installation_id) {
+            violations.push(FieldViolation::new(
+                "installation_id",
+                "installation_id must be at most 128 printable characters",
+            ));
+        }
+        if req.scopes.len() > MAX_SCOPES {
+            violations.push(FieldViolation::new(
+                "scopes",
+                format!("at most {MAX_SCOPES} scopes"),
+            ));
+        }
+        if let Some(bad) = req
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.len() > 256 || !printable(s))
+        {
+            violations.push(FieldViolation::new(
+                "scopes",
+                format!("'{}' is not a valid scope", truncate(bad, 40)),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(BrokerError::InvalidArgument(violations));
+        }
+        Ok(TokenRequest {
+            connector: req.connector,
+            subject,
+            installation_id: (!req.installation_id.is_empty()).then_some(req.installation_id),
+            scopes: req.scopes,
+        })
+    }
+}
+
+impl From<Issued> for pb::GetTokenResponse {
+    fn from(issued: Issued) -> Self {
+        use secrecy::ExposeSecret;
+        Self {
+            token: issued.token.expose_secret().to_owned(),
+            token_id: issued.token_id,
+            expires_at: issued.expires_at.map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            }),
+            connector: Some(pb::ConnectorRef {
+                id: issued.connector_id,
+                uid: issued.connector_uid,
+                r#type: issued.connector_type,
+            }),
+            installation_id: issued.installation_id.unwrap_or_default(),
+            scopes: issued.scopes,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The gRPC edge of `connect.broker.v1.TokenBroker`: take the bearer token and the caller's
+//! deadline from the metadata, convert the request, make one call to the [`Broker`].
+
+pub mod convert;
+pub mod status;
+
+use std::time::Duration;
+
+use connect_proto::broker::v1::{self as pb, token_broker_server::TokenBroker};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{
+    auth::jws::MAX_TOKEN_BYTES,
+    error::{BrokerError, Result},
+    service::{Broker, TokenRequest},
+};
+
+#[derive(Debug, Clone)]
+pub struct TokenBrokerService {
+    broker: Broker,
+}
+
+impl TokenBrokerService {
+    pub fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+}
+
+/// The token of exactly one `authorization: Bearer <token>` value, size-capped before anything.
+pub fn bearer(metadata: &MetadataMap) -> Result<&str> {
+    let mut values = metadata.get_all("authorization").iter();
+    let value = values
+        .next()
+        .ok_or_else(|| BrokerError::invalid_token("no authorization metadata"))?;
+    if values.next().is_some() {
+        return Err(BrokerError::invalid_token(
+            "more than one authorization value",
+        ));
+    }
+    if value.as_bytes().len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+        return Err(BrokerError::invalid_token(format!(
+            "token is larger than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| BrokerError::invalid_token("authorization is not ASCII"))?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
+            Ok(token)
+        }
+        _ => Err(BrokerError::invalid_token(
+            "authorization is not 'Bearer <token>'",
+        )),
+    }
+}
+
+/// The caller's remaining time, from the `grpc-timeout` header.
+pub fn caller_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl TokenBroker for TokenBrokerService {
+    async fn get_token(
+        &self,
+        request: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::GetTokenResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let token_request = TokenRequest::try_from(message);
+        self.broker
+            .get_token(bearer(&metadata), token_request, caller_timeout(&metadata))
+            .await
+            .map(|issued| Response::new(issued.into()))
+            .map_err(status::to_status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let t = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            caller_timeout(&m)
+        };
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("10x"), None);
+        assert_eq!(t("S"), None);
+    }
+
+    #[test]
+    fn bearer_needs_exactly_one_bounded_value() {
+        let m = |values: &[&str]| {
+            let mut m = MetadataMap::new();
+            for v in values {
+                m.append("authorization", v.parse().unwrap());
+            }
+            m
+        };
+        assert_eq!(bearer(&m(&["Bearer abc"])).unwrap(), "abc");
+        assert!(bearer(&m(&[])).is_err());
+        assert!(bearer(&m(&["Bearer a", "Bearer b"])).is_err());
+        assert!(bearer(&m(&["Basic abc"])).is_err());
+        assert!(bearer(&m(&["Bearer "])).is_err());
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(bearer(&m(&[big.as_str()])).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The issuer boundary: how a connector of each type turns an authorization into a token. The
+//! verification path never looks inside; a new provider type, installations, user subjects or a
+//! refresh-token grant are new [`TokenIssuer`]s registered in [`Issuers`].
+
+mod api_key;
+mod oauth2;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+pub use self::{api_key::ApiKeyIssuer, oauth2::OAuth2ClientCredentialsIssuer};
+use crate::{
+    error::{BrokerError, Result},
+    registry::Authorization,
+};
+
+/// On whose behalf a token is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    App,
+    User(String),
+}
+
+/// Everything an issuer may use: the authorized connector and the caller's request.
+#[derive(Debug)]
+pub struct Grant<'a> {
+    pub authorization: &'a Authorization,
+    pub subject: &'a Subject,
+    pub installation_id: Option<&'a str>,
+    pub scopes: &'a [String],
+}
+
+impl Grant<'_> {
+    /// A secret the connector must have.
+    pub fn secret(&self, name: &str) -> Result<&SecretString> {
+        self.authorization.secrets.get(name).ok_or_else(|| {
+            BrokerError::NoValidToken(format!("the connector has no '{name}' secret"))
+        })
+    }
+
+    /// Refuses user subjects and installations, for types that have neither.
+    pub fn require_app_without_installation(&self, kind: &str) -> Result<()> {
+        if let Subject::User(_) = self.subject {
+            return Err(BrokerError::UserAuthorizationRequired(format!(
+                "{kind} connectors issue application tokens only; no user has authorized this connector"
+            )));
+        }
+        if self.installation_id.is_some() {
+            return Err(BrokerError::invalid(
+                "installation_id",
+                format!("{kind} connectors have no installations"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A provider credential.
+#[derive(Clone)]
+pub struct IssuedToken {
+    pub token: SecretString,
+    /// `None` when the credential does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait TokenIssuer: Send + Sync + std::fmt::Debug {
+    async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken>;
+}
+
+/// Issuers by connector type.
+#[derive(Clone, Debug, Default)]
+pub struct Issuers {
+    by_type: HashMap<String, Arc<dyn TokenIssuer>>,
+}
+
+impl Issuers {
+    /// `api-key` and `oauth2` (client credentials), with provider calls bounded by `provider_timeout`.
+    pub fn standard(provider_timeout: Duration) -> Result<Self> {
+        let mut issuers = Self::default();
+        issuers.register("api-key", Arc::new(ApiKeyIssuer));
+        issuers.register(
+            "oauth2",
+            Arc::new(OAuth2ClientCredentialsIssuer::new(provider_timeout)?),
+        );
+        Ok(issuers)
+    }
+
+    pub fn register(&mut self, connector_type: &str, issuer: Arc<dyn TokenIssuer>) {
+        self.by_type.insert(connector_type.to_owned(), issuer);
+    }
+
+    pub async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
+        let kind = &grant.authorization.connector_type;
+        let issuer = self.by_type.get(kind).ok_or_else(|| {
+            BrokerError::NoValidToken(format!("connectors of type '{kind}' cannot issue tokens"))
+        })?;
+        issuer.issue(grant).await
+    }
+}

@@ -1,0 +1,315 @@
+//! `oauth2` connectors: the client credentials grant (RFC 6749 §4.4) against the connector's
+//! `config.token_url`, with secrets `client_id` and `client_secret`, through the `oauth2` crate.
+//!
+//! Scopes: the request's, or the connector's default `config.scopes` (space-separated); where
+//! `config.allowed_scopes` is set, asking for any other scope is refused. Access tokens are cached
+//! per (connector, credentials, scopes) until shortly before they expire, and concurrent misses for
+//! one key make a single provider call. A 4xx answer means the credentials are no good
+//! (NO_VALID_TOKEN); a 5xx, a timeout or no answer means the provider is unavailable.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use oauth2::{
+    ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl, basic::BasicClient,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use super::{Grant, IssuedToken, TokenIssuer};
+use crate::error::{BrokerError, Cause, Result};
+
+/// Largest token response accepted.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Most cached access tokens held at once.
+const MAX_CACHED: u64 = 10_000;
+
+#[derive(Clone)]
+struct CachedToken {
+    token: SecretString,
+    expires_at: Option<DateTime<Utc>>,
+    scopes: Vec<String>,
+    cache_for: Duration,
+}
+
+struct CacheUntilRefresh;
+
+impl moka::Expiry<String, CachedToken> for CacheUntilRefresh {
+    fn expire_after_create(&self, _: &String, value: &CachedToken, _: Instant) -> Option<Duration> {
+        Some(value.cache_for)
+    }
+}
+
+/// Why a provider call gave no token; cloneable, since one call may answer many waiters.
+#[derive(Clone, Debug)]
+enum ProviderFailure {
+    Rejected(String),
+    Unavailable(String),
+}
+
+impl From<ProviderFailure> for BrokerError {
+    fn from(failure: ProviderFailure) -> Self {
+        match failure {
+            ProviderFailure::Rejected(why) => BrokerError::NoValidToken(why),
+            ProviderFailure::Unavailable(why) => {
+                BrokerError::ProviderUnavailable(Box::new(Cause(why)))
+            }
+        }
+    }
+}
+
+/// The transport error the `oauth2` crate sees: no answer, or a 5xx.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreachable(String);
+
+pub struct OAuth2ClientCredentialsIssuer {
+    http: reqwest::Client,
+    cache: moka::future::Cache<String, CachedToken>,
+}
+
+impl std::fmt::Debug for OAuth2ClientCredentialsIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2ClientCredentialsIssuer")
+            .field("cached", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+fn split_scopes(value: Option<&String>) -> Vec<String> {
+    value
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn is_scope_token(scope: &str) -> bool {
+    // RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E
+    !scope.is_empty()
+        && scope.len() <= 256
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+impl OAuth2ClientCredentialsIssuer {
+    pub fn new(timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // Following redirects from a token endpoint would resend the credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BrokerError::internal("building the provider HTTP client", e))?;
+        let cache = moka::future::Cache::builder()
+            .max_capacity(MAX_CACHED)
+            .expire_after(CacheUntilRefresh)
+            .build();
+        Ok(Self { http, cache })
+    }
+}
+
+/// One client credentials exchange.
+async fn fetch(
+    http: reqwest::Client,
+    token_url: TokenUrl,
+    client_id: SecretString,
+    client_secret: SecretString,
+    scopes: Vec<String>,
+) -> Result<CachedToken, ProviderFailure> {
+    {
+        let client = BasicClient::new(ClientId::new(client_id.expose_secret().to_owned()))
+            .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_owned()))
+            .set_token_uri(token_url);
+        let http = ProviderHttp(http);
+        let response = client
+            .exchange_client_credentials()
+            .add_scopes(scopes.iter().cloned().map(Scope::new))
+            .request_async(&http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => ProviderFailure::Rejected(format!(
+                    "the provider refused the client credentials ({})",
+                    r.error()
+                )),
+                RequestTokenError::Request(Unreachable(why)) => ProviderFailure::Unavailable(why),
+                RequestTokenError::Parse(..) => {
+                    ProviderFailure::Rejected("the provider's token response is unreadable".into())
+                }
+                RequestTokenError::Other(why) => ProviderFailure::Rejected(why),
+            })?;
+        let lifetime = response.expires_in();
+        let expires_at = lifetime
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() + d);
+        // Refresh a little before the provider would refuse it: 10% early, at most a minute.
+        let cache_for = lifetime.map_or(Duration::ZERO, |d| {
+            d - (d / 10).min(Duration::from_secs(60))
+        });
+        let granted = response
+            .scopes()
+            .map(|s| s.iter().map(|s| s.to_string()).collect())
+            .unwrap_or(scopes);
+        Ok(CachedToken {
+            token: SecretString::from(response.access_token().secret().to_owned()),
+            expires_at,
+            scopes: granted,
+            cache_for,
+        })
+    }
+}
+
+/// The HTTP client the `oauth2` crate calls.
+struct ProviderHttp(reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
+    type Error = Unreachable;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, Unreachable>> + Send + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(send(&self.0, request))
+    }
+}
+
+/// One provider HTTP exchange for the `oauth2` crate, with a bounded body; a 5xx is no answer.
+async fn send(
+    http: &reqwest::Client,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, Unreachable> {
+    let (parts, body) = request.into_parts();
+    let mut response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            Unreachable(format!(
+                "token endpoint: {}",
+                connect_runtime::ErrorChain(&e)
+            ))
+        })?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(Unreachable(format!(
+            "token endpoint answered HTTP {status}"
+        )));
+    }
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Unreachable(format!("token endpoint: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Unreachable("token endpoint answer is too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    builder
+        .body(body)
+        .map_err(|e| Unreachable(format!("token endpoint answer: {e}")))
+}
+
+#[async_trait]
+impl TokenIssuer for OAuth2ClientCredentialsIssuer {
+    async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
+        grant.require_app_without_installation("oauth2")?;
+        let config = &grant.authorization.config;
+        let token_url = config.get("token_url").ok_or_else(|| {
+            BrokerError::NoValidToken("the connector has no config.token_url".into())
+        })?;
+        let loopback =
+            token_url.starts_with("http://127.") || token_url.starts_with("http://localhost");
+        if !token_url.starts_with("https://") && !loopback {
+            return Err(BrokerError::NoValidToken(
+                "the connector's token_url must use https".into(),
+            ));
+        }
+        let token_url = TokenUrl::new(token_url.clone()).map_err(|_| {
+            BrokerError::NoValidToken("the connector's token_url is not a URL".into())
+        })?;
+        let client_id = grant.secret("client_id")?;
+        let client_secret = grant.secret("client_secret")?;
+
+        let mut scopes = if grant.scopes.is_empty() {
+            split_scopes(config.get("scopes"))
+        } else {
+            grant.scopes.to_vec()
+        };
+        if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
+            return Err(BrokerError::invalid(
+                "scopes",
+                format!("'{}' is not a valid scope", crate::error::truncate(bad, 40)),
+            ));
+        }
+        if config.contains_key("allowed_scopes") {
+            let allowed = split_scopes(config.get("allowed_scopes"));
+            if let Some(extra) = scopes.iter().find(|s| !allowed.contains(s)) {
+                return Err(BrokerError::ScopeNotAllowed(format!(
+                    "scope '{extra}' is not allowed for this connector"
+                )));
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+
+        let key = hex::encode(
+            Sha256::new()
+                .chain_update(grant.authorization.connector_id.as_bytes())
+                .chain_update([0])
+                .chain_update(token_url.as_str().as_bytes())
+                .chain_update([0])
+                .chain_update(client_id.expose_secret().as_bytes())
+                .chain_update([0])
+                .chain_update(client_secret.expose_secret().as_bytes())
+                .chain_update([0])
+                .chain_update(scopes.join(" ").as_bytes())
+                .finalize(),
+        );
+        // Owned values only: the cache may run this future on behalf of several callers.
+        let init = fetch(
+            self.http.clone(),
+            token_url,
+            client_id.clone(),
+            client_secret.clone(),
+            scopes,
+        );
+        let cached = self
+            .cache
+            .try_get_with(key, init)
+            .await
+            .map_err(|failure: Arc<ProviderFailure>| BrokerError::from((*failure).clone()))?;
+        Ok(IssuedToken {
+            token: cached.token,
+            expires_at: cached.expires_at,
+            scopes: cached.scopes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_tokens_follow_rfc_6749() {
+        assert!(is_scope_token("repo:read"));
+        assert!(is_scope_token("https://api.example.com/read"));
+        assert!(!is_scope_token("two words"));
+        assert!(!is_scope_token("quote\"d"));
+        assert!(!is_scope_token(""));
+        assert_eq!(split_scopes(Some(&" a  b ".to_owned())), ["a", "b"]);
+    }
+}

@@ -1,0 +1,18 @@
+//! The Connect token broker: trades a deployment's OIDC token for a short-lived provider token.
+//!
+//! `GetToken` verifies the caller's token ([`auth`]), asks the link registry whether the token's
+//! project and environment are linked to the connector ([`registry`]), and only then issues a
+//! token through the connector type's issuer ([`issuers`]). [`service`] runs those steps and logs
+//! each decision; [`grpc`] is the edge.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod issuers;
+pub mod registry;
+pub mod service;
+
+pub use app::{App, AppError};
+pub use config::BrokerConfig;

@@ -1,0 +1,206 @@
+//! The link registry, seen from the broker: one long-lived gRPC channel carrying the broker key,
+//! and one question, `Authorize`. Every call has a deadline derived from the caller's (capped).
+//! The registry's "no" answers become the matching broker errors; anything else (unreachable,
+//! slow, refusing our key, or answering garbage) is REGISTRY_UNAVAILABLE, and never a token.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use connect_proto::registry::v1::{self as pb, link_registry_client::LinkRegistryClient};
+use secrecy::SecretString;
+use tonic::{
+    Code, Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+use tonic_types::StatusExt;
+
+use crate::{
+    auth::Identity,
+    error::{BrokerError, Cause, FieldViolation, Result},
+};
+
+/// Adds the broker key to every call.
+#[derive(Clone)]
+struct BrokerKey(MetadataValue<Ascii>);
+
+impl Interceptor for BrokerKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The connector a link allows, with what issuing needs.
+#[derive(Clone)]
+pub struct Authorization {
+    pub connector_id: String,
+    pub connector_uid: String,
+    pub connector_type: String,
+    pub config: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("connector_id", &self.connector_id)
+            .field("connector_uid", &self.connector_uid)
+            .field("connector_type", &self.connector_type)
+            .field("config", &self.config)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct RegistryClient {
+    client: LinkRegistryClient<InterceptedService<Channel, BrokerKey>>,
+    max_timeout: Duration,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("max_timeout", &self.max_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    /// A client that connects on first use and reconnects by itself.
+    pub fn new(url: &str, key: &SecretString, max_timeout: Duration) -> Result<Self> {
+        use secrecy::ExposeSecret;
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| BrokerError::internal("registry URL", e))?
+            .connect_timeout(max_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose_secret())
+            .parse()
+            .map_err(|_| BrokerError::internal("registry key", Cause("not ASCII".into())))?;
+        value.set_sensitive(true);
+        Ok(Self {
+            client: LinkRegistryClient::with_interceptor(endpoint.connect_lazy(), BrokerKey(value)),
+            max_timeout,
+        })
+    }
+
+    /// The channel, for health checks of the registry.
+    pub fn health_client(
+        &self,
+        url: &str,
+    ) -> Result<tonic_health::pb::health_client::HealthClient<Channel>> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| BrokerError::internal("registry URL", e))?
+            .connect_timeout(self.max_timeout);
+        Ok(tonic_health::pb::health_client::HealthClient::new(
+            endpoint.connect_lazy(),
+        ))
+    }
+
+    /// Asks whether `identity` may use `connector`.
+    pub async fn authorize(
+        &self,
+        identity: &Identity,
+        connector: &str,
+        caller_timeout: Option<Duration>,
+    ) -> Result<Authorization> {
+        let timeout = caller_timeout.map_or(self.max_timeout, |t| t.min(self.max_timeout));
+        let mut request = Request::new(pb::AuthorizeRequest {
+            owner_id: identity.owner_id.clone(),
+            project_id: identity.project_id.clone(),
+            environment: identity.environment.clone(),
+            issuer: identity.issuer.clone(),
+            connector: connector.to_owned(),
+        });
+        request.set_timeout(timeout);
+        let answer = self
+            .client
+            .clone()
+            .authorize(request)
+            .await
+            .map_err(|status| decision(status, identity, connector))?
+            .into_inner();
+        check_answer(answer, identity)
+    }
+}
+
+/// The registry's "no" as a broker error.
+fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError {
+    let reason = status.get_details_error_info().map(|i| i.reason);
+    match (status.code(), reason.as_deref()) {
+        (Code::Unauthenticated, Some("ISSUER_NOT_TRUSTED")) => {
+            BrokerError::IssuerNotTrusted("the token's issuer is not the issuer of its team".into())
+        }
+        (Code::NotFound, Some("CONNECTOR_NOT_FOUND")) => {
+            BrokerError::ConnectorNotFound(connector.to_owned())
+        }
+        (Code::PermissionDenied, Some("CLIENT_NOT_LINKED_TO_PROJECT")) => {
+            BrokerError::ClientNotLinkedToProject {
+                connector: connector.to_owned(),
+                project_id: identity.project_id.clone(),
+            }
+        }
+        (Code::PermissionDenied, Some("CLIENT_NOT_ENABLED_FOR_ENVIRONMENT")) => {
+            BrokerError::ClientNotEnabledForEnvironment {
+                connector: connector.to_owned(),
+                project_id: identity.project_id.clone(),
+                environment: identity.environment.clone(),
+            }
+        }
+        (Code::InvalidArgument, Some("INVALID_ARGUMENT")) => {
+            let violations = status
+                .get_details_bad_request()
+                .map(|b| {
+                    b.field_violations
+                        .into_iter()
+                        .map(|v| FieldViolation::new(v.field, v.description))
+                        .collect()
+                })
+                .unwrap_or_default();
+            BrokerError::InvalidArgument(violations)
+        }
+        (code, reason) => BrokerError::RegistryUnavailable(Box::new(Cause(format!(
+            "Authorize answered {code:?} ({})",
+            reason.unwrap_or("no reason")
+        )))),
+    }
+}
+
+/// A yes must be a whole, consistent answer about the asked-for project and environment.
+fn check_answer(answer: pb::AuthorizeResponse, identity: &Identity) -> Result<Authorization> {
+    let garbled = |what: &str| {
+        BrokerError::RegistryUnavailable(Box::new(Cause(format!(
+            "garbled Authorize answer: {what}"
+        ))))
+    };
+    let connector = answer.connector.ok_or_else(|| garbled("no connector"))?;
+    let link = answer.link.ok_or_else(|| garbled("no link"))?;
+    if connector.id.is_empty() || connector.r#type.is_empty() {
+        return Err(garbled("connector without id or type"));
+    }
+    if link.connector_id != connector.id
+        || link.project_id != identity.project_id
+        || (!link.owner_id.is_empty() && link.owner_id != identity.owner_id)
+        || !link.environments.contains(&identity.environment)
+    {
+        return Err(garbled(
+            "the link does not allow this project and environment",
+        ));
+    }
+    Ok(Authorization {
+        connector_id: connector.id,
+        connector_uid: connector.uid,
+        connector_type: connector.r#type,
+        config: connector.config.into_iter().collect(),
+        secrets: answer
+            .secrets
+            .into_iter()
+            .map(|(k, v)| (k, SecretString::from(v)))
+            .collect(),
+    })
+}
