@@ -126,13 +126,22 @@ where
             }),
     );
 
-    ready.await.map_err(ServeError::NotReady)?;
-    set_health(ServingStatus::Serving).await;
-    tracing::info!(service = options.service_name, addr = ?local_addr, "serving");
-
-    tokio::select! {
-        () = shutdown => {}
+    let mut shutdown = std::pin::pin!(shutdown);
+    let stopping = tokio::select! {
+        result = ready => {
+            result.map_err(ServeError::NotReady)?;
+            false
+        }
+        () = &mut shutdown => true,
         result = &mut server => return Ok(result??),
+    };
+    if !stopping {
+        set_health(ServingStatus::Serving).await;
+        tracing::info!(service = options.service_name, addr = ?local_addr, "serving");
+        tokio::select! {
+            () = &mut shutdown => {}
+            result = &mut server => return Ok(result??),
+        }
     }
 
     tracing::info!(grace = ?options.shutdown_grace, "shutting down: draining in-flight calls");
