@@ -54,8 +54,8 @@ fn random_kid(prefix: &str) -> String {
 impl SigningKey {
     fn rsa() -> Self {
         use rsa::{pkcs1::EncodeRsaPrivateKey, traits::PublicKeyParts};
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-            .expect("RSA key generation");
+        let key =
+            rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
         let der = key.to_pkcs1_der().expect("RSA key encoding");
         let kid = random_kid("rs");
         let jwk = json!({
@@ -147,7 +147,9 @@ pub struct DevIssuer {
 
 impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevIssuer").field("issuer", &self.shared.issuer).finish()
+        f.debug_struct("DevIssuer")
+            .field("issuer", &self.shared.issuer)
+            .finish()
     }
 }
 
@@ -204,24 +206,37 @@ impl DevIssuer {
     pub fn mint(&self, deployment: &Deployment, ttl: Duration, alg: Alg) -> String {
         let claims = self.claims(deployment, ttl);
         let kid = self.kid(alg);
-        self.sign(&json!({ "alg": alg_name(alg), "typ": "JWT", "kid": kid }), &claims, alg)
+        self.sign(
+            &json!({ "alg": alg_name(alg), "typ": "JWT", "kid": kid }),
+            &claims,
+            alg,
+        )
     }
 
     /// Signs any header and claims, exactly as given, with the current `alg` key: for tests that
     /// need tokens a real issuer would never make.
     pub fn sign(&self, header: &Value, claims: &Value, alg: Alg) -> String {
+        self.sign_text(&header.to_string(), &claims.to_string(), alg)
+    }
+
+    /// Signs a header and claims given as exact JSON texts (which may be malformed on purpose).
+    pub fn sign_text(&self, header: &str, claims: &str, alg: Alg) -> String {
         let signing_input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
         );
         let keys = self.read_keys();
         let algorithm = match alg {
             Alg::RS256 => Algorithm::RS256,
             Alg::ES256 => Algorithm::ES256,
         };
-        let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &keys.key(alg).encoding, algorithm)
-            .expect("signing with a generated key");
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &keys.key(alg).encoding,
+            algorithm,
+        )
+        .expect("signing with a generated key");
         format!("{signing_input}.{signature}")
     }
 

@@ -1,0 +1,493 @@
+//! The whole system on loopback: a dev OIDC issuer per team, the real link registry (SQLite file)
+//! and the real token broker, each on port 0, talking over real HTTP and gRPC; plus a loopback
+//! OAuth token endpoint. Logs of every test land in one captured buffer (see [`captured_logs`]).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Form, Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use connect_proto::{
+    broker::v1::{self as bpb, token_broker_client::TokenBrokerClient},
+    registry::v1::{self as rpb, link_registry_client::LinkRegistryClient},
+};
+use dev_issuer::{Alg, Deployment, DevIssuer};
+use link_registry::{
+    ServeConfig,
+    domain::{
+        Registry,
+        model::Role,
+        service::NewTeam,
+        types::{IssuerUrl, TeamId, TeamSlug},
+    },
+};
+use secrecy::ExposeSecret;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+pub const AUDIENCE: &str = "https://vercel.com/acme";
+
+/// Every log line of this test binary, as JSON lines.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,h2=info,hyper=info,hyper_util=info,tower=info,sqlx=info,sea_orm=info,reqwest=info,rustls=info",
+            ))
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buffer
+    })
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A server task and the way to stop it.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// One team: its issuer, admin key, and a way to mint its deployments' tokens.
+pub struct Team {
+    pub id: String,
+    pub slug: String,
+    pub issuer: DevIssuer,
+    pub admin: String,
+}
+
+impl Team {
+    pub fn deployment(&self, project_id: &str, project: &str, environment: &str) -> Deployment {
+        Deployment {
+            owner: self.slug.clone(),
+            owner_id: self.id.clone(),
+            project: project.into(),
+            project_id: project_id.into(),
+            environment: environment.into(),
+            audience: AUDIENCE.into(),
+        }
+    }
+
+    pub fn token(&self, project_id: &str, environment: &str) -> String {
+        self.token_with(project_id, environment, Alg::RS256)
+    }
+
+    pub fn token_with(&self, project_id: &str, environment: &str, alg: Alg) -> String {
+        let deployment = self.deployment(project_id, "web", environment);
+        self.issuer.mint(&deployment, Duration::from_secs(600), alg)
+    }
+}
+
+pub struct Stack {
+    pub acme: Team,
+    pub globex: Team,
+    registry_channel: Channel,
+    broker_channel: Channel,
+    registry_server: Option<Running>,
+    broker_server: Option<Running>,
+    _dir: tempfile::TempDir,
+}
+
+async fn team(registry: &Registry, id: &str, slug: &str) -> Team {
+    let issuer = DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("dev issuer");
+    registry
+        .create_team(NewTeam {
+            id: TeamId::parse(id).unwrap(),
+            slug: TeamSlug::parse(slug).unwrap(),
+            issuer: IssuerUrl::parse(issuer.issuer()).unwrap(),
+        })
+        .await
+        .unwrap();
+    let (_, admin) = registry
+        .create_api_key(Some(TeamId::parse(id).unwrap()), Role::Admin)
+        .await
+        .unwrap();
+    Team {
+        id: id.into(),
+        slug: slug.into(),
+        issuer,
+        admin: admin.expose_secret().to_owned(),
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+impl Stack {
+    /// Teams `team_acme` and `team_globex`, each with its own issuer (both trusted by the broker).
+    /// Acme has project `prj_web` (`web`), connector `api-key/stripe` (secret `sk_acme_stripe`)
+    /// linked to it for `preview` only, and project `prj_docs` with no links.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut token_broker::BrokerConfig)) -> Self {
+        log_buffer();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("registry.db").display()
+        );
+        let app = link_registry::App::build(ServeConfig::local(url))
+            .await
+            .expect("registry");
+        let registry_addr = app.local_addr();
+        let registry = app.registry().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("registry run");
+        });
+        let registry_server = Running {
+            stop: Some(stop),
+            task,
+        };
+
+        let acme = team(&registry, "team_acme", "acme").await;
+        let globex = team(&registry, "team_globex", "globex").await;
+        let (_, broker_key) = registry.create_api_key(None, Role::Broker).await.unwrap();
+
+        let mut config = token_broker::BrokerConfig::local(
+            format!("http://{registry_addr}"),
+            broker_key,
+            vec![
+                acme.issuer.issuer().to_owned(),
+                globex.issuer.issuer().to_owned(),
+            ],
+            AUDIENCE.to_owned(),
+        );
+        configure(&mut config);
+        let broker = token_broker::App::build(config).await.expect("broker");
+        let broker_addr = broker.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            broker
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("broker run");
+        });
+        let broker_server = Running {
+            stop: Some(stop),
+            task,
+        };
+
+        let stack = Self {
+            registry_channel: channel(registry_addr).await,
+            broker_channel: channel(broker_addr).await,
+            acme,
+            globex,
+            registry_server: Some(registry_server),
+            broker_server: Some(broker_server),
+            _dir: dir,
+        };
+        stack.wait_until_serving().await;
+
+        let mut admin = stack.admin(&stack.acme);
+        for (id, name) in [("prj_web", "web"), ("prj_docs", "docs")] {
+            admin
+                .create_project(rpb::CreateProjectRequest {
+                    id: id.into(),
+                    name: name.into(),
+                })
+                .await
+                .unwrap();
+        }
+        admin
+            .create_connector(rpb::CreateConnectorRequest {
+                uid: "api-key/stripe".into(),
+                secrets: [("api_key".to_owned(), "sk_acme_stripe".to_owned())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stack
+            .attach(&stack.acme, "api-key/stripe", "prj_web", &["preview"])
+            .await;
+        stack
+    }
+
+    async fn wait_until_serving(&self) {
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::new(self.broker_channel.clone());
+        for _ in 0..200 {
+            let answer = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if answer.is_ok_and(|a| {
+                a.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("broker never reported SERVING");
+    }
+
+    /// A registry client with a team's admin key.
+    pub fn admin(
+        &self,
+        team: &Team,
+    ) -> LinkRegistryClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl tonic::service::Interceptor + use<>,
+        >,
+    > {
+        let value: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", team.admin).parse().unwrap();
+        LinkRegistryClient::with_interceptor(
+            self.registry_channel.clone(),
+            move |mut r: Request<()>| {
+                r.metadata_mut().insert("authorization", value.clone());
+                Ok(r)
+            },
+        )
+    }
+
+    pub async fn attach(&self, team: &Team, connector: &str, project: &str, environments: &[&str]) {
+        self.admin(team)
+            .attach_project(rpb::AttachProjectRequest {
+                connector: connector.into(),
+                project: project.into(),
+                environments: environments.iter().map(|e| e.to_string()).collect(),
+            })
+            .await
+            .expect("attach");
+    }
+
+    pub async fn create_connector(
+        &self,
+        team: &Team,
+        request: rpb::CreateConnectorRequest,
+    ) -> rpb::Connector {
+        self.admin(team)
+            .create_connector(request)
+            .await
+            .expect("create connector")
+            .into_inner()
+    }
+
+    pub fn broker(&self) -> TokenBrokerClient<Channel> {
+        TokenBrokerClient::new(self.broker_channel.clone())
+    }
+
+    /// `GetToken` for `connector` with `token` as the bearer.
+    pub async fn get_token(
+        &self,
+        token: &str,
+        connector: &str,
+    ) -> Result<bpb::GetTokenResponse, Status> {
+        self.get_token_with(
+            token,
+            bpb::GetTokenRequest {
+                connector: connector.into(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn get_token_with(
+        &self,
+        token: &str,
+        request: bpb::GetTokenRequest,
+    ) -> Result<bpb::GetTokenResponse, Status> {
+        let mut request = Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        self.broker()
+            .get_token(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn stop_registry(&mut self) {
+        if let Some(server) = self.registry_server.take() {
+            server.stop().await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.broker_server.take() {
+            server.stop().await;
+        }
+        self.stop_registry().await;
+    }
+}
+
+/// Asserts a gRPC error's code, `ErrorInfo` reason (domain `connect`) and message prefix.
+#[track_caller]
+pub fn assert_denied<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+    prefix: &str,
+) -> Status {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(
+        (info.domain.as_str(), info.reason.as_str()),
+        ("connect", reason),
+        "{status:?}"
+    );
+    assert!(status.message().starts_with(prefix), "{status:?}");
+    status
+}
+
+/// A loopback OAuth 2.0 token endpoint for the client credentials grant.
+pub struct TokenEndpoint {
+    pub url: String,
+    state: Arc<EndpointState>,
+    _task: JoinHandle<()>,
+}
+
+struct EndpointState {
+    calls: AtomicUsize,
+    mode: Mutex<EndpointMode>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointMode {
+    Issue,
+    RejectClient,
+    ServerError,
+}
+
+pub const CLIENT_ID: &str = "client_acme";
+pub const CLIENT_SECRET: &str = "cs_acme_very_secret";
+
+impl TokenEndpoint {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
+        let state = Arc::new(EndpointState {
+            calls: AtomicUsize::new(0),
+            mode: Mutex::new(EndpointMode::Issue),
+        });
+        let app = Router::new()
+            .route("/oauth/token", post(token_endpoint))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url,
+            state,
+            _task: task,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_mode(&self, mode: EndpointMode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    scope: Option<String>,
+}
+
+async fn token_endpoint(
+    State(state): State<Arc<EndpointState>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    use base64::Engine;
+    let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let mode = *state.mode.lock().unwrap();
+    if mode == EndpointMode::ServerError {
+        return (StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response();
+    }
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Basic {expected}"));
+    if mode == EndpointMode::RejectClient || !authorized || form.grant_type != "client_credentials"
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "invalid_client" })),
+        )
+            .into_response();
+    }
+    // Tokens are random-looking and unique per call, as a real provider's are.
+    let token = format!(
+        "at_{}_{}",
+        n,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(n.to_string()))[..16].to_owned()
+    );
+    Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": 3600,
+        "scope": form.scope.unwrap_or_default(),
+    }))
+    .into_response()
+}

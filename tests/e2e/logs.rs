@@ -1,0 +1,103 @@
+//! Every decision is traceable, and no token or secret is ever logged.
+
+use connect_proto::registry::v1 as rpb;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+use crate::harness::{
+    CLIENT_ID, CLIENT_SECRET, Stack, TokenEndpoint, assert_denied, captured_logs,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_logged_once_each_and_no_token_or_secret_is_ever_logged() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    stack
+        .create_connector(
+            &stack.acme,
+            rpb::CreateConnectorRequest {
+                uid: "oauth2/logged".into(),
+                config: [("token_url".to_owned(), endpoint.url.clone())].into(),
+                secrets: [
+                    ("client_id".to_owned(), CLIENT_ID.to_owned()),
+                    ("client_secret".to_owned(), CLIENT_SECRET.to_owned()),
+                ]
+                .into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    stack
+        .attach(&stack.acme, "oauth2/logged", "prj_web", &["preview"])
+        .await;
+
+    let oidc_token = stack.acme.token("prj_web", "preview");
+    let api_key = stack
+        .get_token(&oidc_token, "api-key/stripe")
+        .await
+        .unwrap();
+    let access = stack.get_token(&oidc_token, "oauth2/logged").await.unwrap();
+    let denied_token = stack.acme.token("prj_web", "production");
+    assert_denied(
+        stack.get_token(&denied_token, "api-key/stripe").await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+        "ClientNotEnabledForEnvironmentError",
+    );
+    assert_denied(
+        stack
+            .get_token("garbage.token.here", "api-key/stripe")
+            .await,
+        Code::Unauthenticated,
+        "INVALID_TOKEN",
+        "InvalidTokenError",
+    );
+    stack.stop().await;
+
+    let logs = captured_logs();
+    // Nothing secret, in any log line of any test in this binary.
+    for secret in [
+        "sk_acme_stripe",
+        CLIENT_SECRET,
+        access.token.as_str(),
+        oidc_token.as_str(),
+        denied_token.as_str(),
+        oidc_token.rsplit('.').next().unwrap(),
+    ] {
+        assert!(!logs.contains(secret), "a secret or token reached the logs");
+    }
+
+    let events: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["target"] == "connect::decision")
+        .collect();
+    let find = |token_id: &str| {
+        events
+            .iter()
+            .filter(|e| e["fields"]["token_id"] == token_id)
+            .collect::<Vec<_>>()
+    };
+    for (answer, connector) in [(&api_key, "api-key/stripe"), (&access, "oauth2/logged")] {
+        let matching = find(&answer.token_id);
+        assert_eq!(matching.len(), 1, "one event per GetToken");
+        let fields = &matching[0]["fields"];
+        assert_eq!(fields["decision"], "allow");
+        assert_eq!(fields["connector"], connector);
+        assert_eq!(fields["owner_id"], "team_acme");
+        assert_eq!(fields["project_id"], "prj_web");
+        assert_eq!(fields["environment"], "preview");
+        let digest = hex::encode(&Sha256::digest(answer.token.as_bytes())[..8]);
+        assert_eq!(fields["token_sha256"], digest.as_str());
+    }
+    assert!(events.iter().any(|e| e["fields"]["decision"] == "deny"
+        && e["fields"]["reason"] == "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"
+        && e["fields"]["environment"] == "production"
+        && e["fields"]["owner_id"] == "team_acme"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["decision"] == "deny" && e["fields"]["reason"] == "INVALID_TOKEN")
+    );
+}

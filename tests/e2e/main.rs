@@ -1,0 +1,6 @@
+//! End-to-end tests of the whole system: real issuers, registry and broker on loopback.
+
+mod flows;
+mod harness;
+mod logs;
+mod rejections;
