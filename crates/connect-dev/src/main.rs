@@ -1,0 +1,188 @@
+//! `connect-dev`: the whole system on this machine with one command. It starts a development OIDC
+//! issuer, the link registry on its embedded SQLite default and the token broker (which reaches
+//! the registry over gRPC, as in production), seeds a demo team, project and `api-key` connector
+//! linked for `development` only, and prints tokens and `grpcurl` calls to try.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use dev_issuer::{Alg, DevIssuer, Deployment};
+use link_registry::{
+    ServeConfig,
+    domain::{
+        Registry, RegistryError,
+        model::Role,
+        service::{NewConnector, NewProject, NewTeam},
+        types::{
+            ConfigMap, ConnectorRef, ConnectorUid, DisplayName, EnvironmentSet, IssuerUrl,
+            ProjectId, ProjectName, ProjectRef, SecretInput, TeamId, TeamSlug,
+        },
+    },
+};
+use secrecy::ExposeSecret;
+
+/// Run the registry, the broker and a dev OIDC issuer locally, seeded with a demo.
+#[derive(Debug, Parser)]
+#[command(name = "connect-dev", version)]
+struct Cli {
+    /// The registry's database.
+    #[arg(long, env = "CONNECT_DEV_DATABASE_URL", default_value = "sqlite://connect-dev.db?mode=rwc")]
+    database_url: String,
+    /// Where the link registry serves gRPC.
+    #[arg(long, env = "CONNECT_DEV_REGISTRY_LISTEN", default_value = "127.0.0.1:50051")]
+    registry_listen: SocketAddr,
+    /// Where the token broker serves gRPC.
+    #[arg(long, env = "CONNECT_DEV_BROKER_LISTEN", default_value = "127.0.0.1:50052")]
+    broker_listen: SocketAddr,
+    /// Where the dev OIDC issuer serves HTTP.
+    #[arg(long, env = "CONNECT_DEV_ISSUER_LISTEN", default_value = "127.0.0.1:8080")]
+    issuer_listen: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "CONNECT_DEV_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: connect_runtime::LogFormat,
+}
+
+const TEAM: &str = "team_demo";
+const PROJECT: &str = "prj_demo";
+const CONNECTOR: &str = "api-key/demo";
+const AUDIENCE: &str = "https://vercel.com/demo";
+
+/// Treats "already there" as done, so that a second run reuses the first run's demo.
+fn existing_ok<T>(result: Result<T, RegistryError>) -> anyhow::Result<()> {
+    match result {
+        Ok(_) | Err(RegistryError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
+    value.map_err(|e| anyhow::anyhow!(e))
+}
+
+async fn seed(registry: &Registry, issuer: &str) -> anyhow::Result<(String, secrecy::SecretString)> {
+    let team = parsed(TeamId::parse(TEAM))?;
+    existing_ok(
+        registry
+            .create_team(NewTeam {
+                id: team.clone(),
+                slug: parsed(TeamSlug::parse("demo"))?,
+                issuer: parsed(IssuerUrl::parse(issuer))?,
+            })
+            .await,
+    )?;
+    let (_, admin_key) = registry.create_api_key(Some(team.clone()), Role::Admin).await?;
+    let admin = registry.authenticate(admin_key.expose_secret()).await?;
+    existing_ok(
+        registry
+            .create_project(
+                &admin,
+                NewProject {
+                    id: parsed(ProjectId::parse(PROJECT))?,
+                    name: parsed(ProjectName::parse("demo-app"))?,
+                },
+            )
+            .await,
+    )?;
+    let secrets = SecretInput::parse([("api_key".to_owned(), "sk_demo_4f9c2e1a7b".to_owned())])
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    existing_ok(
+        registry
+            .create_connector(
+                &admin,
+                NewConnector {
+                    uid: parsed(ConnectorUid::parse(CONNECTOR))?,
+                    name: parsed(DisplayName::parse("Demo API key"))?,
+                    config: ConfigMap::from_stored(BTreeMap::new()),
+                    secrets,
+                },
+            )
+            .await,
+    )?;
+    registry
+        .attach_project(
+            &admin,
+            &parsed(ConnectorRef::parse(CONNECTOR))?,
+            &parsed(ProjectRef::parse(PROJECT))?,
+            parsed(EnvironmentSet::parse(&["development"]))?,
+        )
+        .await?;
+    let (_, broker_key) = registry.create_api_key(None, Role::Broker).await?;
+    Ok((admin_key.expose_secret().to_owned(), broker_key))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    connect_runtime::init_logging(cli.log_format);
+
+    let issuer = DevIssuer::start(cli.issuer_listen)
+        .await
+        .with_context(|| format!("starting the dev issuer on {}", cli.issuer_listen))?;
+
+    let mut registry_config = ServeConfig::local(cli.database_url.clone());
+    registry_config.listen = cli.registry_listen;
+    let registry_app = link_registry::App::build(registry_config).await?;
+    let registry = registry_app.registry().clone();
+    let (admin_key, broker_key) = seed(&registry, issuer.issuer()).await?;
+
+    let mut broker_config = token_broker::BrokerConfig::local(
+        format!("http://{}", registry_app.local_addr()),
+        broker_key,
+        vec![issuer.issuer().to_owned()],
+        AUDIENCE.to_owned(),
+    );
+    broker_config.listen = cli.broker_listen;
+    broker_config.shutdown_grace = Duration::from_secs(5);
+    let broker_app = token_broker::App::build(broker_config).await?;
+
+    let (registry_addr, broker_addr) = (registry_app.local_addr(), broker_app.local_addr());
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    let registry_task = tokio::spawn(registry_app.run_until(stopped(&stop)));
+    let broker_task = tokio::spawn(broker_app.run_until(stopped(&stop)));
+
+    let deployment = |environment: &str| Deployment {
+        owner: "demo".into(),
+        owner_id: TEAM.into(),
+        project: "demo-app".into(),
+        project_id: PROJECT.into(),
+        environment: environment.into(),
+        audience: AUDIENCE.into(),
+    };
+    let hour = Duration::from_secs(3600);
+    let development = issuer.mint(&deployment("development"), hour, Alg::RS256);
+    let production = issuer.mint(&deployment("production"), hour, Alg::RS256);
+    let get_token = |token: &str| {
+        format!(
+            "grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"connector\": \"{CONNECTOR}\"}}' {broker_addr} connect.broker.v1.TokenBroker/GetToken"
+        )
+    };
+    println!(
+        "\nConnect is running (Ctrl-C stops it).\n\
+         \n  link registry  {registry_addr}   admin key: {admin_key}\
+         \n  token broker   {broker_addr}\
+         \n  dev issuer     {issuer_url}\
+         \n\nDemo: team {TEAM}, project {PROJECT} (demo-app), connector {CONNECTOR} linked for development only.\
+         \n\nA development deployment token (valid one hour):\n\n  {development}\
+         \n\nThis returns the demo connector's token:\n\n  {ok}\
+         \n\nThis fails with ClientNotEnabledForEnvironmentError (a production token):\n\n  {denied}\
+         \n\nMore tokens: curl '{issuer_url}/token?owner=demo&owner_id={TEAM}&project=demo-app&project_id={PROJECT}&environment=development&audience={AUDIENCE}'\n",
+        issuer_url = issuer.issuer(),
+        ok = get_token(&development),
+        denied = get_token(&production),
+    );
+
+    connect_runtime::shutdown_signal().await;
+    let _ = stop.send(());
+    let (registry_result, broker_result) = tokio::join!(registry_task, broker_task);
+    broker_result??;
+    registry_result??;
+    issuer.stop().await;
+    Ok(())
+}
