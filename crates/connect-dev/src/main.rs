@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use dev_issuer::{Alg, DevIssuer, Deployment};
+use dev_issuer::{Alg, Deployment, DevIssuer};
 use link_registry::{
     ServeConfig,
     domain::{
@@ -27,16 +27,32 @@ use secrecy::ExposeSecret;
 #[command(name = "connect-dev", version)]
 struct Cli {
     /// The registry's database.
-    #[arg(long, env = "CONNECT_DEV_DATABASE_URL", default_value = "sqlite://connect-dev.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "CONNECT_DEV_DATABASE_URL",
+        default_value = "sqlite://connect-dev.db?mode=rwc"
+    )]
     database_url: String,
     /// Where the link registry serves gRPC.
-    #[arg(long, env = "CONNECT_DEV_REGISTRY_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CONNECT_DEV_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     registry_listen: SocketAddr,
     /// Where the token broker serves gRPC.
-    #[arg(long, env = "CONNECT_DEV_BROKER_LISTEN", default_value = "127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "CONNECT_DEV_BROKER_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
     broker_listen: SocketAddr,
     /// Where the dev OIDC issuer serves HTTP.
-    #[arg(long, env = "CONNECT_DEV_ISSUER_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "CONNECT_DEV_ISSUER_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     issuer_listen: SocketAddr,
     /// Log line format.
     #[arg(long, env = "CONNECT_DEV_LOG_FORMAT", value_enum, default_value_t)]
@@ -60,7 +76,10 @@ fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
     value.map_err(|e| anyhow::anyhow!(e))
 }
 
-async fn seed(registry: &Registry, issuer: &str) -> anyhow::Result<(String, secrecy::SecretString)> {
+async fn seed(
+    registry: &Registry,
+    issuer: &str,
+) -> anyhow::Result<(String, secrecy::SecretString)> {
     let team = parsed(TeamId::parse(TEAM))?;
     existing_ok(
         registry
@@ -71,7 +90,9 @@ async fn seed(registry: &Registry, issuer: &str) -> anyhow::Result<(String, secr
             })
             .await,
     )?;
-    let (_, admin_key) = registry.create_api_key(Some(team.clone()), Role::Admin).await?;
+    let (_, admin_key) = registry
+        .create_api_key(Some(team.clone()), Role::Admin)
+        .await?;
     let admin = registry.authenticate(admin_key.expose_secret()).await?;
     existing_ok(
         registry

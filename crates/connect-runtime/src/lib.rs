@@ -185,3 +185,44 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// Whether `url` is plain `http` to this machine, which Connect accepts (for issuers, JWKS and token
+/// endpoints) only because no one else can be on the other end.
+pub fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_hosts_count_as_loopback() {
+        for yes in [
+            "http://127.0.0.1:8080",
+            "http://localhost/x",
+            "http://[::1]:9/a",
+            "http://127.5.5.5",
+        ] {
+            assert!(crate::is_loopback_http(yes), "{yes}");
+        }
+        for no in [
+            "https://127.0.0.1",
+            "http://127.0.0.1.evil.com",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "http://localhost.evil",
+        ] {
+            assert!(!crate::is_loopback_http(no), "{no}");
+        }
+    }
+}

@@ -156,8 +156,17 @@ impl std::fmt::Debug for DevIssuer {
 impl DevIssuer {
     /// Serves on `addr` (port 0 picks one); the issuer is `http://<bound address>`.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_as(addr, None).await
+    }
+
+    /// Serves on `addr` under the issuer URL `issuer` (for a listener on 0.0.0.0 that clients
+    /// reach at another address); `None` means `http://<bound address>`.
+    pub async fn start_as(addr: SocketAddr, issuer: Option<String>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let issuer = format!("http://{}", listener.local_addr()?);
+        let issuer = match issuer {
+            Some(issuer) => issuer.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
         let shared = Arc::new(Shared {
             issuer,
             keys: RwLock::new(KeyRing::new()),

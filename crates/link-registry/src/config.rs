@@ -94,6 +94,9 @@ pub struct TeamCreateArgs {
     /// The OIDC issuer the team's tokens come from, e.g. `https://oidc.vercel.com/acme`.
     #[arg(long, env = "LINK_REGISTRY_TEAM_ISSUER")]
     pub issuer: String,
+    /// Succeed without change when the team id or slug is already taken (for setup scripts).
+    #[arg(long)]
+    pub if_not_exists: bool,
 }
 
 #[derive(Clone, Debug, Args)]

@@ -11,7 +11,7 @@ use link_registry::{
     config::{Cli, Command, KeysCommand, ServeConfig, TeamsCommand, redact_url},
     crypto::SecretCipher,
     domain::{
-        Registry,
+        Registry, RegistryError,
         model::Role,
         service::NewTeam,
         types::{IssuerUrl, TeamId, TeamSlug},
@@ -69,8 +69,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 issuer: arg("issuer", IssuerUrl::parse(&args.issuer))?,
             };
             let registry = admin_registry(&args.database.database_url).await?;
-            let team = registry.create_team(team).await?;
-            println!("{}", team.id);
+            let id = team.id.clone();
+            match registry.create_team(team).await {
+                Ok(_) => {}
+                Err(RegistryError::AlreadyExists { .. }) if args.if_not_exists => {
+                    tracing::info!(team = %id, "team exists already");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            println!("{id}");
         }
         Command::Keys(KeysCommand::Create(args)) => {
             let role = arg("role", Role::parse(&args.role))?;

@@ -137,8 +137,7 @@ impl IssuerUrl {
         let rest = if let Some(rest) = value.strip_prefix("https://") {
             rest
         } else if let Some(rest) = value.strip_prefix("http://") {
-            let host = rest.split(['/', ':']).next().unwrap_or_default();
-            if !matches!(host, "localhost" | "127.0.0.1" | "[") && !host.starts_with("127.") {
+            if !connect_runtime::is_loopback_http(value) {
                 return Err("issuer must use https (http only for a loopback host)".into());
             }
             rest
@@ -722,7 +721,10 @@ mod tests {
         assert!(IssuerUrl::parse("https://oidc.vercel.com/acme").is_ok());
         assert!(IssuerUrl::parse("http://127.0.0.1:8080").is_ok());
         assert!(IssuerUrl::parse("http://localhost:9000/x").is_ok());
+        assert!(IssuerUrl::parse("http://[::1]:8080").is_ok());
         assert!(IssuerUrl::parse("http://evil.example.com").is_err());
+        assert!(IssuerUrl::parse("http://[::2]:80").is_err());
+        assert!(IssuerUrl::parse("http://127.0.0.1.evil.com").is_err());
         assert!(IssuerUrl::parse("https://oidc.vercel.com/acme/").is_err());
         assert!(IssuerUrl::parse("https://x?y").is_err());
         assert!(IssuerUrl::parse("https://").is_err());
