@@ -1,6 +1,6 @@
 //! Startup, serving and shutdown of the broker. [`App::build`] binds the listener first and wires
-//! verifier, registry client and issuers; [`App::run_until`] warms the key cache, reports SERVING
-//! once the registry answers its health check, and drains on shutdown.
+//! verifier, registry client and issuers; [`App::run_until`] fetches every issuer's keys once,
+//! reports SERVING once the registry answers its health check, and drains on shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -116,12 +116,15 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), AppError> {
-        let refresher = self.broker.verifier().jwks().clone().spawn_refresher();
+        let jwks = self.broker.verifier().jwks().clone();
+        let refresher = jwks.clone().spawn_refresher();
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut health = self.registry.health_client(&self.registry_url)?;
-        // Ready once the registry answers: without it every call would fail.
+        // Ready once every issuer's keys were fetched once (a failure leaves the issuer cold, to be
+        // retried on demand) and the registry answers: without it every call would fail.
         let ready = async move {
+            jwks.refresh_all().await;
             loop {
                 let check = tonic_health::pb::HealthCheckRequest {
                     service: "connect.registry.v1.LinkRegistry".into(),

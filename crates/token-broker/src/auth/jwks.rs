@@ -226,10 +226,12 @@ impl JwksCache {
         }
     }
 
-    /// Refreshes every issuer at once and then every `refresh_every`, until the task is dropped.
+    /// Refreshes every issuer every `refresh_every` (the first time one period from now), until
+    /// the task is aborted.
     pub fn spawn_refresher(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(self.settings.refresh_every);
+            let every = self.settings.refresh_every;
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
