@@ -131,8 +131,11 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken<'_>> {
         Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= 256 => kid.clone(),
         _ => return Err(BrokerError::invalid_token("header has no kid")),
     };
+    // RFC 7519 §5.1: "JWT", or its media type spelled out.
     if let Some(typ) = header.get("typ")
-        && !typ.as_str().is_some_and(|t| t.eq_ignore_ascii_case("JWT"))
+        && !typ.as_str().is_some_and(|t| {
+            t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt")
+        })
     {
         return Err(BrokerError::invalid_token("header typ must be JWT"));
     }
