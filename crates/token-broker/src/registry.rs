@@ -204,3 +204,104 @@ fn check_answer(answer: pb::AuthorizeResponse, identity: &Identity) -> Result<Au
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            issuer: "https://issuer.example".into(),
+            owner_id: "team_a".into(),
+            project_id: "prj_a".into(),
+            environment: "preview".into(),
+        }
+    }
+
+    fn answer() -> pb::AuthorizeResponse {
+        pb::AuthorizeResponse {
+            connector: Some(pb::Connector {
+                id: "conn_1".into(),
+                uid: "api-key/x".into(),
+                r#type: "api-key".into(),
+                ..Default::default()
+            }),
+            link: Some(pb::ProjectLink {
+                connector_id: "conn_1".into(),
+                project_id: "prj_a".into(),
+                owner_id: "team_a".into(),
+                environments: vec!["preview".into()],
+                ..Default::default()
+            }),
+            secrets: [("api_key".to_owned(), "k".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn a_whole_consistent_answer_is_accepted() {
+        let authorization = check_answer(answer(), &identity()).unwrap();
+        assert_eq!(authorization.connector_type, "api-key");
+        assert!(!format!("{authorization:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn garbled_answers_are_registry_unavailable_never_a_yes() {
+        type Garble = Box<dyn Fn(&mut pb::AuthorizeResponse)>;
+        let garbled: Vec<Garble> = vec![
+            Box::new(|a| a.connector = None),
+            Box::new(|a| a.link = None),
+            Box::new(|a| a.connector.as_mut().unwrap().r#type.clear()),
+            Box::new(|a| a.link.as_mut().unwrap().project_id = "prj_other".into()),
+            Box::new(|a| a.link.as_mut().unwrap().owner_id = "team_other".into()),
+            Box::new(|a| a.link.as_mut().unwrap().connector_id = "conn_2".into()),
+            Box::new(|a| a.link.as_mut().unwrap().environments = vec!["production".into()]),
+        ];
+        for garble in garbled {
+            let mut a = answer();
+            garble(&mut a);
+            assert!(matches!(
+                check_answer(a, &identity()),
+                Err(BrokerError::RegistryUnavailable(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_registrys_no_becomes_the_matching_broker_error() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let status = |code, reason: &str| {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(reason, "connect", []);
+            Status::with_error_details(code, "x", details)
+        };
+        let id = identity();
+        assert!(matches!(
+            decision(
+                status(Code::PermissionDenied, "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"),
+                &id,
+                "c"
+            ),
+            BrokerError::ClientNotEnabledForEnvironment { .. }
+        ));
+        assert!(matches!(
+            decision(status(Code::NotFound, "CONNECTOR_NOT_FOUND"), &id, "c"),
+            BrokerError::ConnectorNotFound(_)
+        ));
+        // Our own key refused, or anything unexpected: unavailable, not a decision.
+        for (code, reason) in [
+            (Code::Unauthenticated, "INVALID_KEY"),
+            (Code::PermissionDenied, "ROLE_NOT_ALLOWED"),
+            (Code::Internal, "INTERNAL"),
+            (Code::NotFound, "PROJECT_NOT_FOUND"),
+        ] {
+            assert!(matches!(
+                decision(status(code, reason), &id, "c"),
+                BrokerError::RegistryUnavailable(_)
+            ));
+        }
+        assert!(matches!(
+            decision(Status::unavailable("down"), &id, "c"),
+            BrokerError::RegistryUnavailable(_)
+        ));
+    }
+}

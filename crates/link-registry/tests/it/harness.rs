@@ -78,6 +78,7 @@ impl TestDb {
     /// The serve configuration; PostgreSQL needs an explicit key file, kept beside nothing else.
     pub fn serve_config(&self) -> ServeConfig {
         let mut config = ServeConfig::local(&self.url);
+        config.shutdown_grace = std::time::Duration::from_secs(5);
         if self.backend == "postgres" {
             let path = std::env::temp_dir().join(format!(
                 "connect-it-{}.key",

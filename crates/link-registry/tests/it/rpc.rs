@@ -1512,3 +1512,28 @@ async fn data_survives_a_restart(db: TestDb) {
     assert_eq!(granted.secrets["api_key"], "sk_test_51Hx");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_as_soon_as_shutdown_begins() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let mut health = HealthClient::new(app.channel());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "connect.registry.v1.LinkRegistry".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // The open watch is an in-flight call: shutdown reports NOT_SERVING on it, then drains it
+    // within the grace period.
+    let stopping = tokio::spawn(app.stop());
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    stopping.await.unwrap();
+}
