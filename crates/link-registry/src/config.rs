@@ -125,13 +125,25 @@ pub struct LogArgs {
 }
 
 /// Everything `serve` needs, as tests build it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub secret_key_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub max_request_bytes: usize,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("secret_key_file", &self.secret_key_file)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish()
+    }
 }
 
 impl From<ServeArgs> for ServeConfig {
@@ -200,6 +212,12 @@ mod tests {
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
         assert_eq!(sqlite_path("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn debug_output_of_the_config_hides_the_database_password() {
+        let config = ServeConfig::local("postgres://u:hunter2@db/connect");
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

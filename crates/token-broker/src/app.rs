@@ -45,7 +45,6 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     broker: Broker,
-    registry_url: String,
     registry: RegistryClient,
     config: BrokerConfig,
 }
@@ -101,7 +100,6 @@ impl App {
             listener,
             local_addr,
             broker,
-            registry_url: config.registry_url.clone(),
             registry,
             config,
         })
@@ -120,7 +118,7 @@ impl App {
         let refresher = jwks.clone().spawn_refresher();
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let mut health = self.registry.health_client(&self.registry_url)?;
+        let mut health = self.registry.health_client();
         // Ready once every issuer's keys were fetched once (a failure leaves the issuer cold, to be
         // retried on demand) and the registry answers: without it every call would fail.
         let ready = async move {

@@ -57,6 +57,7 @@ impl std::fmt::Debug for Authorization {
 
 #[derive(Clone)]
 pub struct RegistryClient {
+    channel: Channel,
     client: LinkRegistryClient<InterceptedService<Channel, BrokerKey>>,
     max_timeout: Duration,
 }
@@ -83,23 +84,17 @@ impl RegistryClient {
             .parse()
             .map_err(|_| BrokerError::internal("registry key", Cause("not ASCII".into())))?;
         value.set_sensitive(true);
+        let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: LinkRegistryClient::with_interceptor(endpoint.connect_lazy(), BrokerKey(value)),
+            client: LinkRegistryClient::with_interceptor(channel.clone(), BrokerKey(value)),
+            channel,
             max_timeout,
         })
     }
 
-    /// The channel, for health checks of the registry.
-    pub fn health_client(
-        &self,
-        url: &str,
-    ) -> Result<tonic_health::pb::health_client::HealthClient<Channel>> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| BrokerError::internal("registry URL", e))?
-            .connect_timeout(self.max_timeout);
-        Ok(tonic_health::pb::health_client::HealthClient::new(
-            endpoint.connect_lazy(),
-        ))
+    /// A health client over the same connection, to know when the registry is ready.
+    pub fn health_client(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
     }
 
     /// Asks whether `identity` may use `connector`.

@@ -304,8 +304,8 @@ impl Registry {
         connector: &ConnectorRef,
         update: ConnectorUpdate,
     ) -> Result<Connector> {
-        let team = caller.writable_team()?.clone();
-        let cipher = self.cipher.clone();
+        let team = caller.writable_team()?;
+        let (sealing_team, cipher) = (team.clone(), self.cipher.clone());
         let edit = Box::new(move |current: &Connector| {
             let mut next = current.clone();
             if let Some(name) = update.name {
@@ -315,12 +315,11 @@ impl Registry {
                 next.config = config;
             }
             if let Some(secrets) = &update.secrets {
-                next.secrets = seal_all(&cipher, &team, &current.id, secrets);
+                next.secrets = seal_all(&cipher, &sealing_team, &current.id, secrets);
             }
             next.updated_at = model::now();
             Ok(next)
         });
-        let team = caller.writable_team()?;
         self.store
             .update_connector(team, connector, &caller.actor(), edit)
             .await
