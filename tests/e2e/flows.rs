@@ -427,6 +427,39 @@ async fn keys_older_than_the_stale_limit_stop_verifying_during_an_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_a_discovery_document_naming_another_issuer_are_never_used() {
+    // Served at one address, its discovery document claims to be another issuer.
+    let liar = dev_issuer::DevIssuer::start_as(
+        "127.0.0.1:0".parse().unwrap(),
+        Some("https://issuer.example.com".into()),
+    )
+    .await
+    .unwrap();
+    let served_at = format!("http://{}", liar.local_addr());
+    let trusted = served_at.clone();
+    let stack = Stack::start_with(move |c| c.trusted_issuers.push(trusted)).await;
+    let mut claims = liar.claims(
+        &stack.acme.deployment("prj_web", "web", "preview"),
+        Duration::from_secs(600),
+    );
+    claims["iss"] = served_at.into();
+    let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": liar.kid(Alg::RS256) });
+    let token = liar.sign(&header, &claims, Alg::RS256);
+    assert_denied(
+        stack.get_token(&token, "api-key/stripe").await,
+        Code::Unavailable,
+        "JWKS_UNAVAILABLE",
+        "JwksUnavailableError",
+    );
+    assert_eq!(
+        liar.jwks_fetches(),
+        0,
+        "the JWKS of a mismatched discovery document is not fetched"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_keys_are_picked_up_with_one_fetch() {
     let stack = Stack::start_with(|c| c.kid_refetch_cooldown = Duration::ZERO).await;
     let token = stack.acme.token("prj_web", "preview");

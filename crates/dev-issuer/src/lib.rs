@@ -112,6 +112,7 @@ impl KeyRing {
 
 struct Shared {
     issuer: String,
+    local_addr: SocketAddr,
     keys: RwLock<KeyRing>,
     jwks_online: AtomicBool,
     discovery_fetches: AtomicUsize,
@@ -163,12 +164,14 @@ impl DevIssuer {
     /// reach at another address); `None` means `http://<bound address>`.
     pub async fn start_as(addr: SocketAddr, issuer: Option<String>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
         let issuer = match issuer {
             Some(issuer) => issuer.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", listener.local_addr()?),
+            None => format!("http://{local_addr}"),
         };
         let shared = Arc::new(Shared {
             issuer,
+            local_addr,
             keys: RwLock::new(KeyRing::new()),
             jwks_online: AtomicBool::new(true),
             discovery_fetches: AtomicUsize::new(0),
@@ -199,6 +202,11 @@ impl DevIssuer {
 
     pub fn issuer(&self) -> &str {
         &self.shared.issuer
+    }
+
+    /// The address the issuer listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
     }
 
     /// The current key id for `alg`.
