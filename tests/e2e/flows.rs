@@ -519,7 +519,8 @@ async fn unknown_kids_refetch_at_most_once_per_cooldown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_mixed_calls_get_exactly_the_right_answers() {
-    let stack = Stack::start().await;
+    // Correctness under load, not latency: a loaded machine must not turn answers into timeouts.
+    let stack = Stack::start_with(|c| c.registry_timeout = Duration::from_secs(60)).await;
     // Acme: web → stripe for preview (from the stack), docs → stripe for production.
     stack
         .attach(&stack.acme, "api-key/stripe", "prj_docs", &["production"])
@@ -600,7 +601,7 @@ async fn a_thousand_concurrent_mixed_calls_get_exactly_the_right_answers() {
         }
     });
     let results = futures::stream::iter(calls)
-        .buffer_unordered(200)
+        .buffer_unordered(100)
         .collect::<Vec<_>>()
         .await;
     let mut wrong = Vec::new();

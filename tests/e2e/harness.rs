@@ -262,7 +262,8 @@ impl Stack {
     async fn wait_until_serving(&self) {
         let mut health =
             tonic_health::pb::health_client::HealthClient::new(self.broker_channel.clone());
-        for _ in 0..200 {
+        // Generous: a loaded CI machine runs many stacks at once.
+        for _ in 0..1500 {
             let answer = health
                 .check(tonic_health::pb::HealthCheckRequest {
                     service: String::new(),
