@@ -7,7 +7,7 @@ use connect_proto::{broker::v1 as bpb, registry::v1 as rpb};
 use dev_issuer::Alg;
 use tonic::Code;
 
-use crate::harness::{CLIENT_ID, CLIENT_SECRET, EndpointMode, Stack, TokenEndpoint, assert_denied};
+use crate::harness::{EndpointMode, Stack, TokenEndpoint, assert_denied};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_connector_hands_its_key_to_a_linked_environment() {
@@ -38,30 +38,14 @@ async fn an_oauth2_connector_issues_client_credentials_tokens_and_caches_them() 
     let stack = Stack::start().await;
     let endpoint = TokenEndpoint::start().await;
     stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: "oauth2/crm".into(),
-                config: [
-                    ("token_url".to_owned(), endpoint.url.clone()),
-                    ("scopes".to_owned(), "contacts.read".to_owned()),
-                    (
-                        "allowed_scopes".to_owned(),
-                        "contacts.read contacts.write".to_owned(),
-                    ),
-                ]
-                .into(),
-                secrets: [
-                    ("client_id".to_owned(), CLIENT_ID.to_owned()),
-                    ("client_secret".to_owned(), CLIENT_SECRET.to_owned()),
-                ]
-                .into(),
-                ..Default::default()
-            },
+        .linked_oauth_connector(
+            "oauth2/crm",
+            &endpoint.url,
+            &[
+                ("scopes", "contacts.read"),
+                ("allowed_scopes", "contacts.read contacts.write"),
+            ],
         )
-        .await;
-    stack
-        .attach(&stack.acme, "oauth2/crm", "prj_web", &["preview"])
         .await;
     let token = stack.acme.token("prj_web", "preview");
 
@@ -158,24 +142,7 @@ async fn an_unreachable_token_endpoint_is_provider_unavailable() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/token", closed.local_addr().unwrap());
     drop(closed);
-    stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: "oauth2/gone".into(),
-                config: [("token_url".to_owned(), url)].into(),
-                secrets: [
-                    ("client_id".to_owned(), "a".to_owned()),
-                    ("client_secret".to_owned(), "b".to_owned()),
-                ]
-                .into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    stack
-        .attach(&stack.acme, "oauth2/gone", "prj_web", &["preview"])
-        .await;
+    stack.linked_oauth_connector("oauth2/gone", &url, &[]).await;
     let token = stack.acme.token("prj_web", "preview");
     assert_denied(
         stack.get_token(&token, "oauth2/gone").await,

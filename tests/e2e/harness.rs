@@ -324,6 +324,36 @@ impl Stack {
             .into_inner()
     }
 
+    /// Acme's OAuth connector `uid` for `token_url` (with the endpoint's client credentials),
+    /// linked to `prj_web` for `preview`.
+    pub async fn linked_oauth_connector(
+        &self,
+        uid: &str,
+        token_url: &str,
+        config: &[(&str, &str)],
+    ) {
+        let mut settings: std::collections::HashMap<String, String> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        settings.insert("token_url".into(), token_url.into());
+        self.create_connector(
+            &self.acme,
+            rpb::CreateConnectorRequest {
+                uid: uid.into(),
+                config: settings,
+                secrets: [
+                    ("client_id".to_owned(), CLIENT_ID.to_owned()),
+                    ("client_secret".to_owned(), CLIENT_SECRET.to_owned()),
+                ]
+                .into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        self.attach(&self.acme, uid, "prj_web", &["preview"]).await;
+    }
+
     pub fn broker(&self) -> TokenBrokerClient<Channel> {
         TokenBrokerClient::new(self.broker_channel.clone())
     }

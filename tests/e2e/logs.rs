@@ -1,35 +1,17 @@
 //! Every decision is traceable, and no token or secret is ever logged.
 
-use connect_proto::registry::v1 as rpb;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
-use crate::harness::{
-    CLIENT_ID, CLIENT_SECRET, Stack, TokenEndpoint, assert_denied, captured_logs,
-};
+use crate::harness::{CLIENT_SECRET, Stack, TokenEndpoint, assert_denied, captured_logs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_logged_once_each_and_no_token_or_secret_is_ever_logged() {
     let stack = Stack::start().await;
     let endpoint = TokenEndpoint::start().await;
     stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: "oauth2/logged".into(),
-                config: [("token_url".to_owned(), endpoint.url.clone())].into(),
-                secrets: [
-                    ("client_id".to_owned(), CLIENT_ID.to_owned()),
-                    ("client_secret".to_owned(), CLIENT_SECRET.to_owned()),
-                ]
-                .into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    stack
-        .attach(&stack.acme, "oauth2/logged", "prj_web", &["preview"])
+        .linked_oauth_connector("oauth2/logged", &endpoint.url, &[])
         .await;
 
     let oidc_token = stack.acme.token("prj_web", "preview");
