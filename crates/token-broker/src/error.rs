@@ -90,6 +90,28 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The contract's `ErrorInfo.reason`, also the `reason` of the decision log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidToken(_) => "INVALID_TOKEN",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
+            Self::IssuerNotTrusted(_) => "ISSUER_NOT_TRUSTED",
+            Self::ConnectorNotFound(_) => "CONNECTOR_NOT_FOUND",
+            Self::ClientNotLinkedToProject { .. } => "CLIENT_NOT_LINKED_TO_PROJECT",
+            Self::ClientNotEnabledForEnvironment { .. } => "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+            Self::ScopeNotAllowed(_) => "SCOPE_NOT_ALLOWED",
+            Self::NoValidToken(_) => "NO_VALID_TOKEN",
+            Self::ConnectorInstallationRequired(_) => "CONNECTOR_INSTALLATION_REQUIRED",
+            Self::UserAuthorizationRequired(_) => "USER_AUTHORIZATION_REQUIRED",
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::RegistryUnavailable(_) => "REGISTRY_UNAVAILABLE",
+            Self::JwksUnavailable(_) => "JWKS_UNAVAILABLE",
+            Self::ProviderUnavailable(_) => "PROVIDER_UNAVAILABLE",
+            Self::Internal { .. } => "INTERNAL",
+        }
+    }
+
     pub fn invalid_token(detail: impl fmt::Display) -> Self {
         Self::InvalidToken(detail.to_string())
     }

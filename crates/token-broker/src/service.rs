@@ -110,7 +110,7 @@ impl Broker {
             Err(e) => tracing::info!(
                 target: "connect::decision",
                 decision = "deny",
-                reason = crate::grpc::status::code_and_reason(e).1,
+                reason = e.reason(),
                 connector,
                 owner_id,
                 project_id,

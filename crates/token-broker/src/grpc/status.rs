@@ -1,5 +1,5 @@
-//! Every `BrokerError` → code and `ErrorInfo.reason`, in one exhaustive `match`; the decision log
-//! uses the same reasons.
+//! Every `BrokerError` → gRPC code, in one exhaustive `match`, with `ErrorInfo` carrying the
+//! error's contract reason and `BadRequest` naming bad fields.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -8,37 +8,30 @@ use crate::error::BrokerError;
 
 pub const ERROR_DOMAIN: &str = "connect";
 
-pub fn code_and_reason(err: &BrokerError) -> (Code, &'static str) {
+/// The gRPC code of each error; its `ErrorInfo.reason` is [`BrokerError::reason`].
+pub fn code(err: &BrokerError) -> Code {
     match err {
-        BrokerError::InvalidToken(_) => (Code::Unauthenticated, "INVALID_TOKEN"),
-        BrokerError::TokenExpired => (Code::Unauthenticated, "TOKEN_EXPIRED"),
-        BrokerError::TokenNotYetValid => (Code::Unauthenticated, "TOKEN_NOT_YET_VALID"),
-        BrokerError::IssuerNotTrusted(_) => (Code::Unauthenticated, "ISSUER_NOT_TRUSTED"),
-        BrokerError::ConnectorNotFound(_) => (Code::NotFound, "CONNECTOR_NOT_FOUND"),
-        BrokerError::ClientNotLinkedToProject { .. } => {
-            (Code::PermissionDenied, "CLIENT_NOT_LINKED_TO_PROJECT")
-        }
-        BrokerError::ClientNotEnabledForEnvironment { .. } => {
-            (Code::PermissionDenied, "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT")
-        }
-        BrokerError::ScopeNotAllowed(_) => (Code::PermissionDenied, "SCOPE_NOT_ALLOWED"),
-        BrokerError::NoValidToken(_) => (Code::FailedPrecondition, "NO_VALID_TOKEN"),
-        BrokerError::ConnectorInstallationRequired(_) => {
-            (Code::FailedPrecondition, "CONNECTOR_INSTALLATION_REQUIRED")
-        }
-        BrokerError::UserAuthorizationRequired(_) => {
-            (Code::FailedPrecondition, "USER_AUTHORIZATION_REQUIRED")
-        }
-        BrokerError::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        BrokerError::RegistryUnavailable(_) => (Code::Unavailable, "REGISTRY_UNAVAILABLE"),
-        BrokerError::JwksUnavailable(_) => (Code::Unavailable, "JWKS_UNAVAILABLE"),
-        BrokerError::ProviderUnavailable(_) => (Code::Unavailable, "PROVIDER_UNAVAILABLE"),
-        BrokerError::Internal { .. } => (Code::Internal, "INTERNAL"),
+        BrokerError::InvalidToken(_) => Code::Unauthenticated,
+        BrokerError::TokenExpired => Code::Unauthenticated,
+        BrokerError::TokenNotYetValid => Code::Unauthenticated,
+        BrokerError::IssuerNotTrusted(_) => Code::Unauthenticated,
+        BrokerError::ConnectorNotFound(_) => Code::NotFound,
+        BrokerError::ClientNotLinkedToProject { .. } => Code::PermissionDenied,
+        BrokerError::ClientNotEnabledForEnvironment { .. } => Code::PermissionDenied,
+        BrokerError::ScopeNotAllowed(_) => Code::PermissionDenied,
+        BrokerError::NoValidToken(_) => Code::FailedPrecondition,
+        BrokerError::ConnectorInstallationRequired(_) => Code::FailedPrecondition,
+        BrokerError::UserAuthorizationRequired(_) => Code::FailedPrecondition,
+        BrokerError::InvalidArgument(_) => Code::InvalidArgument,
+        BrokerError::RegistryUnavailable(_) => Code::Unavailable,
+        BrokerError::JwksUnavailable(_) => Code::Unavailable,
+        BrokerError::ProviderUnavailable(_) => Code::Unavailable,
+        BrokerError::Internal { .. } => Code::Internal,
     }
 }
 
 pub fn to_status(err: BrokerError) -> Status {
-    let (code, reason) = code_and_reason(&err);
+    let (code, reason) = (code(&err), err.reason());
     let message = match &err {
         // Causes of internal errors are logged (see `service`), never sent.
         BrokerError::Internal { .. } => "InternalError: internal error".to_owned(),
