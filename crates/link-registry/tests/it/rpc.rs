@@ -698,78 +698,75 @@ async fn authorize_checks_issuer_then_connector_then_link_then_environment(db: T
     );
 }
 
+/// The `Debug` text of an answer, to search it for leaks.
+fn shown(answer: impl std::fmt::Debug) -> String {
+    format!("{answer:?}")
+}
+
 async fn no_admin_rpc_ever_returns_a_secret(db: TestDb) {
     const SECRET: &str = "sk_live_must_never_leak_9c1f";
     let app = TestApp::spawn(db).await;
     let mut admin = app.admin();
     create_project(&mut admin, "prj_web", "web").await;
     let mut seen = Vec::new();
-    seen.push(format!(
-        "{:?}",
-        create_connector(&mut admin, "api-key/stripe", SECRET).await
+    seen.push(shown(
+        create_connector(&mut admin, "api-key/stripe", SECRET).await,
     ));
-    seen.push(format!(
-        "{:?}",
-        attach(&mut admin, "api-key/stripe", "web", &["preview"]).await
+    seen.push(shown(
+        attach(&mut admin, "api-key/stripe", "web", &["preview"]).await,
     ));
-    seen.push(format!(
-        "{:?}",
+    seen.push(shown(
         admin
             .get_connector(pb::GetConnectorRequest {
-                connector: "api-key/stripe".into()
+                connector: "api-key/stripe".into(),
             })
             .await
             .unwrap()
-            .into_inner()
+            .into_inner(),
     ));
-    seen.push(format!(
-        "{:?}",
+    seen.push(shown(
         admin
             .list_connectors(pb::ListConnectorsRequest::default())
             .await
             .unwrap()
-            .into_inner()
+            .into_inner(),
     ));
-    seen.push(format!(
-        "{:?}",
+    seen.push(shown(
         admin
             .update_connector(pb::UpdateConnectorRequest {
                 connector: "api-key/stripe".into(),
                 secrets: [("api_key".to_owned(), format!("{SECRET}_2"))].into(),
                 update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["secrets".into()]
+                    paths: vec!["secrets".into()],
                 }),
                 ..Default::default()
             })
             .await
             .unwrap()
-            .into_inner()
+            .into_inner(),
     ));
-    seen.push(format!(
-        "{:?}",
+    seen.push(shown(
         admin
             .list_audit_events(pb::ListAuditEventsRequest::default())
             .await
             .unwrap()
-            .into_inner()
+            .into_inner(),
     ));
-    seen.push(format!(
-        "{:?}",
+    seen.push(shown(
         admin
             .delete_connector(pb::DeleteConnectorRequest {
-                connector: "api-key/stripe".into()
+                connector: "api-key/stripe".into(),
             })
             .await
             .unwrap()
-            .into_inner()
+            .into_inner(),
     ));
-    seen.push(format!(
-        "{:?}",
+    seen.push(shown(
         admin
             .list_audit_events(pb::ListAuditEventsRequest::default())
             .await
             .unwrap()
-            .into_inner()
+            .into_inner(),
     ));
     for text in &seen {
         assert!(

@@ -13,6 +13,7 @@ use link_registry::{
             ProjectRef, TeamId, TeamSlug,
         },
     },
+    store::SeaStore,
 };
 use sea_orm::{ConnectionTrait, Database};
 
@@ -43,6 +44,20 @@ fn project(team: &str, id: &str, name: &str) -> Project {
     }
 }
 
+async fn add_team(store: &SeaStore, id: &str, slug: &str) {
+    store
+        .insert_team(&team(id, slug), &Actor::CommandLine)
+        .await
+        .unwrap();
+}
+
+async fn add_project(store: &SeaStore, team: &str, id: &str, name: &str) {
+    store
+        .insert_project(&project(team, id, name), &Actor::CommandLine)
+        .await
+        .unwrap();
+}
+
 async fn migrations_apply_once_and_are_recorded(db: TestDb) {
     let store = open_store(&db.url).await.unwrap();
     store.migrate().await.unwrap();
@@ -56,18 +71,9 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
 
 async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: TestDb) {
     let store = open_store(&db.url).await.unwrap();
-    store
-        .insert_team(&team("team_a", "a"), &Actor::CommandLine)
-        .await
-        .unwrap();
-    store
-        .insert_team(&team("team_b", "b"), &Actor::CommandLine)
-        .await
-        .unwrap();
-    store
-        .insert_project(&project("team_b", "prj_b", "b"), &Actor::CommandLine)
-        .await
-        .unwrap();
+    add_team(&store, "team_a", "a").await;
+    add_team(&store, "team_b", "b").await;
+    add_project(&store, "team_b", "prj_b", "b").await;
     let conn = Database::connect(&db.url).await.unwrap();
     let now = "2026-01-01T00:00:00+00:00";
     conn.execute_unprepared(&format!(
@@ -86,10 +92,7 @@ async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: Te
             .await;
         assert!(cross.is_err(), "cross-team link accepted for {team}");
     }
-    store
-        .insert_project(&project("team_a", "prj_a", "a"), &Actor::CommandLine)
-        .await
-        .unwrap();
+    add_project(&store, "team_a", "prj_a", "a").await;
     let empty = conn
         .execute_unprepared(&format!(
             "INSERT INTO project_links (team_id, connector_id, project_id, environments, created_at, updated_at) \
@@ -144,10 +147,7 @@ async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: Te
 
 async fn unique_rules_answer_already_exists_without_a_prior_check(db: TestDb) {
     let store = open_store(&db.url).await.unwrap();
-    store
-        .insert_team(&team("team_a", "a"), &Actor::CommandLine)
-        .await
-        .unwrap();
+    add_team(&store, "team_a", "a").await;
     let dup_slug = store
         .insert_team(&team("team_z", "a"), &Actor::CommandLine)
         .await
@@ -162,10 +162,7 @@ async fn unique_rules_answer_already_exists_without_a_prior_check(db: TestDb) {
         ),
         "{dup_slug:?}"
     );
-    store
-        .insert_project(&project("team_a", "prj_1", "one"), &Actor::CommandLine)
-        .await
-        .unwrap();
+    add_project(&store, "team_a", "prj_1", "one").await;
     let dup = store
         .insert_project(&project("team_a", "prj_1", "two"), &Actor::CommandLine)
         .await
@@ -201,19 +198,10 @@ async fn unique_rules_answer_already_exists_without_a_prior_check(db: TestDb) {
 
 async fn project_references_prefer_the_id_over_a_name(db: TestDb) {
     let store = open_store(&db.url).await.unwrap();
-    store
-        .insert_team(&team("team_a", "a"), &Actor::CommandLine)
-        .await
-        .unwrap();
-    store
-        .insert_project(&project("team_a", "prj_x", "web"), &Actor::CommandLine)
-        .await
-        .unwrap();
+    add_team(&store, "team_a", "a").await;
+    add_project(&store, "team_a", "prj_x", "web").await;
     // A project whose name is another project's id.
-    store
-        .insert_project(&project("team_a", "prj_y", "prj_x"), &Actor::CommandLine)
-        .await
-        .unwrap();
+    add_project(&store, "team_a", "prj_y", "prj_x").await;
     let team_a = TeamId::parse("team_a").unwrap();
     let found = store
         .project(&team_a, &ProjectRef::parse("prj_x").unwrap())
