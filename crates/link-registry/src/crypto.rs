@@ -204,6 +204,20 @@ pub fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// A fresh random connector id.
+pub fn new_connector_id() -> crate::domain::types::ConnectorId {
+    crate::domain::types::ConnectorId::from_suffix(&random_token(
+        crate::domain::types::ConnectorId::SUFFIX_LEN,
+    ))
+    .expect("random lowercase alphanumerics make a valid connector id")
+}
+
+/// A fresh random API key id.
+pub fn new_key_id() -> crate::domain::types::KeyId {
+    crate::domain::types::KeyId::from_suffix(&random_token(16))
+        .expect("random lowercase alphanumerics make a valid key id")
+}
+
 /// A new API key: `cnk_` and 43 random characters of `[A-Za-z0-9]` (about 256 bits).
 pub fn generate_api_key() -> SecretString {
     let body: String = rand::rng()

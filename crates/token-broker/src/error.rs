@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use connect_types::Reason;
+
 /// A request field that failed validation, for `google.rpc.BadRequest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -91,24 +93,24 @@ pub enum BrokerError {
 
 impl BrokerError {
     /// The contract's `ErrorInfo.reason`, also the `reason` of the decision log.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidToken(_) => "INVALID_TOKEN",
-            Self::TokenExpired => "TOKEN_EXPIRED",
-            Self::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
-            Self::IssuerNotTrusted(_) => "ISSUER_NOT_TRUSTED",
-            Self::ConnectorNotFound(_) => "CONNECTOR_NOT_FOUND",
-            Self::ClientNotLinkedToProject { .. } => "CLIENT_NOT_LINKED_TO_PROJECT",
-            Self::ClientNotEnabledForEnvironment { .. } => "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
-            Self::ScopeNotAllowed(_) => "SCOPE_NOT_ALLOWED",
-            Self::NoValidToken(_) => "NO_VALID_TOKEN",
-            Self::ConnectorInstallationRequired(_) => "CONNECTOR_INSTALLATION_REQUIRED",
-            Self::UserAuthorizationRequired(_) => "USER_AUTHORIZATION_REQUIRED",
-            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Self::RegistryUnavailable(_) => "REGISTRY_UNAVAILABLE",
-            Self::JwksUnavailable(_) => "JWKS_UNAVAILABLE",
-            Self::ProviderUnavailable(_) => "PROVIDER_UNAVAILABLE",
-            Self::Internal { .. } => "INTERNAL",
+            Self::InvalidToken(_) => Reason::InvalidToken,
+            Self::TokenExpired => Reason::TokenExpired,
+            Self::TokenNotYetValid => Reason::TokenNotYetValid,
+            Self::IssuerNotTrusted(_) => Reason::IssuerNotTrusted,
+            Self::ConnectorNotFound(_) => Reason::ConnectorNotFound,
+            Self::ClientNotLinkedToProject { .. } => Reason::ClientNotLinkedToProject,
+            Self::ClientNotEnabledForEnvironment { .. } => Reason::ClientNotEnabledForEnvironment,
+            Self::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
+            Self::NoValidToken(_) => Reason::NoValidToken,
+            Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
+            Self::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
+            Self::InvalidArgument(_) => Reason::InvalidArgument,
+            Self::RegistryUnavailable(_) => Reason::RegistryUnavailable,
+            Self::JwksUnavailable(_) => Reason::JwksUnavailable,
+            Self::ProviderUnavailable(_) => Reason::ProviderUnavailable,
+            Self::Internal { .. } => Reason::Internal,
         }
     }
 

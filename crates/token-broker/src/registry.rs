@@ -6,6 +6,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use connect_proto::registry::v1::{self as pb, link_registry_client::LinkRegistryClient};
+use connect_types::Reason;
 use secrecy::SecretString;
 use tonic::{
     Code, Request, Status,
@@ -126,28 +127,32 @@ impl RegistryClient {
 
 /// The registry's "no" as a broker error.
 fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError {
-    let reason = status.get_details_error_info().map(|i| i.reason);
-    match (status.code(), reason.as_deref()) {
-        (Code::Unauthenticated, Some("ISSUER_NOT_TRUSTED")) => {
+    let info = status.get_details_error_info();
+    let reason = info
+        .as_ref()
+        .filter(|i| i.domain == connect_types::ERROR_DOMAIN)
+        .and_then(|i| Reason::parse(&i.reason));
+    match (status.code(), reason) {
+        (Code::Unauthenticated, Some(Reason::IssuerNotTrusted)) => {
             BrokerError::IssuerNotTrusted("the token's issuer is not the issuer of its team".into())
         }
-        (Code::NotFound, Some("CONNECTOR_NOT_FOUND")) => {
+        (Code::NotFound, Some(Reason::ConnectorNotFound)) => {
             BrokerError::ConnectorNotFound(connector.to_owned())
         }
-        (Code::PermissionDenied, Some("CLIENT_NOT_LINKED_TO_PROJECT")) => {
+        (Code::PermissionDenied, Some(Reason::ClientNotLinkedToProject)) => {
             BrokerError::ClientNotLinkedToProject {
                 connector: connector.to_owned(),
                 project_id: identity.project_id.clone(),
             }
         }
-        (Code::PermissionDenied, Some("CLIENT_NOT_ENABLED_FOR_ENVIRONMENT")) => {
+        (Code::PermissionDenied, Some(Reason::ClientNotEnabledForEnvironment)) => {
             BrokerError::ClientNotEnabledForEnvironment {
                 connector: connector.to_owned(),
                 project_id: identity.project_id.clone(),
                 environment: identity.environment.clone(),
             }
         }
-        (Code::InvalidArgument, Some("INVALID_ARGUMENT")) => {
+        (Code::InvalidArgument, Some(Reason::InvalidArgument)) => {
             let violations = status
                 .get_details_bad_request()
                 .map(|b| {
@@ -161,7 +166,7 @@ fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError
         }
         (code, reason) => BrokerError::RegistryUnavailable(Box::new(Cause(format!(
             "Authorize answered {code:?} ({})",
-            reason.unwrap_or("no reason")
+            reason.map_or("no reason", Reason::as_str)
         )))),
     }
 }

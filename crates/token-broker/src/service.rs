@@ -110,7 +110,7 @@ impl Broker {
             Err(e) => tracing::info!(
                 target: "connect::decision",
                 decision = "deny",
-                reason = e.reason(),
+                reason = e.reason().as_str(),
                 connector,
                 owner_id,
                 project_id,

@@ -27,6 +27,7 @@ pub enum Resource {
     Project,
     Connector,
     ProjectLink,
+    Key,
 }
 
 impl fmt::Display for Resource {
@@ -36,6 +37,7 @@ impl fmt::Display for Resource {
             Self::Project => "project",
             Self::Connector => "connector",
             Self::ProjectLink => "project link",
+            Self::Key => "key",
         })
     }
 }
@@ -59,6 +61,12 @@ pub enum RegistryError {
 
     #[error("FailedPreconditionError: {0}")]
     FailedPrecondition(String),
+
+    /// A connector's destination (`*_url` config) changes, but its secrets are not supplied again.
+    #[error(
+        "SecretsRequiredError: changing {keys} of connector '{connector}' sends its secrets to a new destination: supply the secrets again in the same update"
+    )]
+    SecretsRequired { connector: String, keys: String },
 
     #[error("IssuerNotTrustedError: the issuer is not the trusted issuer of team '{owner_id}'")]
     IssuerNotTrusted { owner_id: String },
@@ -122,6 +130,7 @@ fn pascal(resource: Resource) -> &'static str {
         Resource::Project => "Project",
         Resource::Connector => "Connector",
         Resource::ProjectLink => "ProjectLink",
+        Resource::Key => "Key",
     }
 }
 

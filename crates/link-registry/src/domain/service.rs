@@ -214,7 +214,7 @@ impl Registry {
         }
         let key = crypto::generate_api_key();
         let record = ApiKeyRecord {
-            id: KeyId::generate(),
+            id: crypto::new_key_id(),
             team_id: team,
             role,
             key_hash: crypto::hash_api_key(key.expose_secret()),
@@ -258,7 +258,7 @@ impl Registry {
 
     pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
         let team = caller.writable_team()?;
-        let id = ConnectorId::generate();
+        let id = crypto::new_connector_id();
         let now = model::now();
         let connector = Connector {
             secrets: seal_all(&self.cipher, team, &id, &new.secrets),

@@ -34,17 +34,17 @@ impl LinkRegistryService {
     }
 }
 
-/// The key of exactly one `authorization: Bearer <key>` value.
+/// The key of exactly one `authorization: Bearer <key>` value (the shared bearer rule).
 fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    let mut values = metadata.get_all("authorization").iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let text = value.to_str().ok()?;
-    let (scheme, key) = text.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    let values = metadata
+        .get_all("authorization")
+        .iter()
+        .map(|v| v.as_bytes());
+    connect_types::bearer_token(values, MAX_KEY_BYTES).ok()
 }
+
+/// Longest API key looked at; longer ones are refused before hashing.
+const MAX_KEY_BYTES: usize = 256;
 
 type Reply<T> = Result<Response<T>, Status>;
 

@@ -3,45 +3,51 @@
 //! `connect`), and invalid arguments carry `google.rpc.BadRequest` naming each field.
 
 use connect_runtime::ErrorChain;
+pub use connect_types::ERROR_DOMAIN;
+use connect_types::Reason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{RegistryError, Resource};
 
-/// `ErrorInfo.domain` of every Connect error.
-pub const ERROR_DOMAIN: &str = "connect";
-
 pub fn to_status(err: RegistryError) -> Status {
     let (code, reason) = match &err {
-        RegistryError::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        RegistryError::InvalidKey => (Code::Unauthenticated, "INVALID_KEY"),
-        RegistryError::RoleNotAllowed { .. } => (Code::PermissionDenied, "ROLE_NOT_ALLOWED"),
+        RegistryError::InvalidArgument(_) => (Code::InvalidArgument, Reason::InvalidArgument),
+        RegistryError::InvalidKey => (Code::Unauthenticated, Reason::InvalidKey),
+        RegistryError::RoleNotAllowed { .. } => (Code::PermissionDenied, Reason::RoleNotAllowed),
         RegistryError::NotFound { resource, .. } => (
             Code::NotFound,
             match resource {
-                Resource::Team => "TEAM_NOT_FOUND",
-                Resource::Project => "PROJECT_NOT_FOUND",
-                Resource::Connector => "CONNECTOR_NOT_FOUND",
-                Resource::ProjectLink => "PROJECT_LINK_NOT_FOUND",
+                Resource::Team => Reason::TeamNotFound,
+                Resource::Project => Reason::ProjectNotFound,
+                Resource::Connector => Reason::ConnectorNotFound,
+                Resource::ProjectLink => Reason::ProjectLinkNotFound,
+                Resource::Key => Reason::KeyNotFound,
             },
         ),
-        RegistryError::AlreadyExists { .. } => (Code::AlreadyExists, "ALREADY_EXISTS"),
-        RegistryError::FailedPrecondition(_) => (Code::FailedPrecondition, "FAILED_PRECONDITION"),
-        RegistryError::IssuerNotTrusted { .. } => (Code::Unauthenticated, "ISSUER_NOT_TRUSTED"),
+        RegistryError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
+        RegistryError::FailedPrecondition(_) => {
+            (Code::FailedPrecondition, Reason::FailedPrecondition)
+        }
+        RegistryError::SecretsRequired { .. } => {
+            (Code::FailedPrecondition, Reason::SecretsRequired)
+        }
+        RegistryError::IssuerNotTrusted { .. } => (Code::Unauthenticated, Reason::IssuerNotTrusted),
         RegistryError::ClientNotLinkedToProject { .. } => {
-            (Code::PermissionDenied, "CLIENT_NOT_LINKED_TO_PROJECT")
+            (Code::PermissionDenied, Reason::ClientNotLinkedToProject)
         }
-        RegistryError::ClientNotEnabledForEnvironment { .. } => {
-            (Code::PermissionDenied, "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT")
-        }
+        RegistryError::ClientNotEnabledForEnvironment { .. } => (
+            Code::PermissionDenied,
+            Reason::ClientNotEnabledForEnvironment,
+        ),
         RegistryError::StorageUnavailable(source) => {
             tracing::error!(error = %source, "registry database unavailable");
-            (Code::Unavailable, "STORAGE_UNAVAILABLE")
+            (Code::Unavailable, Reason::StorageUnavailable)
         }
         RegistryError::Internal { context, source } => {
             tracing::error!(context, error = %ErrorChain(source.as_ref()), "internal error");
             let mut details = ErrorDetails::new();
-            details.set_error_info("INTERNAL", ERROR_DOMAIN, []);
+            details.set_error_info(Reason::Internal.as_str(), ERROR_DOMAIN, []);
             return Status::with_error_details(
                 Code::Internal,
                 "InternalError: internal error",
@@ -50,7 +56,7 @@ pub fn to_status(err: RegistryError) -> Status {
         }
     };
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason, ERROR_DOMAIN, []);
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, []);
     if let RegistryError::InvalidArgument(violations) = &err {
         for v in violations {
             details.add_bad_request_violation(&v.field, &v.description);

@@ -26,33 +26,14 @@ impl TokenBrokerService {
     }
 }
 
-/// The token of exactly one `authorization: Bearer <token>` value, size-capped before anything.
+/// The token of exactly one `authorization: Bearer <token>` value, size-capped before anything
+/// (the shared bearer rule).
 pub fn bearer(metadata: &MetadataMap) -> Result<&str> {
-    let mut values = metadata.get_all("authorization").iter();
-    let value = values
-        .next()
-        .ok_or_else(|| BrokerError::invalid_token("no authorization metadata"))?;
-    if values.next().is_some() {
-        return Err(BrokerError::invalid_token(
-            "more than one authorization value",
-        ));
-    }
-    if value.as_bytes().len() > MAX_TOKEN_BYTES + "Bearer ".len() {
-        return Err(BrokerError::invalid_token(format!(
-            "token is larger than {MAX_TOKEN_BYTES} bytes"
-        )));
-    }
-    let text = value
-        .to_str()
-        .map_err(|_| BrokerError::invalid_token("authorization is not ASCII"))?;
-    match text.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
-            Ok(token)
-        }
-        _ => Err(BrokerError::invalid_token(
-            "authorization is not 'Bearer <token>'",
-        )),
-    }
+    let values = metadata
+        .get_all("authorization")
+        .iter()
+        .map(|v| v.as_bytes());
+    connect_types::bearer_token(values, MAX_TOKEN_BYTES).map_err(BrokerError::invalid_token)
 }
 
 /// The caller's remaining time, from the `grpc-timeout` header.

@@ -1,12 +1,11 @@
 //! Every `BrokerError` → gRPC code, in one exhaustive `match`, with `ErrorInfo` carrying the
 //! error's contract reason and `BadRequest` naming bad fields.
 
+pub use connect_types::ERROR_DOMAIN;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::BrokerError;
-
-pub const ERROR_DOMAIN: &str = "connect";
 
 /// The gRPC code of each error; its `ErrorInfo.reason` is [`BrokerError::reason`].
 pub fn code(err: &BrokerError) -> Code {
@@ -38,7 +37,7 @@ pub fn to_status(err: BrokerError) -> Status {
         other => other.to_string(),
     };
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason, ERROR_DOMAIN, []);
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, []);
     if let BrokerError::InvalidArgument(violations) = &err {
         for v in violations {
             details.add_bad_request_violation(&v.field, &v.description);

@@ -1,0 +1,438 @@
+//! Parse-don't-validate newtypes for the identifiers and values of the contract.
+//!
+//! Each type's `parse` is the single place its rules live; a value of the type is valid by
+//! construction, so no caller checks again. `parse` answers with a human-readable description
+//! that the caller attaches to the field it came from.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Why a single value was rejected (the field name is added by whoever knows it).
+pub type Invalid = String;
+
+pub fn check_chars(
+    value: &str,
+    what: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+    charset: &str,
+) -> Result<(), Invalid> {
+    if value.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if value.len() > max {
+        return Err(format!("{what} must be at most {max} characters"));
+    }
+    if !value.chars().all(allowed) {
+        return Err(format!("{what} may contain only {charset}"));
+    }
+    Ok(())
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+}
+
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// A team's id, the `owner_id` claim of its tokens, e.g. `team_a1b2`.
+    TeamId
+);
+string_newtype!(
+    /// A team's URL-safe short name, e.g. `acme`.
+    TeamSlug
+);
+string_newtype!(
+    /// A project's external id, the `project_id` claim, e.g. `prj_9f8e`.
+    ProjectId
+);
+string_newtype!(
+    /// A project's display name, unique in its team, e.g. `web`.
+    ProjectName
+);
+string_newtype!(
+    /// A connector's opaque id, `conn_` and 24 lowercase alphanumerics.
+    ConnectorId
+);
+string_newtype!(
+    /// The id of an API key, `key_…`; the actor of audit events.
+    KeyId
+);
+
+impl TeamId {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "team id",
+            64,
+            is_id_char,
+            "A-Z, a-z, 0-9, '_' and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl TeamSlug {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "team slug",
+            48,
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+            "a-z, 0-9 and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl ProjectId {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "project id",
+            64,
+            is_id_char,
+            "A-Z, a-z, 0-9, '_' and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl ProjectName {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "project name",
+            100,
+            is_name_char,
+            "a-z, 0-9, '.', '_' and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl ConnectorId {
+    pub const PREFIX: &'static str = "conn_";
+    pub const SUFFIX_LEN: usize = 24;
+
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        let valid = value.strip_prefix(Self::PREFIX).is_some_and(|suffix| {
+            suffix.len() == Self::SUFFIX_LEN
+                && suffix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+        if !valid {
+            return Err("connector id must be 'conn_' followed by 24 of a-z and 0-9".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id with this random suffix (24 of `a-z0-9`).
+    pub fn from_suffix(suffix: &str) -> Result<Self, Invalid> {
+        Self::parse(&format!("{}{suffix}", Self::PREFIX))
+    }
+}
+
+impl KeyId {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "key id",
+            64,
+            is_id_char,
+            "A-Z, a-z, 0-9, '_' and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id with this random suffix.
+    pub fn from_suffix(suffix: &str) -> Result<Self, Invalid> {
+        Self::parse(&format!("key_{suffix}"))
+    }
+}
+
+/// A connector's team-unique `<type>/<name>`, e.g. `api-key/stripe`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ConnectorUid(String);
+
+impl ConnectorUid {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        let Some((kind, name)) = value.split_once('/') else {
+            return Err("connector uid must be '<type>/<name>'".into());
+        };
+        ConnectorType::parse(kind)?;
+        check_chars(
+            name,
+            "connector name",
+            64,
+            is_name_char,
+            "a-z, 0-9, '.', '_' and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the slash.
+    pub fn kind(&self) -> ConnectorType {
+        ConnectorType(
+            self.0
+                .split_once('/')
+                .map(|(k, _)| k)
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    /// The part after the slash.
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map(|(_, n)| n).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for ConnectorUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A connector type such as `api-key` or `oauth2`: `[a-z][a-z0-9-]{0,31}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ConnectorType(String);
+
+impl ConnectorType {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "connector type",
+            32,
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+            "a-z, 0-9 and '-'",
+        )?;
+        if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err("connector type must start with a letter".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a request names a connector: its id or its uid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectorRef {
+    Id(ConnectorId),
+    Uid(ConnectorUid),
+}
+
+impl ConnectorRef {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        if value.is_empty() {
+            return Err(
+                "connector must not be empty: give its id (conn_…) or uid (<type>/<name>)".into(),
+            );
+        }
+        if value.contains('/') {
+            ConnectorUid::parse(value).map(Self::Uid)
+        } else if value.starts_with(ConnectorId::PREFIX) {
+            ConnectorId::parse(value).map(Self::Id)
+        } else {
+            Err("connector must be an id (conn_…) or a uid (<type>/<name>)".into())
+        }
+    }
+}
+
+impl fmt::Display for ConnectorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => id.fmt(f),
+            Self::Uid(uid) => uid.fmt(f),
+        }
+    }
+}
+
+/// A deployment environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Environment {
+    Production,
+    Preview,
+    Development,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 3] = [Self::Development, Self::Preview, Self::Production];
+
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        match value {
+            "production" => Ok(Self::Production),
+            "preview" => Ok(Self::Preview),
+            "development" => Ok(Self::Development),
+            _ => Err(format!(
+                "environment must be one of production, preview, development (got {:?})",
+                truncate(value, 32)
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Production => "production",
+            Self::Preview => "preview",
+            Self::Development => "development",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::Development => 1,
+            Self::Preview => 2,
+            Self::Production => 4,
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A non-empty set of environments. Stored as a bit mask: development 1, preview 2, production 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EnvironmentSet(u8);
+
+impl EnvironmentSet {
+    /// Parses a list of environment names; duplicates collapse, the list must not be empty.
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, Invalid> {
+        if values.is_empty() {
+            return Err(
+                "environments must name at least one of production, preview, development".into(),
+            );
+        }
+        let mut bits = 0;
+        for value in values {
+            bits |= Environment::parse(value.as_ref())?.bit();
+        }
+        Ok(Self(bits))
+    }
+
+    /// From the stored bit mask.
+    pub fn from_bits(bits: i32) -> Option<Self> {
+        (1..=7).contains(&bits).then_some(Self(bits as u8))
+    }
+
+    pub fn bits(self) -> i32 {
+        i32::from(self.0)
+    }
+
+    pub fn contains(self, environment: Environment) -> bool {
+        self.0 & environment.bit() != 0
+    }
+
+    /// The members in a stable order: development, preview, production.
+    pub fn iter(self) -> impl Iterator<Item = Environment> {
+        Environment::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
+    }
+
+    pub fn names(self) -> Vec<String> {
+        self.iter().map(|e| e.as_str().to_owned()).collect()
+    }
+}
+
+impl Serialize for EnvironmentSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter().map(Environment::as_str))
+    }
+}
+
+/// A shortened copy of untrusted input, safe to echo in an error message.
+pub fn truncate(value: &str, max: usize) -> String {
+    let mut out: String = value.chars().take(max).collect();
+    if value.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn connector_refs_are_told_apart_by_their_shape() {
+        assert!(matches!(
+            ConnectorRef::parse("api-key/stripe"),
+            Ok(ConnectorRef::Uid(_))
+        ));
+        assert!(matches!(
+            ConnectorRef::parse("conn_0123456789abcdefghijklmn"),
+            Ok(ConnectorRef::Id(_))
+        ));
+        assert!(ConnectorRef::parse("stripe").is_err());
+        assert!(ConnectorRef::parse("conn_short").is_err());
+        assert!(ConnectorRef::parse("API/x").is_err());
+        assert!(ConnectorRef::parse("api-key/").is_err());
+        assert!(ConnectorRef::parse("").is_err());
+    }
+
+    #[test]
+    fn environment_sets_deduplicate_and_reject_unknown_names() {
+        let set = EnvironmentSet::parse(&["preview", "production", "preview"]).unwrap();
+        assert_eq!(set.names(), ["preview", "production"]);
+        assert!(!set.contains(Environment::Development));
+        assert!(EnvironmentSet::parse::<&str>(&[]).is_err());
+        assert!(EnvironmentSet::parse(&["staging"]).is_err());
+        assert!(EnvironmentSet::parse(&["Production"]).is_err());
+        assert_eq!(EnvironmentSet::from_bits(set.bits()), Some(set));
+        assert_eq!(EnvironmentSet::from_bits(0), None);
+        assert_eq!(EnvironmentSet::from_bits(8), None);
+    }
+
+    #[test]
+    fn ids_from_random_suffixes_follow_their_rules() {
+        assert!(ConnectorId::from_suffix("0123456789abcdefghijklmn").is_ok());
+        assert!(ConnectorId::from_suffix("short").is_err());
+        assert_eq!(KeyId::from_suffix("abc").unwrap().as_str(), "key_abc");
+        assert!(TeamId::parse("team a").is_err());
+        assert!(ProjectName::parse("Web").is_err());
+    }
+}

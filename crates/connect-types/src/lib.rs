@@ -1,0 +1,18 @@
+//! The vocabulary of the Connect contract, stated once. The registry, the broker and the clients
+//! all speak it: identifiers and environments ([`ids`]), the error reasons and their documented
+//! names ([`reason`]), the bearer-header rule ([`bearer`]) and the outbound-URL policy
+//! ([`url_policy`]). Nothing here does I/O, so every rule can be tested on its own and a new
+//! reason or identifier rule is added in exactly one place.
+
+pub mod bearer;
+pub mod ids;
+pub mod reason;
+pub mod url_policy;
+
+pub use bearer::{BearerError, bearer_token};
+pub use ids::{
+    ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
+    KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,
+};
+pub use reason::{ERROR_DOMAIN, Reason};
+pub use url_policy::{HostRule, UrlPolicy, UrlRefusal, is_loopback_http};
