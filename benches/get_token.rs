@@ -122,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     let broker_app = token_broker::App::build(token_broker::BrokerConfig::local(
         format!("http://{registry_addr}"),
         broker_key,
-        vec![issuer.issuer().to_owned()],
+        vec![issuer.issuer_url()],
         AUDIENCE.to_owned(),
     ))
     .await?;

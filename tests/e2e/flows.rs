@@ -314,7 +314,7 @@ async fn a_registry_that_never_answers_times_out_as_unavailable() {
     let mut config = token_broker::BrokerConfig::local(
         format!("http://{silent_addr}"),
         secrecy::SecretString::from("cnk_unused"),
-        vec![stack.acme.issuer.issuer().to_owned()],
+        vec![stack.acme.issuer.issuer_url()],
         crate::harness::AUDIENCE.to_owned(),
     );
     config.registry_timeout = Duration::from_millis(300);
@@ -403,7 +403,7 @@ async fn keys_of_a_discovery_document_naming_another_issuer_are_never_used() {
     .await
     .unwrap();
     let served_at = format!("http://{}", liar.local_addr());
-    let trusted = served_at.clone();
+    let trusted = connect_types::IssuerUrl::parse(&served_at).unwrap();
     let stack = Stack::start_with(move |c| c.trusted_issuers.push(trusted)).await;
     let mut claims = liar.claims(
         &stack.acme.deployment("prj_web", "web", "preview"),

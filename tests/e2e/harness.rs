@@ -201,10 +201,7 @@ impl Stack {
         let mut config = token_broker::BrokerConfig::local(
             format!("http://{registry_addr}"),
             broker_key,
-            vec![
-                acme.issuer.issuer().to_owned(),
-                globex.issuer.issuer().to_owned(),
-            ],
+            vec![acme.issuer.issuer_url(), globex.issuer.issuer_url()],
             AUDIENCE.to_owned(),
         );
         configure(&mut config);
@@ -434,6 +431,7 @@ pub struct TokenEndpoint {
 
 struct EndpointState {
     calls: AtomicUsize,
+    elsewhere_calls: AtomicUsize,
     mode: Mutex<EndpointMode>,
 }
 
@@ -442,6 +440,14 @@ pub enum EndpointMode {
     Issue,
     RejectClient,
     ServerError,
+    /// Answers 307 to `/elsewhere` on the same server (which counts its calls).
+    Redirect,
+    /// A 2 MiB JSON body.
+    Oversized,
+    /// `"expires_in": 10000000000000`.
+    HugeExpiresIn,
+    /// Answers after two seconds.
+    Slow,
 }
 
 pub const CLIENT_ID: &str = "client_acme";
@@ -453,10 +459,12 @@ impl TokenEndpoint {
         let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
         let state = Arc::new(EndpointState {
             calls: AtomicUsize::new(0),
+            elsewhere_calls: AtomicUsize::new(0),
             mode: Mutex::new(EndpointMode::Issue),
         });
         let app = Router::new()
             .route("/oauth/token", post(token_endpoint))
+            .route("/elsewhere", post(elsewhere))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -470,6 +478,11 @@ impl TokenEndpoint {
 
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls that followed a redirect.
+    pub fn elsewhere_calls(&self) -> usize {
+        self.state.elsewhere_calls.load(Ordering::SeqCst)
     }
 
     pub fn set_mode(&self, mode: EndpointMode) {
@@ -491,8 +504,27 @@ async fn token_endpoint(
     use base64::Engine;
     let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let mode = *state.mode.lock().unwrap();
-    if mode == EndpointMode::ServerError {
-        return (StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response();
+    match mode {
+        EndpointMode::ServerError => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response();
+        }
+        EndpointMode::Redirect => {
+            return (
+                StatusCode::TEMPORARY_REDIRECT,
+                [("location", "/elsewhere")],
+                "",
+            )
+                .into_response();
+        }
+        EndpointMode::Oversized => {
+            let padding = "x".repeat(2 * 1024 * 1024);
+            return Json(serde_json::json!({
+                "access_token": "at_big", "token_type": "bearer", "padding": padding,
+            }))
+            .into_response();
+        }
+        EndpointMode::Slow => tokio::time::sleep(Duration::from_secs(2)).await,
+        _ => {}
     }
     let expected =
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
@@ -514,11 +546,24 @@ async fn token_endpoint(
         n,
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(n.to_string()))[..16].to_owned()
     );
+    let expires_in: u64 = if mode == EndpointMode::HugeExpiresIn {
+        10_000_000_000_000
+    } else {
+        3600
+    };
     Json(serde_json::json!({
         "access_token": token,
         "token_type": "bearer",
-        "expires_in": 3600,
+        "expires_in": expires_in,
         "scope": form.scope.unwrap_or_default(),
+    }))
+    .into_response()
+}
+
+async fn elsewhere(State(state): State<Arc<EndpointState>>) -> Response {
+    state.elsewhere_calls.fetch_add(1, Ordering::SeqCst);
+    Json(serde_json::json!({
+        "access_token": "at_stolen", "token_type": "bearer", "expires_in": 3600,
     }))
     .into_response()
 }

@@ -2,5 +2,6 @@
 
 mod flows;
 mod harness;
+mod hostile;
 mod logs;
 mod rejections;

@@ -150,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let mut broker_config = token_broker::BrokerConfig::local(
         format!("http://{}", registry_app.local_addr()),
         broker_key,
-        vec![issuer.issuer().to_owned()],
+        vec![issuer.issuer_url()],
         AUDIENCE.to_owned(),
     );
     broker_config.listen = cli.broker_listen;

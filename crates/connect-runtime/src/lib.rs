@@ -4,7 +4,11 @@
 //! [`serve`] runs a tonic server with `grpc.health.v1` and server reflection (v1 and v1alpha, which
 //! older grpcurl releases use) next to the service. Health says NOT_SERVING until the service's
 //! readiness check passes, SERVING while it runs, and NOT_SERVING again from the moment shutdown
-//! begins; in-flight calls then get a grace period to finish.
+//! begins; in-flight calls then get a grace period to finish. At most
+//! [`ServeOptions::max_concurrent_requests`] calls run at once across all connections; a call beyond
+//! that is refused at once with RESOURCE_EXHAUSTED (tower's load-shed and global concurrency-limit
+//! layers) instead of queueing without bound, so an overloaded server answers quickly and a client
+//! can retry elsewhere.
 
 use std::{fmt, future::Future, time::Duration};
 
@@ -74,6 +78,8 @@ pub struct ServeOptions {
     pub service_name: &'static str,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Most calls served at once; further calls are shed.
+    pub max_concurrent_requests: usize,
 }
 
 fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
@@ -118,8 +124,12 @@ where
     let local_addr = listener.local_addr().ok();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (drain, drained) = oneshot::channel::<()>();
+    let limit = tower::ServiceBuilder::new().load_shed().layer(
+        tower::limit::GlobalConcurrencyLimitLayer::new(options.max_concurrent_requests.max(1)),
+    );
     let mut server = tokio::spawn(
         Server::builder()
+            .layer(limit)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = drained.await;

@@ -66,6 +66,10 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
+    /// An OIDC issuer URL, e.g. `https://oidc.vercel.com/acme`: exactly the `iss` of its tokens.
+    IssuerUrl
+);
+string_newtype!(
     /// A team's id, the `owner_id` claim of its tokens, e.g. `team_a1b2`.
     TeamId
 );
@@ -112,6 +116,42 @@ impl TeamSlug {
             |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
             "a-z, 0-9 and '-'",
         )?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl IssuerUrl {
+    /// An `https://` URL (or `http://` for a loopback development issuer) with a host, without
+    /// query, fragment or trailing slash: exactly the form of a token's `iss` claim.
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        if value.is_empty() {
+            return Err("issuer must not be empty".into());
+        }
+        if value.len() > 255 {
+            return Err("issuer must be at most 255 characters".into());
+        }
+        let rest = if let Some(rest) = value.strip_prefix("https://") {
+            rest
+        } else if let Some(rest) = value.strip_prefix("http://") {
+            if !crate::url_policy::is_loopback_http(value) {
+                return Err("issuer must use https (http only for a loopback host)".into());
+            }
+            rest
+        } else {
+            return Err("issuer must be an https:// URL".into());
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err("issuer must name a host".into());
+        }
+        if value.ends_with('/') {
+            return Err("issuer must not end with '/'".into());
+        }
+        if value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+        {
+            return Err("issuer must not contain whitespace, a query or a fragment".into());
+        }
         Ok(Self(value.to_owned()))
     }
 }
@@ -425,6 +465,21 @@ mod tests {
         assert_eq!(EnvironmentSet::from_bits(set.bits()), Some(set));
         assert_eq!(EnvironmentSet::from_bits(0), None);
         assert_eq!(EnvironmentSet::from_bits(8), None);
+    }
+
+    #[test]
+    fn issuers_must_be_https_or_loopback_http() {
+        assert!(IssuerUrl::parse("https://oidc.vercel.com/acme").is_ok());
+        assert!(IssuerUrl::parse("http://127.0.0.1:8080").is_ok());
+        assert!(IssuerUrl::parse("http://localhost:9000/x").is_ok());
+        assert!(IssuerUrl::parse("http://[::1]:8080").is_ok());
+        assert!(IssuerUrl::parse("http://evil.example.com").is_err());
+        assert!(IssuerUrl::parse("http://[::2]:80").is_err());
+        assert!(IssuerUrl::parse("http://127.0.0.1.evil.com").is_err());
+        assert!(IssuerUrl::parse("https://oidc.vercel.com/acme/").is_err());
+        assert!(IssuerUrl::parse("https://x?y").is_err());
+        assert!(IssuerUrl::parse("https://").is_err());
+        assert!(IssuerUrl::parse("ftp://x").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod url_policy;
 pub use bearer::{BearerError, bearer_token};
 pub use ids::{
     ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
-    KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,
+    IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,
 };
 pub use reason::{ERROR_DOMAIN, Reason};
-pub use url_policy::{HostRule, UrlPolicy, UrlRefusal, is_loopback_http};
+pub use url_policy::{HostRule, UrlPolicy, UrlRefusal, is_destination_key, is_loopback_http};

@@ -253,6 +253,12 @@ impl UrlPolicy {
     }
 }
 
+/// Whether a connector config key names a destination (`token_url`, `api_url`, …): such values
+/// are checked by the policy, and the connector's secrets are bound to them.
+pub fn is_destination_key(key: &str) -> bool {
+    key.ends_with("_url")
+}
+
 /// Whether `url` is plain `http` to a literal loopback host (`127.0.0.0/8`, `[::1]`,
 /// `localhost`): the one kind of plain-http issuer identity Connect accepts.
 pub fn is_loopback_http(url: &str) -> bool {

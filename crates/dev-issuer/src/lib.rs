@@ -204,6 +204,12 @@ impl DevIssuer {
         &self.shared.issuer
     }
 
+    /// The issuer as the broker's configuration takes it.
+    pub fn issuer_url(&self) -> connect_types::IssuerUrl {
+        connect_types::IssuerUrl::parse(&self.shared.issuer)
+            .expect("a loopback http URL without a trailing slash is an issuer URL")
+    }
+
     /// The address the issuer listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr

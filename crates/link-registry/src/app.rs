@@ -82,11 +82,20 @@ impl App {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let cipher = secret_cipher(&config)?;
         let store = open_store(&config.database_url).await?;
+        let registry =
+            Registry::new(Arc::new(store), cipher).with_url_policy(config.url_policy.clone());
+        let resealed = registry.upgrade_sealed_secrets().await?;
+        if resealed > 0 {
+            tracing::info!(
+                connectors = resealed,
+                "secrets re-sealed, bound to their destination"
+            );
+        }
         tracing::info!(database = %redact_url(&config.database_url), "database ready");
         Ok(Self {
             listener,
             local_addr,
-            registry: Registry::new(Arc::new(store), cipher),
+            registry,
             config,
         })
     }
@@ -116,6 +125,7 @@ impl App {
         let options = ServeOptions {
             service_name: "connect.registry.v1.LinkRegistry",
             shutdown_grace: self.config.shutdown_grace,
+            max_concurrent_requests: self.config.max_concurrent_requests,
         };
         connect_runtime::serve(
             self.listener,

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use connect_runtime::LogFormat;
+use connect_types::{HostRule, UrlPolicy};
 
 /// The Connect link registry: teams, projects, connectors, project links, and the `Authorize`
 /// decision the token broker asks for on every token request.
@@ -79,6 +80,23 @@ pub struct ServeArgs {
     /// Largest accepted request message, in bytes.
     #[arg(long, env = "LINK_REGISTRY_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
     pub max_request_bytes: usize,
+
+    /// Most requests served at once; further ones are refused at once with RESOURCE_EXHAUSTED
+    /// instead of queueing.
+    #[arg(long, env = "LINK_REGISTRY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_requests: u64,
+
+    /// Accept connector URLs on loopback addresses, over plain http too. For development stacks
+    /// and tests only: every other loopback, private, link-local or metadata destination stays
+    /// refused.
+    #[arg(long, env = "LINK_REGISTRY_ALLOW_INSECURE_LOOPBACK")]
+    pub allow_insecure_loopback: bool,
+
+    /// An internal provider host the operator trusts in connector URLs: a host name, an address
+    /// or a CIDR network. Repeat the flag (or separate with commas in the variable) for several.
+    #[arg(long, env = "LINK_REGISTRY_ALLOW_PROVIDER_HOST", value_delimiter = ',')]
+    pub allow_provider_host: Vec<HostRule>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -132,6 +150,9 @@ pub struct ServeConfig {
     pub secret_key_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub max_request_bytes: usize,
+    pub max_concurrent_requests: usize,
+    /// Which connector URLs are accepted.
+    pub url_policy: UrlPolicy,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -142,6 +163,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("secret_key_file", &self.secret_key_file)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("url_policy", &self.url_policy)
             .finish()
     }
 }
@@ -154,12 +177,19 @@ impl From<ServeArgs> for ServeConfig {
             secret_key_file: args.secret_key_file,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             max_request_bytes: args.max_request_bytes,
+            max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
+                .unwrap_or(usize::MAX),
+            url_policy: UrlPolicy {
+                allow_insecure_loopback: args.allow_insecure_loopback,
+                allowed_hosts: args.allow_provider_host,
+            },
         }
     }
 }
 
 impl ServeConfig {
-    /// Serves `database_url` on a free loopback port, with defaults for everything else.
+    /// Serves `database_url` on a free loopback port, with defaults for everything else, accepting
+    /// loopback connector URLs (as a development stack or a test needs).
     pub fn local(database_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -167,6 +197,8 @@ impl ServeConfig {
             secret_key_file: None,
             shutdown_grace: Duration::from_secs(30),
             max_request_bytes: 256 * 1024,
+            max_concurrent_requests: 1024,
+            url_policy: UrlPolicy::loopback(),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Secrets at rest, API key digests and random identifiers.
 //!
 //! Each connector secret is sealed on its own with AES-256-GCM under a random 96-bit nonce. The
-//! associated data binds the ciphertext to its team, connector and secret name, so a ciphertext
-//! copied into another row (or another team) fails to open instead of leaking there. Audit rows
+//! associated data binds the ciphertext to its team, connector, secret name and destination (a
+//! digest of the connector's `*_url` config), so a ciphertext copied into another row (or another
+//! team) fails to open instead of leaking there, and so does a secret whose connector was pointed
+//! at another endpoint by editing the database. Values sealed before the destination was bound
+//! (no `v2:` prefix) still open, and the registry re-seals them at start. Audit rows
 //! never see a secret: they get a keyed fingerprint (HMAC-SHA-256 under a key derived from the
 //! master key), which tells that a value changed without offering a dictionary attack to whoever
 //! reads the database.
@@ -98,7 +101,8 @@ impl SecretCipher {
         Ok(Self::from_key(&key))
     }
 
-    /// Seals one secret value for one (team, connector, name): base64 of nonce ‖ ciphertext ‖ tag.
+    /// Seals one secret value for one (team, connector, name, destination): `v2:` and the base64
+    /// of nonce ‖ ciphertext ‖ tag.
     pub fn seal(&self, aad: &SecretAad<'_>, value: &SecretString) -> String {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = self
@@ -107,19 +111,29 @@ impl SecretCipher {
                 &nonce,
                 Payload {
                     msg: value.expose_secret().as_bytes(),
-                    aad: aad.bytes().as_bytes(),
+                    aad: aad.bytes(true).as_bytes(),
                 },
             )
             .expect("AES-GCM encryption of a bounded buffer cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
-        STANDARD.encode(out)
+        format!("{SEALED_V2}{}", STANDARD.encode(out))
     }
 
-    /// Opens a value sealed by [`SecretCipher::seal`] for the same (team, connector, name).
+    /// Whether a sealed value predates the destination binding.
+    pub fn is_legacy(sealed: &str) -> bool {
+        !sealed.starts_with(SEALED_V2)
+    }
+
+    /// Opens a value sealed by [`SecretCipher::seal`] for the same (team, connector, name,
+    /// destination).
     pub fn open(&self, aad: &SecretAad<'_>, sealed: &str) -> Result<SecretString, OpenError> {
-        let bytes = STANDARD.decode(sealed).map_err(|_| OpenError)?;
+        let (bound, encoded) = match sealed.strip_prefix(SEALED_V2) {
+            Some(rest) => (true, rest),
+            None => (false, sealed),
+        };
+        let bytes = STANDARD.decode(encoded).map_err(|_| OpenError)?;
         if bytes.len() < NONCE_LEN {
             return Err(OpenError);
         }
@@ -130,7 +144,7 @@ impl SecretCipher {
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: aad.bytes().as_bytes(),
+                    aad: aad.bytes(bound).as_bytes(),
                 },
             )
             .map_err(|_| OpenError)?;
@@ -148,22 +162,50 @@ impl SecretCipher {
     }
 }
 
+/// The prefix of values sealed with their destination bound.
+const SEALED_V2: &str = "v2:";
+
 /// What a sealed secret is bound to.
 #[derive(Clone, Copy, Debug)]
 pub struct SecretAad<'a> {
     pub team_id: &'a str,
     pub connector_id: &'a str,
     pub name: &'a str,
+    /// [`destination_digest`] of the connector's config.
+    pub destination: &'a str,
 }
 
 impl SecretAad<'_> {
-    fn bytes(&self) -> String {
-        // NUL cannot occur in any of the three (their charsets exclude it), so this is unambiguous.
-        format!(
-            "connect.v1.secret\0{}\0{}\0{}",
-            self.team_id, self.connector_id, self.name
-        )
+    fn bytes(&self, with_destination: bool) -> String {
+        // NUL cannot occur in any of the four (their charsets exclude it), so this is unambiguous.
+        if with_destination {
+            format!(
+                "connect.v2.secret\0{}\0{}\0{}\0{}",
+                self.team_id, self.connector_id, self.name, self.destination
+            )
+        } else {
+            format!(
+                "connect.v1.secret\0{}\0{}\0{}",
+                self.team_id, self.connector_id, self.name
+            )
+        }
     }
+}
+
+/// The SHA-256 (hex) of a connector's destinations: every `*_url` config entry, in key order.
+pub fn destination_digest<'a>(
+    config: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> String {
+    let mut digest = Sha256::new();
+    for (key, value) in config {
+        if connect_types::url_policy::is_destination_key(key) {
+            digest.update(key.as_bytes());
+            digest.update([0]);
+            digest.update(value.as_bytes());
+            digest.update([0]);
+        }
+    }
+    hex::encode(digest.finalize())
 }
 
 fn random_key() -> [u8; 32] {
@@ -235,12 +277,15 @@ pub fn hash_api_key(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     const AAD: SecretAad<'static> = SecretAad {
         team_id: "team_a",
         connector_id: "conn_1",
         name: "api_key",
+        destination: "d1",
     };
 
     #[test]
@@ -264,8 +309,64 @@ mod tests {
             ..AAD
         };
         assert!(cipher.open(&other_name, &sealed).is_err());
+        let other_destination = SecretAad {
+            destination: "d2",
+            ..AAD
+        };
+        assert!(cipher.open(&other_destination, &sealed).is_err());
         assert!(SecretCipher::ephemeral().open(&AAD, &sealed).is_err());
         assert!(cipher.open(&AAD, "AAAA").is_err());
+    }
+
+    #[test]
+    fn values_sealed_before_the_destination_binding_still_open() {
+        let cipher = SecretCipher::ephemeral();
+        let value = SecretString::from("sk_live_123");
+        let sealed = cipher.seal(&AAD, &value);
+        assert!(!SecretCipher::is_legacy(&sealed));
+        // The legacy form: the same AEAD without the prefix and without the destination.
+        let bytes = STANDARD
+            .decode(sealed.strip_prefix(SEALED_V2).unwrap())
+            .unwrap();
+        let (nonce, _) = bytes.split_at(NONCE_LEN);
+        let legacy_ct = cipher
+            .aead
+            .encrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: b"sk_live_123",
+                    aad: AAD.bytes(false).as_bytes(),
+                },
+            )
+            .unwrap();
+        let legacy = STANDARD.encode([nonce, &legacy_ct].concat());
+        assert!(SecretCipher::is_legacy(&legacy));
+        let other_destination = SecretAad {
+            destination: "anything",
+            ..AAD
+        };
+        assert_eq!(
+            cipher
+                .open(&other_destination, &legacy)
+                .unwrap()
+                .expose_secret(),
+            "sk_live_123"
+        );
+    }
+
+    #[test]
+    fn the_destination_digest_covers_url_entries_only() {
+        let config = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let a = config(&[("token_url", "https://a.example/token"), ("scopes", "x")]);
+        let b = config(&[("token_url", "https://a.example/token"), ("scopes", "y")]);
+        let c = config(&[("token_url", "https://b.example/token"), ("scopes", "x")]);
+        assert_eq!(destination_digest(&a), destination_digest(&b));
+        assert_ne!(destination_digest(&a), destination_digest(&c));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::{
     error::BrokerError,
     grpc::TokenBrokerService,
     issuers::Issuers,
+    outbound::Outbound,
     registry::RegistryClient,
     service::Broker,
 };
@@ -56,14 +57,17 @@ impl App {
                 "at least one --trusted-issuer is required".into(),
             ));
         }
-        if let Some(bad) = config.trusted_issuers.iter().find(|i| {
-            !(i.starts_with("https://")
-                || i.starts_with("http://127.")
-                || i.starts_with("http://localhost"))
-                || i.ends_with('/')
-        }) {
+        for issuer in &config.trusted_issuers {
+            config
+                .outbound
+                .policy
+                .check_url(issuer.as_str())
+                .map_err(|e| AppError::Config(format!("trusted issuer '{issuer}': {e}")))?;
+        }
+        if config.leeway > Duration::from_secs(crate::config::MAX_LEEWAY_SECS) {
             return Err(AppError::Config(format!(
-                "trusted issuer '{bad}' must be an https URL (http only on loopback) without a trailing '/'"
+                "the clock leeway may be at most {} seconds",
+                crate::config::MAX_LEEWAY_SECS
             )));
         }
         if config.audience.is_empty() {
@@ -77,10 +81,11 @@ impl App {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let jwks = JwksCache::new(
             &config.trusted_issuers,
+            Outbound::new(&config.outbound, config.jwks_timeout)?,
             JwksSettings {
                 audience: config.audience.clone(),
                 leeway: config.leeway,
-                fetch_timeout: config.jwks_timeout,
+                max_token_age: config.max_token_age,
                 refresh_every: config.jwks_refresh,
                 max_stale: config.jwks_max_stale,
                 kid_refetch_cooldown: config.kid_refetch_cooldown,
@@ -94,7 +99,10 @@ impl App {
         let broker = Broker::new(
             TokenVerifier::new(Arc::new(jwks)),
             registry.clone(),
-            Issuers::standard(config.provider_timeout)?,
+            Issuers::standard(
+                Outbound::new(&config.outbound, config.provider_timeout)?,
+                config.provider_cache_max,
+            ),
         );
         Ok(Self {
             listener,
@@ -144,6 +152,7 @@ impl App {
         let options = ServeOptions {
             service_name: "connect.broker.v1.TokenBroker",
             shutdown_grace: self.config.shutdown_grace,
+            max_concurrent_requests: self.config.max_concurrent_requests,
         };
         let result = connect_runtime::serve(
             self.listener,

@@ -1,11 +1,18 @@
 //! Command line and environment configuration. Every flag also reads a `TOKEN_BROKER_…`
 //! environment variable; `--help` lists both. Tests build [`BrokerConfig`] values directly.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 use connect_runtime::LogFormat;
+use connect_types::{HostRule, IssuerUrl, UrlPolicy};
 use secrecy::SecretString;
+
+use crate::outbound::OutboundSettings;
 
 /// The Connect token broker: trades a deployment's OIDC token for a short-lived provider token,
 /// when the link registry says its project and environment are linked to the connector.
@@ -57,17 +64,25 @@ pub struct ServeArgs {
         long,
         env = "TOKEN_BROKER_TRUSTED_ISSUER",
         required = true,
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = IssuerUrl::parse
     )]
-    pub trusted_issuer: Vec<String>,
+    pub trusted_issuer: Vec<IssuerUrl>,
 
     /// The `aud` every token must carry.
     #[arg(long, env = "TOKEN_BROKER_AUDIENCE")]
     pub audience: String,
 
-    /// Allowed clock skew for `exp`, `nbf` and `iat`, in seconds.
-    #[arg(long, env = "TOKEN_BROKER_LEEWAY_SECS", default_value_t = 30)]
+    /// Allowed clock skew for `exp`, `nbf` and `iat`, in seconds (at most 300).
+    #[arg(long, env = "TOKEN_BROKER_LEEWAY_SECS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_LEEWAY_SECS))]
     pub leeway_secs: u64,
+
+    /// Refuse tokens issued (`iat`) longer ago than this many seconds, whatever their `exp`.
+    /// Unset: only `exp` limits a token's age.
+    #[arg(long, env = "TOKEN_BROKER_MAX_TOKEN_AGE_SECS",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_token_age_secs: Option<u64>,
 
     /// Longest wait for the registry's answer, in milliseconds (less when the caller's deadline
     /// is nearer).
@@ -98,10 +113,59 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEN_BROKER_PROVIDER_TIMEOUT_MS", default_value_t = 5000)]
     pub provider_timeout_ms: u64,
 
+    /// Longest time a provider token is served from the cache, in seconds, however long the
+    /// provider says it lives.
+    #[arg(
+        long,
+        env = "TOKEN_BROKER_PROVIDER_CACHE_MAX_SECS",
+        default_value_t = 3600
+    )]
+    pub provider_cache_max_secs: u64,
+
+    /// Most requests served at once; further ones are refused at once with RESOURCE_EXHAUSTED
+    /// instead of queueing.
+    #[arg(long, env = "TOKEN_BROKER_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_requests: u64,
+
     /// How long in-flight calls may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "TOKEN_BROKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Allow issuers and providers on loopback addresses, over plain http too. For development
+    /// stacks and tests only: every other loopback, private, link-local or metadata destination
+    /// stays refused.
+    #[arg(long, env = "TOKEN_BROKER_ALLOW_INSECURE_LOOPBACK")]
+    pub allow_insecure_loopback: bool,
+
+    /// An internal issuer or provider host the operator trusts: a host name (its addresses are
+    /// not checked), an address or a CIDR network. Repeat the flag (or separate with commas in
+    /// the variable) for several.
+    #[arg(long, env = "TOKEN_BROKER_ALLOW_PROVIDER_HOST", value_delimiter = ',')]
+    pub allow_provider_host: Vec<HostRule>,
+
+    /// Pin a host name to an address instead of asking DNS, as `HOST=ADDRESS` (repeatable). The
+    /// address is checked like a resolved one.
+    #[arg(long = "resolve", env = "TOKEN_BROKER_RESOLVE", value_delimiter = ',', value_parser = parse_pin)]
+    pub resolve: Vec<(String, IpAddr)>,
 }
+
+fn parse_pin(value: &str) -> Result<(String, IpAddr), String> {
+    let (host, addr) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not HOST=ADDRESS"))?;
+    let addr = addr
+        .trim_matches(['[', ']'])
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    if host.is_empty() {
+        return Err("the host name must not be empty".into());
+    }
+    Ok((host.to_ascii_lowercase(), addr))
+}
+
+/// The most clock skew the broker will allow, in seconds.
+pub const MAX_LEEWAY_SECS: u64 = 300;
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
@@ -109,16 +173,22 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub registry_url: String,
     pub registry_key: SecretString,
-    pub trusted_issuers: Vec<String>,
+    pub trusted_issuers: Vec<IssuerUrl>,
     pub audience: String,
+    /// At most [`MAX_LEEWAY_SECS`].
     pub leeway: Duration,
+    pub max_token_age: Option<Duration>,
     pub registry_timeout: Duration,
     pub jwks_timeout: Duration,
     pub jwks_refresh: Duration,
     pub jwks_max_stale: Duration,
     pub kid_refetch_cooldown: Duration,
     pub provider_timeout: Duration,
+    pub provider_cache_max: Duration,
+    pub max_concurrent_requests: usize,
     pub shutdown_grace: Duration,
+    /// Where outbound requests (issuers, JWKS, providers) may go.
+    pub outbound: OutboundSettings,
 }
 
 impl From<ServeArgs> for BrokerConfig {
@@ -130,23 +200,41 @@ impl From<ServeArgs> for BrokerConfig {
             trusted_issuers: a.trusted_issuer,
             audience: a.audience,
             leeway: Duration::from_secs(a.leeway_secs),
+            max_token_age: a.max_token_age_secs.map(Duration::from_secs),
             registry_timeout: Duration::from_millis(a.registry_timeout_ms),
             jwks_timeout: Duration::from_millis(a.jwks_timeout_ms),
             jwks_refresh: Duration::from_secs(a.jwks_refresh_secs),
             jwks_max_stale: Duration::from_secs(a.jwks_max_stale_secs),
             kid_refetch_cooldown: Duration::from_secs(a.kid_refetch_cooldown_secs),
             provider_timeout: Duration::from_millis(a.provider_timeout_ms),
+            provider_cache_max: Duration::from_secs(a.provider_cache_max_secs),
+            max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
+                .unwrap_or(usize::MAX),
             shutdown_grace: Duration::from_secs(a.shutdown_grace_secs),
+            outbound: OutboundSettings {
+                policy: UrlPolicy {
+                    allow_insecure_loopback: a.allow_insecure_loopback,
+                    allowed_hosts: a.allow_provider_host,
+                },
+                pinned: a.resolve.into_iter().fold(
+                    HashMap::<String, Vec<IpAddr>>::new(),
+                    |mut pins, (host, addr)| {
+                        pins.entry(host).or_default().push(addr);
+                        pins
+                    },
+                ),
+            },
         }
     }
 }
 
 impl BrokerConfig {
-    /// A broker on a free loopback port with the default timings.
+    /// A broker on a free loopback port with the default timings, allowed to reach loopback
+    /// issuers and providers (as a development stack or a test needs).
     pub fn local(
         registry_url: String,
         registry_key: SecretString,
-        issuers: Vec<String>,
+        issuers: Vec<IssuerUrl>,
         audience: String,
     ) -> Self {
         Self {
@@ -156,13 +244,20 @@ impl BrokerConfig {
             trusted_issuers: issuers,
             audience,
             leeway: Duration::from_secs(30),
+            max_token_age: None,
             registry_timeout: Duration::from_secs(2),
             jwks_timeout: Duration::from_secs(3),
             jwks_refresh: Duration::from_secs(300),
             jwks_max_stale: Duration::from_secs(3600),
             kid_refetch_cooldown: Duration::from_secs(30),
             provider_timeout: Duration::from_secs(5),
+            provider_cache_max: Duration::from_secs(3600),
+            max_concurrent_requests: 1024,
             shutdown_grace: Duration::from_secs(30),
+            outbound: OutboundSettings {
+                policy: UrlPolicy::loopback(),
+                pinned: HashMap::new(),
+            },
         }
     }
 }
@@ -194,5 +289,57 @@ mod tests {
         let config = BrokerConfig::from(args);
         assert_eq!(config.trusted_issuers.len(), 2);
         assert_eq!(config.audience, "https://vercel.com/acme");
+        assert_eq!(config.outbound.policy, UrlPolicy::strict());
+    }
+
+    #[test]
+    fn outbound_relaxations_are_explicit_flags() {
+        let cli = Cli::try_parse_from([
+            "token-broker",
+            "serve",
+            "--registry-key",
+            "KEY",
+            "--trusted-issuer",
+            "http://127.0.0.1:8080",
+            "--audience",
+            "aud",
+            "--allow-insecure-loopback",
+            "--allow-provider-host",
+            "idp.internal",
+            "--allow-provider-host",
+            "10.20.0.0/16",
+            "--resolve",
+            "Provider.test=10.0.0.1",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        let config = BrokerConfig::from(args);
+        assert!(config.outbound.policy.allow_insecure_loopback);
+        assert_eq!(config.outbound.policy.allowed_hosts.len(), 2);
+        assert_eq!(
+            config.outbound.pinned["provider.test"],
+            ["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        for bad in [
+            ["--trusted-issuer", "ftp://x"],
+            ["--allow-provider-host", "not a host!"],
+            ["--resolve", "host-without-address"],
+            ["--leeway-secs", "301"],
+            ["--max-token-age-secs", "0"],
+            ["--max-concurrent-requests", "0"],
+        ] {
+            let mut argv = vec![
+                "token-broker",
+                "serve",
+                "--registry-key",
+                "KEY",
+                "--audience",
+                "aud",
+                "--trusted-issuer",
+                "https://idp.example",
+            ];
+            argv.extend(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod issuers;
+pub mod outbound;
 pub mod registry;
 pub mod service;
 

@@ -121,7 +121,7 @@ impl RegistryClient {
             .await
             .map_err(|status| decision(status, identity, connector))?
             .into_inner();
-        check_answer(answer, identity)
+        check_answer(answer, identity, connector)
     }
 }
 
@@ -171,8 +171,13 @@ fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError
     }
 }
 
-/// A yes must be a whole, consistent answer about the asked-for project and environment.
-fn check_answer(answer: pb::AuthorizeResponse, identity: &Identity) -> Result<Authorization> {
+/// A yes must be a whole, consistent answer about the asked-for connector (by id or uid), team,
+/// project and environment.
+fn check_answer(
+    answer: pb::AuthorizeResponse,
+    identity: &Identity,
+    asked: &str,
+) -> Result<Authorization> {
     let garbled = |what: &str| {
         BrokerError::RegistryUnavailable(Box::new(Cause(format!(
             "garbled Authorize answer: {what}"
@@ -183,9 +188,15 @@ fn check_answer(answer: pb::AuthorizeResponse, identity: &Identity) -> Result<Au
     if connector.id.is_empty() || connector.r#type.is_empty() {
         return Err(garbled("connector without id or type"));
     }
+    if connector.id != asked && connector.uid != asked {
+        return Err(garbled("another connector than the one asked about"));
+    }
+    if connector.owner_id != identity.owner_id {
+        return Err(garbled("a connector of another team"));
+    }
     if link.connector_id != connector.id
         || link.project_id != identity.project_id
-        || (!link.owner_id.is_empty() && link.owner_id != identity.owner_id)
+        || link.owner_id != identity.owner_id
         || !link.environments.contains(&identity.environment)
     {
         return Err(garbled(
@@ -224,6 +235,7 @@ mod tests {
                 id: "conn_1".into(),
                 uid: "api-key/x".into(),
                 r#type: "api-key".into(),
+                owner_id: "team_a".into(),
                 ..Default::default()
             }),
             link: Some(pb::ProjectLink {
@@ -239,7 +251,8 @@ mod tests {
 
     #[test]
     fn a_whole_consistent_answer_is_accepted() {
-        let authorization = check_answer(answer(), &identity()).unwrap();
+        let authorization = check_answer(answer(), &identity(), "api-key/x").unwrap();
+        assert!(check_answer(answer(), &identity(), "conn_1").is_ok());
         assert_eq!(authorization.connector_type, "api-key");
         assert!(!format!("{authorization:?}").contains("\"k\""));
     }
@@ -255,12 +268,18 @@ mod tests {
             Box::new(|a| a.link.as_mut().unwrap().owner_id = "team_other".into()),
             Box::new(|a| a.link.as_mut().unwrap().connector_id = "conn_2".into()),
             Box::new(|a| a.link.as_mut().unwrap().environments = vec!["production".into()]),
+            Box::new(|a| a.link.as_mut().unwrap().owner_id.clear()),
+            Box::new(|a| a.connector.as_mut().unwrap().owner_id = "team_other".into()),
+            Box::new(|a| {
+                let c = a.connector.as_mut().unwrap();
+                c.uid = "api-key/other".into();
+            }),
         ];
         for garble in garbled {
             let mut a = answer();
             garble(&mut a);
             assert!(matches!(
-                check_answer(a, &identity()),
+                check_answer(a, &identity(), "api-key/x"),
                 Err(BrokerError::RegistryUnavailable(_))
             ));
         }

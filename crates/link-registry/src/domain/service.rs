@@ -9,17 +9,19 @@ use std::{
 
 use secrecy::{ExposeSecret, SecretString};
 
+use connect_types::{UrlPolicy, is_destination_key};
+
 use super::{
-    error::{RegistryError, Resource, Result},
+    error::{FieldViolation, RegistryError, Resource, Result},
     model::{
         self, Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink,
         Role, StoredSecret, Team,
     },
     store::{LinkFilter, Store},
     types::{
-        ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
-        EnvironmentSet, IssuerUrl, KeyId, Page, PageRequest, ProjectId, ProjectName, ProjectRef,
-        SecretInput, TeamId, TeamSlug,
+        ConfigMap, ConnectorRef, ConnectorUid, DisplayName, Environment, EnvironmentSet, IssuerUrl,
+        KeyId, Page, PageRequest, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
+        TeamSlug,
     },
 };
 use crate::crypto::{self, SecretAad, SecretCipher};
@@ -135,15 +137,66 @@ pub struct Registry {
     store: Arc<dyn Store>,
     cipher: SecretCipher,
     keys: Arc<KeyCache>,
+    url_policy: Arc<UrlPolicy>,
 }
 
 impl Registry {
+    /// A registry that accepts public `https` destinations only.
     pub fn new(store: Arc<dyn Store>, cipher: SecretCipher) -> Self {
         Self {
             store,
             cipher,
             keys: Arc::default(),
+            url_policy: Arc::new(UrlPolicy::strict()),
         }
+    }
+
+    /// The same registry, checking connector destinations against `policy`.
+    pub fn with_url_policy(mut self, policy: UrlPolicy) -> Self {
+        self.url_policy = Arc::new(policy);
+        self
+    }
+
+    /// Refuses `*_url` config values that are not allowed destinations, naming each.
+    fn check_destinations(&self, config: &ConfigMap) -> Result<()> {
+        let violations: Vec<FieldViolation> = config
+            .iter()
+            .filter(|(key, _)| is_destination_key(key))
+            .filter_map(|(key, value)| {
+                let refusal = self.url_policy.check_url(value).err()?;
+                Some(FieldViolation::new(
+                    format!("config[{key}]"),
+                    format!("not an allowed destination: {refusal}"),
+                ))
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::InvalidArgument(violations))
+        }
+    }
+
+    /// Re-seals every secret stored before secrets were bound to their destination; answers
+    /// with the number of connectors re-sealed. Runs at start, once per old row.
+    pub async fn upgrade_sealed_secrets(&self) -> Result<u64> {
+        let cipher = self.cipher.clone();
+        self.store
+            .reseal_connectors(Box::new(move |connector: &Connector| {
+                if !connector
+                    .secrets
+                    .values()
+                    .any(|s| SecretCipher::is_legacy(&s.sealed))
+                {
+                    return Ok(None);
+                }
+                let open = open_all(&cipher, connector)?;
+                let input = SecretInput::from_opened(open);
+                let mut next = connector.clone();
+                next.secrets = seal_all(&cipher, connector, &next.config, &input);
+                Ok(Some(next))
+            }))
+            .await
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -258,11 +311,11 @@ impl Registry {
 
     pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
         let team = caller.writable_team()?;
-        let id = crypto::new_connector_id();
+        self.check_destinations(&new.config)?;
         let now = model::now();
-        let connector = Connector {
-            secrets: seal_all(&self.cipher, team, &id, &new.secrets),
-            id,
+        let mut connector = Connector {
+            secrets: BTreeMap::new(),
+            id: crypto::new_connector_id(),
             team_id: team.clone(),
             uid: new.uid,
             name: new.name,
@@ -270,6 +323,7 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
+        connector.secrets = seal_all(&self.cipher, &connector, &connector.config, &new.secrets);
         self.store
             .insert_connector(&connector, &caller.actor())
             .await?;
@@ -305,17 +359,28 @@ impl Registry {
         update: ConnectorUpdate,
     ) -> Result<Connector> {
         let team = caller.writable_team()?;
-        let (sealing_team, cipher) = (team.clone(), self.cipher.clone());
+        if let Some(config) = &update.config {
+            self.check_destinations(config)?;
+        }
+        let cipher = self.cipher.clone();
         let edit = Box::new(move |current: &Connector| {
             let mut next = current.clone();
             if let Some(name) = update.name {
                 next.name = name;
             }
             if let Some(config) = update.config {
+                let moved = moved_destinations(&current.config, &config);
+                // Stored secrets never follow a new destination: they must come with it.
+                if !moved.is_empty() && update.secrets.is_none() && !current.secrets.is_empty() {
+                    return Err(RegistryError::SecretsRequired {
+                        connector: current.uid.to_string(),
+                        keys: moved.join(", "),
+                    });
+                }
                 next.config = config;
             }
             if let Some(secrets) = &update.secrets {
-                next.secrets = seal_all(&cipher, &sealing_team, &current.id, secrets);
+                next.secrets = seal_all(&cipher, current, &next.config, secrets);
             }
             next.updated_at = model::now();
             Ok(next)
@@ -463,19 +528,36 @@ pub fn link_sort_key(link: &ProjectLink) -> String {
     format!("{}/{}", link.connector_id, link.project_id)
 }
 
+/// The `*_url` config keys whose value differs between `before` and `after`.
+fn moved_destinations(before: &ConfigMap, after: &ConfigMap) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = before
+        .iter()
+        .chain(after.iter())
+        .map(|(k, _)| k)
+        .filter(|k| is_destination_key(k))
+        .collect();
+    keys.into_iter()
+        .filter(|k| before.get(k) != after.get(k))
+        .cloned()
+        .collect()
+}
+
+/// Seals `secrets` for `connector`'s row, bound to the destinations of `config`.
 fn seal_all(
     cipher: &SecretCipher,
-    team: &TeamId,
-    connector: &ConnectorId,
+    connector: &Connector,
+    config: &ConfigMap,
     secrets: &SecretInput,
 ) -> BTreeMap<String, StoredSecret> {
+    let destination = crypto::destination_digest(config.iter());
     secrets
         .iter()
         .map(|(name, value)| {
             let aad = SecretAad {
-                team_id: team.as_str(),
-                connector_id: connector.as_str(),
+                team_id: connector.team_id.as_str(),
+                connector_id: connector.id.as_str(),
                 name,
+                destination: &destination,
             };
             let stored = StoredSecret {
                 sealed: cipher.seal(&aad, value),
@@ -490,6 +572,7 @@ fn open_all(
     cipher: &SecretCipher,
     connector: &Connector,
 ) -> Result<BTreeMap<String, SecretString>> {
+    let destination = crypto::destination_digest(connector.config.iter());
     connector
         .secrets
         .iter()
@@ -498,6 +581,7 @@ fn open_all(
                 team_id: connector.team_id.as_str(),
                 connector_id: connector.id.as_str(),
                 name,
+                destination: &destination,
             };
             let value = cipher
                 .open(&aad, &stored.sealed)

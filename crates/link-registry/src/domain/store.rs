@@ -19,6 +19,9 @@ use super::{
 /// Turns the current connector into the updated one (runs inside the store's transaction).
 pub type ConnectorEdit = Box<dyn FnOnce(&Connector) -> Result<Connector> + Send>;
 
+/// Re-seals one connector's secrets: `None` leaves it as it is (runs inside the transaction).
+pub type ConnectorReseal = Box<dyn Fn(&Connector) -> Result<Option<Connector>> + Send + Sync>;
+
 /// Which links a list returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinkFilter {
@@ -56,6 +59,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         actor: &Actor,
         edit: ConnectorEdit,
     ) -> Result<Connector>;
+    /// Applies `reseal` to every connector with secrets, in one transaction, without audit rows
+    /// (the values do not change); answers with the number of connectors rewritten.
+    async fn reseal_connectors(&self, reseal: ConnectorReseal) -> Result<u64>;
     /// Deletes the connector and its links; answers with the connector and the number of links.
     async fn delete_connector(
         &self,

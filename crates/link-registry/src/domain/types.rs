@@ -1,4 +1,4 @@
-//! The registry's own value types: display names, issuer identities, project references, config
+//! The registry's own value types: display names, project references, config
 //! and secret maps, and pages. The contract's identifiers and environments live in
 //! `connect-types` and are re-exported here, so the registry names them in one way.
 //!
@@ -10,14 +10,9 @@ use std::{collections::BTreeMap, fmt};
 
 pub use connect_types::ids::{
     ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
-    KeyId, ProjectId, ProjectName, TeamId, TeamSlug, check_chars, truncate,
+    IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, check_chars, truncate,
 };
 use serde::Serialize;
-
-/// An OIDC issuer URL, e.g. `https://oidc.vercel.com/acme`: the `iss` of a team's tokens.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct IssuerUrl(String);
 
 /// A human-facing display name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -40,43 +35,7 @@ macro_rules! as_str {
     )*};
 }
 
-as_str!(IssuerUrl, DisplayName);
-
-impl IssuerUrl {
-    /// An `https://` URL (or `http://` for a loopback development issuer) with a host, without
-    /// query, fragment or trailing slash: exactly the form of a token's `iss` claim.
-    pub fn parse(value: &str) -> Result<Self, Invalid> {
-        if value.is_empty() {
-            return Err("issuer must not be empty".into());
-        }
-        if value.len() > 255 {
-            return Err("issuer must be at most 255 characters".into());
-        }
-        let rest = if let Some(rest) = value.strip_prefix("https://") {
-            rest
-        } else if let Some(rest) = value.strip_prefix("http://") {
-            if !connect_types::is_loopback_http(value) {
-                return Err("issuer must use https (http only for a loopback host)".into());
-            }
-            rest
-        } else {
-            return Err("issuer must be an https:// URL".into());
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err("issuer must name a host".into());
-        }
-        if value.ends_with('/') {
-            return Err("issuer must not end with '/'".into());
-        }
-        if value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
-        {
-            return Err("issuer must not contain whitespace, a query or a fragment".into());
-        }
-        Ok(Self(value.to_owned()))
-    }
-}
+as_str!(DisplayName);
 
 impl DisplayName {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
@@ -240,6 +199,11 @@ impl SecretInput {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &secrecy::SecretString)> {
         self.0.iter()
     }
+
+    /// Values opened from storage, already validated when they were stored.
+    pub fn from_opened(values: BTreeMap<String, secrecy::SecretString>) -> Self {
+        Self(values)
+    }
 }
 
 /// What a `List*` call asks for.
@@ -322,21 +286,6 @@ impl<T> Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn issuers_must_be_https_or_loopback_http() {
-        assert!(IssuerUrl::parse("https://oidc.vercel.com/acme").is_ok());
-        assert!(IssuerUrl::parse("http://127.0.0.1:8080").is_ok());
-        assert!(IssuerUrl::parse("http://localhost:9000/x").is_ok());
-        assert!(IssuerUrl::parse("http://[::1]:8080").is_ok());
-        assert!(IssuerUrl::parse("http://evil.example.com").is_err());
-        assert!(IssuerUrl::parse("http://[::2]:80").is_err());
-        assert!(IssuerUrl::parse("http://127.0.0.1.evil.com").is_err());
-        assert!(IssuerUrl::parse("https://oidc.vercel.com/acme/").is_err());
-        assert!(IssuerUrl::parse("https://x?y").is_err());
-        assert!(IssuerUrl::parse("https://").is_err());
-        assert!(IssuerUrl::parse("ftp://x").is_err());
-    }
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_rejected() {

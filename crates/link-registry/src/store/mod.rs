@@ -34,7 +34,7 @@ use self::{
 use crate::domain::{
     RegistryError, Resource, Result, audit,
     model::{self, Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
-    store::{ConnectorEdit, LinkFilter, Store},
+    store::{ConnectorEdit, ConnectorReseal, LinkFilter, Store},
     types::{
         ConnectorId, ConnectorRef, EnvironmentSet, PageRequest, ProjectId, ProjectRef, TeamId,
     },
@@ -455,6 +455,29 @@ impl Store for SeaStore {
         insert_audit(&txn.txn, audit::connector_updated(actor, &before, &after)).await?;
         commit(txn).await?;
         Ok(after)
+    }
+
+    async fn reseal_connectors(&self, reseal: ConnectorReseal) -> Result<u64> {
+        let txn = self.begin_write().await?;
+        let rows = connector::Entity::find()
+            .filter(connector::Column::Secrets.ne("{}"))
+            .all(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        let mut rewritten = 0;
+        for row in rows {
+            if let Some(next) = reseal(&rows::connector(row)?)? {
+                rows::connector_row(&next)
+                    .into_active_model()
+                    .reset_all()
+                    .update(&txn.txn)
+                    .await
+                    .map_err(storage_error)?;
+                rewritten += 1;
+            }
+        }
+        commit(txn).await?;
+        Ok(rewritten)
     }
 
     async fn delete_connector(

@@ -159,7 +159,14 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(db: TestDb) -> Self {
-        let mut app = Self::start(db).await;
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// As [`TestApp::spawn`], with the serve configuration changed by `configure` first.
+    pub async fn spawn_with(db: TestDb, configure: impl FnOnce(&mut ServeConfig)) -> Self {
+        let mut config = db.serve_config();
+        configure(&mut config);
+        let mut app = Self::start_with(db, config).await;
         app.acme = app.new_team("team_acme", "acme", ISSUER).await;
         let (_, broker) = app
             .registry
@@ -172,7 +179,12 @@ impl TestApp {
 
     /// Starts a server on an existing database (no new team or keys).
     pub async fn start(db: TestDb) -> Self {
-        let app = App::build(db.serve_config()).await.expect("build app");
+        let config = db.serve_config();
+        Self::start_with(db, config).await
+    }
+
+    async fn start_with(db: TestDb, config: ServeConfig) -> Self {
+        let app = App::build(config).await.expect("build app");
         let addr = app.local_addr();
         let registry = app.registry().clone();
         let (tx, rx) = oneshot::channel();

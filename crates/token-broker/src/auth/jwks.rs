@@ -15,14 +15,16 @@ use std::{
 };
 
 use chrono::Utc;
-use openidconnect::{
-    ClientId, IdTokenVerifier, IssuerUrl, JsonWebKeySet, core::CoreJwsSigningAlgorithm,
-};
+use connect_types::IssuerUrl;
+use openidconnect::{ClientId, IdTokenVerifier, JsonWebKeySet, core::CoreJwsSigningAlgorithm};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::keys::PreparedKey;
-use crate::error::{BrokerError, Cause, Result};
+use crate::{
+    error::{BrokerError, Cause, Result},
+    outbound::Outbound,
+};
 
 /// Largest discovery document accepted.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
@@ -35,8 +37,8 @@ pub struct JwksSettings {
     pub audience: String,
     /// Allowed clock skew for `exp`, `nbf` and `iat`.
     pub leeway: Duration,
-    /// Timeout of each discovery or JWKS request.
-    pub fetch_timeout: Duration,
+    /// Tokens issued longer ago than this are refused, whatever their `exp`.
+    pub max_token_age: Option<Duration>,
     /// How often the refresher fetches every issuer's keys.
     pub refresh_every: Duration,
     /// How long after their fetch keys keep verifying when refreshes fail.
@@ -110,32 +112,33 @@ struct RawKeySet {
 #[derive(Debug)]
 pub struct JwksCache {
     issuers: HashMap<String, Arc<IssuerKeys>>,
-    http: reqwest::Client,
+    outbound: Outbound,
     settings: JwksSettings,
 }
 
 impl JwksCache {
-    pub fn new(trusted_issuers: &[String], settings: JwksSettings) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.fetch_timeout)
-            .connect_timeout(settings.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BrokerError::internal("building the JWKS HTTP client", e))?;
+    /// The cache of `trusted_issuers`, fetching through `outbound` (whose timeout bounds each
+    /// fetch).
+    pub fn new(
+        trusted_issuers: &[IssuerUrl],
+        outbound: Outbound,
+        settings: JwksSettings,
+    ) -> Result<Self> {
         let issuers = trusted_issuers
             .iter()
             .map(|issuer| {
+                let issuer = issuer.as_str().to_owned();
                 let keys = IssuerKeys {
                     issuer: issuer.clone(),
                     current: RwLock::new(None),
                     fetch: Mutex::new(FetchState::default()),
                 };
-                (issuer.clone(), Arc::new(keys))
+                (issuer, Arc::new(keys))
             })
             .collect();
         Ok(Self {
             issuers,
-            http,
+            outbound,
             settings,
         })
     }
@@ -242,7 +245,11 @@ impl JwksCache {
 
     async fn fetch(&self, issuer: &str) -> Result<KeySet, Cause> {
         let discovery_url = format!("{issuer}/.well-known/openid-configuration");
-        let body = get_bounded(&self.http, &discovery_url, MAX_DISCOVERY_BYTES).await?;
+        let discovery_url = self
+            .outbound
+            .check(&discovery_url)
+            .map_err(|e| Cause(format!("discovery URL: {e}")))?;
+        let body = get_bounded(self.outbound.http(), discovery_url, MAX_DISCOVERY_BYTES).await?;
         let discovery: Discovery =
             serde_json::from_slice(&body).map_err(|e| Cause(format!("discovery document: {e}")))?;
         if discovery.issuer != issuer {
@@ -251,8 +258,11 @@ impl JwksCache {
                 discovery.issuer
             )));
         }
-        check_fetchable(issuer, &discovery.jwks_uri)?;
-        let body = get_bounded(&self.http, &discovery.jwks_uri, MAX_JWKS_BYTES).await?;
+        let jwks_uri = self
+            .outbound
+            .check(&discovery.jwks_uri)
+            .map_err(|e| Cause(format!("jwks_uri: {e}")))?;
+        let body = get_bounded(self.outbound.http(), jwks_uri, MAX_JWKS_BYTES).await?;
         let raw: RawKeySet =
             serde_json::from_slice(&body).map_err(|e| Cause(format!("JWKS: {e}")))?;
         let mut keys = Vec::new();
@@ -272,7 +282,8 @@ impl JwksCache {
         let leeway = chrono::Duration::from_std(self.settings.leeway).unwrap_or_default();
         let verifier = IdTokenVerifier::new_public_client(
             ClientId::new(self.settings.audience.clone()),
-            IssuerUrl::new(issuer.to_owned()).map_err(|e| Cause(format!("issuer URL: {e}")))?,
+            openidconnect::IssuerUrl::new(issuer.to_owned())
+                .map_err(|e| Cause(format!("issuer URL: {e}")))?,
             JsonWebKeySet::new(keys),
         )
         .set_allowed_algs([
@@ -289,23 +300,14 @@ impl JwksCache {
     }
 }
 
-/// A JWKS must be fetched over https, except from a loopback development issuer.
-fn check_fetchable(issuer: &str, url: &str) -> Result<(), Cause> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|_| Cause(format!("jwks_uri '{url}' is not a URL")))?;
-    let loopback_issuer =
-        issuer.starts_with("http://127.") || issuer.starts_with("http://localhost");
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback_issuer => Ok(()),
-        _ => Err(Cause(format!("jwks_uri '{url}' must use https"))),
-    }
-}
-
 /// GETs `url` and reads at most `max` bytes of a successful answer.
-async fn get_bounded(http: &reqwest::Client, url: &str, max: usize) -> Result<Vec<u8>, Cause> {
+async fn get_bounded(
+    http: &reqwest::Client,
+    url: reqwest::Url,
+    max: usize,
+) -> Result<Vec<u8>, Cause> {
     let mut response = http
-        .get(url)
+        .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await

@@ -85,6 +85,12 @@ impl TokenVerifier {
         if claims.nbf > now.saturating_add(leeway) || claims.iat > now.saturating_add(leeway) {
             return Err(BrokerError::TokenNotYetValid);
         }
+        if let Some(max_age) = self.jwks.settings().max_token_age {
+            let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            if claims.iat < now.saturating_sub(max_age).saturating_sub(leeway) {
+                return Err(BrokerError::TokenExpired);
+            }
+        }
         if !ENVIRONMENTS.contains(&claims.environment.as_str()) {
             return Err(BrokerError::invalid_token(
                 "environment claim is not production, preview or development",

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 pub use self::{api_key::ApiKeyIssuer, oauth2::OAuth2ClientCredentialsIssuer};
 use crate::{
     error::{BrokerError, Result},
+    outbound::Outbound,
     registry::Authorization,
 };
 
@@ -88,15 +89,16 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    /// `api-key` and `oauth2` (client credentials), with provider calls bounded by `provider_timeout`.
-    pub fn standard(provider_timeout: Duration) -> Result<Self> {
+    /// `api-key` and `oauth2` (client credentials), with provider calls made through `outbound`
+    /// and provider tokens cached at most `max_cache`.
+    pub fn standard(outbound: Outbound, max_cache: Duration) -> Self {
         let mut issuers = Self::default();
         issuers.register("api-key", Arc::new(ApiKeyIssuer));
         issuers.register(
             "oauth2",
-            Arc::new(OAuth2ClientCredentialsIssuer::new(provider_timeout)?),
+            Arc::new(OAuth2ClientCredentialsIssuer::new(outbound, max_cache)),
         );
-        Ok(issuers)
+        issuers
     }
 
     pub fn register(&mut self, connector_type: &str, issuer: Arc<dyn TokenIssuer>) {

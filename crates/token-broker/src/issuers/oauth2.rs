@@ -21,10 +21,15 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use super::{Grant, IssuedToken, TokenIssuer};
-use crate::error::{BrokerError, Cause, Result};
+use crate::{
+    error::{BrokerError, Cause, Result},
+    outbound::Outbound,
+};
 
 /// Largest token response accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Longest lifetime believed of a provider's `expires_in`; larger claims are clamped to it.
+const MAX_BELIEVED_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most cached access tokens held at once.
 const MAX_CACHED: u64 = 10_000;
 
@@ -68,7 +73,8 @@ impl From<ProviderFailure> for BrokerError {
 struct Unreachable(String);
 
 pub struct OAuth2ClientCredentialsIssuer {
-    http: reqwest::Client,
+    outbound: Outbound,
+    max_cache: Duration,
     cache: moka::future::Cache<String, CachedToken>,
 }
 
@@ -96,25 +102,26 @@ fn is_scope_token(scope: &str) -> bool {
 }
 
 impl OAuth2ClientCredentialsIssuer {
-    pub fn new(timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // Following redirects from a token endpoint would resend the credentials elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BrokerError::internal("building the provider HTTP client", e))?;
+    /// An issuer whose provider calls go through `outbound` (no redirects: following one from a
+    /// token endpoint would resend the credentials elsewhere).
+    /// Tokens are cached until shortly before they expire, and never longer than `max_cache`.
+    pub fn new(outbound: Outbound, max_cache: Duration) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(MAX_CACHED)
             .expire_after(CacheUntilRefresh)
             .build();
-        Ok(Self { http, cache })
+        Self {
+            outbound,
+            max_cache,
+            cache,
+        }
     }
 }
 
 /// One client credentials exchange.
 async fn fetch(
     http: reqwest::Client,
+    max_cache: Duration,
     token_url: TokenUrl,
     client_id: SecretString,
     client_secret: SecretString,
@@ -141,14 +148,12 @@ async fn fetch(
                 }
                 RequestTokenError::Other(why) => ProviderFailure::Rejected(why),
             })?;
-        let lifetime = response.expires_in();
+        // A provider's numbers are not trusted to be sane: clamped before any arithmetic.
+        let lifetime = response.expires_in().map(|d| d.min(MAX_BELIEVED_LIFETIME));
         let expires_at = lifetime
             .and_then(|d| chrono::Duration::from_std(d).ok())
-            .map(|d| Utc::now() + d);
-        // Refresh a little before the provider would refuse it: 10% early, at most a minute.
-        let cache_for = lifetime.map_or(Duration::ZERO, |d| {
-            d - (d / 10).min(Duration::from_secs(60))
-        });
+            .and_then(|d| Utc::now().checked_add_signed(d));
+        let cache_for = cache_lifetime(lifetime, max_cache);
         let granted = response
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect())
@@ -160,6 +165,16 @@ async fn fetch(
             cache_for,
         })
     }
+}
+
+/// How long a token that lives `lifetime` is served from the cache: until a little before the
+/// provider would refuse it (10% early, at most a minute), and never longer than `max_cache`.
+/// A token without expiry is not cached: nothing says when the provider stops honouring it.
+fn cache_lifetime(lifetime: Option<Duration>, max_cache: Duration) -> Duration {
+    let until_refresh = lifetime.map_or(Duration::ZERO, |d| {
+        d.saturating_sub((d / 10).min(Duration::from_secs(60)))
+    });
+    until_refresh.min(max_cache)
 }
 
 /// The HTTP client the `oauth2` crate calls.
@@ -230,16 +245,14 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
         let token_url = config.get("token_url").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no config.token_url".into())
         })?;
-        let loopback =
-            token_url.starts_with("http://127.") || token_url.starts_with("http://localhost");
-        if !token_url.starts_with("https://") && !loopback {
-            return Err(BrokerError::NoValidToken(
-                "the connector's token_url must use https".into(),
-            ));
-        }
-        let token_url = TokenUrl::new(token_url.clone()).map_err(|_| {
-            BrokerError::NoValidToken("the connector's token_url is not a URL".into())
+        let token_url = self.outbound.check(token_url).map_err(|refusal| {
+            tracing::warn!(connector = %grant.authorization.connector_uid, %refusal,
+                "refusing the connector's token_url");
+            BrokerError::NoValidToken(
+                "the connector's token_url is not an allowed destination".into(),
+            )
         })?;
+        let token_url = TokenUrl::from_url(token_url);
         let client_id = grant.secret("client_id")?;
         let client_secret = grant.secret("client_secret")?;
 
@@ -280,7 +293,8 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
         );
         // Owned values only: the cache may run this future on behalf of several callers.
         let init = fetch(
-            self.http.clone(),
+            self.outbound.http().clone(),
+            self.max_cache,
             token_url,
             client_id.clone(),
             client_secret.clone(),
@@ -311,5 +325,21 @@ mod tests {
         assert!(!is_scope_token("quote\"d"));
         assert!(!is_scope_token(""));
         assert_eq!(split_scopes(Some(&" a  b ".to_owned())), ["a", "b"]);
+    }
+
+    #[test]
+    fn cached_lifetimes_are_clamped_and_never_exceed_the_ceiling() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            cache_lifetime(Some(Duration::from_secs(600)), hour),
+            Duration::from_secs(540)
+        );
+        assert_eq!(
+            cache_lifetime(Some(Duration::from_secs(86_400)), hour),
+            hour
+        );
+        assert_eq!(cache_lifetime(Some(Duration::MAX), hour), hour);
+        assert_eq!(cache_lifetime(None, hour), Duration::ZERO);
+        assert_eq!(cache_lifetime(Some(Duration::ZERO), hour), Duration::ZERO);
     }
 }

@@ -1,0 +1,207 @@
+//! Hostile or broken neighbours: providers that redirect, answer too much or claim an endless
+//! lifetime, provider names that resolve to internal addresses, old tokens, and bursts of load.
+
+use std::time::Duration;
+
+use connect_proto::broker::v1 as bpb;
+use dev_issuer::Alg;
+use tonic::Code;
+
+use crate::harness::{EndpointMode, Stack, TokenEndpoint, assert_denied};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_provider_lifetime_is_clamped_and_cached_no_longer_than_the_ceiling() {
+    let stack = Stack::start_with(|c| c.provider_cache_max = Duration::from_secs(1)).await;
+    let endpoint = TokenEndpoint::start().await;
+    endpoint.set_mode(EndpointMode::HugeExpiresIn);
+    stack
+        .linked_oauth_connector("oauth2/endless", &endpoint.url, &[])
+        .await;
+    let token = stack.acme.token("prj_web", "preview");
+    let first = stack.get_token(&token, "oauth2/endless").await.unwrap();
+    let lifetime = first.expires_at.unwrap().seconds - now();
+    assert!(
+        (365 * 86_400..=367 * 86_400).contains(&lifetime),
+        "expires in {lifetime}s"
+    );
+    assert_eq!(
+        stack
+            .get_token(&token, "oauth2/endless")
+            .await
+            .unwrap()
+            .token,
+        first.token
+    );
+    assert_eq!(endpoint.calls(), 1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let later = stack.get_token(&token, "oauth2/endless").await.unwrap();
+    assert_ne!(later.token, first.token, "served past the cache ceiling");
+    assert_eq!(endpoint.calls(), 2);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_provider_is_not_followed() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    endpoint.set_mode(EndpointMode::Redirect);
+    stack
+        .linked_oauth_connector("oauth2/moved", &endpoint.url, &[])
+        .await;
+    let token = stack.acme.token("prj_web", "preview");
+    let status = assert_denied(
+        stack.get_token(&token, "oauth2/moved").await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError",
+    );
+    assert!(!status.message().contains("at_stolen"));
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(endpoint.elsewhere_calls(), 0, "the redirect was followed");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_provider_answer_is_refused() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    endpoint.set_mode(EndpointMode::Oversized);
+    stack
+        .linked_oauth_connector("oauth2/chatty", &endpoint.url, &[])
+        .await;
+    let token = stack.acme.token("prj_web", "preview");
+    assert_denied(
+        stack.get_token(&token, "oauth2/chatty").await,
+        Code::Unavailable,
+        "PROVIDER_UNAVAILABLE",
+        "ProviderUnavailableError",
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_names_resolving_to_internal_addresses_are_never_reached() {
+    let stack = Stack::start_with(|c| {
+        for (host, addr) in [
+            ("provider.test", "10.0.0.1"),
+            ("metadata.test", "169.254.169.254"),
+            ("mapped.test", "::ffff:192.168.1.1"),
+        ] {
+            c.outbound
+                .pinned
+                .insert(host.into(), vec![addr.parse().unwrap()]);
+        }
+    })
+    .await;
+    let token = stack.acme.token("prj_web", "preview");
+    for (uid, url) in [
+        ("oauth2/private", "https://provider.test/oauth/token"),
+        ("oauth2/metadata", "https://metadata.test/latest/meta-data"),
+        ("oauth2/mapped", "https://mapped.test/token"),
+    ] {
+        stack.linked_oauth_connector(uid, url, &[]).await;
+        let status = assert_denied(
+            stack.get_token(&token, uid).await,
+            Code::Unavailable,
+            "PROVIDER_UNAVAILABLE",
+            "ProviderUnavailableError",
+        );
+        // Callers learn nothing about the internal network.
+        for detail in ["10.0.0.1", "169.254", "192.168", "resolves"] {
+            assert!(!status.message().contains(detail), "{status:?}");
+        }
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_older_than_the_maximum_age_are_refused() {
+    let stack = Stack::start_with(|c| c.max_token_age = Some(Duration::from_secs(300))).await;
+    assert!(
+        stack
+            .get_token(&stack.acme.token("prj_web", "preview"), "api-key/stripe")
+            .await
+            .is_ok()
+    );
+    let deployment = stack.acme.deployment("prj_web", "web", "preview");
+    let mut claims = stack
+        .acme
+        .issuer
+        .claims(&deployment, Duration::from_secs(3600));
+    let issued = now() - 1200;
+    claims["iat"] = issued.into();
+    claims["nbf"] = issued.into();
+    let header = serde_json::json!({
+        "alg": "RS256", "typ": "JWT", "kid": stack.acme.issuer.kid(Alg::RS256)
+    });
+    let old = stack.acme.issuer.sign(&header, &claims, Alg::RS256);
+    assert_denied(
+        stack.get_token(&old, "api-key/stripe").await,
+        Code::Unauthenticated,
+        "TOKEN_EXPIRED",
+        "TokenExpiredError",
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leeway_over_five_minutes_is_refused_at_start() {
+    let mut config = token_broker::BrokerConfig::local(
+        "http://127.0.0.1:1".into(),
+        "key".to_owned().into(),
+        vec![connect_types::IssuerUrl::parse("https://idp.example").unwrap()],
+        "aud".into(),
+    );
+    config.leeway = Duration::from_secs(301);
+    assert!(matches!(
+        token_broker::App::build(config.clone()).await,
+        Err(token_broker::AppError::Config(_))
+    ));
+    // A trusted issuer the outbound policy refuses is a configuration error too.
+    config.leeway = Duration::from_secs(30);
+    config.trusted_issuers = vec![connect_types::IssuerUrl::parse("http://127.0.0.1:9").unwrap()];
+    config.outbound.policy = connect_types::UrlPolicy::strict();
+    assert!(matches!(
+        token_broker::App::build(config).await,
+        Err(token_broker::AppError::Config(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_concurrency_limit_is_shed_not_queued() {
+    let stack = Stack::start_with(|c| c.max_concurrent_requests = 2).await;
+    let endpoint = TokenEndpoint::start().await;
+    stack
+        .linked_oauth_connector("oauth2/slow", &endpoint.url, &[])
+        .await;
+    endpoint.set_mode(EndpointMode::Slow);
+    let token = stack.acme.token("prj_web", "preview");
+    let request = || bpb::GetTokenRequest {
+        connector: "oauth2/slow".into(),
+        ..Default::default()
+    };
+    let answers =
+        futures::future::join_all((0..12).map(|_| stack.get_token_with(&token, request()))).await;
+    let shed = answers
+        .iter()
+        .filter(|a| {
+            a.as_ref()
+                .is_err_and(|s| s.code() == Code::ResourceExhausted)
+        })
+        .count();
+    let served = answers.iter().filter(|a| a.is_ok()).count();
+    assert!(shed >= 1, "nothing was shed: {answers:?}");
+    assert!(served >= 1, "nothing was served: {answers:?}");
+    assert_eq!(shed + served, answers.len(), "{answers:?}");
+    // Once the burst is over, calls are served again.
+    endpoint.set_mode(EndpointMode::Issue);
+    assert!(stack.get_token(&token, "oauth2/slow").await.is_ok());
+    stack.stop().await;
+}
