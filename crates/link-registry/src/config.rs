@@ -43,6 +43,28 @@ pub enum TeamsCommand {
 pub enum KeysCommand {
     /// Create an API key and print it, alone, on stdout. Only its SHA-256 is stored.
     Create(KeyCreateArgs),
+    /// Print one line per key: id, team, role, created, expires, last used, state. Never a key.
+    List(KeyListArgs),
+    /// Revoke a key: running servers refuse it within seconds.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct KeyListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this team's keys (broker keys belong to no team).
+    #[arg(long, env = "LINK_REGISTRY_KEY_TEAM")]
+    pub team: Option<String>,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct KeyRevokeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The key's id (`key_…`, as `keys list` shows it).
+    #[arg(long)]
+    pub id: String,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -127,6 +149,9 @@ pub struct KeyCreateArgs {
     /// `admin` (read and write one team), `viewer` (read one team) or `broker` (Authorize only).
     #[arg(long, env = "LINK_REGISTRY_KEY_ROLE")]
     pub role: String,
+    /// Make the key expire after this long, e.g. `30d`, `12h` or `90m` (default: never).
+    #[arg(long, env = "LINK_REGISTRY_KEY_EXPIRES_IN")]
+    pub expires_in: Option<humantime::Duration>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -306,5 +331,43 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Keys(KeysCommand::Create(_))));
+    }
+
+    #[test]
+    fn the_key_lifecycle_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "link-registry",
+            "keys",
+            "create",
+            "--team",
+            "team_a",
+            "--role",
+            "admin",
+            "--expires-in",
+            "30d",
+        ])
+        .unwrap();
+        let Command::Keys(KeysCommand::Create(args)) = cli.command else {
+            panic!("not keys create");
+        };
+        assert_eq!(
+            *args.expires_in.unwrap(),
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert!(Cli::try_parse_from(["link-registry", "keys", "list", "--team", "team_a"]).is_ok());
+        assert!(Cli::try_parse_from(["link-registry", "keys", "revoke", "--id", "key_1"]).is_ok());
+        assert!(Cli::try_parse_from(["link-registry", "keys", "revoke"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "link-registry",
+                "keys",
+                "create",
+                "--role",
+                "broker",
+                "--expires-in",
+                "soon"
+            ])
+            .is_err()
+        );
     }
 }

@@ -14,7 +14,7 @@ use link_registry::{
         Registry, RegistryError,
         model::Role,
         service::NewTeam,
-        types::{IssuerUrl, TeamId, TeamSlug},
+        types::{IssuerUrl, KeyId, TeamId, TeamSlug},
     },
 };
 use secrecy::ExposeSecret;
@@ -86,10 +86,55 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|t| arg("team", TeamId::parse(t)))
                 .transpose()?;
+            let expires_at = args
+                .expires_in
+                .map(|d| {
+                    chrono::TimeDelta::from_std(*d)
+                        .ok()
+                        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+                        .ok_or_else(|| anyhow::anyhow!("--expires-in: too far in the future"))
+                })
+                .transpose()?;
             let registry = admin_registry(&args.database.database_url).await?;
-            let (record, key) = registry.create_api_key(team, role).await?;
+            let (record, key) = registry
+                .create_expiring_api_key(team, role, expires_at)
+                .await?;
             tracing::info!(key_id = %record.id, role = role.as_str(), "api key created");
             println!("{}", key.expose_secret());
+        }
+        Command::Keys(KeysCommand::List(args)) => {
+            let team = args
+                .team
+                .as_deref()
+                .map(|t| arg("team", TeamId::parse(t)))
+                .transpose()?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            let now = chrono::Utc::now();
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(
+                    || "never".to_owned(),
+                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )
+            };
+            for key in registry.list_api_keys(team.as_ref()).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.team_id.as_ref().map_or("-", |t| t.as_str()),
+                    key.role.as_str(),
+                    time(Some(key.created_at)),
+                    time(key.expires_at),
+                    time(key.last_used_at),
+                    key.state(now),
+                );
+            }
+        }
+        Command::Keys(KeysCommand::Revoke(args)) => {
+            let id = arg("id", KeyId::parse(&args.id))?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            let key = registry.revoke_api_key(&id).await?;
+            tracing::info!(key_id = %key.id, "api key revoked");
+            println!("{}", key.id);
         }
     }
     Ok(())

@@ -26,8 +26,23 @@ pub fn key_created(actor: &Actor, key: &ApiKeyRecord) -> NewAuditEvent {
         action: "key.create",
         target: format!("key:{}", key.id),
         before: None,
-        after: Some(json!({ "id": key.id, "role": key.role.as_str(), "team_id": key.team_id })),
+        after: Some(json!({
+            "id": key.id, "role": key.role.as_str(), "team_id": key.team_id,
+            "expires_at": key.expires_at,
+        })),
         time: key.created_at,
+    }
+}
+
+pub fn key_revoked(actor: &Actor, key: &ApiKeyRecord, at: DateTime<Utc>) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: key.team_id.clone(),
+        actor: actor.clone(),
+        action: "key.revoke",
+        target: format!("key:{}", key.id),
+        before: Some(json!({ "revoked": false })),
+        after: Some(json!({ "revoked": true })),
+        time: at,
     }
 }
 

@@ -154,6 +154,27 @@ pub struct ApiKeyRecord {
     pub role: Role,
     pub key_hash: String,
     pub created_at: DateTime<Utc>,
+    /// `None`: the key does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may authenticate at `now`.
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// `active`, `revoked` or `expired`, as `keys list` shows it.
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        match (self.revoked_at, self.is_usable(now)) {
+            (Some(_), _) => "revoked",
+            (None, false) => "expired",
+            (None, true) => "active",
+        }
+    }
 }
 
 /// Who makes a change, as audit rows name them.

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use connect_types::{UrlPolicy, is_destination_key};
@@ -101,33 +102,45 @@ pub struct AuthorizeQuery {
 }
 
 /// Verified keys, so that the hot path does not read the database for its caller. Entries live
-/// for [`KEY_CACHE_TTL`]; only keys that exist are cached, so unknown keys cannot fill it.
+/// for [`KEY_CACHE_TTL`], so a key revoked by another process (`keys revoke`) is refused within
+/// that time; each entry keeps its key's expiry, which is checked on every hit. Only usable keys
+/// are cached, so unknown keys cannot fill it.
 #[derive(Debug, Default)]
 struct KeyCache {
-    entries: RwLock<HashMap<String, (Caller, Instant)>>,
+    entries: RwLock<HashMap<String, CachedKey>>,
 }
 
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+#[derive(Clone, Debug)]
+struct CachedKey {
+    caller: Caller,
+    expires_at: Option<DateTime<Utc>>,
+    cached_at: Instant,
+}
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 const KEY_CACHE_MAX: usize = 10_000;
+/// Least time between two `last_used_at` writes for one key.
+const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 impl KeyCache {
-    fn get(&self, key_hash: &str) -> Option<Caller> {
+    fn get(&self, key_hash: &str, now: DateTime<Utc>) -> Option<Caller> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .get(key_hash)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(caller, _)| caller.clone())
+            .filter(|k| k.cached_at.elapsed() < KEY_CACHE_TTL)
+            .filter(|k| k.expires_at.is_none_or(|at| now < at))
+            .map(|k| k.caller.clone())
     }
 
-    fn put(&self, key_hash: String, caller: Caller) {
+    fn put(&self, key_hash: String, key: CachedKey) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= KEY_CACHE_MAX {
-            entries.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
+            entries.retain(|_, k| k.cached_at.elapsed() < KEY_CACHE_TTL);
             if entries.len() >= KEY_CACHE_MAX {
                 entries.clear();
             }
         }
-        entries.insert(key_hash, (caller, Instant::now()));
+        entries.insert(key_hash, key);
     }
 }
 
@@ -203,26 +216,48 @@ impl Registry {
         &self.store
     }
 
-    /// Resolves a presented API key to its caller.
+    /// Resolves a presented API key to its caller: a known key that is neither revoked nor
+    /// expired.
     pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
         if presented.is_empty() || presented.len() > 256 {
             return Err(RegistryError::InvalidKey);
         }
+        let now = model::now();
         let key_hash = crypto::hash_api_key(presented);
-        if let Some(caller) = self.keys.get(&key_hash) {
+        if let Some(caller) = self.keys.get(&key_hash, now) {
             return Ok(caller);
         }
         let record = self
             .store
             .api_key_by_hash(&key_hash)
             .await?
+            .filter(|k| k.is_usable(now))
             .ok_or(RegistryError::InvalidKey)?;
+        if record
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
+        {
+            // Off the request path: a lost write only leaves `last_used_at` a little old.
+            let (store, id) = (self.store.clone(), record.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_api_key(&id, now).await {
+                    tracing::warn!(key_id = %id, error = %e, "cannot record a key's last use");
+                }
+            });
+        }
         let caller = Caller {
             key_id: record.id,
             role: record.role,
             team: record.team_id,
         };
-        self.keys.put(key_hash, caller.clone());
+        self.keys.put(
+            key_hash,
+            CachedKey {
+                caller: caller.clone(),
+                expires_at: record.expires_at,
+                cached_at: Instant::now(),
+            },
+        );
         Ok(caller)
     }
 
@@ -245,6 +280,23 @@ impl Registry {
         team: Option<TeamId>,
         role: Role,
     ) -> Result<(ApiKeyRecord, SecretString)> {
+        self.create_expiring_api_key(team, role, None).await
+    }
+
+    /// Creates a key that stops working at `expires_at` (`None`: never).
+    pub async fn create_expiring_api_key(
+        &self,
+        team: Option<TeamId>,
+        role: Role,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(ApiKeyRecord, SecretString)> {
+        let now = model::now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(RegistryError::invalid(
+                "expires_in",
+                "the expiry must be in the future",
+            ));
+        }
         match (role, &team) {
             (Role::Broker, Some(_)) => {
                 return Err(RegistryError::invalid(
@@ -271,12 +323,27 @@ impl Registry {
             team_id: team,
             role,
             key_hash: crypto::hash_api_key(key.expose_secret()),
-            created_at: model::now(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
         };
         self.store
             .insert_api_key(&record, &Actor::CommandLine)
             .await?;
         Ok((record, key))
+    }
+
+    /// Every key (or a team's), never the keys themselves: only their records exist.
+    pub async fn list_api_keys(&self, team: Option<&TeamId>) -> Result<Vec<ApiKeyRecord>> {
+        self.store.api_keys(team).await
+    }
+
+    /// Revokes a key; running servers refuse it within [`KEY_CACHE_TTL`].
+    pub async fn revoke_api_key(&self, id: &KeyId) -> Result<ApiKeyRecord> {
+        self.store
+            .revoke_api_key(id, &Actor::CommandLine, model::now())
+            .await
     }
 
     // ----- projects -----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ use super::{
     error::Result,
     model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
     types::{
-        ConnectorId, ConnectorRef, EnvironmentSet, PageRequest, ProjectId, ProjectRef, TeamId,
+        ConnectorId, ConnectorRef, EnvironmentSet, KeyId, PageRequest, ProjectId, ProjectRef,
+        TeamId,
     },
 };
 
@@ -39,6 +40,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> Result<()>;
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
+    /// Every key, or a team's, ordered by id.
+    async fn api_keys(&self, team: Option<&TeamId>) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks the key revoked at `at` (once: a revoked key keeps its first revocation time) and
+    /// answers with it; `NotFound` for an unknown id.
+    async fn revoke_api_key(
+        &self,
+        id: &KeyId,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord>;
+    /// Records that the key was used at `at` (no audit row).
+    async fn touch_api_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<()>;
 
     async fn insert_project(&self, project: &Project, actor: &Actor) -> Result<()>;
     /// By id first, then by name.

@@ -36,7 +36,8 @@ use crate::domain::{
     model::{self, Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
     store::{ConnectorEdit, ConnectorReseal, LinkFilter, Store},
     types::{
-        ConnectorId, ConnectorRef, EnvironmentSet, PageRequest, ProjectId, ProjectRef, TeamId,
+        ConnectorId, ConnectorRef, EnvironmentSet, KeyId, PageRequest, ProjectId, ProjectRef,
+        TeamId,
     },
 };
 
@@ -337,6 +338,9 @@ impl Store for SeaStore {
             role: key.role.as_str().to_owned(),
             key_hash: key.key_hash.clone(),
             created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            last_used_at: key.last_used_at,
         })
         .insert(&txn.txn)
         .await
@@ -356,6 +360,53 @@ impl Store for SeaStore {
             .await
             .map_err(storage_error)?;
         row.map(rows::api_key).transpose()
+    }
+
+    async fn api_keys(&self, team: Option<&TeamId>) -> Result<Vec<ApiKeyRecord>> {
+        let mut select = api_key::Entity::find().order_by(api_key::Column::Id, Order::Asc);
+        if let Some(team) = team {
+            select = select.filter(api_key::Column::TeamId.eq(team.as_str()));
+        }
+        let found = select.all(&self.db).await.map_err(storage_error)?;
+        found.into_iter().map(rows::api_key).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &KeyId,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord> {
+        let txn = self.begin_write().await?;
+        let row = api_key::Entity::find_by_id(id.as_str())
+            .one(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| RegistryError::not_found(Resource::Key, id))?;
+        let mut key = rows::api_key(row)?;
+        if key.revoked_at.is_none() {
+            key.revoked_at = Some(at);
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::RevokedAt, Expr::value(at))
+                .filter(api_key::Column::Id.eq(id.as_str()))
+                .exec(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+            insert_audit(&txn.txn, audit::key_revoked(actor, &key, at)).await?;
+        }
+        commit(txn).await?;
+        Ok(key)
+    }
+
+    async fn touch_api_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+        let txn = self.begin_write().await?;
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
+            .filter(api_key::Column::Id.eq(id.as_str()))
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        commit(txn).await
     }
 
     async fn insert_project(&self, p: &Project, actor: &Actor) -> Result<()> {

@@ -49,6 +49,9 @@ pub fn api_key(row: api_key::Model) -> Result<ApiKeyRecord> {
         role: parse(T, Role::parse(&row.role))?,
         key_hash: row.key_hash,
         created_at: row.created_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+        last_used_at: row.last_used_at,
     })
 }
 

@@ -2,5 +2,6 @@
 
 mod destinations;
 mod harness;
+mod keys;
 mod rpc;
 mod store;

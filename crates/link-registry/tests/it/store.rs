@@ -64,7 +64,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
     let again = open_store(&db.url).await.unwrap();
     assert_eq!(
         again.applied_migrations().await.unwrap(),
-        ["m20261125_000001_initial"]
+        ["m20261125_000001_initial", "m20261126_000002_key_lifecycle"]
     );
     again.ping().await.unwrap();
 }

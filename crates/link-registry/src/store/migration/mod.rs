@@ -1,0 +1,24 @@
+//! Versioned schema migrations. A migration, once released, is never edited: changes come as new
+//! migrations appended to [`Migrator::migrations`], one file each.
+//!
+//! The schema carries the invariants: ids and uids are unique per team, a link's connector and
+//! project must belong to the link's team (composite foreign keys), deleting a connector deletes
+//! its links, and a link's environment mask is never empty.
+
+mod m20261125_000001_initial;
+mod m20261126_000002_key_lifecycle;
+
+use sea_orm_migration::prelude::*;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261126_000002_key_lifecycle::Migration),
+        ]
+    }
+}

@@ -1,0 +1,222 @@
+//! The key lifecycle: keys that expire, keys revoked by another process (the `keys` commands),
+//! and the commands themselves as an operator runs them.
+
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use connect_proto::registry::v1 as pb;
+use link_registry::{
+    app::open_store,
+    crypto::SecretCipher,
+    domain::{Registry, model::Role, types::TeamId},
+};
+use secrecy::ExposeSecret;
+use tonic::Code;
+
+use crate::harness::{TestApp, TestDb, assert_error};
+
+crate::on_every_backend!(
+    a_revoked_key_is_refused_by_a_running_server_within_seconds,
+    an_expired_key_is_refused,
+);
+
+/// A registry over the same database, as the `keys` commands open it.
+async fn operator(db: &TestDb) -> Registry {
+    let store = open_store(&db.url).await.expect("open the database");
+    Registry::new(Arc::new(store), SecretCipher::ephemeral())
+}
+
+async fn list_projects(app: &TestApp, key: &str) -> Result<(), tonic::Status> {
+    app.client(key)
+        .list_projects(pb::ListProjectsRequest::default())
+        .await
+        .map(|_| ())
+}
+
+/// Polls until `key` is refused, at most `within`.
+async fn refused_within(app: &TestApp, key: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        match list_projects(app, key).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                return;
+            }
+            Ok(()) if start.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(()) => panic!("the key still works after {within:?}"),
+        }
+    }
+}
+
+async fn a_revoked_key_is_refused_by_a_running_server_within_seconds(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let admin = app.acme.admin.clone();
+    list_projects(&app, &admin)
+        .await
+        .expect("a fresh key works");
+    let operator = operator(&app.db).await;
+    let id = app.acme.admin_key_id.parse_key_id();
+    let revoked = operator.revoke_api_key(&id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    refused_within(&app, &admin, Duration::from_secs(5)).await;
+    assert_error(
+        app.client(&admin)
+            .list_projects(pb::ListProjectsRequest::default())
+            .await,
+        Code::Unauthenticated,
+        "INVALID_KEY",
+    );
+    // Revoking again changes nothing; the other keys still work.
+    let again = operator.revoke_api_key(&id).await.unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at);
+    list_projects(&app, &app.acme.viewer.clone())
+        .await
+        .expect("other keys are untouched");
+    // The listing shows it revoked, the audit log has one revocation.
+    let keys = operator
+        .list_api_keys(Some(&TeamId::parse("team_acme").unwrap()))
+        .await
+        .unwrap();
+    let listed = keys.iter().find(|k| k.id == id).unwrap();
+    assert_eq!(listed.state(chrono::Utc::now()), "revoked");
+    let events = app
+        .client(&app.acme.viewer)
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let revocations: Vec<_> = events.iter().filter(|e| e.action == "key.revoke").collect();
+    assert_eq!(revocations.len(), 1, "{events:?}");
+    assert_eq!(revocations[0].target, format!("key:{id}"));
+    // An unknown key id is a clear not-found.
+    let unknown = operator
+        .revoke_api_key(&"key_unknown".parse_key_id())
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().starts_with("KeyNotFoundError"),
+        "{unknown}"
+    );
+}
+
+async fn an_expired_key_is_refused(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let expires_at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+    let (record, key) = app
+        .registry
+        .create_expiring_api_key(
+            Some(TeamId::parse("team_acme").unwrap()),
+            Role::Viewer,
+            Some(expires_at),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.expires_at, Some(expires_at));
+    let key = key.expose_secret().to_owned();
+    list_projects(&app, &key)
+        .await
+        .expect("works until it expires");
+    refused_within(&app, &key, Duration::from_secs(5)).await;
+    // An expiry in the past is refused at creation.
+    assert!(
+        app.registry
+            .create_expiring_api_key(
+                Some(TeamId::parse("team_acme").unwrap()),
+                Role::Viewer,
+                Some(chrono::Utc::now() - chrono::TimeDelta::seconds(1)),
+            )
+            .await
+            .is_err()
+    );
+}
+
+trait ParseKeyId {
+    fn parse_key_id(&self) -> link_registry::domain::types::KeyId;
+}
+
+impl ParseKeyId for str {
+    fn parse_key_id(&self) -> link_registry::domain::types::KeyId {
+        link_registry::domain::types::KeyId::parse(self).unwrap()
+    }
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_link-registry"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run link-registry");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_keys_commands_list_and_revoke_without_ever_printing_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let db = ["--database-url", url.as_str()];
+    let cmd = |args: &[&str]| run(&[args, &db[..]].concat());
+    let (ok, _, err) = cmd(&[
+        "teams",
+        "create",
+        "--id",
+        "team_a",
+        "--slug",
+        "a",
+        "--issuer",
+        "https://idp.example/a",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, admin, err) = cmd(&[
+        "keys",
+        "create",
+        "--team",
+        "team_a",
+        "--role",
+        "admin",
+        "--expires-in",
+        "30d",
+    ]);
+    assert!(ok, "{err}");
+    let admin = admin.trim().to_owned();
+    assert!(admin.starts_with("cnk_"));
+    let (ok, broker, _) = cmd(&["keys", "create", "--role", "broker"]);
+    assert!(ok);
+    let broker = broker.trim().to_owned();
+
+    let (ok, listing, err) = cmd(&["keys", "list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = listing.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert!(!listing.contains(&admin) && !listing.contains(&broker));
+    let admin_line = lines.iter().find(|l| l[2] == "admin").unwrap();
+    assert_eq!(admin_line[1], "team_a");
+    assert_ne!(admin_line[4], "never", "the expiry is shown");
+    assert_eq!(admin_line[5], "never", "never used yet");
+    assert_eq!(admin_line[6], "active");
+    let broker_line = lines.iter().find(|l| l[2] == "broker").unwrap();
+    assert_eq!((broker_line[1], broker_line[4]), ("-", "never"));
+
+    let (ok, team_only, _) = cmd(&["keys", "list", "--team", "team_a"]);
+    assert!(ok);
+    assert_eq!(team_only.lines().count(), 1);
+
+    let (ok, revoked, err) = cmd(&["keys", "revoke", "--id", admin_line[0]]);
+    assert!(ok, "{err}");
+    assert_eq!(revoked.trim(), admin_line[0]);
+    let (_, listing, _) = cmd(&["keys", "list", "--team", "team_a"]);
+    assert!(listing.trim_end().ends_with("revoked"), "{listing}");
+
+    let (ok, out, err) = cmd(&["keys", "revoke", "--id", "key_nosuchkey"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("KeyNotFoundError"), "{err}");
+}
