@@ -18,10 +18,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use connect_dev::LocalStack;
 use connect_proto::{
     broker::v1::{self as bpb, token_broker_client::TokenBrokerClient},
     registry::v1::{self as rpb, link_registry_client::LinkRegistryClient},
 };
+use connect_runtime::BearerAuth;
 use dev_issuer::{Alg, Deployment, DevIssuer};
 use link_registry::{
     ServeConfig,
@@ -33,8 +35,11 @@ use link_registry::{
     },
 };
 use secrecy::ExposeSecret;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{Code, Request, Status, transport::Channel};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tonic::{
+    Code, Request, Status,
+    transport::{Channel, ClientTlsConfig},
+};
 use tonic_types::StatusExt;
 
 pub const AUDIENCE: &str = "https://vercel.com/acme";
@@ -74,21 +79,6 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// A server task and the way to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.task.await;
-    }
-}
-
 /// One team: its issuer, admin key, and a way to mint its deployments' tokens.
 pub struct Team {
     pub id: String,
@@ -124,15 +114,38 @@ pub struct Stack {
     pub globex: Team,
     registry_channel: Channel,
     broker_channel: Channel,
-    registry_server: Option<Running>,
-    broker_server: Option<Running>,
+    local: Option<LocalStack>,
     _dir: tempfile::TempDir,
 }
 
-async fn team(registry: &Registry, id: &str, slug: &str) -> Team {
-    let issuer = DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+/// How a [`Stack`] differs from the default one.
+pub struct StackOptions {
+    pub registry: Box<dyn FnOnce(&mut ServeConfig)>,
+    pub broker: Box<dyn FnOnce(&mut token_broker::BrokerConfig)>,
+    /// TLS of the test's own clients of both servers.
+    pub client_tls: Option<ClientTlsConfig>,
+    /// Whether to wait for the broker to report SERVING (it never does without its registry).
+    pub wait_until_serving: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            registry: Box::new(|_| {}),
+            broker: Box::new(|_| {}),
+            client_tls: None,
+            wait_until_serving: true,
+        }
+    }
+}
+
+async fn dev_issuer() -> DevIssuer {
+    DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .expect("dev issuer");
+        .expect("dev issuer")
+}
+
+async fn team(registry: &Registry, issuer: DevIssuer, id: &str, slug: &str) -> Team {
     registry
         .create_team(NewTeam {
             id: TeamId::parse(id).unwrap(),
@@ -153,12 +166,14 @@ async fn team(registry: &Registry, id: &str, slug: &str) -> Team {
     }
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
+/// A channel to a server on loopback, over TLS when `tls` is given.
+pub async fn channel(addr: SocketAddr, tls: Option<&ClientTlsConfig>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}")).unwrap();
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone()).unwrap();
+    }
+    endpoint.connect().await.expect("connect")
 }
 
 impl Stack {
@@ -169,68 +184,55 @@ impl Stack {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(configure: impl FnOnce(&mut token_broker::BrokerConfig)) -> Self {
+    pub async fn start_with(
+        configure: impl FnOnce(&mut token_broker::BrokerConfig) + 'static,
+    ) -> Self {
+        Self::start_with_options(StackOptions {
+            broker: Box::new(configure),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_with_options(options: StackOptions) -> Self {
         log_buffer();
         let dir = tempfile::tempdir().unwrap();
         let url = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("registry.db").display()
         );
-        let app = link_registry::App::build(ServeConfig::local(url))
-            .await
-            .expect("registry");
-        let registry_addr = app.local_addr();
-        let registry = app.registry().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            app.run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("registry run");
-        });
-        let registry_server = Running {
-            stop: Some(stop),
-            task,
-        };
+        let mut registry_config = ServeConfig::local(url);
+        (options.registry)(&mut registry_config);
+        let (acme_issuer, globex_issuer) = (dev_issuer().await, dev_issuer().await);
+        let issuers = vec![acme_issuer.issuer_url(), globex_issuer.issuer_url()];
+        let configure = options.broker;
+        let local = LocalStack::start(registry_config, move |registry_url, broker_key| {
+            let mut config = token_broker::BrokerConfig::local(
+                registry_url,
+                broker_key,
+                issuers,
+                AUDIENCE.to_owned(),
+            );
+            configure(&mut config);
+            config
+        })
+        .await
+        .expect("registry and broker");
+        let acme = team(local.registry(), acme_issuer, "team_acme", "acme").await;
+        let globex = team(local.registry(), globex_issuer, "team_globex", "globex").await;
 
-        let acme = team(&registry, "team_acme", "acme").await;
-        let globex = team(&registry, "team_globex", "globex").await;
-        let (_, broker_key) = registry.create_api_key(None, Role::Broker).await.unwrap();
-
-        let mut config = token_broker::BrokerConfig::local(
-            format!("http://{registry_addr}"),
-            broker_key,
-            vec![acme.issuer.issuer_url(), globex.issuer.issuer_url()],
-            AUDIENCE.to_owned(),
-        );
-        configure(&mut config);
-        let broker = token_broker::App::build(config).await.expect("broker");
-        let broker_addr = broker.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            broker
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("broker run");
-        });
-        let broker_server = Running {
-            stop: Some(stop),
-            task,
-        };
-
+        let tls = options.client_tls.as_ref();
         let stack = Self {
-            registry_channel: channel(registry_addr).await,
-            broker_channel: channel(broker_addr).await,
+            registry_channel: channel(local.registry_addr(), tls).await,
+            broker_channel: channel(local.broker_addr(), tls).await,
             acme,
             globex,
-            registry_server: Some(registry_server),
-            broker_server: Some(broker_server),
+            local: Some(local),
             _dir: dir,
         };
-        stack.wait_until_serving().await;
+        if options.wait_until_serving {
+            stack.wait_until_serving().await;
+        }
 
         let mut admin = stack.admin(&stack.acme);
         for (id, name) in [("prj_web", "web"), ("prj_docs", "docs")] {
@@ -281,20 +283,11 @@ impl Stack {
     pub fn admin(
         &self,
         team: &Team,
-    ) -> LinkRegistryClient<
-        tonic::service::interceptor::InterceptedService<
-            Channel,
-            impl tonic::service::Interceptor + use<>,
-        >,
-    > {
-        let value: tonic::metadata::MetadataValue<_> =
-            format!("Bearer {}", team.admin).parse().unwrap();
+    ) -> LinkRegistryClient<tonic::service::interceptor::InterceptedService<Channel, BearerAuth>>
+    {
         LinkRegistryClient::with_interceptor(
             self.registry_channel.clone(),
-            move |mut r: Request<()>| {
-                r.metadata_mut().insert("authorization", value.clone());
-                Ok(r)
-            },
+            BearerAuth::new(&team.admin).unwrap(),
         )
     }
 
@@ -351,6 +344,14 @@ impl Stack {
         self.attach(&self.acme, uid, "prj_web", &["preview"]).await;
     }
 
+    pub fn registry_addr(&self) -> SocketAddr {
+        self.local.as_ref().expect("running").registry_addr()
+    }
+
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.local.as_ref().expect("running").broker_addr()
+    }
+
     pub fn broker(&self) -> TokenBrokerClient<Channel> {
         TokenBrokerClient::new(self.broker_channel.clone())
     }
@@ -387,16 +388,15 @@ impl Stack {
     }
 
     pub async fn stop_registry(&mut self) {
-        if let Some(server) = self.registry_server.take() {
-            server.stop().await;
+        if let Some(local) = &mut self.local {
+            local.stop_registry().await.expect("registry stops cleanly");
         }
     }
 
     pub async fn stop(mut self) {
-        if let Some(server) = self.broker_server.take() {
-            server.stop().await;
+        if let Some(local) = self.local.take() {
+            local.stop().await.expect("servers stop cleanly");
         }
-        self.stop_registry().await;
     }
 }
 

@@ -5,3 +5,4 @@ mod harness;
 mod hostile;
 mod logs;
 mod rejections;
+mod tls;

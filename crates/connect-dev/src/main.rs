@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use connect_dev::LocalStack;
 use dev_issuer::{Alg, Deployment, DevIssuer};
 use link_registry::{
     ServeConfig,
@@ -76,10 +77,8 @@ fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
     value.map_err(|e| anyhow::anyhow!(e))
 }
 
-async fn seed(
-    registry: &Registry,
-    issuer: &str,
-) -> anyhow::Result<(String, secrecy::SecretString)> {
+/// Seeds the demo; answers with a new admin key of the demo team.
+async fn seed(registry: &Registry, issuer: &str) -> anyhow::Result<String> {
     let team = parsed(TeamId::parse(TEAM))?;
     existing_ok(
         registry
@@ -128,8 +127,7 @@ async fn seed(
             parsed(EnvironmentSet::parse(&["development"]))?,
         )
         .await?;
-    let (_, broker_key) = registry.create_api_key(None, Role::Broker).await?;
-    Ok((admin_key.expose_secret().to_owned(), broker_key))
+    Ok(admin_key.expose_secret().to_owned())
 }
 
 #[tokio::main]
@@ -143,30 +141,21 @@ async fn main() -> anyhow::Result<()> {
 
     let mut registry_config = ServeConfig::local(cli.database_url.clone());
     registry_config.listen = cli.registry_listen;
-    let registry_app = link_registry::App::build(registry_config).await?;
-    let registry = registry_app.registry().clone();
-    let (admin_key, broker_key) = seed(&registry, issuer.issuer()).await?;
-
-    let mut broker_config = token_broker::BrokerConfig::local(
-        format!("http://{}", registry_app.local_addr()),
-        broker_key,
-        vec![issuer.issuer_url()],
-        AUDIENCE.to_owned(),
-    );
-    broker_config.listen = cli.broker_listen;
-    broker_config.shutdown_grace = Duration::from_secs(5);
-    let broker_app = token_broker::App::build(broker_config).await?;
-
-    let (registry_addr, broker_addr) = (registry_app.local_addr(), broker_app.local_addr());
-    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
-    let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.recv().await;
-        }
-    };
-    let registry_task = tokio::spawn(registry_app.run_until(stopped(&stop)));
-    let broker_task = tokio::spawn(broker_app.run_until(stopped(&stop)));
+    let issuers = vec![issuer.issuer_url()];
+    let stack = LocalStack::start(registry_config, |registry_url, broker_key| {
+        let mut broker = token_broker::BrokerConfig::local(
+            registry_url,
+            broker_key,
+            issuers,
+            AUDIENCE.to_owned(),
+        );
+        broker.listen = cli.broker_listen;
+        broker.shutdown_grace = Duration::from_secs(5);
+        broker
+    })
+    .await?;
+    let admin_key = seed(stack.registry(), issuer.issuer()).await?;
+    let (registry_addr, broker_addr) = (stack.registry_addr(), stack.broker_addr());
 
     let deployment = |environment: &str| Deployment {
         owner: "demo".into(),
@@ -200,10 +189,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     connect_runtime::shutdown_signal().await;
-    let _ = stop.send(());
-    let (registry_result, broker_result) = tokio::join!(registry_task, broker_task);
-    broker_result??;
-    registry_result??;
+    stack.stop().await?;
     issuer.stop().await;
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! layers) instead of queueing without bound, so an overloaded server answers quickly and a client
 //! can retry elsewhere.
 
+pub mod tls;
+
 use std::{fmt, future::Future, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
@@ -19,6 +21,51 @@ use tonic::{
 };
 use tonic_health::ServingStatus;
 use tracing_subscriber::EnvFilter;
+
+/// Adds `authorization: Bearer <credential>` to every call of a client: the one way Connect's own
+/// clients (the broker's registry client, admin tools, tests) present a key or a token. The value
+/// is marked sensitive, and `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct BearerAuth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerAuth {
+    /// Presents `credential`; it must be visible ASCII.
+    pub fn new(credential: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        let mut value: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {credential}").parse()?;
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+
+    /// Presents nothing.
+    pub fn anonymous() -> Self {
+        Self(None)
+    }
+}
+
+impl fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerAuth(<redacted>)"
+        } else {
+            "BearerAuth(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +116,8 @@ pub enum ServeError {
     Task(#[from] tokio::task::JoinError),
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error("invalid TLS configuration")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// What to serve and how to stop.
@@ -80,6 +129,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Most calls served at once; further calls are shed.
     pub max_concurrent_requests: usize,
+    /// Serve over TLS (mTLS when it names a client CA); `None`: plaintext h2c.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
@@ -127,8 +178,12 @@ where
     let limit = tower::ServiceBuilder::new().load_shed().layer(
         tower::limit::GlobalConcurrencyLimitLayer::new(options.max_concurrent_requests.max(1)),
     );
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
+    }
     let mut server = tokio::spawn(
-        Server::builder()
+        builder
             .layer(limit)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
@@ -193,5 +248,39 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::service::Interceptor;
+
+    use super::*;
+
+    #[test]
+    fn the_bearer_interceptor_adds_one_sensitive_value_and_never_shows_it() {
+        let mut auth = BearerAuth::new("cnk_secret").unwrap();
+        assert!(!format!("{auth:?}").contains("cnk_secret"));
+        let request = auth.call(tonic::Request::new(())).unwrap();
+        let values: Vec<_> = request.metadata().get_all("authorization").iter().collect();
+        assert_eq!(values.len(), 1);
+        assert!(values[0].is_sensitive());
+        assert_eq!(values[0].to_str().unwrap(), "Bearer cnk_secret");
+        let request = BearerAuth::anonymous()
+            .call(tonic::Request::new(()))
+            .unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+        assert!(BearerAuth::new("two\nlines").is_err());
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named() {
+        let tls = tls::ServerTls {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            client_ca: None,
+        };
+        let err = tls.load().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
 }

@@ -35,6 +35,8 @@ pub enum AppError {
     SecretKeyRequired,
     #[error(transparent)]
     Serve(#[from] connect_runtime::ServeError),
+    #[error(transparent)]
+    Tls(#[from] connect_runtime::tls::TlsFileError),
 }
 
 /// Opens the database at `url` and applies every pending migration.
@@ -67,6 +69,7 @@ pub fn secret_cipher(config: &ServeConfig) -> Result<SecretCipher, AppError> {
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
     registry: Registry,
     config: ServeConfig,
@@ -80,6 +83,7 @@ impl App {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let cipher = secret_cipher(&config)?;
         let store = open_store(&config.database_url).await?;
         let registry =
@@ -94,6 +98,7 @@ impl App {
         tracing::info!(database = %redact_url(&config.database_url), "database ready");
         Ok(Self {
             listener,
+            tls,
             local_addr,
             registry,
             config,
@@ -126,6 +131,7 @@ impl App {
             service_name: "connect.registry.v1.LinkRegistry",
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
+            tls: self.tls,
         };
         connect_runtime::serve(
             self.listener,

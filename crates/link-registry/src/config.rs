@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use connect_runtime::LogFormat;
+use connect_runtime::{LogFormat, tls::ServerTls};
 use connect_types::{HostRule, UrlPolicy};
 
 /// The Connect link registry: teams, projects, connectors, project links, and the `Authorize`
@@ -109,6 +109,20 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_concurrent_requests: u64,
 
+    /// PEM certificate (chain) to serve gRPC over TLS; without it the server speaks plaintext
+    /// h2c.
+    #[arg(long, env = "LINK_REGISTRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "LINK_REGISTRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA whose client certificates are required (mTLS): callers without one are refused
+    /// during the handshake.
+    #[arg(long, env = "LINK_REGISTRY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Accept connector URLs on loopback addresses, over plain http too. For development stacks
     /// and tests only: every other loopback, private, link-local or metadata destination stays
     /// refused.
@@ -176,6 +190,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub max_request_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// Serve over TLS; `None`: plaintext h2c.
+    pub tls: Option<ServerTls>,
     /// Which connector URLs are accepted.
     pub url_policy: UrlPolicy,
 }
@@ -189,6 +205,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("tls", &self.tls)
             .field("url_policy", &self.url_policy)
             .finish()
     }
@@ -204,6 +221,14 @@ impl From<ServeArgs> for ServeConfig {
             max_request_bytes: args.max_request_bytes,
             max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| ServerTls {
+                    cert,
+                    key,
+                    client_ca: args.tls_client_ca,
+                }),
             url_policy: UrlPolicy {
                 allow_insecure_loopback: args.allow_insecure_loopback,
                 allowed_hosts: args.allow_provider_host,
@@ -223,6 +248,7 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(30),
             max_request_bytes: 256 * 1024,
             max_concurrent_requests: 1024,
+            tls: None,
             url_policy: UrlPolicy::loopback(),
         }
     }
@@ -302,6 +328,29 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Serve(_)));
+        let cli = Cli::try_parse_from([
+            "link-registry",
+            "serve",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let tls = ServeConfig::from(args).tls.unwrap();
+        assert_eq!(
+            tls.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert!(Cli::try_parse_from(["link-registry", "serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(
+            Cli::try_parse_from(["link-registry", "serve", "--tls-client-ca", "ca.pem"]).is_err()
+        );
         let cli = Cli::try_parse_from([
             "link-registry",
             "teams",

@@ -39,11 +39,14 @@ pub enum AppError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Serve(#[from] connect_runtime::ServeError),
+    #[error(transparent)]
+    Tls(#[from] connect_runtime::tls::TlsFileError),
 }
 
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
     broker: Broker,
     registry: RegistryClient,
@@ -91,11 +94,18 @@ impl App {
                 kid_refetch_cooldown: config.kid_refetch_cooldown,
             },
         )?;
+        let registry_tls = config
+            .registry_url
+            .starts_with("https://")
+            .then(|| config.registry_tls.load())
+            .transpose()?;
         let registry = RegistryClient::new(
             &config.registry_url,
             &config.registry_key,
             config.registry_timeout,
+            registry_tls,
         )?;
+        let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let broker = Broker::new(
             TokenVerifier::new(Arc::new(jwks)),
             registry.clone(),
@@ -106,6 +116,7 @@ impl App {
         );
         Ok(Self {
             listener,
+            tls,
             local_addr,
             broker,
             registry,
@@ -153,6 +164,7 @@ impl App {
             service_name: "connect.broker.v1.TokenBroker",
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
+            tls: self.tls,
         };
         let result = connect_runtime::serve(
             self.listener,

@@ -4,11 +4,15 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    path::PathBuf,
     time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand};
-use connect_runtime::LogFormat;
+use connect_runtime::{
+    LogFormat,
+    tls::{ClientTls, ServerTls},
+};
 use connect_types::{HostRule, IssuerUrl, UrlPolicy};
 use secrecy::SecretString;
 
@@ -132,6 +136,40 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEN_BROKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// PEM certificate (chain) to serve gRPC over TLS; without it the server speaks plaintext
+    /// h2c.
+    #[arg(long, env = "TOKEN_BROKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TOKEN_BROKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA whose client certificates are required (mTLS).
+    #[arg(long, env = "TOKEN_BROKER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// PEM CA the registry's certificate must chain to (for an `https://` registry URL; the
+    /// system's roots without it).
+    #[arg(long, env = "TOKEN_BROKER_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
+
+    /// PEM client certificate presented to an mTLS registry.
+    #[arg(
+        long,
+        env = "TOKEN_BROKER_REGISTRY_CLIENT_CERT",
+        requires = "registry_client_key"
+    )]
+    pub registry_client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--registry-client-cert`.
+    #[arg(
+        long,
+        env = "TOKEN_BROKER_REGISTRY_CLIENT_KEY",
+        requires = "registry_client_cert"
+    )]
+    pub registry_client_key: Option<PathBuf>,
+
     /// Allow issuers and providers on loopback addresses, over plain http too. For development
     /// stacks and tests only: every other loopback, private, link-local or metadata destination
     /// stays refused.
@@ -187,6 +225,10 @@ pub struct BrokerConfig {
     pub provider_cache_max: Duration,
     pub max_concurrent_requests: usize,
     pub shutdown_grace: Duration,
+    /// Serve over TLS; `None`: plaintext h2c.
+    pub tls: Option<ServerTls>,
+    /// How an `https://` registry is reached.
+    pub registry_tls: ClientTls,
     /// Where outbound requests (issuers, JWKS, providers) may go.
     pub outbound: OutboundSettings,
 }
@@ -211,6 +253,15 @@ impl From<ServeArgs> for BrokerConfig {
             max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
             shutdown_grace: Duration::from_secs(a.shutdown_grace_secs),
+            tls: a.tls_cert.zip(a.tls_key).map(|(cert, key)| ServerTls {
+                cert,
+                key,
+                client_ca: a.tls_client_ca,
+            }),
+            registry_tls: ClientTls {
+                ca: a.registry_ca,
+                identity: a.registry_client_cert.zip(a.registry_client_key),
+            },
             outbound: OutboundSettings {
                 policy: UrlPolicy {
                     allow_insecure_loopback: a.allow_insecure_loopback,
@@ -254,6 +305,8 @@ impl BrokerConfig {
             provider_cache_max: Duration::from_secs(3600),
             max_concurrent_requests: 1024,
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            registry_tls: ClientTls::default(),
             outbound: OutboundSettings {
                 policy: UrlPolicy::loopback(),
                 pinned: HashMap::new(),
@@ -290,6 +343,7 @@ mod tests {
         assert_eq!(config.trusted_issuers.len(), 2);
         assert_eq!(config.audience, "https://vercel.com/acme");
         assert_eq!(config.outbound.policy, UrlPolicy::strict());
+        assert_eq!(config.tls, None);
     }
 
     #[test]

@@ -6,13 +6,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use connect_proto::registry::v1::{self as pb, link_registry_client::LinkRegistryClient};
+use connect_runtime::BearerAuth;
 use connect_types::Reason;
 use secrecy::SecretString;
 use tonic::{
     Code, Request, Status,
-    metadata::{Ascii, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    service::interceptor::InterceptedService,
+    transport::{Channel, ClientTlsConfig, Endpoint},
 };
 use tonic_types::StatusExt;
 
@@ -20,19 +20,6 @@ use crate::{
     auth::Identity,
     error::{BrokerError, Cause, FieldViolation, Result},
 };
-
-/// Adds the broker key to every call.
-#[derive(Clone)]
-struct BrokerKey(MetadataValue<Ascii>);
-
-impl Interceptor for BrokerKey {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 /// The connector a link allows, with what issuing needs.
 #[derive(Clone)]
@@ -59,7 +46,7 @@ impl std::fmt::Debug for Authorization {
 #[derive(Clone)]
 pub struct RegistryClient {
     channel: Channel,
-    client: LinkRegistryClient<InterceptedService<Channel, BrokerKey>>,
+    client: LinkRegistryClient<InterceptedService<Channel, BearerAuth>>,
     max_timeout: Duration,
 }
 
@@ -72,22 +59,32 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 impl RegistryClient {
-    /// A client that connects on first use and reconnects by itself.
-    pub fn new(url: &str, key: &SecretString, max_timeout: Duration) -> Result<Self> {
+    /// A client that connects on first use and reconnects by itself; over TLS with `tls` (for an
+    /// `https://` URL).
+    pub fn new(
+        url: &str,
+        key: &SecretString,
+        max_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Self> {
         use secrecy::ExposeSecret;
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| BrokerError::internal("registry URL", e))?
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| BrokerError::internal("registry URL", e))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| BrokerError::internal("registry TLS", e))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(max_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose_secret())
-            .parse()
+        let auth = BearerAuth::new(key.expose_secret())
             .map_err(|_| BrokerError::internal("registry key", Cause("not ASCII".into())))?;
-        value.set_sensitive(true);
         let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: LinkRegistryClient::with_interceptor(channel.clone(), BrokerKey(value)),
+            client: LinkRegistryClient::with_interceptor(channel.clone(), auth),
             channel,
             max_timeout,
         })

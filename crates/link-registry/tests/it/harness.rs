@@ -2,6 +2,7 @@
 //! database under `TEST_DATABASE_URL`), the real server on port 0, and clients that present keys.
 
 use connect_proto::registry::v1::link_registry_client::LinkRegistryClient;
+use connect_runtime::BearerAuth;
 use link_registry::{
     App, AppError, ServeConfig,
     crypto::SecretCipher,
@@ -15,12 +16,7 @@ use link_registry::{
 use sea_orm::{ConnectionTrait, Database};
 use secrecy::ExposeSecret;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{
-    Code, Request, Status,
-    metadata::MetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 use tonic_types::StatusExt;
 
 /// A database for one test.
@@ -118,22 +114,7 @@ macro_rules! on_every_backend {
     };
 }
 
-/// Adds `authorization: Bearer <key>` to every call.
-#[derive(Clone, Debug)]
-pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Client = LinkRegistryClient<InterceptedService<Channel, Bearer>>;
+pub type Client = LinkRegistryClient<InterceptedService<Channel, BearerAuth>>;
 
 pub const ISSUER: &str = "https://oidc.example.test/acme";
 pub const OTHER_ISSUER: &str = "https://oidc.example.test/globex";
@@ -240,12 +221,11 @@ impl TestApp {
     }
 
     pub fn client(&self, key: &str) -> Client {
-        let value = format!("Bearer {key}").parse().unwrap();
-        LinkRegistryClient::with_interceptor(self.channel.clone(), Bearer(Some(value)))
+        LinkRegistryClient::with_interceptor(self.channel.clone(), BearerAuth::new(key).unwrap())
     }
 
     pub fn anonymous(&self) -> Client {
-        LinkRegistryClient::with_interceptor(self.channel.clone(), Bearer(None))
+        LinkRegistryClient::with_interceptor(self.channel.clone(), BearerAuth::anonymous())
     }
 
     pub fn admin(&self) -> Client {

@@ -1,0 +1,132 @@
+//! A whole Connect system on this machine, as a library: the link registry and the token broker,
+//! each a real server on its own port, the broker reaching the registry over gRPC (and TLS when
+//! the registry serves it) exactly as in production. `connect-dev`, the end-to-end tests and the
+//! benchmark all start their systems through [`LocalStack`], so there is one way to wire it.
+//!
+//! The caller brings the issuers (the broker must know which it trusts before it starts) and
+//! seeds teams, projects and connectors through [`LocalStack::registry`].
+
+use std::{future::Future, net::SocketAddr};
+
+use link_registry::{ServeConfig, domain::Registry, domain::model::Role};
+use secrecy::SecretString;
+use token_broker::BrokerConfig;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A server task and the way to stop it.
+#[derive(Debug)]
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Self {
+            stop: Some(stop),
+            task: tokio::spawn(run(stopped)),
+        }
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// The registry and the broker, running.
+#[derive(Debug)]
+pub struct LocalStack {
+    registry: Registry,
+    registry_addr: SocketAddr,
+    registry_url: String,
+    broker_addr: SocketAddr,
+    registry_server: Option<Running>,
+    broker_server: Option<Running>,
+}
+
+impl LocalStack {
+    /// Starts a registry with `registry`, creates a broker key, and starts a broker with the
+    /// configuration `broker` makes of the registry's URL and that key.
+    pub async fn start(
+        registry: ServeConfig,
+        broker: impl FnOnce(String, SecretString) -> BrokerConfig,
+    ) -> anyhow::Result<Self> {
+        let scheme = if registry.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let registry_app = link_registry::App::build(registry).await?;
+        let registry_addr = registry_app.local_addr();
+        let registry_url = format!("{scheme}://{registry_addr}");
+        let handle = registry_app.registry().clone();
+        let registry_server = Running::spawn(|stopped| async move {
+            registry_app
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await?;
+            Ok(())
+        });
+        let (_, broker_key) = handle.create_api_key(None, Role::Broker).await?;
+        let broker_app = token_broker::App::build(broker(registry_url.clone(), broker_key)).await?;
+        let broker_addr = broker_app.local_addr();
+        let broker_server = Running::spawn(|stopped| async move {
+            broker_app
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await?;
+            Ok(())
+        });
+        Ok(Self {
+            registry: handle,
+            registry_addr,
+            registry_url,
+            broker_addr,
+            registry_server: Some(registry_server),
+            broker_server: Some(broker_server),
+        })
+    }
+
+    /// The registry's domain service, to seed teams, keys and connectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn registry_addr(&self) -> SocketAddr {
+        self.registry_addr
+    }
+
+    /// `http://…` or `https://…`, as the broker reaches it.
+    pub fn registry_url(&self) -> &str {
+        &self.registry_url
+    }
+
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.broker_addr
+    }
+
+    /// Stops the registry only (the broker then answers REGISTRY_UNAVAILABLE).
+    pub async fn stop_registry(&mut self) -> anyhow::Result<()> {
+        match self.registry_server.take() {
+            Some(server) => server.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Drains and stops the broker, then the registry.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(server) = self.broker_server.take() {
+            server.stop().await?;
+        }
+        self.stop_registry().await
+    }
+}
