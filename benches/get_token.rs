@@ -1,13 +1,15 @@
 //! `cargo bench --bench get_token`: `GetToken` against an empty unary call (`grpc.health.v1`
 //! `Health/Check`) on the same broker server, in one run, sequentially and with concurrent
 //! callers. The whole system runs on loopback as in production: dev OIDC issuer over HTTP, link
-//! registry on SQLite over gRPC, broker verifying an RS256 token and issuing an `api-key` token.
+//! registry on SQLite over gRPC, broker verifying an RS256 token and issuing an `api-key` token,
+//! started through `connect_dev::LocalStack` like every other local system.
 
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
+use connect_dev::LocalStack;
 use connect_proto::{
     broker::v1::{GetTokenRequest, token_broker_client::TokenBrokerClient},
     registry::v1::{
@@ -15,6 +17,7 @@ use connect_proto::{
         link_registry_client::LinkRegistryClient,
     },
 };
+use connect_runtime::BearerAuth;
 use dev_issuer::{Alg, Deployment, DevIssuer};
 use futures::{StreamExt, stream};
 use link_registry::{
@@ -69,15 +72,18 @@ where
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let issuer = DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let registry_app = link_registry::App::build(ServeConfig::local(format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    )))
+    let issuers = vec![issuer.issuer_url()];
+    let stack = LocalStack::start(
+        ServeConfig::local(format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        )),
+        |registry_url, broker_key| {
+            token_broker::BrokerConfig::local(registry_url, broker_key, issuers, AUDIENCE.into())
+        },
+    )
     .await?;
-    let registry = registry_app.registry().clone();
-    let registry_addr = registry_app.local_addr();
-    tokio::spawn(registry_app.run_until(std::future::pending()));
-
+    let registry = stack.registry();
     registry
         .create_team(NewTeam {
             id: TeamId::parse("team_bench").map_err(anyhow::Error::msg)?,
@@ -87,17 +93,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let team = Some(TeamId::parse("team_bench").map_err(anyhow::Error::msg)?);
     let (_, admin_key) = registry.create_api_key(team, Role::Admin).await?;
-    let (_, broker_key) = registry.create_api_key(None, Role::Broker).await?;
-    let registry_channel = Channel::from_shared(format!("http://{registry_addr}"))?
+    let registry_channel = Channel::from_shared(format!("http://{}", stack.registry_addr()))?
         .connect()
         .await?;
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", admin_key.expose_secret()).parse()?;
-    let mut admin =
-        LinkRegistryClient::with_interceptor(registry_channel, move |mut r: Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+    let mut admin = LinkRegistryClient::with_interceptor(
+        registry_channel,
+        BearerAuth::new(admin_key.expose_secret())?,
+    );
     admin
         .create_project(CreateProjectRequest {
             id: "prj_bench".into(),
@@ -119,15 +121,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
 
-    let broker_app = token_broker::App::build(token_broker::BrokerConfig::local(
-        format!("http://{registry_addr}"),
-        broker_key,
-        vec![issuer.issuer_url()],
-        AUDIENCE.to_owned(),
-    ))
-    .await?;
-    let broker_addr = broker_app.local_addr();
-    tokio::spawn(broker_app.run_until(std::future::pending()));
+    let broker_addr = stack.broker_addr();
     let channel = Channel::from_shared(format!("http://{broker_addr}"))?
         .connect()
         .await?;

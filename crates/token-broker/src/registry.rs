@@ -104,10 +104,10 @@ impl RegistryClient {
     ) -> Result<Authorization> {
         let timeout = caller_timeout.map_or(self.max_timeout, |t| t.min(self.max_timeout));
         let mut request = Request::new(pb::AuthorizeRequest {
-            owner_id: identity.owner_id.clone(),
-            project_id: identity.project_id.clone(),
-            environment: identity.environment.clone(),
-            issuer: identity.issuer.clone(),
+            owner_id: identity.owner_id.to_string(),
+            project_id: identity.project_id.to_string(),
+            environment: identity.environment.to_string(),
+            issuer: identity.issuer.to_string(),
             connector: connector.to_owned(),
         });
         request.set_timeout(timeout);
@@ -139,14 +139,14 @@ fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError
         (Code::PermissionDenied, Some(Reason::ClientNotLinkedToProject)) => {
             BrokerError::ClientNotLinkedToProject {
                 connector: connector.to_owned(),
-                project_id: identity.project_id.clone(),
+                project_id: identity.project_id.to_string(),
             }
         }
         (Code::PermissionDenied, Some(Reason::ClientNotEnabledForEnvironment)) => {
             BrokerError::ClientNotEnabledForEnvironment {
                 connector: connector.to_owned(),
-                project_id: identity.project_id.clone(),
-                environment: identity.environment.clone(),
+                project_id: identity.project_id.to_string(),
+                environment: identity.environment.to_string(),
             }
         }
         (Code::InvalidArgument, Some(Reason::InvalidArgument)) => {
@@ -188,13 +188,16 @@ fn check_answer(
     if connector.id != asked && connector.uid != asked {
         return Err(garbled("another connector than the one asked about"));
     }
-    if connector.owner_id != identity.owner_id {
+    if connector.owner_id != identity.owner_id.as_str() {
         return Err(garbled("a connector of another team"));
     }
     if link.connector_id != connector.id
-        || link.project_id != identity.project_id
-        || link.owner_id != identity.owner_id
-        || !link.environments.contains(&identity.environment)
+        || link.project_id != identity.project_id.as_str()
+        || link.owner_id != identity.owner_id.as_str()
+        || !link
+            .environments
+            .iter()
+            .any(|e| e == identity.environment.as_str())
     {
         return Err(garbled(
             "the link does not allow this project and environment",
@@ -219,10 +222,10 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            issuer: "https://issuer.example".into(),
-            owner_id: "team_a".into(),
-            project_id: "prj_a".into(),
-            environment: "preview".into(),
+            issuer: IssuerUrl::parse("https://issuer.example").unwrap(),
+            owner_id: TeamId::parse("team_a").unwrap(),
+            project_id: ProjectId::parse("prj_a").unwrap(),
+            environment: Environment::Preview,
         }
     }
 
@@ -245,6 +248,8 @@ mod tests {
             secrets: [("api_key".to_owned(), "k".to_owned())].into(),
         }
     }
+
+    use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
 
     #[test]
     fn a_whole_consistent_answer_is_accepted() {

@@ -16,6 +16,8 @@ use openidconnect::{
     core::{CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm},
 };
 
+use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
+
 use self::jwks::JwksCache;
 use crate::error::{BrokerError, Result};
 
@@ -26,29 +28,19 @@ type DeploymentIdToken = IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
-/// Who is calling, as a verified token says.
+/// Who is calling, as a verified token says, in the contract's types.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    pub issuer: String,
-    pub owner_id: String,
-    pub project_id: String,
-    pub environment: String,
+    pub issuer: IssuerUrl,
+    pub owner_id: TeamId,
+    pub project_id: ProjectId,
+    pub environment: Environment,
 }
 
 /// Verifies deployment tokens against the trusted issuers.
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
     jwks: Arc<JwksCache>,
-}
-
-const ENVIRONMENTS: [&str; 3] = ["production", "preview", "development"];
-
-fn is_id(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl TokenVerifier {
@@ -91,16 +83,21 @@ impl TokenVerifier {
                 return Err(BrokerError::TokenExpired);
             }
         }
-        if !ENVIRONMENTS.contains(&claims.environment.as_str()) {
-            return Err(BrokerError::invalid_token(
+        let environment = Environment::parse(&claims.environment).map_err(|_| {
+            BrokerError::invalid_token(
                 "environment claim is not production, preview or development",
-            ));
-        }
-        if !is_id(&claims.owner_id) || !is_id(&claims.project_id) {
+            )
+        })?;
+        let (Ok(owner_id), Ok(project_id)) = (
+            TeamId::parse(&claims.owner_id),
+            ProjectId::parse(&claims.project_id),
+        ) else {
             return Err(BrokerError::invalid_token(
                 "owner_id and project_id claims must be 1 to 64 of A-Z, a-z, 0-9, '_', '-'",
             ));
-        }
+        };
+        let issuer = IssuerUrl::parse(&claims.iss)
+            .map_err(|_| BrokerError::invalid_token("iss is not an issuer URL"))?;
         // `sub` is `owner:<team>:project:<name>:environment:<env>`: it must agree with the claim.
         if let Some((_, env)) = claims.sub.rsplit_once(":environment:")
             && env != claims.environment
@@ -110,10 +107,10 @@ impl TokenVerifier {
             ));
         }
         Ok(Identity {
-            issuer: claims.iss.clone(),
-            owner_id: claims.owner_id.clone(),
-            project_id: claims.project_id.clone(),
-            environment: claims.environment.clone(),
+            issuer,
+            owner_id,
+            project_id,
+            environment,
         })
     }
 }
