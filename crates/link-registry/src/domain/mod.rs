@@ -3,8 +3,10 @@
 //! layer implements [`store::Store`].
 
 pub mod audit;
+pub mod clock;
 pub mod error;
 pub mod model;
+pub mod page;
 pub mod service;
 pub mod store;
 pub mod types;

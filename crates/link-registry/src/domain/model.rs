@@ -12,13 +12,6 @@ use super::types::{
     ProjectName, TeamId, TeamSlug,
 };
 
-/// The current time at the precision every backend stores (microseconds), so that what a write
-/// answers equals what a later read returns.
-pub fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Team {
     pub id: TeamId,

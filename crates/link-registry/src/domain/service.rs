@@ -13,15 +13,17 @@ use secrecy::{ExposeSecret, SecretString};
 use connect_types::{UrlPolicy, is_destination_key};
 
 use super::{
+    clock::{Clock, SystemClock},
     error::{FieldViolation, RegistryError, Resource, Result},
     model::{
-        self, Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink,
-        Role, StoredSecret, Team,
+        Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink, Role,
+        StoredSecret, Team,
     },
+    page::{AuditKey, LinkKey, Page, PageRequest},
     store::{LinkFilter, Store},
     types::{
-        ConfigMap, ConnectorRef, ConnectorUid, DisplayName, Environment, EnvironmentSet, IssuerUrl,
-        KeyId, Page, PageRequest, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
+        ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
+        EnvironmentSet, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
         TeamSlug,
     },
 };
@@ -151,6 +153,7 @@ pub struct Registry {
     cipher: SecretCipher,
     keys: Arc<KeyCache>,
     url_policy: Arc<UrlPolicy>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Registry {
@@ -161,7 +164,14 @@ impl Registry {
             cipher,
             keys: Arc::default(),
             url_policy: Arc::new(UrlPolicy::strict()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same registry, taking every timestamp from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same registry, checking connector destinations against `policy`.
@@ -222,7 +232,7 @@ impl Registry {
         if presented.is_empty() || presented.len() > 256 {
             return Err(RegistryError::InvalidKey);
         }
-        let now = model::now();
+        let now = self.clock.now();
         let key_hash = crypto::hash_api_key(presented);
         if let Some(caller) = self.keys.get(&key_hash, now) {
             return Ok(caller);
@@ -268,7 +278,7 @@ impl Registry {
             id: new.id,
             slug: new.slug,
             issuer: new.issuer,
-            created_at: model::now(),
+            created_at: self.clock.now(),
         };
         self.store.insert_team(&team, &Actor::CommandLine).await?;
         Ok(team)
@@ -290,7 +300,7 @@ impl Registry {
         role: Role,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<(ApiKeyRecord, SecretString)> {
-        let now = model::now();
+        let now = self.clock.now();
         if expires_at.is_some_and(|at| at <= now) {
             return Err(RegistryError::invalid(
                 "expires_in",
@@ -342,7 +352,7 @@ impl Registry {
     /// Revokes a key; running servers refuse it within [`KEY_CACHE_TTL`].
     pub async fn revoke_api_key(&self, id: &KeyId) -> Result<ApiKeyRecord> {
         self.store
-            .revoke_api_key(id, &Actor::CommandLine, model::now())
+            .revoke_api_key(id, &Actor::CommandLine, self.clock.now())
             .await
     }
 
@@ -354,7 +364,7 @@ impl Registry {
             team_id: team.clone(),
             id: new.id,
             name: new.name,
-            created_at: model::now(),
+            created_at: self.clock.now(),
         };
         self.store.insert_project(&project, &caller.actor()).await?;
         Ok(project)
@@ -368,10 +378,14 @@ impl Registry {
             .ok_or_else(|| RegistryError::not_found(Resource::Project, project))
     }
 
-    pub async fn list_projects(&self, caller: &Caller, page: PageRequest) -> Result<Page<Project>> {
+    pub async fn list_projects(
+        &self,
+        caller: &Caller,
+        page: PageRequest<ProjectId>,
+    ) -> Result<Page<Project>> {
         let team = caller.readable_team()?;
         let rows = self.store.projects(team, &page).await?;
-        Ok(Page::from_rows(rows, page.size, |p| p.id.to_string()))
+        Ok(Page::from_rows(rows, page.size, |p| p.id.clone()))
     }
 
     // ----- connectors ---------------------------------------------------------------------------
@@ -379,7 +393,7 @@ impl Registry {
     pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
         let team = caller.writable_team()?;
         self.check_destinations(&new.config)?;
-        let now = model::now();
+        let now = self.clock.now();
         let mut connector = Connector {
             secrets: BTreeMap::new(),
             id: crypto::new_connector_id(),
@@ -412,11 +426,11 @@ impl Registry {
     pub async fn list_connectors(
         &self,
         caller: &Caller,
-        page: PageRequest,
+        page: PageRequest<ConnectorId>,
     ) -> Result<Page<Connector>> {
         let team = caller.readable_team()?;
         let rows = self.store.connectors(team, &page).await?;
-        Ok(Page::from_rows(rows, page.size, |c| c.id.to_string()))
+        Ok(Page::from_rows(rows, page.size, |c| c.id.clone()))
     }
 
     pub async fn update_connector(
@@ -430,6 +444,7 @@ impl Registry {
             self.check_destinations(config)?;
         }
         let cipher = self.cipher.clone();
+        let now = self.clock.now();
         let edit = Box::new(move |current: &Connector| {
             let mut next = current.clone();
             if let Some(name) = update.name {
@@ -449,7 +464,7 @@ impl Registry {
             if let Some(secrets) = &update.secrets {
                 next.secrets = seal_all(&cipher, current, &next.config, secrets);
             }
-            next.updated_at = model::now();
+            next.updated_at = now;
             Ok(next)
         });
         self.store
@@ -464,7 +479,7 @@ impl Registry {
     ) -> Result<(Connector, u64)> {
         let team = caller.writable_team()?;
         self.store
-            .delete_connector(team, connector, &caller.actor())
+            .delete_connector(team, connector, &caller.actor(), self.clock.now())
             .await
     }
 
@@ -485,7 +500,7 @@ impl Registry {
                 project,
                 environments,
                 &caller.actor(),
-                model::now(),
+                self.clock.now(),
             )
             .await
     }
@@ -498,7 +513,7 @@ impl Registry {
     ) -> Result<ProjectLink> {
         let team = caller.writable_team()?;
         self.store
-            .detach(team, connector, project, &caller.actor())
+            .detach(team, connector, project, &caller.actor(), self.clock.now())
             .await
     }
 
@@ -516,11 +531,14 @@ impl Registry {
         &self,
         caller: &Caller,
         filter: LinkFilter,
-        page: PageRequest,
+        page: PageRequest<LinkKey>,
     ) -> Result<Page<ProjectLink>> {
         let team = caller.readable_team()?;
         let rows = self.store.links(team, &filter, &page).await?;
-        Ok(Page::from_rows(rows, page.size, link_sort_key))
+        Ok(Page::from_rows(rows, page.size, |l| LinkKey {
+            connector_id: l.connector_id.clone(),
+            project_id: l.project_id.clone(),
+        }))
     }
 
     // ----- audit --------------------------------------------------------------------------------
@@ -528,19 +546,11 @@ impl Registry {
     pub async fn list_audit_events(
         &self,
         caller: &Caller,
-        page: PageRequest,
+        page: PageRequest<AuditKey>,
     ) -> Result<Page<AuditEvent>> {
         let team = caller.readable_team()?;
-        if let Some(after) = &page.after
-            && after.parse::<i64>().is_err()
-        {
-            return Err(RegistryError::invalid(
-                "page_token",
-                "page_token is not a token this server issued",
-            ));
-        }
         let rows = self.store.audit_events(team, &page).await?;
-        Ok(Page::from_rows(rows, page.size, |e| e.id.to_string()))
+        Ok(Page::from_rows(rows, page.size, |e| AuditKey(e.id)))
     }
 
     // ----- runtime ------------------------------------------------------------------------------
@@ -588,11 +598,6 @@ impl Registry {
             secrets,
         })
     }
-}
-
-/// The sort key of a link in lists: connector id, then project id.
-pub fn link_sort_key(link: &ProjectLink) -> String {
-    format!("{}/{}", link.connector_id, link.project_id)
 }
 
 /// The `*_url` config keys whose value differs between `before` and `after`.

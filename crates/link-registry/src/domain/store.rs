@@ -11,10 +11,8 @@ use chrono::{DateTime, Utc};
 use super::{
     error::Result,
     model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
-    types::{
-        ConnectorId, ConnectorRef, EnvironmentSet, KeyId, PageRequest, ProjectId, ProjectRef,
-        TeamId,
-    },
+    page::{AuditKey, LinkKey, PageRequest},
+    types::{ConnectorId, ConnectorRef, EnvironmentSet, KeyId, ProjectId, ProjectRef, TeamId},
 };
 
 /// Turns the current connector into the updated one (runs inside the store's transaction).
@@ -57,13 +55,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// By id first, then by name.
     async fn project(&self, team: &TeamId, project: &ProjectRef) -> Result<Option<Project>>;
     /// Ordered by id, after `page.after`, at most `page.size + 1` rows.
-    async fn projects(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<Project>>;
+    async fn projects(&self, team: &TeamId, page: &PageRequest<ProjectId>) -> Result<Vec<Project>>;
 
     async fn insert_connector(&self, connector: &Connector, actor: &Actor) -> Result<()>;
     async fn connector(&self, team: &TeamId, connector: &ConnectorRef)
     -> Result<Option<Connector>>;
     /// Ordered by id, after `page.after`, at most `page.size + 1` rows.
-    async fn connectors(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<Connector>>;
+    async fn connectors(
+        &self,
+        team: &TeamId,
+        page: &PageRequest<ConnectorId>,
+    ) -> Result<Vec<Connector>>;
     /// `NotFound` when the connector does not exist in the team.
     async fn update_connector(
         &self,
@@ -81,6 +83,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         team: &TeamId,
         connector: &ConnectorRef,
         actor: &Actor,
+        now: DateTime<Utc>,
     ) -> Result<(Connector, u64)>;
 
     /// Creates the link or replaces its environments. Concurrent calls for one pair serialize.
@@ -100,6 +103,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         connector: &ConnectorRef,
         project: &ProjectRef,
         actor: &Actor,
+        now: DateTime<Utc>,
     ) -> Result<ProjectLink>;
     async fn link(
         &self,
@@ -119,9 +123,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         team: &TeamId,
         filter: &LinkFilter,
-        page: &PageRequest,
+        page: &PageRequest<LinkKey>,
     ) -> Result<Vec<ProjectLink>>;
 
     /// Newest first, before `page.after` (an event id), at most `page.size + 1` rows.
-    async fn audit_events(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<AuditEvent>>;
+    async fn audit_events(
+        &self,
+        team: &TeamId,
+        page: &PageRequest<AuditKey>,
+    ) -> Result<Vec<AuditEvent>>;
 }

@@ -1,5 +1,5 @@
 //! The registry's own value types: display names, project references, config
-//! and secret maps, and pages. The contract's identifiers and environments live in
+//! and secret maps. The contract's identifiers and environments live in
 //! `connect-types` and are re-exported here, so the registry names them in one way.
 //!
 //! Each type's `parse` is the single place its rules live; a value of the type is valid by
@@ -206,115 +206,9 @@ impl SecretInput {
     }
 }
 
-/// What a `List*` call asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageRequest {
-    /// How many items at most (1 to [`PageRequest::MAX_SIZE`]).
-    pub size: u64,
-    /// The sort key of the last item of the previous page.
-    pub after: Option<String>,
-}
-
-impl PageRequest {
-    pub const DEFAULT_SIZE: u64 = 50;
-    pub const MAX_SIZE: u64 = 500;
-
-    pub fn first(size: u64) -> Self {
-        Self { size, after: None }
-    }
-
-    /// Parses `page_size` (0 means the default, larger than the maximum means the maximum).
-    pub fn parse_size(size: i32) -> Result<u64, Invalid> {
-        match size {
-            0 => Ok(Self::DEFAULT_SIZE),
-            n if n < 0 => Err("page_size must not be negative".into()),
-            n => Ok((n as u64).min(Self::MAX_SIZE)),
-        }
-    }
-
-    /// Parses an opaque `page_token` made by [`PageRequest::token_after`].
-    pub fn parse_token(token: &str) -> Result<Option<String>, Invalid> {
-        use base64::Engine;
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let invalid = || Invalid::from("page_token is not a token this server issued");
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        text.strip_prefix("v1:")
-            .map(|key| Some(key.to_owned()))
-            .ok_or_else(invalid)
-    }
-
-    /// The token that continues after the item with this sort key.
-    pub fn token_after(key: &str) -> String {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{key}"))
-    }
-}
-
-/// One page of a list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Empty on the last page.
-    pub next_page_token: String,
-}
-
-impl<T> Page<T> {
-    /// Builds a page from up to `size + 1` rows fetched in order: the extra row, if present,
-    /// proves there is a next page.
-    pub fn from_rows(mut rows: Vec<T>, size: u64, key: impl Fn(&T) -> String) -> Self {
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        let next_page_token = if rows.len() > size {
-            rows.truncate(size);
-            rows.last()
-                .map(|last| PageRequest::token_after(&key(last)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Self {
-            items: rows,
-            next_page_token,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_garbage_is_rejected() {
-        let token = PageRequest::token_after("prj_1");
-        assert_eq!(
-            PageRequest::parse_token(&token).unwrap().as_deref(),
-            Some("prj_1")
-        );
-        assert_eq!(PageRequest::parse_token("").unwrap(), None);
-        assert!(PageRequest::parse_token("not a token!").is_err());
-        assert!(PageRequest::parse_token("aGVsbG8").is_err());
-        assert_eq!(PageRequest::parse_size(0).unwrap(), 50);
-        assert_eq!(PageRequest::parse_size(10_000).unwrap(), 500);
-        assert!(PageRequest::parse_size(-1).is_err());
-    }
-
-    #[test]
-    fn pages_know_whether_more_rows_follow() {
-        let page = Page::from_rows(vec![1, 2, 3], 2, |n| n.to_string());
-        assert_eq!(page.items, [1, 2]);
-        assert_eq!(
-            PageRequest::parse_token(&page.next_page_token)
-                .unwrap()
-                .as_deref(),
-            Some("2")
-        );
-        let last = Page::from_rows(vec![1, 2], 2, |n| n.to_string());
-        assert!(last.next_page_token.is_empty());
-    }
 
     #[test]
     fn config_and_secret_maps_name_their_bad_keys() {

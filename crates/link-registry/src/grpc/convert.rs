@@ -13,12 +13,12 @@ use serde_json::Value;
 use crate::domain::{
     FieldViolation, RegistryError,
     model::{AuditEvent, Authorization, Connector, Project, ProjectLink},
+    page::{LinkKey, PageKey, PageRequest},
     service::{AuthorizeQuery, ConnectorUpdate, NewConnector, NewProject},
     store::LinkFilter,
     types::{
         ConfigMap, ConnectorRef, ConnectorType, ConnectorUid, DisplayName, Environment,
-        EnvironmentSet, Invalid, PageRequest, ProjectId, ProjectName, ProjectRef, SecretInput,
-        TeamId,
+        EnvironmentSet, Invalid, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
     },
 };
 
@@ -65,9 +65,9 @@ impl Violations {
     }
 }
 
-fn page(v: &mut Violations, size: i32, token: &str) -> Option<PageRequest> {
-    let size = v.check("page_size", PageRequest::parse_size(size));
-    let after = v.check("page_token", PageRequest::parse_token(token));
+fn page<K: PageKey>(v: &mut Violations, size: i32, token: &str) -> Option<PageRequest<K>> {
+    let size = v.check("page_size", PageRequest::<K>::parse_size(size));
+    let after = v.check("page_token", PageRequest::<K>::parse_token(token));
     Some(PageRequest {
         size: size?,
         after: after?,
@@ -96,7 +96,7 @@ pub fn project_ref(field: &str, value: &str) -> Result<ProjectRef, RegistryError
 }
 
 /// `page_size` and `page_token` of a `List*` request.
-pub fn page_request(size: i32, token: &str) -> Result<PageRequest, RegistryError> {
+pub fn page_request<K: PageKey>(size: i32, token: &str) -> Result<PageRequest<K>, RegistryError> {
     let mut v = Violations::default();
     let value = page(&mut v, size, token);
     v.finish(value)
@@ -210,7 +210,7 @@ pub fn link_refs(
 /// The filter and page of a `ListProjectLinksRequest`.
 pub fn link_listing(
     req: pb::ListProjectLinksRequest,
-) -> Result<(LinkFilter, PageRequest), RegistryError> {
+) -> Result<(LinkFilter, PageRequest<LinkKey>), RegistryError> {
     {
         let mut v = Violations::default();
         let mut filter = LinkFilter::default();

@@ -33,12 +33,10 @@ use self::{
 };
 use crate::domain::{
     RegistryError, Resource, Result, audit,
-    model::{self, Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
+    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
+    page::{AuditKey, LinkKey, PageRequest},
     store::{ConnectorEdit, ConnectorReseal, LinkFilter, Store},
-    types::{
-        ConnectorId, ConnectorRef, EnvironmentSet, KeyId, PageRequest, ProjectId, ProjectRef,
-        TeamId,
-    },
+    types::{ConnectorId, ConnectorRef, EnvironmentSet, KeyId, ProjectId, ProjectRef, TeamId},
 };
 
 /// How long a SQLite writer waits for another process's write lock before giving up.
@@ -292,10 +290,6 @@ async fn find_link<C: ConnectionTrait>(
     Ok(fetch_links(db, &query).await?.into_iter().next())
 }
 
-fn limit(page: &PageRequest) -> u64 {
-    page.size + 1
-}
-
 #[async_trait]
 impl Store for SeaStore {
     async fn ping(&self) -> Result<()> {
@@ -437,11 +431,11 @@ impl Store for SeaStore {
         find_project(&self.db, team, project).await
     }
 
-    async fn projects(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<Project>> {
+    async fn projects(&self, team: &TeamId, page: &PageRequest<ProjectId>) -> Result<Vec<Project>> {
         let mut select = project::Entity::find()
             .filter(project::Column::TeamId.eq(team.as_str()))
             .order_by(project::Column::Id, Order::Asc)
-            .limit(limit(page));
+            .limit(page.limit());
         if let Some(after) = &page.after {
             select = select.filter(project::Column::Id.gt(after.as_str()));
         }
@@ -474,11 +468,15 @@ impl Store for SeaStore {
         row.map(rows::connector).transpose()
     }
 
-    async fn connectors(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<Connector>> {
+    async fn connectors(
+        &self,
+        team: &TeamId,
+        page: &PageRequest<ConnectorId>,
+    ) -> Result<Vec<Connector>> {
         let mut select = connector::Entity::find()
             .filter(connector::Column::TeamId.eq(team.as_str()))
             .order_by(connector::Column::Id, Order::Asc)
-            .limit(limit(page));
+            .limit(page.limit());
         if let Some(after) = &page.after {
             select = select.filter(connector::Column::Id.gt(after.as_str()));
         }
@@ -536,6 +534,7 @@ impl Store for SeaStore {
         team: &TeamId,
         c: &ConnectorRef,
         actor: &Actor,
+        now: DateTime<Utc>,
     ) -> Result<(Connector, u64)> {
         use project_link::Column as L;
         let txn = self.begin_write().await?;
@@ -556,7 +555,7 @@ impl Store for SeaStore {
             .map_err(storage_error)?;
         insert_audit(
             &txn.txn,
-            audit::connector_deleted(actor, &connector, &links, model::now()),
+            audit::connector_deleted(actor, &connector, &links, now),
         )
         .await?;
         commit(txn).await?;
@@ -630,6 +629,7 @@ impl Store for SeaStore {
         c: &ConnectorRef,
         p: &ProjectRef,
         actor: &Actor,
+        now: DateTime<Utc>,
     ) -> Result<ProjectLink> {
         let txn = self.begin_write().await?;
         let connector = self.connector_for_update(&txn.txn, team, c).await?;
@@ -643,11 +643,7 @@ impl Store for SeaStore {
             .exec(&txn.txn)
             .await
             .map_err(storage_error)?;
-        insert_audit(
-            &txn.txn,
-            audit::project_detached(actor, &link, model::now()),
-        )
-        .await?;
+        insert_audit(&txn.txn, audit::project_detached(actor, &link, now)).await?;
         commit(txn).await?;
         Ok(link)
     }
@@ -678,7 +674,7 @@ impl Store for SeaStore {
         &self,
         team: &TeamId,
         filter: &LinkFilter,
-        page: &PageRequest,
+        page: &PageRequest<LinkKey>,
     ) -> Result<Vec<ProjectLink>> {
         use project_link::Column as L;
         let mut query = link_query(team);
@@ -699,9 +695,8 @@ impl Store for SeaStore {
                 .and_where(Expr::col((project_link::Entity, L::ProjectId)).eq(project.id.as_str()));
         }
         if let Some(after) = &page.after {
-            let (connector_id, project_id) = after.split_once('/').ok_or_else(|| {
-                RegistryError::invalid("page_token", "page_token is not a token this server issued")
-            })?;
+            let (connector_id, project_id) =
+                (after.connector_id.as_str(), after.project_id.as_str());
             let connector_col = Expr::col((project_link::Entity, L::ConnectorId));
             let project_col = Expr::col((project_link::Entity, L::ProjectId));
             query.cond_where(
@@ -717,16 +712,20 @@ impl Store for SeaStore {
         query
             .order_by((project_link::Entity, L::ConnectorId), Order::Asc)
             .order_by((project_link::Entity, L::ProjectId), Order::Asc)
-            .limit(limit(page));
+            .limit(page.limit());
         fetch_links(&self.db, &query).await
     }
 
-    async fn audit_events(&self, team: &TeamId, page: &PageRequest) -> Result<Vec<AuditEvent>> {
+    async fn audit_events(
+        &self,
+        team: &TeamId,
+        page: &PageRequest<AuditKey>,
+    ) -> Result<Vec<AuditEvent>> {
         let mut select = audit_event::Entity::find()
             .filter(audit_event::Column::TeamId.eq(team.as_str()))
             .order_by(audit_event::Column::Id, Order::Desc)
-            .limit(limit(page));
-        if let Some(before) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+            .limit(page.limit());
+        if let Some(AuditKey(before)) = page.after {
             select = select.filter(audit_event::Column::Id.lt(before));
         }
         let found = select.all(&self.db).await.map_err(storage_error)?;

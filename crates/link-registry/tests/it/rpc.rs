@@ -1171,7 +1171,9 @@ async fn invalid_fields_are_named_in_bad_request(db: TestDb) {
 
 /// A token of the server's format whose key is not valid for the list it is used with.
 fn connect_like_token(key: &str) -> String {
-    link_registry::domain::types::PageRequest::token_after(key)
+    link_registry::domain::page::token_after(
+        &link_registry::domain::types::ProjectId::parse(key).unwrap(),
+    )
 }
 
 async fn lists_page_through_every_row_exactly_once(db: TestDb) {

@@ -7,10 +7,11 @@ use link_registry::{
     domain::{
         RegistryError, Resource,
         model::{Actor, Project, Team},
+        page::PageRequest,
         store::Store,
         types::{
-            ConnectorRef, EnvironmentSet, IssuerUrl, PageRequest, ProjectId, ProjectName,
-            ProjectRef, TeamId, TeamSlug,
+            ConnectorRef, EnvironmentSet, IssuerUrl, ProjectId, ProjectName, ProjectRef, TeamId,
+            TeamSlug,
         },
     },
     store::SeaStore,
