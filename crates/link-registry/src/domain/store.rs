@@ -1,5 +1,6 @@
-//! The persistence boundary. The service speaks to storage only through this trait, so its rules
-//! are written once and the same store test suite runs against every backend.
+//! The persistence boundary. The service speaks to storage only through these traits, one per
+//! aggregate (teams, keys, projects, connectors, links, audit) and [`Store`] over all of them, so
+//! its rules are written once and the same store test suite runs against every backend.
 //!
 //! Every mutation writes its audit event in the same transaction as the change, and every
 //! uniqueness or reference rule is left to the database: implementations map its violations to
@@ -28,14 +29,32 @@ pub struct LinkFilter {
     pub project: Option<ProjectRef>,
 }
 
+/// Everything the registry stores.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    TeamStore
+    + KeyStore
+    + ProjectStore
+    + ConnectorStore
+    + LinkStore
+    + AuditStore
+    + std::fmt::Debug
+    + 'static
+{
     /// Whether the database answers (for readiness).
     async fn ping(&self) -> Result<()>;
+}
 
+/// Teams and the issuer each trusts.
+#[async_trait]
+pub trait TeamStore: Send + Sync {
     async fn insert_team(&self, team: &Team, actor: &Actor) -> Result<()>;
     async fn team(&self, id: &TeamId) -> Result<Option<Team>>;
+}
 
+/// API keys, by digest only.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> Result<()>;
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
     /// Every key, or a team's, ordered by id.
@@ -50,13 +69,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<ApiKeyRecord>;
     /// Records that the key was used at `at` (no audit row).
     async fn touch_api_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<()>;
+}
 
+/// A team's projects.
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
     async fn insert_project(&self, project: &Project, actor: &Actor) -> Result<()>;
     /// By id first, then by name.
     async fn project(&self, team: &TeamId, project: &ProjectRef) -> Result<Option<Project>>;
     /// Ordered by id, after `page.after`, at most `page.size + 1` rows.
     async fn projects(&self, team: &TeamId, page: &PageRequest<ProjectId>) -> Result<Vec<Project>>;
+}
 
+/// A team's connectors and their sealed secrets.
+#[async_trait]
+pub trait ConnectorStore: Send + Sync {
     async fn insert_connector(&self, connector: &Connector, actor: &Actor) -> Result<()>;
     async fn connector(&self, team: &TeamId, connector: &ConnectorRef)
     -> Result<Option<Connector>>;
@@ -85,7 +112,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<(Connector, u64)>;
+}
 
+/// Project links: which projects may use a connector, in which environments.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
     /// Creates the link or replaces its environments. Concurrent calls for one pair serialize.
     async fn attach(
         &self,
@@ -125,7 +156,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         filter: &LinkFilter,
         page: &PageRequest<LinkKey>,
     ) -> Result<Vec<ProjectLink>>;
+}
 
+/// The audit log (written by every mutation, in its transaction).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Newest first, before `page.after` (an event id), at most `page.size + 1` rows.
     async fn audit_events(
         &self,

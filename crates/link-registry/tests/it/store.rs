@@ -8,7 +8,7 @@ use link_registry::{
         RegistryError, Resource,
         model::{Actor, Project, Team},
         page::PageRequest,
-        store::Store,
+        store::{AuditStore, LinkStore, ProjectStore, Store, TeamStore},
         types::{
             ConnectorRef, EnvironmentSet, IssuerUrl, ProjectId, ProjectName, ProjectRef, TeamId,
             TeamSlug,

@@ -1,0 +1,150 @@
+//! A team's connectors. Changes lock the connector row on PostgreSQL, so concurrent changes of
+//! one connector and its links apply one after the other.
+
+use super::*;
+
+impl SeaStore {
+    /// Finds a connector inside a write transaction; on PostgreSQL the row stays locked until
+    /// the transaction ends.
+    pub(super) async fn connector_for_update(
+        &self,
+        txn: &DatabaseTransaction,
+        team: &TeamId,
+        connector: &ConnectorRef,
+    ) -> Result<Connector> {
+        let mut select = connector::Entity::find()
+            .filter(connector::Column::TeamId.eq(team.as_str()))
+            .filter(connector_condition(connector));
+        if self.backend() == DbBackend::Postgres {
+            select = select.lock_exclusive();
+        }
+        let row = select.one(txn).await.map_err(storage_error)?;
+        row.map(rows::connector)
+            .transpose()?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))
+    }
+}
+
+fn connector_condition(connector: &ConnectorRef) -> Condition {
+    match connector {
+        ConnectorRef::Id(id) => Condition::all().add(connector::Column::Id.eq(id.as_str())),
+        ConnectorRef::Uid(uid) => Condition::all().add(connector::Column::Uid.eq(uid.as_str())),
+    }
+}
+
+#[async_trait]
+impl ConnectorStore for SeaStore {
+    async fn insert_connector(&self, c: &Connector, actor: &Actor) -> Result<()> {
+        let txn = self.begin_write().await?;
+        connector::ActiveModel::from(rows::connector_row(c))
+            .insert(&txn.txn)
+            .await
+            .map_err(|e| {
+                write_error(e, |_| RegistryError::AlreadyExists {
+                    resource: Resource::Connector,
+                    what: format!("with uid '{}'", c.uid),
+                })
+            })?;
+        txn.commit(audit::connector_created(actor, c)).await
+    }
+
+    async fn connector(&self, team: &TeamId, c: &ConnectorRef) -> Result<Option<Connector>> {
+        let row = connector::Entity::find()
+            .filter(connector::Column::TeamId.eq(team.as_str()))
+            .filter(connector_condition(c))
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?;
+        row.map(rows::connector).transpose()
+    }
+
+    async fn connectors(
+        &self,
+        team: &TeamId,
+        page: &PageRequest<ConnectorId>,
+    ) -> Result<Vec<Connector>> {
+        let mut select = connector::Entity::find()
+            .filter(connector::Column::TeamId.eq(team.as_str()))
+            .order_by(connector::Column::Id, Order::Asc)
+            .limit(page.limit());
+        if let Some(after) = &page.after {
+            select = select.filter(connector::Column::Id.gt(after.as_str()));
+        }
+        let found = select.all(&self.db).await.map_err(storage_error)?;
+        found.into_iter().map(rows::connector).collect()
+    }
+
+    async fn update_connector(
+        &self,
+        team: &TeamId,
+        c: &ConnectorRef,
+        actor: &Actor,
+        edit: ConnectorEdit,
+    ) -> Result<Connector> {
+        let txn = self.begin_write().await?;
+        let before = self.connector_for_update(&txn.txn, team, c).await?;
+        let after = edit(&before)?;
+        let row = rows::connector_row(&after).into_active_model().reset_all();
+        row.update(&txn.txn).await.map_err(|e| {
+            write_error(e, |_| RegistryError::AlreadyExists {
+                resource: Resource::Connector,
+                what: format!("with uid '{}'", after.uid),
+            })
+        })?;
+        txn.commit(audit::connector_updated(actor, &before, &after))
+            .await?;
+        Ok(after)
+    }
+
+    async fn reseal_connectors(&self, reseal: ConnectorReseal) -> Result<u64> {
+        let txn = self.begin_write().await?;
+        let rows = connector::Entity::find()
+            .filter(connector::Column::Secrets.ne("{}"))
+            .all(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        let mut rewritten = 0;
+        for row in rows {
+            if let Some(next) = reseal(&rows::connector(row)?)? {
+                rows::connector_row(&next)
+                    .into_active_model()
+                    .reset_all()
+                    .update(&txn.txn)
+                    .await
+                    .map_err(storage_error)?;
+                rewritten += 1;
+            }
+        }
+        txn.commit_unaudited().await?;
+        Ok(rewritten)
+    }
+
+    async fn delete_connector(
+        &self,
+        team: &TeamId,
+        c: &ConnectorRef,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(Connector, u64)> {
+        use project_link::Column as L;
+        let txn = self.begin_write().await?;
+        let connector = self.connector_for_update(&txn.txn, team, c).await?;
+        let links = fetch_links(
+            &txn.txn,
+            &link_query(team)
+                .and_where(
+                    Expr::col((project_link::Entity, L::ConnectorId)).eq(connector.id.as_str()),
+                )
+                .to_owned(),
+        )
+        .await?;
+        // Links go with their connector by the foreign key's ON DELETE CASCADE.
+        connector::Entity::delete_by_id(connector.id.as_str())
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        txn.commit(audit::connector_deleted(actor, &connector, &links, now))
+            .await?;
+        Ok((connector, links.len() as u64))
+    }
+}

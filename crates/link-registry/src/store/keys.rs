@@ -1,0 +1,83 @@
+//! API keys: stored by digest, revoked and expiring, and when each was last used.
+
+use super::*;
+
+#[async_trait]
+impl KeyStore for SeaStore {
+    async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> Result<()> {
+        let txn = self.begin_write().await?;
+        api_key::ActiveModel::from(api_key::Model {
+            id: key.id.to_string(),
+            team_id: key.team_id.as_ref().map(ToString::to_string),
+            role: key.role.as_str().to_owned(),
+            key_hash: key.key_hash.clone(),
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            last_used_at: key.last_used_at,
+        })
+        .insert(&txn.txn)
+        .await
+        .map_err(|e| {
+            write_error(e, |_| {
+                RegistryError::internal("inserting an api key", "key id or hash collision")
+            })
+        })?;
+        txn.commit(audit::key_created(actor, key)).await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = api_key::Entity::find()
+            .filter(api_key::Column::KeyHash.eq(key_hash))
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?;
+        row.map(rows::api_key).transpose()
+    }
+
+    async fn api_keys(&self, team: Option<&TeamId>) -> Result<Vec<ApiKeyRecord>> {
+        let mut select = api_key::Entity::find().order_by(api_key::Column::Id, Order::Asc);
+        if let Some(team) = team {
+            select = select.filter(api_key::Column::TeamId.eq(team.as_str()));
+        }
+        let found = select.all(&self.db).await.map_err(storage_error)?;
+        found.into_iter().map(rows::api_key).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &KeyId,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord> {
+        let txn = self.begin_write().await?;
+        let row = api_key::Entity::find_by_id(id.as_str())
+            .one(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| RegistryError::not_found(Resource::Key, id))?;
+        let mut key = rows::api_key(row)?;
+        if key.revoked_at.is_none() {
+            key.revoked_at = Some(at);
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::RevokedAt, Expr::value(at))
+                .filter(api_key::Column::Id.eq(id.as_str()))
+                .exec(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+            txn.commit(audit::key_revoked(actor, &key, at)).await?;
+        }
+        Ok(key)
+    }
+
+    async fn touch_api_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+        let txn = self.begin_write().await?;
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
+            .filter(api_key::Column::Id.eq(id.as_str()))
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        txn.commit_unaudited().await
+    }
+}

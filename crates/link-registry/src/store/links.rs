@@ -1,0 +1,221 @@
+//! Project links, joined with their connector uid and project name for every answer.
+
+use super::*;
+
+/// Links of one team joined with their connector uid and project name.
+pub(super) fn link_query(team: &TeamId) -> SelectStatement {
+    use project_link::Column as L;
+    Query::select()
+        .columns([
+            (project_link::Entity, L::TeamId),
+            (project_link::Entity, L::ConnectorId),
+            (project_link::Entity, L::ProjectId),
+            (project_link::Entity, L::Environments),
+            (project_link::Entity, L::CreatedAt),
+            (project_link::Entity, L::UpdatedAt),
+        ])
+        .expr_as(
+            Expr::col((connector::Entity, connector::Column::Uid)),
+            "connector_uid",
+        )
+        .expr_as(
+            Expr::col((project::Entity, project::Column::Name)),
+            "project_name",
+        )
+        .from(project_link::Entity)
+        .inner_join(
+            connector::Entity,
+            Expr::col((connector::Entity, connector::Column::Id))
+                .equals((project_link::Entity, L::ConnectorId)),
+        )
+        .inner_join(
+            project::Entity,
+            Expr::col((project::Entity, project::Column::TeamId))
+                .equals((project_link::Entity, L::TeamId))
+                .and(
+                    Expr::col((project::Entity, project::Column::Id))
+                        .equals((project_link::Entity, L::ProjectId)),
+                ),
+        )
+        .and_where(Expr::col((project_link::Entity, L::TeamId)).eq(team.as_str()))
+        .to_owned()
+}
+
+pub(super) async fn fetch_links<C: ConnectionTrait>(
+    db: &C,
+    query: &SelectStatement,
+) -> Result<Vec<ProjectLink>> {
+    let statement = db.get_database_backend().build(query);
+    let found = rows::LinkRow::find_by_statement(statement)
+        .all(db)
+        .await
+        .map_err(storage_error)?;
+    found.into_iter().map(rows::link).collect()
+}
+
+pub(super) async fn find_link<C: ConnectionTrait>(
+    db: &C,
+    team: &TeamId,
+    connector: &ConnectorId,
+    project: &ProjectId,
+) -> Result<Option<ProjectLink>> {
+    use project_link::Column as L;
+    let query = link_query(team)
+        .and_where(Expr::col((project_link::Entity, L::ConnectorId)).eq(connector.as_str()))
+        .and_where(Expr::col((project_link::Entity, L::ProjectId)).eq(project.as_str()))
+        .to_owned();
+    Ok(fetch_links(db, &query).await?.into_iter().next())
+}
+
+#[async_trait]
+impl LinkStore for SeaStore {
+    async fn attach(
+        &self,
+        team: &TeamId,
+        c: &ConnectorRef,
+        p: &ProjectRef,
+        environments: EnvironmentSet,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<ProjectLink> {
+        let txn = self.begin_write().await?;
+        let connector = self.connector_for_update(&txn.txn, team, c).await?;
+        let project = find_project(&txn.txn, team, p)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+        let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
+        let row = project_link::ActiveModel::from(project_link::Model {
+            team_id: team.to_string(),
+            connector_id: connector.id.to_string(),
+            project_id: project.id.to_string(),
+            environments: environments.bits(),
+            created_at: now,
+            updated_at: now,
+        });
+        project_link::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    project_link::Column::ConnectorId,
+                    project_link::Column::ProjectId,
+                ])
+                .update_columns([
+                    project_link::Column::Environments,
+                    project_link::Column::UpdatedAt,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(&txn.txn)
+            .await
+            .map_err(|e| {
+                write_error(e, |_| {
+                    RegistryError::internal("upserting a link", "conflict")
+                })
+            })?;
+        let after = ProjectLink {
+            team_id: team.clone(),
+            connector_id: connector.id,
+            connector_uid: connector.uid,
+            project_id: project.id,
+            project_name: project.name,
+            environments,
+            created_at: before.as_ref().map_or(now, |b| b.created_at),
+            updated_at: now,
+        };
+        txn.commit(audit::project_attached(actor, before.as_ref(), &after))
+            .await?;
+        Ok(after)
+    }
+
+    async fn detach(
+        &self,
+        team: &TeamId,
+        c: &ConnectorRef,
+        p: &ProjectRef,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<ProjectLink> {
+        let txn = self.begin_write().await?;
+        let connector = self.connector_for_update(&txn.txn, team, c).await?;
+        let project = find_project(&txn.txn, team, p)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+        let link = find_link(&txn.txn, team, &connector.id, &project.id)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::ProjectLink, format!("{c} → {p}")))?;
+        project_link::Entity::delete_by_id((connector.id.to_string(), project.id.to_string()))
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        txn.commit(audit::project_detached(actor, &link, now))
+            .await?;
+        Ok(link)
+    }
+
+    async fn link(&self, team: &TeamId, c: &ConnectorRef, p: &ProjectRef) -> Result<ProjectLink> {
+        let connector = self
+            .connector(team, c)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, c))?;
+        let project = find_project(&self.db, team, p)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+        find_link(&self.db, team, &connector.id, &project.id)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::ProjectLink, format!("{c} → {p}")))
+    }
+
+    async fn link_by_ids(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorId,
+        project: &ProjectId,
+    ) -> Result<Option<ProjectLink>> {
+        find_link(&self.db, team, connector, project).await
+    }
+
+    async fn links(
+        &self,
+        team: &TeamId,
+        filter: &LinkFilter,
+        page: &PageRequest<LinkKey>,
+    ) -> Result<Vec<ProjectLink>> {
+        use project_link::Column as L;
+        let mut query = link_query(team);
+        if let Some(c) = &filter.connector {
+            let connector = self
+                .connector(team, c)
+                .await?
+                .ok_or_else(|| RegistryError::not_found(Resource::Connector, c))?;
+            query.and_where(
+                Expr::col((project_link::Entity, L::ConnectorId)).eq(connector.id.as_str()),
+            );
+        }
+        if let Some(p) = &filter.project {
+            let project = find_project(&self.db, team, p)
+                .await?
+                .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+            query
+                .and_where(Expr::col((project_link::Entity, L::ProjectId)).eq(project.id.as_str()));
+        }
+        if let Some(after) = &page.after {
+            let (connector_id, project_id) =
+                (after.connector_id.as_str(), after.project_id.as_str());
+            let connector_col = Expr::col((project_link::Entity, L::ConnectorId));
+            let project_col = Expr::col((project_link::Entity, L::ProjectId));
+            query.cond_where(
+                Condition::any()
+                    .add(connector_col.clone().gt(connector_id))
+                    .add(
+                        Condition::all()
+                            .add(connector_col.eq(connector_id))
+                            .add(project_col.gt(project_id)),
+                    ),
+            );
+        }
+        query
+            .order_by((project_link::Entity, L::ConnectorId), Order::Asc)
+            .order_by((project_link::Entity, L::ProjectId), Order::Asc)
+            .limit(page.limit());
+        fetch_links(&self.db, &query).await
+    }
+}
