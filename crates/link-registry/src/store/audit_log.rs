@@ -2,10 +2,7 @@
 
 use super::*;
 
-pub(super) async fn insert_audit(
-    txn: &DatabaseTransaction,
-    event: NewAuditEvent,
-) -> Result<()> {
+pub(super) async fn insert_audit(txn: &DatabaseTransaction, event: NewAuditEvent) -> Result<()> {
     audit_event::Entity::insert(rows::audit_event_row(event))
         .exec_without_returning(txn)
         .await

@@ -1,0 +1,59 @@
+//! The runtime decision the broker asks for, in the documented order.
+
+use super::*;
+
+/// The claims of a verified token, and the connector asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizeQuery {
+    pub owner_id: TeamId,
+    pub project_id: ProjectId,
+    pub environment: Environment,
+    pub issuer: String,
+    pub connector: ConnectorRef,
+}
+
+impl Registry {
+    /// The runtime decision, in the documented order. Any "no" stops it.
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        query: &AuthorizeQuery,
+    ) -> Result<Authorization> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        let team = self.store.team(&query.owner_id).await?;
+        // An unknown team and a wrong issuer answer alike: neither tells whether the team exists.
+        if team.is_none_or(|t| t.issuer.as_str() != query.issuer) {
+            return Err(RegistryError::IssuerNotTrusted {
+                owner_id: query.owner_id.to_string(),
+            });
+        }
+        let connector = self
+            .store
+            .connector(&query.owner_id, &query.connector)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, &query.connector))?;
+        let link = self
+            .store
+            .link_by_ids(&query.owner_id, &connector.id, &query.project_id)
+            .await?
+            .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
+                connector: connector.uid.to_string(),
+                project_id: query.project_id.to_string(),
+            })?;
+        if !link.environments.contains(query.environment) {
+            return Err(RegistryError::ClientNotEnabledForEnvironment {
+                connector: connector.uid.to_string(),
+                project_id: query.project_id.to_string(),
+                environment: query.environment.to_string(),
+            });
+        }
+        let secrets = open_all(&self.cipher, &connector)?;
+        Ok(Authorization {
+            connector,
+            link,
+            secrets,
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! A team's connectors: their destinations are checked against the outbound-URL policy, and
+//! their secrets are sealed bound to those destinations and never follow a new one.
+
+use super::*;
+
+#[derive(Debug)]
+pub struct NewConnector {
+    pub uid: ConnectorUid,
+    pub name: DisplayName,
+    pub config: ConfigMap,
+    pub secrets: SecretInput,
+}
+
+/// The fields an update replaces; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct ConnectorUpdate {
+    pub name: Option<DisplayName>,
+    pub config: Option<ConfigMap>,
+    pub secrets: Option<SecretInput>,
+}
+
+impl Registry {
+    /// Refuses `*_url` config values that are not allowed destinations, naming each.
+    fn check_destinations(&self, config: &ConfigMap) -> Result<()> {
+        let violations: Vec<FieldViolation> = config
+            .iter()
+            .filter(|(key, _)| is_destination_key(key))
+            .filter_map(|(key, value)| {
+                let refusal = self.url_policy.check_url(value).err()?;
+                Some(FieldViolation::new(
+                    format!("config[{key}]"),
+                    format!("not an allowed destination: {refusal}"),
+                ))
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::InvalidArgument(violations))
+        }
+    }
+
+    /// Re-seals every secret stored before secrets were bound to their destination; answers
+    /// with the number of connectors re-sealed. Runs at start, once per old row.
+    pub async fn upgrade_sealed_secrets(&self) -> Result<u64> {
+        let cipher = self.cipher.clone();
+        self.store
+            .reseal_connectors(Box::new(move |connector: &Connector| {
+                if !connector
+                    .secrets
+                    .values()
+                    .any(|s| SecretCipher::is_legacy(&s.sealed))
+                {
+                    return Ok(None);
+                }
+                let open = open_all(&cipher, connector)?;
+                let input = SecretInput::from_opened(open);
+                let mut next = connector.clone();
+                next.secrets = seal_all(&cipher, connector, &next.config, &input);
+                Ok(Some(next))
+            }))
+            .await
+    }
+
+    pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
+        let team = caller.writable_team()?;
+        self.check_destinations(&new.config)?;
+        let now = self.clock.now();
+        let mut connector = Connector {
+            secrets: BTreeMap::new(),
+            id: crypto::new_connector_id(),
+            team_id: team.clone(),
+            uid: new.uid,
+            name: new.name,
+            config: new.config,
+            created_at: now,
+            updated_at: now,
+        };
+        connector.secrets = seal_all(&self.cipher, &connector, &connector.config, &new.secrets);
+        self.store
+            .insert_connector(&connector, &caller.actor())
+            .await?;
+        Ok(connector)
+    }
+
+    pub async fn get_connector(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+    ) -> Result<Connector> {
+        let team = caller.readable_team()?;
+        self.store
+            .connector(team, connector)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))
+    }
+
+    pub async fn list_connectors(
+        &self,
+        caller: &Caller,
+        page: PageRequest<ConnectorId>,
+    ) -> Result<Page<Connector>> {
+        let team = caller.readable_team()?;
+        let rows = self.store.connectors(team, &page).await?;
+        Ok(Page::from_rows(rows, page.size, |c| c.id.clone()))
+    }
+
+    pub async fn update_connector(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        update: ConnectorUpdate,
+    ) -> Result<Connector> {
+        let team = caller.writable_team()?;
+        if let Some(config) = &update.config {
+            self.check_destinations(config)?;
+        }
+        let cipher = self.cipher.clone();
+        let now = self.clock.now();
+        let edit = Box::new(move |current: &Connector| {
+            let mut next = current.clone();
+            if let Some(name) = update.name {
+                next.name = name;
+            }
+            if let Some(config) = update.config {
+                let moved = moved_destinations(&current.config, &config);
+                // Stored secrets never follow a new destination: they must come with it.
+                if !moved.is_empty() && update.secrets.is_none() && !current.secrets.is_empty() {
+                    return Err(RegistryError::SecretsRequired {
+                        connector: current.uid.to_string(),
+                        keys: moved.join(", "),
+                    });
+                }
+                next.config = config;
+            }
+            if let Some(secrets) = &update.secrets {
+                next.secrets = seal_all(&cipher, current, &next.config, secrets);
+            }
+            next.updated_at = now;
+            Ok(next)
+        });
+        self.store
+            .update_connector(team, connector, &caller.actor(), edit)
+            .await
+    }
+
+    pub async fn delete_connector(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+    ) -> Result<(Connector, u64)> {
+        let team = caller.writable_team()?;
+        self.store
+            .delete_connector(team, connector, &caller.actor(), self.clock.now())
+            .await
+    }
+}
+
+/// The `*_url` config keys whose value differs between `before` and `after`.
+fn moved_destinations(before: &ConfigMap, after: &ConfigMap) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = before
+        .iter()
+        .chain(after.iter())
+        .map(|(k, _)| k)
+        .filter(|k| is_destination_key(k))
+        .collect();
+    keys.into_iter()
+        .filter(|k| before.get(k) != after.get(k))
+        .cloned()
+        .collect()
+}
+
+/// Seals `secrets` for `connector`'s row, bound to the destinations of `config`.
+fn seal_all(
+    cipher: &SecretCipher,
+    connector: &Connector,
+    config: &ConfigMap,
+    secrets: &SecretInput,
+) -> BTreeMap<String, StoredSecret> {
+    let destination = crypto::destination_digest(config.iter());
+    secrets
+        .iter()
+        .map(|(name, value)| {
+            let aad = SecretAad {
+                team_id: connector.team_id.as_str(),
+                connector_id: connector.id.as_str(),
+                name,
+                destination: &destination,
+            };
+            let stored = StoredSecret {
+                sealed: cipher.seal(&aad, value),
+                fingerprint: cipher.fingerprint(value),
+            };
+            (name.clone(), stored)
+        })
+        .collect()
+}
+
+pub(super) fn open_all(
+    cipher: &SecretCipher,
+    connector: &Connector,
+) -> Result<BTreeMap<String, SecretString>> {
+    let destination = crypto::destination_digest(connector.config.iter());
+    connector
+        .secrets
+        .iter()
+        .map(|(name, stored)| {
+            let aad = SecretAad {
+                team_id: connector.team_id.as_str(),
+                connector_id: connector.id.as_str(),
+                name,
+                destination: &destination,
+            };
+            let value = cipher
+                .open(&aad, &stored.sealed)
+                .map_err(|e| RegistryError::internal("opening a connector secret", e))?;
+            Ok((name.clone(), value))
+        })
+        .collect()
+}

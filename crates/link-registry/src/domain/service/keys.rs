@@ -1,0 +1,177 @@
+//! Teams and API keys: what the operator's commands create, and how a presented key becomes
+//! a [`Caller`].
+
+use super::*;
+
+/// Verified keys, so that the hot path does not read the database for its caller. Entries live
+/// for [`KEY_CACHE_TTL`], so a key revoked by another process (`keys revoke`) is refused within
+/// that time; each entry keeps its key's expiry, which is checked on every hit. Only usable keys
+/// are cached, so unknown keys cannot fill it.
+#[derive(Debug, Default)]
+pub(super) struct KeyCache {
+    entries: RwLock<HashMap<String, CachedKey>>,
+}
+
+#[derive(Clone, Debug)]
+struct CachedKey {
+    caller: Caller,
+    expires_at: Option<DateTime<Utc>>,
+    cached_at: Instant,
+}
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+const KEY_CACHE_MAX: usize = 10_000;
+/// Least time between two `last_used_at` writes for one key.
+const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+impl KeyCache {
+    fn get(&self, key_hash: &str, now: DateTime<Utc>) -> Option<Caller> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key_hash)
+            .filter(|k| k.cached_at.elapsed() < KEY_CACHE_TTL)
+            .filter(|k| k.expires_at.is_none_or(|at| now < at))
+            .map(|k| k.caller.clone())
+    }
+
+    fn put(&self, key_hash: String, key: CachedKey) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.retain(|_, k| k.cached_at.elapsed() < KEY_CACHE_TTL);
+            if entries.len() >= KEY_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key_hash, key);
+    }
+}
+
+impl Registry {
+    /// Resolves a presented API key to its caller: a known key that is neither revoked nor
+    /// expired.
+    pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
+        if presented.is_empty() || presented.len() > 256 {
+            return Err(RegistryError::InvalidKey);
+        }
+        let now = self.clock.now();
+        let key_hash = crypto::hash_api_key(presented);
+        if let Some(caller) = self.keys.get(&key_hash, now) {
+            return Ok(caller);
+        }
+        let record = self
+            .store
+            .api_key_by_hash(&key_hash)
+            .await?
+            .filter(|k| k.is_usable(now))
+            .ok_or(RegistryError::InvalidKey)?;
+        if record
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
+        {
+            // Off the request path: a lost write only leaves `last_used_at` a little old.
+            let (store, id) = (self.store.clone(), record.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_api_key(&id, now).await {
+                    tracing::warn!(key_id = %id, error = %e, "cannot record a key's last use");
+                }
+            });
+        }
+        let caller = Caller {
+            key_id: record.id,
+            role: record.role,
+            team: record.team_id,
+        };
+        self.keys.put(
+            key_hash,
+            CachedKey {
+                caller: caller.clone(),
+                expires_at: record.expires_at,
+                cached_at: Instant::now(),
+            },
+        );
+        Ok(caller)
+    }
+
+    pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
+        let team = Team {
+            id: new.id,
+            slug: new.slug,
+            issuer: new.issuer,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_team(&team, &Actor::CommandLine).await?;
+        Ok(team)
+    }
+
+    /// Creates a key and answers with it: the only time it is ever seen in clear.
+    pub async fn create_api_key(
+        &self,
+        team: Option<TeamId>,
+        role: Role,
+    ) -> Result<(ApiKeyRecord, SecretString)> {
+        self.create_expiring_api_key(team, role, None).await
+    }
+
+    /// Creates a key that stops working at `expires_at` (`None`: never).
+    pub async fn create_expiring_api_key(
+        &self,
+        team: Option<TeamId>,
+        role: Role,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(ApiKeyRecord, SecretString)> {
+        let now = self.clock.now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(RegistryError::invalid(
+                "expires_in",
+                "the expiry must be in the future",
+            ));
+        }
+        match (role, &team) {
+            (Role::Broker, Some(_)) => {
+                return Err(RegistryError::invalid(
+                    "team",
+                    "broker keys serve every team and take no team",
+                ));
+            }
+            (Role::Admin | Role::Viewer, None) => {
+                return Err(RegistryError::invalid(
+                    "team",
+                    "admin and viewer keys need a team",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(team) = &team
+            && self.store.team(team).await?.is_none()
+        {
+            return Err(RegistryError::not_found(Resource::Team, team));
+        }
+        let key = crypto::generate_api_key();
+        let record = ApiKeyRecord {
+            id: crypto::new_key_id(),
+            team_id: team,
+            role,
+            key_hash: crypto::hash_api_key(key.expose_secret()),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        self.store
+            .insert_api_key(&record, &Actor::CommandLine)
+            .await?;
+        Ok((record, key))
+    }
+
+    /// Every key (or a team's), never the keys themselves: only their records exist.
+    pub async fn list_api_keys(&self, team: Option<&TeamId>) -> Result<Vec<ApiKeyRecord>> {
+        self.store.api_keys(team).await
+    }
+
+    /// Revokes a key; running servers refuse it within [`KEY_CACHE_TTL`].
+    pub async fn revoke_api_key(&self, id: &KeyId) -> Result<ApiKeyRecord> {
+        self.store
+            .revoke_api_key(id, &Actor::CommandLine, self.clock.now())
+            .await
+    }
+}

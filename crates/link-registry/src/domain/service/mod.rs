@@ -1,0 +1,132 @@
+//! The registry's rules: who may do what, how secrets are sealed, and the order of the `Authorize`
+//! decision. Handlers call exactly one method here; storage is reached only through [`Store`].
+//! One file per aggregate: keys (and teams), projects, connectors, links, audit, and the runtime
+//! `Authorize`.
+
+mod audit;
+mod authorize;
+mod connectors;
+mod keys;
+mod links;
+mod projects;
+
+pub use self::{
+    authorize::AuthorizeQuery,
+    connectors::{ConnectorUpdate, NewConnector},
+};
+use self::{connectors::open_all, keys::KeyCache};
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use connect_types::{UrlPolicy, is_destination_key};
+
+use super::{
+    clock::{Clock, SystemClock},
+    error::{FieldViolation, RegistryError, Resource, Result},
+    model::{
+        Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink, Role,
+        StoredSecret, Team,
+    },
+    page::{AuditKey, LinkKey, Page, PageRequest},
+    store::{LinkFilter, Store},
+    types::{
+        ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
+        EnvironmentSet, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
+        TeamSlug,
+    },
+};
+use crate::crypto::{self, SecretAad, SecretCipher};
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: KeyId,
+    pub role: Role,
+    /// The team an `admin` or `viewer` key belongs to; `None` for `broker` keys.
+    pub team: Option<TeamId>,
+}
+
+impl Caller {
+    fn readable_team(&self) -> Result<&TeamId> {
+        match (self.role, &self.team) {
+            (Role::Admin | Role::Viewer, Some(team)) => Ok(team),
+            _ => Err(self.not_allowed()),
+        }
+    }
+
+    fn writable_team(&self) -> Result<&TeamId> {
+        match (self.role, &self.team) {
+            (Role::Admin, Some(team)) => Ok(team),
+            _ => Err(self.not_allowed()),
+        }
+    }
+
+    fn not_allowed(&self) -> RegistryError {
+        RegistryError::RoleNotAllowed {
+            role: self.role.as_str(),
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::Key(self.key_id.clone())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTeam {
+    pub id: TeamId,
+    pub slug: TeamSlug,
+    pub issuer: IssuerUrl,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewProject {
+    pub id: ProjectId,
+    pub name: ProjectName,
+}
+
+/// The link registry's domain service.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+    cipher: SecretCipher,
+    keys: Arc<KeyCache>,
+    url_policy: Arc<UrlPolicy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Registry {
+    /// A registry that accepts public `https` destinations only.
+    pub fn new(store: Arc<dyn Store>, cipher: SecretCipher) -> Self {
+        Self {
+            store,
+            cipher,
+            keys: Arc::default(),
+            url_policy: Arc::new(UrlPolicy::strict()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same registry, taking every timestamp from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The same registry, checking connector destinations against `policy`.
+    pub fn with_url_policy(mut self, policy: UrlPolicy) -> Self {
+        self.url_policy = Arc::new(policy);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
