@@ -1526,8 +1526,14 @@ async fn health_turns_not_serving_as_soon_as_shutdown_begins() {
         .await
         .unwrap()
         .into_inner();
-    let first = watch.message().await.unwrap().unwrap();
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // NOT_SERVING until the database answered, then SERVING.
+    loop {
+        let status = watch.message().await.unwrap().unwrap().status;
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        assert_eq!(status, ServingStatus::NotServing as i32);
+    }
     // The open watch is an in-flight call: shutdown reports NOT_SERVING on it, then drains it
     // within the grace period.
     let stopping = tokio::spawn(app.stop());
