@@ -287,3 +287,99 @@ async fn a_database_edit_cannot_redirect_sealed_secrets(db: TestDb) {
     let status = assert_error(authorize(&app).await, Code::Internal, "INTERNAL");
     assert!(!status.message().contains("cs_original"));
 }
+
+/// Seals `value` as registries did before secrets were bound to their destination: AES-256-GCM
+/// under the key file's key, associated data `connect.v1.secret\0team\0connector\0name`, stored as
+/// base64 of nonce ‖ ciphertext ‖ tag.
+fn legacy_seal(key_file: &std::path::Path, aad: &str, value: &str) -> String {
+    use aes_gcm::{
+        Aes256Gcm, KeyInit, Nonce,
+        aead::{Aead, Payload},
+    };
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let key = STANDARD
+        .decode(std::fs::read_to_string(key_file).unwrap().trim())
+        .unwrap();
+    let cipher = Aes256Gcm::new_from_slice(&key).unwrap();
+    let nonce = [7u8; 12];
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: value.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
+        .unwrap();
+    STANDARD.encode([&nonce[..], &sealed].concat())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_sealed_before_the_destination_binding_are_resealed_at_start() {
+    let app = linked(TestDb::sqlite().await).await;
+    let connector = authorize(&app)
+        .await
+        .unwrap()
+        .into_inner()
+        .connector
+        .unwrap();
+    let broker = app.broker.clone();
+    let db = app.stop().await;
+    // Rewrite the stored secret in the old format, as an older registry left it.
+    let key_file = std::path::PathBuf::from(format!(
+        "{}.key",
+        db.url
+            .trim_start_matches("sqlite://")
+            .trim_end_matches("?mode=rwc")
+    ));
+    let aad = format!(
+        "connect.v1.secret\0team_acme\0{}\0client_secret",
+        connector.id
+    );
+    let legacy = legacy_seal(&key_file, &aad, "cs_legacy");
+    let raw = Database::connect(&db.url).await.unwrap();
+    let row = raw
+        .query_one_raw(sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            "SELECT secrets FROM connectors",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut secrets: serde_json::Value =
+        serde_json::from_str(&row.try_get::<String>("", "secrets").unwrap()).unwrap();
+    secrets["client_secret"]["sealed"] = legacy.clone().into();
+    raw.execute_unprepared(&format!(
+        "UPDATE connectors SET secrets = '{}'",
+        secrets.to_string().replace('\'', "''")
+    ))
+    .await
+    .unwrap();
+    raw.close().await.ok();
+
+    // The restarted registry opens it and seals it again, bound to its destination.
+    let mut app = TestApp::start(db).await;
+    app.broker = broker;
+    let answer = authorize(&app).await.unwrap().into_inner();
+    assert_eq!(answer.secrets["client_secret"], "cs_legacy");
+    assert_eq!(answer.secrets["client_id"], "cid");
+    let raw = Database::connect(&app.db.url).await.unwrap();
+    let row = raw
+        .query_one_raw(sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            "SELECT secrets FROM connectors",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = row.try_get::<String>("", "secrets").unwrap();
+    assert!(
+        !stored.contains(&legacy),
+        "the legacy value is still stored"
+    );
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    for (name, secret) in stored.as_object().unwrap() {
+        let sealed = secret["sealed"].as_str().unwrap();
+        assert!(sealed.starts_with("v2:"), "{name} was not re-sealed");
+    }
+}
