@@ -205,3 +205,43 @@ async fn a_burst_beyond_the_concurrency_limit_is_shed_not_queued() {
     assert!(stack.get_token(&token, "oauth2/slow").await.is_ok());
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_token_numbers_are_refused_without_harm() {
+    let stack = Stack::start().await;
+    let deployment = stack.acme.deployment("prj_web", "web", "preview");
+    let header = serde_json::json!({
+        "alg": "RS256", "typ": "JWT", "kid": stack.acme.issuer.kid(Alg::RS256)
+    });
+    for (claim, value) in [
+        ("exp", serde_json::json!(i64::MAX)),
+        ("exp", serde_json::json!(u64::MAX)),
+        ("exp", serde_json::json!(i64::MIN)),
+        ("iat", serde_json::json!(i64::MIN)),
+        ("exp", serde_json::json!(1e300)),
+    ] {
+        let mut claims = stack
+            .acme
+            .issuer
+            .claims(&deployment, Duration::from_secs(600));
+        claims[claim] = value.clone();
+        let token = stack.acme.issuer.sign(&header, &claims, Alg::RS256);
+        let status = stack
+            .get_token(&token, "api-key/stripe")
+            .await
+            .expect_err(&format!("{claim} = {value} was accepted"));
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{claim} = {value}: {status:?}"
+        );
+    }
+    // The broker is unharmed.
+    assert!(
+        stack
+            .get_token(&stack.acme.token("prj_web", "preview"), "api-key/stripe")
+            .await
+            .is_ok()
+    );
+    stack.stop().await;
+}
