@@ -118,7 +118,9 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), AppError> {
-        let service = LinkRegistryServer::new(LinkRegistryService::new(self.registry.clone()))
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let registry = self.registry.clone().with_stopping(stopping);
+        let service = LinkRegistryServer::new(LinkRegistryService::new(registry))
             .max_decoding_message_size(self.config.max_request_bytes);
         let store = self.registry.store().clone();
         let ready = async move {
@@ -132,6 +134,11 @@ impl App {
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
             tls: self.tls,
+        };
+        // Open change feeds end as soon as shutdown begins, so they do not hold the drain.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
         };
         connect_runtime::serve(
             self.listener,

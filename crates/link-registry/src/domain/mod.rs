@@ -3,6 +3,7 @@
 //! layer implements [`store::Store`].
 
 pub mod audit;
+pub mod changes;
 pub mod clock;
 pub mod error;
 pub mod model;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
+    changes::Change,
     error::Result,
     model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
     page::{AuditKey, LinkKey, PageRequest},
@@ -38,6 +39,7 @@ pub trait Store:
     + ConnectorStore
     + LinkStore
     + AuditStore
+    + ChangeStore
     + std::fmt::Debug
     + 'static
 {
@@ -167,4 +169,16 @@ pub trait AuditStore: Send + Sync {
         team: &TeamId,
         page: &PageRequest<AuditKey>,
     ) -> Result<Vec<AuditEvent>>;
+}
+
+/// The change feed: every committed change that can alter an `Authorize` answer, by revision.
+#[async_trait]
+pub trait ChangeStore: Send + Sync {
+    /// Changes after `revision`, oldest first, at most `limit`.
+    async fn changes_after(&self, revision: i64, limit: u64) -> Result<Vec<Change>>;
+    /// The newest revision (0 when there is none) and the oldest still kept.
+    async fn revisions(&self) -> Result<(i64, Option<i64>)>;
+    /// Changes whenever a newer revision commits (on PostgreSQL, on any replica). It only wakes
+    /// watchers up: they read the changes with [`ChangeStore::changes_after`].
+    async fn subscribe(&self) -> tokio::sync::watch::Receiver<i64>;
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::domain::{
     FieldViolation, RegistryError,
+    changes::FeedEvent,
     model::{AuditEvent, Authorization, Connector, Project, ProjectLink},
     page::{LinkKey, PageKey, PageRequest},
     service::{AuthorizeQuery, ConnectorUpdate, NewConnector, NewProject},
@@ -313,6 +314,42 @@ impl From<AuditEvent> for pb::AuditEvent {
             before: e.before.and_then(json_struct),
             after: e.after.and_then(json_struct),
             time: Some(timestamp(e.time)),
+        }
+    }
+}
+
+impl From<FeedEvent> for pb::ChangeEvent {
+    fn from(event: FeedEvent) -> Self {
+        match event {
+            FeedEvent::Resync { revision } => Self {
+                revision,
+                resync: true,
+                ..Default::default()
+            },
+            FeedEvent::Heartbeat { revision } => Self {
+                revision,
+                ..Default::default()
+            },
+            FeedEvent::Change(change) => {
+                let (connector_id, connector_uid) = change
+                    .scope
+                    .connector
+                    .map(|(id, uid)| (id.to_string(), uid.to_string()))
+                    .unwrap_or_default();
+                Self {
+                    revision: change.revision,
+                    action: change.action,
+                    owner_id: change.scope.team_id.to_string(),
+                    connector_id,
+                    connector_uid,
+                    project_id: change
+                        .scope
+                        .project_id
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    resync: false,
+                }
+            }
         }
     }
 }

@@ -52,8 +52,33 @@ fn reply<T, U: From<T>>(result: Result<T, RegistryError>) -> Reply<U> {
     result.map(|v| Response::new(v.into())).map_err(to_status)
 }
 
+/// The change feed's events as the wire carries them.
+type ChangeStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ChangeEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl LinkRegistry for LinkRegistryService {
+    type WatchChangesStream = ChangeStream;
+
+    async fn watch_changes(
+        &self,
+        request: Request<pb::WatchChangesRequest>,
+    ) -> Reply<Self::WatchChangesStream> {
+        use tokio_stream::StreamExt;
+        let key = bearer(request.metadata())
+            .ok_or_else(|| to_status(RegistryError::InvalidKey))?
+            .to_owned();
+        let from = request.into_inner().from_revision;
+        let events = self
+            .registry
+            .watch_changes(secrecy::SecretString::from(key), from)
+            .await
+            .map_err(to_status)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events)
+            .map(|event| event.map(pb::ChangeEvent::from).map_err(to_status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn create_project(
         &self,
         request: Request<pb::CreateProjectRequest>,

@@ -45,7 +45,9 @@ impl ConnectorStore for SeaStore {
                     what: format!("with uid '{}'", c.uid),
                 })
             })?;
-        txn.commit(audit::connector_created(actor, c)).await
+        let scope = ChangeScope::connector(&c.team_id, &c.id, &c.uid);
+        txn.commit(audit::connector_created(actor, c), Some(scope))
+            .await
     }
 
     async fn connector(&self, team: &TeamId, c: &ConnectorRef) -> Result<Option<Connector>> {
@@ -91,8 +93,12 @@ impl ConnectorStore for SeaStore {
                 what: format!("with uid '{}'", after.uid),
             })
         })?;
-        txn.commit(audit::connector_updated(actor, &before, &after))
-            .await?;
+        let scope = ChangeScope::connector(team, &after.id, &after.uid);
+        txn.commit(
+            audit::connector_updated(actor, &before, &after),
+            Some(scope),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -143,8 +149,12 @@ impl ConnectorStore for SeaStore {
             .exec(&txn.txn)
             .await
             .map_err(storage_error)?;
-        txn.commit(audit::connector_deleted(actor, &connector, &links, now))
-            .await?;
+        let scope = ChangeScope::connector(team, &connector.id, &connector.uid);
+        txn.commit(
+            audit::connector_deleted(actor, &connector, &links, now),
+            Some(scope),
+        )
+        .await?;
         Ok((connector, links.len() as u64))
     }
 }

@@ -23,7 +23,7 @@ impl KeyStore for SeaStore {
                 RegistryError::internal("inserting an api key", "key id or hash collision")
             })
         })?;
-        txn.commit(audit::key_created(actor, key)).await
+        txn.commit(audit::key_created(actor, key), None).await
     }
 
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
@@ -65,7 +65,8 @@ impl KeyStore for SeaStore {
                 .exec(&txn.txn)
                 .await
                 .map_err(storage_error)?;
-            txn.commit(audit::key_revoked(actor, &key, at)).await?;
+            txn.commit(audit::key_revoked(actor, &key, at), None)
+                .await?;
         }
         Ok(key)
     }

@@ -121,8 +121,17 @@ impl LinkStore for SeaStore {
             created_at: before.as_ref().map_or(now, |b| b.created_at),
             updated_at: now,
         };
-        txn.commit(audit::project_attached(actor, before.as_ref(), &after))
-            .await?;
+        let scope = ChangeScope::link(
+            team,
+            &after.connector_id,
+            &after.connector_uid,
+            &after.project_id,
+        );
+        txn.commit(
+            audit::project_attached(actor, before.as_ref(), &after),
+            Some(scope),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -146,7 +155,13 @@ impl LinkStore for SeaStore {
             .exec(&txn.txn)
             .await
             .map_err(storage_error)?;
-        txn.commit(audit::project_detached(actor, &link, now))
+        let scope = ChangeScope::link(
+            team,
+            &link.connector_id,
+            &link.connector_uid,
+            &link.project_id,
+        );
+        txn.commit(audit::project_detached(actor, &link, now), Some(scope))
             .await?;
         Ok(link)
     }

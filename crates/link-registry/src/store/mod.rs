@@ -9,6 +9,7 @@
 //! sees the true "before".
 
 mod audit_log;
+mod changes;
 mod connectors;
 mod entity;
 mod keys;
@@ -34,21 +35,25 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::{
-    entity::{api_key, audit_event, connector, project, project_link, team},
+    entity::{api_key, audit_event, change, connector, project, project_link, team},
     links::{fetch_links, link_query},
     migration::Migrator,
     projects::find_project,
 };
 use crate::domain::{
     RegistryError, Resource, Result, audit,
+    changes::ChangeScope,
     model::NewAuditEvent,
     model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
     page::{AuditKey, LinkKey, PageRequest},
     store::{
-        AuditStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyStore, LinkFilter,
-        LinkStore, ProjectStore, Store, TeamStore,
+        AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyStore,
+        LinkFilter, LinkStore, ProjectStore, Store, TeamStore,
     },
-    types::{ConnectorId, ConnectorRef, EnvironmentSet, KeyId, ProjectId, ProjectRef, TeamId},
+    types::{
+        ConnectorId, ConnectorRef, ConnectorUid, EnvironmentSet, KeyId, ProjectId, ProjectRef,
+        TeamId,
+    },
 };
 
 /// How long a SQLite writer waits for another process's write lock before giving up.
@@ -60,6 +65,8 @@ pub struct SeaStore {
     db: DatabaseConnection,
     /// Present on SQLite: one writer at a time within this process.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// The newest revision of the change feed this process knows of (see `changes`).
+    feed: Arc<changes::Feed>,
 }
 
 /// Opens the database at `url` (`sqlite://…` or `postgres://…`) without migrating it.
@@ -98,23 +105,34 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
     Ok(SeaStore {
         db,
         write_gate: sqlite.then(|| Arc::new(Mutex::new(()))),
+        feed: Arc::default(),
     })
 }
 
 /// A write transaction, holding the SQLite write gate while it lives. It is the one way the
 /// store changes anything: a mutation ends with [`WriteTxn::commit`], which appends the change's
-/// audit event in the same transaction, so a change and its record commit together or not at all.
-/// Dropped without a commit, it rolls back.
+/// audit event, and its change-feed row when it can alter an `Authorize` answer, in the same
+/// transaction, so a change and its records commit together or not at all. Dropped without a
+/// commit, it rolls back.
 struct WriteTxn {
     txn: DatabaseTransaction,
     _gate: Option<OwnedMutexGuard<()>>,
+    feed: Arc<changes::Feed>,
 }
 
 impl WriteTxn {
-    /// Appends `event` and commits.
-    async fn commit(self, event: NewAuditEvent) -> Result<()> {
+    /// Appends `event` and, for a change of `scope`, the next change-feed revision; commits.
+    async fn commit(self, event: NewAuditEvent, scope: Option<ChangeScope>) -> Result<()> {
+        let revision = match scope {
+            Some(scope) => Some(changes::append(&self.txn, event.action, scope, event.time).await?),
+            None => None,
+        };
         audit_log::insert_audit(&self.txn, event).await?;
-        self.commit_unaudited().await
+        self.txn.commit().await.map_err(storage_error)?;
+        if let Some(revision) = revision {
+            self.feed.advance(revision);
+        }
+        Ok(())
     }
 
     /// Commits a change that no audit row describes: bookkeeping that changes no value a caller
@@ -160,7 +178,11 @@ impl SeaStore {
             .begin_with_options(options)
             .await
             .map_err(storage_error)?;
-        Ok(WriteTxn { txn, _gate: gate })
+        Ok(WriteTxn {
+            txn,
+            _gate: gate,
+            feed: self.feed.clone(),
+        })
     }
 }
 

@@ -51,7 +51,8 @@ impl ProjectStore for SeaStore {
                 },
             })
         })?;
-        txn.commit(audit::project_created(actor, p)).await
+        // Authorize reads no project row: a new project changes no answer.
+        txn.commit(audit::project_created(actor, p), None).await
     }
 
     async fn project(&self, team: &TeamId, project: &ProjectRef) -> Result<Option<Project>> {

@@ -17,7 +17,7 @@ use crate::domain::{
     },
 };
 
-fn corrupt(table: &'static str, detail: impl Into<String>) -> RegistryError {
+pub(super) fn corrupt(table: &'static str, detail: impl Into<String>) -> RegistryError {
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
     struct Corrupt(String);

@@ -20,7 +20,12 @@ impl TeamStore for SeaStore {
                 what: format!("with id '{}' or slug '{}'", team.id, team.slug),
             })
         })?;
-        txn.commit(audit::team_created(actor, team)).await
+        // A team that did not exist was refused as ISSUER_NOT_TRUSTED; that answer may change.
+        txn.commit(
+            audit::team_created(actor, team),
+            Some(ChangeScope::team(&team.id)),
+        )
+        .await
     }
 
     async fn team(&self, id: &TeamId) -> Result<Option<Team>> {

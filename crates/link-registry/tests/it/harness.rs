@@ -71,6 +71,16 @@ impl TestDb {
         })
     }
 
+    /// The same PostgreSQL database, for a second registry replica (`None` on SQLite, a one-node
+    /// backend).
+    pub fn replica(&self) -> Option<TestDb> {
+        (self.backend == "postgres").then(|| TestDb {
+            url: self.url.clone(),
+            backend: self.backend,
+            _dir: None,
+        })
+    }
+
     /// The serve configuration; PostgreSQL needs an explicit key file, kept beside nothing else.
     pub fn serve_config(&self) -> ServeConfig {
         let mut config = ServeConfig::local(&self.url);

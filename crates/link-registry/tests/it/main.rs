@@ -1,6 +1,7 @@
 //! The link registry's integration tests: one binary, real databases, a real server on port 0.
 
 mod destinations;
+mod feed;
 mod harness;
 mod keys;
 mod rpc;

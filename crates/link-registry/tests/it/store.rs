@@ -65,7 +65,11 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
     let again = open_store(&db.url).await.unwrap();
     assert_eq!(
         again.applied_migrations().await.unwrap(),
-        ["m20261125_000001_initial", "m20261126_000002_key_lifecycle"]
+        [
+            "m20261125_000001_initial",
+            "m20261126_000002_key_lifecycle",
+            "m20261126_000003_change_feed"
+        ]
     );
     again.ping().await.unwrap();
 }

@@ -5,6 +5,7 @@
 
 mod audit;
 mod authorize;
+mod changes;
 mod connectors;
 mod keys;
 mod links;
@@ -12,6 +13,7 @@ mod projects;
 
 pub use self::{
     authorize::AuthorizeQuery,
+    changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
 };
 use self::{connectors::open_all, keys::KeyCache};
@@ -100,6 +102,8 @@ pub struct Registry {
     keys: Arc<KeyCache>,
     url_policy: Arc<UrlPolicy>,
     clock: Arc<dyn Clock>,
+    /// Turns true when the registry stops: long-lived calls (the change feed) end then.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Registry {
@@ -111,7 +115,14 @@ impl Registry {
             keys: Arc::default(),
             url_policy: Arc::new(UrlPolicy::strict()),
             clock: Arc::new(SystemClock),
+            stopping: tokio::sync::watch::Sender::new(false).subscribe(),
         }
+    }
+
+    /// The same registry, ending its long-lived calls when `stopping` turns true.
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
     }
 
     /// The same registry, taking every timestamp from `clock`.

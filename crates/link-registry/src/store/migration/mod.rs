@@ -7,6 +7,7 @@
 
 mod m20261125_000001_initial;
 mod m20261126_000002_key_lifecycle;
+mod m20261126_000003_change_feed;
 
 use sea_orm_migration::prelude::*;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261126_000002_key_lifecycle::Migration),
+            Box::new(m20261126_000003_change_feed::Migration),
         ]
     }
 }
