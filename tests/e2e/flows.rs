@@ -285,10 +285,19 @@ async fn detaching_denies_the_very_next_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_is_down_means_unavailable_and_no_token() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::start_with(|c| c.authz_max_staleness = Duration::from_millis(300)).await;
     let token = stack.acme.token("prj_web", "preview");
     stack.get_token(&token, "api-key/stripe").await.unwrap();
     stack.stop_registry().await;
+    // A question never answered before has no answer anywhere.
+    assert_denied(
+        stack.get_token(&token, "api-key/other").await,
+        Code::Unavailable,
+        "REGISTRY_UNAVAILABLE",
+        "RegistryUnavailableError",
+    );
+    // A cached answer outlives the registry's feed by the staleness limit at most.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_denied(
         stack.get_token(&token, "api-key/stripe").await,
         Code::Unavailable,

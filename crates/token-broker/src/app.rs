@@ -14,6 +14,7 @@ use crate::{
         TokenVerifier,
         jwks::{JwksCache, JwksSettings},
     },
+    authorizer::{Authorizer, CachedAuthorizer},
     config::BrokerConfig,
     error::BrokerError,
     grpc::TokenBrokerService,
@@ -46,6 +47,7 @@ pub enum AppError {
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    cache: Option<Arc<CachedAuthorizer>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
     broker: Broker,
@@ -106,9 +108,20 @@ impl App {
             registry_tls,
         )?;
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
+        let cache = (config.authz_cache_size > 0).then(|| {
+            Arc::new(CachedAuthorizer::new(
+                Arc::new(registry.clone()),
+                config.authz_cache_size,
+                config.authz_max_staleness,
+            ))
+        });
+        let authorizer: Arc<dyn Authorizer> = match &cache {
+            Some(cache) => cache.clone(),
+            None => Arc::new(registry.clone()),
+        };
         let broker = Broker::new(
             TokenVerifier::new(Arc::new(jwks)),
-            registry.clone(),
+            authorizer,
             Issuers::standard(
                 Outbound::new(&config.outbound, config.provider_timeout)?,
                 config.provider_cache_max,
@@ -116,6 +129,7 @@ impl App {
         );
         Ok(Self {
             listener,
+            cache,
             tls,
             local_addr,
             broker,
@@ -135,6 +149,10 @@ impl App {
     ) -> Result<(), AppError> {
         let jwks = self.broker.verifier().jwks().clone();
         let refresher = jwks.clone().spawn_refresher();
+        let follower = self
+            .cache
+            .clone()
+            .map(|cache| cache.spawn_follower(self.registry.clone()));
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut health = self.registry.health_client();
@@ -175,6 +193,9 @@ impl App {
         )
         .await;
         refresher.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         Ok(result?)
     }
 }

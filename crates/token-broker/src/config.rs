@@ -93,6 +93,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEN_BROKER_REGISTRY_TIMEOUT_MS", default_value_t = 2000)]
     pub registry_timeout_ms: u64,
 
+    /// Most registry answers (yes and no) kept in the broker's authorization cache, which the
+    /// registry's change feed keeps exact. 0 turns the cache off: every call asks the registry.
+    #[arg(long, env = "TOKEN_BROKER_AUTHZ_CACHE_SIZE", default_value_t = 100_000)]
+    pub authz_cache_size: u64,
+
+    /// While the change feed is silent (disconnected, or no heartbeat), a cached answer is used
+    /// only this many milliseconds after it was fetched.
+    #[arg(
+        long,
+        env = "TOKEN_BROKER_AUTHZ_MAX_STALENESS_MS",
+        default_value_t = 5000
+    )]
+    pub authz_max_staleness_ms: u64,
+
     /// Timeout of each OIDC discovery or JWKS request, in milliseconds.
     #[arg(long, env = "TOKEN_BROKER_JWKS_TIMEOUT_MS", default_value_t = 3000)]
     pub jwks_timeout_ms: u64,
@@ -217,6 +231,9 @@ pub struct BrokerConfig {
     pub leeway: Duration,
     pub max_token_age: Option<Duration>,
     pub registry_timeout: Duration,
+    /// 0: no authorization cache.
+    pub authz_cache_size: u64,
+    pub authz_max_staleness: Duration,
     pub jwks_timeout: Duration,
     pub jwks_refresh: Duration,
     pub jwks_max_stale: Duration,
@@ -244,6 +261,8 @@ impl From<ServeArgs> for BrokerConfig {
             leeway: Duration::from_secs(a.leeway_secs),
             max_token_age: a.max_token_age_secs.map(Duration::from_secs),
             registry_timeout: Duration::from_millis(a.registry_timeout_ms),
+            authz_cache_size: a.authz_cache_size,
+            authz_max_staleness: Duration::from_millis(a.authz_max_staleness_ms),
             jwks_timeout: Duration::from_millis(a.jwks_timeout_ms),
             jwks_refresh: Duration::from_secs(a.jwks_refresh_secs),
             jwks_max_stale: Duration::from_secs(a.jwks_max_stale_secs),
@@ -297,6 +316,8 @@ impl BrokerConfig {
             leeway: Duration::from_secs(30),
             max_token_age: None,
             registry_timeout: Duration::from_secs(2),
+            authz_cache_size: 100_000,
+            authz_max_staleness: Duration::from_secs(5),
             jwks_timeout: Duration::from_secs(3),
             jwks_refresh: Duration::from_secs(300),
             jwks_max_stale: Duration::from_secs(3600),

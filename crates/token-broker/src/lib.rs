@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod authorizer;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -95,8 +95,22 @@ impl RegistryClient {
         tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
     }
 
+    /// Follows the registry's change feed from `from_revision` (0: from now).
+    pub async fn watch_changes(
+        &self,
+        from_revision: i64,
+    ) -> std::result::Result<tonic::Streaming<pb::ChangeEvent>, Status> {
+        let request = Request::new(pb::WatchChangesRequest { from_revision });
+        Ok(self
+            .client
+            .clone()
+            .watch_changes(request)
+            .await?
+            .into_inner())
+    }
+
     /// Asks whether `identity` may use `connector`.
-    pub async fn authorize(
+    pub async fn ask(
         &self,
         identity: &Identity,
         connector: &str,

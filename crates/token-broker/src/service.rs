@@ -1,7 +1,7 @@
 //! `GetToken`, end to end: verify the caller's token, ask the registry, issue, and log the
 //! decision. The broker fails closed: only a yes from every step lets a token out.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     auth::{Identity, TokenVerifier},
+    authorizer::Authorizer,
     error::{BrokerError, Result},
     issuers::{Grant, Issuers, Subject},
-    registry::RegistryClient,
 };
 
 /// A validated `GetToken` request.
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Issued {
 #[derive(Debug, Clone)]
 pub struct Broker {
     verifier: TokenVerifier,
-    registry: RegistryClient,
+    authorizer: Arc<dyn Authorizer>,
     issuers: Issuers,
 }
 
@@ -59,10 +59,10 @@ pub fn token_digest(token: &SecretString) -> String {
 }
 
 impl Broker {
-    pub fn new(verifier: TokenVerifier, registry: RegistryClient, issuers: Issuers) -> Self {
+    pub fn new(verifier: TokenVerifier, authorizer: Arc<dyn Authorizer>, issuers: Issuers) -> Self {
         Self {
             verifier,
-            registry,
+            authorizer,
             issuers,
         }
     }
@@ -142,7 +142,7 @@ impl Broker {
         *identity_out = Some(identity.clone());
         let request = request.as_ref().map_err(clone_invalid)?;
         let authorization = self
-            .registry
+            .authorizer
             .authorize(&identity, &request.connector, caller_timeout)
             .await?;
         let issued = self
@@ -158,9 +158,9 @@ impl Broker {
             token: issued.token,
             token_id: format!("tok_{}", random_suffix()),
             expires_at: issued.expires_at,
-            connector_id: authorization.connector_id,
-            connector_uid: authorization.connector_uid,
-            connector_type: authorization.connector_type,
+            connector_id: authorization.connector_id.clone(),
+            connector_uid: authorization.connector_uid.clone(),
+            connector_type: authorization.connector_type.clone(),
             installation_id: request.installation_id.clone(),
             scopes: issued.scopes,
         })
