@@ -156,3 +156,24 @@ async fn without_the_cache_every_call_asks_the_registry() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_token_is_refused_once_it_expires() {
+    let stack = Stack::start_with(|c| c.leeway = Duration::ZERO).await;
+    let deployment = stack.acme.deployment("prj_web", "web", "preview");
+    let token = stack
+        .acme
+        .issuer
+        .mint(&deployment, Duration::from_secs(2), dev_issuer::Alg::ES256);
+    for _ in 0..3 {
+        assert!(stack.get_token(&token, "api-key/stripe").await.is_ok());
+    }
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_denied(
+        stack.get_token(&token, "api-key/stripe").await,
+        Code::Unauthenticated,
+        "TOKEN_EXPIRED",
+        "TokenExpiredError",
+    );
+    stack.stop().await;
+}

@@ -120,7 +120,7 @@ impl App {
             None => Arc::new(registry.clone()),
         };
         let broker = Broker::new(
-            TokenVerifier::new(Arc::new(jwks)),
+            TokenVerifier::new(Arc::new(jwks), config.verified_token_cache_size),
             authorizer,
             Issuers::standard(
                 Outbound::new(&config.outbound, config.provider_timeout)?,

@@ -107,6 +107,15 @@ pub struct ServeArgs {
     )]
     pub authz_max_staleness_ms: u64,
 
+    /// Most verified deployment tokens whose identity is kept (by the token's SHA-256), so a
+    /// repeated token is not verified again. 0 verifies every call.
+    #[arg(
+        long,
+        env = "TOKEN_BROKER_VERIFIED_TOKEN_CACHE_SIZE",
+        default_value_t = 100_000
+    )]
+    pub verified_token_cache_size: u64,
+
     /// Timeout of each OIDC discovery or JWKS request, in milliseconds.
     #[arg(long, env = "TOKEN_BROKER_JWKS_TIMEOUT_MS", default_value_t = 3000)]
     pub jwks_timeout_ms: u64,
@@ -234,6 +243,8 @@ pub struct BrokerConfig {
     /// 0: no authorization cache.
     pub authz_cache_size: u64,
     pub authz_max_staleness: Duration,
+    /// 0: every call verifies its token.
+    pub verified_token_cache_size: u64,
     pub jwks_timeout: Duration,
     pub jwks_refresh: Duration,
     pub jwks_max_stale: Duration,
@@ -263,6 +274,7 @@ impl From<ServeArgs> for BrokerConfig {
             registry_timeout: Duration::from_millis(a.registry_timeout_ms),
             authz_cache_size: a.authz_cache_size,
             authz_max_staleness: Duration::from_millis(a.authz_max_staleness_ms),
+            verified_token_cache_size: a.verified_token_cache_size,
             jwks_timeout: Duration::from_millis(a.jwks_timeout_ms),
             jwks_refresh: Duration::from_secs(a.jwks_refresh_secs),
             jwks_max_stale: Duration::from_secs(a.jwks_max_stale_secs),
@@ -318,6 +330,7 @@ impl BrokerConfig {
             registry_timeout: Duration::from_secs(2),
             authz_cache_size: 100_000,
             authz_max_staleness: Duration::from_secs(5),
+            verified_token_cache_size: 100_000,
             jwks_timeout: Duration::from_secs(3),
             jwks_refresh: Duration::from_secs(300),
             jwks_max_stale: Duration::from_secs(3600),

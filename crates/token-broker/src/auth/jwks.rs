@@ -147,6 +147,15 @@ impl JwksCache {
         &self.settings
     }
 
+    /// Whether `kid` is among `issuer`'s current (not too stale) keys; no fetch.
+    pub fn still_knows(&self, issuer: &str, kid: &str) -> bool {
+        self.issuers.get(issuer).is_some_and(|entry| {
+            entry
+                .snapshot(self.settings.max_stale)
+                .is_some_and(|set| set.has_kid(kid))
+        })
+    }
+
     pub fn is_trusted(&self, issuer: &str) -> bool {
         self.issuers.contains_key(issuer)
     }

@@ -18,6 +18,8 @@ use openidconnect::{
 
 use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
 
+use sha2::Digest;
+
 use self::jwks::JwksCache;
 use crate::error::{BrokerError, Result};
 
@@ -38,21 +40,87 @@ pub struct Identity {
 }
 
 /// Verifies deployment tokens against the trusted issuers.
+///
+/// The identities of tokens verified before are kept by the SHA-256 of the exact token (bounded
+/// in number, and at most [`VERIFIED_TTL`] each), so a deployment calling with the same token
+/// pays for its signature once. A kept identity is used only while its token's time checks still
+/// pass and its signing key is still among the issuer's keys: a key that leaves the JWKS takes
+/// its tokens with it at the next refresh.
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
     jwks: Arc<JwksCache>,
+    verified: Option<moka::sync::Cache<[u8; 32], Arc<Verified>>>,
+}
+
+/// Longest time a verified token's identity is kept.
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What is kept of a verified token.
+#[derive(Debug)]
+pub struct Verified {
+    identity: Identity,
+    kid: String,
+    exp: i64,
+    nbf: i64,
+    iat: i64,
 }
 
 impl TokenVerifier {
-    pub fn new(jwks: Arc<JwksCache>) -> Self {
-        Self { jwks }
+    /// A verifier keeping at most `cache_size` verified tokens (0: none).
+    pub fn new(jwks: Arc<JwksCache>, cache_size: u64) -> Self {
+        let verified = (cache_size > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cache_size)
+                .time_to_live(VERIFIED_TTL)
+                .build()
+        });
+        Self { jwks, verified }
+    }
+
+    /// The time checks of the design, with the configured leeway and maximum age.
+    fn check_times(&self, exp: i64, nbf: i64, iat: i64) -> Result<()> {
+        let now = Utc::now().timestamp();
+        let leeway = i64::try_from(self.jwks.settings().leeway.as_secs()).unwrap_or(i64::MAX);
+        if exp <= now.saturating_sub(leeway) {
+            return Err(BrokerError::TokenExpired);
+        }
+        if nbf > now.saturating_add(leeway) || iat > now.saturating_add(leeway) {
+            return Err(BrokerError::TokenNotYetValid);
+        }
+        if let Some(max_age) = self.jwks.settings().max_token_age {
+            let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            if iat < now.saturating_sub(max_age).saturating_sub(leeway) {
+                return Err(BrokerError::TokenExpired);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn verify(&self, raw: &str) -> Result<Identity> {
+        let Some(cache) = &self.verified else {
+            return self.verify_fully(raw).await.map(|v| v.identity);
+        };
+        let digest: [u8; 32] = sha2::Sha256::digest(raw.as_bytes()).into();
+        if let Some(known) = cache.get(&digest) {
+            if self
+                .jwks
+                .still_knows(known.identity.issuer.as_str(), &known.kid)
+            {
+                self.check_times(known.exp, known.nbf, known.iat)?;
+                return Ok(known.identity.clone());
+            }
+            cache.invalidate(&digest);
+        }
+        let verified = Arc::new(self.verify_fully(raw).await?);
+        cache.insert(digest, verified.clone());
+        Ok(verified.identity.clone())
     }
 
     pub fn jwks(&self) -> &Arc<JwksCache> {
         &self.jwks
     }
 
-    pub async fn verify(&self, raw: &str) -> Result<Identity> {
+    async fn verify_fully(&self, raw: &str) -> Result<Verified> {
         let token = jws::parse(raw)?;
         let claims = &token.claims;
         if !self.jwks.is_trusted(&claims.iss) {
@@ -69,20 +137,7 @@ impl TokenVerifier {
             .claims(&keys.verifier, |_: Option<&Nonce>| Ok(()))
             .map_err(claims_error)?;
 
-        let now = Utc::now().timestamp();
-        let leeway = i64::try_from(self.jwks.settings().leeway.as_secs()).unwrap_or(i64::MAX);
-        if claims.exp <= now.saturating_sub(leeway) {
-            return Err(BrokerError::TokenExpired);
-        }
-        if claims.nbf > now.saturating_add(leeway) || claims.iat > now.saturating_add(leeway) {
-            return Err(BrokerError::TokenNotYetValid);
-        }
-        if let Some(max_age) = self.jwks.settings().max_token_age {
-            let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-            if claims.iat < now.saturating_sub(max_age).saturating_sub(leeway) {
-                return Err(BrokerError::TokenExpired);
-            }
-        }
+        self.check_times(claims.exp, claims.nbf, claims.iat)?;
         let environment = Environment::parse(&claims.environment).map_err(|_| {
             BrokerError::invalid_token(
                 "environment claim is not production, preview or development",
@@ -106,11 +161,17 @@ impl TokenVerifier {
                 "sub names another environment than the environment claim",
             ));
         }
-        Ok(Identity {
-            issuer,
-            owner_id,
-            project_id,
-            environment,
+        Ok(Verified {
+            identity: Identity {
+                issuer,
+                owner_id,
+                project_id,
+                environment,
+            },
+            kid: token.header.kid.clone(),
+            exp: claims.exp,
+            nbf: claims.nbf,
+            iat: claims.iat,
         })
     }
 }
