@@ -14,28 +14,10 @@ pub use connect_types::ids::{
 };
 use serde::Serialize;
 
-/// A human-facing display name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct DisplayName(String);
-
-macro_rules! as_str {
-    ($($name:ident),*) => {$(
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    )*};
-}
-
-as_str!(DisplayName);
+connect_types::string_newtype!(
+    /// A human-facing display name.
+    DisplayName
+);
 
 impl DisplayName {
     pub fn parse(value: &str) -> Result<Self, Invalid> {

@@ -67,6 +67,23 @@ pub(super) async fn find_link<C: ConnectionTrait>(
     Ok(fetch_links(db, &query).await?.into_iter().next())
 }
 
+impl SeaStore {
+    /// Both sides of a link, inside a write transaction (the connector row locked on PostgreSQL).
+    async fn link_parties(
+        &self,
+        txn: &DatabaseTransaction,
+        team: &TeamId,
+        c: &ConnectorRef,
+        p: &ProjectRef,
+    ) -> Result<(Connector, Project)> {
+        let connector = self.connector_for_update(txn, team, c).await?;
+        let project = find_project(txn, team, p)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+        Ok((connector, project))
+    }
+}
+
 #[async_trait]
 impl LinkStore for SeaStore {
     async fn attach(
@@ -79,10 +96,7 @@ impl LinkStore for SeaStore {
         now: DateTime<Utc>,
     ) -> Result<ProjectLink> {
         let txn = self.begin_write().await?;
-        let connector = self.connector_for_update(&txn.txn, team, c).await?;
-        let project = find_project(&txn.txn, team, p)
-            .await?
-            .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+        let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
         let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
         let row = project_link::ActiveModel::from(project_link::Model {
             team_id: team.to_string(),
@@ -144,10 +158,7 @@ impl LinkStore for SeaStore {
         now: DateTime<Utc>,
     ) -> Result<ProjectLink> {
         let txn = self.begin_write().await?;
-        let connector = self.connector_for_update(&txn.txn, team, c).await?;
-        let project = find_project(&txn.txn, team, p)
-            .await?
-            .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
+        let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
         let link = find_link(&txn.txn, team, &connector.id, &project.id)
             .await?
             .ok_or_else(|| RegistryError::not_found(Resource::ProjectLink, format!("{c} → {p}")))?;

@@ -314,6 +314,19 @@ fn legacy_seal(key_file: &std::path::Path, aad: &str, value: &str) -> String {
     STANDARD.encode([&nonce[..], &sealed].concat())
 }
 
+/// The sealed secrets of the one connector in the database, as stored.
+async fn stored_secrets(raw: &sea_orm::DatabaseConnection) -> serde_json::Value {
+    let row = raw
+        .query_one_raw(sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            "SELECT secrets FROM connectors",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&row.try_get::<String>("", "secrets").unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_sealed_before_the_destination_binding_are_resealed_at_start() {
     let app = linked(TestDb::sqlite().await).await;
@@ -338,16 +351,7 @@ async fn secrets_sealed_before_the_destination_binding_are_resealed_at_start() {
     );
     let legacy = legacy_seal(&key_file, &aad, "cs_legacy");
     let raw = Database::connect(&db.url).await.unwrap();
-    let row = raw
-        .query_one_raw(sea_orm::Statement::from_string(
-            raw.get_database_backend(),
-            "SELECT secrets FROM connectors",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut secrets: serde_json::Value =
-        serde_json::from_str(&row.try_get::<String>("", "secrets").unwrap()).unwrap();
+    let mut secrets = stored_secrets(&raw).await;
     secrets["client_secret"]["sealed"] = legacy.clone().into();
     raw.execute_unprepared(&format!(
         "UPDATE connectors SET secrets = '{}'",
@@ -364,20 +368,11 @@ async fn secrets_sealed_before_the_destination_binding_are_resealed_at_start() {
     assert_eq!(answer.secrets["client_secret"], "cs_legacy");
     assert_eq!(answer.secrets["client_id"], "cid");
     let raw = Database::connect(&app.db.url).await.unwrap();
-    let row = raw
-        .query_one_raw(sea_orm::Statement::from_string(
-            raw.get_database_backend(),
-            "SELECT secrets FROM connectors",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored = row.try_get::<String>("", "secrets").unwrap();
+    let stored = stored_secrets(&raw).await;
     assert!(
-        !stored.contains(&legacy),
+        !stored.to_string().contains(&legacy),
         "the legacy value is still stored"
     );
-    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
     for (name, secret) in stored.as_object().unwrap() {
         let sealed = secret["sealed"].as_str().unwrap();
         assert!(sealed.starts_with("v2:"), "{name} was not re-sealed");
