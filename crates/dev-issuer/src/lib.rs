@@ -119,6 +119,13 @@ struct Shared {
     jwks_fetches: AtomicUsize,
 }
 
+impl Shared {
+    fn jwks(&self) -> Value {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        json!({ "keys": [keys.rs.jwk, keys.es.jwk] })
+    }
+}
+
 /// What a deployment token says: Vercel's claims for one team, project and environment.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Deployment {
@@ -275,6 +282,11 @@ impl DevIssuer {
     }
 
     /// How many times the JWKS was fetched.
+    /// The JWKS as served at `jwks_uri`.
+    pub fn jwks(&self) -> Value {
+        self.shared.jwks()
+    }
+
     pub fn jwks_fetches(&self) -> usize {
         self.shared.jwks_fetches.load(Ordering::SeqCst)
     }
@@ -354,8 +366,7 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     if !shared.jwks_online.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-    Json(json!({ "keys": [keys.rs.jwk, keys.es.jwk] })).into_response()
+    Json(shared.jwks()).into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,9 +1,10 @@
 //! Signing keys parsed once, when the JWKS is fetched, so that the hot path never parses a key.
 //!
 //! [`PreparedKey`] is an `openidconnect` JSON Web Key: it wraps the crate's `CoreJsonWebKey` for
-//! everything the verifier asks of a key (id, type, use, algorithm), and holds a ready verifying key
-//! (`rsa` / `p256`, the crates `openidconnect` itself uses) for the signature check. Each key
-//! verifies exactly one algorithm: RSA keys RS256, P-256 keys ES256.
+//! everything the verifier asks of a key (id, type, use, algorithm), and holds its public key,
+//! decoded and checked, for the signature check, which `ring` does (constant-time, optimized;
+//! `cargo bench --bench verify` shows the cost). Each key verifies exactly one algorithm: RSA keys
+//! (2048 to 8192 bits) RS256, P-256 keys ES256.
 
 use std::{fmt, sync::Arc};
 
@@ -13,12 +14,14 @@ use openidconnect::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Smallest RSA modulus accepted, in bits.
+/// Smallest and largest RSA modulus accepted, in bits (ring's RS256 range).
 const MIN_RSA_BITS: usize = 2048;
+const MAX_RSA_BITS: usize = 8192;
 
 enum Verifying {
-    Rs256(rsa::pkcs1v15::VerifyingKey<sha2::Sha256>),
-    Es256(p256::ecdsa::VerifyingKey),
+    Rs256(ring::signature::RsaPublicKeyComponents<Vec<u8>>),
+    /// The uncompressed SEC1 point, checked to be on the curve.
+    Es256(ring::signature::UnparsedPublicKey<Vec<u8>>),
     /// A key of a type or curve the broker does not verify with.
     Unusable,
 }
@@ -67,13 +70,25 @@ fn b64(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
 fn prepare(params: &PublicParams) -> Result<Verifying, String> {
     match (params.kty.as_str(), params.crv.as_deref()) {
         ("RSA", _) => {
-            let n = rsa::BigUint::from_bytes_be(&b64(&params.n, "n")?);
-            let e = rsa::BigUint::from_bytes_be(&b64(&params.e, "e")?);
-            let key = rsa::RsaPublicKey::new(n, e).map_err(|e| format!("RSA key: {e}"))?;
-            if rsa::traits::PublicKeyParts::size(&key) * 8 < MIN_RSA_BITS {
+            let strip = |bytes: Vec<u8>| -> Vec<u8> {
+                let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+                bytes[first..].to_vec()
+            };
+            let n = strip(b64(&params.n, "n")?);
+            let e = strip(b64(&params.e, "e")?);
+            if n.len() * 8 < MIN_RSA_BITS {
                 return Err(format!("RSA key shorter than {MIN_RSA_BITS} bits"));
             }
-            Ok(Verifying::Rs256(rsa::pkcs1v15::VerifyingKey::new(key)))
+            if n.len() * 8 > MAX_RSA_BITS {
+                return Err(format!("RSA key longer than {MAX_RSA_BITS} bits"));
+            }
+            if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b % 2 == 0) {
+                return Err("RSA exponent must be odd and at most 32 bits".into());
+            }
+            Ok(Verifying::Rs256(ring::signature::RsaPublicKeyComponents {
+                n,
+                e,
+            }))
         }
         ("EC", Some("P-256")) => {
             let (x, y) = (b64(&params.x, "x")?, b64(&params.y, "y")?);
@@ -85,8 +100,11 @@ fn prepare(params: &PublicParams) -> Result<Verifying, String> {
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
             p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                .map(Verifying::Es256)
-                .map_err(|_| "P-256 point is not on the curve".into())
+                .map_err(|_| "P-256 point is not on the curve")?;
+            Ok(Verifying::Es256(ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                sec1,
+            )))
         }
         _ => Ok(Verifying::Unusable),
     }
@@ -160,18 +178,18 @@ impl JsonWebKey for PreparedKey {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), SignatureVerificationError> {
-        use p256::ecdsa::signature::Verifier as _;
-        use rsa::signature::Verifier as _;
-        let bad = || SignatureVerificationError::CryptoError("bad signature".into());
+        let bad = |_| SignatureVerificationError::CryptoError("bad signature".into());
         match (&*self.verifying, signature_alg) {
-            (Verifying::Rs256(key), CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256) => {
-                let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| bad())?;
-                key.verify(message, &signature).map_err(|_| bad())
-            }
+            (Verifying::Rs256(key), CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256) => key
+                .verify(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    message,
+                    signature,
+                )
+                .map_err(bad),
             (Verifying::Es256(key), CoreJwsSigningAlgorithm::EcdsaP256Sha256) => {
-                // Rejects r or s of zero (or out of range) before any arithmetic.
-                let signature = p256::ecdsa::Signature::from_slice(signature).map_err(|_| bad())?;
-                key.verify(message, &signature).map_err(|_| bad())
+                // ring refuses r or s of zero or out of range, and a signature of another length.
+                key.verify(message, signature).map_err(bad)
             }
             _ => Err(SignatureVerificationError::InvalidKey(
                 "the key does not verify this algorithm".into(),
@@ -181,5 +199,49 @@ impl JsonWebKey for PreparedKey {
 
     fn hash_bytes(&self, bytes: &[u8], alg: &CoreJwsSigningAlgorithm) -> Result<Vec<u8>, String> {
         self.jwk.hash_bytes(bytes, alg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use serde_json::json;
+
+    use super::*;
+
+    fn rsa(n_bytes: usize, e: &[u8]) -> Result<PreparedKey, String> {
+        let mut n = vec![0xc5; n_bytes];
+        n[n_bytes - 1] |= 1;
+        PreparedKey::from_jwk(json!({
+            "kty": "RSA", "kid": "k", "alg": "RS256", "use": "sig",
+            "n": URL_SAFE_NO_PAD.encode(&n), "e": URL_SAFE_NO_PAD.encode(e),
+        }))
+    }
+
+    #[test]
+    fn rsa_keys_outside_ring_rs256_range_or_with_an_even_exponent_are_refused() {
+        assert!(rsa(256, &[1, 0, 1]).is_ok_and(|k| k.is_usable()));
+        assert!(rsa(128, &[1, 0, 1]).is_err(), "1024 bits");
+        assert!(rsa(1025, &[1, 0, 1]).is_err(), "8200 bits");
+        assert!(rsa(256, &[1, 0, 0]).is_err(), "even exponent");
+        assert!(rsa(256, &[]).is_err(), "no exponent");
+    }
+
+    #[test]
+    fn ec_points_off_the_curve_are_refused_and_other_curves_verify_nothing() {
+        let coordinate = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let off_curve = PreparedKey::from_jwk(json!({
+            "kty": "EC", "crv": "P-256", "kid": "k", "x": coordinate, "y": coordinate,
+        }));
+        assert!(off_curve.is_err());
+        let p384 = PreparedKey::from_jwk(json!({
+            "kty": "EC", "crv": "P-384", "kid": "k", "x": coordinate, "y": coordinate,
+        }))
+        .unwrap();
+        assert!(!p384.is_usable());
+        assert!(
+            p384.verify_signature(&CoreJwsSigningAlgorithm::EcdsaP256Sha256, b"m", &[0; 64])
+                .is_err()
+        );
     }
 }
