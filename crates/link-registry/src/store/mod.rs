@@ -43,8 +43,9 @@ use self::{
 use crate::domain::{
     RegistryError, Resource, Result, audit,
     changes::ChangeScope,
-    model::NewAuditEvent,
-    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
+    model::{
+        Actor, ApiKeyRecord, AuditEvent, Connector, NewAuditEvent, Project, ProjectLink, Team,
+    },
     page::{AuditKey, LinkKey, PageRequest},
     store::{
         AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyStore,
