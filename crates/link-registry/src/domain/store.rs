@@ -40,6 +40,7 @@ pub trait Store:
     + LinkStore
     + AuditStore
     + ChangeStore
+    + AuthorizeStore
     + std::fmt::Debug
     + 'static
 {
@@ -144,13 +145,6 @@ pub trait LinkStore: Send + Sync {
         connector: &ConnectorRef,
         project: &ProjectRef,
     ) -> Result<ProjectLink>;
-    /// The link between a connector and a project id, if any (the `Authorize` lookup).
-    async fn link_by_ids(
-        &self,
-        team: &TeamId,
-        connector: &ConnectorId,
-        project: &ProjectId,
-    ) -> Result<Option<ProjectLink>>;
     /// Ordered by (connector id, project id), after `page.after`, at most `page.size + 1` rows.
     async fn links(
         &self,
@@ -181,4 +175,25 @@ pub trait ChangeStore: Send + Sync {
     /// Changes whenever a newer revision commits (on PostgreSQL, on any replica). It only wakes
     /// watchers up: they read the changes with [`ChangeStore::changes_after`].
     async fn subscribe(&self) -> tokio::sync::watch::Receiver<i64>;
+}
+
+/// What the `Authorize` decision reads, found together.
+#[derive(Debug, Default)]
+pub struct Authorizing {
+    pub team: Option<Team>,
+    /// The connector the query names, in that team.
+    pub connector: Option<Connector>,
+    /// That connector's link to the project.
+    pub link: Option<ProjectLink>,
+}
+
+/// The runtime lookup, in one round trip.
+#[async_trait]
+pub trait AuthorizeStore: Send + Sync {
+    async fn authorizing(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        project: &ProjectId,
+    ) -> Result<Authorizing>;
 }

@@ -190,15 +190,6 @@ impl LinkStore for SeaStore {
             .ok_or_else(|| RegistryError::not_found(Resource::ProjectLink, format!("{c} → {p}")))
     }
 
-    async fn link_by_ids(
-        &self,
-        team: &TeamId,
-        connector: &ConnectorId,
-        project: &ProjectId,
-    ) -> Result<Option<ProjectLink>> {
-        find_link(&self.db, team, connector, project).await
-    }
-
     async fn links(
         &self,
         team: &TeamId,

@@ -9,6 +9,7 @@
 //! sees the true "before".
 
 mod audit_log;
+mod authorize;
 mod changes;
 mod connectors;
 mod entity;

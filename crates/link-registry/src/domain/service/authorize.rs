@@ -22,22 +22,21 @@ impl Registry {
         if caller.role != Role::Broker {
             return Err(caller.not_allowed());
         }
-        let team = self.store.team(&query.owner_id).await?;
+        let found = self
+            .store
+            .authorizing(&query.owner_id, &query.connector, &query.project_id)
+            .await?;
         // An unknown team and a wrong issuer answer alike: neither tells whether the team exists.
-        if team.is_none_or(|t| t.issuer.as_str() != query.issuer) {
+        if found.team.is_none_or(|t| t.issuer.as_str() != query.issuer) {
             return Err(RegistryError::IssuerNotTrusted {
                 owner_id: query.owner_id.to_string(),
             });
         }
-        let connector = self
-            .store
-            .connector(&query.owner_id, &query.connector)
-            .await?
+        let connector = found
+            .connector
             .ok_or_else(|| RegistryError::not_found(Resource::Connector, &query.connector))?;
-        let link = self
-            .store
-            .link_by_ids(&query.owner_id, &connector.id, &query.project_id)
-            .await?
+        let link = found
+            .link
             .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
                 connector: connector.uid.to_string(),
                 project_id: query.project_id.to_string(),

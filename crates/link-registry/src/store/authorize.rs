@@ -1,0 +1,216 @@
+//! The `Authorize` lookup in one query: the team, the connector it names (by id or uid) and that
+//! connector's link to the project, joined from the team outwards so each missing part is told
+//! apart by its absent columns. It is the cold path of every broker, so it costs one round trip.
+
+use sea_orm::sea_query::IntoIden;
+
+use super::*;
+use crate::domain::store::{AuthorizeStore, Authorizing};
+
+/// One row of the lookup; the connector and link columns are absent when those rows are.
+#[derive(Debug, FromQueryResult)]
+struct AuthorizeRow {
+    t_id: String,
+    t_slug: String,
+    t_issuer: String,
+    t_created_at: DateTime<Utc>,
+    c_id: Option<String>,
+    c_uid: Option<String>,
+    c_kind: Option<String>,
+    c_name: Option<String>,
+    c_config: Option<String>,
+    c_secrets: Option<String>,
+    c_created_at: Option<DateTime<Utc>>,
+    c_updated_at: Option<DateTime<Utc>>,
+    l_environments: Option<i32>,
+    l_created_at: Option<DateTime<Utc>>,
+    l_updated_at: Option<DateTime<Utc>>,
+    p_name: Option<String>,
+}
+
+#[async_trait]
+impl AuthorizeStore for SeaStore {
+    async fn authorizing(
+        &self,
+        team: &TeamId,
+        c: &ConnectorRef,
+        project: &ProjectId,
+    ) -> Result<Authorizing> {
+        use connector::Column as C;
+        use project_link::Column as L;
+        let named = match c {
+            ConnectorRef::Id(id) => Expr::col((connector::Entity, C::Id)).eq(id.as_str()),
+            ConnectorRef::Uid(uid) => Expr::col((connector::Entity, C::Uid)).eq(uid.as_str()),
+        };
+        let mut query = Query::select();
+        for (table, column, alias) in [
+            (
+                team::Entity.into_iden(),
+                team::Column::Id.into_iden(),
+                "t_id",
+            ),
+            (
+                team::Entity.into_iden(),
+                team::Column::Slug.into_iden(),
+                "t_slug",
+            ),
+            (
+                team::Entity.into_iden(),
+                team::Column::Issuer.into_iden(),
+                "t_issuer",
+            ),
+            (
+                team::Entity.into_iden(),
+                team::Column::CreatedAt.into_iden(),
+                "t_created_at",
+            ),
+            (connector::Entity.into_iden(), C::Id.into_iden(), "c_id"),
+            (connector::Entity.into_iden(), C::Uid.into_iden(), "c_uid"),
+            (connector::Entity.into_iden(), C::Kind.into_iden(), "c_kind"),
+            (connector::Entity.into_iden(), C::Name.into_iden(), "c_name"),
+            (
+                connector::Entity.into_iden(),
+                C::Config.into_iden(),
+                "c_config",
+            ),
+            (
+                connector::Entity.into_iden(),
+                C::Secrets.into_iden(),
+                "c_secrets",
+            ),
+            (
+                connector::Entity.into_iden(),
+                C::CreatedAt.into_iden(),
+                "c_created_at",
+            ),
+            (
+                connector::Entity.into_iden(),
+                C::UpdatedAt.into_iden(),
+                "c_updated_at",
+            ),
+            (
+                project_link::Entity.into_iden(),
+                L::Environments.into_iden(),
+                "l_environments",
+            ),
+            (
+                project_link::Entity.into_iden(),
+                L::CreatedAt.into_iden(),
+                "l_created_at",
+            ),
+            (
+                project_link::Entity.into_iden(),
+                L::UpdatedAt.into_iden(),
+                "l_updated_at",
+            ),
+            (
+                project::Entity.into_iden(),
+                project::Column::Name.into_iden(),
+                "p_name",
+            ),
+        ] {
+            query.expr_as(Expr::col((table, column)), alias);
+        }
+        query
+            .from(team::Entity)
+            .left_join(
+                connector::Entity,
+                Expr::col((connector::Entity, C::TeamId))
+                    .equals((team::Entity, team::Column::Id))
+                    .and(named),
+            )
+            .left_join(
+                project_link::Entity,
+                Expr::col((project_link::Entity, L::ConnectorId))
+                    .equals((connector::Entity, C::Id))
+                    .and(Expr::col((project_link::Entity, L::ProjectId)).eq(project.as_str())),
+            )
+            .left_join(
+                project::Entity,
+                Expr::col((project::Entity, project::Column::TeamId))
+                    .equals((project_link::Entity, L::TeamId))
+                    .and(
+                        Expr::col((project::Entity, project::Column::Id))
+                            .equals((project_link::Entity, L::ProjectId)),
+                    ),
+            )
+            .and_where(Expr::col((team::Entity, team::Column::Id)).eq(team.as_str()))
+            .limit(1);
+        let statement = self.backend().build(&query);
+        let Some(row) = AuthorizeRow::find_by_statement(statement)
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?
+        else {
+            return Ok(Authorizing::default());
+        };
+        let found_team = rows::team(team::Model {
+            id: row.t_id.clone(),
+            slug: row.t_slug,
+            issuer: row.t_issuer,
+            created_at: row.t_created_at,
+        })?;
+        let connector = match (
+            row.c_id,
+            row.c_uid,
+            row.c_kind,
+            row.c_name,
+            row.c_config,
+            row.c_secrets,
+            row.c_created_at,
+            row.c_updated_at,
+        ) {
+            (
+                Some(id),
+                Some(uid),
+                Some(kind),
+                Some(name),
+                Some(config),
+                Some(secrets),
+                Some(created_at),
+                Some(updated_at),
+            ) => Some(rows::connector(connector::Model {
+                id,
+                team_id: row.t_id.clone(),
+                uid,
+                kind,
+                name,
+                config,
+                secrets,
+                created_at,
+                updated_at,
+            })?),
+            _ => None,
+        };
+        let link = match (
+            &connector,
+            row.l_environments,
+            row.l_created_at,
+            row.l_updated_at,
+            row.p_name,
+        ) {
+            (
+                Some(connector),
+                Some(environments),
+                Some(created_at),
+                Some(updated_at),
+                Some(name),
+            ) => Some(rows::link(rows::LinkRow {
+                team_id: row.t_id,
+                connector_id: connector.id.to_string(),
+                connector_uid: connector.uid.to_string(),
+                project_id: project.to_string(),
+                project_name: name,
+                environments,
+                created_at,
+                updated_at,
+            })?),
+            _ => None,
+        };
+        Ok(Authorizing {
+            team: Some(found_team),
+            connector,
+            link,
+        })
+    }
+}
