@@ -7,6 +7,19 @@
 //! Scenarios: `warm` (one token called again and again: the verified-token and authorization
 //! caches answer) and `cold` (a second system with both caches off: every call verifies the
 //! signature and asks the registry), each with an RS256 and an ES256 token.
+//!
+//! Further rows, each printed and written as rows too (sections run in this order;
+//! `-- --only rss|throughput|detach` runs one of them):
+//! - `rss 100k callers`: growth of the process's resident memory while one broker fills its
+//!   caches with 100 000 distinct callers (100 000 projects linked to one connector, each calling
+//!   with its own token): an upper bound of the broker's own growth, measured first so that no
+//!   earlier section's freed memory hides it;
+//! - `jwks fetches`: how often 256 concurrent cold calls signed with a key the broker has not seen
+//!   make it fetch the issuer's JWKS;
+//! - `detach→deny`: the time from `DetachProject` to the first denial at each of two caching
+//!   brokers (p50/p99 over 100 detaches): two brokers on one SQLite registry, and, when
+//!   `BENCH_DATABASE_URL` names a PostgreSQL server (as `TEST_DATABASE_URL` does), two registry
+//!   replicas on one PostgreSQL database with one broker each.
 
 use std::{
     collections::BTreeMap,
@@ -31,7 +44,8 @@ use link_registry::{
         },
     },
 };
-use secrecy::ExposeSecret;
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -180,17 +194,42 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1).cloned());
     let dir = tempfile::tempdir()?;
     let issuer = DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let (warm_stack, warm) = system(&dir, "warm", &issuer, true).await?;
-    let (cold_stack, cold) = system(&dir, "cold", &issuer, false).await?;
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let mut rows = Vec::new();
+    if wanted("rss") {
+        rows.push(rss_with_many_callers(&dir, &issuer, 100_000).await?);
+    }
+    if wanted("throughput") {
+        rows.extend(throughput(&dir, &issuer).await?);
+    }
 
-    let deployment = Deployment {
-        owner: "bench".into(),
-        owner_id: "team_bench".into(),
-        project: "bench".into(),
-        project_id: "prj_bench".into(),
-        environment: "production".into(),
-        audience: AUDIENCE.into(),
-    };
+    if wanted("detach") {
+        rows.extend(detach_to_deny_sqlite(&dir, &issuer).await?);
+        match std::env::var("BENCH_DATABASE_URL") {
+            Ok(url) => rows.extend(detach_to_deny_postgres(&dir, &issuer, &url).await?),
+            Err(_) => println!("BENCH_DATABASE_URL unset: no PostgreSQL replica rows"),
+        }
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
+        println!("rows written to {path}");
+    }
+    issuer.stop().await;
+    Ok(())
+}
+
+/// The throughput table (baseline, warm and cold at every concurrency), then the JWKS row.
+async fn throughput(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let (warm_stack, warm) = system(dir, "warm", issuer, true).await?;
+    let cold_started = Instant::now();
+    let (cold_stack, cold) = system(dir, "cold", issuer, false).await?;
+
+    let deployment = deployment_of("prj_bench");
     let bearer = |alg| -> anyhow::Result<MetadataValue<_>> {
         let token = issuer.mint(&deployment, Duration::from_secs(3600), alg);
         Ok(format!("Bearer {token}").parse()?)
@@ -257,7 +296,6 @@ async fn main() -> anyhow::Result<()> {
         "{:<12} {:>6} {:>10} {:>10} {:>10} {:>7}",
         "scenario", "conc.", "calls/s", "p50", "p99", "ratio"
     );
-    let mut rows = Vec::new();
     for concurrency in CONCURRENCY {
         let mut baseline = None;
         for (name, call) in &scenarios {
@@ -284,12 +322,359 @@ async fn main() -> anyhow::Result<()> {
         }
         println!();
     }
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
-        println!("rows written to {path}");
-    }
+    rows.push(jwks_fetches_for_new_key(&cold, issuer, &deployment, cold_started).await?);
     warm_stack.stop().await?;
     cold_stack.stop().await?;
-    issuer.stop().await;
-    Ok(())
+    Ok(rows)
+}
+
+fn row(scenario: &str, concurrency: usize, per_second: f64, p50_us: f64, p99_us: f64) -> Row {
+    Row {
+        scenario: scenario.to_owned(),
+        concurrency,
+        calls_per_s: per_second,
+        p50_us,
+        p99_us,
+        ratio: None,
+    }
+}
+
+/// The process's resident set, in bytes.
+fn rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))?;
+    Ok(kb * 1024)
+}
+
+/// A `GetToken` for `api-key/bench` with `token`, answered `Ok(())` or with the error's reason.
+async fn call(channel: &Channel, token: &str) -> Result<(), String> {
+    let mut request = Request::new(GetTokenRequest {
+        connector: "api-key/bench".into(),
+        ..Default::default()
+    });
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    request.metadata_mut().insert("authorization", value);
+    match TokenBrokerClient::new(channel.clone())
+        .get_token(request)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) => Err(tonic_types::StatusExt::get_details_error_info(&status)
+            .map_or_else(|| status.message().to_owned(), |i| i.reason)),
+    }
+}
+
+fn deployment_of(project_id: &str) -> Deployment {
+    Deployment {
+        owner: "bench".into(),
+        owner_id: "team_bench".into(),
+        project: "bench".into(),
+        project_id: project_id.into(),
+        environment: "production".into(),
+        audience: AUDIENCE.into(),
+    }
+}
+
+/// One broker, `callers` projects linked to `api-key/bench` (copied from `prj_bench`'s rows in
+/// one statement each, so that seeding takes seconds), each calling once with its own ES256
+/// token: the broker then holds `callers` verified tokens and `callers` authorizations.
+async fn rss_with_many_callers(
+    dir: &tempfile::TempDir,
+    issuer: &DevIssuer,
+    callers: usize,
+) -> anyhow::Result<Row> {
+    let (stack, channel) = system(
+        dir,
+        "rss",
+        issuer,
+        std::env::var_os("RSS_NOCACHE").is_none(),
+    )
+    .await?;
+    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("rss.db").display());
+    let db = Database::connect(db_url).await?;
+    for statement in [
+        "INSERT INTO projects (team_id, id, name, created_at) \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N}) \
+         SELECT p.team_id, 'prj_c' || n.i, 'c' || n.i, p.created_at \
+         FROM n, projects p WHERE p.id = 'prj_bench'",
+        "INSERT INTO project_links (team_id, connector_id, project_id, environments, created_at, updated_at) \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N}) \
+         SELECT l.team_id, l.connector_id, 'prj_c' || n.i, l.environments, l.created_at, l.updated_at \
+         FROM n, project_links l WHERE l.project_id = 'prj_bench'",
+    ] {
+        db.execute_unprepared(&statement.replace("{N}", &callers.to_string()))
+            .await?;
+    }
+    db.close().await?;
+    // Warm-up of connections and allocator before the first reading.
+    let token = issuer.mint(
+        &deployment_of("prj_bench"),
+        Duration::from_secs(3600),
+        Alg::ES256,
+    );
+    for _ in 0..100 {
+        call(&channel, &token).await.map_err(anyhow::Error::msg)?;
+    }
+    let before = rss_bytes()?;
+    let started = Instant::now();
+    let failures: usize = stream::iter(1..=callers)
+        .map(|i| {
+            let channel = channel.clone();
+            let token = issuer.mint(
+                &deployment_of(&format!("prj_c{i}")),
+                Duration::from_secs(3600),
+                Alg::ES256,
+            );
+            async move { usize::from(call(&channel, &token).await.is_err()) }
+        })
+        .buffer_unordered(64)
+        .fold(0, |n, failed| async move { n + failed })
+        .await;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        failures == 0,
+        "{failures} of {callers} callers were refused"
+    );
+    let grown = rss_bytes()?.saturating_sub(before);
+    println!(
+        "rss: {callers} distinct callers cached in {took:.1?}: resident memory grew by {:.1} MB\n",
+        grown as f64 / 1e6
+    );
+    stack.stop().await?;
+    // `p50_us`/`p99_us` carry megabytes for this row.
+    Ok(row(
+        &format!("rss MB, {callers} callers"),
+        64,
+        callers as f64 / took.as_secs_f64(),
+        grown as f64 / 1e6,
+        grown as f64 / 1e6,
+    ))
+}
+
+/// 256 concurrent calls with a token signed by a key the broker has not seen, on the cold
+/// system (no verified-token cache): how many JWKS fetches they cause.
+async fn jwks_fetches_for_new_key(
+    cold: &Channel,
+    issuer: &DevIssuer,
+    deployment: &Deployment,
+    cold_started: Instant,
+) -> anyhow::Result<Row> {
+    // An unknown kid may trigger a fetch once per cooldown (30 s by default) after the last one.
+    let cooldown = Duration::from_secs(31);
+    if let Some(wait) = cooldown.checked_sub(cold_started.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+    issuer.rotate();
+    let token = issuer.mint(deployment, Duration::from_secs(3600), Alg::RS256);
+    let before = issuer.jwks_fetches();
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..256).map(|_| call(cold, &token))).await;
+    let took = started.elapsed();
+    let refused = answers.iter().filter(|a| a.is_err()).count();
+    anyhow::ensure!(refused == 0, "{refused} of 256 calls were refused");
+    let fetches = issuer.jwks_fetches() - before;
+    println!(
+        "jwks: 256 concurrent calls with a new signing key: {fetches} JWKS fetch(es), all answered in {took:.1?}\n"
+    );
+    // `calls_per_s` carries the number of fetches for this row.
+    Ok(row(
+        "jwks fetches, 256 cold calls",
+        256,
+        fetches as f64,
+        0.0,
+        0.0,
+    ))
+}
+
+/// A broker of its own on `registry_url`, serving on loopback until the returned sender fires.
+async fn extra_broker(
+    registry_url: String,
+    key: SecretString,
+    issuer: &DevIssuer,
+) -> anyhow::Result<(Channel, tokio::sync::oneshot::Sender<()>)> {
+    let config = token_broker::BrokerConfig::local(
+        registry_url,
+        key,
+        vec![issuer.issuer_url()],
+        AUDIENCE.into(),
+    );
+    let app = token_broker::App::build(config).await?;
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok((channel, stop))
+}
+
+/// `detaches` times: attach `prj_bench` in production, wait until every broker says yes (so each
+/// holds a cached yes), detach through `detach_on`, and time each broker's first denial.
+async fn detach_to_deny(
+    label: &str,
+    detach_on: &Registry,
+    brokers: &[Channel],
+    token: &str,
+    detaches: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let (_, key) = detach_on
+        .create_api_key(Some(parsed(TeamId::parse("team_bench"))?), Role::Admin)
+        .await?;
+    let admin = detach_on.authenticate(key.expose_secret()).await?;
+    let connector = parsed(ConnectorRef::parse("api-key/bench"))?;
+    let project = parsed(ProjectRef::parse("prj_bench"))?;
+    let mut times = vec![Vec::new(); brokers.len()];
+    let started = Instant::now();
+    for _ in 0..detaches {
+        for broker in brokers {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while call(broker, token).await.is_err() {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "an attach never reached a broker"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let detached_at = Instant::now();
+        detach_on
+            .detach_project(&admin, &connector, &project)
+            .await?;
+        let waits = futures::future::join_all(brokers.iter().map(|broker| async move {
+            loop {
+                match call(broker, token).await {
+                    Err(reason) if reason == "CLIENT_NOT_LINKED_TO_PROJECT" => {
+                        return Ok(detached_at.elapsed());
+                    }
+                    _ if detached_at.elapsed() > Duration::from_secs(10) => {
+                        return Err(anyhow::anyhow!("a detach never reached a broker"));
+                    }
+                    _ => tokio::task::yield_now().await,
+                }
+            }
+        }))
+        .await;
+        for (broker, wait) in waits.into_iter().enumerate() {
+            times[broker].push(wait?);
+        }
+        detach_on
+            .attach_project(
+                &admin,
+                &connector,
+                &project,
+                parsed(EnvironmentSet::parse(&["production"]))?,
+            )
+            .await?;
+    }
+    let per_second = detaches as f64 / started.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for (i, mut broker_times) in times.into_iter().enumerate() {
+        broker_times.sort();
+        let p50 = broker_times[broker_times.len() / 2];
+        let p99 = broker_times[broker_times.len() * 99 / 100];
+        let scenario = format!("detach→deny {label} broker {}", i + 1);
+        println!("{scenario:<40} p50 {p50:>9.2?}   p99 {p99:>9.2?}   ({detaches} detaches)");
+        rows.push(row(
+            &scenario,
+            1,
+            per_second,
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+        ));
+    }
+    println!();
+    Ok(rows)
+}
+
+/// Two caching brokers on one SQLite registry.
+async fn detach_to_deny_sqlite(
+    dir: &tempfile::TempDir,
+    issuer: &DevIssuer,
+) -> anyhow::Result<Vec<Row>> {
+    let (stack, first) = system(dir, "detach", issuer, true).await?;
+    let (_, key) = stack.registry().create_api_key(None, Role::Broker).await?;
+    let (second, stop_second) = extra_broker(stack.registry_url().to_owned(), key, issuer).await?;
+    let token = issuer.mint(
+        &deployment_of("prj_bench"),
+        Duration::from_secs(3600),
+        Alg::ES256,
+    );
+    let rows = detach_to_deny("sqlite", stack.registry(), &[first, second], &token, 100).await?;
+    let _ = stop_second.send(());
+    stack.stop().await?;
+    Ok(rows)
+}
+
+/// Two registry replicas on one new PostgreSQL database (on the server of `admin_url`), one
+/// caching broker on each; every detach is made on the first replica.
+async fn detach_to_deny_postgres(
+    dir: &tempfile::TempDir,
+    issuer: &DevIssuer,
+    admin_url: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let name = format!(
+        "connect_bench_{}",
+        link_registry::crypto::random_token(10).to_lowercase()
+    );
+    let admin = Database::connect(admin_url).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    let url = format!("{base}/{name}");
+    let key_file = dir.path().join("bench-pg.key");
+    link_registry::crypto::SecretCipher::from_key_file(&key_file, true)?;
+    let replica = || {
+        let mut config = ServeConfig::local(url.clone());
+        config.secret_key_file = Some(key_file.clone());
+        config
+    };
+    let issuers = vec![issuer.issuer_url()];
+    let first = LocalStack::start(replica(), |registry_url, key| {
+        token_broker::BrokerConfig::local(registry_url, key, issuers, AUDIENCE.into())
+    })
+    .await?;
+    seed(first.registry(), issuer).await?;
+    let second_registry = link_registry::App::build(replica()).await?;
+    let second_url = format!("http://{}", second_registry.local_addr());
+    let (_, key) = second_registry
+        .registry()
+        .create_api_key(None, Role::Broker)
+        .await?;
+    let (stop_registry, registry_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(second_registry.run_until(async {
+        let _ = registry_stopped.await;
+    }));
+    let (second_broker, stop_broker) = extra_broker(second_url, key, issuer).await?;
+    let first_broker = Channel::from_shared(format!("http://{}", first.broker_addr()))?
+        .connect()
+        .await?;
+    let token = issuer.mint(
+        &deployment_of("prj_bench"),
+        Duration::from_secs(3600),
+        Alg::ES256,
+    );
+    let rows = detach_to_deny(
+        "postgres replicas",
+        first.registry(),
+        &[first_broker, second_broker],
+        &token,
+        100,
+    )
+    .await?;
+    let _ = stop_broker.send(());
+    let _ = stop_registry.send(());
+    first.stop().await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    Ok(rows)
 }

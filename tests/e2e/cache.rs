@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use connect_proto::registry::v1 as rpb;
 use tonic::Code;
 
-use crate::harness::{Stack, assert_denied};
+use crate::harness::{Stack, StackOptions, assert_denied, on_postgres};
 
 /// Polls `GetToken` until it fails with `reason`, at most ten seconds.
 async fn until_denied(stack: &Stack, token: &str, connector: &str, reason: &str) {
@@ -30,7 +30,24 @@ async fn until_denied(stack: &Stack, token: &str, connector: &str, reason: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_that_alters_an_answer_reaches_a_caching_broker() {
-    let stack = Stack::start().await;
+    every_change_reaches_the_broker(Stack::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_that_alters_an_answer_reaches_a_caching_broker_on_postgres() {
+    if let Some(registry) = on_postgres().await {
+        every_change_reaches_the_broker(
+            Stack::start_with_options(StackOptions {
+                registry,
+                ..Default::default()
+            })
+            .await,
+        )
+        .await;
+    }
+}
+
+async fn every_change_reaches_the_broker(stack: Stack) {
     let preview = stack.acme.token("prj_web", "preview");
     let production = stack.acme.token("prj_web", "production");
     // Cached yes and cached no.
@@ -175,5 +192,175 @@ async fn a_verified_token_is_refused_once_it_expires() {
         "TOKEN_EXPIRED",
         "TokenExpiredError",
     );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_churn_under_concurrent_calls_gives_no_wrong_answer() {
+    churn(Stack::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_churn_under_concurrent_calls_gives_no_wrong_answer_on_postgres() {
+    if let Some(registry) = on_postgres().await {
+        churn(
+            Stack::start_with_options(StackOptions {
+                registry,
+                ..Default::default()
+            })
+            .await,
+        )
+        .await;
+    }
+}
+
+/// What one call may answer while the links change under it.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Linked in every state: always this token.
+    Always(&'static str),
+    /// Linked in some states: this token, or a denial with this reason.
+    Either(&'static str, &'static str),
+    /// Never linked: always this reason.
+    Never(&'static str),
+}
+
+/// 1 000 concurrent calls at a time, five times over, of five kinds, while another task keeps
+/// changing links: `prj_web` flips between {preview} and {preview, production} on
+/// `api-key/stripe`, and `api-key/mail` is attached to and detached from `prj_docs`. Every
+/// answer must be one that some state of the links allows, with the right token or reason; once
+/// the changes stop, every answer is the final state's.
+async fn churn(stack: Stack) {
+    stack
+        .create_connector(
+            &stack.acme,
+            rpb::CreateConnectorRequest {
+                uid: "api-key/mail".into(),
+                secrets: [("api_key".to_owned(), "sk_mail".to_owned())].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let web_preview = stack.acme.token("prj_web", "preview");
+    let web_production = stack.acme.token("prj_web", "production");
+    let web_development = stack.acme.token("prj_web", "development");
+    let docs_preview = stack.acme.token("prj_docs", "preview");
+    let globex = stack.globex.token("prj_web", "preview");
+    let cases: [(&str, &str, Expect); 5] = [
+        (
+            &web_preview,
+            "api-key/stripe",
+            Expect::Always("sk_acme_stripe"),
+        ),
+        (
+            &web_production,
+            "api-key/stripe",
+            Expect::Either("sk_acme_stripe", "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"),
+        ),
+        (
+            &web_development,
+            "api-key/stripe",
+            Expect::Never("CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"),
+        ),
+        (
+            &docs_preview,
+            "api-key/mail",
+            Expect::Either("sk_mail", "CLIENT_NOT_LINKED_TO_PROJECT"),
+        ),
+        (
+            &globex,
+            "api-key/stripe",
+            Expect::Never("CONNECTOR_NOT_FOUND"),
+        ),
+    ];
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churner = {
+        let stop = stop.clone();
+        let mut admin = stack.admin(&stack.acme);
+        let attach =
+            |connector: &str, project: &str, environments: &[&str]| rpb::AttachProjectRequest {
+                connector: connector.into(),
+                project: project.into(),
+                environments: environments.iter().map(|e| e.to_string()).collect(),
+            };
+        let steps = [
+            attach("api-key/stripe", "prj_web", &["preview", "production"]),
+            attach("api-key/mail", "prj_docs", &["preview"]),
+            attach("api-key/stripe", "prj_web", &["preview"]),
+        ];
+        tokio::spawn(async move {
+            let mut changes = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for step in &steps {
+                    admin.attach_project(step.clone()).await.unwrap();
+                }
+                admin
+                    .detach_project(rpb::DetachProjectRequest {
+                        connector: "api-key/mail".into(),
+                        project: "prj_docs".into(),
+                    })
+                    .await
+                    .unwrap();
+                changes += 4;
+            }
+            changes
+        })
+    };
+
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..5 {
+        let answers = futures::future::join_all((0..1000).map(|i| {
+            let (token, connector, expect) = cases[i % cases.len()];
+            let stack = &stack;
+            async move { (expect, stack.get_token(token, connector).await) }
+        }))
+        .await;
+        for (expect, answer) in answers {
+            let outcome = match &answer {
+                Ok(issued) => issued.token.clone(),
+                Err(status) => tonic_types::StatusExt::get_details_error_info(status)
+                    .map_or_else(|| format!("{status:?}"), |i| i.reason),
+            };
+            let right = match expect {
+                Expect::Always(token) => outcome == token,
+                Expect::Either(token, reason) => outcome == token || outcome == reason,
+                Expect::Never(reason) => outcome == reason,
+            };
+            if !right {
+                for line in crate::harness::captured_logs()
+                    .lines()
+                    .filter(|l| l.contains("dependency"))
+                    .take(3)
+                {
+                    eprintln!("{line}");
+                }
+            }
+            assert!(right, "{expect:?} answered {answer:?}");
+            *seen.entry(outcome).or_default() += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let changes = churner.await.unwrap();
+    assert!(changes >= 4, "the links never changed");
+    // Both answers of a changing link were seen while it changed.
+    for outcome in ["sk_mail", "CLIENT_NOT_LINKED_TO_PROJECT"] {
+        assert!(seen.contains_key(outcome), "never saw {outcome}: {seen:?}");
+    }
+    // The final state: production off, mail detached.
+    until_denied(
+        &stack,
+        &web_production,
+        "api-key/stripe",
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+    )
+    .await;
+    until_denied(
+        &stack,
+        &docs_preview,
+        "api-key/mail",
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+    )
+    .await;
     stack.stop().await;
 }

@@ -166,6 +166,42 @@ async fn team(registry: &Registry, issuer: DevIssuer, id: &str, slug: &str) -> T
     }
 }
 
+/// A registry configuration on a new, empty database of the PostgreSQL server `TEST_DATABASE_URL`
+/// names; `None` when it is unset (outside CI only: under CI that fails the test).
+pub async fn on_postgres() -> Option<Box<dyn FnOnce(&mut ServeConfig)>> {
+    use sea_orm::ConnectionTrait;
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TEST_DATABASE_URL must be set under CI: the PostgreSQL variant may not be skipped"
+        );
+        eprintln!("TEST_DATABASE_URL unset: skipping the PostgreSQL variant");
+        return None;
+    };
+    let name = format!(
+        "connect_e2e_{}",
+        link_registry::crypto::random_token(12).to_lowercase()
+    );
+    let admin = sea_orm::Database::connect(&admin_url)
+        .await
+        .expect("connect to TEST_DATABASE_URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    admin.close().await.ok();
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    let key_file = std::env::temp_dir().join(format!("{name}.key"));
+    link_registry::crypto::SecretCipher::from_key_file(&key_file, true).expect("key file");
+    Some(Box::new(move |config: &mut ServeConfig| {
+        config.database_url = url;
+        config.secret_key_file = Some(key_file);
+    }))
+}
+
 /// A channel to a server on loopback, over TLS when `tls` is given.
 pub async fn channel(addr: SocketAddr, tls: Option<&ClientTlsConfig>) -> Channel {
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -350,6 +386,11 @@ impl Stack {
 
     pub fn broker_addr(&self) -> SocketAddr {
         self.local.as_ref().expect("running").broker_addr()
+    }
+
+    /// The local stack itself, while it runs.
+    pub fn local(&self) -> &LocalStack {
+        self.local.as_ref().expect("running")
     }
 
     pub fn broker(&self) -> TokenBrokerClient<Channel> {

@@ -5,5 +5,6 @@ mod flows;
 mod harness;
 mod hostile;
 mod logs;
+mod metrics;
 mod rejections;
 mod tls;

@@ -47,6 +47,8 @@ pub struct LocalStack {
     registry_addr: SocketAddr,
     registry_url: String,
     broker_addr: SocketAddr,
+    registry_metrics: Option<SocketAddr>,
+    broker_metrics: Option<SocketAddr>,
     registry_server: Option<Running>,
     broker_server: Option<Running>,
 }
@@ -65,6 +67,7 @@ impl LocalStack {
         };
         let registry_app = link_registry::App::build(registry).await?;
         let registry_addr = registry_app.local_addr();
+        let registry_metrics = registry_app.metrics_addr();
         let registry_url = format!("{scheme}://{registry_addr}");
         let handle = registry_app.registry().clone();
         let registry_server = Running::spawn(|stopped| async move {
@@ -78,6 +81,7 @@ impl LocalStack {
         let (_, broker_key) = handle.create_api_key(None, Role::Broker).await?;
         let broker_app = token_broker::App::build(broker(registry_url.clone(), broker_key)).await?;
         let broker_addr = broker_app.local_addr();
+        let broker_metrics = broker_app.metrics_addr();
         let broker_server = Running::spawn(|stopped| async move {
             broker_app
                 .run_until(async {
@@ -91,6 +95,8 @@ impl LocalStack {
             registry_addr,
             registry_url,
             broker_addr,
+            registry_metrics,
+            broker_metrics,
             registry_server: Some(registry_server),
             broker_server: Some(broker_server),
         })
@@ -112,6 +118,16 @@ impl LocalStack {
 
     pub fn broker_addr(&self) -> SocketAddr {
         self.broker_addr
+    }
+
+    /// Where the registry serves `/metrics`, when it was started with `metrics_listen`.
+    pub fn registry_metrics_addr(&self) -> Option<SocketAddr> {
+        self.registry_metrics
+    }
+
+    /// Where the broker serves `/metrics`, when it was started with `metrics_listen`.
+    pub fn broker_metrics_addr(&self) -> Option<SocketAddr> {
+        self.broker_metrics
     }
 
     /// Stops the registry only (the broker then answers REGISTRY_UNAVAILABLE).

@@ -10,6 +10,7 @@
 //! layers) instead of queueing without bound, so an overloaded server answers quickly and a client
 //! can retry elsewhere.
 
+pub mod metrics;
 pub mod tls;
 
 use std::{fmt, future::Future, time::Duration};
@@ -118,6 +119,8 @@ pub enum ServeError {
     NotReady(String),
     #[error("invalid TLS configuration")]
     Tls(#[source] tonic::transport::Error),
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// What to serve and how to stop.
@@ -131,6 +134,8 @@ pub struct ServeOptions {
     pub max_concurrent_requests: usize,
     /// Serve over TLS (mTLS when it names a client CA); `None`: plaintext h2c.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Serve Prometheus metrics (the service's own and the per-call gRPC ones) on this endpoint.
+    pub metrics: Option<metrics::MetricsEndpoint>,
 }
 
 fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
@@ -148,7 +153,7 @@ fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'
 pub async fn serve<R, S>(
     listener: TcpListener,
     routes: Routes,
-    options: ServeOptions,
+    mut options: ServeOptions,
     ready: R,
     shutdown: S,
 ) -> Result<(), ServeError>
@@ -175,22 +180,45 @@ where
     let local_addr = listener.local_addr().ok();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (drain, drained) = oneshot::channel::<()>();
-    let limit = tower::ServiceBuilder::new().load_shed().layer(
-        tower::limit::GlobalConcurrencyLimitLayer::new(options.max_concurrent_requests.max(1)),
-    );
+    let (metrics_layer, metrics_server) = match options.metrics.take() {
+        Some(endpoint) => {
+            let layer =
+                metrics::GrpcMetricsLayer(metrics::GrpcMetrics::register(&endpoint.registry)?);
+            let addr = endpoint.listener.local_addr().ok();
+            let task = tokio::spawn(async move {
+                let forever = std::future::pending();
+                if let Err(e) =
+                    metrics::serve_metrics(endpoint.listener, endpoint.registry, forever).await
+                {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            });
+            tracing::info!(addr = ?addr, "serving metrics on /metrics");
+            (Some(layer), Some(task))
+        }
+        None => (None, None),
+    };
+    let layers = tower::ServiceBuilder::new()
+        .option_layer(metrics_layer)
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            options.max_concurrent_requests.max(1),
+        ));
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
     }
     let mut server = tokio::spawn(
         builder
-            .layer(limit)
+            .layer(layers)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = drained.await;
             }),
     );
 
+    // The metrics endpoint stops with the server, whichever way it ends.
+    let _metrics_guard = MetricsGuard(metrics_server);
     let mut shutdown = std::pin::pin!(shutdown);
     let stopping = tokio::select! {
         result = ready => {
@@ -221,6 +249,16 @@ where
     }
     tracing::info!(service = options.service_name, "stopped");
     Ok(())
+}
+
+struct MetricsGuard(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for MetricsGuard {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

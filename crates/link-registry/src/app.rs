@@ -6,7 +6,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use connect_proto::registry::v1::link_registry_server::LinkRegistryServer;
-use connect_runtime::ServeOptions;
+use connect_runtime::{ServeOptions, metrics::MetricsEndpoint};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -69,6 +69,7 @@ pub fn secret_cipher(config: &ServeConfig) -> Result<SecretCipher, AppError> {
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    metrics: Option<MetricsEndpoint>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
     registry: Registry,
@@ -83,6 +84,14 @@ impl App {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                MetricsEndpoint::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let cipher = secret_cipher(&config)?;
         let store = open_store(&config.database_url).await?;
@@ -98,6 +107,7 @@ impl App {
         tracing::info!(database = %redact_url(&config.database_url), "database ready");
         Ok(Self {
             listener,
+            metrics,
             tls,
             local_addr,
             registry,
@@ -107,6 +117,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     pub fn registry(&self) -> &Registry {
@@ -134,6 +149,7 @@ impl App {
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
             tls: self.tls,
+            metrics: self.metrics,
         };
         // Open change feeds end as soon as shutdown begins, so they do not hold the drain.
         let shutdown = async move {

@@ -123,6 +123,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LINK_REGISTRY_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Serve Prometheus metrics on `http://ADDR/metrics`.
+    #[arg(long, env = "LINK_REGISTRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Accept connector URLs on loopback addresses, over plain http too. For development stacks
     /// and tests only: every other loopback, private, link-local or metadata destination stays
     /// refused.
@@ -194,6 +198,8 @@ pub struct ServeConfig {
     pub tls: Option<ServerTls>,
     /// Which connector URLs are accepted.
     pub url_policy: UrlPolicy,
+    /// Where to serve Prometheus metrics; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -207,6 +213,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("tls", &self.tls)
             .field("url_policy", &self.url_policy)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -233,6 +240,7 @@ impl From<ServeArgs> for ServeConfig {
                 allow_insecure_loopback: args.allow_insecure_loopback,
                 allowed_hosts: args.allow_provider_host,
             },
+            metrics_listen: args.metrics_listen,
         }
     }
 }
@@ -250,6 +258,7 @@ impl ServeConfig {
             max_concurrent_requests: 1024,
             tls: None,
             url_policy: UrlPolicy::loopback(),
+            metrics_listen: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use connect_proto::broker::v1::token_broker_server::TokenBrokerServer;
-use connect_runtime::ServeOptions;
+use connect_runtime::{ServeOptions, metrics::MetricsEndpoint};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -19,6 +19,7 @@ use crate::{
     error::BrokerError,
     grpc::TokenBrokerService,
     issuers::Issuers,
+    metrics::BrokerMetrics,
     outbound::Outbound,
     registry::RegistryClient,
     service::Broker,
@@ -42,11 +43,14 @@ pub enum AppError {
     Serve(#[from] connect_runtime::ServeError),
     #[error(transparent)]
     Tls(#[from] connect_runtime::tls::TlsFileError),
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
 }
 
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    metrics: Option<MetricsEndpoint>,
     cache: Option<Arc<CachedAuthorizer>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
@@ -84,6 +88,16 @@ impl App {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let (endpoint, metrics) = match config.metrics_listen {
+            Some(addr) => {
+                let endpoint = MetricsEndpoint::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let metrics = BrokerMetrics::register(&endpoint.registry)?;
+                (Some(endpoint), metrics)
+            }
+            None => (None, BrokerMetrics::unserved()),
+        };
         let jwks = JwksCache::new(
             &config.trusted_issuers,
             Outbound::new(&config.outbound, config.jwks_timeout)?,
@@ -95,6 +109,7 @@ impl App {
                 max_stale: config.jwks_max_stale,
                 kid_refetch_cooldown: config.kid_refetch_cooldown,
             },
+            metrics.clone(),
         )?;
         let registry_tls = config
             .registry_url
@@ -113,6 +128,7 @@ impl App {
                 Arc::new(registry.clone()),
                 config.authz_cache_size,
                 config.authz_max_staleness,
+                metrics.clone(),
             ))
         });
         let authorizer: Arc<dyn Authorizer> = match &cache {
@@ -125,10 +141,13 @@ impl App {
             Issuers::standard(
                 Outbound::new(&config.outbound, config.provider_timeout)?,
                 config.provider_cache_max,
+                metrics.clone(),
             ),
+            metrics,
         );
         Ok(Self {
             listener,
+            metrics: endpoint,
             cache,
             tls,
             local_addr,
@@ -140,6 +159,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then drains.
@@ -183,6 +207,7 @@ impl App {
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
             tls: self.tls,
+            metrics: self.metrics,
         };
         let result = connect_runtime::serve(
             self.listener,

@@ -14,6 +14,7 @@
 //! and a registry that cannot replay from there answers with a resync.
 
 use std::{
+    collections::HashMap,
     fmt,
     sync::{
         Arc, Mutex,
@@ -24,11 +25,15 @@ use std::{
 
 use async_trait::async_trait;
 use connect_proto::registry::v1 as pb;
-use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 
 use crate::{
     auth::Identity,
     error::{BrokerError, Result},
+    metrics::BrokerMetrics,
     registry::{Authorization, RegistryClient},
 };
 
@@ -37,7 +42,7 @@ use crate::{
 pub trait Authorizer: Send + Sync + fmt::Debug {
     async fn authorize(
         &self,
-        identity: &Identity,
+        identity: &Arc<Identity>,
         connector: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Arc<Authorization>>;
@@ -47,7 +52,7 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
 impl Authorizer for RegistryClient {
     async fn authorize(
         &self,
-        identity: &Identity,
+        identity: &Arc<Identity>,
         connector: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Arc<Authorization>> {
@@ -57,13 +62,12 @@ impl Authorizer for RegistryClient {
     }
 }
 
+/// (issuer, team, project, environment) as verified, shared with the verified-token cache, and
+/// the connector as the caller named it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {
-    owner_id: TeamId,
-    project_id: ProjectId,
-    environment: Environment,
-    issuer: IssuerUrl,
-    connector: String,
+    identity: Arc<Identity>,
+    connector: Box<str>,
 }
 
 /// A "no" worth remembering: it depends only on what the feed reports.
@@ -111,6 +115,23 @@ struct Cached {
     fetched_at: Instant,
 }
 
+/// The shared copy of `answer` when one says exactly the same; otherwise `answer`, which becomes
+/// the shared copy.
+fn share(shared: &SharedAnswers, answer: Arc<Authorization>) -> Arc<Authorization> {
+    if let Some(copy) = shared.get(&answer.connector_id)
+        && copy.same_as(&answer)
+    {
+        return copy;
+    }
+    shared.insert(answer.connector_id.clone(), answer.clone());
+    answer
+}
+
+type SharedAnswers = Arc<quick_cache::sync::Cache<String, Arc<Authorization>>>;
+
+/// Most connectors whose answer is kept once for all their cached entries.
+const MAX_SHARED_ANSWERS: u64 = 10_000;
+
 /// What the broker knows of the feed.
 #[derive(Debug, Default)]
 struct FeedState {
@@ -124,15 +145,67 @@ struct FeedState {
 /// The registry's answers, cached and kept exact by its change feed.
 pub struct CachedAuthorizer {
     remote: Arc<dyn Authorizer>,
-    cache: moka::sync::Cache<CacheKey, Arc<Cached>>,
+    cache: quick_cache::sync::Cache<CacheKey, Arc<Cached>>,
+    /// One copy of each connector's current answer, shared by every cached entry that carries
+    /// it: all the projects and environments linked to a connector get the same payload.
+    shared: SharedAnswers,
+    /// The registry questions being asked now: concurrent misses for one key share one question
+    /// (asked in the current feed generation), so a change does not send every caller at once.
+    in_flight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
     feed: FeedState,
     max_staleness: Duration,
+    metrics: BrokerMetrics,
+}
+
+type FlightAnswer = std::result::Result<Arc<Authorization>, Arc<BrokerError>>;
+
+/// One registry question and everyone waiting for its answer.
+struct Flight {
+    generation: u64,
+    asked_at: Instant,
+    answer: Shared<BoxFuture<'static, FlightAnswer>>,
+}
+
+/// A caller waiting on a flight; the last one to leave before it lands takes it off the board.
+struct Waiting<'a> {
+    flights: &'a Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    key: &'a CacheKey,
+    flight: Arc<Flight>,
+}
+
+impl Waiting<'_> {
+    /// Takes the flight off the board if it is still there; whether this caller did.
+    fn land(&self) -> bool {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        let here = flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight));
+        if here {
+            flights.remove(self.key);
+        }
+        here
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        // The board's reference and ours: nobody else waits, and a cancelled question must not
+        // stay on the board.
+        if flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            && Arc::strong_count(&self.flight) == 2
+        {
+            flights.remove(self.key);
+        }
+    }
 }
 
 impl fmt::Debug for CachedAuthorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedAuthorizer")
-            .field("entries", &self.cache.entry_count())
+            .field("entries", &self.cache.len())
             .field("revision", &self.feed.revision.load(Ordering::Relaxed))
             .field("max_staleness", &self.max_staleness)
             .finish_non_exhaustive()
@@ -141,16 +214,55 @@ impl fmt::Debug for CachedAuthorizer {
 
 impl CachedAuthorizer {
     /// At most `capacity` answers in front of `remote`.
-    pub fn new(remote: Arc<dyn Authorizer>, capacity: u64, max_staleness: Duration) -> Self {
+    pub fn new(
+        remote: Arc<dyn Authorizer>,
+        capacity: u64,
+        max_staleness: Duration,
+        metrics: BrokerMetrics,
+    ) -> Self {
         Self {
             remote,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .support_invalidation_closures()
-                .build(),
+            cache: crate::cache::bounded(capacity),
+            shared: Arc::new(crate::cache::bounded(MAX_SHARED_ANSWERS)),
+            in_flight: Mutex::default(),
             feed: FeedState::default(),
             max_staleness,
+            metrics,
         }
+    }
+
+    /// The flight asking about `key` in the current feed generation: the one under way, or a new
+    /// one. A question asked before the last change is never joined.
+    fn board(&self, key: &CacheKey, caller_timeout: Option<Duration>) -> Arc<Flight> {
+        let generation = self.feed.generation.load(Ordering::SeqCst);
+        let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = flights.get(key)
+            && flight.generation == generation
+        {
+            return flight.clone();
+        }
+        let (remote, identity, connector) = (
+            self.remote.clone(),
+            key.identity.clone(),
+            key.connector.clone(),
+        );
+        let shared = self.shared.clone();
+        let answer = async move {
+            remote
+                .authorize(&identity, &connector, caller_timeout)
+                .await
+                .map(|authorization| share(&shared, authorization))
+                .map_err(Arc::new)
+        }
+        .boxed()
+        .shared();
+        let flight = Arc::new(Flight {
+            generation,
+            asked_at: Instant::now(),
+            answer,
+        });
+        flights.insert(key.clone(), flight.clone());
+        flight
     }
 
     /// Whether the feed spoke within `max_staleness`: then every entry is exact.
@@ -171,7 +283,7 @@ impl CachedAuthorizer {
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         if event.resync {
             self.feed.generation.fetch_add(1, Ordering::SeqCst);
-            self.cache.invalidate_all();
+            self.cache.clear();
         } else if !event.action.is_empty() {
             self.feed.generation.fetch_add(1, Ordering::SeqCst);
             let (owner, id, uid, project) = (
@@ -180,16 +292,12 @@ impl CachedAuthorizer {
                 event.connector_uid.clone(),
                 event.project_id.clone(),
             );
-            let invalidated = self.cache.invalidate_entries_if(move |key, _| {
-                key.owner_id.as_str() == owner
-                    && (id.is_empty() || key.connector == id || key.connector == uid)
-                    && (project.is_empty() || key.project_id.as_str() == project)
+            // One pass over the entries, shard by shard: changes are rare next to calls.
+            self.cache.retain(move |key, _| {
+                !(key.identity.owner_id.as_str() == owner
+                    && (id.is_empty() || *key.connector == *id || *key.connector == *uid)
+                    && (project.is_empty() || key.identity.project_id.as_str() == project))
             });
-            if let Err(e) = invalidated {
-                // Cannot happen (closures are enabled); drop everything rather than risk it.
-                tracing::error!(error = %e, "precise invalidation failed; dropping every cached answer");
-                self.cache.invalidate_all();
-            }
         }
         self.feed
             .revision
@@ -241,48 +349,58 @@ impl CachedAuthorizer {
 impl Authorizer for CachedAuthorizer {
     async fn authorize(
         &self,
-        identity: &Identity,
+        identity: &Arc<Identity>,
         connector: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Arc<Authorization>> {
         let key = CacheKey {
-            owner_id: identity.owner_id.clone(),
-            project_id: identity.project_id.clone(),
-            environment: identity.environment,
-            issuer: identity.issuer.clone(),
-            connector: connector.to_owned(),
+            identity: identity.clone(),
+            connector: connector.into(),
         };
         if let Some(cached) = self.cache.get(&key)
             && (self.feed_is_live() || cached.fetched_at.elapsed() < self.max_staleness)
         {
+            self.metrics.authorization_cache(true);
             return cached
                 .answer
                 .clone()
                 .map_err(|denial| denial.error(identity, connector));
         }
-        let generation = self.feed.generation.load(Ordering::SeqCst);
-        let fetched_at = Instant::now();
-        let answer = self
-            .remote
-            .authorize(identity, connector, caller_timeout)
-            .await;
-        let cacheable = match &answer {
-            Ok(authorization) => Some(Ok(authorization.clone())),
-            Err(e) => Denial::of(e).map(Err),
+        self.metrics.authorization_cache(false);
+        let waiting = Waiting {
+            flights: &self.in_flight,
+            key: &key,
+            flight: self.board(&key, caller_timeout),
         };
-        if let Some(answer) = cacheable
-            && self.feed.generation.load(Ordering::SeqCst) == generation
-        {
-            self.cache
-                .insert(key, Arc::new(Cached { answer, fetched_at }));
+        let answer = waiting.flight.answer.clone().await;
+        // The first caller to land caches the answer, unless a change arrived since it was asked.
+        if waiting.land() {
+            let cacheable = match &answer {
+                Ok(authorization) => Some(Ok(authorization.clone())),
+                Err(e) => Denial::of(e).map(Err),
+            };
+            if let Some(cached) = cacheable
+                && self.feed.generation.load(Ordering::SeqCst) == waiting.flight.generation
+            {
+                self.cache.insert(
+                    key.clone(),
+                    Arc::new(Cached {
+                        answer: cached,
+                        fetched_at: waiting.flight.asked_at,
+                    }),
+                );
+            }
         }
-        answer
+        answer.map_err(|e| e.duplicate())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::{collections::BTreeMap, sync::atomic::AtomicUsize};
+
+    use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
+    use secrecy::{ExposeSecret, SecretString};
 
     use super::*;
 
@@ -293,13 +411,14 @@ mod tests {
         deny: Mutex<Option<Denial>>,
         unavailable: std::sync::atomic::AtomicBool,
         hold: tokio::sync::Mutex<()>,
+        api_key: Mutex<String>,
     }
 
     #[async_trait]
     impl Authorizer for Remote {
         async fn authorize(
             &self,
-            identity: &Identity,
+            identity: &Arc<Identity>,
             connector: &str,
             _: Option<Duration>,
         ) -> Result<Arc<Authorization>> {
@@ -316,7 +435,11 @@ mod tests {
                 connector_uid: "api-key/x".into(),
                 connector_type: "api-key".into(),
                 config: BTreeMap::new(),
-                secrets: BTreeMap::new(),
+                secrets: [(
+                    "api_key".to_owned(),
+                    SecretString::from(self.api_key.lock().unwrap().clone()),
+                )]
+                .into(),
             }))
         }
     }
@@ -332,7 +455,8 @@ mod tests {
 
     fn cache(staleness: Duration) -> (Arc<Remote>, CachedAuthorizer) {
         let remote = Arc::new(Remote::default());
-        let cache = CachedAuthorizer::new(remote.clone(), 1000, staleness);
+        let cache =
+            CachedAuthorizer::new(remote.clone(), 1000, staleness, BrokerMetrics::unserved());
         (remote, cache)
     }
 
@@ -365,11 +489,32 @@ mod tests {
         project: &str,
         connector: &str,
     ) -> Result<Arc<Authorization>> {
-        cache.authorize(&identity(project), connector, None).await
+        cache
+            .authorize(&Arc::new(identity(project)), connector, None)
+            .await
     }
 
     fn calls(remote: &Remote) -> usize {
         remote.calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn answers_of_one_connector_share_one_copy_until_it_changes() {
+        let (remote, cache) = cache(Duration::from_secs(60));
+        cache.apply(&heartbeat(1));
+        *remote.api_key.lock().unwrap() = "sk_1".into();
+        let a = ask(&cache, "prj_a", "api-key/x").await.unwrap();
+        let b = ask(&cache, "prj_b", "api-key/x").await.unwrap();
+        assert_eq!(calls(&remote), 2);
+        assert!(Arc::ptr_eq(&a, &b));
+        // A new secret is a new answer, never the old copy.
+        *remote.api_key.lock().unwrap() = "sk_2".into();
+        cache.apply(&change(2, "team_a", ("conn_1", "api-key/x"), ""));
+        let c = ask(&cache, "prj_c", "api-key/x").await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.secrets["api_key"].expose_secret(), "sk_2");
+        let a = ask(&cache, "prj_a", "api-key/x").await.unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
     }
 
     #[tokio::test]
@@ -457,6 +602,52 @@ mod tests {
             2,
             "the answer fetched across the change was cached"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_question_but_never_one_asked_before_a_change() {
+        let (remote, cache) = cache(Duration::from_secs(60));
+        let cache = Arc::new(cache);
+        cache.apply(&heartbeat(1));
+        let spawn_ask = |cache: &Arc<CachedAuthorizer>| {
+            let cache = cache.clone();
+            tokio::spawn(async move { ask(&cache, "prj_a", "api-key/x").await.map(|_| ()) })
+        };
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let held = remote.hold.lock().await;
+        let before: Vec<_> = (0..10).map(|_| spawn_ask(&cache)).collect();
+        settle().await;
+        cache.apply(&change(2, "team_a", ("conn_1", "api-key/x"), "prj_a"));
+        let after: Vec<_> = (0..10).map(|_| spawn_ask(&cache)).collect();
+        settle().await;
+        drop(held);
+        for task in before.into_iter().chain(after) {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(calls(&remote), 2, "one question per feed generation");
+        // The question asked after the change was cached.
+        ask(&cache, "prj_a", "api-key/x").await.unwrap();
+        assert_eq!(calls(&remote), 2);
+        assert!(cache.in_flight.lock().unwrap().is_empty());
+
+        // Callers that give up leave no question behind.
+        cache.apply(&change(3, "team_a", ("conn_1", "api-key/x"), "prj_a"));
+        let held = remote.hold.lock().await;
+        let gone: Vec<_> = (0..3).map(|_| spawn_ask(&cache)).collect();
+        settle().await;
+        assert_eq!(cache.in_flight.lock().unwrap().len(), 1);
+        for task in &gone {
+            task.abort();
+        }
+        for task in gone {
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+        assert!(cache.in_flight.lock().unwrap().is_empty());
+        drop(held);
     }
 
     #[tokio::test]

@@ -155,6 +155,10 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_concurrent_requests: u64,
 
+    /// Serve Prometheus metrics on `http://ADDR/metrics`.
+    #[arg(long, env = "TOKEN_BROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How long in-flight calls may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "TOKEN_BROKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -252,6 +256,8 @@ pub struct BrokerConfig {
     pub provider_timeout: Duration,
     pub provider_cache_max: Duration,
     pub max_concurrent_requests: usize,
+    /// Where to serve Prometheus metrics; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     /// Serve over TLS; `None`: plaintext h2c.
     pub tls: Option<ServerTls>,
@@ -283,6 +289,7 @@ impl From<ServeArgs> for BrokerConfig {
             provider_cache_max: Duration::from_secs(a.provider_cache_max_secs),
             max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
+            metrics_listen: a.metrics_listen,
             shutdown_grace: Duration::from_secs(a.shutdown_grace_secs),
             tls: a.tls_cert.zip(a.tls_key).map(|(cert, key)| ServerTls {
                 cert,
@@ -338,6 +345,7 @@ impl BrokerConfig {
             provider_timeout: Duration::from_secs(5),
             provider_cache_max: Duration::from_secs(3600),
             max_concurrent_requests: 1024,
+            metrics_listen: None,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             registry_tls: ClientTls::default(),

@@ -114,6 +114,53 @@ impl BrokerError {
         }
     }
 
+    /// The same error again, for one answer delivered to several callers: sources are kept as
+    /// their text.
+    pub fn duplicate(&self) -> Self {
+        let text = |source: &Source| -> Source {
+            Box::new(Cause(
+                connect_runtime::ErrorChain(source.as_ref()).to_string(),
+            ))
+        };
+        match self {
+            Self::InvalidToken(s) => Self::InvalidToken(s.clone()),
+            Self::TokenExpired => Self::TokenExpired,
+            Self::TokenNotYetValid => Self::TokenNotYetValid,
+            Self::IssuerNotTrusted(s) => Self::IssuerNotTrusted(s.clone()),
+            Self::ConnectorNotFound(s) => Self::ConnectorNotFound(s.clone()),
+            Self::ClientNotLinkedToProject {
+                connector,
+                project_id,
+            } => Self::ClientNotLinkedToProject {
+                connector: connector.clone(),
+                project_id: project_id.clone(),
+            },
+            Self::ClientNotEnabledForEnvironment {
+                connector,
+                project_id,
+                environment,
+            } => Self::ClientNotEnabledForEnvironment {
+                connector: connector.clone(),
+                project_id: project_id.clone(),
+                environment: environment.clone(),
+            },
+            Self::ScopeNotAllowed(s) => Self::ScopeNotAllowed(s.clone()),
+            Self::NoValidToken(s) => Self::NoValidToken(s.clone()),
+            Self::ConnectorInstallationRequired(s) => {
+                Self::ConnectorInstallationRequired(s.clone())
+            }
+            Self::UserAuthorizationRequired(s) => Self::UserAuthorizationRequired(s.clone()),
+            Self::InvalidArgument(v) => Self::InvalidArgument(v.clone()),
+            Self::RegistryUnavailable(e) => Self::RegistryUnavailable(text(e)),
+            Self::JwksUnavailable(e) => Self::JwksUnavailable(text(e)),
+            Self::ProviderUnavailable(e) => Self::ProviderUnavailable(text(e)),
+            Self::Internal { context, source } => Self::Internal {
+                context,
+                source: text(source),
+            },
+        }
+    }
+
     pub fn invalid_token(detail: impl fmt::Display) -> Self {
         Self::InvalidToken(detail.to_string())
     }

@@ -8,10 +8,12 @@
 pub mod app;
 pub mod auth;
 pub mod authorizer;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod issuers;
+pub mod metrics;
 pub mod outbound;
 pub mod registry;
 pub mod service;

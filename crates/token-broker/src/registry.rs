@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use connect_proto::registry::v1::{self as pb, link_registry_client::LinkRegistryClient};
 use connect_runtime::BearerAuth;
 use connect_types::Reason;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::{
     Code, Request, Status,
     service::interceptor::InterceptedService,
@@ -43,6 +43,22 @@ impl std::fmt::Debug for Authorization {
     }
 }
 
+impl Authorization {
+    /// Whether both say exactly the same, secrets included.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.connector_id == other.connector_id
+            && self.connector_uid == other.connector_uid
+            && self.connector_type == other.connector_type
+            && self.config == other.config
+            && self.secrets.len() == other.secrets.len()
+            && self
+                .secrets
+                .iter()
+                .zip(&other.secrets)
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.expose_secret() == v2.expose_secret())
+    }
+}
+
 #[derive(Clone)]
 pub struct RegistryClient {
     channel: Channel,
@@ -67,7 +83,6 @@ impl RegistryClient {
         max_timeout: Duration,
         tls: Option<ClientTlsConfig>,
     ) -> Result<Self> {
-        use secrecy::ExposeSecret;
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| BrokerError::internal("registry URL", e))?;
         if let Some(tls) = tls {

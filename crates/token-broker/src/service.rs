@@ -1,7 +1,11 @@
-//! `GetToken`, end to end: verify the caller's token, ask the registry, issue, and log the
-//! decision. The broker fails closed: only a yes from every step lets a token out.
+//! `GetToken`, end to end: verify the caller's token, ask the registry, issue, and record the
+//! decision (one log event and the metrics, in [`Broker::record`]). The broker fails closed: only a
+//! yes from every step lets a token out.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -12,6 +16,7 @@ use crate::{
     authorizer::Authorizer,
     error::{BrokerError, Result},
     issuers::{Grant, Issuers, Subject},
+    metrics::BrokerMetrics,
 };
 
 /// A validated `GetToken` request.
@@ -50,6 +55,7 @@ pub struct Broker {
     verifier: TokenVerifier,
     authorizer: Arc<dyn Authorizer>,
     issuers: Issuers,
+    metrics: BrokerMetrics,
 }
 
 /// The first 16 hex digits of a token's SHA-256: enough to match a token a user reports against
@@ -59,11 +65,17 @@ pub fn token_digest(token: &SecretString) -> String {
 }
 
 impl Broker {
-    pub fn new(verifier: TokenVerifier, authorizer: Arc<dyn Authorizer>, issuers: Issuers) -> Self {
+    pub fn new(
+        verifier: TokenVerifier,
+        authorizer: Arc<dyn Authorizer>,
+        issuers: Issuers,
+        metrics: BrokerMetrics,
+    ) -> Self {
         Self {
             verifier,
             authorizer,
             issuers,
+            metrics,
         }
     }
 
@@ -71,79 +83,40 @@ impl Broker {
         &self.verifier
     }
 
-    /// Answers one `GetToken` and writes its decision log event.
+    /// Answers one `GetToken` and records its decision.
     pub async fn get_token(
         &self,
         bearer: Result<&str>,
         request: Result<TokenRequest>,
         caller_timeout: Option<Duration>,
     ) -> Result<Issued> {
-        let mut identity = None;
-        let result = self
-            .decide(bearer, &request, caller_timeout, &mut identity)
-            .await;
-        let connector = request.as_ref().map(|r| r.connector.as_str()).unwrap_or("");
-        let (owner_id, project_id, environment) = identity
-            .as_ref()
-            .map(|i: &Identity| {
-                (
-                    i.owner_id.as_str(),
-                    i.project_id.as_str(),
-                    i.environment.as_str(),
-                )
-            })
-            .unwrap_or_default();
-        match &result {
-            Ok(issued) => tracing::info!(
-                target: "connect::decision",
-                decision = "allow",
-                reason = "OK",
-                connector,
-                connector_id = %issued.connector_id,
-                owner_id,
-                project_id,
-                environment,
-                token_id = %issued.token_id,
-                token_sha256 = %token_digest(&issued.token),
-                "GetToken"
-            ),
-            Err(e) => tracing::info!(
-                target: "connect::decision",
-                decision = "deny",
-                reason = e.reason().as_str(),
-                connector,
-                owner_id,
-                project_id,
-                environment,
-                error = %e,
-                "GetToken"
-            ),
-        }
-        if let Err(
-            e @ (BrokerError::Internal { .. }
-            | BrokerError::RegistryUnavailable(_)
-            | BrokerError::JwksUnavailable(_)
-            | BrokerError::ProviderUnavailable(_)),
-        ) = &result
-        {
-            tracing::warn!(error = %connect_runtime::ErrorChain(e), "GetToken failed on a dependency");
-        }
+        let started = Instant::now();
+        let verified = match bearer {
+            Ok(bearer) => self.verifier.verify(bearer).await,
+            Err(e) => Err(e),
+        };
+        let (identity, result) = match verified {
+            Ok(identity) => {
+                let result = self.grant(&identity, &request, caller_timeout).await;
+                (Some(identity), result)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        self.record(&request, identity.as_deref(), &result, started.elapsed());
         result
     }
 
-    async fn decide(
+    /// The steps after authentication: the registry's answer, then the connector type's issuer.
+    async fn grant(
         &self,
-        bearer: Result<&str>,
+        identity: &Arc<Identity>,
         request: &Result<TokenRequest>,
         caller_timeout: Option<Duration>,
-        identity_out: &mut Option<Identity>,
     ) -> Result<Issued> {
-        let identity = self.verifier.verify(bearer?).await?;
-        *identity_out = Some(identity.clone());
-        let request = request.as_ref().map_err(clone_invalid)?;
+        let request = request.as_ref().map_err(BrokerError::duplicate)?;
         let authorization = self
             .authorizer
-            .authorize(&identity, &request.connector, caller_timeout)
+            .authorize(identity, &request.connector, caller_timeout)
             .await?;
         let issued = self
             .issuers
@@ -165,13 +138,65 @@ impl Broker {
             scopes: issued.scopes,
         })
     }
-}
 
-/// A request that failed validation fails the call, after authentication.
-fn clone_invalid(err: &BrokerError) -> BrokerError {
-    match err {
-        BrokerError::InvalidArgument(v) => BrokerError::InvalidArgument(v.clone()),
-        other => BrokerError::invalid("request", other.to_string()),
+    /// The one place a decision is logged and counted.
+    fn record(
+        &self,
+        request: &Result<TokenRequest>,
+        identity: Option<&Identity>,
+        result: &Result<Issued>,
+        took: Duration,
+    ) {
+        let connector = request.as_ref().map(|r| r.connector.as_str()).unwrap_or("");
+        let (owner_id, project_id, environment) = identity
+            .map(|i| {
+                (
+                    i.owner_id.as_str(),
+                    i.project_id.as_str(),
+                    i.environment.as_str(),
+                )
+            })
+            .unwrap_or_default();
+        match result {
+            Ok(issued) => {
+                self.metrics.get_token(true, "OK", took);
+                tracing::info!(
+                    target: "connect::decision",
+                    decision = "allow",
+                    reason = "OK",
+                    connector,
+                    connector_id = %issued.connector_id,
+                    owner_id,
+                    project_id,
+                    environment,
+                    token_id = %issued.token_id,
+                    token_sha256 = %token_digest(&issued.token),
+                    "GetToken"
+                );
+            }
+            Err(e) => {
+                let reason = e.reason().as_str();
+                self.metrics.get_token(false, reason, took);
+                tracing::info!(
+                    target: "connect::decision",
+                    decision = "deny",
+                    reason,
+                    connector,
+                    owner_id,
+                    project_id,
+                    environment,
+                    error = %e,
+                    "GetToken"
+                );
+                if let BrokerError::Internal { .. }
+                | BrokerError::RegistryUnavailable(_)
+                | BrokerError::JwksUnavailable(_)
+                | BrokerError::ProviderUnavailable(_) = e
+                {
+                    tracing::warn!(error = %connect_runtime::ErrorChain(e), "GetToken failed on a dependency");
+                }
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use super::keys::PreparedKey;
 use crate::{
     error::{BrokerError, Cause, Result},
+    metrics::BrokerMetrics,
     outbound::Outbound,
 };
 
@@ -114,6 +115,7 @@ pub struct JwksCache {
     issuers: HashMap<String, Arc<IssuerKeys>>,
     outbound: Outbound,
     settings: JwksSettings,
+    metrics: BrokerMetrics,
 }
 
 impl JwksCache {
@@ -123,6 +125,7 @@ impl JwksCache {
         trusted_issuers: &[IssuerUrl],
         outbound: Outbound,
         settings: JwksSettings,
+        metrics: BrokerMetrics,
     ) -> Result<Self> {
         let issuers = trusted_issuers
             .iter()
@@ -140,6 +143,7 @@ impl JwksCache {
             issuers,
             outbound,
             settings,
+            metrics,
         })
     }
 
@@ -252,7 +256,14 @@ impl JwksCache {
         })
     }
 
+    /// One discovery + JWKS fetch, counted.
     async fn fetch(&self, issuer: &str) -> Result<KeySet, Cause> {
+        let result = self.fetch_uncounted(issuer).await;
+        self.metrics.jwks_fetch(result.is_ok());
+        result
+    }
+
+    async fn fetch_uncounted(&self, issuer: &str) -> Result<KeySet, Cause> {
         let discovery_url = format!("{issuer}/.well-known/openid-configuration");
         let discovery_url = self
             .outbound

@@ -30,8 +30,9 @@ type DeploymentIdToken = IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
-/// Who is calling, as a verified token says, in the contract's types.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who is calling, as a verified token says, in the contract's types. Verification hands it out
+/// behind an `Arc`, so that the caches keyed by it hold one copy per caller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub issuer: IssuerUrl,
     pub owner_id: TeamId,
@@ -49,7 +50,7 @@ pub struct Identity {
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
     jwks: Arc<JwksCache>,
-    verified: Option<moka::sync::Cache<[u8; 32], Arc<Verified>>>,
+    verified: Option<Arc<quick_cache::sync::Cache<[u8; 32], Arc<Verified>>>>,
 }
 
 /// Longest time a verified token's identity is kept.
@@ -58,7 +59,8 @@ pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(600
 /// What is kept of a verified token.
 #[derive(Debug)]
 pub struct Verified {
-    identity: Identity,
+    identity: Arc<Identity>,
+    verified_at: std::time::Instant,
     kid: String,
     exp: i64,
     nbf: i64,
@@ -68,12 +70,7 @@ pub struct Verified {
 impl TokenVerifier {
     /// A verifier keeping at most `cache_size` verified tokens (0: none).
     pub fn new(jwks: Arc<JwksCache>, cache_size: u64) -> Self {
-        let verified = (cache_size > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(cache_size)
-                .time_to_live(VERIFIED_TTL)
-                .build()
-        });
+        let verified = (cache_size > 0).then(|| Arc::new(crate::cache::bounded(cache_size)));
         Self { jwks, verified }
     }
 
@@ -96,20 +93,21 @@ impl TokenVerifier {
         Ok(())
     }
 
-    pub async fn verify(&self, raw: &str) -> Result<Identity> {
+    pub async fn verify(&self, raw: &str) -> Result<Arc<Identity>> {
         let Some(cache) = &self.verified else {
             return self.verify_fully(raw).await.map(|v| v.identity);
         };
         let digest: [u8; 32] = sha2::Sha256::digest(raw.as_bytes()).into();
         if let Some(known) = cache.get(&digest) {
-            if self
-                .jwks
-                .still_knows(known.identity.issuer.as_str(), &known.kid)
+            if known.verified_at.elapsed() < VERIFIED_TTL
+                && self
+                    .jwks
+                    .still_knows(known.identity.issuer.as_str(), &known.kid)
             {
                 self.check_times(known.exp, known.nbf, known.iat)?;
                 return Ok(known.identity.clone());
             }
-            cache.invalidate(&digest);
+            cache.remove(&digest);
         }
         let verified = Arc::new(self.verify_fully(raw).await?);
         cache.insert(digest, verified.clone());
@@ -162,12 +160,13 @@ impl TokenVerifier {
             ));
         }
         Ok(Verified {
-            identity: Identity {
+            identity: Arc::new(Identity {
                 issuer,
                 owner_id,
                 project_id,
                 environment,
-            },
+            }),
+            verified_at: std::time::Instant::now(),
             kid: token.header.kid.clone(),
             exp: claims.exp,
             nbf: claims.nbf,

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 pub use self::{api_key::ApiKeyIssuer, oauth2::OAuth2ClientCredentialsIssuer};
 use crate::{
     error::{BrokerError, Result},
+    metrics::BrokerMetrics,
     outbound::Outbound,
     registry::Authorization,
 };
@@ -91,12 +92,14 @@ pub struct Issuers {
 impl Issuers {
     /// `api-key` and `oauth2` (client credentials), with provider calls made through `outbound`
     /// and provider tokens cached at most `max_cache`.
-    pub fn standard(outbound: Outbound, max_cache: Duration) -> Self {
+    pub fn standard(outbound: Outbound, max_cache: Duration, metrics: BrokerMetrics) -> Self {
         let mut issuers = Self::default();
         issuers.register("api-key", Arc::new(ApiKeyIssuer));
         issuers.register(
             "oauth2",
-            Arc::new(OAuth2ClientCredentialsIssuer::new(outbound, max_cache)),
+            Arc::new(OAuth2ClientCredentialsIssuer::new(
+                outbound, max_cache, metrics,
+            )),
         );
         issuers
     }

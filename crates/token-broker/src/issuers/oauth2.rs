@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::{Grant, IssuedToken, TokenIssuer};
 use crate::{
     error::{BrokerError, Cause, Result},
+    metrics::{BrokerMetrics, ProviderOutcome},
     outbound::Outbound,
 };
 
@@ -74,6 +75,7 @@ struct Unreachable(String);
 
 pub struct OAuth2ClientCredentialsIssuer {
     outbound: Outbound,
+    metrics: BrokerMetrics,
     max_cache: Duration,
     cache: moka::future::Cache<String, CachedToken>,
 }
@@ -105,13 +107,14 @@ impl OAuth2ClientCredentialsIssuer {
     /// An issuer whose provider calls go through `outbound` (no redirects: following one from a
     /// token endpoint would resend the credentials elsewhere).
     /// Tokens are cached until shortly before they expire, and never longer than `max_cache`.
-    pub fn new(outbound: Outbound, max_cache: Duration) -> Self {
+    pub fn new(outbound: Outbound, max_cache: Duration, metrics: BrokerMetrics) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(MAX_CACHED)
             .expire_after(CacheUntilRefresh)
             .build();
         Self {
             outbound,
+            metrics,
             max_cache,
             cache,
         }
@@ -292,7 +295,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 .finalize(),
         );
         // Owned values only: the cache may run this future on behalf of several callers.
-        let init = fetch(
+        let fetched = fetch(
             self.outbound.http().clone(),
             self.max_cache,
             token_url,
@@ -300,6 +303,17 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
             client_secret.clone(),
             scopes,
         );
+        let metrics = self.metrics.clone();
+        let init = async move {
+            let result = fetched.await;
+            let outcome = match &result {
+                Ok(_) => ProviderOutcome::Ok,
+                Err(ProviderFailure::Unavailable(_)) => ProviderOutcome::Unavailable,
+                Err(_) => ProviderOutcome::Rejected,
+            };
+            metrics.provider_request("oauth2", outcome);
+            result
+        };
         let cached = self
             .cache
             .try_get_with(key, init)

@@ -1,0 +1,158 @@
+//! `--metrics-listen`: both servers serve Prometheus text with the contract's metric names, and the
+//! numbers are the calls that were made.
+
+use std::net::SocketAddr;
+
+use tonic::Code;
+
+use crate::harness::{Stack, StackOptions, TokenEndpoint, assert_denied};
+
+/// `GET http://addr/metrics`, checked to be Prometheus text.
+async fn scrape(addr: SocketAddr) -> String {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// The value of the sample whose name and labels are exactly `series` (labels in sorted order,
+/// as the exposition writes them).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_servers_count_what_they_did() {
+    let local = || SocketAddr::from(([127, 0, 0, 1], 0));
+    let stack = Stack::start_with_options(StackOptions {
+        registry: Box::new(move |c| c.metrics_listen = Some(local())),
+        broker: Box::new(move |c| c.metrics_listen = Some(local())),
+        ..Default::default()
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    stack
+        .linked_oauth_connector("oauth2/crm", &endpoint.url, &[])
+        .await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let production = stack.acme.token("prj_web", "production");
+    for _ in 0..2 {
+        stack.get_token(&preview, "api-key/stripe").await.unwrap();
+    }
+    stack.get_token(&preview, "oauth2/crm").await.unwrap();
+    assert_denied(
+        stack.get_token(&production, "api-key/stripe").await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+        "ClientNotEnabledForEnvironmentError",
+    );
+    assert_denied(
+        stack.get_token("not-a-jwt", "api-key/stripe").await,
+        Code::Unauthenticated,
+        "INVALID_TOKEN",
+        "InvalidTokenError",
+    );
+
+    let broker = scrape(stack.local().broker_metrics_addr().unwrap()).await;
+    let get = |series: &str| sample(&broker, series);
+    assert_eq!(
+        get(r#"connect_get_token_total{outcome="allow",reason="OK"}"#),
+        Some(3.0),
+        "{broker}"
+    );
+    assert_eq!(
+        get(
+            r#"connect_get_token_total{outcome="deny",reason="CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(r#"connect_get_token_total{outcome="deny",reason="INVALID_TOKEN"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(r#"connect_get_token_duration_seconds_count{outcome="allow"}"#),
+        Some(3.0)
+    );
+    // The first stripe call, the oauth2 call and the production call asked the registry.
+    assert_eq!(
+        get(r#"connect_authorization_cache_total{result="miss"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(r#"connect_authorization_cache_total{result="hit"}"#),
+        Some(1.0)
+    );
+    // Both teams' issuers, fetched once at startup.
+    assert_eq!(
+        get(r#"connect_jwks_fetches_total{outcome="ok"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        get(r#"connect_provider_requests_total{outcome="ok",type="oauth2"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(
+            r#"connect_grpc_requests_total{code="OK",method="/connect.broker.v1.TokenBroker/GetToken"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(
+            r#"connect_grpc_requests_total{code="PERMISSION_DENIED",method="/connect.broker.v1.TokenBroker/GetToken"}"#
+        ),
+        Some(1.0)
+    );
+
+    let registry = scrape(stack.local().registry_metrics_addr().unwrap()).await;
+    assert_eq!(
+        sample(
+            &registry,
+            r#"connect_grpc_requests_total{code="OK",method="/connect.registry.v1.LinkRegistry/Authorize"}"#
+        ),
+        Some(2.0),
+        "{registry}"
+    );
+    assert_eq!(
+        sample(
+            &registry,
+            r#"connect_grpc_requests_total{code="PERMISSION_DENIED",method="/connect.registry.v1.LinkRegistry/Authorize"}"#
+        ),
+        Some(1.0)
+    );
+    // An unknown method does not become a label of its own.
+    let missing = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(format!(
+            "http://{}/connect.nothing.v1.X/Y",
+            stack.registry_addr()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.headers()["grpc-status"], "12");
+    let registry = scrape(stack.local().registry_metrics_addr().unwrap()).await;
+    assert!(!registry.contains("connect.nothing"), "{registry}");
+    assert_eq!(
+        sample(
+            &registry,
+            r#"connect_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"}"#
+        ),
+        Some(1.0)
+    );
+    stack.stop().await;
+}
