@@ -166,6 +166,28 @@ async fn team(registry: &Registry, issuer: DevIssuer, id: &str, slug: &str) -> T
     }
 }
 
+/// `GET http://addr/metrics`, checked to be Prometheus text.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// The value of the sample whose name and labels are exactly `series` (labels in sorted order,
+/// as the exposition writes them).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A registry configuration on a new, empty database of the PostgreSQL server `TEST_DATABASE_URL`
 /// names; `None` when it is unset (outside CI only: under CI that fails the test).
 pub async fn on_postgres() -> Option<Box<dyn FnOnce(&mut ServeConfig)>> {

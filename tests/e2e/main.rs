@@ -1,6 +1,7 @@
 //! End-to-end tests of the whole system: real issuers, registry and broker on loopback.
 
 mod cache;
+mod client;
 mod flows;
 mod harness;
 mod hostile;

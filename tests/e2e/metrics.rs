@@ -5,29 +5,7 @@ use std::net::SocketAddr;
 
 use tonic::Code;
 
-use crate::harness::{Stack, StackOptions, TokenEndpoint, assert_denied};
-
-/// `GET http://addr/metrics`, checked to be Prometheus text.
-async fn scrape(addr: SocketAddr) -> String {
-    let response = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
-    response.text().await.unwrap()
-}
-
-/// The value of the sample whose name and labels are exactly `series` (labels in sorted order,
-/// as the exposition writes them).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+use crate::harness::{Stack, StackOptions, TokenEndpoint, assert_denied, sample, scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_servers_count_what_they_did() {

@@ -1,0 +1,147 @@
+//! The command line, as clap reads it. Every global flag also reads a `CONNECT_…` variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Connect: short-lived provider credentials for deployments, without long-lived secrets in
+/// them. Admin commands speak to the link registry with an API key; `token` speaks to the token
+/// broker with the deployment's OIDC token.
+#[derive(Debug, Parser)]
+#[command(name = "connect", version)]
+pub struct Cli {
+    /// The link registry's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNECT_REGISTRY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub registry: String,
+
+    /// The token broker's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNECT_BROKER_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub broker: String,
+
+    /// A registry API key (admin for changes, viewer for reading).
+    #[arg(long, global = true, env = "CONNECT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// PEM CA to trust for `https://` URLs (default: the system's roots).
+    #[arg(long, global = true, env = "CONNECT_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// Output: aligned text for people, or JSON (proto JSON field names) for programs.
+    #[arg(
+        short = 'F',
+        long,
+        global = true,
+        env = "CONNECT_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub format: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a connector, e.g. `connect create api-key/stripe --secret api_key=@key.txt`.
+    Create {
+        /// `<type>/<name>`, e.g. `oauth2/crm`.
+        connector: String,
+        /// Display name (default: the name part of the uid).
+        #[arg(long)]
+        name: Option<String>,
+        /// A config value; repeat for several.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A secret: `KEY=VALUE`, `KEY=@FILE` (read from a file) or `KEY=@-` (read from stdin), so
+        /// that it need not sit in shell history. Repeat for several.
+        #[arg(long = "secret", value_name = "KEY=VALUE|KEY=@FILE|KEY=@-")]
+        secrets: Vec<String>,
+    },
+    /// List the team's connectors.
+    List {
+        /// Only those linked to this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only those of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+    },
+    /// Manage projects.
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+    /// Link a connector to a project for some environments (default: all three).
+    Attach {
+        connector: String,
+        #[arg(long)]
+        project: String,
+        /// `production`, `preview` or `development`; repeat or separate with commas.
+        #[arg(short = 'e', long = "environment", value_delimiter = ',')]
+        environments: Vec<String>,
+    },
+    /// Remove a connector's link to a project.
+    Detach {
+        connector: String,
+        #[arg(long)]
+        project: String,
+    },
+    /// The projects a connector is linked to, and for which environments.
+    Links { connector: String },
+    /// Delete a connector; refused while it is linked unless `--disconnect-all`.
+    Remove {
+        connector: String,
+        /// Delete its links too.
+        #[arg(long)]
+        disconnect_all: bool,
+    },
+    /// Get a token from the broker with the OIDC token of `CONNECT_OIDC_TOKEN` or
+    /// `VERCEL_OIDC_TOKEN` (or the file `CONNECT_OIDC_TOKEN_FILE`); prints the token alone.
+    Token {
+        connector: String,
+        /// `app`, or `user:ID`.
+        #[arg(long, default_value = "app")]
+        subject: String,
+        #[arg(long)]
+        installation_id: Option<String>,
+        /// Scopes, separated by commas.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
+    /// The team's audit log, newest first.
+    Audit {
+        /// How many events.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Register a project by the id its OIDC tokens carry as `project_id`.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the team's projects.
+    List,
+}

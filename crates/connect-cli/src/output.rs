@@ -1,0 +1,121 @@
+//! What the commands print: aligned tables for people, JSON with the proto JSON field names for
+//! programs.
+
+use connect_proto::registry::v1 as pb;
+use serde_json::{Map, Value, json};
+
+/// `google.protobuf.Timestamp` as RFC 3339 (UTC), as proto JSON writes it.
+pub fn time(at: Option<&prost_types::Timestamp>) -> Value {
+    at.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .map_or(Value::Null, |t| {
+            Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        })
+}
+
+/// A timestamp for a table: to the second.
+pub fn short_time(at: Option<&prost_types::Timestamp>) -> String {
+    at.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+pub fn connector(c: &pb::Connector) -> Value {
+    json!({
+        "id": c.id,
+        "uid": c.uid,
+        "type": c.r#type,
+        "name": c.name,
+        "config": c.config,
+        "secretNames": c.secret_names,
+        "ownerId": c.owner_id,
+        "createTime": time(c.create_time.as_ref()),
+        "updateTime": time(c.update_time.as_ref()),
+    })
+}
+
+pub fn project(p: &pb::Project) -> Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "ownerId": p.owner_id,
+        "createTime": time(p.create_time.as_ref()),
+    })
+}
+
+pub fn link(l: &pb::ProjectLink) -> Value {
+    json!({
+        "connectorId": l.connector_id,
+        "connectorUid": l.connector_uid,
+        "projectId": l.project_id,
+        "projectName": l.project_name,
+        "environments": l.environments,
+        "ownerId": l.owner_id,
+        "createTime": time(l.create_time.as_ref()),
+        "updateTime": time(l.update_time.as_ref()),
+    })
+}
+
+pub fn audit_event(e: &pb::AuditEvent) -> Value {
+    json!({
+        "id": e.id,
+        "ownerId": e.owner_id,
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "before": e.before.as_ref().map_or(Value::Null, structure),
+        "after": e.after.as_ref().map_or(Value::Null, structure),
+        "time": time(e.time.as_ref()),
+    })
+}
+
+fn structure(s: &prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+fn value(v: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => json!(n),
+        Some(Kind::StringValue(s)) => json!(s),
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::StructValue(s)) => structure(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value).collect()),
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            out.push_str(cell);
+            if i < last {
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Environments as a person reads them: `preview, production`.
+pub fn environments(list: &[String]) -> String {
+    list.join(", ")
+}

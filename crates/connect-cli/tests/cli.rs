@@ -1,0 +1,577 @@
+//! The built `connect` binary, driven as a user drives it, against a real registry and broker on
+//! loopback (started through `connect_dev::LocalStack`) and a development OIDC issuer.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use connect_dev::LocalStack;
+use dev_issuer::{Alg, Deployment, DevIssuer};
+use link_registry::{
+    ServeConfig,
+    domain::{
+        model::Role,
+        service::NewTeam,
+        types::{IssuerUrl, TeamId, TeamSlug},
+    },
+};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+const AUDIENCE: &str = "https://vercel.com/acme";
+
+struct System {
+    stack: LocalStack,
+    issuer: DevIssuer,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+/// What one run of `connect` did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> String {
+        assert_eq!(self.code, 0, "{self:?}");
+        self.stdout
+    }
+
+    fn json(self) -> Value {
+        serde_json::from_str(&self.ok()).expect("JSON output")
+    }
+
+    fn failed(self, code: i32, starts_with: &str) -> String {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stderr.starts_with(starts_with), "{self:?}");
+        self.stderr
+    }
+}
+
+impl System {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let issuers = vec![issuer.issuer_url()];
+        let stack = LocalStack::start(
+            ServeConfig::local(format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("registry.db").display()
+            )),
+            |registry_url, key| {
+                token_broker::BrokerConfig::local(registry_url, key, issuers, AUDIENCE.into())
+            },
+        )
+        .await
+        .unwrap();
+        let team = TeamId::parse("team_acme").unwrap();
+        stack
+            .registry()
+            .create_team(NewTeam {
+                id: team.clone(),
+                slug: TeamSlug::parse("acme").unwrap(),
+                issuer: IssuerUrl::parse(issuer.issuer()).unwrap(),
+            })
+            .await
+            .unwrap();
+        let (_, admin) = stack
+            .registry()
+            .create_api_key(Some(team), Role::Admin)
+            .await
+            .unwrap();
+        Self {
+            stack,
+            issuer,
+            admin: admin.expose_secret().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    fn oidc_token(&self, project_id: &str, environment: &str) -> String {
+        self.issuer.mint(
+            &Deployment {
+                owner: "acme".into(),
+                owner_id: "team_acme".into(),
+                project: "web".into(),
+                project_id: project_id.into(),
+                environment: environment.into(),
+                audience: AUDIENCE.into(),
+            },
+            Duration::from_secs(600),
+            Alg::ES256,
+        )
+    }
+
+    /// `connect ARGS` with the admin key and both URLs in the environment, `stdin` on its input.
+    async fn connect(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_connect"));
+        command
+            .args(args)
+            .env_clear()
+            .env(
+                "CONNECT_REGISTRY_URL",
+                format!("http://{}", self.stack.registry_addr()),
+            )
+            .env(
+                "CONNECT_BROKER_URL",
+                format!("http://{}", self.stack.broker_addr()),
+            )
+            .env("CONNECT_API_KEY", &self.admin)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("connect runs");
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+            drop(input);
+            let out = child.wait_with_output().unwrap();
+            Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8(out.stdout).unwrap(),
+                stderr: String::from_utf8(out.stderr).unwrap(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn stop(self) {
+        self.stack.stop().await.unwrap();
+        self.issuer.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_command_in_text_and_json() {
+    let system = System::start().await;
+    let c = |args: &'static [&'static str]| system.connect(args, None, &[]);
+    let mut everything = String::new();
+
+    let out = c(&["projects", "create", "prj_web", "--name", "web"])
+        .await
+        .ok();
+    assert_eq!(out, "Created project prj_web (web)\n");
+    let project = system
+        .connect(
+            &[
+                "projects", "create", "prj_docs", "--name", "docs", "-F", "json",
+            ],
+            None,
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(
+        (
+            project["id"].as_str(),
+            project["name"].as_str(),
+            project["ownerId"].as_str()
+        ),
+        (Some("prj_docs"), Some("docs"), Some("team_acme"))
+    );
+    let projects = c(&["projects", "list"]).await.ok();
+    assert!(
+        projects.starts_with("ID        NAME  CREATED\nprj_docs  docs  "),
+        "{projects}"
+    );
+
+    // Secrets from a file and from stdin, never printed back.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("stripe.key");
+    std::fs::write(&key_file, "sk_from_file_123\n").unwrap();
+    let secret_arg = format!("api_key=@{}", key_file.display());
+    let out = system
+        .connect(
+            &["create", "api-key/stripe", "--secret", &secret_arg],
+            None,
+            &[],
+        )
+        .await
+        .ok();
+    assert!(
+        out.starts_with("Created connector api-key/stripe (conn_")
+            && out.ends_with(" with secrets api_key\n"),
+        "{out}"
+    );
+    everything.push_str(&out);
+    let created = system
+        .connect(
+            &[
+                "create",
+                "oauth2/crm",
+                "--name",
+                "CRM",
+                "--config",
+                "token_url=https://auth.example.com/token",
+                "--secret",
+                "client_id=crm-client",
+                "--secret",
+                "client_secret=@-",
+                "-F",
+                "json",
+            ],
+            Some("cs_from_stdin_456\n"),
+            &[],
+        )
+        .await;
+    everything.push_str(&created.stdout);
+    let created = created.json();
+    assert_eq!(created["uid"], "oauth2/crm");
+    assert_eq!(created["type"], "oauth2");
+    assert_eq!(created["name"], "CRM");
+    assert_eq!(
+        created["config"]["token_url"],
+        "https://auth.example.com/token"
+    );
+    assert_eq!(
+        created["secretNames"],
+        serde_json::json!(["client_id", "client_secret"])
+    );
+
+    // A missing secret file is named, and nothing is created.
+    let err = system
+        .connect(
+            &[
+                "create",
+                "api-key/other",
+                "--secret",
+                "api_key=@/nonexistent/key",
+            ],
+            None,
+            &[],
+        )
+        .await
+        .failed(
+            1,
+            "InvalidArgumentError: --secret api_key=@/nonexistent/key: cannot read",
+        );
+    assert!(!err.contains("sk_"));
+
+    let list = c(&["list"]).await.ok();
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("UID             ID"), "{list}");
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(lines[1].starts_with("api-key/stripe  conn_"), "{list}");
+    let listed = c(&["list", "-F", "json", "--type", "oauth2"]).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["uid"], "oauth2/crm");
+
+    // attach: all three environments by default, `unchanged` the second time.
+    let out = c(&["attach", "api-key/stripe", "--project", "prj_web"])
+        .await
+        .ok();
+    assert_eq!(
+        out,
+        "Attached api-key/stripe to prj_web for development, preview, production\n"
+    );
+    let out = c(&["attach", "api-key/stripe", "--project", "prj_web"])
+        .await
+        .ok();
+    assert_eq!(
+        out,
+        "api-key/stripe is already attached to prj_web for development, preview, production: unchanged\n"
+    );
+    let same = system
+        .connect(
+            &[
+                "attach",
+                "api-key/stripe",
+                "--project",
+                "prj_web",
+                "-e",
+                "production,preview",
+                "-e",
+                "development",
+                "-F",
+                "json",
+            ],
+            None,
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(same["unchanged"], true);
+    let changed = system
+        .connect(
+            &[
+                "attach",
+                "api-key/stripe",
+                "--project",
+                "prj_web",
+                "-e",
+                "preview",
+                "-F",
+                "json",
+            ],
+            None,
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(changed["unchanged"], false);
+    assert_eq!(changed["environments"], serde_json::json!(["preview"]));
+    assert_eq!(changed["projectName"], "web");
+    c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_docs",
+        "-e",
+        "production",
+    ])
+    .await
+    .ok();
+
+    let links = c(&["links", "api-key/stripe"]).await.ok();
+    assert_eq!(links.lines().count(), 3, "{links}");
+    assert!(
+        links.starts_with("PROJECT   NAME  ENVIRONMENTS  UPDATED\n"),
+        "{links}"
+    );
+    assert!(
+        links.contains("\nprj_web   web   preview       "),
+        "{links}"
+    );
+    let linked = c(&["list", "--project", "prj_docs", "-F", "json"])
+        .await
+        .json();
+    assert_eq!(linked.as_array().unwrap().len(), 1);
+    assert_eq!(linked[0]["uid"], "api-key/stripe");
+
+    let out = c(&["detach", "api-key/stripe", "--project", "prj_docs"])
+        .await
+        .ok();
+    assert_eq!(
+        out,
+        "Detached api-key/stripe from prj_docs (it was enabled for production)\n"
+    );
+
+    // remove refuses while linked.
+    let err = c(&["remove", "api-key/stripe"]).await.failed(
+        1,
+        "FailedPreconditionError: api-key/stripe is linked to 1 project(s): prj_web\n",
+    );
+    assert!(
+        err.contains("hint: connect remove api-key/stripe --disconnect-all"),
+        "{err}"
+    );
+    let removed = c(&["remove", "api-key/stripe", "--disconnect-all", "-F", "json"])
+        .await
+        .json();
+    assert_eq!(removed["removedLinks"], 1);
+    assert_eq!(removed["connector"]["uid"], "api-key/stripe");
+    let out = c(&["remove", "oauth2/crm"]).await.ok();
+    assert!(out.starts_with("Removed oauth2/crm (conn_"), "{out}");
+
+    let audit = c(&["audit", "--limit", "3"]).await.ok();
+    assert_eq!(audit.lines().count(), 4, "{audit}");
+    assert!(audit.starts_with("TIME"), "{audit}");
+    assert!(audit.contains("connector.delete"), "{audit}");
+    let events = system
+        .connect(&["audit", "--limit", "100", "-F", "json"], None, &[])
+        .await;
+    everything.push_str(&events.stdout);
+    let events = events.json();
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"connector.create"), "{actions:?}");
+    assert!(actions.contains(&"project.attach"), "{actions:?}");
+    for secret in ["sk_from_file_123", "cs_from_stdin_456", "crm-client"] {
+        assert!(!everything.contains(secret), "{secret} was printed");
+    }
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_documented_error_and_usage_errors_exit_2() {
+    let system = System::start().await;
+    let err = system
+        .connect(
+            &["attach", "api-key/nope", "--project", "prj_web"],
+            None,
+            &[],
+        )
+        .await
+        .failed(1, "ConnectorNotFoundError: ");
+    assert!(err.contains("\nhint: "), "{err}");
+    let err = system
+        .connect(&["list"], None, &[("CONNECT_API_KEY", "cnk_wrong")])
+        .await
+        .failed(1, "InvalidKeyError: ");
+    assert!(err.contains("hint: pass a team's API key"), "{err}");
+    system
+        .connect(&["list"], None, &[("CONNECT_API_KEY", "")])
+        .await
+        .failed(1, "InvalidKeyError: no API key");
+    system
+        .connect(&["projects", "create", "prj_x"], None, &[])
+        .await
+        .failed(
+            2,
+            "error: the following required arguments were not provided",
+        );
+    system
+        .connect(&["frobnicate"], None, &[])
+        .await
+        .failed(2, "error: ");
+    system
+        .connect(&["create", "api-key/x", "--config", "novalue"], None, &[])
+        .await
+        .failed(1, "InvalidArgumentError: --config expects KEY=VALUE");
+    system
+        .connect(&["projects", "create", "bad id!", "--name", "x"], None, &[])
+        .await
+        .failed(1, "InvalidArgumentError: ");
+    // Nothing listening there.
+    let err = system
+        .connect(
+            &["list"],
+            None,
+            &[("CONNECT_REGISTRY_URL", "http://127.0.0.1:9")],
+        )
+        .await
+        .failed(
+            1,
+            "RegistryUnavailableError: cannot reach the registry at http://127.0.0.1:9",
+        );
+    assert!(err.contains("hint: is the registry running?"), "{err}");
+    let script = system
+        .connect(&["completions", "bash"], None, &[])
+        .await
+        .ok();
+    assert!(
+        script.contains("_connect()"),
+        "{}",
+        &script[..200.min(script.len())]
+    );
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
+    let system = System::start().await;
+    let c = |args: &'static [&'static str], stdin: Option<&'static str>| {
+        system.connect(args, stdin, &[])
+    };
+    c(&["projects", "create", "prj_web", "--name", "web"], None)
+        .await
+        .ok();
+    c(
+        &["create", "api-key/stripe", "--secret", "api_key=@-"],
+        Some("sk_live_abc"),
+    )
+    .await
+    .ok();
+    c(
+        &[
+            "attach",
+            "api-key/stripe",
+            "--project",
+            "prj_web",
+            "-e",
+            "preview",
+        ],
+        None,
+    )
+    .await
+    .ok();
+
+    let preview = system.oidc_token("prj_web", "preview");
+    let out = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &preview)],
+        )
+        .await
+        .ok();
+    assert_eq!(out, "sk_live_abc\n");
+    let answer = system
+        .connect(
+            &["token", "api-key/stripe", "-F", "json"],
+            None,
+            &[("VERCEL_OIDC_TOKEN", &preview)],
+        )
+        .await
+        .json();
+    assert_eq!(answer["token"], "sk_live_abc");
+    assert!(answer["tokenId"].as_str().unwrap().starts_with("tok_"));
+    assert_eq!(answer["connector"]["uid"], "api-key/stripe");
+
+    // From a token file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, &preview).unwrap();
+    let out = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN_FILE", file.to_str().unwrap())],
+        )
+        .await
+        .ok();
+    assert_eq!(out, "sk_live_abc\n");
+
+    let production = system.oidc_token("prj_web", "production");
+    let err = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &production)],
+        )
+        .await
+        .failed(1, "ClientNotEnabledForEnvironmentError: ");
+    assert!(
+        err.contains("hint: enable it for this environment (with the ones it has): connect attach api-key/stripe --project prj_web -e production"),
+        "{err}"
+    );
+    let other = system.oidc_token("prj_other", "preview");
+    let err = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &other)],
+        )
+        .await
+        .failed(1, "ClientNotLinkedToProjectError: ");
+    assert!(
+        err.contains("hint: link it: connect attach api-key/stripe --project prj_other"),
+        "{err}"
+    );
+    let err = system
+        .connect(&["token", "api-key/stripe"], None, &[])
+        .await
+        .failed(1, "InvalidTokenError: no OIDC token");
+    assert!(err.contains("hint: set CONNECT_OIDC_TOKEN"), "{err}");
+    system
+        .connect(
+            &["token", "api-key/stripe", "--subject", "someone"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &preview)],
+        )
+        .await
+        .failed(
+            1,
+            "InvalidArgumentError: --subject must be 'app' or 'user:ID'",
+        );
+    assert!(!err.contains("sk_live_abc"));
+    system.stop().await;
+}
