@@ -182,7 +182,12 @@ async fn main() -> anyhow::Result<()> {
          \n\nA development deployment token (valid one hour):\n\n  {development}\
          \n\nThis returns the demo connector's token:\n\n  {ok}\
          \n\nThis fails with ClientNotEnabledForEnvironmentError (a production token):\n\n  {denied}\
-         \n\nMore tokens: curl '{issuer_url}/token?owner=demo&owner_id={TEAM}&project=demo-app&project_id={PROJECT}&environment=development&audience={AUDIENCE}'\n",
+         \n\nMore tokens: curl '{issuer_url}/token?owner=demo&owner_id={TEAM}&project=demo-app&project_id={PROJECT}&environment=development&audience={AUDIENCE}'\
+         \n\nWith the connect command line (cargo install --path crates/connect-cli):\n\
+         \n  export CONNECT_REGISTRY_URL=http://{registry_addr} CONNECT_BROKER_URL=http://{broker_addr} CONNECT_API_KEY={admin_key}\
+         \n  connect links {CONNECTOR}\
+         \n  CONNECT_OIDC_TOKEN={development} connect token {CONNECTOR}\
+         \n  connect attach {CONNECTOR} --project {PROJECT} -e development,production\n",
         issuer_url = issuer.issuer(),
         ok = get_token(&development),
         denied = get_token(&production),
