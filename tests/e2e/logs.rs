@@ -62,16 +62,21 @@ async fn decisions_are_logged_once_each_and_no_token_or_secret_is_ever_logged() 
             .collect::<Vec<_>>()
     };
     for (answer, connector) in [(&api_key, "api-key/stripe"), (&access, "oauth2/logged")] {
+        // The token id is the first 16 hex digits of the credential's SHA-256.
+        let digest = hex::encode(&Sha256::digest(answer.token.as_bytes())[..8]);
+        assert_eq!(answer.token_id, digest);
         let matching = find(&answer.token_id);
-        assert_eq!(matching.len(), 1, "one event per GetToken");
+        // The access token is this test's own: one event for its one GetToken. (The API key is
+        // handed out by other tests of this binary too.)
+        if connector == "oauth2/logged" {
+            assert_eq!(matching.len(), 1, "one event per GetToken");
+        }
         let fields = &matching[0]["fields"];
         assert_eq!(fields["decision"], "allow");
         assert_eq!(fields["connector"], connector);
         assert_eq!(fields["owner_id"], "team_acme");
         assert_eq!(fields["project_id"], "prj_web");
         assert_eq!(fields["environment"], "preview");
-        let digest = hex::encode(&Sha256::digest(answer.token.as_bytes())[..8]);
-        assert_eq!(fields["token_sha256"], digest.as_str());
     }
     assert!(events.iter().any(|e| e["fields"]["decision"] == "deny"
         && e["fields"]["reason"] == "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"

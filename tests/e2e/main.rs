@@ -5,6 +5,7 @@ mod client;
 mod flows;
 mod harness;
 mod hostile;
+mod ledger;
 mod logs;
 mod metrics;
 mod rejections;

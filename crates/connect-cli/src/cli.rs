@@ -130,6 +130,18 @@ pub enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
+    /// The credentials handed out (the issuance ledger), newest first.
+    Issuances {
+        /// Only this connector's.
+        connector: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// How many at most.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }

@@ -196,6 +196,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .await
         }
         Command::Audit { limit } => audit(&ctx, limit).await,
+        Command::Issuances {
+            connector,
+            project,
+            environment,
+            limit,
+        } => issuances(&ctx, connector, project, environment, limit).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -744,6 +750,80 @@ async fn audit(ctx: &Context, limit: u32) -> Result<(), Failure> {
             output::table(&["TIME", "ACTOR", "ACTION", "TARGET"], &rows)
         },
         || Value::Array(events.iter().map(output::audit_event).collect()),
+    );
+    Ok(())
+}
+
+async fn issuances(
+    ctx: &Context,
+    connector: Option<String>,
+    project: Option<String>,
+    environment: Option<String>,
+    limit: u32,
+) -> Result<(), Failure> {
+    let limit = limit as usize;
+    let mut found = Vec::new();
+    let mut page_token = String::new();
+    while found.len() < limit {
+        let page = ctx
+            .registry()
+            .list_issuances(pb::ListIssuancesRequest {
+                connector: connector.clone().unwrap_or_default(),
+                project: project.clone().unwrap_or_default(),
+                environment: environment.clone().unwrap_or_default(),
+                page_size: i32::try_from(limit - found.len()).unwrap_or(PAGE).min(PAGE),
+                page_token,
+            })
+            .await
+            .map_err(ctx.failed())?
+            .into_inner();
+        found.extend(page.issuances);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    found.truncate(limit);
+    ctx.emit(
+        || {
+            if found.is_empty() {
+                return "No issuances.".to_owned();
+            }
+            let rows: Vec<Vec<String>> = found
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.token_id.clone(),
+                        i.connector_uid.clone(),
+                        i.project_id.clone(),
+                        i.environment.clone(),
+                        i.subject.clone(),
+                        i.scopes.join(","),
+                        output::short_time(i.issue_time.as_ref()),
+                        match &i.expire_time {
+                            Some(_) => output::short_time(i.expire_time.as_ref()),
+                            None => "never".to_owned(),
+                        },
+                        if i.revoked { "revoked" } else { "" }.to_owned(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "TOKEN ID",
+                    "CONNECTOR",
+                    "PROJECT",
+                    "ENVIRONMENT",
+                    "SUBJECT",
+                    "SCOPES",
+                    "ISSUED",
+                    "EXPIRES",
+                    "",
+                ],
+                &rows,
+            )
+        },
+        || Value::Array(found.iter().map(output::issuance).collect()),
     );
     Ok(())
 }

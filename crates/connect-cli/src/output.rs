@@ -88,6 +88,23 @@ fn value(v: &prost_types::Value) -> Value {
     }
 }
 
+pub fn issuance(i: &pb::Issuance) -> Value {
+    json!({
+        "tokenId": i.token_id,
+        "connectorId": i.connector_id,
+        "connectorUid": i.connector_uid,
+        "ownerId": i.owner_id,
+        "projectId": i.project_id,
+        "environment": i.environment,
+        "subject": i.subject,
+        "installationId": i.installation_id,
+        "scopes": i.scopes,
+        "issueTime": time(i.issue_time.as_ref()),
+        "expireTime": time(i.expire_time.as_ref()),
+        "revoked": i.revoked,
+    })
+}
+
 /// Rows under a header, each column as wide as its widest cell, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

@@ -513,8 +513,36 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
         .await
         .json();
     assert_eq!(answer["token"], "sk_live_abc");
-    assert!(answer["tokenId"].as_str().unwrap().starts_with("tok_"));
+    assert_eq!(answer["tokenId"].as_str().unwrap().len(), 16);
     assert_eq!(answer["connector"]["uid"], "api-key/stripe");
+
+    // The ledger shows what was handed out, never the token.
+    let ledger = c(&["issuances", "api-key/stripe"], None).await.ok();
+    let token_id = answer["tokenId"].as_str().unwrap();
+    assert!(
+        ledger.starts_with("TOKEN ID          CONNECTOR"),
+        "{ledger}"
+    );
+    assert!(
+        ledger.contains(&format!(
+            "\n{token_id}  api-key/stripe  prj_web  preview      app"
+        )),
+        "{ledger}"
+    );
+    assert!(!ledger.contains("sk_live_abc"));
+    let rows = c(
+        &["issuances", "--environment", "preview", "-F", "json"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["tokenId"], token_id);
+    assert_eq!(rows[0]["expireTime"], Value::Null);
+    let none = c(&["issuances", "--environment", "production"], None)
+        .await
+        .ok();
+    assert_eq!(none, "No issuances.\n");
 
     // From a token file.
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@ use crate::{
     error::BrokerError,
     grpc::TokenBrokerService,
     issuers::Issuers,
+    ledger::Ledger,
     metrics::BrokerMetrics,
     outbound::Outbound,
     registry::RegistryClient,
@@ -143,6 +144,10 @@ impl App {
                 config.provider_cache_max,
                 metrics.clone(),
             ),
+            Arc::new(Ledger::new(
+                Arc::new(registry.clone()),
+                config.authz_cache_size.max(10_000),
+            )),
             metrics,
         );
         Ok(Self {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod issuers;
+pub mod ledger;
 pub mod metrics;
 pub mod outbound;
 pub mod registry;

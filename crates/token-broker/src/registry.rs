@@ -124,6 +124,26 @@ impl RegistryClient {
             .into_inner())
     }
 
+    /// Records a credential in the registry's issuance ledger; whether it was new there.
+    pub async fn record_issuance(&self, issuance: pb::Issuance) -> Result<bool> {
+        let mut request = Request::new(pb::RecordIssuanceRequest {
+            issuance: Some(issuance),
+        });
+        request.set_timeout(self.max_timeout);
+        self.client
+            .clone()
+            .record_issuance(request)
+            .await
+            .map(|answer| answer.into_inner().recorded)
+            .map_err(|status| {
+                BrokerError::RegistryUnavailable(Box::new(Cause(format!(
+                    "RecordIssuance answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))))
+            })
+    }
+
     /// Asks whether `identity` may use `connector`.
     pub async fn ask(
         &self,

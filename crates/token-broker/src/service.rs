@@ -8,14 +8,14 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use secrecy::SecretString;
 
 use crate::{
     auth::{Identity, TokenVerifier},
     authorizer::Authorizer,
     error::{BrokerError, Result},
     issuers::{Grant, Issuers, Subject},
+    ledger::{HandOut, Ledger, token_id},
     metrics::BrokerMetrics,
 };
 
@@ -55,13 +55,8 @@ pub struct Broker {
     verifier: TokenVerifier,
     authorizer: Arc<dyn Authorizer>,
     issuers: Issuers,
+    ledger: Arc<Ledger>,
     metrics: BrokerMetrics,
-}
-
-/// The first 16 hex digits of a token's SHA-256: enough to match a token a user reports against
-/// the log, useless for recovering it.
-pub fn token_digest(token: &SecretString) -> String {
-    hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..8])
 }
 
 impl Broker {
@@ -69,12 +64,14 @@ impl Broker {
         verifier: TokenVerifier,
         authorizer: Arc<dyn Authorizer>,
         issuers: Issuers,
+        ledger: Arc<Ledger>,
         metrics: BrokerMetrics,
     ) -> Self {
         Self {
             verifier,
             authorizer,
             issuers,
+            ledger,
             metrics,
         }
     }
@@ -121,15 +118,29 @@ impl Broker {
         let issued = self
             .issuers
             .issue(Grant {
+                identity,
                 authorization: &authorization,
                 subject: &request.subject,
                 installation_id: request.installation_id.as_deref(),
                 scopes: &request.scopes,
             })
             .await?;
+        // Recorded before it leaves; a credential that cannot be recorded is not handed out.
+        let token_id = token_id(&issued.token);
+        self.ledger
+            .record(HandOut {
+                identity,
+                authorization: &authorization,
+                subject: &request.subject,
+                installation_id: request.installation_id.as_deref(),
+                scopes: &issued.scopes,
+                token_id: &token_id,
+                expires_at: issued.expires_at,
+            })
+            .await?;
         Ok(Issued {
             token: issued.token,
-            token_id: format!("tok_{}", random_suffix()),
+            token_id,
             expires_at: issued.expires_at,
             connector_id: authorization.connector_id.clone(),
             connector_uid: authorization.connector_uid.clone(),
@@ -170,7 +181,6 @@ impl Broker {
                     project_id,
                     environment,
                     token_id = %issued.token_id,
-                    token_sha256 = %token_digest(&issued.token),
                     "GetToken"
                 );
             }
@@ -198,13 +208,4 @@ impl Broker {
             }
         }
     }
-}
-
-fn random_suffix() -> String {
-    use rand::Rng;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .map(|b| (b as char).to_ascii_lowercase())
-        .take(24)
-        .collect()
 }

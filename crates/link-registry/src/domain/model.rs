@@ -212,6 +212,27 @@ pub struct AuditEvent {
     pub time: DateTime<Utc>,
 }
 
+/// One credential handed out for one (project, environment) of a team, as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issuance {
+    /// Set by the store; 0 before the row is written.
+    pub id: i64,
+    /// The first 16 hex digits of the credential's SHA-256.
+    pub token_id: String,
+    pub team_id: TeamId,
+    pub project_id: ProjectId,
+    pub environment: super::types::Environment,
+    pub connector_id: ConnectorId,
+    pub connector_uid: ConnectorUid,
+    /// `app`, or `user:<id>`.
+    pub subject: String,
+    pub installation_id: String,
+    pub scopes: Vec<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
 /// A yes from `Authorize`: everything the broker needs to issue a token.
 pub struct Authorization {
     pub connector: Connector,

@@ -69,6 +69,25 @@ impl PageKey for AuditKey {
     }
 }
 
+/// Issuances are listed newest first, by row id (`i` before the number, so that no other list's
+/// token passes for one of theirs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuanceKey(pub i64);
+
+impl PageKey for IssuanceKey {
+    fn encode(&self) -> String {
+        format!("i{}", self.0)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        text.strip_prefix('i')?
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Self)
+    }
+}
+
 /// What a `List*` call asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageRequest<K> {

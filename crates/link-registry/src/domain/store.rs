@@ -1,5 +1,5 @@
 //! The persistence boundary. The service speaks to storage only through these traits, one per
-//! aggregate (teams, keys, projects, connectors, links, audit) and [`Store`] over all of them, so
+//! aggregate (teams, keys, projects, connectors, links, audit, issuances) and [`Store`] over all of them, so
 //! its rules are written once and the same store test suite runs against every backend.
 //!
 //! Every mutation writes its audit event in the same transaction as the change, and every
@@ -12,9 +12,12 @@ use chrono::{DateTime, Utc};
 use super::{
     changes::Change,
     error::Result,
-    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Project, ProjectLink, Team},
-    page::{AuditKey, LinkKey, PageRequest},
-    types::{ConnectorId, ConnectorRef, EnvironmentSet, KeyId, ProjectId, ProjectRef, TeamId},
+    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Issuance, Project, ProjectLink, Team},
+    page::{AuditKey, IssuanceKey, LinkKey, PageRequest},
+    types::{
+        ConnectorId, ConnectorRef, Environment, EnvironmentSet, KeyId, ProjectId, ProjectRef,
+        TeamId,
+    },
 };
 
 /// Turns the current connector into the updated one (runs inside the store's transaction).
@@ -30,6 +33,14 @@ pub struct LinkFilter {
     pub project: Option<ProjectRef>,
 }
 
+/// Which issuances a list returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuanceFilter {
+    pub connector: Option<ConnectorId>,
+    pub project: Option<ProjectId>,
+    pub environment: Option<Environment>,
+}
+
 /// Everything the registry stores.
 #[async_trait]
 pub trait Store:
@@ -39,6 +50,7 @@ pub trait Store:
     + ConnectorStore
     + LinkStore
     + AuditStore
+    + IssuanceStore
     + ChangeStore
     + AuthorizeStore
     + std::fmt::Debug
@@ -155,6 +167,20 @@ pub trait LinkStore: Send + Sync {
 }
 
 /// The audit log (written by every mutation, in its transaction).
+#[async_trait]
+pub trait IssuanceStore: Send + Sync {
+    /// Writes the row unless this (credential, project, environment) of the team is recorded;
+    /// whether it wrote it.
+    async fn record_issuance(&self, issuance: &Issuance) -> Result<bool>;
+    /// The team's issuances, newest first.
+    async fn issuances(
+        &self,
+        team: &TeamId,
+        filter: &IssuanceFilter,
+        page: &PageRequest<IssuanceKey>,
+    ) -> Result<Vec<Issuance>>;
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Newest first, before `page.after` (an event id), at most `page.size + 1` rows.

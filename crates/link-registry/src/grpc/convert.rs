@@ -13,13 +13,14 @@ use serde_json::Value;
 use crate::domain::{
     FieldViolation, RegistryError,
     changes::FeedEvent,
-    model::{AuditEvent, Authorization, Connector, Project, ProjectLink},
+    model::{AuditEvent, Authorization, Connector, Issuance, Project, ProjectLink},
     page::{LinkKey, PageKey, PageRequest},
-    service::{AuthorizeQuery, ConnectorUpdate, NewConnector, NewProject},
+    service::{AuthorizeQuery, ConnectorUpdate, NewConnector, NewIssuance, NewProject},
     store::LinkFilter,
     types::{
-        ConfigMap, ConnectorRef, ConnectorType, ConnectorUid, DisplayName, Environment,
-        EnvironmentSet, Invalid, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
+        ConfigMap, ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, DisplayName,
+        Environment, EnvironmentSet, Invalid, ProjectId, ProjectName, ProjectRef, SecretInput,
+        TeamId,
     },
 };
 
@@ -251,6 +252,88 @@ impl TryFrom<pb::AuthorizeRequest> for AuthorizeQuery {
             _ => None,
         };
         v.finish(value)
+    }
+}
+
+impl TryFrom<pb::RecordIssuanceRequest> for NewIssuance {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::RecordIssuanceRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let Some(i) = req.issuance else {
+            v.push("issuance", "issuance is required");
+            return v.finish(None);
+        };
+        let team_id = v.check("issuance.owner_id", TeamId::parse(&i.owner_id));
+        let project_id = v.check("issuance.project_id", ProjectId::parse(&i.project_id));
+        let environment = v.check("issuance.environment", Environment::parse(&i.environment));
+        let connector_id = v.check("issuance.connector_id", ConnectorId::parse(&i.connector_id));
+        let time = |t: Option<Timestamp>| {
+            t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        };
+        let issued_at = time(i.issue_time);
+        if issued_at.is_none() {
+            v.push("issuance.issue_time", "issue_time is required");
+        }
+        let expires_at = time(i.expire_time);
+        let value = match (team_id, project_id, environment, connector_id, issued_at) {
+            (
+                Some(team_id),
+                Some(project_id),
+                Some(environment),
+                Some(connector_id),
+                Some(issued_at),
+            ) => Some(NewIssuance {
+                token_id: i.token_id,
+                team_id,
+                project_id,
+                environment,
+                connector_id,
+                subject: i.subject,
+                installation_id: i.installation_id,
+                scopes: i.scopes,
+                issued_at,
+                expires_at,
+            }),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+/// The filters of `ListIssuances`: each empty field means "any".
+pub type IssuanceQuery = (Option<ConnectorRef>, Option<ProjectId>, Option<Environment>);
+
+pub fn issuance_query(req: &pb::ListIssuancesRequest) -> Result<IssuanceQuery, RegistryError> {
+    let mut v = Violations::default();
+    let connector = (!req.connector.is_empty())
+        .then(|| v.check("connector", ConnectorRef::parse(&req.connector)))
+        .flatten();
+    let project = (!req.project.is_empty())
+        .then(|| v.check("project", ProjectId::parse(&req.project)))
+        .flatten();
+    let environment = (!req.environment.is_empty())
+        .then(|| v.check("environment", Environment::parse(&req.environment)))
+        .flatten();
+    v.finish(Some((connector, project, environment)))
+}
+
+impl From<Issuance> for pb::Issuance {
+    fn from(i: Issuance) -> Self {
+        Self {
+            token_id: i.token_id,
+            connector_id: i.connector_id.to_string(),
+            connector_uid: i.connector_uid.to_string(),
+            owner_id: i.team_id.to_string(),
+            project_id: i.project_id.to_string(),
+            environment: i.environment.as_str().to_owned(),
+            subject: i.subject,
+            installation_id: i.installation_id,
+            scopes: i.scopes,
+            issue_time: Some(timestamp(i.issued_at)),
+            expire_time: i.expires_at.map(timestamp),
+            revoked: i.revoked,
+        }
     }
 }
 

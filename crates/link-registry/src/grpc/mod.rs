@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::domain::{
     Caller, Registry, RegistryError,
-    service::{AuthorizeQuery, NewConnector, NewProject},
+    service::{AuthorizeQuery, NewConnector, NewIssuance, NewProject},
 };
 use convert::{
     attachment, connector_ref, connector_update, link_listing, link_refs, page_request, project_ref,
@@ -256,6 +256,39 @@ impl LinkRegistry for LinkRegistryService {
             .map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn record_issuance(
+        &self,
+        request: Request<pb::RecordIssuanceRequest>,
+    ) -> Reply<pb::RecordIssuanceResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let issuance = NewIssuance::try_from(request.into_inner()).map_err(to_status)?;
+        let recorded = self
+            .registry
+            .record_issuance(&caller, issuance)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RecordIssuanceResponse { recorded }))
+    }
+
+    async fn list_issuances(
+        &self,
+        request: Request<pb::ListIssuancesRequest>,
+    ) -> Reply<pb::ListIssuancesResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let (connector, project, environment) = convert::issuance_query(req).map_err(to_status)?;
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_issuances(&caller, connector.as_ref(), project, environment, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListIssuancesResponse {
+            issuances: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
         }))
     }

@@ -158,3 +158,32 @@ pub mod change {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod issuance {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "issuances")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub team_id: String,
+        pub token_id: String,
+        pub project_id: String,
+        pub environment: String,
+        pub connector_id: String,
+        pub connector_uid: String,
+        pub subject: String,
+        pub installation_id: String,
+        /// Space-separated.
+        pub scopes: String,
+        pub issued_at: DateTimeUtc,
+        pub expires_at: Option<DateTimeUtc>,
+        pub revoked: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -13,6 +13,7 @@ mod authorize;
 mod changes;
 mod connectors;
 mod entity;
+mod issuances;
 mod keys;
 mod links;
 mod migration;
@@ -36,7 +37,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::{
-    entity::{api_key, audit_event, change, connector, project, project_link, team},
+    entity::{api_key, audit_event, change, connector, issuance, project, project_link, team},
     links::{fetch_links, link_query},
     migration::Migrator,
     projects::find_project,

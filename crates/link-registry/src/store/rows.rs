@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 
-use super::entity::{api_key, audit_event, connector, project, team};
+use super::entity::{api_key, audit_event, connector, issuance, project, team};
 use crate::domain::{
     RegistryError, Result,
-    model::{ApiKeyRecord, AuditEvent, Connector, NewAuditEvent, Project, ProjectLink, Role, Team},
+    model::{
+        ApiKeyRecord, AuditEvent, Connector, Issuance, NewAuditEvent, Project, ProjectLink, Role,
+        Team,
+    },
     types::{
-        ConfigMap, ConnectorId, ConnectorUid, DisplayName, EnvironmentSet, IssuerUrl, KeyId,
-        ProjectId, ProjectName, TeamId, TeamSlug,
+        ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet, IssuerUrl,
+        KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
     },
 };
 
@@ -155,5 +158,43 @@ pub fn audit_event_row(event: NewAuditEvent) -> audit_event::ActiveModel {
         before: Set(event.before.map(|v| v.to_string())),
         after: Set(event.after.map(|v| v.to_string())),
         created_at: Set(event.time),
+    }
+}
+
+pub fn issuance(row: issuance::Model) -> Result<Issuance> {
+    const T: &str = "stored issuance";
+    Ok(Issuance {
+        id: row.id,
+        token_id: row.token_id,
+        team_id: parse(T, TeamId::parse(&row.team_id))?,
+        project_id: parse(T, ProjectId::parse(&row.project_id))?,
+        environment: parse(T, Environment::parse(&row.environment))?,
+        connector_id: parse(T, ConnectorId::parse(&row.connector_id))?,
+        connector_uid: parse(T, ConnectorUid::parse(&row.connector_uid))?,
+        subject: row.subject,
+        installation_id: row.installation_id,
+        scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        issued_at: row.issued_at,
+        expires_at: row.expires_at,
+        revoked: row.revoked,
+    })
+}
+
+pub fn issuance_row(issuance: &Issuance) -> issuance::ActiveModel {
+    use sea_orm::ActiveValue::{NotSet, Set};
+    issuance::ActiveModel {
+        id: NotSet,
+        team_id: Set(issuance.team_id.to_string()),
+        token_id: Set(issuance.token_id.clone()),
+        project_id: Set(issuance.project_id.to_string()),
+        environment: Set(issuance.environment.as_str().to_owned()),
+        connector_id: Set(issuance.connector_id.to_string()),
+        connector_uid: Set(issuance.connector_uid.to_string()),
+        subject: Set(issuance.subject.clone()),
+        installation_id: Set(issuance.installation_id.clone()),
+        scopes: Set(issuance.scopes.join(" ")),
+        issued_at: Set(issuance.issued_at),
+        expires_at: Set(issuance.expires_at),
+        revoked: Set(issuance.revoked),
     }
 }

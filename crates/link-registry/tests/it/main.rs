@@ -4,5 +4,6 @@ mod destinations;
 mod feed;
 mod harness;
 mod keys;
+mod ledger;
 mod rpc;
 mod store;

@@ -29,6 +29,8 @@ pub enum Subject {
 /// Everything an issuer may use: the authorized connector and the caller's request.
 #[derive(Debug)]
 pub struct Grant<'a> {
+    /// Who asks: provider credentials are never shared across (team, project, environment).
+    pub identity: &'a crate::auth::Identity,
     pub authorization: &'a Authorization,
     pub subject: &'a Subject,
     pub installation_id: Option<&'a str>,

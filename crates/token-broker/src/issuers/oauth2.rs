@@ -281,8 +281,16 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
         scopes.sort();
         scopes.dedup();
 
+        // Per (team, project, environment): one environment's tokens are never another's.
+        let identity = grant.identity;
         let key = hex::encode(
             Sha256::new()
+                .chain_update(identity.owner_id.as_str().as_bytes())
+                .chain_update([0])
+                .chain_update(identity.project_id.as_str().as_bytes())
+                .chain_update([0])
+                .chain_update(identity.environment.as_str().as_bytes())
+                .chain_update([0])
                 .chain_update(grant.authorization.connector_id.as_bytes())
                 .chain_update([0])
                 .chain_update(token_url.as_str().as_bytes())

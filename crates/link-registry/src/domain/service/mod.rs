@@ -7,6 +7,7 @@ mod audit;
 mod authorize;
 mod changes;
 mod connectors;
+mod issuances;
 mod keys;
 mod links;
 mod projects;
@@ -15,6 +16,7 @@ pub use self::{
     authorize::AuthorizeQuery,
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
+    issuances::NewIssuance,
 };
 use self::{connectors::open_all, keys::KeyCache};
 

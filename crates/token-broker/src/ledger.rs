@@ -1,0 +1,203 @@
+//! The issuance ledger, from the broker's side: every credential is recorded in the registry
+//! before it is handed out, once per (credential, team, project, environment), under a `token_id`
+//! that is the first 16 hex digits of its SHA-256. A credential that cannot be recorded is not
+//! handed out. Which records were written is remembered (bounded), so a credential served again
+//! from a cache costs no registry call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use connect_proto::registry::v1 as pb;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    auth::Identity,
+    error::Result,
+    issuers::Subject,
+    registry::{Authorization, RegistryClient},
+};
+
+/// Where records go: the registry, or a stand-in in tests.
+#[async_trait]
+pub trait Recorder: Send + Sync + std::fmt::Debug {
+    async fn record(&self, issuance: pb::Issuance) -> Result<bool>;
+}
+
+#[async_trait]
+impl Recorder for RegistryClient {
+    async fn record(&self, issuance: pb::Issuance) -> Result<bool> {
+        self.record_issuance(issuance).await
+    }
+}
+
+/// The first 16 hex digits of a credential's SHA-256: its `token_id`.
+pub fn token_id(token: &SecretString) -> String {
+    hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..8])
+}
+
+/// What one hand-out is: the credential and who it goes to.
+#[derive(Debug)]
+pub struct HandOut<'a> {
+    pub identity: &'a Identity,
+    pub authorization: &'a Authorization,
+    pub subject: &'a Subject,
+    pub installation_id: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub token_id: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Recorded {
+    token_id: String,
+    owner_id: String,
+    project_id: String,
+    environment: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    recorder: Arc<dyn Recorder>,
+    recorded: quick_cache::sync::Cache<Recorded, ()>,
+}
+
+impl Ledger {
+    /// A ledger writing through `recorder`, remembering at most `remember` records.
+    pub fn new(recorder: Arc<dyn Recorder>, remember: u64) -> Self {
+        Self {
+            recorder,
+            recorded: crate::cache::bounded(remember.max(1)),
+        }
+    }
+
+    /// Records `hand_out` unless it is known to be recorded; an error means the credential must
+    /// not be handed out.
+    pub async fn record(&self, hand_out: HandOut<'_>) -> Result<()> {
+        let key = Recorded {
+            token_id: hand_out.token_id.to_owned(),
+            owner_id: hand_out.identity.owner_id.to_string(),
+            project_id: hand_out.identity.project_id.to_string(),
+            environment: hand_out.identity.environment.as_str(),
+        };
+        if self.recorded.get(&key).is_some() {
+            return Ok(());
+        }
+        let timestamp = |t: DateTime<Utc>| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        };
+        let subject = match hand_out.subject {
+            Subject::App => "app".to_owned(),
+            Subject::User(id) => format!("user:{id}"),
+        };
+        self.recorder
+            .record(pb::Issuance {
+                token_id: key.token_id.clone(),
+                connector_id: hand_out.authorization.connector_id.clone(),
+                connector_uid: hand_out.authorization.connector_uid.clone(),
+                owner_id: key.owner_id.clone(),
+                project_id: key.project_id.clone(),
+                environment: key.environment.to_owned(),
+                subject,
+                installation_id: hand_out.installation_id.unwrap_or_default().to_owned(),
+                scopes: hand_out.scopes.to_vec(),
+                issue_time: Some(timestamp(Utc::now())),
+                expire_time: hand_out.expires_at.map(timestamp),
+                revoked: false,
+            })
+            .await?;
+        self.recorded.insert(key, ());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        sync::{
+            Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+
+    use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
+
+    use super::*;
+    use crate::error::BrokerError;
+
+    #[derive(Debug, Default)]
+    struct Registry {
+        records: Mutex<Vec<pb::Issuance>>,
+        down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Recorder for Registry {
+        async fn record(&self, issuance: pb::Issuance) -> Result<bool> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(BrokerError::RegistryUnavailable("down".into()));
+            }
+            self.records.lock().unwrap().push(issuance);
+            Ok(true)
+        }
+    }
+
+    fn identity(project: &str, environment: Environment) -> Identity {
+        Identity {
+            issuer: IssuerUrl::parse("https://issuer.example").unwrap(),
+            owner_id: TeamId::parse("team_a").unwrap(),
+            project_id: ProjectId::parse(project).unwrap(),
+            environment,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_credential_is_recorded_once_per_project_and_environment() {
+        let registry = Arc::new(Registry::default());
+        let ledger = Ledger::new(registry.clone(), 100);
+        let authorization = Authorization {
+            connector_id: "conn_1".into(),
+            connector_uid: "api-key/x".into(),
+            connector_type: "api-key".into(),
+            config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        };
+        let token = SecretString::from("sk_live_1".to_owned());
+        let id = token_id(&token);
+        assert_eq!(id.len(), 16);
+        assert!(!id.contains("sk_live"));
+        let hand_out = |identity| HandOut {
+            identity,
+            authorization: &authorization,
+            subject: &Subject::App,
+            installation_id: None,
+            scopes: &[],
+            token_id: &id,
+            expires_at: None,
+        };
+        let preview = identity("prj_a", Environment::Preview);
+        let production = identity("prj_a", Environment::Production);
+        for _ in 0..3 {
+            ledger.record(hand_out(&preview)).await.unwrap();
+        }
+        ledger.record(hand_out(&production)).await.unwrap();
+        let records = registry.records.lock().unwrap().clone();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].environment, "preview");
+        assert_eq!(records[1].environment, "production");
+        assert_eq!(records[0].token_id, id);
+        assert_eq!(records[0].subject, "app");
+        // Nothing recorded, nothing handed out.
+        registry.down.store(true, Ordering::SeqCst);
+        let other = identity("prj_b", Environment::Preview);
+        assert!(matches!(
+            ledger.record(hand_out(&other)).await,
+            Err(BrokerError::RegistryUnavailable(_))
+        ));
+        // What was recorded before is still known.
+        ledger.record(hand_out(&preview)).await.unwrap();
+    }
+}
