@@ -49,18 +49,12 @@ pub struct HandOut<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Recorded {
-    token_id: String,
-    owner_id: String,
-    project_id: String,
-    environment: &'static str,
-}
-
 #[derive(Debug)]
 pub struct Ledger {
     recorder: Arc<dyn Recorder>,
-    recorded: quick_cache::sync::Cache<Recorded, ()>,
+    /// The SHA-256 of (token id, team, project, environment) of each record written: 32 bytes
+    /// an entry, so that 100 000 callers cost little.
+    recorded: quick_cache::sync::Cache<[u8; 32], ()>,
 }
 
 impl Ledger {
@@ -75,12 +69,17 @@ impl Ledger {
     /// Records `hand_out` unless it is known to be recorded; an error means the credential must
     /// not be handed out.
     pub async fn record(&self, hand_out: HandOut<'_>) -> Result<()> {
-        let key = Recorded {
-            token_id: hand_out.token_id.to_owned(),
-            owner_id: hand_out.identity.owner_id.to_string(),
-            project_id: hand_out.identity.project_id.to_string(),
-            environment: hand_out.identity.environment.as_str(),
-        };
+        let identity = hand_out.identity;
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(hand_out.token_id.as_bytes())
+            .chain_update([0])
+            .chain_update(identity.owner_id.as_str().as_bytes())
+            .chain_update([0])
+            .chain_update(identity.project_id.as_str().as_bytes())
+            .chain_update([0])
+            .chain_update(identity.environment.as_str().as_bytes())
+            .finalize()
+            .into();
         if self.recorded.get(&key).is_some() {
             return Ok(());
         }
@@ -94,12 +93,12 @@ impl Ledger {
         };
         self.recorder
             .record(pb::Issuance {
-                token_id: key.token_id.clone(),
+                token_id: hand_out.token_id.to_owned(),
                 connector_id: hand_out.authorization.connector_id.clone(),
                 connector_uid: hand_out.authorization.connector_uid.clone(),
-                owner_id: key.owner_id.clone(),
-                project_id: key.project_id.clone(),
-                environment: key.environment.to_owned(),
+                owner_id: identity.owner_id.to_string(),
+                project_id: identity.project_id.to_string(),
+                environment: identity.environment.as_str().to_owned(),
                 subject,
                 installation_id: hand_out.installation_id.unwrap_or_default().to_owned(),
                 scopes: hand_out.scopes.to_vec(),
