@@ -364,3 +364,34 @@ async fn churn(stack: Stack) {
     .await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_reaches_a_caching_broker_and_so_does_the_resumption() {
+    let stack = Stack::start().await;
+    let token = stack.acme.token("prj_web", "preview");
+    stack.get_token(&token, "api-key/stripe").await.unwrap();
+    let set = |suspended: bool| rpb::UpdateConnectorRequest {
+        connector: "api-key/stripe".into(),
+        suspended,
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["suspended".into()],
+        }),
+        ..Default::default()
+    };
+    let mut admin = stack.admin(&stack.acme);
+    admin.update_connector(set(true)).await.unwrap();
+    until_denied(&stack, &token, "api-key/stripe", "CONNECTOR_SUSPENDED").await;
+    assert_denied(
+        stack.get_token(&token, "api-key/stripe").await,
+        Code::FailedPrecondition,
+        "CONNECTOR_SUSPENDED",
+        "ConnectorSuspendedError",
+    );
+    admin.update_connector(set(false)).await.unwrap();
+    let start = Instant::now();
+    while stack.get_token(&token, "api-key/stripe").await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "still suspended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stack.stop().await;
+}

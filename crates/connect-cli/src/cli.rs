@@ -124,6 +124,10 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
     },
+    /// Stop a connector from issuing anything (deployments get ConnectorSuspendedError).
+    Suspend { connector: String },
+    /// Let a suspended connector issue again.
+    Resume { connector: String },
     /// The team's audit log, newest first.
     Audit {
         /// How many events.

@@ -117,6 +117,9 @@ pub fn from_client(error: &connect_client::Error, connector: &str, caller: &Call
         E::ClientNotLinkedToProject(_) => failure.hint(format!(
             "link it: connect attach {connector} --project {project}"
         )),
+        E::ConnectorSuspended(_) => failure.hint(format!(
+            "an admin suspended it; `connect resume {connector}` lets it issue again"
+        )),
         E::ConnectorNotFound(_) => failure.hint(
             "`connect list` shows the team's connectors (with an admin or viewer key)",
         ),

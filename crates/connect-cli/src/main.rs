@@ -195,6 +195,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
+        Command::Suspend { connector } => suspend(&ctx, connector, true).await,
+        Command::Resume { connector } => suspend(&ctx, connector, false).await,
         Command::Audit { limit } => audit(&ctx, limit).await,
         Command::Issuances {
             connector,
@@ -824,6 +826,36 @@ async fn issuances(
             )
         },
         || Value::Array(found.iter().map(output::issuance).collect()),
+    );
+    Ok(())
+}
+
+async fn suspend(ctx: &Context, connector: String, suspended: bool) -> Result<(), Failure> {
+    let updated = ctx
+        .registry()
+        .update_connector(pb::UpdateConnectorRequest {
+            connector,
+            suspended,
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["suspended".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    ctx.emit(
+        || {
+            if suspended {
+                format!(
+                    "Suspended {}: it issues nothing until `connect resume {}`",
+                    updated.uid, updated.uid
+                )
+            } else {
+                format!("Resumed {}", updated.uid)
+            }
+        },
+        || output::connector(&updated),
     );
     Ok(())
 }

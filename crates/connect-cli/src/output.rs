@@ -26,6 +26,7 @@ pub fn connector(c: &pb::Connector) -> Value {
         "name": c.name,
         "config": c.config,
         "secretNames": c.secret_names,
+        "suspended": c.suspended,
         "ownerId": c.owner_id,
         "createTime": time(c.create_time.as_ref()),
         "updateTime": time(c.update_time.as_ref()),

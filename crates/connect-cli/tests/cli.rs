@@ -495,6 +495,45 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
     .ok();
 
     let preview = system.oidc_token("prj_web", "preview");
+    // Suspended, it issues nothing; resumed, it does again.
+    let out = c(&["suspend", "api-key/stripe"], None).await.ok();
+    assert_eq!(
+        out,
+        "Suspended api-key/stripe: it issues nothing until `connect resume api-key/stripe`\n"
+    );
+    let err = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &preview)],
+        )
+        .await
+        .failed(
+            1,
+            "ConnectorSuspendedError: connector 'api-key/stripe' is suspended\n",
+        );
+    assert!(
+        err.contains("hint: an admin suspended it; `connect resume api-key/stripe`"),
+        "{err}"
+    );
+    let resumed = c(&["resume", "api-key/stripe", "-F", "json"], None)
+        .await
+        .json();
+    assert_eq!(resumed["suspended"], false);
+    // The broker learns of it through the registry's change feed, within moments.
+    for _ in 0..100 {
+        let run = system
+            .connect(
+                &["token", "api-key/stripe"],
+                None,
+                &[("CONNECT_OIDC_TOKEN", &preview)],
+            )
+            .await;
+        if run.code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let out = system
         .connect(
             &["token", "api-key/stripe"],

@@ -64,6 +64,7 @@ errors! {
     ScopeNotAllowed,
     NoValidToken,
     ConnectorInstallationRequired,
+    ConnectorSuspended,
     UserAuthorizationRequired,
     InvalidArgument,
     SecretsRequired,

@@ -59,6 +59,8 @@ reasons! {
     ScopeNotAllowed = "SCOPE_NOT_ALLOWED", "ScopeNotAllowedError";
     NoValidToken = "NO_VALID_TOKEN", "NoValidTokenError";
     ConnectorInstallationRequired = "CONNECTOR_INSTALLATION_REQUIRED", "ConnectorInstallationRequiredError";
+    /// An admin suspended the connector: it issues nothing until resumed.
+    ConnectorSuspended = "CONNECTOR_SUSPENDED", "ConnectorSuspendedError";
     UserAuthorizationRequired = "USER_AUTHORIZATION_REQUIRED", "UserAuthorizationRequiredError";
     InvalidArgument = "INVALID_ARGUMENT", "InvalidArgumentError";
     /// A connector's destination changed without its secrets being supplied again.

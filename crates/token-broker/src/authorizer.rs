@@ -77,6 +77,7 @@ enum Denial {
     ConnectorNotFound,
     NotLinked,
     NotEnabled,
+    Suspended,
 }
 
 impl Denial {
@@ -86,6 +87,7 @@ impl Denial {
             BrokerError::ConnectorNotFound(_) => Some(Self::ConnectorNotFound),
             BrokerError::ClientNotLinkedToProject { .. } => Some(Self::NotLinked),
             BrokerError::ClientNotEnabledForEnvironment { .. } => Some(Self::NotEnabled),
+            BrokerError::ConnectorSuspended(_) => Some(Self::Suspended),
             _ => None,
         }
     }
@@ -105,6 +107,7 @@ impl Denial {
                 project_id: identity.project_id.to_string(),
                 environment: identity.environment.to_string(),
             },
+            Self::Suspended => BrokerError::ConnectorSuspended(connector.to_owned()),
         }
     }
 }

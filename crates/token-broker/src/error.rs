@@ -67,6 +67,9 @@ pub enum BrokerError {
     #[error("ConnectorInstallationRequiredError: {0}")]
     ConnectorInstallationRequired(String),
 
+    #[error("ConnectorSuspendedError: connector '{0}' is suspended")]
+    ConnectorSuspended(String),
+
     #[error("UserAuthorizationRequiredError: {0}")]
     UserAuthorizationRequired(String),
 
@@ -105,6 +108,7 @@ impl BrokerError {
             Self::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
             Self::NoValidToken(_) => Reason::NoValidToken,
             Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
+            Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
             Self::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
             Self::InvalidArgument(_) => Reason::InvalidArgument,
             Self::RegistryUnavailable(_) => Reason::RegistryUnavailable,
@@ -149,6 +153,7 @@ impl BrokerError {
             Self::ConnectorInstallationRequired(s) => {
                 Self::ConnectorInstallationRequired(s.clone())
             }
+            Self::ConnectorSuspended(s) => Self::ConnectorSuspended(s.clone()),
             Self::UserAuthorizationRequired(s) => Self::UserAuthorizationRequired(s.clone()),
             Self::InvalidArgument(v) => Self::InvalidArgument(v.clone()),
             Self::RegistryUnavailable(e) => Self::RegistryUnavailable(text(e)),

@@ -198,6 +198,9 @@ fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError
                 environment: identity.environment.to_string(),
             }
         }
+        (Code::FailedPrecondition, Some(Reason::ConnectorSuspended)) => {
+            BrokerError::ConnectorSuspended(connector.to_owned())
+        }
         (Code::InvalidArgument, Some(Reason::InvalidArgument)) => {
             let violations = status
                 .get_details_bad_request()

@@ -88,6 +88,9 @@ pub enum RegistryError {
         environment: String,
     },
 
+    #[error("ConnectorSuspendedError: connector '{connector}' is suspended")]
+    ConnectorSuspended { connector: String },
+
     /// The database cannot be reached (retryable).
     #[error("StorageUnavailableError: the registry database cannot be reached")]
     StorageUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

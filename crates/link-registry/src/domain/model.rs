@@ -52,6 +52,8 @@ pub struct Connector {
     pub config: ConfigMap,
     /// Sealed values by secret name.
     pub secrets: BTreeMap<String, StoredSecret>,
+    /// Issues nothing while set.
+    pub suspended: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -69,6 +71,7 @@ impl Connector {
             "type": self.uid.kind(),
             "name": self.name,
             "config": self.config,
+            "suspended": self.suspended,
             "secrets": self
                 .secrets
                 .iter()

@@ -154,7 +154,7 @@ pub fn connector_update(
         if paths.is_empty() {
             v.push(
                 "update_mask",
-                "update_mask must name at least one of name, config, secrets",
+                "update_mask must name at least one of name, config, secrets, suspended",
             );
         }
         let mut update = ConnectorUpdate::default();
@@ -168,10 +168,11 @@ pub fn connector_update(
                         update.secrets = v.check_map("secrets", SecretInput::parse(secrets));
                     }
                 }
+                "suspended" => update.suspended = Some(req.suspended),
                 other => v.push(
                     "update_mask",
                     format!(
-                        "unknown path {:?}: only name, config and secrets can change",
+                        "unknown path {:?}: only name, config, secrets and suspended can change",
                         crate::domain::types::truncate(other, 40)
                     ),
                 ),
@@ -367,6 +368,7 @@ impl From<Connector> for pb::Connector {
             owner_id: c.team_id.to_string(),
             create_time: Some(timestamp(c.created_at)),
             update_time: Some(timestamp(c.updated_at)),
+            suspended: c.suspended,
         }
     }
 }

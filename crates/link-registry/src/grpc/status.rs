@@ -40,6 +40,9 @@ pub fn to_status(err: RegistryError) -> Status {
             Code::PermissionDenied,
             Reason::ClientNotEnabledForEnvironment,
         ),
+        RegistryError::ConnectorSuspended { .. } => {
+            (Code::FailedPrecondition, Reason::ConnectorSuspended)
+        }
         RegistryError::StorageUnavailable(source) => {
             tracing::error!(error = %source, "registry database unavailable");
             (Code::Unavailable, Reason::StorageUnavailable)

@@ -20,6 +20,7 @@ struct AuthorizeRow {
     c_name: Option<String>,
     c_config: Option<String>,
     c_secrets: Option<String>,
+    c_suspended: Option<bool>,
     c_created_at: Option<DateTime<Utc>>,
     c_updated_at: Option<DateTime<Utc>>,
     l_environments: Option<i32>,
@@ -77,6 +78,11 @@ impl AuthorizeStore for SeaStore {
                 connector::Entity.into_iden(),
                 C::Secrets.into_iden(),
                 "c_secrets",
+            ),
+            (
+                connector::Entity.into_iden(),
+                C::Suspended.into_iden(),
+                "c_suspended",
             ),
             (
                 connector::Entity.into_iden(),
@@ -157,6 +163,7 @@ impl AuthorizeStore for SeaStore {
             row.c_name,
             row.c_config,
             row.c_secrets,
+            row.c_suspended,
             row.c_created_at,
             row.c_updated_at,
         ) {
@@ -167,6 +174,7 @@ impl AuthorizeStore for SeaStore {
                 Some(name),
                 Some(config),
                 Some(secrets),
+                Some(suspended),
                 Some(created_at),
                 Some(updated_at),
             ) => Some(rows::connector(connector::Model {
@@ -177,6 +185,7 @@ impl AuthorizeStore for SeaStore {
                 name,
                 config,
                 secrets,
+                suspended,
                 created_at,
                 updated_at,
             })?),

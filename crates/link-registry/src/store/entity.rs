@@ -79,6 +79,7 @@ pub mod connector {
         pub config: String,
         /// JSON object: secret name → `{ sealed, fingerprint }`.
         pub secrets: String,
+        pub suspended: bool,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }

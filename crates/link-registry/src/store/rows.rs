@@ -79,6 +79,7 @@ pub fn connector(row: connector::Model) -> Result<Connector> {
         name: parse(T, DisplayName::parse(&row.name))?,
         config: ConfigMap::from_stored(config),
         secrets: serde_json::from_str(&row.secrets).map_err(|e| corrupt(T, e.to_string()))?,
+        suspended: row.suspended,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -93,6 +94,7 @@ pub fn connector_row(c: &Connector) -> connector::Model {
         name: c.name.to_string(),
         config: serde_json::to_string(c.config.as_map()).expect("a string map serializes"),
         secrets: serde_json::to_string(&c.secrets).expect("a string map serializes"),
+        suspended: c.suspended,
         created_at: c.created_at,
         updated_at: c.updated_at,
     }

@@ -89,7 +89,92 @@ crate::on_every_backend!(
     every_change_is_audited_newest_first,
     fifty_concurrent_attaches_leave_exactly_one_link,
     data_survives_a_restart,
+    a_suspended_connector_authorizes_nothing_until_resumed,
 );
+
+async fn a_suspended_connector_authorizes_nothing_until_resumed(db: TestDb) {
+    let (app, connector) = seeded(db).await;
+    assert!(!connector.suspended);
+    let (mut admin, mut broker) = (app.admin(), app.broker());
+    let set = |suspended: bool| pb::UpdateConnectorRequest {
+        connector: "api-key/stripe".into(),
+        suspended,
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["suspended".into()],
+        }),
+        ..Default::default()
+    };
+    let suspended = admin
+        .update_connector(set(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(suspended.suspended);
+    assert_eq!(suspended.secret_names, ["api_key"], "nothing else changed");
+    let status = assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_web",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "CONNECTOR_SUSPENDED",
+    );
+    assert_eq!(
+        status.message(),
+        "ConnectorSuspendedError: connector 'api-key/stripe' is suspended"
+    );
+    // Earlier checks still come first: a suspended connector tells nothing to an unlinked project.
+    assert_error(
+        broker
+            .authorize(authorize(
+                "team_acme",
+                "prj_other",
+                "preview",
+                "api-key/stripe",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+    );
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events[0].action, "connector.update");
+    let flag = |s: &Option<prost_types::Struct>| {
+        s.as_ref().and_then(|s| s.fields.get("suspended")).cloned()
+    };
+    assert_eq!(
+        flag(&events[0].before).and_then(|v| v.kind),
+        Some(prost_types::value::Kind::BoolValue(false))
+    );
+    assert_eq!(
+        flag(&events[0].after).and_then(|v| v.kind),
+        Some(prost_types::value::Kind::BoolValue(true))
+    );
+    let resumed = admin
+        .update_connector(set(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resumed.suspended);
+    broker
+        .authorize(authorize(
+            "team_acme",
+            "prj_web",
+            "preview",
+            "api-key/stripe",
+        ))
+        .await
+        .expect("resumed connectors authorize again");
+    app.stop().await;
+}
 
 async fn the_documented_sequence_answers_as_the_contract_says(db: TestDb) {
     let app = TestApp::spawn(db).await;

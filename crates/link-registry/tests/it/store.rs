@@ -69,7 +69,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261125_000001_initial",
             "m20261126_000002_key_lifecycle",
             "m20261126_000003_change_feed",
-            "m20261127_000004_issuances"
+            "m20261127_000004_issuances",
+            "m20261127_000005_connector_suspension"
         ]
     );
     again.ping().await.unwrap();

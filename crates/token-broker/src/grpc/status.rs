@@ -20,6 +20,7 @@ pub fn code(err: &BrokerError) -> Code {
         BrokerError::ScopeNotAllowed(_) => Code::PermissionDenied,
         BrokerError::NoValidToken(_) => Code::FailedPrecondition,
         BrokerError::ConnectorInstallationRequired(_) => Code::FailedPrecondition,
+        BrokerError::ConnectorSuspended(_) => Code::FailedPrecondition,
         BrokerError::UserAuthorizationRequired(_) => Code::FailedPrecondition,
         BrokerError::InvalidArgument(_) => Code::InvalidArgument,
         BrokerError::RegistryUnavailable(_) => Code::Unavailable,

@@ -48,6 +48,11 @@ impl Registry {
                 environment: query.environment.to_string(),
             });
         }
+        if connector.suspended {
+            return Err(RegistryError::ConnectorSuspended {
+                connector: connector.uid.to_string(),
+            });
+        }
         let secrets = open_all(&self.cipher, &connector)?;
         Ok(Authorization {
             connector,

@@ -17,6 +17,7 @@ pub struct ConnectorUpdate {
     pub name: Option<DisplayName>,
     pub config: Option<ConfigMap>,
     pub secrets: Option<SecretInput>,
+    pub suspended: Option<bool>,
 }
 
 impl Registry {
@@ -73,6 +74,7 @@ impl Registry {
             uid: new.uid,
             name: new.name,
             config: new.config,
+            suspended: false,
             created_at: now,
             updated_at: now,
         };
@@ -135,6 +137,9 @@ impl Registry {
             }
             if let Some(secrets) = &update.secrets {
                 next.secrets = seal_all(&cipher, current, &next.config, secrets);
+            }
+            if let Some(suspended) = update.suspended {
+                next.suspended = suspended;
             }
             next.updated_at = now;
             Ok(next)

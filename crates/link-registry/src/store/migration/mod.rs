@@ -9,6 +9,7 @@ mod m20261125_000001_initial;
 mod m20261126_000002_key_lifecycle;
 mod m20261126_000003_change_feed;
 mod m20261127_000004_issuances;
+mod m20261127_000005_connector_suspension;
 
 use sea_orm_migration::prelude::*;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_key_lifecycle::Migration),
             Box::new(m20261126_000003_change_feed::Migration),
             Box::new(m20261127_000004_issuances::Migration),
+            Box::new(m20261127_000005_connector_suspension::Migration),
         ]
     }
 }
