@@ -66,15 +66,19 @@ async fn the_client_caches_coalesces_and_refreshes() {
     );
     assert!(!format!("{token:?}").contains(token.token.expose_secret()));
 
-    // A token that would not live `min_ttl` longer is fetched again.
-    connect
+    // A token that would not live `min_ttl` longer is fetched again, and the broker (told the
+    // same margin) replaces its own cached copy with a fresh provider token.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fresh = connect
         .get_token(
             "oauth2/crm",
-            &params.clone().min_ttl(Duration::from_secs(7200)),
+            &params.clone().min_ttl(Duration::from_secs(3599)),
         )
         .await
         .unwrap();
     assert_eq!(broker_calls(&stack).await, 2);
+    assert_ne!(fresh.token.expose_secret(), token.token.expose_secret());
+    assert_eq!(endpoint.calls(), 2);
     // So is a forced one, and one whose entry was dropped.
     connect
         .get_token("oauth2/crm", &params.clone().force_refresh())

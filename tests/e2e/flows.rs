@@ -609,3 +609,56 @@ async fn a_thousand_concurrent_mixed_calls_get_exactly_the_right_answers() {
 }
 
 use futures::StreamExt as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ttl_replaces_a_token_that_would_expire_too_soon() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    stack
+        .linked_oauth_connector("oauth2/crm", &endpoint.url, &[])
+        .await;
+    let token = stack.acme.token("prj_web", "preview");
+    let with_ttl = |seconds: i64| bpb::GetTokenRequest {
+        connector: "oauth2/crm".into(),
+        min_ttl: Some(prost_types::Duration { seconds, nanos: 0 }),
+        ..Default::default()
+    };
+    // The provider's tokens live an hour: half an hour is served from the cache.
+    let first = stack.get_token_with(&token, with_ttl(1800)).await.unwrap();
+    let again = stack.get_token_with(&token, with_ttl(1800)).await.unwrap();
+    assert_eq!(first.token, again.token);
+    assert_eq!(endpoint.calls(), 1);
+    // Two hours is more than any of its tokens lives: one new try, then NO_VALID_TOKEN.
+    assert_denied(
+        stack.get_token_with(&token, with_ttl(7200)).await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError",
+    );
+    assert_eq!(endpoint.calls(), 2);
+    // Out of range, and resources no type here takes.
+    let status = assert_denied(
+        stack.get_token_with(&token, with_ttl(3 * 24 * 3600)).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+        "InvalidArgumentError",
+    );
+    assert!(status.message().contains("min_ttl"), "{status:?}");
+    let status = assert_denied(
+        stack
+            .get_token_with(
+                &token,
+                bpb::GetTokenRequest {
+                    connector: "oauth2/crm".into(),
+                    resources: vec!["acme/web".into()],
+                    ..Default::default()
+                },
+            )
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+        "InvalidArgumentError",
+    );
+    assert!(status.message().contains("resources"), "{status:?}");
+    stack.stop().await;
+}

@@ -393,6 +393,7 @@ impl ConnectClient {
         params: &TokenParams,
     ) -> Result<Arc<Token>, Error> {
         let inner = &self.inner;
+        let min_ttl = params.min_ttl.unwrap_or(inner.min_ttl);
         let mut request = tonic::Request::new(pb::GetTokenRequest {
             connector: connector.to_owned(),
             subject: Some(pb::Subject {
@@ -405,6 +406,12 @@ impl ConnectClient {
             }),
             installation_id: params.installation_id.clone().unwrap_or_default(),
             scopes: params.scopes.clone(),
+            // The broker replaces a provider token that would not outlive our own margin.
+            min_ttl: Some(prost_types::Duration {
+                seconds: i64::try_from(min_ttl.as_secs()).unwrap_or(i64::MAX),
+                nanos: min_ttl.subsec_nanos() as i32,
+            }),
+            ..Default::default()
         });
         request.set_timeout(params.timeout.unwrap_or(inner.timeout));
         let mut bearer: tonic::metadata::MetadataValue<_> =

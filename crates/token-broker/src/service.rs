@@ -27,6 +27,8 @@ pub struct TokenRequest {
     pub subject: Subject,
     pub installation_id: Option<String>,
     pub scopes: Vec<String>,
+    /// The token must stay valid at least this long.
+    pub min_ttl: Option<Duration>,
 }
 
 /// A token on its way out.
@@ -123,6 +125,7 @@ impl Broker {
                 subject: &request.subject,
                 installation_id: request.installation_id.as_deref(),
                 scopes: &request.scopes,
+                min_ttl: request.min_ttl.unwrap_or_default(),
             })
             .await?;
         // Recorded before it leaves; a credential that cannot be recorded is not handed out.

@@ -11,6 +11,8 @@ use crate::{
 /// Longest connector reference accepted (a uid is at most `<32>/<64>`).
 const MAX_CONNECTOR_LEN: usize = 100;
 const MAX_SCOPES: usize = 50;
+/// Longest `min_ttl` a caller may ask for.
+const MAX_MIN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn printable(value: &str) -> bool {
     value.chars().all(|c| c.is_ascii_graphic())
@@ -69,6 +71,35 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
                 format!("'{}' is not a valid scope", truncate(bad, 40)),
             ));
         }
+        if !req.resources.is_empty() {
+            violations.push(FieldViolation::new(
+                "resources",
+                "no connector type here narrows tokens to resources",
+            ));
+        }
+        let min_ttl = match req.min_ttl {
+            None => None,
+            Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                violations.push(FieldViolation::new(
+                    "min_ttl",
+                    "min_ttl must not be negative",
+                ));
+                None
+            }
+            Some(d) => {
+                let ttl = std::time::Duration::new(
+                    d.seconds as u64,
+                    d.nanos.clamp(0, 999_999_999) as u32,
+                );
+                if ttl > MAX_MIN_TTL {
+                    violations.push(FieldViolation::new(
+                        "min_ttl",
+                        "min_ttl may be at most a day",
+                    ));
+                }
+                Some(ttl)
+            }
+        };
         if !violations.is_empty() {
             return Err(BrokerError::InvalidArgument(violations));
         }
@@ -77,6 +108,7 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
             subject,
             installation_id: (!req.installation_id.is_empty()).then_some(req.installation_id),
             scopes: req.scopes,
+            min_ttl,
         })
     }
 }

@@ -35,6 +35,8 @@ pub struct Grant<'a> {
     pub subject: &'a Subject,
     pub installation_id: Option<&'a str>,
     pub scopes: &'a [String],
+    /// How long the token must stay valid at least.
+    pub min_ttl: std::time::Duration,
 }
 
 impl Grant<'_> {

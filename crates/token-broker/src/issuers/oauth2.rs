@@ -170,6 +170,13 @@ async fn fetch(
     }
 }
 
+/// Whether `token` is valid at least `min_ttl` from now (a token without expiry always is).
+fn lives_at_least(token: &CachedToken, min_ttl: Duration) -> bool {
+    token.expires_at.is_none_or(|at| {
+        chrono::Duration::from_std(min_ttl).is_ok_and(|ttl| at - Utc::now() >= ttl)
+    })
+}
+
 /// How long a token that lives `lifetime` is served from the cache: until a little before the
 /// provider would refuse it (10% early, at most a minute), and never longer than `max_cache`.
 /// A token without expiry is not cached: nothing says when the provider stops honouring it.
@@ -303,30 +310,48 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 .finalize(),
         );
         // Owned values only: the cache may run this future on behalf of several callers.
-        let fetched = fetch(
-            self.outbound.http().clone(),
-            self.max_cache,
-            token_url,
-            client_id.clone(),
-            client_secret.clone(),
-            scopes,
-        );
-        let metrics = self.metrics.clone();
-        let init = async move {
-            let result = fetched.await;
-            let outcome = match &result {
-                Ok(_) => ProviderOutcome::Ok,
-                Err(ProviderFailure::Unavailable(_)) => ProviderOutcome::Unavailable,
-                Err(_) => ProviderOutcome::Rejected,
-            };
-            metrics.provider_request("oauth2", outcome);
-            result
+        let fetch_one = || {
+            let fetched = fetch(
+                self.outbound.http().clone(),
+                self.max_cache,
+                token_url.clone(),
+                client_id.clone(),
+                client_secret.clone(),
+                scopes.clone(),
+            );
+            let metrics = self.metrics.clone();
+            async move {
+                let result = fetched.await;
+                let outcome = match &result {
+                    Ok(_) => ProviderOutcome::Ok,
+                    Err(ProviderFailure::Unavailable(_)) => ProviderOutcome::Unavailable,
+                    Err(_) => ProviderOutcome::Rejected,
+                };
+                metrics.provider_request("oauth2", outcome);
+                result
+            }
         };
-        let cached = self
+        let provider_error = |failure: Arc<ProviderFailure>| BrokerError::from((*failure).clone());
+        let mut cached = self
             .cache
-            .try_get_with(key, init)
+            .try_get_with(key.clone(), fetch_one())
             .await
-            .map_err(|failure: Arc<ProviderFailure>| BrokerError::from((*failure).clone()))?;
+            .map_err(provider_error)?;
+        // A cached token that would not live `min_ttl` longer is replaced first.
+        if !lives_at_least(&cached, grant.min_ttl) {
+            self.cache.invalidate(&key).await;
+            cached = self
+                .cache
+                .try_get_with(key, fetch_one())
+                .await
+                .map_err(provider_error)?;
+            if !lives_at_least(&cached, grant.min_ttl) {
+                return Err(BrokerError::NoValidToken(format!(
+                    "the provider's tokens do not live the {} s asked for (min_ttl)",
+                    grant.min_ttl.as_secs()
+                )));
+            }
+        }
         Ok(IssuedToken {
             token: cached.token,
             expires_at: cached.expires_at,
