@@ -662,3 +662,97 @@ async fn min_ttl_replaces_a_token_that_would_expire_too_soon() {
     assert!(status.message().contains("resources"), "{status:?}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_subject_is_exchanged_at_the_provider() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    stack
+        .linked_oauth_connector("oauth2/exchange", &endpoint.url, &[])
+        .await;
+    let oidc = stack.acme.token("prj_web", "preview");
+    let exchange = |subject: &str, kind: &str| bpb::GetTokenRequest {
+        connector: "oauth2/exchange".into(),
+        subject: Some(bpb::Subject {
+            kind: Some(bpb::subject::Kind::Token(bpb::TokenSubject {
+                token: subject.into(),
+                token_type: kind.into(),
+            })),
+        }),
+        scopes: vec!["mail.read".into()],
+        ..Default::default()
+    };
+    let answer = stack
+        .get_token_with(&oidc, exchange("st_user_4711", ""))
+        .await
+        .unwrap();
+    assert!(answer.token.starts_with("xt_1_"), "{answer:?}");
+    assert_eq!(answer.scopes, ["mail.read"]);
+    let lives = answer.expires_at.unwrap().seconds - chrono_now();
+    assert!((590..=600).contains(&lives), "{lives}");
+    assert_eq!(
+        endpoint.last_exchange(),
+        Some((
+            "st_user_4711".to_owned(),
+            "urn:ietf:params:oauth:token-type:access_token".to_owned()
+        ))
+    );
+    // The same subject token is served from the cache; another one is exchanged.
+    let again = stack
+        .get_token_with(&oidc, exchange("st_user_4711", ""))
+        .await
+        .unwrap();
+    assert_eq!(again.token, answer.token);
+    assert_eq!(endpoint.calls(), 1);
+    let jwt_type = "urn:ietf:params:oauth:token-type:jwt";
+    let other = stack
+        .get_token_with(&oidc, exchange("st_user_4712", jwt_type))
+        .await
+        .unwrap();
+    assert_ne!(other.token, answer.token);
+    assert_eq!(endpoint.last_exchange().unwrap().1, jwt_type);
+    // The app's own client credentials token is another credential again.
+    let app = stack.get_token(&oidc, "oauth2/exchange").await.unwrap();
+    assert!(app.token.starts_with("at_"), "{app:?}");
+    // A refused exchange is the provider's "no".
+    assert_denied(
+        stack
+            .get_token_with(&oidc, exchange(crate::harness::REFUSED_SUBJECT_TOKEN, ""))
+            .await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError: the provider refused the token exchange (invalid_grant)",
+    );
+    // Types that do not exchange say so; an empty subject token is malformed.
+    let mut api_key = exchange("st_user_4711", "");
+    api_key.connector = "api-key/stripe".into();
+    let status = assert_denied(
+        stack.get_token_with(&oidc, api_key).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+        "InvalidArgumentError",
+    );
+    assert!(status.message().contains("subject.token"), "{status:?}");
+    assert_denied(
+        stack.get_token_with(&oidc, exchange("", "")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+        "InvalidArgumentError",
+    );
+    // The ledger says a token was exchanged, never which.
+    let rows = stack
+        .admin(&stack.acme)
+        .list_issuances(rpb::ListIssuancesRequest {
+            connector: "oauth2/exchange".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .issuances;
+    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, ["app", "token", "token"]);
+    stack.stop().await;
+    let logs = crate::harness::captured_logs();
+    assert!(!logs.contains("st_user_4711") && !logs.contains("st_user_4712"));
+}

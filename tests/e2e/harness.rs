@@ -494,6 +494,8 @@ pub struct TokenEndpoint {
 
 struct EndpointState {
     calls: AtomicUsize,
+    /// The last token exchange's subject token and type.
+    exchanged: Mutex<Option<(String, String)>>,
     elsewhere_calls: AtomicUsize,
     mode: Mutex<EndpointMode>,
 }
@@ -522,6 +524,7 @@ impl TokenEndpoint {
         let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
         let state = Arc::new(EndpointState {
             calls: AtomicUsize::new(0),
+            exchanged: Mutex::new(None),
             elsewhere_calls: AtomicUsize::new(0),
             mode: Mutex::new(EndpointMode::Issue),
         });
@@ -548,6 +551,11 @@ impl TokenEndpoint {
         self.state.elsewhere_calls.load(Ordering::SeqCst)
     }
 
+    /// The subject token and type of the last token exchange.
+    pub fn last_exchange(&self) -> Option<(String, String)> {
+        self.state.exchanged.lock().unwrap().clone()
+    }
+
     pub fn set_mode(&self, mode: EndpointMode) {
         *self.state.mode.lock().unwrap() = mode;
     }
@@ -557,7 +565,13 @@ impl TokenEndpoint {
 struct TokenForm {
     grant_type: String,
     scope: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    requested_token_type: Option<String>,
 }
+
+/// The subject token this endpoint refuses to exchange.
+pub const REFUSED_SUBJECT_TOKEN: &str = "st_refused";
 
 async fn token_endpoint(
     State(state): State<Arc<EndpointState>>,
@@ -595,6 +609,35 @@ async fn token_endpoint(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Basic {expected}"));
+    if authorized && form.grant_type == "urn:ietf:params:oauth:grant-type:token-exchange" {
+        // RFC 8693: a subject token and its type are required; the answer says what it issued.
+        let (Some(subject), Some(kind)) = (&form.subject_token, &form.subject_token_type) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": "invalid_request" })),
+            )
+                .into_response();
+        };
+        *state.exchanged.lock().unwrap() = Some((subject.clone(), kind.clone()));
+        if subject == REFUSED_SUBJECT_TOKEN
+            || form.requested_token_type.as_deref()
+                != Some("urn:ietf:params:oauth:token-type:access_token")
+        {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": "invalid_grant" })),
+            )
+                .into_response();
+        }
+        return Json(serde_json::json!({
+            "access_token": format!("xt_{n}_{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(subject))[..12].to_owned()),
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": "Bearer",
+            "expires_in": 600,
+            "scope": form.scope.clone().unwrap_or_default(),
+        }))
+        .into_response();
+    }
     if mode == EndpointMode::RejectClient || !authorized || form.grant_type != "client_credentials"
     {
         return (

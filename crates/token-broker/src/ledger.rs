@@ -90,6 +90,7 @@ impl Ledger {
         let subject = match hand_out.subject {
             Subject::App => "app".to_owned(),
             Subject::User(id) => format!("user:{id}"),
+            Subject::Token(_) => "token".to_owned(),
         };
         self.recorder
             .record(pb::Issuance {

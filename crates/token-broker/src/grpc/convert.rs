@@ -1,16 +1,21 @@
 //! Wire ⇄ domain for `GetToken`.
 
 use connect_proto::broker::v1::{self as pb, subject::Kind};
+use secrecy::SecretString;
 
 use crate::{
     error::{BrokerError, FieldViolation, truncate},
-    issuers::Subject,
+    issuers::{Subject, SubjectToken},
     service::{Issued, TokenRequest},
 };
 
 /// Longest connector reference accepted (a uid is at most `<32>/<64>`).
 const MAX_CONNECTOR_LEN: usize = 100;
 const MAX_SCOPES: usize = 50;
+/// Largest subject token accepted for an exchange.
+const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
+/// RFC 8693's type of an OAuth access token.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Longest `min_ttl` a caller may ask for.
 const MAX_MIN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -47,6 +52,28 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
                     "a user subject needs an id of 1 to 256 printable characters",
                 ));
                 Subject::App
+            }
+            Some(Kind::Token(t)) => {
+                if t.token.is_empty() || t.token.len() > MAX_SUBJECT_TOKEN || !printable(&t.token) {
+                    violations.push(FieldViolation::new(
+                        "subject.token.token",
+                        format!("the subject token must be 1 to {MAX_SUBJECT_TOKEN} printable characters"),
+                    ));
+                }
+                if t.token_type.len() > 256 || !printable(&t.token_type) {
+                    violations.push(FieldViolation::new(
+                        "subject.token.token_type",
+                        "token_type must be at most 256 printable characters",
+                    ));
+                }
+                Subject::Token(SubjectToken {
+                    token: SecretString::from(t.token),
+                    token_type: if t.token_type.is_empty() {
+                        ACCESS_TOKEN_TYPE.to_owned()
+                    } else {
+                        t.token_type
+                    },
+                })
             }
         };
         if req.installation_id.len() > 128 || !printable(&req.installation_id) {

@@ -24,7 +24,34 @@ use crate::{
 pub enum Subject {
     App,
     User(String),
+    /// RFC 8693: the caller's token, to exchange for the provider's.
+    Token(SubjectToken),
 }
+
+/// A subject token and its RFC 8693 type. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct SubjectToken {
+    pub token: SecretString,
+    pub token_type: String,
+}
+
+impl std::fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectToken")
+            .field("token_type", &self.token_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SubjectToken {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.token_type == other.token_type
+            && self.token.expose_secret() == other.token.expose_secret()
+    }
+}
+
+impl Eq for SubjectToken {}
 
 /// Everything an issuer may use: the authorized connector and the caller's request.
 #[derive(Debug)]
@@ -47,12 +74,24 @@ impl Grant<'_> {
         })
     }
 
-    /// Refuses user subjects and installations, for types that have neither.
-    pub fn require_app_without_installation(&self, kind: &str) -> Result<()> {
+    /// Refuses user subjects, for types that have no user grants.
+    pub fn require_no_user(&self, kind: &str) -> Result<()> {
         if let Subject::User(_) = self.subject {
             return Err(BrokerError::UserAuthorizationRequired(format!(
                 "{kind} connectors issue application tokens only; no user has authorized this connector"
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses user and token subjects and installations, for types that have none of them.
+    pub fn require_app_without_installation(&self, kind: &str) -> Result<()> {
+        self.require_no_user(kind)?;
+        if let Subject::Token(_) = self.subject {
+            return Err(BrokerError::invalid(
+                "subject.token",
+                format!("{kind} connectors do not exchange tokens"),
+            ));
         }
         if self.installation_id.is_some() {
             return Err(BrokerError::invalid(

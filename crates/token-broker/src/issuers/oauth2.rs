@@ -1,5 +1,8 @@
 //! `oauth2` connectors: the client credentials grant (RFC 6749 §4.4) against the connector's
-//! `config.token_url`, with secrets `client_id` and `client_secret`, through the `oauth2` crate.
+//! `config.token_url`, with secrets `client_id` and `client_secret`, through the `oauth2` crate;
+//! and, for a `token` subject, RFC 8693 token exchange with the same client credentials (the
+//! `oauth2` crate has no request type for it: the form is built here and the answer read with the
+//! crate's token and error types).
 //!
 //! Scopes: the request's, or the connector's default `config.scopes` (space-separated); where
 //! `config.allowed_scopes` is set, asking for any other scope is refused. Access tokens are cached
@@ -23,6 +26,7 @@ use sha2::{Digest, Sha256};
 use super::{Grant, IssuedToken, TokenIssuer};
 use crate::{
     error::{BrokerError, Cause, Result},
+    issuers::{Subject, SubjectToken},
     metrics::{BrokerMetrics, ProviderOutcome},
     outbound::Outbound,
 };
@@ -151,23 +155,95 @@ async fn fetch(
                 }
                 RequestTokenError::Other(why) => ProviderFailure::Rejected(why),
             })?;
-        // A provider's numbers are not trusted to be sane: clamped before any arithmetic.
-        let lifetime = response.expires_in().map(|d| d.min(MAX_BELIEVED_LIFETIME));
-        let expires_at = lifetime
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .and_then(|d| Utc::now().checked_add_signed(d));
-        let cache_for = cache_lifetime(lifetime, max_cache);
-        let granted = response
-            .scopes()
-            .map(|s| s.iter().map(|s| s.to_string()).collect())
-            .unwrap_or(scopes);
-        Ok(CachedToken {
-            token: SecretString::from(response.access_token().secret().to_owned()),
-            expires_at,
-            scopes: granted,
-            cache_for,
-        })
+        Ok(cached_from(&response, scopes, max_cache))
     }
+}
+
+/// What is kept of a provider's token answer.
+fn cached_from(
+    response: &oauth2::basic::BasicTokenResponse,
+    asked: Vec<String>,
+    max_cache: Duration,
+) -> CachedToken {
+    // A provider's numbers are not trusted to be sane: clamped before any arithmetic.
+    let lifetime = response.expires_in().map(|d| d.min(MAX_BELIEVED_LIFETIME));
+    let expires_at = lifetime
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| Utc::now().checked_add_signed(d));
+    let granted = response
+        .scopes()
+        .map(|s| s.iter().map(|s| s.to_string()).collect())
+        .unwrap_or(asked);
+    CachedToken {
+        token: SecretString::from(response.access_token().secret().to_owned()),
+        expires_at,
+        scopes: granted,
+        cache_for: cache_lifetime(lifetime, max_cache),
+    }
+}
+
+/// The grant type of RFC 8693 token exchange.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// One RFC 8693 token exchange: the caller's subject token for the provider's access token,
+/// with the connector's client credentials (HTTP Basic, each part form-encoded as RFC 6749
+/// §2.3.1 says). The answer is read as any OAuth token response.
+async fn exchange(
+    http: reqwest::Client,
+    max_cache: Duration,
+    token_url: url::Url,
+    (client_id, client_secret): (SecretString, SecretString),
+    scopes: Vec<String>,
+    subject: SubjectToken,
+) -> Result<CachedToken, ProviderFailure> {
+    use base64::Engine;
+    let body = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", TOKEN_EXCHANGE)
+            .append_pair("subject_token", subject.token.expose_secret())
+            .append_pair("subject_token_type", &subject.token_type)
+            .append_pair(
+                "requested_token_type",
+                crate::grpc::convert::ACCESS_TOKEN_TYPE,
+            );
+        if !scopes.is_empty() {
+            form.append_pair("scope", &scopes.join(" "));
+        }
+        form.finish().into_bytes()
+    };
+    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        encode(client_id.expose_secret()),
+        encode(client_secret.expose_secret())
+    ));
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(token_url.as_str())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+        .body(body)
+        .map_err(|e| ProviderFailure::Rejected(format!("token exchange request: {e}")))?;
+    let response = send(&http, request)
+        .await
+        .map_err(|Unreachable(why)| ProviderFailure::Unavailable(why))?;
+    if !response.status().is_success() {
+        let error = serde_json::from_slice::<oauth2::basic::BasicErrorResponse>(response.body())
+            .map(|e| e.error().to_string())
+            .unwrap_or_else(|_| format!("HTTP {}", response.status()));
+        return Err(ProviderFailure::Rejected(format!(
+            "the provider refused the token exchange ({error})"
+        )));
+    }
+    let answer: oauth2::basic::BasicTokenResponse = serde_json::from_slice(response.body())
+        .map_err(|_| {
+            ProviderFailure::Rejected("the provider's token exchange answer is unreadable".into())
+        })?;
+    Ok(cached_from(&answer, scopes, max_cache))
 }
 
 /// Whether `token` is valid at least `min_ttl` from now (a token without expiry always is).
@@ -250,7 +326,13 @@ async fn send(
 #[async_trait]
 impl TokenIssuer for OAuth2ClientCredentialsIssuer {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
-        grant.require_app_without_installation("oauth2")?;
+        grant.require_no_user("oauth2")?;
+        if grant.installation_id.is_some() {
+            return Err(BrokerError::invalid(
+                "installation_id",
+                "oauth2 connectors have no installations",
+            ));
+        }
         let config = &grant.authorization.config;
         let token_url = config.get("token_url").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no config.token_url".into())
@@ -307,18 +389,41 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 .chain_update(client_secret.expose_secret().as_bytes())
                 .chain_update([0])
                 .chain_update(scopes.join(" ").as_bytes())
+                .chain_update([0])
+                .chain_update(match grant.subject {
+                    // A subject token counts by its digest: the key never holds it.
+                    Subject::Token(t) => {
+                        let digest = Sha256::new()
+                            .chain_update(t.token_type.as_bytes())
+                            .chain_update([0])
+                            .chain_update(t.token.expose_secret().as_bytes())
+                            .finalize();
+                        format!("token:{}", hex::encode(digest))
+                    }
+                    _ => "app".to_owned(),
+                })
                 .finalize(),
         );
         // Owned values only: the cache may run this future on behalf of several callers.
         let fetch_one = || {
-            let fetched = fetch(
-                self.outbound.http().clone(),
-                self.max_cache,
-                token_url.clone(),
-                client_id.clone(),
-                client_secret.clone(),
-                scopes.clone(),
-            );
+            let fetched: futures::future::BoxFuture<'static, _> = match grant.subject {
+                Subject::Token(subject) => Box::pin(exchange(
+                    self.outbound.http().clone(),
+                    self.max_cache,
+                    token_url.url().clone(),
+                    (client_id.clone(), client_secret.clone()),
+                    scopes.clone(),
+                    subject.clone(),
+                )),
+                _ => Box::pin(fetch(
+                    self.outbound.http().clone(),
+                    self.max_cache,
+                    token_url.clone(),
+                    client_id.clone(),
+                    client_secret.clone(),
+                    scopes.clone(),
+                )),
+            };
             let metrics = self.metrics.clone();
             async move {
                 let result = fetched.await;
