@@ -756,3 +756,121 @@ async fn a_token_subject_is_exchanged_at_the_provider() {
     let logs = crate::harness::captured_logs();
     assert!(!logs.contains("st_user_4711") && !logs.contains("st_user_4712"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_bearer_subject_gets_a_token_for_an_assertion_the_broker_signs() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    endpoint.accept_assertions_from(&key.public_key_pem());
+    stack
+        .create_connector(
+            &stack.acme,
+            rpb::CreateConnectorRequest {
+                uid: "oauth2/workspace".into(),
+                config: [("token_url".to_owned(), endpoint.url.clone())].into(),
+                secrets: [
+                    ("client_id".to_owned(), crate::harness::CLIENT_ID.to_owned()),
+                    ("assertion_key".to_owned(), key.serialize_pem()),
+                ]
+                .into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    stack
+        .attach(&stack.acme, "oauth2/workspace", "prj_web", &["preview"])
+        .await;
+    let oidc = stack.acme.token("prj_web", "preview");
+    let bearer = |sub: &str, claims: &[(&str, &str)]| bpb::GetTokenRequest {
+        connector: "oauth2/workspace".into(),
+        subject: Some(bpb::Subject {
+            kind: Some(bpb::subject::Kind::JwtBearer(bpb::JwtBearerSubject {
+                sub: sub.into(),
+                additional_claims: claims
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    let answer = stack
+        .get_token_with(&oidc, bearer("svc@acme.example", &[("tenant", "acme")]))
+        .await
+        .unwrap();
+    assert_eq!(answer.token, "jb_1");
+    let claims = endpoint.last_assertion().unwrap();
+    assert_eq!(
+        claims["iss"],
+        crate::harness::CLIENT_ID,
+        "iss defaults to the client id"
+    );
+    assert_eq!(claims["sub"], "svc@acme.example");
+    assert_eq!(
+        claims["aud"],
+        endpoint.url.as_str(),
+        "aud defaults to the token endpoint"
+    );
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 24);
+    // Cached: no second assertion for the same subject; another subject signs a new one.
+    stack
+        .get_token_with(&oidc, bearer("svc@acme.example", &[("tenant", "acme")]))
+        .await
+        .unwrap();
+    assert_eq!(endpoint.calls(), 1);
+    let other = stack
+        .get_token_with(&oidc, bearer("ops@acme.example", &[]))
+        .await
+        .unwrap();
+    assert_eq!(other.token, "jb_2");
+    assert_ne!(
+        endpoint.last_assertion().unwrap()["jti"],
+        claims["jti"],
+        "every assertion has its own jti"
+    );
+    // Reserved claims are the broker's to set.
+    let status = assert_denied(
+        stack
+            .get_token_with(&oidc, bearer("svc@acme.example", &[("exp", "9999999999")]))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+        "InvalidArgumentError",
+    );
+    assert!(status.message().contains("additional_claims"), "{status:?}");
+    // An assertion the provider does not accept (signed by another key) is its "no".
+    let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    endpoint.accept_assertions_from(&stranger.public_key_pem());
+    assert_denied(
+        stack
+            .get_token_with(&oidc, bearer("new@acme.example", &[]))
+            .await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError: the provider refused the JWT bearer grant (invalid_grant)",
+    );
+    let rows = stack
+        .admin(&stack.acme)
+        .list_issuances(rpb::ListIssuancesRequest {
+            connector: "oauth2/workspace".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .issuances;
+    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["jwt_bearer:ops@acme.example", "jwt_bearer:svc@acme.example"]
+    );
+    stack.stop().await;
+    assert!(!crate::harness::captured_logs().contains("PRIVATE KEY"));
+}

@@ -496,6 +496,11 @@ struct EndpointState {
     calls: AtomicUsize,
     /// The last token exchange's subject token and type.
     exchanged: Mutex<Option<(String, String)>>,
+    /// The public key (PEM) JWT bearer assertions must verify with, and the claims of the last
+    /// one that did; the `jti`s seen (a replay is refused).
+    assertion_key: Mutex<Option<String>>,
+    asserted: Mutex<Option<serde_json::Value>>,
+    jtis: Mutex<std::collections::HashSet<String>>,
     elsewhere_calls: AtomicUsize,
     mode: Mutex<EndpointMode>,
 }
@@ -525,6 +530,9 @@ impl TokenEndpoint {
         let state = Arc::new(EndpointState {
             calls: AtomicUsize::new(0),
             exchanged: Mutex::new(None),
+            assertion_key: Mutex::new(None),
+            asserted: Mutex::new(None),
+            jtis: Mutex::new(Default::default()),
             elsewhere_calls: AtomicUsize::new(0),
             mode: Mutex::new(EndpointMode::Issue),
         });
@@ -551,6 +559,16 @@ impl TokenEndpoint {
         self.state.elsewhere_calls.load(Ordering::SeqCst)
     }
 
+    /// Accepts JWT bearer assertions signed by the key whose public half is `pem`.
+    pub fn accept_assertions_from(&self, pem: &str) {
+        *self.state.assertion_key.lock().unwrap() = Some(pem.to_owned());
+    }
+
+    /// The claims of the last accepted assertion.
+    pub fn last_assertion(&self) -> Option<serde_json::Value> {
+        self.state.asserted.lock().unwrap().clone()
+    }
+
     /// The subject token and type of the last token exchange.
     pub fn last_exchange(&self) -> Option<(String, String)> {
         self.state.exchanged.lock().unwrap().clone()
@@ -568,6 +586,7 @@ struct TokenForm {
     subject_token: Option<String>,
     subject_token_type: Option<String>,
     requested_token_type: Option<String>,
+    assertion: Option<String>,
 }
 
 /// The subject token this endpoint refuses to exchange.
@@ -609,6 +628,50 @@ async fn token_endpoint(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Basic {expected}"));
+    if form.grant_type == "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+        // RFC 7523: the assertion is the grant. It must verify with the expected key, name this
+        // endpoint as its audience, live at most five minutes, and carry a `jti` never seen.
+        let claims = state.assertion_key.lock().unwrap().clone().and_then(|pem| {
+            let key = jsonwebtoken::DecodingKey::from_ec_pem(pem.as_bytes()).ok()?;
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+            let data = jsonwebtoken::decode::<serde_json::Value>(
+                form.assertion.as_deref()?,
+                &key,
+                &validation,
+            )
+            .ok()?;
+            Some(data.claims)
+        });
+        let url = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|host| format!("http://{host}/oauth/token"))
+            .unwrap_or_default();
+        let fresh = claims.as_ref().is_some_and(|c| {
+            let lifetime = c["exp"].as_i64().unwrap_or(0) - c["iat"].as_i64().unwrap_or(0);
+            let jti = c["jti"].as_str().unwrap_or("").to_owned();
+            c["aud"] == url.as_str()
+                && (1..=300).contains(&lifetime)
+                && !jti.is_empty()
+                && state.jtis.lock().unwrap().insert(jti)
+        });
+        if !fresh {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": "invalid_grant" })),
+            )
+                .into_response();
+        }
+        *state.asserted.lock().unwrap() = claims;
+        return Json(serde_json::json!({
+            "access_token": format!("jb_{n}"),
+            "token_type": "Bearer",
+            "expires_in": 900,
+        }))
+        .into_response();
+    }
     if authorized && form.grant_type == "urn:ietf:params:oauth:grant-type:token-exchange" {
         // RFC 8693: a subject token and its type are required; the answer says what it issued.
         let (Some(subject), Some(kind)) = (&form.subject_token, &form.subject_token_type) else {

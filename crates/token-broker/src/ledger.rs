@@ -91,6 +91,7 @@ impl Ledger {
             Subject::App => "app".to_owned(),
             Subject::User(id) => format!("user:{id}"),
             Subject::Token(_) => "token".to_owned(),
+            Subject::JwtBearer(bearer) => format!("jwt_bearer:{}", bearer.sub),
         };
         self.recorder
             .record(pb::Issuance {

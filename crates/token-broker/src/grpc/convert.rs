@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 use crate::{
     error::{BrokerError, FieldViolation, truncate},
-    issuers::{Subject, SubjectToken},
+    issuers::{JwtBearer, Subject, SubjectToken},
     service::{Issued, TokenRequest},
 };
 
@@ -52,6 +52,43 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
                     "a user subject needs an id of 1 to 256 printable characters",
                 ));
                 Subject::App
+            }
+            Some(Kind::JwtBearer(j)) => {
+                const RESERVED: [&str; 7] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
+                let field_ok = |v: &str| v.len() <= 256 && printable(v);
+                if j.sub.is_empty() || !field_ok(&j.sub) {
+                    violations.push(FieldViolation::new(
+                        "subject.jwt_bearer.sub",
+                        "sub must be 1 to 256 printable characters",
+                    ));
+                }
+                for (name, value) in [("iss", &j.iss), ("aud", &j.aud)] {
+                    if !field_ok(value) {
+                        violations.push(FieldViolation::new(
+                            format!("subject.jwt_bearer.{name}"),
+                            format!("{name} must be at most 256 printable characters"),
+                        ));
+                    }
+                }
+                if j.additional_claims.len() > 20
+                    || j.additional_claims.iter().any(|(k, v)| {
+                        k.is_empty()
+                            || !field_ok(k)
+                            || v.len() > 1024
+                            || RESERVED.contains(&k.as_str())
+                    })
+                {
+                    violations.push(FieldViolation::new(
+                        "subject.jwt_bearer.additional_claims",
+                        "at most 20 claims, none of iss, sub, aud, exp, iat, nbf or jti",
+                    ));
+                }
+                Subject::JwtBearer(JwtBearer {
+                    sub: j.sub,
+                    iss: Some(j.iss).filter(|v| !v.is_empty()),
+                    aud: Some(j.aud).filter(|v| !v.is_empty()),
+                    additional_claims: j.additional_claims.into_iter().collect(),
+                })
             }
             Some(Kind::Token(t)) => {
                 if t.token.is_empty() || t.token.len() > MAX_SUBJECT_TOKEN || !printable(&t.token) {

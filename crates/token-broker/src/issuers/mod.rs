@@ -26,6 +26,17 @@ pub enum Subject {
     User(String),
     /// RFC 8693: the caller's token, to exchange for the provider's.
     Token(SubjectToken),
+    /// RFC 7523: an assertion the broker signs, for this subject.
+    JwtBearer(JwtBearer),
+}
+
+/// What a JWT bearer assertion says beyond what the broker sets itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtBearer {
+    pub sub: String,
+    pub iss: Option<String>,
+    pub aud: Option<String>,
+    pub additional_claims: std::collections::BTreeMap<String, String>,
 }
 
 /// A subject token and its RFC 8693 type. `Debug` never shows the token.
@@ -91,6 +102,12 @@ impl Grant<'_> {
             return Err(BrokerError::invalid(
                 "subject.token",
                 format!("{kind} connectors do not exchange tokens"),
+            ));
+        }
+        if let Subject::JwtBearer(_) = self.subject {
+            return Err(BrokerError::invalid(
+                "subject.jwt_bearer",
+                format!("{kind} connectors do not take JWT bearer grants"),
             ));
         }
         if self.installation_id.is_some() {

@@ -1,8 +1,9 @@
 //! `oauth2` connectors: the client credentials grant (RFC 6749 §4.4) against the connector's
 //! `config.token_url`, with secrets `client_id` and `client_secret`, through the `oauth2` crate;
-//! and, for a `token` subject, RFC 8693 token exchange with the same client credentials (the
-//! `oauth2` crate has no request type for it: the form is built here and the answer read with the
-//! crate's token and error types).
+//! for a `token` subject, RFC 8693 token exchange with the same client credentials; for a
+//! `jwt_bearer` subject, an RFC 7523 assertion signed with the secret `assertion_key`
+//! (`jsonwebtoken`). The `oauth2` crate has no request types for the last two: their forms are
+//! built here and the answers read with the crate's token and error types.
 //!
 //! Scopes: the request's, or the connector's default `config.scopes` (space-separated); where
 //! `config.allowed_scopes` is set, asking for any other scope is refused. Access tokens are cached
@@ -26,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::{Grant, IssuedToken, TokenIssuer};
 use crate::{
     error::{BrokerError, Cause, Result},
-    issuers::{Subject, SubjectToken},
+    issuers::{JwtBearer, Subject, SubjectToken},
     metrics::{BrokerMetrics, ProviderOutcome},
     outbound::Outbound,
 };
@@ -186,8 +187,7 @@ fn cached_from(
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// One RFC 8693 token exchange: the caller's subject token for the provider's access token,
-/// with the connector's client credentials (HTTP Basic, each part form-encoded as RFC 6749
-/// §2.3.1 says). The answer is read as any OAuth token response.
+/// with the connector's client credentials.
 async fn exchange(
     http: reqwest::Client,
     max_cache: Duration,
@@ -196,39 +196,238 @@ async fn exchange(
     scopes: Vec<String>,
     subject: SubjectToken,
 ) -> Result<CachedToken, ProviderFailure> {
-    use base64::Engine;
-    let body = {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", TOKEN_EXCHANGE)
-            .append_pair("subject_token", subject.token.expose_secret())
-            .append_pair("subject_token_type", &subject.token_type)
-            .append_pair(
+    let body = form(
+        &[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject.token.expose_secret()),
+            ("subject_token_type", &subject.token_type),
+            (
                 "requested_token_type",
                 crate::grpc::convert::ACCESS_TOKEN_TYPE,
-            );
-        if !scopes.is_empty() {
-            form.append_pair("scope", &scopes.join(" "));
+            ),
+        ],
+        &scopes,
+    );
+    let basic = Some(basic_auth(&client_id, &client_secret));
+    let answer = post_grant(&http, &token_url, body, basic, "token exchange").await?;
+    Ok(cached_from(&answer, scopes, max_cache))
+}
+
+/// The connector's assertion key and algorithm (`config.assertion_alg`: `ES256`, the default, or
+/// `RS256`).
+fn assertion_key(grant: &Grant<'_>) -> Result<AssertionKey> {
+    let algorithm = match grant
+        .authorization
+        .config
+        .get("assertion_alg")
+        .map(String::as_str)
+    {
+        None | Some("ES256") => jsonwebtoken::Algorithm::ES256,
+        Some("RS256") => jsonwebtoken::Algorithm::RS256,
+        Some(other) => {
+            return Err(BrokerError::NoValidToken(format!(
+                "the connector's assertion_alg '{}' is neither ES256 nor RS256",
+                crate::error::truncate(other, 20)
+            )));
         }
-        form.finish().into_bytes()
     };
+    Ok(AssertionKey {
+        algorithm,
+        pem: grant.secret("assertion_key")?.clone(),
+    })
+}
+
+/// Which grant a request makes, with what it needs.
+enum How<'g> {
+    ClientCredentials((SecretString, SecretString)),
+    Exchange((SecretString, SecretString), &'g SubjectToken),
+    Bearer(
+        (Option<SecretString>, Option<SecretString>),
+        AssertionKey,
+        &'g JwtBearer,
+    ),
+}
+
+impl How<'_> {
+    /// What sets this grant's tokens apart in the cache key: the credentials and, by digest, the
+    /// subject (the key never holds a subject token).
+    fn key_part(&self) -> String {
+        let mut digest = Sha256::new();
+        let mut add = |part: &str| {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        };
+        match self {
+            How::ClientCredentials((id, secret)) => {
+                add("client_credentials");
+                add(id.expose_secret());
+                add(secret.expose_secret());
+            }
+            How::Exchange((id, secret), subject) => {
+                add("token_exchange");
+                add(id.expose_secret());
+                add(secret.expose_secret());
+                add(&subject.token_type);
+                add(subject.token.expose_secret());
+            }
+            How::Bearer((id, secret), key, bearer) => {
+                add("jwt_bearer");
+                add(id.as_ref().map_or("", |v| v.expose_secret()));
+                add(secret.as_ref().map_or("", |v| v.expose_secret()));
+                add(key.pem.expose_secret());
+                add(&bearer.sub);
+                add(bearer.iss.as_deref().unwrap_or(""));
+                add(bearer.aud.as_deref().unwrap_or(""));
+                for (name, value) in &bearer.additional_claims {
+                    add(name);
+                    add(value);
+                }
+            }
+        }
+        hex::encode(digest.finalize())
+    }
+}
+
+/// The grant type of RFC 7523 JWT bearer grants.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Longest life of an assertion the broker signs.
+const ASSERTION_LIFETIME: i64 = 300;
+
+/// How the broker signs assertions for one connector.
+#[derive(Clone)]
+struct AssertionKey {
+    algorithm: jsonwebtoken::Algorithm,
+    pem: SecretString,
+}
+
+/// One RFC 7523 JWT bearer grant: an assertion signed now (unique `jti`, `exp` five minutes on),
+/// traded at the token endpoint, with the client credentials when the connector has both.
+async fn jwt_bearer(
+    http: reqwest::Client,
+    max_cache: Duration,
+    token_url: url::Url,
+    credentials: (Option<SecretString>, Option<SecretString>),
+    scopes: Vec<String>,
+    (key, bearer): (AssertionKey, JwtBearer),
+) -> Result<CachedToken, ProviderFailure> {
+    let iss = match (&bearer.iss, &credentials.0) {
+        (Some(iss), _) => iss.clone(),
+        (None, Some(client_id)) => client_id.expose_secret().to_owned(),
+        (None, None) => {
+            return Err(ProviderFailure::Rejected(
+                "a JWT bearer grant needs subject.jwt_bearer.iss or the connector's client_id secret"
+                    .into(),
+            ));
+        }
+    };
+    let now = Utc::now().timestamp();
+    let mut claims = serde_json::Map::new();
+    for (name, value) in &bearer.additional_claims {
+        claims.insert(name.clone(), serde_json::Value::String(value.clone()));
+    }
+    claims.insert("iss".into(), iss.into());
+    claims.insert("sub".into(), bearer.sub.clone().into());
+    claims.insert(
+        "aud".into(),
+        bearer
+            .aud
+            .clone()
+            .unwrap_or_else(|| token_url.to_string())
+            .into(),
+    );
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ASSERTION_LIFETIME).into());
+    claims.insert("jti".into(), unique_id().into());
+    let encoding = match key.algorithm {
+        jsonwebtoken::Algorithm::RS256 => {
+            jsonwebtoken::EncodingKey::from_rsa_pem(key.pem.expose_secret().as_bytes())
+        }
+        _ => jsonwebtoken::EncodingKey::from_ec_pem(key.pem.expose_secret().as_bytes()),
+    }
+    .map_err(|_| {
+        ProviderFailure::Rejected(
+            "the connector's assertion_key is not a PEM private key for its assertion_alg".into(),
+        )
+    })?;
+    let assertion = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(key.algorithm),
+        &claims,
+        &encoding,
+    )
+    .map_err(|_| ProviderFailure::Rejected("the assertion could not be signed".into()))?;
+    let body = form(
+        &[("grant_type", JWT_BEARER), ("assertion", &assertion)],
+        &scopes,
+    );
+    let basic = match &credentials {
+        (Some(id), Some(secret)) => Some(basic_auth(id, secret)),
+        _ => None,
+    };
+    let answer = post_grant(&http, &token_url, body, basic, "JWT bearer grant").await?;
+    Ok(cached_from(&answer, scopes, max_cache))
+}
+
+/// 24 random lower-case letters and digits.
+fn unique_id() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(|b| (b as char).to_ascii_lowercase())
+        .collect()
+}
+
+/// A form body of `pairs` and, when there are any, `scope`.
+fn form(pairs: &[(&str, &str)], scopes: &[String]) -> Vec<u8> {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        form.append_pair(name, value);
+    }
+    if !scopes.is_empty() {
+        form.append_pair("scope", &scopes.join(" "));
+    }
+    form.finish().into_bytes()
+}
+
+/// HTTP Basic client authentication, each part form-encoded first (RFC 6749 §2.3.1).
+fn basic_auth(client_id: &SecretString, client_secret: &SecretString) -> String {
+    use base64::Engine;
     let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+    let pair = format!(
         "{}:{}",
         encode(client_id.expose_secret()),
         encode(client_secret.expose_secret())
-    ));
-    let request = http::Request::builder()
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// POSTs a grant to the token endpoint and reads the answer as any OAuth token response (with
+/// the `oauth2` crate's types); an OAuth error answer is the provider's "no".
+async fn post_grant(
+    http: &reqwest::Client,
+    token_url: &url::Url,
+    body: Vec<u8>,
+    basic: Option<String>,
+    what: &str,
+) -> Result<oauth2::basic::BasicTokenResponse, ProviderFailure> {
+    let mut request = http::Request::builder()
         .method(http::Method::POST)
         .uri(token_url.as_str())
         .header(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .header(http::header::ACCEPT, "application/json")
-        .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(basic) = basic {
+        request = request.header(http::header::AUTHORIZATION, basic);
+    }
+    let request = request
         .body(body)
-        .map_err(|e| ProviderFailure::Rejected(format!("token exchange request: {e}")))?;
-    let response = send(&http, request)
+        .map_err(|e| ProviderFailure::Rejected(format!("{what} request: {e}")))?;
+    let response = send(http, request)
         .await
         .map_err(|Unreachable(why)| ProviderFailure::Unavailable(why))?;
     if !response.status().is_success() {
@@ -236,14 +435,12 @@ async fn exchange(
             .map(|e| e.error().to_string())
             .unwrap_or_else(|_| format!("HTTP {}", response.status()));
         return Err(ProviderFailure::Rejected(format!(
-            "the provider refused the token exchange ({error})"
+            "the provider refused the {what} ({error})"
         )));
     }
-    let answer: oauth2::basic::BasicTokenResponse = serde_json::from_slice(response.body())
-        .map_err(|_| {
-            ProviderFailure::Rejected("the provider's token exchange answer is unreadable".into())
-        })?;
-    Ok(cached_from(&answer, scopes, max_cache))
+    serde_json::from_slice(response.body()).map_err(|_| {
+        ProviderFailure::Rejected(format!("the provider's {what} answer is unreadable"))
+    })
 }
 
 /// Whether `token` is valid at least `min_ttl` from now (a token without expiry always is).
@@ -345,8 +542,26 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
             )
         })?;
         let token_url = TokenUrl::from_url(token_url);
-        let client_id = grant.secret("client_id")?;
-        let client_secret = grant.secret("client_secret")?;
+        let secret = |name: &str| grant.authorization.secrets.get(name).cloned();
+        let how = match grant.subject {
+            // The assertion is the grant: client credentials go along only when there are both.
+            Subject::JwtBearer(bearer) => How::Bearer(
+                (secret("client_id"), secret("client_secret")),
+                assertion_key(&grant)?,
+                bearer,
+            ),
+            Subject::Token(subject) => How::Exchange(
+                (
+                    grant.secret("client_id")?.clone(),
+                    grant.secret("client_secret")?.clone(),
+                ),
+                subject,
+            ),
+            _ => How::ClientCredentials((
+                grant.secret("client_id")?.clone(),
+                grant.secret("client_secret")?.clone(),
+            )),
+        };
 
         let mut scopes = if grant.scopes.is_empty() {
             split_scopes(config.get("scopes"))
@@ -384,44 +599,39 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 .chain_update([0])
                 .chain_update(token_url.as_str().as_bytes())
                 .chain_update([0])
-                .chain_update(client_id.expose_secret().as_bytes())
-                .chain_update([0])
-                .chain_update(client_secret.expose_secret().as_bytes())
+                .chain_update(how.key_part().as_bytes())
                 .chain_update([0])
                 .chain_update(scopes.join(" ").as_bytes())
-                .chain_update([0])
-                .chain_update(match grant.subject {
-                    // A subject token counts by its digest: the key never holds it.
-                    Subject::Token(t) => {
-                        let digest = Sha256::new()
-                            .chain_update(t.token_type.as_bytes())
-                            .chain_update([0])
-                            .chain_update(t.token.expose_secret().as_bytes())
-                            .finalize();
-                        format!("token:{}", hex::encode(digest))
-                    }
-                    _ => "app".to_owned(),
-                })
                 .finalize(),
         );
         // Owned values only: the cache may run this future on behalf of several callers.
         let fetch_one = || {
-            let fetched: futures::future::BoxFuture<'static, _> = match grant.subject {
-                Subject::Token(subject) => Box::pin(exchange(
-                    self.outbound.http().clone(),
-                    self.max_cache,
-                    token_url.url().clone(),
-                    (client_id.clone(), client_secret.clone()),
-                    scopes.clone(),
-                    subject.clone(),
-                )),
-                _ => Box::pin(fetch(
-                    self.outbound.http().clone(),
-                    self.max_cache,
+            let (http, max_cache, scopes) =
+                (self.outbound.http().clone(), self.max_cache, scopes.clone());
+            let fetched: futures::future::BoxFuture<'static, _> = match &how {
+                How::ClientCredentials((id, secret)) => Box::pin(fetch(
+                    http,
+                    max_cache,
                     token_url.clone(),
-                    client_id.clone(),
-                    client_secret.clone(),
-                    scopes.clone(),
+                    id.clone(),
+                    secret.clone(),
+                    scopes,
+                )),
+                How::Exchange(credentials, subject) => Box::pin(exchange(
+                    http,
+                    max_cache,
+                    token_url.url().clone(),
+                    credentials.clone(),
+                    scopes,
+                    (*subject).clone(),
+                )),
+                How::Bearer(credentials, key, bearer) => Box::pin(jwt_bearer(
+                    http,
+                    max_cache,
+                    token_url.url().clone(),
+                    credentials.clone(),
+                    scopes,
+                    (key.clone(), (*bearer).clone()),
                 )),
             };
             let metrics = self.metrics.clone();
