@@ -309,24 +309,19 @@ async fn create(
 }
 
 async fn all_connectors(ctx: &Context) -> Result<Vec<pb::Connector>, Failure> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
+    collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
             .registry()
             .list_connectors(pb::ListConnectorsRequest {
-                page_size: PAGE,
+                page_size,
                 page_token,
             })
             .await
             .map_err(ctx.failed())?
             .into_inner();
-        all.extend(page.connectors);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.connectors, page.next_page_token))
+    })
+    .await
 }
 
 async fn all_links(
@@ -334,26 +329,43 @@ async fn all_links(
     connector: &str,
     project: &str,
 ) -> Result<Vec<pb::ProjectLink>, Failure> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
+    collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
             .registry()
             .list_project_links(pb::ListProjectLinksRequest {
                 connector: connector.to_owned(),
                 project: project.to_owned(),
-                page_size: PAGE,
+                page_size,
                 page_token,
             })
             .await
             .map_err(ctx.failed())?
             .into_inner();
-        all.extend(page.links);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
+        Ok((page.links, page.next_page_token))
+    })
+    .await
+}
+
+/// The items of a paged list, at most `limit`, asking `page(page_size, page_token)` for each
+/// page until the list ends.
+async fn collect<T, F, Fut>(limit: usize, mut page: F) -> Result<Vec<T>, Failure>
+where
+    F: FnMut(i32, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), Failure>>,
+{
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    while all.len() < limit {
+        let size = i32::try_from(limit - all.len()).unwrap_or(PAGE).min(PAGE);
+        let (items, next) = page(size, page_token).await?;
+        all.extend(items);
+        if next.is_empty() {
+            break;
         }
-        page_token = page.next_page_token;
+        page_token = next;
     }
+    all.truncate(limit);
+    Ok(all)
 }
 
 async fn list(ctx: &Context, project: Option<String>, kind: Option<String>) -> Result<(), Failure> {
@@ -410,24 +422,19 @@ async fn create_project(ctx: &Context, id: String, name: String) -> Result<(), F
 }
 
 async fn list_projects(ctx: &Context) -> Result<(), Failure> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
+    let all = collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
             .registry()
             .list_projects(pb::ListProjectsRequest {
-                page_size: PAGE,
+                page_size,
                 page_token,
             })
             .await
             .map_err(ctx.failed())?
             .into_inner();
-        all.extend(page.projects);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.projects, page.next_page_token))
+    })
+    .await?;
     ctx.emit(
         || {
             if all.is_empty() {
@@ -711,28 +718,19 @@ async fn token(
 }
 
 async fn audit(ctx: &Context, limit: u32) -> Result<(), Failure> {
-    let limit = limit as usize;
-    let mut events = Vec::new();
-    let mut page_token = String::new();
-    while events.len() < limit {
+    let events = collect(limit as usize, |page_size, page_token| async move {
         let page = ctx
             .registry()
             .list_audit_events(pb::ListAuditEventsRequest {
-                page_size: i32::try_from(limit - events.len())
-                    .unwrap_or(PAGE)
-                    .min(PAGE),
+                page_size,
                 page_token,
             })
             .await
             .map_err(ctx.failed())?
             .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
-    events.truncate(limit);
+        Ok((page.events, page.next_page_token))
+    })
+    .await?;
     ctx.emit(
         || {
             if events.is_empty() {
@@ -763,29 +761,30 @@ async fn issuances(
     environment: Option<String>,
     limit: u32,
 ) -> Result<(), Failure> {
-    let limit = limit as usize;
-    let mut found = Vec::new();
-    let mut page_token = String::new();
-    while found.len() < limit {
-        let page = ctx
-            .registry()
-            .list_issuances(pb::ListIssuancesRequest {
-                connector: connector.clone().unwrap_or_default(),
-                project: project.clone().unwrap_or_default(),
-                environment: environment.clone().unwrap_or_default(),
-                page_size: i32::try_from(limit - found.len()).unwrap_or(PAGE).min(PAGE),
-                page_token,
-            })
-            .await
-            .map_err(ctx.failed())?
-            .into_inner();
-        found.extend(page.issuances);
-        if page.next_page_token.is_empty() {
-            break;
+    let (connector, project, environment) = (
+        connector.unwrap_or_default(),
+        project.unwrap_or_default(),
+        environment.unwrap_or_default(),
+    );
+    let found = collect(limit as usize, |page_size, page_token| {
+        let request = pb::ListIssuancesRequest {
+            connector: connector.clone(),
+            project: project.clone(),
+            environment: environment.clone(),
+            page_size,
+            page_token,
+        };
+        async move {
+            let page = ctx
+                .registry()
+                .list_issuances(request)
+                .await
+                .map_err(ctx.failed())?
+                .into_inner();
+            Ok((page.issuances, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
-    found.truncate(limit);
+    })
+    .await?;
     ctx.emit(
         || {
             if found.is_empty() {
