@@ -235,8 +235,10 @@ impl CachedAuthorizer {
     }
 
     /// The flight asking about `key` in the current feed generation: the one under way, or a new
-    /// one. A question asked before the last change is never joined.
-    fn board(&self, key: &CacheKey, caller_timeout: Option<Duration>) -> Arc<Flight> {
+    /// one. A question asked before the last change is never joined. A shared question runs
+    /// under the registry client's own deadline, not under the first caller's: a caller in a hurry
+    /// must not cut the answer short for the others (each caller still stops at its own deadline).
+    fn board(&self, key: &CacheKey) -> Arc<Flight> {
         let generation = self.feed.generation.load(Ordering::SeqCst);
         let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = flights.get(key)
@@ -252,7 +254,7 @@ impl CachedAuthorizer {
         let shared = self.shared.clone();
         let answer = async move {
             remote
-                .authorize(&identity, &connector, caller_timeout)
+                .authorize(&identity, &connector, None)
                 .await
                 .map(|authorization| share(&shared, authorization))
                 .map_err(Arc::new)
@@ -373,9 +375,24 @@ impl Authorizer for CachedAuthorizer {
         let waiting = Waiting {
             flights: &self.in_flight,
             key: &key,
-            flight: self.board(&key, caller_timeout),
+            flight: self.board(&key),
         };
-        let answer = waiting.flight.answer.clone().await;
+        // Each caller waits at most until its own deadline; the question goes on for the others.
+        let answer = match caller_timeout {
+            Some(deadline) => {
+                match tokio::time::timeout(deadline, waiting.flight.answer.clone()).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Err(BrokerError::RegistryUnavailable(Box::new(
+                            crate::error::Cause(
+                                "no registry answer before the caller's deadline".into(),
+                            ),
+                        )));
+                    }
+                }
+            }
+            None => waiting.flight.answer.clone().await,
+        };
         // The first caller to land caches the answer, unless a change arrived since it was asked.
         if waiting.land() {
             let cacheable = match &answer {
@@ -651,6 +668,33 @@ mod tests {
         }
         assert!(cache.in_flight.lock().unwrap().is_empty());
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_caller_in_a_hurry_does_not_cut_the_answer_short_for_the_others() {
+        let (remote, cache) = cache(Duration::from_secs(60));
+        let cache = Arc::new(cache);
+        cache.apply(&heartbeat(1));
+        let held = remote.hold.lock().await;
+        let patient = tokio::spawn({
+            let cache = cache.clone();
+            async move { ask(&cache, "prj_a", "api-key/x").await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        let hurried = cache
+            .authorize(
+                &Arc::new(identity("prj_a")),
+                "api-key/x",
+                Some(Duration::from_millis(20)),
+            )
+            .await;
+        assert!(matches!(hurried, Err(BrokerError::RegistryUnavailable(_))));
+        drop(held);
+        patient.await.unwrap().unwrap();
+        assert_eq!(calls(&remote), 1);
+        // The patient caller's answer was cached.
+        ask(&cache, "prj_a", "api-key/x").await.unwrap();
+        assert_eq!(calls(&remote), 1);
     }
 
     #[tokio::test]
