@@ -493,6 +493,8 @@ pub struct TokenEndpoint {
 }
 
 struct EndpointState {
+    /// Makes this endpoint's tokens its own: no other endpoint in the test binary issues them.
+    salt: u64,
     calls: AtomicUsize,
     /// The last token exchange's subject token and type.
     exchanged: Mutex<Option<(String, String)>>,
@@ -528,6 +530,7 @@ impl TokenEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
         let state = Arc::new(EndpointState {
+            salt: rand::random(),
             calls: AtomicUsize::new(0),
             exchanged: Mutex::new(None),
             assertion_key: Mutex::new(None),
@@ -713,7 +716,11 @@ async fn token_endpoint(
     let token = format!(
         "at_{}_{}",
         n,
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(n.to_string()))[..16].to_owned()
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!(
+            "{}/{n}",
+            state.salt
+        )))[..16]
+            .to_owned()
     );
     let expires_in: u64 = if mode == EndpointMode::HugeExpiresIn {
         10_000_000_000_000
