@@ -77,10 +77,14 @@ struct Context {
 }
 
 impl Context {
-    fn registry(&self) -> Registry {
-        self.registry
-            .clone()
-            .expect("registry commands have a registry client")
+    /// The registry client; the commands that use it are the ones given one.
+    fn registry(&self) -> Result<Registry, Failure> {
+        self.registry.clone().ok_or_else(|| {
+            Failure::new(
+                "InternalError",
+                "this command has no registry client: please report it",
+            )
+        })
     }
 
     fn failed(&self) -> impl Fn(tonic::Status) -> Failure + '_ {
@@ -281,7 +285,7 @@ async fn create(
         sealed.insert(key, value);
     }
     let connector = ctx
-        .registry()
+        .registry()?
         .create_connector(pb::CreateConnectorRequest {
             uid,
             name: name.unwrap_or_default(),
@@ -311,7 +315,7 @@ async fn create(
 async fn all_connectors(ctx: &Context) -> Result<Vec<pb::Connector>, Failure> {
     collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
-            .registry()
+            .registry()?
             .list_connectors(pb::ListConnectorsRequest {
                 page_size,
                 page_token,
@@ -331,7 +335,7 @@ async fn all_links(
 ) -> Result<Vec<pb::ProjectLink>, Failure> {
     collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
-            .registry()
+            .registry()?
             .list_project_links(pb::ListProjectLinksRequest {
                 connector: connector.to_owned(),
                 project: project.to_owned(),
@@ -409,7 +413,7 @@ async fn list(ctx: &Context, project: Option<String>, kind: Option<String>) -> R
 
 async fn create_project(ctx: &Context, id: String, name: String) -> Result<(), Failure> {
     let project = ctx
-        .registry()
+        .registry()?
         .create_project(pb::CreateProjectRequest { id, name })
         .await
         .map_err(ctx.failed())?
@@ -424,7 +428,7 @@ async fn create_project(ctx: &Context, id: String, name: String) -> Result<(), F
 async fn list_projects(ctx: &Context) -> Result<(), Failure> {
     let all = collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
-            .registry()
+            .registry()?
             .list_projects(pb::ListProjectsRequest {
                 page_size,
                 page_token,
@@ -473,7 +477,7 @@ async fn attach(
             .collect()
     };
     let current = ctx
-        .registry()
+        .registry()?
         .get_project_link(pb::GetProjectLinkRequest {
             connector: connector.clone(),
             project: project.clone(),
@@ -528,7 +532,7 @@ async fn attach_now(
     environments: &BTreeSet<String>,
 ) -> Result<pb::ProjectLink, Failure> {
     Ok(ctx
-        .registry()
+        .registry()?
         .attach_project(pb::AttachProjectRequest {
             connector: connector.to_owned(),
             project: project.to_owned(),
@@ -541,7 +545,7 @@ async fn attach_now(
 
 async fn detach(ctx: &Context, connector: String, project: String) -> Result<(), Failure> {
     let link = ctx
-        .registry()
+        .registry()?
         .detach_project(pb::DetachProjectRequest { connector, project })
         .await
         .map_err(ctx.failed())?
@@ -604,7 +608,7 @@ async fn remove(ctx: &Context, connector: String, disconnect_all: bool) -> Resul
         )));
     }
     let removed = ctx
-        .registry()
+        .registry()?
         .delete_connector(pb::DeleteConnectorRequest {
             connector: connector.clone(),
         })
@@ -720,7 +724,7 @@ async fn token(
 async fn audit(ctx: &Context, limit: u32) -> Result<(), Failure> {
     let events = collect(limit as usize, |page_size, page_token| async move {
         let page = ctx
-            .registry()
+            .registry()?
             .list_audit_events(pb::ListAuditEventsRequest {
                 page_size,
                 page_token,
@@ -776,7 +780,7 @@ async fn issuances(
         };
         async move {
             let page = ctx
-                .registry()
+                .registry()?
                 .list_issuances(request)
                 .await
                 .map_err(ctx.failed())?
@@ -831,7 +835,7 @@ async fn issuances(
 
 async fn suspend(ctx: &Context, connector: String, suspended: bool) -> Result<(), Failure> {
     let updated = ctx
-        .registry()
+        .registry()?
         .update_connector(pb::UpdateConnectorRequest {
             connector,
             suspended,
