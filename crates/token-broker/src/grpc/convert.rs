@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 use crate::{
     error::{BrokerError, FieldViolation, truncate},
-    issuers::{JwtBearer, Subject, SubjectToken},
+    issuers::{ACCESS_TOKEN_TYPE, JwtBearer, Subject, SubjectToken},
     service::{Issued, TokenRequest},
 };
 
@@ -14,8 +14,6 @@ const MAX_CONNECTOR_LEN: usize = 100;
 const MAX_SCOPES: usize = 50;
 /// Largest subject token accepted for an exchange.
 const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
-/// RFC 8693's type of an OAuth access token.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Longest `min_ttl` a caller may ask for.
 const MAX_MIN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 

@@ -39,6 +39,10 @@ pub struct JwtBearer {
     pub additional_claims: std::collections::BTreeMap<String, String>,
 }
 
+/// RFC 8693's type of an OAuth access token: a subject token's type when the caller names none,
+/// and the type every exchange asks for.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
 /// A subject token and its RFC 8693 type. `Debug` never shows the token.
 #[derive(Clone)]
 pub struct SubjectToken {

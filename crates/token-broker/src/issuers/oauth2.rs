@@ -201,10 +201,7 @@ async fn exchange(
             ("grant_type", TOKEN_EXCHANGE),
             ("subject_token", subject.token.expose_secret()),
             ("subject_token_type", &subject.token_type),
-            (
-                "requested_token_type",
-                crate::grpc::convert::ACCESS_TOKEN_TYPE,
-            ),
+            ("requested_token_type", super::ACCESS_TOKEN_TYPE),
         ],
         &scopes,
     );
