@@ -91,6 +91,27 @@ impl Context {
         |status| Failure::from_registry(&status, &self.cli_registry)
     }
 
+    /// Prints a list as a table (or `empty` when there is nothing), or as a JSON array.
+    fn emit_list<T>(
+        &self,
+        items: &[T],
+        empty: impl std::fmt::Display,
+        header: &[&str],
+        row: impl Fn(&T) -> Vec<String>,
+        json: impl Fn(&T) -> Value,
+    ) {
+        self.emit(
+            || {
+                if items.is_empty() {
+                    return empty.to_string();
+                }
+                let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+                output::table(header, &rows)
+            },
+            || Value::Array(items.iter().map(json).collect()),
+        );
+    }
+
     /// Prints `text` or `json`, as asked.
     fn emit(&self, text: impl FnOnce() -> String, json: impl FnOnce() -> Value) {
         match self.format {
@@ -386,27 +407,21 @@ async fn list(ctx: &Context, project: Option<String>, kind: Option<String>) -> R
             .collect();
         connectors.retain(|c| linked.contains(&c.id));
     }
-    ctx.emit(
-        || {
-            if connectors.is_empty() {
-                return "No connectors.".to_owned();
-            }
-            let rows: Vec<Vec<String>> = connectors
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.uid.clone(),
-                        c.id.clone(),
-                        c.r#type.clone(),
-                        c.name.clone(),
-                        c.secret_names.join(","),
-                        output::short_time(c.create_time.as_ref()),
-                    ]
-                })
-                .collect();
-            output::table(&["UID", "ID", "TYPE", "NAME", "SECRETS", "CREATED"], &rows)
+    ctx.emit_list(
+        &connectors,
+        "No connectors.",
+        &["UID", "ID", "TYPE", "NAME", "SECRETS", "CREATED"],
+        |c| {
+            vec![
+                c.uid.clone(),
+                c.id.clone(),
+                c.r#type.clone(),
+                c.name.clone(),
+                c.secret_names.join(","),
+                output::short_time(c.create_time.as_ref()),
+            ]
         },
-        || Value::Array(connectors.iter().map(output::connector).collect()),
+        output::connector,
     );
     Ok(())
 }
@@ -439,24 +454,18 @@ async fn list_projects(ctx: &Context) -> Result<(), Failure> {
         Ok((page.projects, page.next_page_token))
     })
     .await?;
-    ctx.emit(
-        || {
-            if all.is_empty() {
-                return "No projects.".to_owned();
-            }
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.id.clone(),
-                        p.name.clone(),
-                        output::short_time(p.create_time.as_ref()),
-                    ]
-                })
-                .collect();
-            output::table(&["ID", "NAME", "CREATED"], &rows)
+    ctx.emit_list(
+        &all,
+        "No projects.",
+        &["ID", "NAME", "CREATED"],
+        |p| {
+            vec![
+                p.id.clone(),
+                p.name.clone(),
+                output::short_time(p.create_time.as_ref()),
+            ]
         },
-        || Value::Array(all.iter().map(output::project).collect()),
+        output::project,
     );
     Ok(())
 }
@@ -568,25 +577,19 @@ async fn detach(ctx: &Context, connector: String, project: String) -> Result<(),
 
 async fn links(ctx: &Context, connector: String) -> Result<(), Failure> {
     let links = all_links(ctx, &connector, "").await?;
-    ctx.emit(
-        || {
-            if links.is_empty() {
-                return format!("{connector} is not linked to any project.");
-            }
-            let rows: Vec<Vec<String>> = links
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.project_id.clone(),
-                        l.project_name.clone(),
-                        output::environments(&l.environments),
-                        output::short_time(l.update_time.as_ref()),
-                    ]
-                })
-                .collect();
-            output::table(&["PROJECT", "NAME", "ENVIRONMENTS", "UPDATED"], &rows)
+    ctx.emit_list(
+        &links,
+        format!("{connector} is not linked to any project."),
+        &["PROJECT", "NAME", "ENVIRONMENTS", "UPDATED"],
+        |l| {
+            vec![
+                l.project_id.clone(),
+                l.project_name.clone(),
+                output::environments(&l.environments),
+                output::short_time(l.update_time.as_ref()),
+            ]
         },
-        || Value::Array(links.iter().map(output::link).collect()),
+        output::link,
     );
     Ok(())
 }
@@ -633,19 +636,7 @@ async fn remove(ctx: &Context, connector: String, disconnect_all: bool) -> Resul
 
 /// The OIDC token's `project_id` and `environment`, unverified, for hints.
 fn caller_of(token: &secrecy::SecretString) -> Caller {
-    use base64::Engine;
-    use secrecy::ExposeSecret;
-    let claims = token
-        .expose_secret()
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .unwrap_or_default();
+    let claims = connect_client::oidc::unverified_claims(token).unwrap_or_default();
     let claim = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     Caller {
         project_id: claim("project_id"),
@@ -735,25 +726,19 @@ async fn audit(ctx: &Context, limit: u32) -> Result<(), Failure> {
         Ok((page.events, page.next_page_token))
     })
     .await?;
-    ctx.emit(
-        || {
-            if events.is_empty() {
-                return "No audit events.".to_owned();
-            }
-            let rows: Vec<Vec<String>> = events
-                .iter()
-                .map(|e| {
-                    vec![
-                        output::short_time(e.time.as_ref()),
-                        e.actor.clone(),
-                        e.action.clone(),
-                        e.target.clone(),
-                    ]
-                })
-                .collect();
-            output::table(&["TIME", "ACTOR", "ACTION", "TARGET"], &rows)
+    ctx.emit_list(
+        &events,
+        "No audit events.",
+        &["TIME", "ACTOR", "ACTION", "TARGET"],
+        |e| {
+            vec![
+                output::short_time(e.time.as_ref()),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+            ]
         },
-        || Value::Array(events.iter().map(output::audit_event).collect()),
+        output::audit_event,
     );
     Ok(())
 }
@@ -789,46 +774,37 @@ async fn issuances(
         }
     })
     .await?;
-    ctx.emit(
-        || {
-            if found.is_empty() {
-                return "No issuances.".to_owned();
-            }
-            let rows: Vec<Vec<String>> = found
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.token_id.clone(),
-                        i.connector_uid.clone(),
-                        i.project_id.clone(),
-                        i.environment.clone(),
-                        i.subject.clone(),
-                        i.scopes.join(","),
-                        output::short_time(i.issue_time.as_ref()),
-                        match &i.expire_time {
-                            Some(_) => output::short_time(i.expire_time.as_ref()),
-                            None => "never".to_owned(),
-                        },
-                        if i.revoked { "revoked" } else { "" }.to_owned(),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "TOKEN ID",
-                    "CONNECTOR",
-                    "PROJECT",
-                    "ENVIRONMENT",
-                    "SUBJECT",
-                    "SCOPES",
-                    "ISSUED",
-                    "EXPIRES",
-                    "",
-                ],
-                &rows,
-            )
+    ctx.emit_list(
+        &found,
+        "No issuances.",
+        &[
+            "TOKEN ID",
+            "CONNECTOR",
+            "PROJECT",
+            "ENVIRONMENT",
+            "SUBJECT",
+            "SCOPES",
+            "ISSUED",
+            "EXPIRES",
+            "",
+        ],
+        |i| {
+            vec![
+                i.token_id.clone(),
+                i.connector_uid.clone(),
+                i.project_id.clone(),
+                i.environment.clone(),
+                i.subject.clone(),
+                i.scopes.join(","),
+                output::short_time(i.issue_time.as_ref()),
+                match &i.expire_time {
+                    Some(_) => output::short_time(i.expire_time.as_ref()),
+                    None => "never".to_owned(),
+                },
+                if i.revoked { "revoked" } else { "" }.to_owned(),
+            ]
         },
-        || Value::Array(found.iter().map(output::issuance).collect()),
+        output::issuance,
     );
     Ok(())
 }
