@@ -59,6 +59,7 @@ errors! {
     ProjectNotFound,
     ProjectLinkNotFound,
     KeyNotFound,
+    InstallationNotFound,
     ClientNotLinkedToProject,
     ClientNotEnabledForEnvironment,
     ScopeNotAllowed,

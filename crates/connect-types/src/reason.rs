@@ -54,6 +54,8 @@ reasons! {
     ProjectNotFound = "PROJECT_NOT_FOUND", "ProjectNotFoundError";
     ProjectLinkNotFound = "PROJECT_LINK_NOT_FOUND", "ProjectLinkNotFoundError";
     KeyNotFound = "KEY_NOT_FOUND", "KeyNotFoundError";
+    /// No such installation of the connector (or the provider does not know it).
+    InstallationNotFound = "INSTALLATION_NOT_FOUND", "InstallationNotFoundError";
     ClientNotLinkedToProject = "CLIENT_NOT_LINKED_TO_PROJECT", "ClientNotLinkedToProjectError";
     ClientNotEnabledForEnvironment = "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT", "ClientNotEnabledForEnvironmentError";
     ScopeNotAllowed = "SCOPE_NOT_ALLOWED", "ScopeNotAllowedError";

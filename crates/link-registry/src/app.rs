@@ -95,8 +95,9 @@ impl App {
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let cipher = secret_cipher(&config)?;
         let store = open_store(&config.database_url).await?;
-        let registry =
-            Registry::new(Arc::new(store), cipher).with_url_policy(config.url_policy.clone());
+        let registry = Registry::new(Arc::new(store), cipher)
+            .with_url_policy(config.url_policy.clone())
+            .with_revocation_wait(config.revocation_wait);
         let resealed = registry.upgrade_sealed_secrets().await?;
         if resealed > 0 {
             tracing::info!(

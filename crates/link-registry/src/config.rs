@@ -103,6 +103,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LINK_REGISTRY_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
     pub max_request_bytes: usize,
 
+    /// How long `RevokeTokens` waits for brokers to report what the providers answered, e.g.
+    /// `3s`; credentials no broker reported on by then count as `provider_skipped`.
+    #[arg(long, env = "LINK_REGISTRY_REVOCATION_WAIT", default_value = "3s")]
+    pub revocation_wait: humantime::Duration,
+
     /// Most requests served at once; further ones are refused at once with RESOURCE_EXHAUSTED
     /// instead of queueing.
     #[arg(long, env = "LINK_REGISTRY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
@@ -200,6 +205,8 @@ pub struct ServeConfig {
     pub url_policy: UrlPolicy,
     /// Where to serve Prometheus metrics; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long `RevokeTokens` waits for brokers' reports.
+    pub revocation_wait: Duration,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -214,6 +221,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("tls", &self.tls)
             .field("url_policy", &self.url_policy)
             .field("metrics_listen", &self.metrics_listen)
+            .field("revocation_wait", &self.revocation_wait)
             .finish()
     }
 }
@@ -241,6 +249,7 @@ impl From<ServeArgs> for ServeConfig {
                 allowed_hosts: args.allow_provider_host,
             },
             metrics_listen: args.metrics_listen,
+            revocation_wait: args.revocation_wait.into(),
         }
     }
 }
@@ -259,6 +268,7 @@ impl ServeConfig {
             tls: None,
             url_policy: UrlPolicy::loopback(),
             metrics_listen: None,
+            revocation_wait: crate::domain::service::DEFAULT_REVOCATION_WAIT,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     authorizer::{Authorizer, CachedAuthorizer},
     config::BrokerConfig,
     error::BrokerError,
+    feed::{FeedListener, Revoker},
     grpc::TokenBrokerService,
     issuers::Issuers,
     ledger::Ledger,
@@ -178,10 +179,14 @@ impl App {
     ) -> Result<(), AppError> {
         let jwks = self.broker.verifier().jwks().clone();
         let refresher = jwks.clone().spawn_refresher();
-        let follower = self
-            .cache
-            .clone()
-            .map(|cache| cache.spawn_follower(self.registry.clone()));
+        let mut listeners: Vec<Arc<dyn FeedListener>> = vec![Arc::new(Revoker::new(
+            self.broker.issuers().clone(),
+            self.registry.clone(),
+        ))];
+        if let Some(cache) = &self.cache {
+            listeners.push(cache.clone());
+        }
+        let follower = crate::feed::spawn_follower(self.registry.clone(), listeners);
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut health = self.registry.health_client();
@@ -223,9 +228,7 @@ impl App {
         )
         .await;
         refresher.abort();
-        if let Some(follower) = follower {
-            follower.abort();
-        }
+        follower.abort();
         Ok(result?)
     }
 }

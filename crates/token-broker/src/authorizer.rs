@@ -40,10 +40,12 @@ use crate::{
 /// Answers whether `identity` may use `connector`, with what issuing needs.
 #[async_trait]
 pub trait Authorizer: Send + Sync + fmt::Debug {
+    /// `installation`: as the caller asked (empty for the connector's default, `*` for all).
     async fn authorize(
         &self,
         identity: &Arc<Identity>,
         connector: &str,
+        installation: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Arc<Authorization>>;
 }
@@ -54,20 +56,22 @@ impl Authorizer for RegistryClient {
         &self,
         identity: &Arc<Identity>,
         connector: &str,
+        installation: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Arc<Authorization>> {
-        self.ask(identity, connector, caller_timeout)
+        self.ask(identity, connector, installation, caller_timeout)
             .await
             .map(Arc::new)
     }
 }
 
 /// (issuer, team, project, environment) as verified, shared with the verified-token cache, and
-/// the connector as the caller named it.
+/// the connector and installation as the caller named them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {
     identity: Arc<Identity>,
     connector: Box<str>,
+    installation: Box<str>,
 }
 
 /// A "no" worth remembering: it depends only on what the feed reports.
@@ -78,6 +82,7 @@ enum Denial {
     NotLinked,
     NotEnabled,
     Suspended,
+    NoInstallation,
 }
 
 impl Denial {
@@ -88,11 +93,13 @@ impl Denial {
             BrokerError::ClientNotLinkedToProject { .. } => Some(Self::NotLinked),
             BrokerError::ClientNotEnabledForEnvironment { .. } => Some(Self::NotEnabled),
             BrokerError::ConnectorSuspended(_) => Some(Self::Suspended),
+            BrokerError::InstallationNotFound { .. } => Some(Self::NoInstallation),
             _ => None,
         }
     }
 
-    fn error(self, identity: &Identity, connector: &str) -> BrokerError {
+    fn error(self, identity: &Identity, key: &CacheKey) -> BrokerError {
+        let connector = &*key.connector;
         match self {
             Self::IssuerNotTrusted => BrokerError::IssuerNotTrusted(
                 "the token's issuer is not the issuer of its team".into(),
@@ -108,6 +115,13 @@ impl Denial {
                 environment: identity.environment.to_string(),
             },
             Self::Suspended => BrokerError::ConnectorSuspended(connector.to_owned()),
+            Self::NoInstallation => BrokerError::InstallationNotFound {
+                connector: connector.to_owned(),
+                installation: match &*key.installation {
+                    "" => "(default)".to_owned(),
+                    id => id.to_owned(),
+                },
+            },
         }
     }
 }
@@ -121,16 +135,21 @@ struct Cached {
 /// The shared copy of `answer` when one says exactly the same; otherwise `answer`, which becomes
 /// the shared copy.
 fn share(shared: &SharedAnswers, answer: Arc<Authorization>) -> Arc<Authorization> {
-    if let Some(copy) = shared.get(&answer.connector_id)
+    let key = (
+        answer.connector_id.clone(),
+        answer.installation_id().unwrap_or_default().to_owned(),
+    );
+    if let Some(copy) = shared.get(&key)
         && copy.same_as(&answer)
     {
         return copy;
     }
-    shared.insert(answer.connector_id.clone(), answer.clone());
+    shared.insert(key, answer.clone());
     answer
 }
 
-type SharedAnswers = Arc<quick_cache::sync::Cache<String, Arc<Authorization>>>;
+/// One answer per (connector, installation).
+type SharedAnswers = Arc<quick_cache::sync::Cache<(String, String), Arc<Authorization>>>;
 
 /// Most connectors whose answer is kept once for all their cached entries.
 const MAX_SHARED_ANSWERS: u64 = 10_000;
@@ -246,15 +265,16 @@ impl CachedAuthorizer {
         {
             return flight.clone();
         }
-        let (remote, identity, connector) = (
+        let (remote, identity, connector, installation) = (
             self.remote.clone(),
             key.identity.clone(),
             key.connector.clone(),
+            key.installation.clone(),
         );
         let shared = self.shared.clone();
         let answer = async move {
             remote
-                .authorize(&identity, &connector, None)
+                .authorize(&identity, &connector, &installation, None)
                 .await
                 .map(|authorization| share(&shared, authorization))
                 .map_err(Arc::new)
@@ -308,45 +328,11 @@ impl CachedAuthorizer {
             .revision
             .fetch_max(event.revision, Ordering::SeqCst);
     }
+}
 
-    /// Follows `registry`'s change feed until the task is aborted, reconnecting after failures
-    /// and resuming from the last revision seen.
-    pub fn spawn_follower(
-        self: Arc<Self>,
-        registry: RegistryClient,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            // A live feed sends a heartbeat every second; three missed ones mean it is gone.
-            let silence = Duration::from_secs(3);
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let from = self.feed.revision.load(Ordering::SeqCst);
-                match registry.watch_changes(from).await {
-                    Ok(mut stream) => loop {
-                        match tokio::time::timeout(silence, stream.message()).await {
-                            Ok(Ok(Some(event))) => {
-                                self.apply(&event);
-                                backoff = Duration::from_millis(100);
-                            }
-                            Ok(Ok(None)) => break,
-                            Ok(Err(status)) => {
-                                tracing::warn!(code = ?status.code(), "change feed ended");
-                                break;
-                            }
-                            Err(_) => {
-                                tracing::warn!("change feed silent; reconnecting");
-                                break;
-                            }
-                        }
-                    },
-                    Err(status) => {
-                        tracing::warn!(code = ?status.code(), "cannot follow the change feed");
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        })
+impl crate::feed::FeedListener for CachedAuthorizer {
+    fn apply(&self, event: &pb::ChangeEvent) {
+        CachedAuthorizer::apply(self, event);
     }
 }
 
@@ -356,11 +342,13 @@ impl Authorizer for CachedAuthorizer {
         &self,
         identity: &Arc<Identity>,
         connector: &str,
+        installation: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Arc<Authorization>> {
         let key = CacheKey {
             identity: identity.clone(),
             connector: connector.into(),
+            installation: installation.into(),
         };
         if let Some(cached) = self.cache.get(&key)
             && (self.feed_is_live() || cached.fetched_at.elapsed() < self.max_staleness)
@@ -369,7 +357,7 @@ impl Authorizer for CachedAuthorizer {
             return cached
                 .answer
                 .clone()
-                .map_err(|denial| denial.error(identity, connector));
+                .map_err(|denial| denial.error(identity, &key));
         }
         self.metrics.authorization_cache(false);
         let waiting = Waiting {
@@ -440,6 +428,7 @@ mod tests {
             &self,
             identity: &Arc<Identity>,
             connector: &str,
+            installation: &str,
             _: Option<Duration>,
         ) -> Result<Arc<Authorization>> {
             let _held = self.hold.lock().await;
@@ -448,7 +437,12 @@ mod tests {
                 return Err(BrokerError::RegistryUnavailable("down".into()));
             }
             if let Some(denial) = *self.deny.lock().unwrap() {
-                return Err(denial.error(identity, connector));
+                let key = CacheKey {
+                    identity: identity.clone(),
+                    connector: connector.into(),
+                    installation: installation.into(),
+                };
+                return Err(denial.error(identity, &key));
             }
             Ok(Arc::new(Authorization {
                 connector_id: "conn_1".into(),
@@ -460,6 +454,7 @@ mod tests {
                     SecretString::from(self.api_key.lock().unwrap().clone()),
                 )]
                 .into(),
+                installation: None,
             }))
         }
     }
@@ -493,7 +488,7 @@ mod tests {
             connector_id: connector.0.into(),
             connector_uid: connector.1.into(),
             project_id: project.into(),
-            resync: false,
+            ..Default::default()
         }
     }
 
@@ -510,7 +505,7 @@ mod tests {
         connector: &str,
     ) -> Result<Arc<Authorization>> {
         cache
-            .authorize(&Arc::new(identity(project)), connector, None)
+            .authorize(&Arc::new(identity(project)), connector, "", None)
             .await
     }
 
@@ -685,6 +680,7 @@ mod tests {
             .authorize(
                 &Arc::new(identity("prj_a")),
                 "api-key/x",
+                "",
                 Some(Duration::from_millis(20)),
             )
             .await;

@@ -70,6 +70,14 @@ pub enum BrokerError {
     #[error("ConnectorSuspendedError: connector '{0}' is suspended")]
     ConnectorSuspended(String),
 
+    #[error(
+        "InstallationNotFoundError: connector '{connector}' has no installation '{installation}'"
+    )]
+    InstallationNotFound {
+        connector: String,
+        installation: String,
+    },
+
     #[error("UserAuthorizationRequiredError: {0}")]
     UserAuthorizationRequired(String),
 
@@ -109,6 +117,7 @@ impl BrokerError {
             Self::NoValidToken(_) => Reason::NoValidToken,
             Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
+            Self::InstallationNotFound { .. } => Reason::InstallationNotFound,
             Self::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
             Self::InvalidArgument(_) => Reason::InvalidArgument,
             Self::RegistryUnavailable(_) => Reason::RegistryUnavailable,
@@ -154,6 +163,13 @@ impl BrokerError {
                 Self::ConnectorInstallationRequired(s.clone())
             }
             Self::ConnectorSuspended(s) => Self::ConnectorSuspended(s.clone()),
+            Self::InstallationNotFound {
+                connector,
+                installation,
+            } => Self::InstallationNotFound {
+                connector: connector.clone(),
+                installation: installation.clone(),
+            },
             Self::UserAuthorizationRequired(s) => Self::UserAuthorizationRequired(s.clone()),
             Self::InvalidArgument(v) => Self::InvalidArgument(v.clone()),
             Self::RegistryUnavailable(e) => Self::RegistryUnavailable(text(e)),

@@ -87,12 +87,7 @@ impl Ledger {
             seconds: t.timestamp(),
             nanos: t.timestamp_subsec_nanos() as i32,
         };
-        let subject = match hand_out.subject {
-            Subject::App => "app".to_owned(),
-            Subject::User(id) => format!("user:{id}"),
-            Subject::Token(_) => "token".to_owned(),
-            Subject::JwtBearer(bearer) => format!("jwt_bearer:{}", bearer.sub),
-        };
+        let subject = hand_out.subject.label();
         self.recorder
             .record(pb::Issuance {
                 token_id: hand_out.token_id.to_owned(),
@@ -106,7 +101,7 @@ impl Ledger {
                 scopes: hand_out.scopes.to_vec(),
                 issue_time: Some(timestamp(Utc::now())),
                 expire_time: hand_out.expires_at.map(timestamp),
-                revoked: false,
+                ..Default::default()
             })
             .await?;
         self.recorded.insert(key, ());
@@ -165,6 +160,7 @@ mod tests {
             connector_type: "api-key".into(),
             config: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            installation: None,
         };
         let token = SecretString::from("sk_live_1".to_owned());
         let id = token_id(&token);

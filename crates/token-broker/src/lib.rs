@@ -11,6 +11,7 @@ pub mod authorizer;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod grpc;
 pub mod issuers;
 pub mod ledger;

@@ -29,6 +29,26 @@ pub struct Authorization {
     pub connector_type: String,
     pub config: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretString>,
+    /// The installation the token is for (the asked one, or the connector's default).
+    pub installation: Option<InstallationGrant>,
+}
+
+/// An installation of the connector, with its config and opened secrets.
+#[derive(Clone)]
+pub struct InstallationGrant {
+    pub id: String,
+    pub config: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for InstallationGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstallationGrant")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Authorization {
@@ -39,8 +59,17 @@ impl std::fmt::Debug for Authorization {
             .field("connector_type", &self.connector_type)
             .field("config", &self.config)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("installation", &self.installation.as_ref().map(|i| &i.id))
             .finish()
     }
+}
+
+/// Whether two secret maps hold exactly the same.
+fn same_secrets(a: &BTreeMap<String, SecretString>, b: &BTreeMap<String, SecretString>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.expose_secret() == v2.expose_secret())
 }
 
 impl Authorization {
@@ -50,12 +79,19 @@ impl Authorization {
             && self.connector_uid == other.connector_uid
             && self.connector_type == other.connector_type
             && self.config == other.config
-            && self.secrets.len() == other.secrets.len()
-            && self
-                .secrets
-                .iter()
-                .zip(&other.secrets)
-                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.expose_secret() == v2.expose_secret())
+            && same_secrets(&self.secrets, &other.secrets)
+            && match (&self.installation, &other.installation) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.id == b.id && a.config == b.config && same_secrets(&a.secrets, &b.secrets)
+                }
+                _ => false,
+            }
+    }
+
+    /// The installation's id, if the token is for one.
+    pub fn installation_id(&self) -> Option<&str> {
+        self.installation.as_ref().map(|i| i.id.as_str())
     }
 }
 
@@ -144,11 +180,31 @@ impl RegistryClient {
             })
     }
 
-    /// Asks whether `identity` may use `connector`.
+    /// Reports what the provider answered to revocations of the connector's credentials.
+    pub async fn report_revocations(&self, report: pb::ReportRevocationsRequest) -> Result<()> {
+        let mut request = Request::new(report);
+        request.set_timeout(self.max_timeout);
+        self.client
+            .clone()
+            .report_revocations(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                BrokerError::RegistryUnavailable(Box::new(Cause(format!(
+                    "ReportRevocations answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))))
+            })
+    }
+
+    /// Asks whether `identity` may use `connector` (for `installation`: empty for the default,
+    /// `*` for every one).
     pub async fn ask(
         &self,
         identity: &Identity,
         connector: &str,
+        installation: &str,
         caller_timeout: Option<Duration>,
     ) -> Result<Authorization> {
         let timeout = caller_timeout.map_or(self.max_timeout, |t| t.min(self.max_timeout));
@@ -158,6 +214,7 @@ impl RegistryClient {
             environment: identity.environment.to_string(),
             issuer: identity.issuer.to_string(),
             connector: connector.to_owned(),
+            installation_id: installation.to_owned(),
         });
         request.set_timeout(timeout);
         let answer = self
@@ -165,14 +222,19 @@ impl RegistryClient {
             .clone()
             .authorize(request)
             .await
-            .map_err(|status| decision(status, identity, connector))?
+            .map_err(|status| decision(status, identity, connector, installation))?
             .into_inner();
-        check_answer(answer, identity, connector)
+        check_answer(answer, identity, connector, installation)
     }
 }
 
 /// The registry's "no" as a broker error.
-fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError {
+fn decision(
+    status: Status,
+    identity: &Identity,
+    connector: &str,
+    installation: &str,
+) -> BrokerError {
     let info = status.get_details_error_info();
     let reason = info
         .as_ref()
@@ -201,6 +263,14 @@ fn decision(status: Status, identity: &Identity, connector: &str) -> BrokerError
         (Code::FailedPrecondition, Some(Reason::ConnectorSuspended)) => {
             BrokerError::ConnectorSuspended(connector.to_owned())
         }
+        (Code::NotFound, Some(Reason::InstallationNotFound)) => BrokerError::InstallationNotFound {
+            connector: connector.to_owned(),
+            installation: if installation.is_empty() {
+                "(default)".to_owned()
+            } else {
+                installation.to_owned()
+            },
+        },
         (Code::InvalidArgument, Some(Reason::InvalidArgument)) => {
             let violations = status
                 .get_details_bad_request()
@@ -226,6 +296,7 @@ fn check_answer(
     answer: pb::AuthorizeResponse,
     identity: &Identity,
     asked: &str,
+    installation: &str,
 ) -> Result<Authorization> {
     let garbled = |what: &str| {
         BrokerError::RegistryUnavailable(Box::new(Cause(format!(
@@ -255,7 +326,30 @@ fn check_answer(
             "the link does not allow this project and environment",
         ));
     }
+    let granted = match answer.installation {
+        Some(i) if i.connector_id != connector.id || i.installation_id.is_empty() => {
+            return Err(garbled("an installation of another connector"));
+        }
+        Some(i) => Some(InstallationGrant {
+            id: i.installation_id,
+            config: i.config.into_iter().collect(),
+            secrets: answer
+                .installation_secrets
+                .into_iter()
+                .map(|(k, v)| (k, SecretString::from(v)))
+                .collect(),
+        }),
+        None => None,
+    };
+    let expected = match installation {
+        "" | "*" => None,
+        id => Some(id),
+    };
+    if expected.is_some() && expected != granted.as_ref().map(|i| i.id.as_str()) {
+        return Err(garbled("another installation than the one asked about"));
+    }
     Ok(Authorization {
+        installation: granted,
         connector_id: connector.id,
         connector_uid: connector.uid,
         connector_type: connector.r#type,
@@ -298,6 +392,7 @@ mod tests {
                 ..Default::default()
             }),
             secrets: [("api_key".to_owned(), "k".to_owned())].into(),
+            ..Default::default()
         }
     }
 
@@ -305,10 +400,36 @@ mod tests {
 
     #[test]
     fn a_whole_consistent_answer_is_accepted() {
-        let authorization = check_answer(answer(), &identity(), "api-key/x").unwrap();
-        assert!(check_answer(answer(), &identity(), "conn_1").is_ok());
+        let authorization = check_answer(answer(), &identity(), "api-key/x", "").unwrap();
+        assert!(check_answer(answer(), &identity(), "conn_1", "").is_ok());
         assert_eq!(authorization.connector_type, "api-key");
         assert!(!format!("{authorization:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn an_answer_must_be_about_the_installation_asked_for() {
+        let mut a = answer();
+        a.installation = Some(pb::Installation {
+            connector_id: "conn_1".into(),
+            installation_id: "42".into(),
+            ..Default::default()
+        });
+        let granted = check_answer(a.clone(), &identity(), "conn_1", "42").unwrap();
+        assert_eq!(granted.installation_id(), Some("42"));
+        assert!(check_answer(a.clone(), &identity(), "conn_1", "").is_ok());
+        assert!(matches!(
+            check_answer(a.clone(), &identity(), "conn_1", "43"),
+            Err(BrokerError::RegistryUnavailable(_))
+        ));
+        a.installation.as_mut().unwrap().connector_id = "conn_2".into();
+        assert!(matches!(
+            check_answer(a, &identity(), "conn_1", "42"),
+            Err(BrokerError::RegistryUnavailable(_))
+        ));
+        assert!(matches!(
+            check_answer(answer(), &identity(), "conn_1", "42"),
+            Err(BrokerError::RegistryUnavailable(_))
+        ));
     }
 
     #[test]
@@ -333,7 +454,7 @@ mod tests {
             let mut a = answer();
             garble(&mut a);
             assert!(matches!(
-                check_answer(a, &identity(), "api-key/x"),
+                check_answer(a, &identity(), "api-key/x", ""),
                 Err(BrokerError::RegistryUnavailable(_))
             ));
         }
@@ -352,13 +473,23 @@ mod tests {
             decision(
                 status(Code::PermissionDenied, "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT"),
                 &id,
-                "c"
+                "c",
+                ""
             ),
             BrokerError::ClientNotEnabledForEnvironment { .. }
         ));
         assert!(matches!(
-            decision(status(Code::NotFound, "CONNECTOR_NOT_FOUND"), &id, "c"),
+            decision(status(Code::NotFound, "CONNECTOR_NOT_FOUND"), &id, "c", ""),
             BrokerError::ConnectorNotFound(_)
+        ));
+        assert!(matches!(
+            decision(
+                status(Code::NotFound, "INSTALLATION_NOT_FOUND"),
+                &id,
+                "c",
+                "42"
+            ),
+            BrokerError::InstallationNotFound { .. }
         ));
         // Our own key refused, or anything unexpected: unavailable, not a decision.
         for (code, reason) in [
@@ -368,12 +499,12 @@ mod tests {
             (Code::NotFound, "PROJECT_NOT_FOUND"),
         ] {
             assert!(matches!(
-                decision(status(code, reason), &id, "c"),
+                decision(status(code, reason), &id, "c", ""),
                 BrokerError::RegistryUnavailable(_)
             ));
         }
         assert!(matches!(
-            decision(Status::unavailable("down"), &id, "c"),
+            decision(Status::unavailable("down"), &id, "c", ""),
             BrokerError::RegistryUnavailable(_)
         ));
     }

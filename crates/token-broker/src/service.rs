@@ -25,8 +25,11 @@ pub struct TokenRequest {
     /// The connector's uid or id.
     pub connector: String,
     pub subject: Subject,
+    /// As asked: `None` for the connector's default, `*` for every installation.
     pub installation_id: Option<String>,
     pub scopes: Vec<String>,
+    /// What to narrow the token to, where the type can (GitHub repositories).
+    pub resources: Vec<String>,
     /// The token must stay valid at least this long.
     pub min_ttl: Option<Duration>,
 }
@@ -82,6 +85,10 @@ impl Broker {
         &self.verifier
     }
 
+    pub fn issuers(&self) -> &Issuers {
+        &self.issuers
+    }
+
     /// Answers one `GetToken` and records its decision.
     pub async fn get_token(
         &self,
@@ -113,21 +120,31 @@ impl Broker {
         caller_timeout: Option<Duration>,
     ) -> Result<Issued> {
         let request = request.as_ref().map_err(BrokerError::duplicate)?;
+        let asked = request.installation_id.as_deref();
         let authorization = self
             .authorizer
-            .authorize(identity, &request.connector, caller_timeout)
+            .authorize(
+                identity,
+                &request.connector,
+                asked.unwrap_or_default(),
+                caller_timeout,
+            )
             .await?;
         let issued = self
             .issuers
-            .issue(Grant {
-                identity,
-                authorization: &authorization,
-                subject: &request.subject,
-                installation_id: request.installation_id.as_deref(),
-                scopes: &request.scopes,
-                min_ttl: request.min_ttl.unwrap_or_default(),
-            })
+            .issue(
+                Grant {
+                    identity,
+                    authorization: &authorization,
+                    subject: &request.subject,
+                    scopes: &request.scopes,
+                    resources: &request.resources,
+                    min_ttl: request.min_ttl.unwrap_or_default(),
+                },
+                asked,
+            )
             .await?;
+        let installation_id = authorization.installation_id();
         // Recorded before it leaves; a credential that cannot be recorded is not handed out.
         let token_id = token_id(&issued.token);
         self.ledger
@@ -135,7 +152,7 @@ impl Broker {
                 identity,
                 authorization: &authorization,
                 subject: &request.subject,
-                installation_id: request.installation_id.as_deref(),
+                installation_id,
                 scopes: &issued.scopes,
                 token_id: &token_id,
                 expires_at: issued.expires_at,
@@ -148,7 +165,7 @@ impl Broker {
             connector_id: authorization.connector_id.clone(),
             connector_uid: authorization.connector_uid.clone(),
             connector_type: authorization.connector_type.clone(),
-            installation_id: request.installation_id.clone(),
+            installation_id: installation_id.map(str::to_owned),
             scopes: issued.scopes,
         })
     }

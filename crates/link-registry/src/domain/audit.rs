@@ -5,7 +5,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::model::{Actor, ApiKeyRecord, Connector, NewAuditEvent, Project, ProjectLink, Team};
+use super::{
+    model::{
+        Actor, ApiKeyRecord, Connector, Installation, NewAuditEvent, Project, ProjectLink, Team,
+    },
+    store::RevokeFilter,
+};
 
 pub fn team_created(actor: &Actor, team: &Team) -> NewAuditEvent {
     NewAuditEvent {
@@ -129,6 +134,59 @@ pub fn project_detached(actor: &Actor, link: &ProjectLink, time: DateTime<Utc>) 
         target: link.audit_target(),
         before: Some(link.audit_view()),
         after: None,
+        time,
+    }
+}
+
+pub fn installation_created(actor: &Actor, installation: &Installation) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(installation.team_id.clone()),
+        actor: actor.clone(),
+        action: "installation.create",
+        target: installation.audit_target(),
+        before: None,
+        after: Some(installation.audit_view()),
+        time: installation.created_at,
+    }
+}
+
+pub fn installation_deleted(
+    actor: &Actor,
+    installation: &Installation,
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(installation.team_id.clone()),
+        actor: actor.clone(),
+        action: "installation.delete",
+        target: installation.audit_target(),
+        before: Some(installation.audit_view()),
+        after: None,
+        time,
+    }
+}
+
+/// What a revocation covered and how many ledger rows it marked; never a credential.
+pub fn tokens_revoked(
+    actor: &Actor,
+    connector: &Connector,
+    filter: &RevokeFilter,
+    found: u64,
+    revoked: u64,
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(connector.team_id.clone()),
+        actor: actor.clone(),
+        action: "tokens.revoke",
+        target: format!("connector:{}", connector.id),
+        before: None,
+        after: Some(json!({
+            "subject": filter.subject,
+            "installation_id": filter.installation_id,
+            "tokens_found": found,
+            "revoked": revoked,
+        })),
         time,
     }
 }

@@ -12,6 +12,9 @@ pub struct ChangeScope {
     pub team_id: TeamId,
     pub connector: Option<(ConnectorId, ConnectorUid)>,
     pub project_id: Option<ProjectId>,
+    /// For a revocation: the installation and subject whose credentials it covers (`None`: all).
+    pub installation_id: Option<String>,
+    pub subject: Option<String>,
 }
 
 impl ChangeScope {
@@ -20,14 +23,15 @@ impl ChangeScope {
             team_id: team_id.clone(),
             connector: None,
             project_id: None,
+            installation_id: None,
+            subject: None,
         }
     }
 
     pub fn connector(team_id: &TeamId, id: &ConnectorId, uid: &ConnectorUid) -> Self {
         Self {
-            team_id: team_id.clone(),
             connector: Some((id.clone(), uid.clone())),
-            project_id: None,
+            ..Self::team(team_id)
         }
     }
 

@@ -28,6 +28,7 @@ pub enum Resource {
     Connector,
     ProjectLink,
     Key,
+    Installation,
 }
 
 impl fmt::Display for Resource {
@@ -38,6 +39,7 @@ impl fmt::Display for Resource {
             Self::Connector => "connector",
             Self::ProjectLink => "project link",
             Self::Key => "key",
+            Self::Installation => "installation",
         })
     }
 }
@@ -67,6 +69,16 @@ pub enum RegistryError {
         "SecretsRequiredError: changing {keys} of connector '{connector}' sends its secrets to a new destination: supply the secrets again in the same update"
     )]
     SecretsRequired { connector: String, keys: String },
+
+    /// A connector's destination changes, but some of its installations hold secrets sealed to it.
+    #[error(
+        "SecretsRequiredError: changing {keys} of connector '{connector}' would send the secrets of {installations} of its installations to a new destination: remove those installations first, then add them again"
+    )]
+    InstallationSecretsBound {
+        connector: String,
+        keys: String,
+        installations: u64,
+    },
 
     #[error("IssuerNotTrustedError: the issuer is not the trusted issuer of team '{owner_id}'")]
     IssuerNotTrusted { owner_id: String },
@@ -134,6 +146,7 @@ fn pascal(resource: Resource) -> &'static str {
         Resource::Connector => "Connector",
         Resource::ProjectLink => "ProjectLink",
         Resource::Key => "Key",
+        Resource::Installation => "Installation",
     }
 }
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::types::{
-    ConfigMap, ConnectorId, ConnectorUid, DisplayName, EnvironmentSet, IssuerUrl, KeyId, ProjectId,
-    ProjectName, TeamId, TeamSlug,
+    ConfigMap, ConnectorId, ConnectorUid, DisplayName, EnvironmentSet, InstallationId, IssuerUrl,
+    KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,6 +54,8 @@ pub struct Connector {
     pub secrets: BTreeMap<String, StoredSecret>,
     /// Issues nothing while set.
     pub suspended: bool,
+    /// The installation a token request without one is for.
+    pub default_installation_id: Option<InstallationId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -72,11 +74,53 @@ impl Connector {
             "name": self.name,
             "config": self.config,
             "suspended": self.suspended,
-            "secrets": self
-                .secrets
-                .iter()
-                .map(|(name, s)| (name.clone(), json!({ "fingerprint": s.fingerprint })))
-                .collect::<serde_json::Map<_, _>>(),
+            "default_installation_id": self.default_installation_id,
+            "secrets": secrets_view(&self.secrets),
+        })
+    }
+}
+
+/// Secrets as audit rows show them: by name and fingerprint only.
+fn secrets_view(secrets: &BTreeMap<String, StoredSecret>) -> Value {
+    secrets
+        .iter()
+        .map(|(name, s)| (name.clone(), json!({ "fingerprint": s.fingerprint })))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// A tenant inside a connector (a GitHub App installation, a Slack workspace): its config and
+/// secrets add to the connector's when a token is issued for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installation {
+    pub team_id: TeamId,
+    pub connector_id: ConnectorId,
+    pub connector_uid: ConnectorUid,
+    pub id: InstallationId,
+    pub display_name: DisplayName,
+    pub config: ConfigMap,
+    /// Sealed values by secret name.
+    pub secrets: BTreeMap<String, StoredSecret>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Installation {
+    pub fn secret_names(&self) -> Vec<String> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    pub fn audit_target(&self) -> String {
+        format!("installation:{}/{}", self.connector_id, self.id)
+    }
+
+    pub fn audit_view(&self) -> Value {
+        json!({
+            "connector_id": self.connector_id,
+            "connector_uid": self.connector_uid,
+            "installation_id": self.id,
+            "display_name": self.display_name,
+            "config": self.config,
+            "secrets": secrets_view(&self.secrets),
         })
     }
 }
@@ -234,6 +278,39 @@ pub struct Issuance {
     pub issued_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked: bool,
+    /// For a revoked credential: what revoking it at the provider came to.
+    pub provider_revocation: Option<ProviderRevocation>,
+}
+
+/// What revoking a credential at its provider came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderRevocation {
+    Revoked,
+    Failed,
+    /// The type cannot revoke, the credential had expired, or no broker held it any more.
+    Skipped,
+}
+
+impl ProviderRevocation {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "revoked" => Ok(Self::Revoked),
+            "failed" => Ok(Self::Failed),
+            "skipped" => Ok(Self::Skipped),
+            _ => Err(format!(
+                "outcome must be revoked, failed or skipped (got {:?})",
+                connect_types::ids::truncate(value, 20)
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
 }
 
 /// A yes from `Authorize`: everything the broker needs to issue a token.
@@ -241,6 +318,8 @@ pub struct Authorization {
     pub connector: Connector,
     pub link: ProjectLink,
     pub secrets: BTreeMap<String, SecretString>,
+    /// The installation asked for (or the default) and its opened secrets.
+    pub installation: Option<(Installation, BTreeMap<String, SecretString>)>,
 }
 
 impl fmt::Debug for Authorization {
@@ -249,6 +328,10 @@ impl fmt::Debug for Authorization {
             .field("connector", &self.connector.id)
             .field("link", &self.link.audit_target())
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field(
+                "installation",
+                &self.installation.as_ref().map(|(i, _)| i.id.as_str()),
+            )
             .finish()
     }
 }

@@ -6,7 +6,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use super::types::{ConnectorId, Invalid, ProjectId};
+use super::types::{ConnectorId, InstallationId, Invalid, ProjectId};
 
 /// The sort key of a list's rows, with its text form inside page tokens.
 pub trait PageKey: Sized {
@@ -84,6 +84,23 @@ impl PageKey for IssuanceKey {
             .parse()
             .ok()
             .filter(|id| *id > 0)
+            .map(Self)
+    }
+}
+
+/// A connector's installations are listed by id (`n` before it, so that no other list's token
+/// passes for one of theirs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallationKey(pub InstallationId);
+
+impl PageKey for InstallationKey {
+    fn encode(&self) -> String {
+        format!("n{}", self.0)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        InstallationId::parse(text.strip_prefix('n')?)
+            .ok()
             .map(Self)
     }
 }

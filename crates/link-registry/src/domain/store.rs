@@ -12,16 +12,20 @@ use chrono::{DateTime, Utc};
 use super::{
     changes::Change,
     error::Result,
-    model::{Actor, ApiKeyRecord, AuditEvent, Connector, Issuance, Project, ProjectLink, Team},
-    page::{AuditKey, IssuanceKey, LinkKey, PageRequest},
+    model::{
+        Actor, ApiKeyRecord, AuditEvent, Connector, Installation, Issuance, Project, ProjectLink,
+        ProviderRevocation, Team,
+    },
+    page::{AuditKey, InstallationKey, IssuanceKey, LinkKey, PageRequest},
     types::{
-        ConnectorId, ConnectorRef, Environment, EnvironmentSet, KeyId, ProjectId, ProjectRef,
-        TeamId,
+        ConnectorId, ConnectorRef, Environment, EnvironmentSet, InstallationId, KeyId, ProjectId,
+        ProjectRef, TeamId,
     },
 };
 
-/// Turns the current connector into the updated one (runs inside the store's transaction).
-pub type ConnectorEdit = Box<dyn FnOnce(&Connector) -> Result<Connector> + Send>;
+/// Turns the current connector into the updated one (runs inside the store's transaction), told
+/// how many of its installations hold secrets (they are sealed to the connector's destinations).
+pub type ConnectorEdit = Box<dyn FnOnce(&Connector, u64) -> Result<Connector> + Send>;
 
 /// Re-seals one connector's secrets: `None` leaves it as it is (runs inside the transaction).
 pub type ConnectorReseal = Box<dyn Fn(&Connector) -> Result<Option<Connector>> + Send + Sync>;
@@ -41,6 +45,23 @@ pub struct IssuanceFilter {
     pub environment: Option<Environment>,
 }
 
+/// Which credentials a revocation covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RevokeFilter {
+    /// `app`, `user:<id>`, … as the ledger names subjects; `None` for all.
+    pub subject: Option<String>,
+    pub installation_id: Option<String>,
+}
+
+/// What marking ledger rows revoked found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Distinct credentials covered, revoked before or not.
+    pub tokens_found: u64,
+    /// The rows this revocation marked (at most one per credential).
+    pub revoked: Vec<Issuance>,
+}
+
 /// Everything the registry stores.
 #[async_trait]
 pub trait Store:
@@ -51,6 +72,7 @@ pub trait Store:
     + LinkStore
     + AuditStore
     + IssuanceStore
+    + InstallationStore
     + ChangeStore
     + AuthorizeStore
     + std::fmt::Debug
@@ -179,6 +201,57 @@ pub trait IssuanceStore: Send + Sync {
         filter: &IssuanceFilter,
         page: &PageRequest<IssuanceKey>,
     ) -> Result<Vec<Issuance>>;
+    /// Marks the connector's credentials that `filter` covers revoked, with an audit row and a
+    /// `tokens.revoke` change (so brokers drop their copies), in one transaction.
+    async fn revoke_issuances(
+        &self,
+        connector: &Connector,
+        filter: &RevokeFilter,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Revoked>;
+    /// Records what revoking each credential at the provider came to (and marks it revoked): a
+    /// known outcome is not overwritten, except `skipped` by a real answer. Rows updated.
+    async fn report_revocations(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorId,
+        outcomes: &[(String, ProviderRevocation)],
+    ) -> Result<u64>;
+    /// The provider outcome recorded so far for each of `token_ids` of the connector.
+    async fn provider_revocations(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorId,
+        token_ids: &[String],
+    ) -> Result<Vec<(String, Option<ProviderRevocation>)>>;
+}
+
+/// A connector's installations.
+#[async_trait]
+pub trait InstallationStore: Send + Sync {
+    /// `AlreadyExists` when the id is taken for the connector.
+    async fn insert_installation(&self, installation: &Installation, actor: &Actor) -> Result<()>;
+    async fn installation(
+        &self,
+        connector: &Connector,
+        id: &InstallationId,
+    ) -> Result<Option<Installation>>;
+    /// Ordered by id, after `page.after`, at most `page.size + 1` rows.
+    async fn installations(
+        &self,
+        connector: &Connector,
+        page: &PageRequest<InstallationKey>,
+    ) -> Result<Vec<Installation>>;
+    /// Deletes it (clearing the connector's default when it was that) and answers with it.
+    async fn delete_installation(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorRef,
+        id: &InstallationId,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Installation>;
 }
 
 #[async_trait]

@@ -34,6 +34,38 @@ impl DisplayName {
     }
 }
 
+connect_types::string_newtype!(
+    /// A provider's id for an installation of a connector, e.g. a GitHub installation id.
+    InstallationId
+);
+
+/// Asks for every installation at once, where the type allows it.
+pub const EVERY_INSTALLATION: &str = "*";
+
+impl InstallationId {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        check_chars(
+            value,
+            "installation_id",
+            128,
+            |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'),
+            "A-Z, a-z, 0-9, '_', '.' and '-'",
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id of an installation of a connector of type `kind`: GitHub's are numbers.
+    pub fn parse_for(kind: &str, value: &str) -> Result<Self, Invalid> {
+        let id = Self::parse(value)?;
+        if kind == "github" && !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(
+                "installation_id of a github connector is GitHub's installation number".into(),
+            );
+        }
+        Ok(id)
+    }
+}
+
 /// How a request names a project: a string that is looked up as an id first, then as a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectRef {

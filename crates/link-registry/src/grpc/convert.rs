@@ -13,14 +13,20 @@ use serde_json::Value;
 use crate::domain::{
     FieldViolation, RegistryError,
     changes::FeedEvent,
-    model::{AuditEvent, Authorization, Connector, Issuance, Project, ProjectLink},
+    model::{
+        AuditEvent, Authorization, Connector, Installation, Issuance, Project, ProjectLink,
+        ProviderRevocation,
+    },
     page::{LinkKey, PageKey, PageRequest},
-    service::{AuthorizeQuery, ConnectorUpdate, NewConnector, NewIssuance, NewProject},
-    store::LinkFilter,
+    service::{
+        AuthorizeQuery, ConnectorUpdate, InstallationAsk, NewConnector, NewInstallation,
+        NewIssuance, NewProject, RevocationSummary,
+    },
+    store::{LinkFilter, RevokeFilter},
     types::{
         ConfigMap, ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, DisplayName,
-        Environment, EnvironmentSet, Invalid, ProjectId, ProjectName, ProjectRef, SecretInput,
-        TeamId,
+        EVERY_INSTALLATION, Environment, EnvironmentSet, InstallationId, Invalid, ProjectId,
+        ProjectName, ProjectRef, SecretInput, TeamId,
     },
 };
 
@@ -154,7 +160,7 @@ pub fn connector_update(
         if paths.is_empty() {
             v.push(
                 "update_mask",
-                "update_mask must name at least one of name, config, secrets, suspended",
+                "update_mask must name at least one of name, config, secrets, suspended, default_installation_id",
             );
         }
         let mut update = ConnectorUpdate::default();
@@ -169,10 +175,21 @@ pub fn connector_update(
                     }
                 }
                 "suspended" => update.suspended = Some(req.suspended),
+                "default_installation_id" => {
+                    update.default_installation_id = if req.default_installation_id.is_empty() {
+                        Some(None)
+                    } else {
+                        v.check(
+                            "default_installation_id",
+                            InstallationId::parse(&req.default_installation_id),
+                        )
+                        .map(Some)
+                    }
+                }
                 other => v.push(
                     "update_mask",
                     format!(
-                        "unknown path {:?}: only name, config, secrets and suspended can change",
+                        "unknown path {:?}: only name, config, secrets, suspended and default_installation_id can change",
                         crate::domain::types::truncate(other, 40)
                     ),
                 ),
@@ -240,16 +257,28 @@ impl TryFrom<pb::AuthorizeRequest> for AuthorizeQuery {
             v.push("issuer", "issuer must be 1 to 255 characters");
         }
         let connector = v.check("connector", ConnectorRef::parse(&req.connector));
-        let value = match (owner_id, project_id, environment, connector) {
-            (Some(owner_id), Some(project_id), Some(environment), Some(connector)) => {
-                Some(AuthorizeQuery {
-                    owner_id,
-                    project_id,
-                    environment,
-                    issuer: req.issuer,
-                    connector,
-                })
-            }
+        let installation = match req.installation_id.as_str() {
+            "" => Some(InstallationAsk::Default),
+            EVERY_INSTALLATION => Some(InstallationAsk::Every),
+            id => v
+                .check("installation_id", InstallationId::parse(id))
+                .map(InstallationAsk::One),
+        };
+        let value = match (owner_id, project_id, environment, connector, installation) {
+            (
+                Some(owner_id),
+                Some(project_id),
+                Some(environment),
+                Some(connector),
+                Some(installation),
+            ) => Some(AuthorizeQuery {
+                owner_id,
+                project_id,
+                environment,
+                issuer: req.issuer,
+                connector,
+                installation,
+            }),
             _ => None,
         };
         v.finish(value)
@@ -334,7 +363,149 @@ impl From<Issuance> for pb::Issuance {
             issue_time: Some(timestamp(i.issued_at)),
             expire_time: i.expires_at.map(timestamp),
             revoked: i.revoked,
+            provider_revocation: i
+                .provider_revocation
+                .map(|o| o.as_str().to_owned())
+                .unwrap_or_default(),
         }
+    }
+}
+
+/// The connector and the installation of a `CreateInstallationRequest`.
+pub fn new_installation(
+    req: pb::CreateInstallationRequest,
+) -> Result<(ConnectorRef, NewInstallation), RegistryError> {
+    {
+        let mut v = Violations::default();
+        let connector = v.check("connector", ConnectorRef::parse(&req.connector));
+        if req.installation_id.is_empty() {
+            v.push("installation_id", "installation_id must not be empty");
+        }
+        let display_name = if req.display_name.is_empty() {
+            Some(None)
+        } else {
+            v.check("display_name", DisplayName::parse(&req.display_name))
+                .map(Some)
+        };
+        let config = v.check_map("config", ConfigMap::parse(&req.config));
+        let secrets = v.check_map("secrets", SecretInput::parse(req.secrets));
+        let value = match (connector, display_name, config, secrets) {
+            (Some(connector), Some(display_name), Some(config), Some(secrets)) => Some((
+                connector,
+                NewInstallation {
+                    id: req.installation_id,
+                    display_name,
+                    config,
+                    secrets,
+                },
+            )),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+/// The connector and filter of a `RevokeTokensRequest`.
+pub fn revocation(
+    req: pb::RevokeTokensRequest,
+) -> Result<(ConnectorRef, RevokeFilter), RegistryError> {
+    let mut v = Violations::default();
+    let connector = v.check("connector", ConnectorRef::parse(&req.connector));
+    let subject = match req.subject.as_str() {
+        "" => None,
+        "app" => Some("app".to_owned()),
+        other => match other.split_once(':') {
+            Some((kind, rest))
+                if !rest.is_empty()
+                    && other.len() <= 300
+                    && matches!(kind, "user" | "jwt_bearer")
+                    && !other.chars().any(char::is_control) =>
+            {
+                Some(other.to_owned())
+            }
+            _ => {
+                v.push(
+                    "subject",
+                    "subject must be app, user:<id> or jwt_bearer:<sub>",
+                );
+                None
+            }
+        },
+    };
+    let installation_id = if req.installation_id.is_empty() {
+        None
+    } else {
+        v.check(
+            "installation_id",
+            InstallationId::parse(&req.installation_id),
+        )
+        .map(|i| i.to_string())
+    };
+    v.finish(connector.map(|c| {
+        (
+            c,
+            RevokeFilter {
+                subject,
+                installation_id,
+            },
+        )
+    }))
+}
+
+/// The team, connector and outcomes of a `ReportRevocationsRequest`.
+pub type RevocationReport = (TeamId, ConnectorId, Vec<(String, ProviderRevocation)>);
+
+pub fn revocation_report(
+    req: pb::ReportRevocationsRequest,
+) -> Result<RevocationReport, RegistryError> {
+    let mut v = Violations::default();
+    let team = v.check("owner_id", TeamId::parse(&req.owner_id));
+    let connector = v.check("connector_id", ConnectorId::parse(&req.connector_id));
+    if req.revocations.len() > 10_000 {
+        v.push("revocations", "at most 10000 revocations per report");
+    }
+    let mut outcomes = Vec::with_capacity(req.revocations.len());
+    for (n, r) in req.revocations.into_iter().enumerate() {
+        let field = format!("revocations[{n}]");
+        if r.token_id.len() != 16 || !r.token_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            v.push(&format!("{field}.token_id"), "must be 16 hex digits");
+            continue;
+        }
+        if let Some(outcome) = v.check(
+            &format!("{field}.outcome"),
+            ProviderRevocation::parse(&r.outcome),
+        ) {
+            outcomes.push((r.token_id, outcome));
+        }
+    }
+    v.finish(team.zip(connector).map(|(t, c)| (t, c, outcomes)))
+}
+
+impl From<RevocationSummary> for pb::RevokeTokensResponse {
+    fn from(s: RevocationSummary) -> Self {
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            tokens_found: count(s.tokens_found),
+            revoked: count(s.revoked),
+            provider_revoked: count(s.provider_revoked),
+            provider_skipped: count(s.provider_skipped),
+            provider_failed: count(s.provider_failed),
+        }
+    }
+}
+
+/// An installation as the wire shows it; `default` says whether it is its connector's default.
+pub fn installation(i: Installation, default: Option<&InstallationId>) -> pb::Installation {
+    pb::Installation {
+        is_default: default == Some(&i.id),
+        secret_names: i.secret_names(),
+        connector_id: i.connector_id.to_string(),
+        connector_uid: i.connector_uid.to_string(),
+        installation_id: i.id.to_string(),
+        display_name: i.display_name.to_string(),
+        config: i.config.as_map().clone().into_iter().collect(),
+        owner_id: i.team_id.to_string(),
+        create_time: Some(timestamp(i.created_at)),
     }
 }
 
@@ -369,6 +540,10 @@ impl From<Connector> for pb::Connector {
             create_time: Some(timestamp(c.created_at)),
             update_time: Some(timestamp(c.updated_at)),
             suspended: c.suspended,
+            default_installation_id: c
+                .default_installation_id
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -433,6 +608,8 @@ impl From<FeedEvent> for pb::ChangeEvent {
                         .map(|p| p.to_string())
                         .unwrap_or_default(),
                     resync: false,
+                    installation_id: change.scope.installation_id.unwrap_or_default(),
+                    subject: change.scope.subject.unwrap_or_default(),
                 }
             }
         }
@@ -441,14 +618,28 @@ impl From<FeedEvent> for pb::ChangeEvent {
 
 impl From<Authorization> for pb::AuthorizeResponse {
     fn from(a: Authorization) -> Self {
-        Self {
-            secrets: a
-                .secrets
+        let open = |secrets: &BTreeMap<String, secrecy::SecretString>| {
+            secrets
                 .iter()
                 .map(|(name, value)| (name.clone(), value.expose_secret().to_owned()))
-                .collect(),
+                .collect()
+        };
+        let (installation, installation_secrets) = match &a.installation {
+            Some((i, secrets)) => (
+                Some(installation(
+                    i.clone(),
+                    a.connector.default_installation_id.as_ref(),
+                )),
+                open(secrets),
+            ),
+            None => (None, Default::default()),
+        };
+        Self {
+            secrets: open(&a.secrets),
             connector: Some(a.connector.into()),
             link: Some(a.link.into()),
+            installation,
+            installation_secrets,
         }
     }
 }

@@ -308,6 +308,93 @@ impl LinkRegistry for LinkRegistryService {
         }
         reply(result)
     }
+
+    async fn create_installation(
+        &self,
+        request: Request<pb::CreateInstallationRequest>,
+    ) -> Reply<pb::Installation> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, new) =
+            convert::new_installation(request.into_inner()).map_err(to_status)?;
+        let created = self
+            .registry
+            .create_installation(&caller, &connector, new)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::installation(created, None)))
+    }
+
+    async fn list_installations(
+        &self,
+        request: Request<pb::ListInstallationsRequest>,
+    ) -> Reply<pb::ListInstallationsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let connector = connector_ref("connector", &req.connector).map_err(to_status)?;
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let (connector, page) = self
+            .registry
+            .list_installations(&caller, &connector, page)
+            .await
+            .map_err(to_status)?;
+        let default = connector.default_installation_id.as_ref();
+        Ok(Response::new(pb::ListInstallationsResponse {
+            installations: page
+                .items
+                .into_iter()
+                .map(|i| convert::installation(i, default))
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_installation(
+        &self,
+        request: Request<pb::DeleteInstallationRequest>,
+    ) -> Reply<pb::DeleteInstallationResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let connector = connector_ref("connector", &req.connector).map_err(to_status)?;
+        let (gone, revocation) = self
+            .registry
+            .delete_installation(&caller, &connector, &req.installation_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteInstallationResponse {
+            installation: Some(convert::installation(gone, None)),
+            revocation: Some(revocation.into()),
+        }))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        request: Request<pb::RevokeTokensRequest>,
+    ) -> Reply<pb::RevokeTokensResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, filter) = convert::revocation(request.into_inner()).map_err(to_status)?;
+        reply(
+            self.registry
+                .revoke_tokens(&caller, &connector, filter)
+                .await,
+        )
+    }
+
+    async fn report_revocations(
+        &self,
+        request: Request<pb::ReportRevocationsRequest>,
+    ) -> Reply<pb::ReportRevocationsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (team, connector, outcomes) =
+            convert::revocation_report(request.into_inner()).map_err(to_status)?;
+        let updated = self
+            .registry
+            .report_revocations(&caller, &team, &connector, outcomes)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ReportRevocationsResponse {
+            updated: u32::try_from(updated).unwrap_or(u32::MAX),
+        }))
+    }
 }
 
 #[cfg(test)]

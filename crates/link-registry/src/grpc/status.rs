@@ -23,13 +23,14 @@ pub fn to_status(err: RegistryError) -> Status {
                 Resource::Connector => Reason::ConnectorNotFound,
                 Resource::ProjectLink => Reason::ProjectLinkNotFound,
                 Resource::Key => Reason::KeyNotFound,
+                Resource::Installation => Reason::InstallationNotFound,
             },
         ),
         RegistryError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
         RegistryError::FailedPrecondition(_) => {
             (Code::FailedPrecondition, Reason::FailedPrecondition)
         }
-        RegistryError::SecretsRequired { .. } => {
+        RegistryError::SecretsRequired { .. } | RegistryError::InstallationSecretsBound { .. } => {
             (Code::FailedPrecondition, Reason::SecretsRequired)
         }
         RegistryError::IssuerNotTrusted { .. } => (Code::Unauthenticated, Reason::IssuerNotTrusted),

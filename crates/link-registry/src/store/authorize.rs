@@ -21,6 +21,7 @@ struct AuthorizeRow {
     c_config: Option<String>,
     c_secrets: Option<String>,
     c_suspended: Option<bool>,
+    c_default_installation_id: Option<String>,
     c_created_at: Option<DateTime<Utc>>,
     c_updated_at: Option<DateTime<Utc>>,
     l_environments: Option<i32>,
@@ -83,6 +84,11 @@ impl AuthorizeStore for SeaStore {
                 connector::Entity.into_iden(),
                 C::Suspended.into_iden(),
                 "c_suspended",
+            ),
+            (
+                connector::Entity.into_iden(),
+                C::DefaultInstallationId.into_iden(),
+                "c_default_installation_id",
             ),
             (
                 connector::Entity.into_iden(),
@@ -188,6 +194,7 @@ impl AuthorizeStore for SeaStore {
                 suspended,
                 created_at,
                 updated_at,
+                default_installation_id: row.c_default_installation_id,
             })?),
             _ => None,
         };

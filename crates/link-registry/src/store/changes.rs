@@ -70,6 +70,8 @@ pub(super) async fn append(
         connector_id: sea_orm::Set(connector_id),
         connector_uid: sea_orm::Set(connector_uid),
         project_id: sea_orm::Set(scope.project_id.map(|p| p.to_string())),
+        installation_id: sea_orm::Set(scope.installation_id),
+        subject: sea_orm::Set(scope.subject),
         created_at: sea_orm::Set(at),
         ..Default::default()
     };
@@ -137,6 +139,8 @@ fn change_of(row: change::Model) -> Result<Change> {
                 .project_id
                 .map(|p| ProjectId::parse(&p).map_err(corrupt))
                 .transpose()?,
+            installation_id: row.installation_id,
+            subject: row.subject,
         },
     })
 }

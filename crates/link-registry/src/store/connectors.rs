@@ -85,7 +85,14 @@ impl ConnectorStore for SeaStore {
     ) -> Result<Connector> {
         let txn = self.begin_write().await?;
         let before = self.connector_for_update(&txn.txn, team, c).await?;
-        let after = edit(&before)?;
+        let sealed_installations = self.installations_with_secrets(&txn.txn, &before).await?;
+        let after = edit(&before, sealed_installations)?;
+        if let Some(id) = &after.default_installation_id
+            && after.default_installation_id != before.default_installation_id
+            && !self.installation_exists(&txn.txn, &before, id).await?
+        {
+            return Err(RegistryError::not_found(Resource::Installation, id));
+        }
         let row = rows::connector_row(&after).into_active_model().reset_all();
         row.update(&txn.txn).await.map_err(|e| {
             write_error(e, |_| RegistryError::AlreadyExists {

@@ -82,6 +82,7 @@ pub mod connector {
         pub suspended: bool,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub default_installation_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -152,6 +153,8 @@ pub mod change {
         pub connector_uid: Option<String>,
         pub project_id: Option<String>,
         pub created_at: DateTimeUtc,
+        pub installation_id: Option<String>,
+        pub subject: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -181,6 +184,33 @@ pub mod issuance {
         pub issued_at: DateTimeUtc,
         pub expires_at: Option<DateTimeUtc>,
         pub revoked: bool,
+        /// `revoked`, `failed` or `skipped` once the provider side of a revocation is known.
+        pub provider_revocation: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod installation {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "installations")]
+    pub struct Model {
+        pub team_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub connector_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub installation_id: String,
+        pub display_name: String,
+        /// JSON object of strings.
+        pub config: String,
+        /// JSON object: secret name → `{ sealed, fingerprint }`.
+        pub secrets: String,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ mod authorize;
 mod changes;
 mod connectors;
 mod entity;
+mod installations;
 mod issuances;
 mod keys;
 mod links;
@@ -28,8 +29,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionOptions,
-    TransactionTrait,
+    IntoActiveModel, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement},
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
@@ -37,7 +38,10 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::{
-    entity::{api_key, audit_event, change, connector, issuance, project, project_link, team},
+    entity::{
+        api_key, audit_event, change, connector, installation, issuance, project, project_link,
+        team,
+    },
     links::{fetch_links, link_query},
     migration::Migrator,
     projects::find_project,

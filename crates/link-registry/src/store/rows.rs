@@ -7,16 +7,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 
-use super::entity::{api_key, audit_event, connector, issuance, project, team};
+use super::entity::{api_key, audit_event, connector, installation, issuance, project, team};
 use crate::domain::{
     RegistryError, Result,
     model::{
-        ApiKeyRecord, AuditEvent, Connector, Issuance, NewAuditEvent, Project, ProjectLink, Role,
-        Team,
+        ApiKeyRecord, AuditEvent, Connector, Installation, Issuance, NewAuditEvent, Project,
+        ProjectLink, ProviderRevocation, Role, Team,
     },
     types::{
-        ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet, IssuerUrl,
-        KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
+        ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet,
+        InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
     },
 };
 
@@ -80,6 +80,10 @@ pub fn connector(row: connector::Model) -> Result<Connector> {
         config: ConfigMap::from_stored(config),
         secrets: serde_json::from_str(&row.secrets).map_err(|e| corrupt(T, e.to_string()))?,
         suspended: row.suspended,
+        default_installation_id: row
+            .default_installation_id
+            .map(|i| parse(T, InstallationId::parse(&i)))
+            .transpose()?,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -95,8 +99,40 @@ pub fn connector_row(c: &Connector) -> connector::Model {
         config: serde_json::to_string(c.config.as_map()).expect("a string map serializes"),
         secrets: serde_json::to_string(&c.secrets).expect("a string map serializes"),
         suspended: c.suspended,
+        default_installation_id: c.default_installation_id.as_ref().map(|i| i.to_string()),
         created_at: c.created_at,
         updated_at: c.updated_at,
+    }
+}
+
+pub fn installation(
+    row: installation::Model,
+    connector_uid: &ConnectorUid,
+) -> Result<Installation> {
+    const T: &str = "stored installation";
+    let config: BTreeMap<String, String> =
+        serde_json::from_str(&row.config).map_err(|e| corrupt(T, e.to_string()))?;
+    Ok(Installation {
+        team_id: parse(T, TeamId::parse(&row.team_id))?,
+        connector_id: parse(T, ConnectorId::parse(&row.connector_id))?,
+        connector_uid: connector_uid.clone(),
+        id: parse(T, InstallationId::parse(&row.installation_id))?,
+        display_name: parse(T, DisplayName::parse(&row.display_name))?,
+        config: ConfigMap::from_stored(config),
+        secrets: serde_json::from_str(&row.secrets).map_err(|e| corrupt(T, e.to_string()))?,
+        created_at: row.created_at,
+    })
+}
+
+pub fn installation_row(i: &Installation) -> installation::Model {
+    installation::Model {
+        team_id: i.team_id.to_string(),
+        connector_id: i.connector_id.to_string(),
+        installation_id: i.id.to_string(),
+        display_name: i.display_name.to_string(),
+        config: serde_json::to_string(i.config.as_map()).expect("a string map serializes"),
+        secrets: serde_json::to_string(&i.secrets).expect("a string map serializes"),
+        created_at: i.created_at,
     }
 }
 
@@ -179,6 +215,10 @@ pub fn issuance(row: issuance::Model) -> Result<Issuance> {
         issued_at: row.issued_at,
         expires_at: row.expires_at,
         revoked: row.revoked,
+        provider_revocation: row
+            .provider_revocation
+            .map(|o| parse(T, ProviderRevocation::parse(&o)))
+            .transpose()?,
     })
 }
 
@@ -198,5 +238,6 @@ pub fn issuance_row(issuance: &Issuance) -> issuance::ActiveModel {
         issued_at: Set(issuance.issued_at),
         expires_at: Set(issuance.expires_at),
         revoked: Set(issuance.revoked),
+        provider_revocation: Set(issuance.provider_revocation.map(|o| o.as_str().to_owned())),
     }
 }

@@ -203,6 +203,7 @@ async fn authorize(app: &TestApp) -> Result<tonic::Response<pb::AuthorizeRespons
             environment: "preview".into(),
             issuer: ISSUER.into(),
             connector: "oauth2/idp".into(),
+            ..Default::default()
         })
         .await
 }

@@ -58,6 +58,7 @@ fn authorize(team: &str, project: &str, env: &str, connector: &str) -> pb::Autho
         environment: env.into(),
         issuer: ISSUER.into(),
         connector: connector.into(),
+        ..Default::default()
     }
 }
 

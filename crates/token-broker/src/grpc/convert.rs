@@ -12,6 +12,8 @@ use crate::{
 /// Longest connector reference accepted (a uid is at most `<32>/<64>`).
 const MAX_CONNECTOR_LEN: usize = 100;
 const MAX_SCOPES: usize = 50;
+/// Most resources one token can be narrowed to (GitHub allows 500 repositories).
+const MAX_RESOURCES: usize = 500;
 /// Largest subject token accepted for an exchange.
 const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
 /// Longest `min_ttl` a caller may ask for.
@@ -111,10 +113,16 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
                 })
             }
         };
-        if req.installation_id.len() > 128 || !printable(&req.installation_id) {
+        if req.installation_id != "*"
+            && (req.installation_id.len() > 128
+                || !req
+                    .installation_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
             violations.push(FieldViolation::new(
                 "installation_id",
-                "installation_id must be at most 128 printable characters",
+                "installation_id must be `*` or at most 128 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
             ));
         }
         if req.scopes.len() > MAX_SCOPES {
@@ -133,10 +141,20 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
                 format!("'{}' is not a valid scope", truncate(bad, 40)),
             ));
         }
-        if !req.resources.is_empty() {
+        if req.resources.len() > MAX_RESOURCES {
             violations.push(FieldViolation::new(
                 "resources",
-                "no connector type here narrows tokens to resources",
+                format!("at most {MAX_RESOURCES} resources"),
+            ));
+        }
+        if let Some(bad) = req
+            .resources
+            .iter()
+            .find(|r| r.is_empty() || r.len() > 256 || !printable(r))
+        {
+            violations.push(FieldViolation::new(
+                "resources",
+                format!("'{}' is not a valid resource", truncate(bad, 40)),
             ));
         }
         let min_ttl = match req.min_ttl {
@@ -170,6 +188,7 @@ impl TryFrom<pb::GetTokenRequest> for TokenRequest {
             subject,
             installation_id: (!req.installation_id.is_empty()).then_some(req.installation_id),
             scopes: req.scopes,
+            resources: req.resources,
             min_ttl,
         })
     }

@@ -21,6 +21,7 @@ pub fn code(err: &BrokerError) -> Code {
         BrokerError::NoValidToken(_) => Code::FailedPrecondition,
         BrokerError::ConnectorInstallationRequired(_) => Code::FailedPrecondition,
         BrokerError::ConnectorSuspended(_) => Code::FailedPrecondition,
+        BrokerError::InstallationNotFound { .. } => Code::NotFound,
         BrokerError::UserAuthorizationRequired(_) => Code::FailedPrecondition,
         BrokerError::InvalidArgument(_) => Code::InvalidArgument,
         BrokerError::RegistryUnavailable(_) => Code::Unavailable,

@@ -1,4 +1,5 @@
-//! `api-key` connectors: the connector's `api_key` secret is the token, and it does not expire.
+//! `api-key` connectors: the `api_key` secret (an installation's, else the connector's) is the
+//! token, and it does not expire.
 
 use async_trait::async_trait;
 
@@ -11,7 +12,7 @@ pub struct ApiKeyIssuer;
 #[async_trait]
 impl TokenIssuer for ApiKeyIssuer {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
-        grant.require_app_without_installation("api-key")?;
+        grant.require_app("api-key")?;
         if !grant.scopes.is_empty() {
             return Err(BrokerError::invalid(
                 "scopes",

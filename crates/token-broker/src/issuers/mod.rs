@@ -3,7 +3,9 @@
 //! refresh-token grant are new [`TokenIssuer`]s registered in [`Issuers`].
 
 mod api_key;
+mod github;
 mod oauth2;
+mod provider;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -11,12 +13,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-pub use self::{api_key::ApiKeyIssuer, oauth2::OAuth2ClientCredentialsIssuer};
+pub use self::{
+    api_key::ApiKeyIssuer, github::GitHubAppIssuer, oauth2::OAuth2ClientCredentialsIssuer,
+};
 use crate::{
+    auth::Identity,
     error::{BrokerError, Result},
     metrics::BrokerMetrics,
     outbound::Outbound,
-    registry::Authorization,
+    registry::{Authorization, InstallationGrant},
 };
 
 /// On whose behalf a token is asked for.
@@ -68,25 +73,70 @@ impl PartialEq for SubjectToken {
 
 impl Eq for SubjectToken {}
 
+impl Subject {
+    /// The subject as the ledger and revocations name it: `app`, `user:<id>`, `token`,
+    /// `jwt_bearer:<sub>`.
+    pub fn label(&self) -> String {
+        match self {
+            Subject::App => "app".to_owned(),
+            Subject::User(id) => format!("user:{id}"),
+            Subject::Token(_) => "token".to_owned(),
+            Subject::JwtBearer(bearer) => format!("jwt_bearer:{}", bearer.sub),
+        }
+    }
+}
+
 /// Everything an issuer may use: the authorized connector and the caller's request.
 #[derive(Debug)]
 pub struct Grant<'a> {
     /// Who asks: provider credentials are never shared across (team, project, environment).
-    pub identity: &'a crate::auth::Identity,
+    pub identity: &'a Identity,
     pub authorization: &'a Authorization,
     pub subject: &'a Subject,
-    pub installation_id: Option<&'a str>,
     pub scopes: &'a [String],
+    pub resources: &'a [String],
     /// How long the token must stay valid at least.
     pub min_ttl: std::time::Duration,
 }
 
 impl Grant<'_> {
-    /// A secret the connector must have.
+    /// The installation the token is for, if any.
+    pub fn installation(&self) -> Option<&InstallationGrant> {
+        self.authorization.installation.as_ref()
+    }
+
+    /// A secret the connector (or its installation, first) must have.
     pub fn secret(&self, name: &str) -> Result<&SecretString> {
-        self.authorization.secrets.get(name).ok_or_else(|| {
+        self.optional_secret(name).ok_or_else(|| {
             BrokerError::NoValidToken(format!("the connector has no '{name}' secret"))
         })
+    }
+
+    /// A secret of the installation, else of the connector.
+    pub fn optional_secret(&self, name: &str) -> Option<&SecretString> {
+        self.installation()
+            .and_then(|i| i.secrets.get(name))
+            .or_else(|| self.authorization.secrets.get(name))
+    }
+
+    /// A config value of the installation, else of the connector.
+    pub fn config(&self, name: &str) -> Option<&String> {
+        self.installation()
+            .and_then(|i| i.config.get(name))
+            .or_else(|| self.authorization.config.get(name))
+    }
+
+    /// Who the token is for, as cached copies are labelled for revocation.
+    pub fn owner(&self) -> TokenOwner {
+        TokenOwner {
+            owner_id: self.identity.owner_id.to_string(),
+            connector_id: self.authorization.connector_id.clone(),
+            installation_id: self
+                .installation()
+                .map(|i| i.id.clone())
+                .unwrap_or_default(),
+            subject: self.subject.label(),
+        }
     }
 
     /// Refuses user subjects, for types that have no user grants.
@@ -99,8 +149,8 @@ impl Grant<'_> {
         Ok(())
     }
 
-    /// Refuses user and token subjects and installations, for types that have none of them.
-    pub fn require_app_without_installation(&self, kind: &str) -> Result<()> {
+    /// Refuses user, token and JWT bearer subjects, for types that only issue their own tokens.
+    pub fn require_app(&self, kind: &str) -> Result<()> {
         self.require_no_user(kind)?;
         if let Subject::Token(_) = self.subject {
             return Err(BrokerError::invalid(
@@ -114,14 +164,70 @@ impl Grant<'_> {
                 format!("{kind} connectors do not take JWT bearer grants"),
             ));
         }
-        if self.installation_id.is_some() {
-            return Err(BrokerError::invalid(
-                "installation_id",
-                format!("{kind} connectors have no installations"),
-            ));
-        }
         Ok(())
     }
+}
+
+/// Whom a cached provider credential was issued for, so a revocation finds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub owner_id: String,
+    pub connector_id: String,
+    /// Empty when the token is for no installation.
+    pub installation_id: String,
+    /// [`Subject::label`].
+    pub subject: String,
+}
+
+/// Which credentials a revocation covers: a connector's, optionally of one installation and one
+/// subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokeScope {
+    pub owner_id: String,
+    pub connector_id: String,
+    pub installation_id: Option<String>,
+    pub subject: Option<String>,
+}
+
+impl RevokeScope {
+    pub fn covers(&self, owner: &TokenOwner) -> bool {
+        owner.owner_id == self.owner_id
+            && owner.connector_id == self.connector_id
+            && self
+                .installation_id
+                .as_ref()
+                .is_none_or(|i| *i == owner.installation_id)
+            && self.subject.as_ref().is_none_or(|s| *s == owner.subject)
+    }
+}
+
+/// What revoking one credential at its provider came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    Failed,
+    /// The connector has no way to revoke at the provider; the copy was dropped.
+    Skipped,
+}
+
+impl RevokeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// How a connector type treats installations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallationRule {
+    /// Tokens are for an installation or for none; an installation's config and secrets add to
+    /// the connector's.
+    Optional,
+    /// Every token is for one installation (the asked one, or the connector's default).
+    Required,
 }
 
 /// A provider credential.
@@ -145,6 +251,29 @@ impl std::fmt::Debug for IssuedToken {
 #[async_trait]
 pub trait TokenIssuer: Send + Sync + std::fmt::Debug {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken>;
+
+    fn installations(&self) -> InstallationRule {
+        InstallationRule::Optional
+    }
+
+    /// Whether `installation_id = "*"` (every installation at once) is allowed.
+    fn cross_installation(&self) -> bool {
+        false
+    }
+
+    /// Whether tokens can be narrowed to `resources`.
+    fn takes_resources(&self) -> bool {
+        false
+    }
+
+    /// Drops the cached credentials `scope` covers and revokes them at the provider where the
+    /// type can; answers with each one's `token_id` and outcome.
+    async fn revoke(&self, _scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+        Vec::new()
+    }
+
+    /// Drops every cached credential (no provider call).
+    fn forget_all(&self) {}
 }
 
 /// Issuers by connector type.
@@ -154,29 +283,75 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    /// `api-key` and `oauth2` (client credentials), with provider calls made through `outbound`
-    /// and provider tokens cached at most `max_cache`.
+    /// `api-key`, `oauth2` and `github`, with provider calls made through `outbound` and
+    /// provider tokens cached at most `max_cache`.
     pub fn standard(outbound: Outbound, max_cache: Duration, metrics: BrokerMetrics) -> Self {
         let mut issuers = Self::default();
         issuers.register("api-key", Arc::new(ApiKeyIssuer));
         issuers.register(
             "oauth2",
             Arc::new(OAuth2ClientCredentialsIssuer::new(
-                outbound, max_cache, metrics,
+                outbound.clone(),
+                max_cache,
+                metrics.clone(),
             )),
         );
+        issuers.register(
+            "github",
+            Arc::new(GitHubAppIssuer::new(outbound, max_cache, metrics)),
+        );
         issuers
+    }
+
+    /// Drops every issuer's cached credentials.
+    pub fn forget_all(&self) {
+        for issuer in self.by_type.values() {
+            issuer.forget_all();
+        }
+    }
+
+    /// Revokes what every issuer holds of `scope`.
+    pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+        let mut outcomes = Vec::new();
+        for issuer in self.by_type.values() {
+            outcomes.extend(issuer.revoke(scope).await);
+        }
+        outcomes
     }
 
     pub fn register(&mut self, connector_type: &str, issuer: Arc<dyn TokenIssuer>) {
         self.by_type.insert(connector_type.to_owned(), issuer);
     }
 
-    pub async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
+    /// Issues through the connector type's issuer, after the type's installation and resource
+    /// rules. `installation_asked` is the request's (`*` for every installation).
+    pub async fn issue(
+        &self,
+        grant: Grant<'_>,
+        installation_asked: Option<&str>,
+    ) -> Result<IssuedToken> {
         let kind = &grant.authorization.connector_type;
         let issuer = self.by_type.get(kind).ok_or_else(|| {
             BrokerError::NoValidToken(format!("connectors of type '{kind}' cannot issue tokens"))
         })?;
+        if installation_asked == Some("*") && !issuer.cross_installation() {
+            return Err(BrokerError::invalid(
+                "installation_id",
+                format!("{kind} connectors issue tokens for one installation at a time, not `*`"),
+            ));
+        }
+        if issuer.installations() == InstallationRule::Required && grant.installation().is_none() {
+            return Err(BrokerError::ConnectorInstallationRequired(format!(
+                "connector '{}' issues tokens for an installation: pass installation_id, or set the connector's default_installation_id",
+                grant.authorization.connector_uid
+            )));
+        }
+        if !grant.resources.is_empty() && !issuer.takes_resources() {
+            return Err(BrokerError::invalid(
+                "resources",
+                format!("{kind} connectors cannot narrow tokens to resources"),
+            ));
+        }
         issuer.issue(grant).await
     }
 }

@@ -11,84 +11,38 @@
 //! one key make a single provider call. A 4xx answer means the credentials are no good
 //! (NO_VALID_TOKEN); a 5xx, a timeout or no answer means the provider is unavailable.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use futures::future::BoxFuture;
 use oauth2::{
     ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl, basic::BasicClient,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use super::{Grant, IssuedToken, TokenIssuer};
+use super::{
+    Grant, IssuedToken, RevokeOutcome, RevokeScope, TokenIssuer,
+    provider::{CachedToken, ProviderFailure, RevokeWith, TokenCache, Unreachable, send},
+};
 use crate::{
-    error::{BrokerError, Cause, Result},
+    error::{BrokerError, Result},
     issuers::{JwtBearer, Subject, SubjectToken},
-    metrics::{BrokerMetrics, ProviderOutcome},
+    metrics::BrokerMetrics,
     outbound::Outbound,
 };
 
-/// Largest token response accepted.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Longest lifetime believed of a provider's `expires_in`; larger claims are clamped to it.
-const MAX_BELIEVED_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
-/// Most cached access tokens held at once.
-const MAX_CACHED: u64 = 10_000;
-
-#[derive(Clone)]
-struct CachedToken {
-    token: SecretString,
-    expires_at: Option<DateTime<Utc>>,
-    scopes: Vec<String>,
-    cache_for: Duration,
-}
-
-struct CacheUntilRefresh;
-
-impl moka::Expiry<String, CachedToken> for CacheUntilRefresh {
-    fn expire_after_create(&self, _: &String, value: &CachedToken, _: Instant) -> Option<Duration> {
-        Some(value.cache_for)
-    }
-}
-
-/// Why a provider call gave no token; cloneable, since one call may answer many waiters.
-#[derive(Clone, Debug)]
-enum ProviderFailure {
-    Rejected(String),
-    Unavailable(String),
-}
-
-impl From<ProviderFailure> for BrokerError {
-    fn from(failure: ProviderFailure) -> Self {
-        match failure {
-            ProviderFailure::Rejected(why) => BrokerError::NoValidToken(why),
-            ProviderFailure::Unavailable(why) => {
-                BrokerError::ProviderUnavailable(Box::new(Cause(why)))
-            }
-        }
-    }
-}
-
-/// The transport error the `oauth2` crate sees: no answer, or a 5xx.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Unreachable(String);
-
 pub struct OAuth2ClientCredentialsIssuer {
     outbound: Outbound,
-    metrics: BrokerMetrics,
     max_cache: Duration,
-    cache: moka::future::Cache<String, CachedToken>,
+    cache: TokenCache,
 }
 
 impl std::fmt::Debug for OAuth2ClientCredentialsIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuth2ClientCredentialsIssuer")
-            .field("cached", &self.cache.entry_count())
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -113,15 +67,10 @@ impl OAuth2ClientCredentialsIssuer {
     /// token endpoint would resend the credentials elsewhere).
     /// Tokens are cached until shortly before they expire, and never longer than `max_cache`.
     pub fn new(outbound: Outbound, max_cache: Duration, metrics: BrokerMetrics) -> Self {
-        let cache = moka::future::Cache::builder()
-            .max_capacity(MAX_CACHED)
-            .expire_after(CacheUntilRefresh)
-            .build();
         Self {
+            cache: TokenCache::new("oauth2", outbound.http().clone(), metrics),
             outbound,
-            metrics,
             max_cache,
-            cache,
         }
     }
 }
@@ -166,21 +115,16 @@ fn cached_from(
     asked: Vec<String>,
     max_cache: Duration,
 ) -> CachedToken {
-    // A provider's numbers are not trusted to be sane: clamped before any arithmetic.
-    let lifetime = response.expires_in().map(|d| d.min(MAX_BELIEVED_LIFETIME));
-    let expires_at = lifetime
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .and_then(|d| Utc::now().checked_add_signed(d));
     let granted = response
         .scopes()
         .map(|s| s.iter().map(|s| s.to_string()).collect())
         .unwrap_or(asked);
-    CachedToken {
-        token: SecretString::from(response.access_token().secret().to_owned()),
-        expires_at,
-        scopes: granted,
-        cache_for: cache_lifetime(lifetime, max_cache),
-    }
+    CachedToken::new(
+        SecretString::from(response.access_token().secret().to_owned()),
+        response.expires_in(),
+        granted,
+        max_cache,
+    )
 }
 
 /// The grant type of RFC 8693 token exchange.
@@ -213,12 +157,7 @@ async fn exchange(
 /// The connector's assertion key and algorithm (`config.assertion_alg`: `ES256`, the default, or
 /// `RS256`).
 fn assertion_key(grant: &Grant<'_>) -> Result<AssertionKey> {
-    let algorithm = match grant
-        .authorization
-        .config
-        .get("assertion_alg")
-        .map(String::as_str)
-    {
+    let algorithm = match grant.config("assertion_alg").map(String::as_str) {
         None | Some("ES256") => jsonwebtoken::Algorithm::ES256,
         Some("RS256") => jsonwebtoken::Algorithm::RS256,
         Some(other) => {
@@ -440,23 +379,6 @@ async fn post_grant(
     })
 }
 
-/// Whether `token` is valid at least `min_ttl` from now (a token without expiry always is).
-fn lives_at_least(token: &CachedToken, min_ttl: Duration) -> bool {
-    token.expires_at.is_none_or(|at| {
-        chrono::Duration::from_std(min_ttl).is_ok_and(|ttl| at - Utc::now() >= ttl)
-    })
-}
-
-/// How long a token that lives `lifetime` is served from the cache: until a little before the
-/// provider would refuse it (10% early, at most a minute), and never longer than `max_cache`.
-/// A token without expiry is not cached: nothing says when the provider stops honouring it.
-fn cache_lifetime(lifetime: Option<Duration>, max_cache: Duration) -> Duration {
-    let until_refresh = lifetime.map_or(Duration::ZERO, |d| {
-        d.saturating_sub((d / 10).min(Duration::from_secs(60)))
-    });
-    until_refresh.min(max_cache)
-}
-
 /// The HTTP client the `oauth2` crate calls.
 struct ProviderHttp(reqwest::Client);
 
@@ -473,62 +395,11 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
     }
 }
 
-/// One provider HTTP exchange for the `oauth2` crate, with a bounded body; a 5xx is no answer.
-async fn send(
-    http: &reqwest::Client,
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, Unreachable> {
-    let (parts, body) = request.into_parts();
-    let mut response = http
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            Unreachable(format!(
-                "token endpoint: {}",
-                connect_runtime::ErrorChain(&e)
-            ))
-        })?;
-    let status = response.status();
-    if status.is_server_error() {
-        return Err(Unreachable(format!(
-            "token endpoint answered HTTP {status}"
-        )));
-    }
-    let mut builder = http::Response::builder().status(status);
-    for (name, value) in response.headers() {
-        builder = builder.header(name, value);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| Unreachable(format!("token endpoint: {e}")))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Unreachable("token endpoint answer is too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    builder
-        .body(body)
-        .map_err(|e| Unreachable(format!("token endpoint answer: {e}")))
-}
-
 #[async_trait]
 impl TokenIssuer for OAuth2ClientCredentialsIssuer {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
         grant.require_no_user("oauth2")?;
-        if grant.installation_id.is_some() {
-            return Err(BrokerError::invalid(
-                "installation_id",
-                "oauth2 connectors have no installations",
-            ));
-        }
-        let config = &grant.authorization.config;
-        let token_url = config.get("token_url").ok_or_else(|| {
+        let token_url = grant.config("token_url").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no config.token_url".into())
         })?;
         let token_url = self.outbound.check(token_url).map_err(|refusal| {
@@ -539,7 +410,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
             )
         })?;
         let token_url = TokenUrl::from_url(token_url);
-        let secret = |name: &str| grant.authorization.secrets.get(name).cloned();
+        let secret = |name: &str| grant.optional_secret(name).cloned();
         let how = match grant.subject {
             // The assertion is the grant: client credentials go along only when there are both.
             Subject::JwtBearer(bearer) => How::Bearer(
@@ -559,9 +430,27 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 grant.secret("client_secret")?.clone(),
             )),
         };
+        // Where the connector names a revocation endpoint (RFC 7009), its tokens can be revoked.
+        let revoke_with = match grant.config("revocation_url") {
+            Some(url) => match self.outbound.check(url) {
+                Ok(url) => Some(RevokeWith::Rfc7009 {
+                    url,
+                    basic: match (secret("client_id"), secret("client_secret")) {
+                        (Some(id), Some(secret)) => Some(basic_auth(&id, &secret)),
+                        _ => None,
+                    },
+                }),
+                Err(refusal) => {
+                    tracing::warn!(connector = %grant.authorization.connector_uid, %refusal,
+                        "refusing the connector's revocation_url");
+                    None
+                }
+            },
+            None => None,
+        };
 
         let mut scopes = if grant.scopes.is_empty() {
-            split_scopes(config.get("scopes"))
+            split_scopes(grant.config("scopes"))
         } else {
             grant.scopes.to_vec()
         };
@@ -571,8 +460,8 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 format!("'{}' is not a valid scope", crate::error::truncate(bad, 40)),
             ));
         }
-        if config.contains_key("allowed_scopes") {
-            let allowed = split_scopes(config.get("allowed_scopes"));
+        if let Some(allowed) = grant.config("allowed_scopes") {
+            let allowed = split_scopes(Some(allowed));
             if let Some(extra) = scopes.iter().find(|s| !allowed.contains(s)) {
                 return Err(BrokerError::ScopeNotAllowed(format!(
                     "scope '{extra}' is not allowed for this connector"
@@ -584,6 +473,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
 
         // Per (team, project, environment): one environment's tokens are never another's.
         let identity = grant.identity;
+        let owner = grant.owner();
         let key = hex::encode(
             Sha256::new()
                 .chain_update(identity.owner_id.as_str().as_bytes())
@@ -593,6 +483,8 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 .chain_update(identity.environment.as_str().as_bytes())
                 .chain_update([0])
                 .chain_update(grant.authorization.connector_id.as_bytes())
+                .chain_update([0])
+                .chain_update(owner.installation_id.as_bytes())
                 .chain_update([0])
                 .chain_update(token_url.as_str().as_bytes())
                 .chain_update([0])
@@ -605,7 +497,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
         let fetch_one = || {
             let (http, max_cache, scopes) =
                 (self.outbound.http().clone(), self.max_cache, scopes.clone());
-            let fetched: futures::future::BoxFuture<'static, _> = match &how {
+            let fetched: BoxFuture<'static, _> = match &how {
                 How::ClientCredentials((id, secret)) => Box::pin(fetch(
                     http,
                     max_cache,
@@ -631,44 +523,34 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                     (key.clone(), (*bearer).clone()),
                 )),
             };
-            let metrics = self.metrics.clone();
-            async move {
-                let result = fetched.await;
-                let outcome = match &result {
-                    Ok(_) => ProviderOutcome::Ok,
-                    Err(ProviderFailure::Unavailable(_)) => ProviderOutcome::Unavailable,
-                    Err(_) => ProviderOutcome::Rejected,
-                };
-                metrics.provider_request("oauth2", outcome);
-                result
-            }
+            let (owner, revoke_with) = (owner.clone(), revoke_with.clone());
+            Box::pin(async move {
+                let mut token = fetched.await?;
+                token.owner = owner;
+                token.revoke_with = revoke_with;
+                Ok(token)
+            }) as BoxFuture<'static, _>
         };
-        let provider_error = |failure: Arc<ProviderFailure>| BrokerError::from((*failure).clone());
-        let mut cached = self
+        let cached = self
             .cache
-            .try_get_with(key.clone(), fetch_one())
+            .get(key, grant.min_ttl, fetch_one)
             .await
-            .map_err(provider_error)?;
-        // A cached token that would not live `min_ttl` longer is replaced first.
-        if !lives_at_least(&cached, grant.min_ttl) {
-            self.cache.invalidate(&key).await;
-            cached = self
-                .cache
-                .try_get_with(key, fetch_one())
-                .await
-                .map_err(provider_error)?;
-            if !lives_at_least(&cached, grant.min_ttl) {
-                return Err(BrokerError::NoValidToken(format!(
-                    "the provider's tokens do not live the {} s asked for (min_ttl)",
-                    grant.min_ttl.as_secs()
-                )));
-            }
-        }
+            .map_err(|failure| {
+                failure.into_error(&grant.authorization.connector_uid, &owner.installation_id)
+            })?;
         Ok(IssuedToken {
             token: cached.token,
             expires_at: cached.expires_at,
             scopes: cached.scopes,
         })
+    }
+
+    async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+        self.cache.revoke(scope).await
+    }
+
+    fn forget_all(&self) {
+        self.cache.forget_all();
     }
 }
 
@@ -684,21 +566,5 @@ mod tests {
         assert!(!is_scope_token("quote\"d"));
         assert!(!is_scope_token(""));
         assert_eq!(split_scopes(Some(&" a  b ".to_owned())), ["a", "b"]);
-    }
-
-    #[test]
-    fn cached_lifetimes_are_clamped_and_never_exceed_the_ceiling() {
-        let hour = Duration::from_secs(3600);
-        assert_eq!(
-            cache_lifetime(Some(Duration::from_secs(600)), hour),
-            Duration::from_secs(540)
-        );
-        assert_eq!(
-            cache_lifetime(Some(Duration::from_secs(86_400)), hour),
-            hour
-        );
-        assert_eq!(cache_lifetime(Some(Duration::MAX), hour), hour);
-        assert_eq!(cache_lifetime(None, hour), Duration::ZERO);
-        assert_eq!(cache_lifetime(Some(Duration::ZERO), hour), Duration::ZERO);
     }
 }

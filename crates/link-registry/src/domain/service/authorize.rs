@@ -10,6 +10,18 @@ pub struct AuthorizeQuery {
     pub environment: Environment,
     pub issuer: String,
     pub connector: ConnectorRef,
+    pub installation: InstallationAsk,
+}
+
+/// Which installation a token is asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum InstallationAsk {
+    /// The connector's default, if it has one.
+    #[default]
+    Default,
+    /// `*`: every installation; answered without one (the broker knows which types allow it).
+    Every,
+    One(InstallationId),
 }
 
 impl Registry {
@@ -53,11 +65,21 @@ impl Registry {
                 connector: connector.uid.to_string(),
             });
         }
+        let wanted = match &query.installation {
+            InstallationAsk::Default => connector.default_installation_id.clone(),
+            InstallationAsk::Every => None,
+            InstallationAsk::One(id) => Some(id.clone()),
+        };
+        let installation = match wanted {
+            Some(id) => Some(self.installation_for(&connector, &id).await?),
+            None => None,
+        };
         let secrets = open_all(&self.cipher, &connector)?;
         Ok(Authorization {
             connector,
             link,
             secrets,
+            installation,
         })
     }
 }

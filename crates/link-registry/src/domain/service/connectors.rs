@@ -18,6 +18,8 @@ pub struct ConnectorUpdate {
     pub config: Option<ConfigMap>,
     pub secrets: Option<SecretInput>,
     pub suspended: Option<bool>,
+    /// `Some(None)` clears the default installation.
+    pub default_installation_id: Option<Option<InstallationId>>,
 }
 
 impl Registry {
@@ -57,7 +59,7 @@ impl Registry {
                 let open = open_all(&cipher, connector)?;
                 let input = SecretInput::from_opened(open);
                 let mut next = connector.clone();
-                next.secrets = seal_all(&cipher, connector, &next.config, &input);
+                next.secrets = seal_all(&cipher, connector, &next.config, &input, "");
                 Ok(Some(next))
             }))
             .await
@@ -75,10 +77,17 @@ impl Registry {
             name: new.name,
             config: new.config,
             suspended: false,
+            default_installation_id: None,
             created_at: now,
             updated_at: now,
         };
-        connector.secrets = seal_all(&self.cipher, &connector, &connector.config, &new.secrets);
+        connector.secrets = seal_all(
+            &self.cipher,
+            &connector,
+            &connector.config,
+            &new.secrets,
+            "",
+        );
         self.store
             .insert_connector(&connector, &caller.actor())
             .await?;
@@ -119,7 +128,7 @@ impl Registry {
         }
         let cipher = self.cipher.clone();
         let now = self.clock.now();
-        let edit = Box::new(move |current: &Connector| {
+        let edit = Box::new(move |current: &Connector, sealed_installations: u64| {
             let mut next = current.clone();
             if let Some(name) = update.name {
                 next.name = name;
@@ -133,10 +142,21 @@ impl Registry {
                         keys: moved.join(", "),
                     });
                 }
+                // Installations' secrets are sealed to the same destinations.
+                if !moved.is_empty() && sealed_installations > 0 {
+                    return Err(RegistryError::InstallationSecretsBound {
+                        connector: current.uid.to_string(),
+                        keys: moved.join(", "),
+                        installations: sealed_installations,
+                    });
+                }
                 next.config = config;
             }
             if let Some(secrets) = &update.secrets {
-                next.secrets = seal_all(&cipher, current, &next.config, secrets);
+                next.secrets = seal_all(&cipher, current, &next.config, secrets, "");
+            }
+            if let Some(default) = update.default_installation_id {
+                next.default_installation_id = default;
             }
             if let Some(suspended) = update.suspended {
                 next.suspended = suspended;
@@ -175,21 +195,24 @@ fn moved_destinations(before: &ConfigMap, after: &ConfigMap) -> Vec<String> {
         .collect()
 }
 
-/// Seals `secrets` for `connector`'s row, bound to the destinations of `config`.
-fn seal_all(
+/// Seals `secrets` for `connector`'s row (or, with a `scope` of `installation/<id>/`, for one of
+/// its installations), bound to the destinations of `config`.
+pub(super) fn seal_all(
     cipher: &SecretCipher,
     connector: &Connector,
     config: &ConfigMap,
     secrets: &SecretInput,
+    scope: &str,
 ) -> BTreeMap<String, StoredSecret> {
     let destination = crypto::destination_digest(config.iter());
     secrets
         .iter()
         .map(|(name, value)| {
+            let scoped = format!("{scope}{name}");
             let aad = SecretAad {
                 team_id: connector.team_id.as_str(),
                 connector_id: connector.id.as_str(),
-                name,
+                name: &scoped,
                 destination: &destination,
             };
             let stored = StoredSecret {
@@ -205,15 +228,25 @@ pub(super) fn open_all(
     cipher: &SecretCipher,
     connector: &Connector,
 ) -> Result<BTreeMap<String, SecretString>> {
+    open_scoped(cipher, connector, &connector.secrets, "")
+}
+
+/// Opens secrets sealed by [`seal_all`] with `scope`.
+pub(super) fn open_scoped(
+    cipher: &SecretCipher,
+    connector: &Connector,
+    secrets: &BTreeMap<String, StoredSecret>,
+    scope: &str,
+) -> Result<BTreeMap<String, SecretString>> {
     let destination = crypto::destination_digest(connector.config.iter());
-    connector
-        .secrets
+    secrets
         .iter()
         .map(|(name, stored)| {
+            let scoped = format!("{scope}{name}");
             let aad = SecretAad {
                 team_id: connector.team_id.as_str(),
                 connector_id: connector.id.as_str(),
-                name,
+                name: &scoped,
                 destination: &destination,
             };
             let value = cipher

@@ -86,6 +86,7 @@ impl Registry {
             issued_at: issuance.issued_at,
             expires_at: issuance.expires_at,
             revoked: false,
+            provider_revocation: None,
         };
         self.store.record_issuance(&issuance).await
     }

@@ -7,16 +7,20 @@ mod audit;
 mod authorize;
 mod changes;
 mod connectors;
+mod installations;
 mod issuances;
 mod keys;
 mod links;
 mod projects;
+mod revocations;
 
 pub use self::{
-    authorize::AuthorizeQuery,
+    authorize::{AuthorizeQuery, InstallationAsk},
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
+    installations::NewInstallation,
     issuances::NewIssuance,
+    revocations::RevocationSummary,
 };
 use self::{connectors::open_all, keys::KeyCache};
 
@@ -42,8 +46,8 @@ use super::{
     store::{LinkFilter, Store},
     types::{
         ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
-        EnvironmentSet, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef, SecretInput, TeamId,
-        TeamSlug,
+        EnvironmentSet, InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef,
+        SecretInput, TeamId, TeamSlug,
     },
 };
 use crate::crypto::{self, SecretAad, SecretCipher};
@@ -106,7 +110,12 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     /// Turns true when the registry stops: long-lived calls (the change feed) end then.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// How long `RevokeTokens` waits for the brokers' reports.
+    revocation_wait: Duration,
 }
+
+/// How long `RevokeTokens` waits for brokers by default.
+pub const DEFAULT_REVOCATION_WAIT: Duration = Duration::from_secs(3);
 
 impl Registry {
     /// A registry that accepts public `https` destinations only.
@@ -118,7 +127,14 @@ impl Registry {
             url_policy: Arc::new(UrlPolicy::strict()),
             clock: Arc::new(SystemClock),
             stopping: tokio::sync::watch::Sender::new(false).subscribe(),
+            revocation_wait: DEFAULT_REVOCATION_WAIT,
         }
+    }
+
+    /// The same registry, waiting at most `wait` for brokers' revocation reports.
+    pub fn with_revocation_wait(mut self, wait: Duration) -> Self {
+        self.revocation_wait = wait;
+        self
     }
 
     /// The same registry, ending its long-lived calls when `stopping` turns true.

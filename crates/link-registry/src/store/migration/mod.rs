@@ -10,6 +10,7 @@ mod m20261126_000002_key_lifecycle;
 mod m20261126_000003_change_feed;
 mod m20261127_000004_issuances;
 mod m20261127_000005_connector_suspension;
+mod m20261203_000006_installations;
 
 use sea_orm_migration::prelude::*;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_change_feed::Migration),
             Box::new(m20261127_000004_issuances::Migration),
             Box::new(m20261127_000005_connector_suspension::Migration),
+            Box::new(m20261203_000006_installations::Migration),
         ]
     }
 }

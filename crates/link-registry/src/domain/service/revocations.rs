@@ -1,0 +1,130 @@
+//! Revocation. The registry never holds a credential, so it cannot revoke one at the provider
+//! itself: it marks the ledger rows revoked and appends a `tokens.revoke` change in the same
+//! transaction; every broker following the feed drops its cached copies, revokes those at the
+//! provider where the type can, and reports what the provider said (`ReportRevocations`). The
+//! answer waits for those reports a bounded time; a credential no broker reported on by then was
+//! held by none (evicted, or its broker restarted) and counts as skipped.
+
+use super::*;
+use crate::domain::{
+    model::ProviderRevocation,
+    store::{RevokeFilter, Revoked},
+};
+
+/// What `RevokeTokens` answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevocationSummary {
+    pub tokens_found: u64,
+    pub revoked: u64,
+    pub provider_revoked: u64,
+    pub provider_skipped: u64,
+    pub provider_failed: u64,
+}
+
+/// How often the reports are looked for while waiting.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Whether credentials of this connector can be revoked at the provider.
+fn provider_can_revoke(connector: &Connector) -> bool {
+    match connector.uid.kind().as_str() {
+        "github" => true,
+        "oauth2" => connector.config.get("revocation_url").is_some(),
+        _ => false,
+    }
+}
+
+impl Registry {
+    /// Revokes the connector's credentials that `filter` covers (admin keys).
+    pub async fn revoke_tokens(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        filter: RevokeFilter,
+    ) -> Result<RevocationSummary> {
+        let team = caller.writable_team()?;
+        let connector = self
+            .store
+            .connector(team, connector)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))?;
+        let revoked = self
+            .store
+            .revoke_issuances(&connector, &filter, &caller.actor(), self.clock.now())
+            .await?;
+        self.settle(&connector, revoked).await
+    }
+
+    /// Waits (bounded) for the brokers' reports on the credentials the provider can revoke, and
+    /// counts what became of each.
+    async fn settle(&self, connector: &Connector, revoked: Revoked) -> Result<RevocationSummary> {
+        let now = self.clock.now();
+        let can_revoke = provider_can_revoke(connector);
+        let (awaited, skipped): (Vec<_>, Vec<_>) = revoked
+            .revoked
+            .iter()
+            .partition(|row| can_revoke && row.expires_at.is_none_or(|at| at > now));
+        let team = &connector.team_id;
+        let skip = |rows: Vec<String>| -> Vec<(String, ProviderRevocation)> {
+            rows.into_iter()
+                .map(|t| (t, ProviderRevocation::Skipped))
+                .collect()
+        };
+        self.store
+            .report_revocations(
+                team,
+                &connector.id,
+                &skip(skipped.iter().map(|r| r.token_id.clone()).collect()),
+            )
+            .await?;
+        let awaited: Vec<String> = awaited.iter().map(|r| r.token_id.clone()).collect();
+        let deadline = Instant::now() + self.revocation_wait;
+        let outcomes = loop {
+            let outcomes = self
+                .store
+                .provider_revocations(team, &connector.id, &awaited)
+                .await?;
+            if outcomes.iter().all(|(_, o)| o.is_some()) || Instant::now() >= deadline {
+                break outcomes;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let unreported: Vec<String> = outcomes
+            .iter()
+            .filter(|(_, o)| o.is_none())
+            .map(|(t, _)| t.clone())
+            .collect();
+        self.store
+            .report_revocations(team, &connector.id, &skip(unreported))
+            .await?;
+        let mut summary = RevocationSummary {
+            tokens_found: revoked.tokens_found,
+            revoked: revoked.revoked.len() as u64,
+            provider_skipped: skipped.len() as u64,
+            ..Default::default()
+        };
+        for (_, outcome) in outcomes {
+            match outcome {
+                Some(ProviderRevocation::Revoked) => summary.provider_revoked += 1,
+                Some(ProviderRevocation::Failed) => summary.provider_failed += 1,
+                Some(ProviderRevocation::Skipped) | None => summary.provider_skipped += 1,
+            }
+        }
+        Ok(summary)
+    }
+
+    /// A broker's report of what the provider answered to its revocations (broker keys).
+    pub async fn report_revocations(
+        &self,
+        caller: &Caller,
+        team: &TeamId,
+        connector: &ConnectorId,
+        outcomes: Vec<(String, ProviderRevocation)>,
+    ) -> Result<u64> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        self.store
+            .report_revocations(team, connector, &outcomes)
+            .await
+    }
+}

@@ -1,0 +1,351 @@
+//! What every provider-backed issuer shares: one bounded HTTP exchange (no redirects, a capped
+//! body, a 5xx is no answer), the cache of provider tokens (kept until shortly before they expire,
+//! one provider call per key at a time, labelled with whom each was issued for so a revocation
+//! finds it), and revocation at the provider (RFC 7009, or GitHub's `DELETE /installation/token`).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{RevokeOutcome, RevokeScope, TokenOwner};
+use crate::{
+    error::{BrokerError, Cause, Result},
+    metrics::{BrokerMetrics, ProviderOutcome},
+};
+
+/// Largest provider answer accepted.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Longest lifetime believed of a provider's token; longer claims are clamped to it.
+pub const MAX_BELIEVED_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Most cached provider tokens held at once, per issuer.
+const MAX_CACHED: u64 = 10_000;
+
+/// How a credential is revoked at its provider.
+#[derive(Clone)]
+pub enum RevokeWith {
+    /// RFC 7009: POST the token to the revocation endpoint, with the client's credentials.
+    Rfc7009 {
+        url: url::Url,
+        basic: Option<String>,
+    },
+    /// GitHub: `DELETE {api_url}/installation/token`, authenticated with the token itself.
+    GitHub { api_url: url::Url },
+}
+
+/// A provider token as cached.
+#[derive(Clone)]
+pub struct CachedToken {
+    pub token: SecretString,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    /// How long it is served from the cache.
+    pub cache_for: Duration,
+    pub owner: TokenOwner,
+    pub revoke_with: Option<RevokeWith>,
+}
+
+impl CachedToken {
+    /// A token that lives `lifetime` (as the provider says, clamped), granted `scopes`.
+    pub fn new(
+        token: SecretString,
+        lifetime: Option<Duration>,
+        scopes: Vec<String>,
+        max_cache: Duration,
+    ) -> Self {
+        let lifetime = lifetime.map(|d| d.min(MAX_BELIEVED_LIFETIME));
+        let expires_at = lifetime
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| Utc::now().checked_add_signed(d));
+        Self {
+            token,
+            expires_at,
+            scopes,
+            cache_for: cache_lifetime(lifetime, max_cache),
+            owner: TokenOwner::default(),
+            revoke_with: None,
+        }
+    }
+}
+
+struct CacheUntilRefresh;
+
+impl moka::Expiry<String, CachedToken> for CacheUntilRefresh {
+    fn expire_after_create(&self, _: &String, value: &CachedToken, _: Instant) -> Option<Duration> {
+        Some(value.cache_for)
+    }
+}
+
+/// Why a provider call gave no token; cloneable, since one call may answer many waiters.
+#[derive(Clone, Debug)]
+pub enum ProviderFailure {
+    /// The provider said no (bad credentials, a refused grant, an unreadable answer).
+    Rejected(String),
+    Unavailable(String),
+    /// The provider does not know the installation (GitHub's 404).
+    UnknownInstallation,
+    /// The provider refuses what was asked for (GitHub's 422: permissions the app lacks).
+    NotAllowed(String),
+}
+
+impl ProviderFailure {
+    /// The broker error for a token asked of connector `connector_uid`, installation `installation`.
+    pub fn into_error(self, connector_uid: &str, installation: &str) -> BrokerError {
+        match self {
+            Self::Rejected(why) => BrokerError::NoValidToken(why),
+            Self::Unavailable(why) => BrokerError::ProviderUnavailable(Box::new(Cause(why))),
+            Self::UnknownInstallation => BrokerError::InstallationNotFound {
+                connector: connector_uid.to_owned(),
+                installation: installation.to_owned(),
+            },
+            Self::NotAllowed(why) => BrokerError::ScopeNotAllowed(why),
+        }
+    }
+
+    pub fn outcome(&self) -> ProviderOutcome {
+        match self {
+            Self::Unavailable(_) => ProviderOutcome::Unavailable,
+            _ => ProviderOutcome::Rejected,
+        }
+    }
+}
+
+/// No answer from the provider, or a 5xx.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// One provider HTTP exchange, with a bounded body; a 5xx is no answer.
+pub async fn send(
+    http: &reqwest::Client,
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, Unreachable> {
+    let (parts, body) = request.into_parts();
+    let mut response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| Unreachable(format!("provider: {}", connect_runtime::ErrorChain(&e))))?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(Unreachable(format!("provider answered HTTP {status}")));
+    }
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Unreachable(format!("provider: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Unreachable("provider answer is too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    builder
+        .body(body)
+        .map_err(|e| Unreachable(format!("provider answer: {e}")))
+}
+
+/// Whether `token` is valid at least `min_ttl` from now (a token without expiry always is).
+pub fn lives_at_least(token: &CachedToken, min_ttl: Duration) -> bool {
+    token.expires_at.is_none_or(|at| {
+        chrono::Duration::from_std(min_ttl).is_ok_and(|ttl| at - Utc::now() >= ttl)
+    })
+}
+
+/// How long a token that lives `lifetime` is served from the cache: until a little before the
+/// provider would refuse it (10% early, at most a minute), and never longer than `max_cache`.
+/// A token without expiry is not cached: nothing says when the provider stops honouring it.
+pub fn cache_lifetime(lifetime: Option<Duration>, max_cache: Duration) -> Duration {
+    let until_refresh = lifetime.map_or(Duration::ZERO, |d| {
+        d.saturating_sub((d / 10).min(Duration::from_secs(60)))
+    });
+    until_refresh.min(max_cache)
+}
+
+/// Provider tokens by key.
+pub struct TokenCache {
+    cache: moka::future::Cache<String, CachedToken>,
+    http: reqwest::Client,
+    metrics: BrokerMetrics,
+    kind: &'static str,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("kind", &self.kind)
+            .field("cached", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// The cache of one connector type's tokens; revocations go out through `http`.
+    pub fn new(kind: &'static str, http: reqwest::Client, metrics: BrokerMetrics) -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(MAX_CACHED)
+                .expire_after(CacheUntilRefresh)
+                .build(),
+            http,
+            metrics,
+            kind,
+        }
+    }
+
+    /// The cached token of `key` when it lives `min_ttl` longer; otherwise one fetched by
+    /// `fetch` (one provider call for all concurrent callers of a key), counted in the metrics.
+    pub async fn get(
+        &self,
+        key: String,
+        min_ttl: Duration,
+        fetch: impl Fn() -> BoxFuture<'static, Result<CachedToken, ProviderFailure>>,
+    ) -> Result<CachedToken, ProviderFailure> {
+        let counted = || {
+            let (fetched, metrics, kind) = (fetch(), self.metrics.clone(), self.kind);
+            async move {
+                let result = fetched.await;
+                let outcome = match &result {
+                    Ok(_) => ProviderOutcome::Ok,
+                    Err(failure) => failure.outcome(),
+                };
+                metrics.provider_request(kind, outcome);
+                result
+            }
+        };
+        let unshare = |failure: Arc<ProviderFailure>| (*failure).clone();
+        let cached = self
+            .cache
+            .try_get_with(key.clone(), counted())
+            .await
+            .map_err(unshare)?;
+        if lives_at_least(&cached, min_ttl) {
+            return Ok(cached);
+        }
+        // A cached token that would not live `min_ttl` longer is replaced first.
+        self.cache.invalidate(&key).await;
+        let fresh = self
+            .cache
+            .try_get_with(key, counted())
+            .await
+            .map_err(unshare)?;
+        if !lives_at_least(&fresh, min_ttl) {
+            return Err(ProviderFailure::Rejected(format!(
+                "the provider's tokens do not live the {} s asked for (min_ttl)",
+                min_ttl.as_secs()
+            )));
+        }
+        Ok(fresh)
+    }
+
+    /// Drops every cached token.
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Drops every cached token `scope` covers and revokes each at its provider.
+    pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+        let covered: Vec<(Arc<String>, CachedToken)> = self
+            .cache
+            .iter()
+            .filter(|(_, token)| scope.covers(&token.owner))
+            .collect();
+        let mut outcomes = Vec::with_capacity(covered.len());
+        for (key, token) in covered {
+            self.cache.invalidate(key.as_str()).await;
+            let outcome = match &token.revoke_with {
+                Some(how) => revoke_at(&self.http, &token.token, how).await,
+                None => RevokeOutcome::Skipped,
+            };
+            tracing::info!(kind = self.kind, token_id = %crate::ledger::token_id(&token.token),
+                outcome = outcome.as_str(), "revoked a cached provider token");
+            outcomes.push((crate::ledger::token_id(&token.token), outcome));
+        }
+        outcomes
+    }
+}
+
+/// Revokes `token` at its provider.
+async fn revoke_at(
+    http: &reqwest::Client,
+    token: &SecretString,
+    how: &RevokeWith,
+) -> RevokeOutcome {
+    let request = match how {
+        RevokeWith::Rfc7009 { url, basic } => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token.expose_secret());
+            form.append_pair("token_type_hint", "access_token");
+            let mut request = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(url.as_str())
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                );
+            if let Some(basic) = basic {
+                request = request.header(http::header::AUTHORIZATION, basic);
+            }
+            request.body(form.finish().into_bytes())
+        }
+        RevokeWith::GitHub { api_url } => {
+            let url = format!(
+                "{}/installation/token",
+                api_url.as_str().trim_end_matches('/')
+            );
+            super::github::api_request(http::Method::DELETE, &url)
+                .header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", token.expose_secret()),
+                )
+                .body(Vec::new())
+        }
+    };
+    let Ok(request) = request else {
+        return RevokeOutcome::Failed;
+    };
+    match send(http, request).await {
+        // RFC 7009 §2.2: 200 for a revoked (or already invalid) token; GitHub: 204.
+        Ok(response) if response.status().is_success() => RevokeOutcome::Revoked,
+        Ok(response) => {
+            tracing::warn!(status = %response.status(), "the provider refused a revocation");
+            RevokeOutcome::Failed
+        }
+        Err(Unreachable(why)) => {
+            tracing::warn!(error = %why, "a revocation did not reach the provider");
+            RevokeOutcome::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_lifetimes_are_clamped_and_never_exceed_the_ceiling() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            cache_lifetime(Some(Duration::from_secs(600)), hour),
+            Duration::from_secs(540)
+        );
+        assert_eq!(
+            cache_lifetime(Some(Duration::from_secs(86_400)), hour),
+            hour
+        );
+        assert_eq!(cache_lifetime(Some(Duration::MAX), hour), hour);
+        assert_eq!(cache_lifetime(None, hour), Duration::ZERO);
+        assert_eq!(cache_lifetime(Some(Duration::ZERO), hour), Duration::ZERO);
+    }
+}
