@@ -505,6 +505,8 @@ struct EndpointState {
     jtis: Mutex<std::collections::HashSet<String>>,
     elsewhere_calls: AtomicUsize,
     mode: Mutex<EndpointMode>,
+    /// Tokens revoked through RFC 7009.
+    revoked: Mutex<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -538,9 +540,11 @@ impl TokenEndpoint {
             jtis: Mutex::new(Default::default()),
             elsewhere_calls: AtomicUsize::new(0),
             mode: Mutex::new(EndpointMode::Issue),
+            revoked: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/oauth/token", post(token_endpoint))
+            .route("/oauth/revoke", post(revocation_endpoint))
             .route("/elsewhere", post(elsewhere))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -580,6 +584,57 @@ impl TokenEndpoint {
     pub fn set_mode(&self, mode: EndpointMode) {
         *self.state.mode.lock().unwrap() = mode;
     }
+
+    /// The endpoint's RFC 7009 revocation endpoint.
+    pub fn revocation_url(&self) -> String {
+        self.url.replace("/oauth/token", "/oauth/revoke")
+    }
+
+    /// The tokens revoked there, in order.
+    pub fn revoked(&self) -> Vec<String> {
+        self.state.revoked.lock().unwrap().clone()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RevocationForm {
+    token: String,
+    token_type_hint: Option<String>,
+}
+
+/// RFC 7009: the client authenticates; the token is revoked (200 whether or not it was valid).
+async fn revocation_endpoint(
+    State(state): State<Arc<EndpointState>>,
+    headers: HeaderMap,
+    Form(form): Form<RevocationForm>,
+) -> Response {
+    use base64::Engine;
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Basic {expected}"));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "invalid_client" })),
+        )
+            .into_response();
+    }
+    if form
+        .token_type_hint
+        .as_deref()
+        .is_some_and(|h| h != "access_token")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": "unsupported_token_type" })),
+        )
+            .into_response();
+    }
+    state.revoked.lock().unwrap().push(form.token);
+    StatusCode::OK.into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -3,6 +3,8 @@
 mod cache;
 mod client;
 mod flows;
+mod github;
+mod github_api;
 mod harness;
 mod hostile;
 mod ledger;

@@ -3,6 +3,7 @@
 mod destinations;
 mod feed;
 mod harness;
+mod installations;
 mod keys;
 mod ledger;
 mod rpc;
