@@ -120,9 +120,26 @@ pub enum Command {
         subject: String,
         #[arg(long)]
         installation_id: Option<String>,
-        /// Scopes, separated by commas.
+        /// Scopes, separated by commas (for `github`: permissions, e.g. `contents:read`).
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
+        /// Resources to narrow the token to, separated by commas (for `github`: repositories).
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
+    },
+    /// Manage a connector's installations: tenants inside it, such as a GitHub App installation.
+    #[command(subcommand)]
+    Installations(InstallationsCommand),
+    /// Revoke the credentials a connector issued (all, or one subject's or installation's): the
+    /// brokers drop their copies and revoke them at the provider where the type can.
+    RevokeTokens {
+        connector: String,
+        /// Only this subject's: `app` or `user:ID`.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only this installation's.
+        #[arg(long)]
+        installation_id: Option<String>,
     },
     /// Stop a connector from issuing anything (deployments get ConnectorSuspendedError).
     Suspend { connector: String },
@@ -160,4 +177,33 @@ pub enum ProjectsCommand {
     },
     /// List the team's projects.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallationsCommand {
+    /// Register an installation, e.g. `connect installations add github/acme-app 1001 --default`.
+    Add {
+        connector: String,
+        /// The provider's id for it (for `github`: the installation number).
+        installation_id: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// A config value that adds to the connector's; repeat for several.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A secret of this installation: `KEY=VALUE`, `KEY=@FILE` or `KEY=@-`.
+        #[arg(long = "secret", value_name = "KEY=VALUE|KEY=@FILE|KEY=@-")]
+        secrets: Vec<String>,
+        /// Make it the connector's default installation.
+        #[arg(long)]
+        default: bool,
+    },
+    /// List a connector's installations.
+    List { connector: String },
+    /// Remove an installation and revoke the credentials issued for it.
+    Remove {
+        connector: String,
+        installation_id: String,
+    },
 }

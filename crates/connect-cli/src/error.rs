@@ -65,6 +65,9 @@ impl Failure {
             Some(Reason::AlreadyExists) => {
                 failure.hint("it exists already: `connect list` or `connect projects list` shows it")
             }
+            Some(Reason::InstallationNotFound) => failure.hint(
+                "`connect installations list <connector>` shows its installations",
+            ),
             Some(Reason::SecretsRequired) => failure.hint(
                 "changing where a connector sends its secrets needs the secrets again: pass every --secret",
             ),
@@ -119,6 +122,12 @@ pub fn from_client(error: &connect_client::Error, connector: &str, caller: &Call
         )),
         E::ConnectorSuspended(_) => failure.hint(format!(
             "an admin suspended it; `connect resume {connector}` lets it issue again"
+        )),
+        E::ConnectorInstallationRequired(_) => failure.hint(format!(
+            "pass --installation-id, or give the connector a default: connect installations add {connector} <id> --default"
+        )),
+        E::InstallationNotFound(_) => failure.hint(format!(
+            "`connect installations list {connector}` shows its installations"
         )),
         E::ConnectorNotFound(_) => failure.hint(
             "`connect list` shows the team's connectors (with an admin or viewer key)",

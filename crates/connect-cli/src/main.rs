@@ -20,7 +20,7 @@ use tonic::{
 };
 
 use crate::{
-    cli::{Cli, Command, Format, ProjectsCommand},
+    cli::{Cli, Command, Format, InstallationsCommand, ProjectsCommand},
     error::{Caller, Failure},
 };
 
@@ -208,18 +208,45 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             subject,
             installation_id,
             scopes,
+            resources,
         } => {
-            token(
-                &ctx,
-                &cli.broker,
-                ca,
-                connector,
-                subject,
+            let params = connect_client::TokenParams {
                 installation_id,
                 scopes,
-            )
-            .await
+                resources,
+                ..Default::default()
+            };
+            token(&ctx, &cli.broker, ca, connector, subject, params).await
         }
+        Command::Installations(InstallationsCommand::Add {
+            connector,
+            installation_id,
+            name,
+            config,
+            secrets,
+            default,
+        }) => {
+            let new = NewInstallation {
+                id: installation_id,
+                name,
+                config,
+                secrets,
+                default,
+            };
+            add_installation(&ctx, connector, new).await
+        }
+        Command::Installations(InstallationsCommand::List { connector }) => {
+            list_installations(&ctx, connector).await
+        }
+        Command::Installations(InstallationsCommand::Remove {
+            connector,
+            installation_id,
+        }) => remove_installation(&ctx, connector, installation_id).await,
+        Command::RevokeTokens {
+            connector,
+            subject,
+            installation_id,
+        } => revoke_tokens(&ctx, connector, subject, installation_id).await,
         Command::Suspend { connector } => suspend(&ctx, connector, true).await,
         Command::Resume { connector } => suspend(&ctx, connector, false).await,
         Command::Audit { limit } => audit(&ctx, limit).await,
@@ -291,13 +318,10 @@ fn secret_value(key: &str, value: String, stdin_taken: &mut bool) -> Result<Stri
     Ok(text.to_owned())
 }
 
-async fn create(
-    ctx: &Context,
-    uid: String,
-    name: Option<String>,
-    config: Vec<String>,
-    secrets: Vec<String>,
-) -> Result<(), Failure> {
+/// `--config` and `--secret` values as the request maps, secrets read from files or stdin.
+type Maps = (HashMap<String, String>, HashMap<String, String>);
+
+fn config_and_secrets(config: Vec<String>, secrets: Vec<String>) -> Result<Maps, Failure> {
     let config: HashMap<String, String> = pairs(config, "--config")?.into_iter().collect();
     let mut stdin_taken = false;
     let mut sealed = HashMap::new();
@@ -305,6 +329,17 @@ async fn create(
         let value = secret_value(&key, value, &mut stdin_taken)?;
         sealed.insert(key, value);
     }
+    Ok((config, sealed))
+}
+
+async fn create(
+    ctx: &Context,
+    uid: String,
+    name: Option<String>,
+    config: Vec<String>,
+    secrets: Vec<String>,
+) -> Result<(), Failure> {
+    let (config, sealed) = config_and_secrets(config, secrets)?;
     let connector = ctx
         .registry()?
         .create_connector(pb::CreateConnectorRequest {
@@ -650,8 +685,7 @@ async fn token(
     ca: Option<Vec<u8>>,
     connector: String,
     subject: String,
-    installation_id: Option<String>,
-    scopes: Vec<String>,
+    params: connect_client::TokenParams,
 ) -> Result<(), Failure> {
     let subject = match subject.as_str() {
         "app" => connect_client::Subject::App,
@@ -678,12 +712,7 @@ async fn token(
     }
     let fail = |e: connect_client::Error| error::from_client(&e, &connector, &caller);
     let client = builder.build().map_err(fail)?;
-    let params = connect_client::TokenParams {
-        subject,
-        installation_id,
-        scopes,
-        ..Default::default()
-    };
+    let params = connect_client::TokenParams { subject, ..params };
     let token = client.get_token(&connector, &params).await.map_err(fail)?;
     ctx.emit(
         || {
@@ -801,7 +830,11 @@ async fn issuances(
                     Some(_) => output::short_time(i.expire_time.as_ref()),
                     None => "never".to_owned(),
                 },
-                if i.revoked { "revoked" } else { "" }.to_owned(),
+                match (i.revoked, i.provider_revocation.as_str()) {
+                    (false, _) => String::new(),
+                    (true, "") => "revoked".to_owned(),
+                    (true, provider) => format!("revoked (provider: {provider})"),
+                },
             ]
         },
         output::issuance,
@@ -835,6 +868,157 @@ async fn suspend(ctx: &Context, connector: String, suspended: bool) -> Result<()
             }
         },
         || output::connector(&updated),
+    );
+    Ok(())
+}
+
+/// An installation as `installations add` takes it.
+struct NewInstallation {
+    id: String,
+    name: Option<String>,
+    config: Vec<String>,
+    secrets: Vec<String>,
+    default: bool,
+}
+
+async fn add_installation(
+    ctx: &Context,
+    connector: String,
+    new: NewInstallation,
+) -> Result<(), Failure> {
+    let (config, secrets) = config_and_secrets(new.config, new.secrets)?;
+    let mut registry = ctx.registry()?;
+    let mut created = registry
+        .create_installation(pb::CreateInstallationRequest {
+            connector: connector.clone(),
+            installation_id: new.id.clone(),
+            display_name: new.name.unwrap_or_default(),
+            config,
+            secrets,
+        })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    if new.default {
+        registry
+            .update_connector(pb::UpdateConnectorRequest {
+                connector: connector.clone(),
+                default_installation_id: new.id,
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["default_installation_id".into()],
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(ctx.failed())?;
+        created.is_default = true;
+    }
+    ctx.emit(
+        || {
+            let mut text = format!(
+                "Added installation {} to {}",
+                created.installation_id, created.connector_uid
+            );
+            if created.is_default {
+                text.push_str(" as its default");
+            }
+            text
+        },
+        || output::installation(&created),
+    );
+    Ok(())
+}
+
+async fn list_installations(ctx: &Context, connector: String) -> Result<(), Failure> {
+    let found = collect(usize::MAX, |page_size, page_token| {
+        let request = pb::ListInstallationsRequest {
+            connector: connector.clone(),
+            page_size,
+            page_token,
+        };
+        async move {
+            let page = ctx
+                .registry()?
+                .list_installations(request)
+                .await
+                .map_err(ctx.failed())?
+                .into_inner();
+            Ok((page.installations, page.next_page_token))
+        }
+    })
+    .await?;
+    ctx.emit_list(
+        &found,
+        format!("{connector} has no installations."),
+        &["INSTALLATION", "NAME", "SECRETS", "CREATED", ""],
+        |i| {
+            vec![
+                i.installation_id.clone(),
+                i.display_name.clone(),
+                i.secret_names.join(","),
+                output::short_time(i.create_time.as_ref()),
+                if i.is_default { "default" } else { "" }.to_owned(),
+            ]
+        },
+        output::installation,
+    );
+    Ok(())
+}
+
+async fn remove_installation(
+    ctx: &Context,
+    connector: String,
+    installation_id: String,
+) -> Result<(), Failure> {
+    let gone = ctx
+        .registry()?
+        .delete_installation(pb::DeleteInstallationRequest {
+            connector,
+            installation_id,
+        })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    let installation = gone.installation.unwrap_or_default();
+    let revocation = gone.revocation.unwrap_or_default();
+    ctx.emit(
+        || {
+            format!(
+                "Removed installation {} of {}; {}",
+                installation.installation_id,
+                installation.connector_uid,
+                output::revocation_summary(&revocation)
+            )
+        },
+        || {
+            json!({
+                "installation": output::installation(&installation),
+                "revocation": output::revocation(&revocation),
+            })
+        },
+    );
+    Ok(())
+}
+
+async fn revoke_tokens(
+    ctx: &Context,
+    connector: String,
+    subject: Option<String>,
+    installation_id: Option<String>,
+) -> Result<(), Failure> {
+    let answer = ctx
+        .registry()?
+        .revoke_tokens(pb::RevokeTokensRequest {
+            connector: connector.clone(),
+            subject: subject.unwrap_or_default(),
+            installation_id: installation_id.unwrap_or_default(),
+        })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    ctx.emit(
+        || format!("{connector}: {}", output::revocation_summary(&answer)),
+        || output::revocation(&answer),
     );
     Ok(())
 }

@@ -27,6 +27,7 @@ pub fn connector(c: &pb::Connector) -> Value {
         "config": c.config,
         "secretNames": c.secret_names,
         "suspended": c.suspended,
+        "defaultInstallationId": c.default_installation_id,
         "ownerId": c.owner_id,
         "createTime": time(c.create_time.as_ref()),
         "updateTime": time(c.update_time.as_ref()),
@@ -103,7 +104,40 @@ pub fn issuance(i: &pb::Issuance) -> Value {
         "issueTime": time(i.issue_time.as_ref()),
         "expireTime": time(i.expire_time.as_ref()),
         "revoked": i.revoked,
+        "providerRevocation": i.provider_revocation,
     })
+}
+
+pub fn installation(i: &pb::Installation) -> Value {
+    json!({
+        "connectorId": i.connector_id,
+        "connectorUid": i.connector_uid,
+        "installationId": i.installation_id,
+        "displayName": i.display_name,
+        "config": i.config,
+        "secretNames": i.secret_names,
+        "ownerId": i.owner_id,
+        "createTime": time(i.create_time.as_ref()),
+        "isDefault": i.is_default,
+    })
+}
+
+pub fn revocation(r: &pb::RevokeTokensResponse) -> Value {
+    json!({
+        "tokensFound": r.tokens_found,
+        "revoked": r.revoked,
+        "providerRevoked": r.provider_revoked,
+        "providerSkipped": r.provider_skipped,
+        "providerFailed": r.provider_failed,
+    })
+}
+
+/// A revocation as a person reads it.
+pub fn revocation_summary(r: &pb::RevokeTokensResponse) -> String {
+    format!(
+        "{} of {} credentials revoked (at the provider: {} revoked, {} skipped, {} failed)",
+        r.revoked, r.tokens_found, r.provider_revoked, r.provider_skipped, r.provider_failed
+    )
 }
 
 /// Rows under a header, each column as wide as its widest cell, two spaces apart.

@@ -642,3 +642,135 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
     assert!(!err.contains("sk_live_abc"));
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installations_and_revocations_from_the_command_line() {
+    let system = System::start().await;
+    let c = |args: &'static [&'static str], stdin: Option<&'static str>| {
+        system.connect(args, stdin, &[])
+    };
+    c(&["projects", "create", "prj_web", "--name", "web"], None)
+        .await
+        .ok();
+    c(
+        &["create", "api-key/stripe", "--secret", "api_key=sk_main"],
+        None,
+    )
+    .await
+    .ok();
+    c(&["attach", "api-key/stripe", "--project", "prj_web"], None)
+        .await
+        .ok();
+    let out = c(
+        &[
+            "installations",
+            "add",
+            "api-key/stripe",
+            "acct_eu",
+            "--name",
+            "EU account",
+            "--secret",
+            "api_key=@-",
+            "--default",
+        ],
+        Some("sk_eu_secret\n"),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        out,
+        "Added installation acct_eu to api-key/stripe as its default\n"
+    );
+    let listed = c(&["installations", "list", "api-key/stripe"], None)
+        .await
+        .ok();
+    assert!(
+        listed.starts_with("INSTALLATION  NAME        SECRETS  CREATED"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("acct_eu") && listed.contains("default"),
+        "{listed}"
+    );
+    let json = c(
+        &["installations", "list", "api-key/stripe", "-F", "json"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(json[0]["installationId"], "acct_eu");
+    assert_eq!(json[0]["isDefault"], true);
+    assert_eq!(json[0]["secretNames"][0], "api_key");
+    assert!(!json.to_string().contains("sk_eu_secret"));
+
+    // The default installation's key is the token; the ledger and a revocation see it.
+    let preview = system.oidc_token("prj_web", "preview");
+    let mut token = String::new();
+    for _ in 0..100 {
+        let run = system
+            .connect(
+                &["token", "api-key/stripe", "-F", "json"],
+                None,
+                &[("CONNECT_OIDC_TOKEN", &preview)],
+            )
+            .await;
+        if run.code == 0 {
+            token = run.stdout;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token: Value = serde_json::from_str(&token).expect("a token");
+    assert_eq!(token["token"], "sk_eu_secret");
+    assert_eq!(token["installationId"], "acct_eu");
+    let revoked = c(
+        &[
+            "revoke-tokens",
+            "api-key/stripe",
+            "--installation-id",
+            "acct_eu",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(
+        revoked,
+        "api-key/stripe: 1 of 1 credentials revoked (at the provider: 0 revoked, 1 skipped, 0 failed)\n"
+    );
+    let again = c(&["revoke-tokens", "api-key/stripe", "-F", "json"], None)
+        .await
+        .json();
+    assert_eq!(
+        (again["tokensFound"].as_u64(), again["revoked"].as_u64()),
+        (Some(1), Some(0))
+    );
+    c(
+        &["revoke-tokens", "api-key/stripe", "--subject", "robot"],
+        None,
+    )
+    .await
+    .failed(1, "InvalidArgumentError");
+
+    let removed = c(
+        &["installations", "remove", "api-key/stripe", "acct_eu"],
+        None,
+    )
+    .await
+    .ok();
+    assert!(
+        removed.starts_with("Removed installation acct_eu of api-key/stripe; "),
+        "{removed}"
+    );
+    let err = c(
+        &["installations", "remove", "api-key/stripe", "acct_eu"],
+        None,
+    )
+    .await
+    .failed(1, "InstallationNotFoundError");
+    assert!(
+        err.contains("hint: `connect installations list <connector>`"),
+        "{err}"
+    );
+    system.stop().await;
+}

@@ -59,6 +59,8 @@ pub struct TokenParams {
     pub subject: Subject,
     pub installation_id: Option<String>,
     pub scopes: Vec<String>,
+    /// What to narrow the token to, where the connector type can (GitHub repository names).
+    pub resources: Vec<String>,
     /// Least remaining life of a token served from the cache (default: the client's, 30 s).
     pub min_ttl: Option<Duration>,
     /// Ask the broker even when the cache has a token; the answer replaces it.
@@ -86,6 +88,15 @@ impl TokenParams {
 
     pub fn installation(mut self, id: impl Into<String>) -> Self {
         self.installation_id = Some(id.into());
+        self
+    }
+
+    pub fn resources<I, S>(mut self, resources: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.resources = resources.into_iter().map(Into::into).collect();
         self
     }
 
@@ -142,35 +153,31 @@ struct CacheKey {
     installation_id: Option<String>,
     /// Sorted and without duplicates: the order of scopes does not make another token.
     scopes: Vec<String>,
+    /// Sorted and without duplicates, like the scopes.
+    resources: Vec<String>,
 }
 
 impl CacheKey {
     fn new(caller: String, connector: &str, params: &TokenParams) -> Self {
-        let mut scopes = params.scopes.clone();
-        scopes.sort();
-        scopes.dedup();
+        let sorted = |values: &[String]| {
+            let mut values = values.to_vec();
+            values.sort();
+            values.dedup();
+            values
+        };
         Self {
             caller,
             connector: connector.to_owned(),
             subject: params.subject.clone(),
             installation_id: params.installation_id.clone(),
-            scopes,
+            scopes: sorted(&params.scopes),
+            resources: sorted(&params.resources),
         }
     }
 
     fn is_for(&self, connector: &str, params: &TokenParams) -> bool {
-        let other = Self::new(String::new(), connector, params);
-        (
-            &self.connector,
-            &self.subject,
-            &self.installation_id,
-            &self.scopes,
-        ) == (
-            &other.connector,
-            &other.subject,
-            &other.installation_id,
-            &other.scopes,
-        )
+        let other = Self::new(self.caller.clone(), connector, params);
+        *self == other
     }
 }
 
@@ -406,12 +413,12 @@ impl ConnectClient {
             }),
             installation_id: params.installation_id.clone().unwrap_or_default(),
             scopes: params.scopes.clone(),
+            resources: params.resources.clone(),
             // The broker replaces a provider token that would not outlive our own margin.
             min_ttl: Some(prost_types::Duration {
                 seconds: i64::try_from(min_ttl.as_secs()).unwrap_or(i64::MAX),
                 nanos: min_ttl.subsec_nanos() as i32,
             }),
-            ..Default::default()
         });
         request.set_timeout(params.timeout.unwrap_or(inner.timeout));
         let mut bearer: tonic::metadata::MetadataValue<_> =
@@ -491,6 +498,20 @@ mod tests {
         );
         assert!(a.is_for("x/y", &TokenParams::default().scopes(["a", "b"])));
         assert!(!a.is_for("x/z", &TokenParams::default().scopes(["a", "b"])));
+        // Resources make another token; their order does not.
+        let narrowed = CacheKey::new(
+            "c".into(),
+            "x/y",
+            &TokenParams::default().resources(["web", "api"]),
+        );
+        assert_ne!(
+            narrowed,
+            CacheKey::new("c".into(), "x/y", &TokenParams::default())
+        );
+        assert!(narrowed.is_for(
+            "x/y",
+            &TokenParams::default().resources(["api", "web", "api"])
+        ));
     }
 
     #[test]
