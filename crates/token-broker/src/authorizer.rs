@@ -309,7 +309,8 @@ impl CachedAuthorizer {
         if event.resync {
             self.feed.generation.fetch_add(1, Ordering::SeqCst);
             self.cache.clear();
-        } else if !event.action.is_empty() {
+        } else if !event.action.is_empty() && event.action != crate::feed::TOKENS_REVOKE {
+            // (A revocation changes no answer: the issuers' caches act on it.)
             self.feed.generation.fetch_add(1, Ordering::SeqCst);
             let (owner, id, uid, project) = (
                 event.owner_id.clone(),
@@ -545,6 +546,11 @@ mod tests {
         cache.apply(&change(2, "team_b", ("conn_1", "api-key/x"), ""));
         cache.apply(&change(3, "team_a", ("conn_2", "api-key/y"), ""));
         cache.apply(&change(4, "team_a", ("conn_1", "api-key/x"), "prj_c"));
+        // A revocation changes no answer.
+        cache.apply(&pb::ChangeEvent {
+            action: crate::feed::TOKENS_REVOKE.into(),
+            ..change(4, "team_a", ("conn_1", "api-key/x"), "")
+        });
         ask(&cache, "prj_a", "api-key/x").await.unwrap();
         ask(&cache, "prj_b", "conn_1").await.unwrap();
         assert_eq!(calls(&remote), 2);
