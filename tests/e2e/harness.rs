@@ -402,6 +402,32 @@ impl Stack {
         self.attach(&self.acme, uid, "prj_web", &["preview"]).await;
     }
 
+    /// Waits until the broker has applied every change made so far: the feed delivers changes in
+    /// order, so once the broker answers for a link made now, it has seen every earlier change
+    /// (and no late invalidation will drop what it caches next).
+    pub async fn feed_caught_up(&self) {
+        static MARKS: AtomicUsize = AtomicUsize::new(0);
+        let n = MARKS.fetch_add(1, Ordering::SeqCst);
+        let project = format!("prj_mark{n}");
+        self.admin(&self.acme)
+            .create_project(rpb::CreateProjectRequest {
+                id: project.clone(),
+                name: format!("mark{n}"),
+            })
+            .await
+            .expect("create a mark project");
+        self.attach(&self.acme, "api-key/stripe", &project, &["preview"])
+            .await;
+        let token = self.acme.token(&project, "preview");
+        for _ in 0..1000 {
+            if self.get_token(&token, "api-key/stripe").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the broker never saw a link made ten seconds ago");
+    }
+
     pub fn registry_addr(&self) -> SocketAddr {
         self.local.as_ref().expect("running").registry_addr()
     }

@@ -115,6 +115,8 @@ async fn a_credential_that_cannot_be_recorded_is_not_handed_out() {
             &[("allowed_scopes", "contacts.read contacts.write")],
         )
         .await;
+    // The attach must not reach the broker after the answer below is cached (and drop it).
+    stack.feed_caught_up().await;
     let token = stack.acme.token("prj_web", "preview");
     let ask = |scope: &str| bpb::GetTokenRequest {
         connector: "oauth2/crm".into(),
