@@ -131,19 +131,6 @@ async fn revoke(
         .into_inner()
 }
 
-async fn ledger(stack: &Stack, connector: &str) -> Vec<rpb::Issuance> {
-    stack
-        .admin(&stack.acme)
-        .list_issuances(rpb::ListIssuancesRequest {
-            connector: connector.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .issuances
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_app_issues_installation_tokens_per_partition_narrowed_as_asked() {
     let stack = Stack::start().await;
@@ -278,7 +265,7 @@ async fn a_github_app_issues_installation_tokens_per_partition_narrowed_as_asked
     }
 
     // The ledger has each credential with its installation, subject and environment.
-    let rows = ledger(&stack, APP).await;
+    let rows = stack.ledger(APP).await;
     let mut seen: Vec<(&str, &str, &str)> = rows
         .iter()
         .map(|r| {
@@ -430,7 +417,7 @@ async fn revoked_github_tokens_are_revoked_at_github_and_replaced() {
     );
     let revoked = api.revoked();
     assert!(revoked.contains(&first.token) && revoked.contains(&other.token));
-    let rows = ledger(&stack, APP).await;
+    let rows = stack.ledger(APP).await;
     assert!(
         rows.iter()
             .all(|r| r.revoked && r.provider_revocation == "revoked"),

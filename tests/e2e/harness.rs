@@ -402,6 +402,19 @@ impl Stack {
         self.attach(&self.acme, uid, "prj_web", &["preview"]).await;
     }
 
+    /// Acme's issuance ledger for `connector`, newest first.
+    pub async fn ledger(&self, connector: &str) -> Vec<rpb::Issuance> {
+        self.admin(&self.acme)
+            .list_issuances(rpb::ListIssuancesRequest {
+                connector: connector.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list issuances")
+            .into_inner()
+            .issuances
+    }
+
     /// Waits until the broker has applied every change made so far: the feed delivers changes in
     /// order, so once the broker answers for a link made now, it has seen every earlier change
     /// (and no late invalidation will drop what it caches next).

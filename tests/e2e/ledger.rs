@@ -2,23 +2,10 @@
 //! ledger first, provider credentials are never shared across projects or environments, and a
 //! credential that cannot be recorded is not handed out.
 
-use connect_proto::{broker::v1 as bpb, registry::v1 as rpb};
+use connect_proto::broker::v1 as bpb;
 use tonic::Code;
 
 use crate::harness::{Stack, TokenEndpoint, assert_denied};
-
-async fn ledger(stack: &Stack, connector: &str) -> Vec<rpb::Issuance> {
-    stack
-        .admin(&stack.acme)
-        .list_issuances(rpb::ListIssuancesRequest {
-            connector: connector.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .issuances
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_credential_handed_out_is_in_the_ledger_once_per_project_and_environment() {
@@ -27,7 +14,7 @@ async fn every_credential_handed_out_is_in_the_ledger_once_per_project_and_envir
     let first = stack.get_token(&preview, "api-key/stripe").await.unwrap();
     let again = stack.get_token(&preview, "api-key/stripe").await.unwrap();
     assert_eq!(first.token_id, again.token_id);
-    let rows = ledger(&stack, "api-key/stripe").await;
+    let rows = stack.ledger("api-key/stripe").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].token_id, first.token_id);
     assert_eq!(
@@ -59,7 +46,7 @@ async fn every_credential_handed_out_is_in_the_ledger_once_per_project_and_envir
         answer = stack.get_token(&production, "api-key/stripe").await;
     }
     assert_eq!(answer.unwrap().token_id, first.token_id);
-    let rows = ledger(&stack, "api-key/stripe").await;
+    let rows = stack.ledger("api-key/stripe").await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].environment, "production");
 
@@ -87,7 +74,7 @@ async fn every_credential_handed_out_is_in_the_ledger_once_per_project_and_envir
             .token_id,
         docs.token_id
     );
-    let rows = ledger(&stack, "oauth2/crm").await;
+    let rows = stack.ledger("oauth2/crm").await;
     let recorded: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.token_id.as_str(), r.project_id.as_str()))

@@ -318,37 +318,18 @@ impl TokenIssuer for GitHubAppIssuer {
                 .chain_update(&body)
                 .finalize(),
         );
-        let owner = grant.owner();
-        let revoke_with = RevokeWith::GitHub { api_url };
         let fetch_one = || {
-            let ask = ask(Ask {
+            Box::pin(ask(Ask {
                 http: self.outbound.http().clone(),
                 max_cache: self.max_cache,
                 url: url.clone(),
                 app_id: app_id.clone(),
                 private_key: private_key.clone(),
                 body: body.clone(),
-            });
-            let (owner, revoke_with) = (owner.clone(), revoke_with.clone());
-            Box::pin(async move {
-                let mut token = ask.await?;
-                token.owner = owner;
-                token.revoke_with = Some(revoke_with);
-                Ok(token)
-            }) as BoxFuture<'static, _>
+            })) as BoxFuture<'static, _>
         };
-        let cached = self
-            .cache
-            .get(key, grant.min_ttl, fetch_one)
-            .await
-            .map_err(|failure| {
-                failure.into_error(&grant.authorization.connector_uid, &installation.id)
-            })?;
-        Ok(IssuedToken {
-            token: cached.token,
-            expires_at: cached.expires_at,
-            scopes: cached.scopes,
-        })
+        let revoke_with = Some(RevokeWith::GitHub { api_url });
+        self.cache.issue(&grant, key, revoke_with, fetch_one).await
     }
 
     async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {

@@ -473,7 +473,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
 
         // Per (team, project, environment): one environment's tokens are never another's.
         let identity = grant.identity;
-        let owner = grant.owner();
+        let installation = grant.installation().map_or("", |i| i.id.as_str());
         let key = hex::encode(
             Sha256::new()
                 .chain_update(identity.owner_id.as_str().as_bytes())
@@ -484,7 +484,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 .chain_update([0])
                 .chain_update(grant.authorization.connector_id.as_bytes())
                 .chain_update([0])
-                .chain_update(owner.installation_id.as_bytes())
+                .chain_update(installation.as_bytes())
                 .chain_update([0])
                 .chain_update(token_url.as_str().as_bytes())
                 .chain_update([0])
@@ -523,26 +523,9 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                     (key.clone(), (*bearer).clone()),
                 )),
             };
-            let (owner, revoke_with) = (owner.clone(), revoke_with.clone());
-            Box::pin(async move {
-                let mut token = fetched.await?;
-                token.owner = owner;
-                token.revoke_with = revoke_with;
-                Ok(token)
-            }) as BoxFuture<'static, _>
+            fetched
         };
-        let cached = self
-            .cache
-            .get(key, grant.min_ttl, fetch_one)
-            .await
-            .map_err(|failure| {
-                failure.into_error(&grant.authorization.connector_uid, &owner.installation_id)
-            })?;
-        Ok(IssuedToken {
-            token: cached.token,
-            expires_at: cached.expires_at,
-            scopes: cached.scopes,
-        })
+        self.cache.issue(&grant, key, revoke_with, fetch_one).await
     }
 
     async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{RevokeOutcome, RevokeScope, TokenOwner};
+use super::{Grant, IssuedToken, RevokeOutcome, RevokeScope, TokenOwner};
 use crate::{
     error::{BrokerError, Cause, Result},
     metrics::{BrokerMetrics, ProviderOutcome},
@@ -206,7 +206,7 @@ impl TokenCache {
 
     /// The cached token of `key` when it lives `min_ttl` longer; otherwise one fetched by
     /// `fetch` (one provider call for all concurrent callers of a key), counted in the metrics.
-    pub async fn get(
+    async fn get(
         &self,
         key: String,
         min_ttl: Duration,
@@ -247,6 +247,38 @@ impl TokenCache {
             )));
         }
         Ok(fresh)
+    }
+
+    /// The token `grant` asks for under `key`: cached, or fetched by `fetch` and labelled with
+    /// whom it is for and how it is revoked.
+    pub async fn issue(
+        &self,
+        grant: &Grant<'_>,
+        key: String,
+        revoke_with: Option<RevokeWith>,
+        fetch: impl Fn() -> BoxFuture<'static, Result<CachedToken, ProviderFailure>>,
+    ) -> Result<IssuedToken> {
+        let owner = grant.owner();
+        let labelled = || {
+            let (fetched, owner, revoke_with) = (fetch(), owner.clone(), revoke_with.clone());
+            Box::pin(async move {
+                let mut token = fetched.await?;
+                token.owner = owner;
+                token.revoke_with = revoke_with;
+                Ok(token)
+            }) as BoxFuture<'static, _>
+        };
+        let cached = self
+            .get(key, grant.min_ttl, labelled)
+            .await
+            .map_err(|failure| {
+                failure.into_error(&grant.authorization.connector_uid, &owner.installation_id)
+            })?;
+        Ok(IssuedToken {
+            token: cached.token,
+            expires_at: cached.expires_at,
+            scopes: cached.scopes,
+        })
     }
 
     /// Drops every cached token.
