@@ -9,7 +9,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use connect_proto::registry::v1 as pb;
-use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -30,11 +29,6 @@ impl Recorder for RegistryClient {
     async fn record(&self, issuance: pb::Issuance) -> Result<bool> {
         self.record_issuance(issuance).await
     }
-}
-
-/// The first 16 hex digits of a credential's SHA-256: its `token_id`.
-pub fn token_id(token: &SecretString) -> String {
-    hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..8])
 }
 
 /// What one hand-out is: the credential and who it goes to.
@@ -121,8 +115,10 @@ mod tests {
 
     use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
 
+    use secrecy::SecretString;
+
     use super::*;
-    use crate::error::BrokerError;
+    use crate::{error::BrokerError, issuers::token_id};
 
     #[derive(Debug, Default)]
     struct Registry {

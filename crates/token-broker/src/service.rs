@@ -14,8 +14,8 @@ use crate::{
     auth::{Identity, TokenVerifier},
     authorizer::Authorizer,
     error::{BrokerError, Result},
-    issuers::{Grant, Issuers, Subject},
-    ledger::{HandOut, Ledger, token_id},
+    issuers::{Grant, Issuers, Subject, token_id},
+    ledger::{HandOut, Ledger},
     metrics::BrokerMetrics,
 };
 

@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Grant, InstallationRule, IssuedToken, RevokeOutcome, RevokeScope, TokenIssuer,
-    provider::{CachedToken, ProviderFailure, RevokeWith, TokenCache, Unreachable, send},
+    provider::{
+        CachedToken, ProviderFailure, RevokeWith, TokenCache, Unreachable, github_request, send,
+    },
 };
 use crate::{
     error::{BrokerError, Result, truncate},
@@ -36,16 +38,6 @@ const DEFAULT_API_URL: &str = "https://api.github.com";
 const APP_JWT_LIFETIME: i64 = 540;
 /// How far an App JWT's `iat` is set back, for clock drift.
 const APP_JWT_BACKDATE: i64 = 60;
-
-/// A request to GitHub's REST API with the headers GitHub asks for.
-pub fn api_request(method: http::Method, url: &str) -> http::request::Builder {
-    http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header(http::header::ACCEPT, "application/vnd.github+json")
-        .header("X-GitHub-Api-Version", "2022-11-28")
-        .header(http::header::USER_AGENT, "connect-token-broker")
-}
 
 pub struct GitHubAppIssuer {
     outbound: Outbound,
@@ -172,7 +164,7 @@ async fn ask(ask: Ask) -> Result<CachedToken, ProviderFailure> {
         &key,
     )
     .map_err(|_| ProviderFailure::Rejected("the App JWT could not be signed".into()))?;
-    let request = api_request(http::Method::POST, &ask.url)
+    let request = github_request(http::Method::POST, &ask.url)
         .header(http::header::AUTHORIZATION, format!("Bearer {jwt}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(ask.body)

@@ -24,6 +24,14 @@ use crate::{
     registry::{Authorization, InstallationGrant},
 };
 
+/// The first 16 hex digits of a credential's SHA-256: its `token_id` in the ledger and in
+/// revocations.
+pub fn token_id(token: &SecretString) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..8])
+}
+
 /// On whose behalf a token is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {

@@ -300,12 +300,23 @@ impl TokenCache {
                 Some(how) => revoke_at(&self.http, &token.token, how).await,
                 None => RevokeOutcome::Skipped,
             };
-            tracing::info!(kind = self.kind, token_id = %crate::ledger::token_id(&token.token),
+            let token_id = super::token_id(&token.token);
+            tracing::info!(kind = self.kind, token_id = %token_id,
                 outcome = outcome.as_str(), "revoked a cached provider token");
-            outcomes.push((crate::ledger::token_id(&token.token), outcome));
+            outcomes.push((token_id, outcome));
         }
         outcomes
     }
+}
+
+/// A request to GitHub's REST API with the headers GitHub asks for.
+pub fn github_request(method: http::Method, url: &str) -> http::request::Builder {
+    http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(http::header::ACCEPT, "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", "2022-11-28")
+        .header(http::header::USER_AGENT, "connect-token-broker")
 }
 
 /// Revokes `token` at its provider.
@@ -336,7 +347,7 @@ async fn revoke_at(
                 "{}/installation/token",
                 api_url.as_str().trim_end_matches('/')
             );
-            super::github::api_request(http::Method::DELETE, &url)
+            github_request(http::Method::DELETE, &url)
                 .header(
                     http::header::AUTHORIZATION,
                     format!("Bearer {}", token.expose_secret()),
