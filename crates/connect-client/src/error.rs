@@ -70,6 +70,7 @@ errors! {
     InvalidArgument,
     SecretsRequired,
     FailedPrecondition,
+    LeaseLost,
     AlreadyExists,
     InvalidKey,
     RoleNotAllowed,

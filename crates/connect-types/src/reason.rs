@@ -68,6 +68,8 @@ reasons! {
     /// A connector's destination changed without its secrets being supplied again.
     SecretsRequired = "SECRETS_REQUIRED", "SecretsRequiredError";
     FailedPrecondition = "FAILED_PRECONDITION", "FailedPreconditionError";
+    /// A broker's refresh lease on a user grant ran out or was superseded (broker ↔ registry).
+    LeaseLost = "LEASE_LOST", "LeaseLostError";
     AlreadyExists = "ALREADY_EXISTS", "AlreadyExistsError";
     InvalidKey = "INVALID_KEY", "InvalidKeyError";
     RoleNotAllowed = "ROLE_NOT_ALLOWED", "RoleNotAllowedError";

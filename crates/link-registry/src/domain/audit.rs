@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::{
     model::{
-        Actor, ApiKeyRecord, Connector, Installation, NewAuditEvent, Project, ProjectLink, Team,
+        Actor, ApiKeyRecord, Connector, Grant, Installation, NewAuditEvent, Project, ProjectLink,
+        Team,
     },
     store::RevokeFilter,
 };
@@ -187,6 +188,60 @@ pub fn tokens_revoked(
             "tokens_found": found,
             "revoked": revoked,
         })),
+        time,
+    }
+}
+
+/// A user's consent stored (`grant.create`), or stored again over an earlier one (`grant.replace`).
+pub fn grant_stored(actor: &Actor, before: Option<&Grant>, after: &Grant) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(after.key.team_id.clone()),
+        actor: actor.clone(),
+        action: if before.is_some() {
+            "grant.replace"
+        } else {
+            "grant.create"
+        },
+        target: after.key.audit_target(),
+        before: before.map(Grant::audit_view),
+        after: Some(after.audit_view()),
+        time: after.updated_at,
+    }
+}
+
+/// A grant's state changed (`grant.refresh_failed`, `grant.needs_consent`, `grant.recovered`).
+pub fn grant_state_changed(before: &Grant, after: &Grant) -> NewAuditEvent {
+    use super::model::GrantState as S;
+    NewAuditEvent {
+        team_id: Some(after.key.team_id.clone()),
+        actor: Actor::Broker,
+        action: match after.state {
+            S::Active => "grant.recovered",
+            S::RefreshFailed => "grant.refresh_failed",
+            S::NeedsConsent => "grant.needs_consent",
+        },
+        target: after.key.audit_target(),
+        before: Some(before.audit_view()),
+        after: Some(after.audit_view()),
+        time: after.updated_at,
+    }
+}
+
+pub fn grants_deleted(
+    actor: &Actor,
+    connector: &Connector,
+    gone: &[Grant],
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(connector.team_id.clone()),
+        actor: actor.clone(),
+        action: "grant.revoke",
+        target: format!("connector:{}", connector.id),
+        before: Some(json!({
+            "grants": gone.iter().map(Grant::audit_view).collect::<Vec<_>>(),
+        })),
+        after: None,
         time,
     }
 }

@@ -70,15 +70,25 @@ pub enum RegistryError {
     )]
     SecretsRequired { connector: String, keys: String },
 
-    /// A connector's destination changes, but some of its installations hold secrets sealed to it.
+    /// A connector's destination changes, but installations or user grants hold secrets sealed
+    /// to it.
     #[error(
-        "SecretsRequiredError: changing {keys} of connector '{connector}' would send the secrets of {installations} of its installations to a new destination: remove those installations first, then add them again"
+        "SecretsRequiredError: changing {keys} of connector '{connector}' would send {dependents} installation secrets or user grants to a new destination: remove those installations and revoke those grants first"
     )]
-    InstallationSecretsBound {
+    DependentSecretsBound {
         connector: String,
         keys: String,
-        installations: u64,
+        dependents: u64,
     },
+
+    /// No usable grant of the user: consent is needed (first, or again).
+    #[error("UserAuthorizationRequiredError: {0}")]
+    UserAuthorizationRequired(String),
+
+    /// A refresh lease that is no longer the grant's: another broker took over, or a new consent
+    /// replaced the grant.
+    #[error("LeaseLostError: the refresh lease of this grant is no longer held")]
+    LeaseLost,
 
     #[error("IssuerNotTrustedError: the issuer is not the trusted issuer of team '{owner_id}'")]
     IssuerNotTrusted { owner_id: String },

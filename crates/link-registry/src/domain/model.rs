@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::types::{
-    ConfigMap, ConnectorId, ConnectorUid, DisplayName, EnvironmentSet, InstallationId, IssuerUrl,
-    KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
+    ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet, InstallationId,
+    IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, UserId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -223,6 +223,8 @@ pub enum Actor {
     Key(KeyId),
     /// The `link-registry` command line, run by whoever holds the database.
     CommandLine,
+    /// A broker acting on its own (a refresh that changed a grant's state).
+    Broker,
 }
 
 impl fmt::Display for Actor {
@@ -230,6 +232,7 @@ impl fmt::Display for Actor {
         match self {
             Self::Key(id) => id.fmt(f),
             Self::CommandLine => f.write_str("cli"),
+            Self::Broker => f.write_str("broker"),
         }
     }
 }
@@ -268,7 +271,7 @@ pub struct Issuance {
     pub token_id: String,
     pub team_id: TeamId,
     pub project_id: ProjectId,
-    pub environment: super::types::Environment,
+    pub environment: Environment,
     pub connector_id: ConnectorId,
     pub connector_uid: ConnectorUid,
     /// `app`, or `user:<id>`.
@@ -311,6 +314,118 @@ impl ProviderRevocation {
             Self::Skipped => "skipped",
         }
     }
+}
+
+/// What a user grant is for: a user of a team's connector, in one environment, for one
+/// installation (empty: none).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    pub team_id: TeamId,
+    pub connector_id: ConnectorId,
+    pub user_id: UserId,
+    pub environment: Environment,
+    pub installation_id: String,
+}
+
+impl GrantKey {
+    /// The associated-data name of one of the grant's sealed values.
+    pub fn sealing_name(&self, what: &str) -> String {
+        format!(
+            "grant/{}/{}/{}/{what}",
+            self.user_id, self.environment, self.installation_id
+        )
+    }
+
+    pub fn audit_target(&self) -> String {
+        format!(
+            "grant:{}/{}/{}/{}",
+            self.connector_id, self.environment, self.installation_id, self.user_id
+        )
+    }
+}
+
+/// Where a grant stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    Active,
+    /// The last refresh found the provider unavailable; the grant is kept and retried.
+    RefreshFailed,
+    /// The provider refused the refresh token (`invalid_grant`), or there is none to refresh
+    /// with: the user must consent again.
+    NeedsConsent,
+}
+
+impl GrantState {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "active" => Ok(Self::Active),
+            "refresh_failed" => Ok(Self::RefreshFailed),
+            "needs_consent" => Ok(Self::NeedsConsent),
+            _ => Err(format!("unknown grant state {value:?}")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::RefreshFailed => "refresh_failed",
+            Self::NeedsConsent => "needs_consent",
+        }
+    }
+}
+
+/// A user's grant at a provider, its tokens sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Set by the store; 0 before the row is written.
+    pub id: i64,
+    pub key: GrantKey,
+    pub access_token: StoredSecret,
+    pub refresh_token: Option<StoredSecret>,
+    /// When the access token expires; `None`: the provider did not say.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub state: GrantState,
+    /// Incremented by every change of the tokens: a refresh commits only against the version it
+    /// leased.
+    pub version: i64,
+    /// The refresh lease: its id and when it runs out.
+    pub lease: Option<(String, DateTime<Utc>)>,
+    pub last_error: Option<String>,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Grant {
+    /// The grant as audit rows show it: never a token.
+    pub fn audit_view(&self) -> Value {
+        json!({
+            "user_id": self.key.user_id,
+            "environment": self.key.environment.as_str(),
+            "installation_id": self.key.installation_id,
+            "scopes": self.scopes,
+            "state": self.state,
+            "expires_at": self.expires_at,
+            "refreshable": self.refresh_token.is_some(),
+            "last_error": self.last_error,
+        })
+    }
+}
+
+/// A consent under way: what the callback needs once the provider sends the user back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingAuthorization {
+    /// SHA-256 (hex) of the `state`; the state itself is never stored.
+    pub state_hash: String,
+    pub key: GrantKey,
+    pub scopes: Vec<String>,
+    pub return_url: String,
+    pub redirect_uri: String,
+    pub code_verifier: StoredSecret,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A yes from `Authorize`: everything the broker needs to issue a token.

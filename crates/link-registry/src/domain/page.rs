@@ -105,6 +105,24 @@ impl PageKey for InstallationKey {
     }
 }
 
+/// Grants are listed in id order (`g` before the number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantPageKey(pub i64);
+
+impl PageKey for GrantPageKey {
+    fn encode(&self) -> String {
+        format!("g{}", self.0)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        text.strip_prefix('g')?
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Self)
+    }
+}
+
 /// What a `List*` call asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageRequest<K> {

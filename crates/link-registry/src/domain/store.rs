@@ -13,18 +13,18 @@ use super::{
     changes::Change,
     error::Result,
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Connector, Installation, Issuance, Project, ProjectLink,
-        ProviderRevocation, Team,
+        Actor, ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, Installation, Issuance,
+        PendingAuthorization, Project, ProjectLink, ProviderRevocation, StoredSecret, Team,
     },
-    page::{AuditKey, InstallationKey, IssuanceKey, LinkKey, PageRequest},
+    page::{AuditKey, GrantPageKey, InstallationKey, IssuanceKey, LinkKey, PageRequest},
     types::{
         ConnectorId, ConnectorRef, Environment, EnvironmentSet, InstallationId, KeyId, ProjectId,
-        ProjectRef, TeamId,
+        ProjectRef, TeamId, UserId,
     },
 };
 
 /// Turns the current connector into the updated one (runs inside the store's transaction), told
-/// how many of its installations hold secrets (they are sealed to the connector's destinations).
+/// how many of its installations and user grants hold secrets sealed to its destinations.
 pub type ConnectorEdit = Box<dyn FnOnce(&Connector, u64) -> Result<Connector> + Send>;
 
 /// Re-seals one connector's secrets: `None` leaves it as it is (runs inside the transaction).
@@ -62,6 +62,30 @@ pub struct Revoked {
     pub revoked: Vec<Issuance>,
 }
 
+/// Which grants a list returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    pub connector: Option<ConnectorId>,
+    pub user_id: Option<UserId>,
+    pub environment: Option<Environment>,
+}
+
+/// How a refresh under a lease ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// New tokens; `refresh_token: None` keeps the stored one (the provider did not rotate it).
+    Refreshed {
+        access_token: StoredSecret,
+        refresh_token: Option<StoredSecret>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        scopes: Vec<String>,
+    },
+    /// The provider refused the refresh token: the user must consent again.
+    Refused { error: String },
+    /// The provider could not be reached: the grant is kept.
+    Unavailable { error: String },
+}
+
 /// Everything the registry stores.
 #[async_trait]
 pub trait Store:
@@ -73,6 +97,7 @@ pub trait Store:
     + AuditStore
     + IssuanceStore
     + InstallationStore
+    + GrantStore
     + ChangeStore
     + AuthorizeStore
     + std::fmt::Debug
@@ -252,6 +277,58 @@ pub trait InstallationStore: Send + Sync {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Installation>;
+}
+
+/// Users' grants and the consents under way.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// Stores the grant, replacing the one of its key (a new consent): version incremented,
+    /// lease dropped, state active. Answers with the stored row.
+    async fn put_grant(&self, grant: &Grant, actor: &Actor) -> Result<Grant>;
+    async fn grant(&self, key: &GrantKey) -> Result<Option<Grant>>;
+    /// The team's grants, in id order, after `page.after`, at most `page.size + 1` rows.
+    async fn grants(
+        &self,
+        team: &TeamId,
+        filter: &GrantFilter,
+        page: &PageRequest<GrantPageKey>,
+    ) -> Result<Vec<Grant>>;
+    /// Takes the refresh lease of grant `id` until `until`, unless another unexpired lease holds
+    /// it or the grant needs consent; whether it did.
+    async fn lease_grant(
+        &self,
+        id: i64,
+        lease_id: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Ends the refresh of lease `lease_id` taken at version `fence`; `None` when that lease is no
+    /// longer the grant's (it ran out and another broker took over, or a new consent replaced the
+    /// grant): nothing is written then. State changes are audited.
+    async fn finish_refresh(
+        &self,
+        id: i64,
+        fence: i64,
+        lease_id: &str,
+        outcome: RefreshOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Grant>>;
+    /// Marks a grant that cannot be refreshed (no refresh token) as needing consent.
+    async fn require_consent(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Deletes the connector's grants of `user` (all users: `None`) and `installation` (all:
+    /// `None`), audited; answers with how many.
+    async fn delete_grants(
+        &self,
+        connector: &Connector,
+        user: Option<&UserId>,
+        installation: Option<&str>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+    async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()>;
+    /// Removes and answers with the pending authorization of `state_hash`, once: a second call
+    /// (a replayed state) finds nothing.
+    async fn take_pending(&self, state_hash: &str) -> Result<Option<PendingAuthorization>>;
 }
 
 #[async_trait]

@@ -66,6 +66,26 @@ impl InstallationId {
     }
 }
 
+connect_types::string_newtype!(
+    /// The application's id for one of its users, as a `user` subject names it.
+    UserId
+);
+
+impl UserId {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        if value.is_empty() {
+            return Err("user id must not be empty".into());
+        }
+        if value.len() > 256 {
+            return Err("user id must be at most 256 bytes".into());
+        }
+        if value.chars().any(char::is_control) || value.trim() != value {
+            return Err("user id must not contain control characters or surrounding spaces".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
 /// How a request names a project: a string that is looked up as an id first, then as a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectRef {

@@ -7,26 +7,27 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use connect_proto::registry::v1 as pb;
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::domain::{
     FieldViolation, RegistryError,
     changes::FeedEvent,
     model::{
-        AuditEvent, Authorization, Connector, Installation, Issuance, Project, ProjectLink,
-        ProviderRevocation,
+        AuditEvent, Authorization, Connector, Grant, GrantKey, Installation, Issuance, Project,
+        ProjectLink, ProviderRevocation,
     },
     page::{LinkKey, PageKey, PageRequest},
     service::{
-        AuthorizeQuery, ConnectorUpdate, InstallationAsk, NewConnector, NewInstallation,
-        NewIssuance, NewProject, RevocationSummary,
+        AuthorizeQuery, ConnectorUpdate, GrantAccess, GrantTokens, InstallationAsk, LeaseAnswer,
+        NewConnector, NewInstallation, NewIssuance, NewPending, NewProject, RefreshReport,
+        RevocationSummary,
     },
     store::{LinkFilter, RevokeFilter},
     types::{
         ConfigMap, ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, DisplayName,
         EVERY_INSTALLATION, Environment, EnvironmentSet, InstallationId, Invalid, ProjectId,
-        ProjectName, ProjectRef, SecretInput, TeamId,
+        ProjectName, ProjectRef, SecretInput, TeamId, UserId, truncate,
     },
 };
 
@@ -490,7 +491,357 @@ impl From<RevocationSummary> for pb::RevokeTokensResponse {
             provider_revoked: count(s.provider_revoked),
             provider_skipped: count(s.provider_skipped),
             provider_failed: count(s.provider_failed),
+            grants_deleted: count(s.grants_deleted),
         }
+    }
+}
+
+/// Longest token, URL or scope accepted in a grant.
+const MAX_GRANT_TOKEN: usize = 8192;
+const MAX_URL: usize = 2048;
+const MAX_GRANT_SCOPES: usize = 100;
+
+fn printable(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
+
+fn grant_key_of(v: &mut Violations, key: Option<pb::GrantKey>) -> Option<GrantKey> {
+    let Some(key) = key else {
+        v.push("key", "key is required");
+        return None;
+    };
+    let team_id = v.check("key.owner_id", TeamId::parse(&key.owner_id));
+    let connector_id = v.check("key.connector_id", ConnectorId::parse(&key.connector_id));
+    let user_id = v.check("key.user_id", UserId::parse(&key.user_id));
+    let environment = v.check("key.environment", Environment::parse(&key.environment));
+    let installation_id = installation_of(v, "key.installation_id", key.installation_id);
+    Some(GrantKey {
+        team_id: team_id?,
+        connector_id: connector_id?,
+        user_id: user_id?,
+        environment: environment?,
+        installation_id: installation_id?,
+    })
+}
+
+/// An installation id, or empty for none.
+fn installation_of(v: &mut Violations, field: &str, value: String) -> Option<String> {
+    if value.is_empty() {
+        return Some(value);
+    }
+    v.check(field, InstallationId::parse(&value))
+        .map(|i| i.to_string())
+}
+
+fn scopes_of(v: &mut Violations, field: &str, scopes: Vec<String>) -> Vec<String> {
+    if scopes.len() > MAX_GRANT_SCOPES {
+        v.push(field, format!("at most {MAX_GRANT_SCOPES} scopes"));
+    }
+    if scopes
+        .iter()
+        .any(|s| s.is_empty() || s.len() > 256 || s.contains(' ') || !printable(s))
+    {
+        v.push(
+            field,
+            "scopes must be 1 to 256 printable characters without spaces",
+        );
+    }
+    scopes
+}
+
+fn token_of(
+    v: &mut Violations,
+    field: &str,
+    value: String,
+    required: bool,
+) -> Option<SecretString> {
+    if value.is_empty() {
+        if required {
+            v.push(field, format!("{field} is required"));
+        }
+        return None;
+    }
+    if value.len() > MAX_GRANT_TOKEN || !printable(&value) {
+        v.push(
+            field,
+            format!("{field} must be at most {MAX_GRANT_TOKEN} printable characters"),
+        );
+        return None;
+    }
+    Some(SecretString::from(value))
+}
+
+fn url_of(v: &mut Violations, field: &str, value: String) -> String {
+    if value.is_empty() || value.len() > MAX_URL || !printable(&value) {
+        v.push(
+            field,
+            format!("{field} must be 1 to {MAX_URL} printable characters"),
+        );
+    }
+    value
+}
+
+fn time_of(t: Option<Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+}
+
+fn duration_of(
+    v: &mut Violations,
+    field: &str,
+    d: Option<prost_types::Duration>,
+) -> Option<std::time::Duration> {
+    match d {
+        Some(d) if d.seconds >= 0 && d.nanos >= 0 => Some(std::time::Duration::new(
+            d.seconds as u64,
+            d.nanos.clamp(0, 999_999_999) as u32,
+        )),
+        Some(_) => {
+            v.push(field, format!("{field} must not be negative"));
+            None
+        }
+        None => Some(std::time::Duration::ZERO),
+    }
+}
+
+/// Each grant of an `ImportGrantsRequest`, converted on its own: a bad one is that grant's error.
+pub type ImportedGrants = Vec<Result<(UserId, Environment, String, GrantTokens), RegistryError>>;
+
+pub fn imported_grants(
+    req: pb::ImportGrantsRequest,
+) -> Result<(ConnectorRef, ImportedGrants), RegistryError> {
+    let connector = connector_ref("connector", &req.connector)?;
+    let grants = req
+        .grants
+        .into_iter()
+        .map(|g| {
+            let mut v = Violations::default();
+            let user_id = v.check("user_id", UserId::parse(&g.user_id));
+            let environment = v.check("environment", Environment::parse(&g.environment));
+            let installation = installation_of(&mut v, "installation_id", g.installation_id);
+            let access_token = token_of(&mut v, "access_token", g.access_token, true);
+            let refresh_token = token_of(&mut v, "refresh_token", g.refresh_token, false);
+            let scopes = scopes_of(&mut v, "scopes", g.scopes);
+            let value = match (user_id, environment, installation, access_token) {
+                (Some(u), Some(e), Some(i), Some(access_token)) => Some((
+                    u,
+                    e,
+                    i,
+                    GrantTokens {
+                        access_token,
+                        refresh_token,
+                        expires_at: time_of(g.expire_time),
+                        scopes,
+                    },
+                )),
+                _ => None,
+            };
+            v.finish(value)
+        })
+        .collect();
+    Ok((connector, grants))
+}
+
+/// The filters and page of a `ListGrantsRequest`.
+pub type GrantQuery = (
+    Option<ConnectorRef>,
+    Option<UserId>,
+    Option<Environment>,
+    PageRequest<crate::domain::page::GrantPageKey>,
+);
+
+pub fn grant_query(req: pb::ListGrantsRequest) -> Result<GrantQuery, RegistryError> {
+    let mut v = Violations::default();
+    let connector = (!req.connector.is_empty())
+        .then(|| v.check("connector", ConnectorRef::parse(&req.connector)))
+        .flatten();
+    let user = (!req.user_id.is_empty())
+        .then(|| v.check("user_id", UserId::parse(&req.user_id)))
+        .flatten();
+    let environment = (!req.environment.is_empty())
+        .then(|| v.check("environment", Environment::parse(&req.environment)))
+        .flatten();
+    let page = page(&mut v, req.page_size, &req.page_token);
+    v.finish(page.map(|p| (connector, user, environment, p)))
+}
+
+pub fn new_pending(req: pb::BeginAuthorizationRequest) -> Result<NewPending, RegistryError> {
+    let mut v = Violations::default();
+    let key = grant_key_of(&mut v, req.key);
+    let scopes = scopes_of(&mut v, "scopes", req.scopes);
+    let return_url = url_of(&mut v, "return_url", req.return_url);
+    let redirect_uri = url_of(&mut v, "redirect_uri", req.redirect_uri);
+    // RFC 7636 §4.1: 43 to 128 unreserved characters.
+    let verifier_ok = (43..=128).contains(&req.code_verifier.len())
+        && req
+            .code_verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    if !verifier_ok {
+        v.push(
+            "code_verifier",
+            "code_verifier must be 43 to 128 unreserved characters",
+        );
+    }
+    let ttl = duration_of(&mut v, "ttl", req.ttl);
+    let value = key.zip(ttl).map(|(key, ttl)| NewPending {
+        key,
+        scopes,
+        return_url,
+        redirect_uri,
+        code_verifier: SecretString::from(req.code_verifier),
+        ttl,
+    });
+    v.finish(value)
+}
+
+pub fn grant_to_store(
+    req: pb::StoreGrantRequest,
+) -> Result<(GrantKey, GrantTokens), RegistryError> {
+    let mut v = Violations::default();
+    let key = grant_key_of(&mut v, req.key);
+    let access_token = token_of(&mut v, "access_token", req.access_token, true);
+    let refresh_token = token_of(&mut v, "refresh_token", req.refresh_token, false);
+    let scopes = scopes_of(&mut v, "scopes", req.scopes);
+    let value = key.zip(access_token).map(|(key, access_token)| {
+        (
+            key,
+            GrantTokens {
+                access_token,
+                refresh_token,
+                expires_at: time_of(req.expire_time),
+                scopes,
+            },
+        )
+    });
+    v.finish(value)
+}
+
+/// The key, `min_ttl` and lease of a `LeaseGrantRequest`.
+pub type LeaseQuery = (GrantKey, std::time::Duration, std::time::Duration);
+
+pub fn lease_query(req: pb::LeaseGrantRequest) -> Result<LeaseQuery, RegistryError> {
+    let mut v = Violations::default();
+    let key = grant_key_of(&mut v, req.key);
+    let min_ttl = duration_of(&mut v, "min_ttl", req.min_ttl);
+    let lease = duration_of(&mut v, "lease", req.lease);
+    let value = match (key, min_ttl, lease) {
+        (Some(k), Some(m), Some(l)) => Some((k, m, l)),
+        _ => None,
+    };
+    v.finish(value)
+}
+
+/// The key, lease, fence and report of a `CommitGrantRequest`.
+pub type Commit = (GrantKey, String, i64, RefreshReport);
+
+pub fn commit(req: pb::CommitGrantRequest) -> Result<Commit, RegistryError> {
+    use pb::commit_grant_request::Outcome;
+    let mut v = Violations::default();
+    let key = grant_key_of(&mut v, req.key);
+    if req.lease_id.is_empty() || req.lease_id.len() > 64 {
+        v.push("lease_id", "lease_id must be 1 to 64 characters");
+    }
+    let report = match req.outcome {
+        Some(Outcome::Refreshed(t)) => {
+            let access_token = token_of(&mut v, "refreshed.access_token", t.access_token, true);
+            let refresh_token = token_of(&mut v, "refreshed.refresh_token", t.refresh_token, false);
+            let scopes = scopes_of(&mut v, "refreshed.scopes", t.scopes);
+            access_token.map(|access_token| {
+                RefreshReport::Refreshed(GrantTokens {
+                    access_token,
+                    refresh_token,
+                    expires_at: time_of(t.expire_time),
+                    scopes,
+                })
+            })
+        }
+        Some(Outcome::Refused(error)) => Some(RefreshReport::Refused(truncate(&error, 300))),
+        Some(Outcome::Unavailable(error)) => {
+            Some(RefreshReport::Unavailable(truncate(&error, 300)))
+        }
+        None => {
+            v.push(
+                "outcome",
+                "one of refreshed, refused, unavailable is required",
+            );
+            None
+        }
+    };
+    v.finish(
+        key.zip(report)
+            .map(|(k, r)| (k, req.lease_id, req.fence, r)),
+    )
+}
+
+fn grant_key_message(key: &GrantKey) -> pb::GrantKey {
+    pb::GrantKey {
+        owner_id: key.team_id.to_string(),
+        connector_id: key.connector_id.to_string(),
+        user_id: key.user_id.to_string(),
+        environment: key.environment.as_str().to_owned(),
+        installation_id: key.installation_id.clone(),
+    }
+}
+
+/// A grant as admins see it; `uid` is its connector's.
+pub fn grant(g: Grant, uid: &str) -> pb::Grant {
+    pb::Grant {
+        connector_id: g.key.connector_id.to_string(),
+        connector_uid: uid.to_owned(),
+        owner_id: g.key.team_id.to_string(),
+        user_id: g.key.user_id.to_string(),
+        environment: g.key.environment.as_str().to_owned(),
+        installation_id: g.key.installation_id.clone(),
+        scopes: g.scopes,
+        state: g.state.as_str().to_owned(),
+        expire_time: g.expires_at.map(timestamp),
+        refreshable: g.refresh_token.is_some(),
+        last_error: g.last_error.unwrap_or_default(),
+        last_refresh_time: g.last_refresh_at.map(timestamp),
+        create_time: Some(timestamp(g.created_at)),
+        update_time: Some(timestamp(g.updated_at)),
+        version: g.version,
+    }
+}
+
+pub fn grant_access(a: GrantAccess) -> pb::GrantAccess {
+    pb::GrantAccess {
+        access_token: a.access_token.expose_secret().to_owned(),
+        grant: Some(grant(a.grant, "")),
+    }
+}
+
+pub fn lease_answer(answer: LeaseAnswer) -> pb::LeaseGrantResponse {
+    use pb::lease_grant_response::Answer;
+    let answer = match answer {
+        LeaseAnswer::Fresh(access) => Answer::Fresh(grant_access(access)),
+        LeaseAnswer::Leased {
+            lease_id,
+            fence,
+            refresh_token,
+            grant: g,
+        } => Answer::Leased(pb::GrantLease {
+            lease_id,
+            fence,
+            refresh_token: refresh_token.expose_secret().to_owned(),
+            grant: Some(grant(g, "")),
+        }),
+        LeaseAnswer::Busy { until } => Answer::BusyUntil(timestamp(until)),
+    };
+    pb::LeaseGrantResponse {
+        answer: Some(answer),
+    }
+}
+
+pub fn opened_pending(
+    p: crate::domain::service::OpenedPending,
+) -> pb::CompleteAuthorizationResponse {
+    pb::CompleteAuthorizationResponse {
+        key: Some(grant_key_message(&p.key)),
+        scopes: p.scopes,
+        return_url: p.return_url,
+        redirect_uri: p.redirect_uri,
+        code_verifier: p.code_verifier.expose_secret().to_owned(),
     }
 }
 

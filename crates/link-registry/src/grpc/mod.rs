@@ -379,6 +379,146 @@ impl LinkRegistry for LinkRegistryService {
         )
     }
 
+    async fn import_grants(
+        &self,
+        request: Request<pb::ImportGrantsRequest>,
+    ) -> Reply<pb::ImportGrantsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let users: Vec<String> = req.grants.iter().map(|g| g.user_id.clone()).collect();
+        let (connector, grants) = convert::imported_grants(req).map_err(to_status)?;
+        let (imported, errors) = self
+            .registry
+            .import_grants(&caller, &connector, grants)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ImportGrantsResponse {
+            imported: u32::try_from(imported).unwrap_or(u32::MAX),
+            errors: errors
+                .into_iter()
+                .map(|(index, error)| {
+                    let status = to_status(error);
+                    pb::ImportGrantError {
+                        index: i32::try_from(index).unwrap_or(i32::MAX),
+                        user_id: users.get(index).cloned().unwrap_or_default(),
+                        reason: tonic_types::StatusExt::get_details_error_info(&status)
+                            .map(|i| i.reason)
+                            .unwrap_or_default(),
+                        message: status.message().to_owned(),
+                    }
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Reply<pb::ListGrantsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, user, environment, page) =
+            convert::grant_query(request.into_inner()).map_err(to_status)?;
+        let (page, uids) = self
+            .registry
+            .list_grants(&caller, connector.as_ref(), user, environment, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: page
+                .items
+                .into_iter()
+                .map(|g| {
+                    let uid = uids
+                        .get(&g.key.connector_id)
+                        .map(|u| u.to_string())
+                        .unwrap_or_default();
+                    convert::grant(g, &uid)
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn begin_authorization(
+        &self,
+        request: Request<pb::BeginAuthorizationRequest>,
+    ) -> Reply<pb::BeginAuthorizationResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let pending = convert::new_pending(request.into_inner()).map_err(to_status)?;
+        let (state, expires_at) = self
+            .registry
+            .begin_authorization(&caller, pending)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::BeginAuthorizationResponse {
+            state,
+            expire_time: Some(convert::timestamp(expires_at)),
+        }))
+    }
+
+    async fn complete_authorization(
+        &self,
+        request: Request<pb::CompleteAuthorizationRequest>,
+    ) -> Reply<pb::CompleteAuthorizationResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let state = &request.get_ref().state;
+        if state.is_empty() || state.len() > 256 {
+            return Err(to_status(RegistryError::invalid(
+                "state",
+                "state must be 1 to 256 characters",
+            )));
+        }
+        let opened = self
+            .registry
+            .complete_authorization(&caller, state)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::opened_pending(opened)))
+    }
+
+    async fn store_grant(&self, request: Request<pb::StoreGrantRequest>) -> Reply<pb::Grant> {
+        let caller = self.caller(request.metadata()).await?;
+        let (key, tokens) = convert::grant_to_store(request.into_inner()).map_err(to_status)?;
+        let stored = self
+            .registry
+            .store_grant(&caller, key, tokens)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::grant(stored, "")))
+    }
+
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Reply<pb::LeaseGrantResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (key, min_ttl, lease) =
+            convert::lease_query(request.into_inner()).map_err(to_status)?;
+        let answer = self
+            .registry
+            .lease_grant(&caller, &key, min_ttl, lease)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::lease_answer(answer)))
+    }
+
+    async fn commit_grant(
+        &self,
+        request: Request<pb::CommitGrantRequest>,
+    ) -> Reply<pb::CommitGrantResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (key, lease_id, fence, report) =
+            convert::commit(request.into_inner()).map_err(to_status)?;
+        let access = self
+            .registry
+            .commit_grant(&caller, &key, &lease_id, fence, report)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CommitGrantResponse {
+            access: access.map(convert::grant_access),
+        }))
+    }
+
     async fn report_revocations(
         &self,
         request: Request<pb::ReportRevocationsRequest>,

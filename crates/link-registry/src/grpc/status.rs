@@ -30,7 +30,11 @@ pub fn to_status(err: RegistryError) -> Status {
         RegistryError::FailedPrecondition(_) => {
             (Code::FailedPrecondition, Reason::FailedPrecondition)
         }
-        RegistryError::SecretsRequired { .. } | RegistryError::InstallationSecretsBound { .. } => {
+        RegistryError::UserAuthorizationRequired(_) => {
+            (Code::FailedPrecondition, Reason::UserAuthorizationRequired)
+        }
+        RegistryError::LeaseLost => (Code::Aborted, Reason::LeaseLost),
+        RegistryError::SecretsRequired { .. } | RegistryError::DependentSecretsBound { .. } => {
             (Code::FailedPrecondition, Reason::SecretsRequired)
         }
         RegistryError::IssuerNotTrusted { .. } => (Code::Unauthenticated, Reason::IssuerNotTrusted),

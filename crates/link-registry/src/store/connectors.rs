@@ -85,8 +85,9 @@ impl ConnectorStore for SeaStore {
     ) -> Result<Connector> {
         let txn = self.begin_write().await?;
         let before = self.connector_for_update(&txn.txn, team, c).await?;
-        let sealed_installations = self.installations_with_secrets(&txn.txn, &before).await?;
-        let after = edit(&before, sealed_installations)?;
+        let sealed_dependents = self.installations_with_secrets(&txn.txn, &before).await?
+            + self.grants_of(&txn.txn, &before).await?;
+        let after = edit(&before, sealed_dependents)?;
         if let Some(id) = &after.default_installation_id
             && after.default_installation_id != before.default_installation_id
             && !self.installation_exists(&txn.txn, &before, id).await?

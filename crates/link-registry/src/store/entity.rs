@@ -218,3 +218,68 @@ pub mod installation {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod grant {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grants")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub team_id: String,
+        pub connector_id: String,
+        pub user_id: String,
+        pub environment: String,
+        /// Empty when the grant is for no installation.
+        pub installation_id: String,
+        /// JSON `{ sealed, fingerprint }`.
+        pub access_token: String,
+        pub refresh_token: Option<String>,
+        pub expires_at: Option<DateTimeUtc>,
+        /// Space-separated.
+        pub scopes: String,
+        pub state: String,
+        pub version: i64,
+        pub lease_id: Option<String>,
+        pub lease_expires_at: Option<DateTimeUtc>,
+        pub last_error: Option<String>,
+        pub last_refresh_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod authorization_request {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "authorization_requests")]
+    pub struct Model {
+        /// SHA-256 (hex) of the `state` handed to the provider; the state itself is not kept.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub state_hash: String,
+        pub team_id: String,
+        pub connector_id: String,
+        pub user_id: String,
+        pub environment: String,
+        pub installation_id: String,
+        pub scopes: String,
+        pub return_url: String,
+        pub redirect_uri: String,
+        /// JSON `{ sealed, fingerprint }` of the PKCE verifier.
+        pub code_verifier: String,
+        pub expires_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -13,6 +13,7 @@ mod authorize;
 mod changes;
 mod connectors;
 mod entity;
+mod grants;
 mod installations;
 mod issuances;
 mod keys;
@@ -39,8 +40,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::{
     entity::{
-        api_key, audit_event, change, connector, installation, issuance, project, project_link,
-        team,
+        api_key, audit_event, authorization_request, change, connector, grant, installation,
+        issuance, project, project_link, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,

@@ -7,16 +7,20 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 
-use super::entity::{api_key, audit_event, connector, installation, issuance, project, team};
+use super::entity::{
+    api_key, audit_event, authorization_request, connector, grant, installation, issuance, project,
+    team,
+};
 use crate::domain::{
     RegistryError, Result,
     model::{
-        ApiKeyRecord, AuditEvent, Connector, Installation, Issuance, NewAuditEvent, Project,
-        ProjectLink, ProviderRevocation, Role, Team,
+        ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, GrantState, Installation, Issuance,
+        NewAuditEvent, PendingAuthorization, Project, ProjectLink, ProviderRevocation, Role,
+        StoredSecret, Team,
     },
     types::{
         ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet,
-        InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
+        InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, UserId,
     },
 };
 
@@ -239,5 +243,117 @@ pub fn issuance_row(issuance: &Issuance) -> issuance::ActiveModel {
         expires_at: Set(issuance.expires_at),
         revoked: Set(issuance.revoked),
         provider_revocation: Set(issuance.provider_revocation.map(|o| o.as_str().to_owned())),
+    }
+}
+
+fn sealed(table: &'static str, text: &str) -> Result<StoredSecret> {
+    serde_json::from_str(text).map_err(|e| corrupt(table, e.to_string()))
+}
+
+fn sealed_text(secret: &StoredSecret) -> String {
+    serde_json::to_string(secret).expect("a sealed secret serializes")
+}
+
+fn grant_key(
+    table: &'static str,
+    team_id: &str,
+    connector_id: &str,
+    user_id: &str,
+    environment: &str,
+    installation_id: String,
+) -> Result<GrantKey> {
+    Ok(GrantKey {
+        team_id: parse(table, TeamId::parse(team_id))?,
+        connector_id: parse(table, ConnectorId::parse(connector_id))?,
+        user_id: parse(table, UserId::parse(user_id))?,
+        environment: parse(table, Environment::parse(environment))?,
+        installation_id,
+    })
+}
+
+pub fn grant(row: grant::Model) -> Result<Grant> {
+    const T: &str = "stored grant";
+    Ok(Grant {
+        id: row.id,
+        key: grant_key(
+            T,
+            &row.team_id,
+            &row.connector_id,
+            &row.user_id,
+            &row.environment,
+            row.installation_id,
+        )?,
+        access_token: sealed(T, &row.access_token)?,
+        refresh_token: row.refresh_token.map(|t| sealed(T, &t)).transpose()?,
+        expires_at: row.expires_at,
+        scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        state: parse(T, GrantState::parse(&row.state))?,
+        version: row.version,
+        lease: row.lease_id.zip(row.lease_expires_at),
+        last_error: row.last_error,
+        last_refresh_at: row.last_refresh_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+pub fn grant_row(g: &Grant) -> grant::Model {
+    grant::Model {
+        id: g.id,
+        team_id: g.key.team_id.to_string(),
+        connector_id: g.key.connector_id.to_string(),
+        user_id: g.key.user_id.to_string(),
+        environment: g.key.environment.as_str().to_owned(),
+        installation_id: g.key.installation_id.clone(),
+        access_token: sealed_text(&g.access_token),
+        refresh_token: g.refresh_token.as_ref().map(sealed_text),
+        expires_at: g.expires_at,
+        scopes: g.scopes.join(" "),
+        state: g.state.as_str().to_owned(),
+        version: g.version,
+        lease_id: g.lease.as_ref().map(|(id, _)| id.clone()),
+        lease_expires_at: g.lease.as_ref().map(|(_, until)| *until),
+        last_error: g.last_error.clone(),
+        last_refresh_at: g.last_refresh_at,
+        created_at: g.created_at,
+        updated_at: g.updated_at,
+    }
+}
+
+pub fn pending(row: authorization_request::Model) -> Result<PendingAuthorization> {
+    const T: &str = "stored authorization request";
+    Ok(PendingAuthorization {
+        key: grant_key(
+            T,
+            &row.team_id,
+            &row.connector_id,
+            &row.user_id,
+            &row.environment,
+            row.installation_id,
+        )?,
+        state_hash: row.state_hash,
+        scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        return_url: row.return_url,
+        redirect_uri: row.redirect_uri,
+        code_verifier: sealed(T, &row.code_verifier)?,
+        expires_at: row.expires_at,
+        created_at: row.created_at,
+    })
+}
+
+pub fn pending_row(p: &PendingAuthorization) -> authorization_request::Model {
+    authorization_request::Model {
+        state_hash: p.state_hash.clone(),
+        team_id: p.key.team_id.to_string(),
+        connector_id: p.key.connector_id.to_string(),
+        user_id: p.key.user_id.to_string(),
+        environment: p.key.environment.as_str().to_owned(),
+        installation_id: p.key.installation_id.clone(),
+        scopes: p.scopes.join(" "),
+        return_url: p.return_url.clone(),
+        redirect_uri: p.redirect_uri.clone(),
+        code_verifier: sealed_text(&p.code_verifier),
+        expires_at: p.expires_at,
+        created_at: p.created_at,
     }
 }

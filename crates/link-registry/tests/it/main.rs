@@ -2,6 +2,7 @@
 
 mod destinations;
 mod feed;
+mod grants;
 mod harness;
 mod installations;
 mod keys;

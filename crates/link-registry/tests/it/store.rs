@@ -71,7 +71,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261126_000003_change_feed",
             "m20261127_000004_issuances",
             "m20261127_000005_connector_suspension",
-            "m20261203_000006_installations"
+            "m20261203_000006_installations",
+            "m20261203_000007_grants"
         ]
     );
     again.ping().await.unwrap();

@@ -128,7 +128,7 @@ impl Registry {
         }
         let cipher = self.cipher.clone();
         let now = self.clock.now();
-        let edit = Box::new(move |current: &Connector, sealed_installations: u64| {
+        let edit = Box::new(move |current: &Connector, sealed_dependents: u64| {
             let mut next = current.clone();
             if let Some(name) = update.name {
                 next.name = name;
@@ -142,12 +142,12 @@ impl Registry {
                         keys: moved.join(", "),
                     });
                 }
-                // Installations' secrets are sealed to the same destinations.
-                if !moved.is_empty() && sealed_installations > 0 {
-                    return Err(RegistryError::InstallationSecretsBound {
+                // Installations' secrets and users' grants are sealed to the same destinations.
+                if !moved.is_empty() && sealed_dependents > 0 {
+                    return Err(RegistryError::DependentSecretsBound {
                         connector: current.uid.to_string(),
                         keys: moved.join(", "),
-                        installations: sealed_installations,
+                        dependents: sealed_dependents,
                     });
                 }
                 next.config = config;

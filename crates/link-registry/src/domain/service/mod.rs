@@ -7,6 +7,7 @@ mod audit;
 mod authorize;
 mod changes;
 mod connectors;
+mod grants;
 mod installations;
 mod issuances;
 mod keys;
@@ -18,6 +19,7 @@ pub use self::{
     authorize::{AuthorizeQuery, InstallationAsk},
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
+    grants::{GrantAccess, GrantTokens, LeaseAnswer, NewPending, OpenedPending, RefreshReport},
     installations::NewInstallation,
     issuances::NewIssuance,
     revocations::RevocationSummary,

@@ -9,6 +9,7 @@ use super::*;
 use crate::domain::{
     model::ProviderRevocation,
     store::{RevokeFilter, Revoked},
+    types::UserId,
 };
 
 /// What `RevokeTokens` answers.
@@ -19,6 +20,8 @@ pub struct RevocationSummary {
     pub provider_revoked: u64,
     pub provider_skipped: u64,
     pub provider_failed: u64,
+    /// Stored user grants deleted: their users must consent again.
+    pub grants_deleted: u64,
 }
 
 /// How often the reports are looked for while waiting.
@@ -47,11 +50,37 @@ impl Registry {
             .connector(team, connector)
             .await?
             .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))?;
+        // The stored grants first: from then on no broker can refresh one of them.
+        let user = match filter.subject.as_deref() {
+            None => Some(None),
+            Some(subject) => match subject.strip_prefix("user:").map(UserId::parse) {
+                Some(Ok(user)) => Some(Some(user)),
+                _ => None,
+            },
+        };
+        let grants_deleted = match user {
+            Some(user) => {
+                self.store
+                    .delete_grants(
+                        &connector,
+                        user.as_ref(),
+                        filter.installation_id.as_deref(),
+                        &caller.actor(),
+                        self.clock.now(),
+                    )
+                    .await?
+            }
+            None => 0,
+        };
         let revoked = self
             .store
             .revoke_issuances(&connector, &filter, &caller.actor(), self.clock.now())
             .await?;
-        self.settle(&connector, revoked).await
+        let summary = self.settle(&connector, revoked).await?;
+        Ok(RevocationSummary {
+            grants_deleted,
+            ..summary
+        })
     }
 
     /// Waits (bounded) for the brokers' reports on the credentials the provider can revoke, and

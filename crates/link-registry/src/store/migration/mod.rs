@@ -11,6 +11,7 @@ mod m20261126_000003_change_feed;
 mod m20261127_000004_issuances;
 mod m20261127_000005_connector_suspension;
 mod m20261203_000006_installations;
+mod m20261203_000007_grants;
 
 use sea_orm_migration::prelude::*;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_issuances::Migration),
             Box::new(m20261127_000005_connector_suspension::Migration),
             Box::new(m20261203_000006_installations::Migration),
+            Box::new(m20261203_000007_grants::Migration),
         ]
     }
 }

@@ -1,0 +1,540 @@
+//! Users' grants. The registry keeps them sealed and decides, for every broker and replica at
+//! once, who refreshes a grant: `lease_grant` answers with the access token when it is fresh
+//! enough, with a lease (and the refresh token) to exactly one caller when it is not, and with
+//! "busy until" to the others, who ask again; `commit_grant` stores the refreshed tokens only under
+//! the lease and version it was given (a fencing token), so a rotated refresh token is stored
+//! before the new access token leaves the broker, and a broker that stalled past its lease cannot
+//! overwrite a newer grant. A refusal of the refresh token (`invalid_grant`) makes the grant need
+//! consent again; a provider outage keeps it.
+//!
+//! The consent flow's state lives here too, so the callback may reach any broker: a pending
+//! authorization per random `state` (stored by its SHA-256), taken once.
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::domain::{
+    model::{Grant, GrantKey, GrantState, PendingAuthorization},
+    page::GrantPageKey,
+    store::{GrantFilter, RefreshOutcome},
+    types::UserId,
+};
+
+/// Longest lease a broker may ask for.
+const MAX_LEASE: Duration = Duration::from_secs(120);
+/// Longest life of a pending authorization.
+const MAX_PENDING: Duration = Duration::from_secs(3600);
+/// Most grants in one `ImportGrants`.
+pub const MAX_IMPORT: usize = 1000;
+
+/// Tokens of a grant on their way in (a callback's code exchange, an import).
+pub struct GrantTokens {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for GrantTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantTokens")
+            .field("refreshable", &self.refresh_token.is_some())
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A grant and its opened access token.
+pub struct GrantAccess {
+    pub grant: Grant,
+    pub access_token: SecretString,
+}
+
+impl std::fmt::Debug for GrantAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantAccess")
+            .field("grant", &self.grant.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `lease_grant` answers.
+#[derive(Debug)]
+pub enum LeaseAnswer {
+    /// The access token lives long enough: use it.
+    Fresh(GrantAccess),
+    /// This caller refreshes: with this refresh token, under this lease, against this version.
+    Leased {
+        lease_id: String,
+        fence: i64,
+        refresh_token: SecretString,
+        grant: Grant,
+    },
+    /// Another caller is refreshing until then at the latest: ask again.
+    Busy { until: DateTime<Utc> },
+}
+
+/// A consent under way, opened for the callback.
+pub struct OpenedPending {
+    pub key: GrantKey,
+    pub scopes: Vec<String>,
+    pub return_url: String,
+    pub redirect_uri: String,
+    pub code_verifier: SecretString,
+}
+
+impl std::fmt::Debug for OpenedPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedPending")
+            .field("key", &self.key)
+            .field("return_url", &self.return_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consent about to start.
+#[derive(Debug)]
+pub struct NewPending {
+    pub key: GrantKey,
+    pub scopes: Vec<String>,
+    pub return_url: String,
+    pub redirect_uri: String,
+    pub code_verifier: SecretString,
+    pub ttl: Duration,
+}
+
+/// How a refresh ended, as the broker reports it.
+#[derive(Debug)]
+pub enum RefreshReport {
+    Refreshed(GrantTokens),
+    Refused(String),
+    Unavailable(String),
+}
+
+/// The SHA-256 (hex) of a consent's `state`.
+pub fn state_hash(state: &str) -> String {
+    hex::encode(Sha256::digest(state.as_bytes()))
+}
+
+impl Registry {
+    fn broker_only(caller: &Caller) -> Result<()> {
+        if caller.role == Role::Broker {
+            Ok(())
+        } else {
+            Err(caller.not_allowed())
+        }
+    }
+
+    fn seal_for(&self, connector: &Connector, name: &str, value: &SecretString) -> StoredSecret {
+        let destination = crypto::destination_digest(connector.config.iter());
+        let aad = SecretAad {
+            team_id: connector.team_id.as_str(),
+            connector_id: connector.id.as_str(),
+            name,
+            destination: &destination,
+        };
+        StoredSecret {
+            sealed: self.cipher.seal(&aad, value),
+            fingerprint: self.cipher.fingerprint(value),
+        }
+    }
+
+    fn open_for(
+        &self,
+        connector: &Connector,
+        name: &str,
+        stored: &StoredSecret,
+    ) -> Result<SecretString> {
+        let destination = crypto::destination_digest(connector.config.iter());
+        let aad = SecretAad {
+            team_id: connector.team_id.as_str(),
+            connector_id: connector.id.as_str(),
+            name,
+            destination: &destination,
+        };
+        self.cipher
+            .open(&aad, &stored.sealed)
+            .map_err(|e| RegistryError::internal("opening a user grant", e))
+    }
+
+    /// The team's connector `id`.
+    async fn grant_connector(&self, team: &TeamId, id: &ConnectorId) -> Result<Connector> {
+        let reference = ConnectorRef::Id(id.clone());
+        self.store
+            .connector(team, &reference)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, reference))
+    }
+
+    fn sealed_grant(&self, connector: &Connector, key: GrantKey, tokens: GrantTokens) -> Grant {
+        let now = self.clock.now();
+        Grant {
+            id: 0,
+            access_token: self.seal_for(
+                connector,
+                &key.sealing_name("access"),
+                &tokens.access_token,
+            ),
+            refresh_token: tokens
+                .refresh_token
+                .as_ref()
+                .map(|t| self.seal_for(connector, &key.sealing_name("refresh"), t)),
+            key,
+            expires_at: tokens.expires_at,
+            scopes: tokens.scopes,
+            state: GrantState::Active,
+            version: 0,
+            lease: None,
+            last_error: None,
+            last_refresh_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn access(&self, connector: &Connector, grant: Grant) -> Result<GrantAccess> {
+        let access_token = self.open_for(
+            connector,
+            &grant.key.sealing_name("access"),
+            &grant.access_token,
+        )?;
+        Ok(GrantAccess {
+            grant,
+            access_token,
+        })
+    }
+
+    fn consent_required(key: &GrantKey, why: &str) -> RegistryError {
+        RegistryError::UserAuthorizationRequired(format!(
+            "user '{}' has {why} for this connector in {}",
+            connect_types::ids::truncate(key.user_id.as_str(), 64),
+            key.environment
+        ))
+    }
+
+    /// Stores a consent's grant (broker keys: the callback after the code exchange).
+    pub async fn store_grant(
+        &self,
+        caller: &Caller,
+        key: GrantKey,
+        tokens: GrantTokens,
+    ) -> Result<Grant> {
+        Self::broker_only(caller)?;
+        let connector = self
+            .grant_connector(&key.team_id, &key.connector_id)
+            .await?;
+        let grant = self.sealed_grant(&connector, key, tokens);
+        self.store.put_grant(&grant, &Actor::Broker).await
+    }
+
+    /// Imports grants from another system (admin keys); answers with how many were stored and
+    /// the index and error of each that was not.
+    pub async fn import_grants(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        grants: Vec<std::result::Result<(UserId, Environment, String, GrantTokens), RegistryError>>,
+    ) -> Result<(u64, Vec<(usize, RegistryError)>)> {
+        let team = caller.writable_team()?;
+        if grants.len() > MAX_IMPORT {
+            return Err(RegistryError::invalid(
+                "grants",
+                format!("at most {MAX_IMPORT} grants per call"),
+            ));
+        }
+        let connector = self
+            .store
+            .connector(team, connector)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))?;
+        let mut imported = 0;
+        let mut errors = Vec::new();
+        for (index, grant) in grants.into_iter().enumerate() {
+            let stored = match grant {
+                Ok((user_id, environment, installation_id, tokens)) => {
+                    let key = GrantKey {
+                        team_id: team.clone(),
+                        connector_id: connector.id.clone(),
+                        user_id,
+                        environment,
+                        installation_id,
+                    };
+                    let grant = self.sealed_grant(&connector, key, tokens);
+                    self.store
+                        .put_grant(&grant, &caller.actor())
+                        .await
+                        .map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(()) => imported += 1,
+                Err(
+                    e @ (RegistryError::StorageUnavailable(_) | RegistryError::Internal { .. }),
+                ) => {
+                    return Err(e);
+                }
+                Err(e) => errors.push((index, e)),
+            }
+        }
+        Ok((imported, errors))
+    }
+
+    /// The team's grants (admin and viewer keys), in id order: their state, never their tokens.
+    pub async fn list_grants(
+        &self,
+        caller: &Caller,
+        connector: Option<&ConnectorRef>,
+        user_id: Option<UserId>,
+        environment: Option<Environment>,
+        page: PageRequest<GrantPageKey>,
+    ) -> Result<(Page<Grant>, BTreeMap<ConnectorId, ConnectorUid>)> {
+        let team = caller.readable_team()?;
+        let connector = match connector {
+            Some(reference) => Some(
+                self.store
+                    .connector(team, reference)
+                    .await?
+                    .ok_or_else(|| RegistryError::not_found(Resource::Connector, reference))?,
+            ),
+            None => None,
+        };
+        let filter = GrantFilter {
+            connector: connector.as_ref().map(|c| c.id.clone()),
+            user_id,
+            environment,
+        };
+        let rows = self.store.grants(team, &filter, &page).await?;
+        let page = Page::from_rows(rows, page.size, |g| GrantPageKey(g.id));
+        let mut uids = BTreeMap::new();
+        for grant in &page.items {
+            if !uids.contains_key(&grant.key.connector_id)
+                && let Some(c) = self
+                    .store
+                    .connector(team, &ConnectorRef::Id(grant.key.connector_id.clone()))
+                    .await?
+            {
+                uids.insert(c.id, c.uid);
+            }
+        }
+        Ok((page, uids))
+    }
+
+    /// The grant's access token as stored (broker keys), whatever its age.
+    pub async fn grant_access(&self, caller: &Caller, key: &GrantKey) -> Result<GrantAccess> {
+        Self::broker_only(caller)?;
+        let connector = self
+            .grant_connector(&key.team_id, &key.connector_id)
+            .await?;
+        let grant = self
+            .store
+            .grant(key)
+            .await?
+            .ok_or_else(|| Self::consent_required(key, "not authorized Connect"))?;
+        if grant.state == GrantState::NeedsConsent {
+            return Err(Self::consent_required(key, "to authorize Connect again"));
+        }
+        self.access(&connector, grant)
+    }
+
+    /// The access token when it lives `min_ttl` longer; else the refresh lease for `lease_for`,
+    /// or "busy" while another caller holds it (broker keys).
+    pub async fn lease_grant(
+        &self,
+        caller: &Caller,
+        key: &GrantKey,
+        min_ttl: Duration,
+        lease_for: Duration,
+    ) -> Result<LeaseAnswer> {
+        Self::broker_only(caller)?;
+        if lease_for.is_zero() || lease_for > MAX_LEASE {
+            return Err(RegistryError::invalid(
+                "lease",
+                format!(
+                    "lease must be more than 0 and at most {} s",
+                    MAX_LEASE.as_secs()
+                ),
+            ));
+        }
+        let connector = self
+            .grant_connector(&key.team_id, &key.connector_id)
+            .await?;
+        let grant = self
+            .store
+            .grant(key)
+            .await?
+            .ok_or_else(|| Self::consent_required(key, "not authorized Connect"))?;
+        if grant.state == GrantState::NeedsConsent {
+            return Err(Self::consent_required(key, "to authorize Connect again"));
+        }
+        let now = self.clock.now();
+        let lives = chrono::Duration::from_std(min_ttl).unwrap_or(chrono::Duration::MAX);
+        if grant.expires_at.is_none_or(|at| at - now >= lives) {
+            return Ok(LeaseAnswer::Fresh(self.access(&connector, grant)?));
+        }
+        let Some(sealed) = grant.refresh_token.clone() else {
+            self.store
+                .require_consent(
+                    grant.id,
+                    "the access token expired and there is no refresh token",
+                    now,
+                )
+                .await?;
+            return Err(Self::consent_required(key, "to authorize Connect again"));
+        };
+        let lease_id = crypto::random_token(24);
+        let until = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+        if self
+            .store
+            .lease_grant(grant.id, &lease_id, until, now)
+            .await?
+        {
+            let refresh_token =
+                self.open_for(&connector, &grant.key.sealing_name("refresh"), &sealed)?;
+            return Ok(LeaseAnswer::Leased {
+                lease_id,
+                fence: grant.version,
+                refresh_token,
+                grant,
+            });
+        }
+        // Someone else holds it (or it needs consent since our read): look again.
+        match self.store.grant(key).await? {
+            Some(now_grant) if now_grant.state == GrantState::NeedsConsent => {
+                Err(Self::consent_required(key, "to authorize Connect again"))
+            }
+            Some(now_grant) => Ok(LeaseAnswer::Busy {
+                until: now_grant.lease.map_or(now, |(_, until)| until),
+            }),
+            None => Err(Self::consent_required(key, "not authorized Connect")),
+        }
+    }
+
+    /// Ends a refresh under a lease (broker keys): new tokens are stored (a rotated refresh token
+    /// with them) and the new access token answered; a refusal makes the grant need consent; an
+    /// outage keeps it. `LeaseLost` when the lease or version is no longer the grant's.
+    pub async fn commit_grant(
+        &self,
+        caller: &Caller,
+        key: &GrantKey,
+        lease_id: &str,
+        fence: i64,
+        report: RefreshReport,
+    ) -> Result<Option<GrantAccess>> {
+        Self::broker_only(caller)?;
+        let connector = self
+            .grant_connector(&key.team_id, &key.connector_id)
+            .await?;
+        let grant = self
+            .store
+            .grant(key)
+            .await?
+            .ok_or(RegistryError::LeaseLost)?;
+        let outcome = match report {
+            RefreshReport::Refreshed(tokens) => RefreshOutcome::Refreshed {
+                access_token: self.seal_for(
+                    &connector,
+                    &key.sealing_name("access"),
+                    &tokens.access_token,
+                ),
+                refresh_token: tokens
+                    .refresh_token
+                    .as_ref()
+                    .map(|t| self.seal_for(&connector, &key.sealing_name("refresh"), t)),
+                expires_at: tokens.expires_at,
+                scopes: tokens.scopes,
+            },
+            RefreshReport::Refused(error) => RefreshOutcome::Refused { error },
+            RefreshReport::Unavailable(error) => RefreshOutcome::Unavailable { error },
+        };
+        let refreshed = matches!(outcome, RefreshOutcome::Refreshed { .. });
+        let after = self
+            .store
+            .finish_refresh(grant.id, fence, lease_id, outcome, self.clock.now())
+            .await?
+            .ok_or(RegistryError::LeaseLost)?;
+        if refreshed {
+            self.access(&connector, after).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Starts a consent (broker keys): answers with the random `state` for the provider.
+    pub async fn begin_authorization(
+        &self,
+        caller: &Caller,
+        pending: NewPending,
+    ) -> Result<(String, DateTime<Utc>)> {
+        Self::broker_only(caller)?;
+        if pending.ttl.is_zero() || pending.ttl > MAX_PENDING {
+            return Err(RegistryError::invalid(
+                "ttl",
+                format!(
+                    "ttl must be more than 0 and at most {} s",
+                    MAX_PENDING.as_secs()
+                ),
+            ));
+        }
+        let connector = self
+            .grant_connector(&pending.key.team_id, &pending.key.connector_id)
+            .await?;
+        let state = crypto::random_token(32);
+        let hash = state_hash(&state);
+        let now = self.clock.now();
+        let expires_at =
+            now + chrono::Duration::from_std(pending.ttl).unwrap_or(chrono::Duration::MAX);
+        let stored = PendingAuthorization {
+            code_verifier: self.seal_for(
+                &connector,
+                &format!("pending/{hash}/verifier"),
+                &pending.code_verifier,
+            ),
+            state_hash: hash,
+            key: pending.key,
+            scopes: pending.scopes,
+            return_url: pending.return_url,
+            redirect_uri: pending.redirect_uri,
+            expires_at,
+            created_at: now,
+        };
+        self.store.insert_pending(&stored).await?;
+        Ok((state, expires_at))
+    }
+
+    /// Takes the consent of `state` (broker keys), once: an unknown, used or expired state is
+    /// `NotFound`.
+    pub async fn complete_authorization(
+        &self,
+        caller: &Caller,
+        state: &str,
+    ) -> Result<OpenedPending> {
+        Self::broker_only(caller)?;
+        let unknown = || {
+            RegistryError::FailedPrecondition(
+                "this authorization is unknown, was used already, or has expired".into(),
+            )
+        };
+        let hash = state_hash(state);
+        let pending = self.store.take_pending(&hash).await?.ok_or_else(unknown)?;
+        if pending.expires_at <= self.clock.now() {
+            return Err(unknown());
+        }
+        let connector = self
+            .grant_connector(&pending.key.team_id, &pending.key.connector_id)
+            .await?;
+        let code_verifier = self.open_for(
+            &connector,
+            &format!("pending/{hash}/verifier"),
+            &pending.code_verifier,
+        )?;
+        Ok(OpenedPending {
+            key: pending.key,
+            scopes: pending.scopes,
+            return_url: pending.return_url,
+            redirect_uri: pending.redirect_uri,
+            code_verifier,
+        })
+    }
+}

@@ -1,0 +1,328 @@
+//! Users' grants and consents under way. A refresh is coordinated through the grant's row
+//! alone, so it holds across every broker and registry replica: the lease is taken by one
+//! conditional `UPDATE` (no unexpired lease, not awaiting consent), and a refresh commits only by
+//! another conditional `UPDATE` that names the lease it holds and the version it leased: a broker
+//! that stalled past its lease, or whose grant a new consent replaced, writes nothing.
+
+use super::*;
+use crate::domain::{
+    model::{Grant, GrantKey, GrantState, PendingAuthorization},
+    page::GrantPageKey,
+    store::{GrantFilter, GrantStore, RefreshOutcome},
+    types::UserId,
+};
+
+fn key_condition(key: &GrantKey) -> Condition {
+    use grant::Column as G;
+    Condition::all()
+        .add(G::TeamId.eq(key.team_id.as_str()))
+        .add(G::ConnectorId.eq(key.connector_id.as_str()))
+        .add(G::UserId.eq(key.user_id.as_str()))
+        .add(G::Environment.eq(key.environment.as_str()))
+        .add(G::InstallationId.eq(key.installation_id.as_str()))
+}
+
+impl SeaStore {
+    /// How many of the connector's grants there are (inside a write transaction): their tokens
+    /// are sealed to the connector's destinations.
+    pub(super) async fn grants_of(
+        &self,
+        txn: &DatabaseTransaction,
+        connector: &Connector,
+    ) -> Result<u64> {
+        grant::Entity::find()
+            .filter(grant::Column::ConnectorId.eq(connector.id.as_str()))
+            .count(txn)
+            .await
+            .map_err(storage_error)
+    }
+}
+
+#[async_trait]
+impl GrantStore for SeaStore {
+    async fn put_grant(&self, g: &Grant, actor: &Actor) -> Result<Grant> {
+        let txn = self.begin_write().await?;
+        // The connector row is locked (PostgreSQL): a grant and a destination change serialize.
+        self.connector_for_update(
+            &txn.txn,
+            &g.key.team_id,
+            &ConnectorRef::Id(g.key.connector_id.clone()),
+        )
+        .await?;
+        let before = grant::Entity::find()
+            .filter(key_condition(&g.key))
+            .one(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .map(rows::grant)
+            .transpose()?;
+        let mut stored = g.clone();
+        stored.state = GrantState::Active;
+        stored.lease = None;
+        stored.last_error = None;
+        match &before {
+            Some(old) => {
+                stored.id = old.id;
+                stored.version = old.version + 1;
+                stored.created_at = old.created_at;
+                rows::grant_row(&stored)
+                    .into_active_model()
+                    .reset_all()
+                    .update(&txn.txn)
+                    .await
+                    .map_err(storage_error)?;
+            }
+            None => {
+                stored.version = 1;
+                let mut row = grant::ActiveModel::from(rows::grant_row(&stored));
+                row.id = sea_orm::ActiveValue::NotSet;
+                stored.id = grant::Entity::insert(row)
+                    .exec(&txn.txn)
+                    .await
+                    .map_err(|e| {
+                        write_error(e, |_| {
+                            RegistryError::FailedPrecondition(
+                                "another consent for this grant was stored at the same time".into(),
+                            )
+                        })
+                    })?
+                    .last_insert_id;
+            }
+        }
+        txn.commit(audit::grant_stored(actor, before.as_ref(), &stored), None)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn grant(&self, key: &GrantKey) -> Result<Option<Grant>> {
+        let row = grant::Entity::find()
+            .filter(key_condition(key))
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?;
+        row.map(rows::grant).transpose()
+    }
+
+    async fn grants(
+        &self,
+        team: &TeamId,
+        filter: &GrantFilter,
+        page: &PageRequest<GrantPageKey>,
+    ) -> Result<Vec<Grant>> {
+        use grant::Column as G;
+        let mut select = grant::Entity::find()
+            .filter(G::TeamId.eq(team.as_str()))
+            .order_by(G::Id, Order::Asc)
+            .limit(page.limit());
+        if let Some(connector) = &filter.connector {
+            select = select.filter(G::ConnectorId.eq(connector.as_str()));
+        }
+        if let Some(user) = &filter.user_id {
+            select = select.filter(G::UserId.eq(user.as_str()));
+        }
+        if let Some(environment) = filter.environment {
+            select = select.filter(G::Environment.eq(environment.as_str()));
+        }
+        if let Some(GrantPageKey(after)) = page.after {
+            select = select.filter(G::Id.gt(after));
+        }
+        let found = select.all(&self.db).await.map_err(storage_error)?;
+        found.into_iter().map(rows::grant).collect()
+    }
+
+    async fn lease_grant(
+        &self,
+        id: i64,
+        lease_id: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        use grant::Column as G;
+        let free = Condition::any()
+            .add(G::LeaseExpiresAt.is_null())
+            .add(G::LeaseExpiresAt.lt(now));
+        let taken = grant::Entity::update_many()
+            .col_expr(G::LeaseId, Expr::value(lease_id))
+            .col_expr(G::LeaseExpiresAt, Expr::value(until))
+            .filter(G::Id.eq(id))
+            .filter(G::State.ne(GrantState::NeedsConsent.as_str()))
+            .filter(free)
+            .exec(&self.db)
+            .await
+            .map_err(storage_error)?;
+        Ok(taken.rows_affected == 1)
+    }
+
+    async fn finish_refresh(
+        &self,
+        id: i64,
+        fence: i64,
+        lease_id: &str,
+        outcome: RefreshOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Grant>> {
+        use grant::Column as G;
+        let txn = self.begin_write().await?;
+        let Some(before) = grant::Entity::find_by_id(id)
+            .filter(G::Version.eq(fence))
+            .filter(G::LeaseId.eq(lease_id))
+            .one(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .map(rows::grant)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let mut after = before.clone();
+        after.lease = None;
+        after.updated_at = now;
+        match outcome {
+            RefreshOutcome::Refreshed {
+                access_token,
+                refresh_token,
+                expires_at,
+                scopes,
+            } => {
+                after.access_token = access_token;
+                if let Some(rotated) = refresh_token {
+                    after.refresh_token = Some(rotated);
+                }
+                after.expires_at = expires_at;
+                after.scopes = scopes;
+                after.state = GrantState::Active;
+                after.version += 1;
+                after.last_error = None;
+                after.last_refresh_at = Some(now);
+            }
+            RefreshOutcome::Refused { error } => {
+                after.state = GrantState::NeedsConsent;
+                after.last_error = Some(connect_types::ids::truncate(&error, 300));
+            }
+            RefreshOutcome::Unavailable { error } => {
+                after.state = GrantState::RefreshFailed;
+                after.last_error = Some(connect_types::ids::truncate(&error, 300));
+            }
+        }
+        // The same conditions again, in the write: the row cannot have moved in between on
+        // SQLite (one writer), and on PostgreSQL a concurrent commit makes this one match nothing.
+        let written = grant::Entity::update_many()
+            .set(grant::ActiveModel::from(rows::grant_row(&after)).reset_all())
+            .filter(G::Id.eq(id))
+            .filter(G::Version.eq(fence))
+            .filter(G::LeaseId.eq(lease_id))
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        if written.rows_affected != 1 {
+            return Ok(None);
+        }
+        if after.state != before.state {
+            txn.commit(audit::grant_state_changed(&before, &after), None)
+                .await?;
+        } else {
+            txn.commit_unaudited().await?;
+        }
+        Ok(Some(after))
+    }
+
+    async fn require_consent(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()> {
+        let txn = self.begin_write().await?;
+        let Some(before) = grant::Entity::find_by_id(id)
+            .one(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .map(rows::grant)
+            .transpose()?
+        else {
+            return Ok(());
+        };
+        if before.state == GrantState::NeedsConsent {
+            return Ok(());
+        }
+        let mut after = before.clone();
+        after.state = GrantState::NeedsConsent;
+        after.last_error = Some(why.to_owned());
+        after.lease = None;
+        after.updated_at = now;
+        rows::grant_row(&after)
+            .into_active_model()
+            .reset_all()
+            .update(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        txn.commit(audit::grant_state_changed(&before, &after), None)
+            .await
+    }
+
+    async fn delete_grants(
+        &self,
+        connector: &Connector,
+        user: Option<&UserId>,
+        installation: Option<&str>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        use grant::Column as G;
+        let txn = self.begin_write().await?;
+        let mut select = grant::Entity::find().filter(G::ConnectorId.eq(connector.id.as_str()));
+        if let Some(user) = user {
+            select = select.filter(G::UserId.eq(user.as_str()));
+        }
+        if let Some(installation) = installation {
+            select = select.filter(G::InstallationId.eq(installation));
+        }
+        let gone: Vec<Grant> = select
+            .all(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(rows::grant)
+            .collect::<Result<_>>()?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = gone.iter().map(|g| g.id).collect();
+        for chunk in ids.chunks(500) {
+            grant::Entity::delete_many()
+                .filter(G::Id.is_in(chunk.iter().copied()))
+                .exec(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+        }
+        txn.commit(audit::grants_deleted(actor, connector, &gone, now), None)
+            .await?;
+        Ok(gone.len() as u64)
+    }
+
+    async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()> {
+        authorization_request::ActiveModel::from(rows::pending_row(pending))
+            .insert(&self.db)
+            .await
+            .map_err(|e| {
+                write_error(e, |_| {
+                    RegistryError::FailedPrecondition("the authorization state is taken".into())
+                })
+            })?;
+        Ok(())
+    }
+
+    async fn take_pending(&self, state_hash: &str) -> Result<Option<PendingAuthorization>> {
+        let Some(row) = authorization_request::Entity::find_by_id(state_hash)
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?
+        else {
+            return Ok(None);
+        };
+        // Whoever deletes the row owns it: of two callbacks with one state, one wins.
+        let deleted = authorization_request::Entity::delete_by_id(state_hash)
+            .exec(&self.db)
+            .await
+            .map_err(storage_error)?;
+        if deleted.rows_affected != 1 {
+            return Ok(None);
+        }
+        rows::pending(row).map(Some)
+    }
+}

@@ -1,0 +1,533 @@
+//! User grants through a real server, on every backend: imports, the listing admins see, the
+//! refresh lease (one holder among concurrent callers, fenced commits, take-over after expiry),
+//! the states a refresh leaves, consents under way used once, and revocation deleting grants.
+
+use std::time::Duration;
+
+use connect_proto::registry::v1 as pb;
+use tonic::Code;
+
+use crate::harness::{Client, TestApp, TestDb, assert_error, violated_fields};
+
+crate::on_every_backend!(
+    imported_grants_are_listed_without_their_tokens,
+    one_caller_refreshes_and_a_stalled_one_is_fenced_out,
+    a_consent_under_way_is_taken_once,
+);
+
+fn in_seconds(s: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + s,
+        nanos: 0,
+    })
+}
+
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    })
+}
+
+fn imported(user: &str, access: &str, refresh: &str, expires_in: i64) -> pb::ImportedGrant {
+    pb::ImportedGrant {
+        user_id: user.into(),
+        environment: "preview".into(),
+        access_token: access.into(),
+        refresh_token: refresh.into(),
+        expire_time: in_seconds(expires_in),
+        scopes: vec!["read".into()],
+        ..Default::default()
+    }
+}
+
+/// Acme's `oauth2/idp` connector; answers with its id.
+async fn connector(admin: &mut Client) -> String {
+    admin
+        .create_connector(pb::CreateConnectorRequest {
+            uid: "oauth2/idp".into(),
+            config: [(
+                "token_url".to_owned(),
+                "https://idp.example/token".to_owned(),
+            )]
+            .into(),
+            secrets: [
+                ("client_id".to_owned(), "c".to_owned()),
+                ("client_secret".to_owned(), "s".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+async fn import(admin: &mut Client, grants: Vec<pb::ImportedGrant>) -> pb::ImportGrantsResponse {
+    admin
+        .import_grants(pb::ImportGrantsRequest {
+            connector: "oauth2/idp".into(),
+            grants,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn key(connector_id: &str, user: &str) -> Option<pb::GrantKey> {
+    Some(pb::GrantKey {
+        owner_id: "team_acme".into(),
+        connector_id: connector_id.into(),
+        user_id: user.into(),
+        environment: "preview".into(),
+        installation_id: String::new(),
+    })
+}
+
+async fn lease(
+    broker: &mut Client,
+    connector_id: &str,
+    user: &str,
+    min_ttl: u64,
+    lease_for: Duration,
+) -> Result<pb::lease_grant_response::Answer, tonic::Status> {
+    broker
+        .lease_grant(pb::LeaseGrantRequest {
+            key: key(connector_id, user),
+            min_ttl: duration(Duration::from_secs(min_ttl)),
+            lease: duration(lease_for),
+        })
+        .await
+        .map(|r| r.into_inner().answer.expect("an answer"))
+}
+
+async fn grants(client: &mut Client) -> Vec<pb::Grant> {
+    client
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+}
+
+async fn imported_grants_are_listed_without_their_tokens(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    connector(&mut admin).await;
+    let mut bad = imported("", "at_x", "", 60);
+    bad.environment = "staging".into();
+    let answer = import(
+        &mut admin,
+        vec![
+            imported("ada", "at_ada_secret", "rt_ada_secret", 600),
+            bad,
+            imported("bob", "at_bob_secret", "", 600),
+        ],
+    )
+    .await;
+    assert_eq!(answer.imported, 2);
+    assert_eq!(answer.errors.len(), 1);
+    assert_eq!(
+        (answer.errors[0].index, answer.errors[0].reason.as_str()),
+        (1, "INVALID_ARGUMENT")
+    );
+    assert!(
+        answer.errors[0].message.contains("user_id"),
+        "{:?}",
+        answer.errors
+    );
+
+    let listed = grants(&mut app.client(&app.acme.viewer)).await;
+    let rows: Vec<(&str, &str, &str, bool, i64)> = listed
+        .iter()
+        .map(|g| {
+            (
+                g.user_id.as_str(),
+                g.connector_uid.as_str(),
+                g.state.as_str(),
+                g.refreshable,
+                g.version,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ada", "oauth2/idp", "active", true, 1),
+            ("bob", "oauth2/idp", "active", false, 1)
+        ]
+    );
+    assert!(!format!("{listed:?}").contains("_secret"));
+    // Importing again replaces: a new version.
+    import(
+        &mut admin,
+        vec![imported("ada", "at_ada_2", "rt_ada_2", 600)],
+    )
+    .await;
+    let listed = grants(&mut admin).await;
+    assert_eq!(listed[0].version, 2);
+
+    // Roles: viewers read, brokers do not import, admins do not lease.
+    assert_error(
+        app.client(&app.acme.viewer)
+            .import_grants(pb::ImportGrantsRequest {
+                connector: "oauth2/idp".into(),
+                grants: vec![],
+            })
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    assert_error(
+        admin
+            .lease_grant(pb::LeaseGrantRequest {
+                key: key(&listed[0].connector_id, "ada"),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"grant.create") && actions.contains(&"grant.replace"));
+    let audited = format!("{events:?}");
+    assert!(!audited.contains("at_ada") && !audited.contains("rt_ada"));
+
+    // A destination move would send the grants' refresh tokens elsewhere.
+    let moved = admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: "oauth2/idp".into(),
+            config: [(
+                "token_url".to_owned(),
+                "https://other.example/token".to_owned(),
+            )]
+            .into(),
+            secrets: [
+                ("client_id".to_owned(), "c".to_owned()),
+                ("client_secret".to_owned(), "s".to_owned()),
+            ]
+            .into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["config".into(), "secrets".into()],
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_error(moved, Code::FailedPrecondition, "SECRETS_REQUIRED");
+
+    // Revoking a user's tokens deletes the user's grant.
+    let revoked = admin
+        .revoke_tokens(pb::RevokeTokensRequest {
+            connector: "oauth2/idp".into(),
+            subject: "user:ada".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.grants_deleted, 1);
+    let users: Vec<String> = grants(&mut admin)
+        .await
+        .into_iter()
+        .map(|g| g.user_id)
+        .collect();
+    assert_eq!(users, ["bob"]);
+    app.stop().await;
+}
+
+async fn one_caller_refreshes_and_a_stalled_one_is_fenced_out(db: TestDb) {
+    use pb::lease_grant_response::Answer;
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let conn = connector(&mut admin).await;
+    import(
+        &mut admin,
+        vec![
+            imported("ada", "at_1", "rt_1", 30),
+            imported("bob", "at_bob", "", -5),
+            imported("carol", "at_carol", "rt_carol", 5),
+        ],
+    )
+    .await;
+    let mut broker = app.broker();
+    let short = Duration::from_secs(1);
+
+    // Fresh enough: the access token as it is.
+    let Answer::Fresh(fresh) = lease(&mut broker, &conn, "ada", 10, short).await.unwrap() else {
+        panic!("expected the stored token");
+    };
+    assert_eq!(fresh.access_token, "at_1");
+
+    // Not fresh enough: of 50 concurrent callers exactly one gets the lease, with the refresh token.
+    let calls = (0..50).map(|_| {
+        let mut broker = app.broker();
+        let conn = conn.clone();
+        async move { lease(&mut broker, &conn, "ada", 60, Duration::from_secs(30)).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let leases: Vec<&pb::GrantLease> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Ok(Answer::Leased(l)) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(leases.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(Answer::Leased(_) | Answer::BusyUntil(_)))),
+        "{answers:?}"
+    );
+    let held = leases[0].clone();
+    assert_eq!((held.refresh_token.as_str(), held.fence), ("rt_1", 1));
+
+    let commit = |lease_id: String, fence: i64, outcome| pb::CommitGrantRequest {
+        key: key(&conn, "ada"),
+        lease_id,
+        fence,
+        outcome: Some(outcome),
+    };
+    let refreshed = |access: &str, refresh: &str| {
+        pb::commit_grant_request::Outcome::Refreshed(pb::RefreshedTokens {
+            access_token: access.into(),
+            refresh_token: refresh.into(),
+            expire_time: in_seconds(3600),
+            scopes: vec!["read".into()],
+        })
+    };
+    // Another lease id, or another version, writes nothing.
+    assert_error(
+        broker
+            .commit_grant(commit("someone-else".into(), 1, refreshed("at_x", "rt_x")))
+            .await,
+        Code::Aborted,
+        "LEASE_LOST",
+    );
+    assert_error(
+        broker
+            .commit_grant(commit(held.lease_id.clone(), 7, refreshed("at_x", "rt_x")))
+            .await,
+        Code::Aborted,
+        "LEASE_LOST",
+    );
+    let access = broker
+        .commit_grant(commit(held.lease_id.clone(), 1, refreshed("at_2", "rt_2")))
+        .await
+        .unwrap()
+        .into_inner()
+        .access
+        .unwrap();
+    assert_eq!(access.access_token, "at_2");
+    assert_eq!(access.grant.unwrap().version, 2);
+    let Answer::Fresh(fresh) = lease(&mut broker, &conn, "ada", 60, short).await.unwrap() else {
+        panic!("expected the refreshed token");
+    };
+    assert_eq!(fresh.access_token, "at_2");
+
+    // A stalled holder: its lease runs out, another takes over and commits; the stalled one's
+    // commit is fenced out.
+    let Answer::Leased(stalled) = lease(&mut broker, &conn, "ada", 7200, short).await.unwrap()
+    else {
+        panic!("expected a lease");
+    };
+    assert!(matches!(
+        lease(&mut broker, &conn, "ada", 7200, short).await.unwrap(),
+        Answer::BusyUntil(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let Answer::Leased(taker) = lease(&mut broker, &conn, "ada", 7200, short).await.unwrap() else {
+        panic!("an expired lease is taken over");
+    };
+    assert_eq!(taker.refresh_token, "rt_2");
+    broker
+        .commit_grant(commit(
+            taker.lease_id.clone(),
+            taker.fence,
+            refreshed("at_3", ""),
+        ))
+        .await
+        .unwrap();
+    assert_error(
+        broker
+            .commit_grant(commit(
+                stalled.lease_id,
+                stalled.fence,
+                refreshed("at_old", "rt_old"),
+            ))
+            .await,
+        Code::Aborted,
+        "LEASE_LOST",
+    );
+    // Not rotated: the stored refresh token stays.
+    let Answer::Leased(next) = lease(&mut broker, &conn, "ada", 7200, short).await.unwrap() else {
+        panic!("expected a lease");
+    };
+    assert_eq!((next.refresh_token.as_str(), next.fence), ("rt_2", 3));
+
+    // The provider refuses the refresh token: consent is needed from then on.
+    broker
+        .commit_grant(commit(
+            next.lease_id,
+            next.fence,
+            pb::commit_grant_request::Outcome::Refused("invalid_grant".into()),
+        ))
+        .await
+        .unwrap();
+    assert_error(
+        lease(&mut broker, &conn, "ada", 0, short)
+            .await
+            .map(tonic::Response::new),
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+    );
+    // Expired without a refresh token: the same.
+    assert_error(
+        lease(&mut broker, &conn, "bob", 0, short)
+            .await
+            .map(tonic::Response::new),
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+    );
+    assert_error(
+        lease(&mut broker, &conn, "nobody", 0, short)
+            .await
+            .map(tonic::Response::new),
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+    );
+    // A provider outage keeps the grant: the next caller leases again.
+    let Answer::Leased(outage) = lease(&mut broker, &conn, "carol", 60, short).await.unwrap()
+    else {
+        panic!("expected a lease");
+    };
+    broker
+        .commit_grant(pb::CommitGrantRequest {
+            key: key(&conn, "carol"),
+            lease_id: outage.lease_id,
+            fence: outage.fence,
+            outcome: Some(pb::commit_grant_request::Outcome::Unavailable(
+                "token endpoint answered 503".into(),
+            )),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        lease(&mut broker, &conn, "carol", 60, short).await.unwrap(),
+        Answer::Leased(_)
+    ));
+
+    let states: Vec<(String, String)> = grants(&mut admin)
+        .await
+        .into_iter()
+        .map(|g| (g.user_id, g.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("ada".into(), "needs_consent".into()),
+            ("bob".into(), "needs_consent".into()),
+            ("carol".into(), "refresh_failed".into())
+        ]
+    );
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "grant.needs_consent")
+            .count(),
+        2
+    );
+    assert!(actions.contains(&"grant.refresh_failed"));
+    assert!(!format!("{events:?}").contains("rt_"));
+    app.stop().await;
+}
+
+async fn a_consent_under_way_is_taken_once(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let conn = connector(&mut admin).await;
+    let mut broker = app.broker();
+    let verifier = "v".repeat(43);
+    let begin = |ttl: Duration, verifier: &str| pb::BeginAuthorizationRequest {
+        key: key(&conn, "ada"),
+        scopes: vec!["read".into()],
+        return_url: "https://app.example/done".into(),
+        redirect_uri: "https://connect.example/oauth/callback".into(),
+        code_verifier: verifier.into(),
+        ttl: duration(ttl),
+    };
+    let started = broker
+        .begin_authorization(begin(Duration::from_secs(600), &verifier))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.state.len() >= 32);
+    let taken = broker
+        .complete_authorization(pb::CompleteAuthorizationRequest {
+            state: started.state.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            taken.code_verifier.as_str(),
+            taken.return_url.as_str(),
+            taken.key.unwrap().user_id.as_str()
+        ),
+        (verifier.as_str(), "https://app.example/done", "ada")
+    );
+    // Replayed, unknown and expired states are all the same refusal.
+    for state in [started.state, "made-up".to_owned()] {
+        assert_error(
+            broker
+                .complete_authorization(pb::CompleteAuthorizationRequest { state })
+                .await,
+            Code::FailedPrecondition,
+            "FAILED_PRECONDITION",
+        );
+    }
+    let short = broker
+        .begin_authorization(begin(Duration::from_millis(300), &verifier))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_error(
+        broker
+            .complete_authorization(pb::CompleteAuthorizationRequest { state: short.state })
+            .await,
+        Code::FailedPrecondition,
+        "FAILED_PRECONDITION",
+    );
+    let status = assert_error(
+        broker
+            .begin_authorization(begin(Duration::from_secs(600), "short"))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["code_verifier"]);
+    assert_error(
+        admin
+            .begin_authorization(begin(Duration::from_secs(600), &verifier))
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    app.stop().await;
+}
