@@ -632,59 +632,21 @@ async fn an_installation_of_an_api_key_connector_brings_its_own_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_every_broker_with_or_without_an_authorization_cache() {
-    use connect_proto::broker::v1::token_broker_client::TokenBrokerClient;
-    use link_registry::domain::model::Role;
-    use secrecy::ExposeSecret;
-
     let stack = Stack::start_with(|c| c.authz_cache_size = 0).await;
     let api = github().await;
     github_connector(&stack, &api, APP, &app_key().0).await;
     // A second broker on the same registry, with the authorization cache on.
-    let (_, key) = stack
-        .local()
-        .registry()
-        .create_api_key(None, Role::Broker)
-        .await
-        .unwrap();
-    let config = token_broker::BrokerConfig::local(
-        stack.local().registry_url().to_owned(),
-        key.expose_secret().to_owned().into(),
-        vec![stack.acme.issuer.issuer_url()],
-        crate::harness::AUDIENCE.to_owned(),
-    );
-    let second = token_broker::App::build(config).await.unwrap();
-    let addr = second.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(second.run_until(async {
-        stopped.await.ok();
-    }));
-    let mut client = TokenBrokerClient::new(crate::harness::channel(addr, None).await);
+    let second = stack.second_broker(|_| {}).await;
 
     let preview = stack.acme.token("prj_web", "preview");
     let from_first = stack
         .get_token_with(&preview, ask("1001", &[], &[]))
         .await
         .unwrap();
-    let mut from_second = None;
-    for _ in 0..500 {
-        let mut request = tonic::Request::new(ask("1001", &[], &[]));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {preview}").parse().unwrap(),
-        );
-        match client.get_token(request).await {
-            Ok(answer) => {
-                from_second = Some(answer.into_inner());
-                break;
-            }
-            // Until it reports SERVING.
-            Err(status) if status.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    let from_second = from_second.expect("the second broker answers");
+    let from_second = second
+        .get_token_with(&preview, ask("1001", &[], &[]))
+        .await
+        .unwrap();
     assert_ne!(
         from_first.token, from_second.token,
         "each broker asked GitHub for its own"
@@ -698,7 +660,6 @@ async fn a_revocation_reaches_every_broker_with_or_without_an_authorization_cach
     );
     let revoked = api.revoked();
     assert!(revoked.contains(&from_first.token) && revoked.contains(&from_second.token));
-    stop.send(()).ok();
-    server.await.unwrap().unwrap();
+    second.stop().await;
     stack.stop().await;
 }

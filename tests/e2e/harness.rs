@@ -418,6 +418,57 @@ impl Stack {
     /// Waits until the broker has applied every change made so far: the feed delivers changes in
     /// order, so once the broker answers for a link made now, it has seen every earlier change
     /// (and no late invalidation will drop what it caches next).
+    /// A second broker on the same registry, configured by `configure` from the local defaults.
+    pub async fn second_broker(
+        &self,
+        configure: impl FnOnce(&mut token_broker::BrokerConfig),
+    ) -> SecondBroker {
+        let (_, key) = self
+            .local()
+            .registry()
+            .create_api_key(None, Role::Broker)
+            .await
+            .unwrap();
+        let mut config = token_broker::BrokerConfig::local(
+            self.local().registry_url().to_owned(),
+            key.expose_secret().to_owned().into(),
+            vec![
+                self.acme.issuer.issuer_url(),
+                self.globex.issuer.issuer_url(),
+            ],
+            AUDIENCE.to_owned(),
+        );
+        configure(&mut config);
+        let app = token_broker::App::build(config).await.unwrap();
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            stopped.await.ok();
+        }));
+        let broker = SecondBroker {
+            client: TokenBrokerClient::new(channel(addr, None).await),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::new(channel(addr, None).await);
+        for _ in 0..1500 {
+            let answer = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if answer.is_ok_and(|a| {
+                a.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            }) {
+                return broker;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the second broker never reported SERVING");
+    }
+
     pub async fn feed_caught_up(&self) {
         static MARKS: AtomicUsize = AtomicUsize::new(0);
         let n = MARKS.fetch_add(1, Ordering::SeqCst);
@@ -502,6 +553,40 @@ impl Stack {
     }
 }
 
+/// Another broker of a [`Stack`]'s registry.
+pub struct SecondBroker {
+    client: TokenBrokerClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), token_broker::AppError>>>,
+}
+
+impl SecondBroker {
+    pub async fn get_token_with(
+        &self,
+        token: &str,
+        request: bpb::GetTokenRequest,
+    ) -> Result<bpb::GetTokenResponse, Status> {
+        let mut request = Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        self.client
+            .clone()
+            .get_token(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
 /// Asserts a gRPC error's code, `ErrorInfo` reason (domain `connect`) and message prefix.
 #[track_caller]
 pub fn assert_denied<T: std::fmt::Debug>(
@@ -546,6 +631,24 @@ struct EndpointState {
     mode: Mutex<EndpointMode>,
     /// Tokens revoked through RFC 7009.
     revoked: Mutex<Vec<String>>,
+    /// Refresh tokens issued, by value: the user and whether it was used (rotation).
+    refresh_tokens: Mutex<std::collections::HashMap<String, (String, bool)>>,
+    /// Authorization codes issued: (user, PKCE challenge, redirect_uri, scope).
+    codes: Mutex<std::collections::HashMap<String, (String, String, String, String)>>,
+    refreshes: AtomicUsize,
+    /// Whether a used refresh token is still honoured (no rotation enforcement).
+    reuse_refresh_tokens: std::sync::atomic::AtomicBool,
+    /// What the simulated user answers at the authorize endpoint: approve, or `access_denied`.
+    consent: Mutex<Consent>,
+    /// The user the next consent is for.
+    consenting_user: Mutex<String>,
+}
+
+/// What the loopback provider's user does on its consent screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consent {
+    Approve,
+    Deny,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -580,10 +683,17 @@ impl TokenEndpoint {
             elsewhere_calls: AtomicUsize::new(0),
             mode: Mutex::new(EndpointMode::Issue),
             revoked: Mutex::new(Vec::new()),
+            refresh_tokens: Mutex::default(),
+            codes: Mutex::default(),
+            refreshes: AtomicUsize::new(0),
+            reuse_refresh_tokens: std::sync::atomic::AtomicBool::new(false),
+            consent: Mutex::new(Consent::Approve),
+            consenting_user: Mutex::new("ada".into()),
         });
         let app = Router::new()
             .route("/oauth/token", post(token_endpoint))
             .route("/oauth/revoke", post(revocation_endpoint))
+            .route("/oauth/authorize", axum::routing::get(authorize_endpoint))
             .route("/elsewhere", post(elsewhere))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -624,6 +734,40 @@ impl TokenEndpoint {
         *self.state.mode.lock().unwrap() = mode;
     }
 
+    /// A refresh token of `user`, as a consent would have issued it.
+    pub fn issue_refresh_token(&self, user: &str) -> String {
+        let token = format!("rt_{user}_{:x}", rand::random::<u64>());
+        self.state
+            .refresh_tokens
+            .lock()
+            .unwrap()
+            .insert(token.clone(), (user.to_owned(), false));
+        token
+    }
+
+    /// Refresh token grants answered (whatever the answer).
+    pub fn refreshes(&self) -> usize {
+        self.state.refreshes.load(Ordering::SeqCst)
+    }
+
+    /// Honour used refresh tokens again (a provider without rotation enforcement).
+    pub fn reuse_refresh_tokens(&self, reuse: bool) {
+        self.state
+            .reuse_refresh_tokens
+            .store(reuse, Ordering::SeqCst);
+    }
+
+    /// What the next user does at the consent screen, and who they are.
+    pub fn set_consent(&self, consent: Consent, user: &str) {
+        *self.state.consent.lock().unwrap() = consent;
+        *self.state.consenting_user.lock().unwrap() = user.to_owned();
+    }
+
+    /// The endpoint's authorization endpoint.
+    pub fn authorize_url(&self) -> String {
+        self.url.replace("/oauth/token", "/oauth/authorize")
+    }
+
     /// The endpoint's RFC 7009 revocation endpoint.
     pub fn revocation_url(&self) -> String {
         self.url.replace("/oauth/token", "/oauth/revoke")
@@ -633,6 +777,87 @@ impl TokenEndpoint {
     pub fn revoked(&self) -> Vec<String> {
         self.state.revoked.lock().unwrap().clone()
     }
+}
+
+#[derive(serde::Deserialize)]
+struct AuthorizeQuery {
+    response_type: String,
+    client_id: String,
+    redirect_uri: String,
+    state: String,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    scope: Option<String>,
+}
+
+/// The consent screen, answered at once by the simulated user: a redirect to `redirect_uri`
+/// with a code (bound to the PKCE challenge) or with `error=access_denied`.
+async fn authorize_endpoint(
+    State(state): State<Arc<EndpointState>>,
+    axum::extract::Query(q): axum::extract::Query<AuthorizeQuery>,
+) -> Response {
+    if q.response_type != "code"
+        || q.client_id != CLIENT_ID
+        || q.code_challenge_method.as_deref() != Some("S256")
+        || q.code_challenge.as_deref().is_none_or(str::is_empty)
+    {
+        return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+    }
+    let mut target = url::Url::parse(&q.redirect_uri).unwrap();
+    match *state.consent.lock().unwrap() {
+        Consent::Deny => {
+            target
+                .query_pairs_mut()
+                .append_pair("error", "access_denied")
+                .append_pair("state", &q.state);
+        }
+        Consent::Approve => {
+            let code = format!("code_{:x}", rand::random::<u64>());
+            let user = state.consenting_user.lock().unwrap().clone();
+            state.codes.lock().unwrap().insert(
+                code.clone(),
+                (
+                    user,
+                    q.code_challenge.unwrap_or_default(),
+                    q.redirect_uri.clone(),
+                    q.scope.unwrap_or_default(),
+                ),
+            );
+            target
+                .query_pairs_mut()
+                .append_pair("code", &code)
+                .append_pair("state", &q.state);
+        }
+    }
+    (StatusCode::FOUND, [("location", target.to_string())], "").into_response()
+}
+
+/// A new access and refresh token for `user`.
+fn user_tokens(state: &EndpointState, user: &str, scope: &str) -> Response {
+    let n = state.calls.load(Ordering::SeqCst);
+    let access = format!("ua_{user}_{n}_{:x}", rand::random::<u32>());
+    let refresh = format!("rt_{user}_{:x}", rand::random::<u64>());
+    state
+        .refresh_tokens
+        .lock()
+        .unwrap()
+        .insert(refresh.clone(), (user.to_owned(), false));
+    Json(serde_json::json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": refresh,
+        "scope": scope,
+    }))
+    .into_response()
+}
+
+fn invalid_grant() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": "invalid_grant" })),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -680,6 +905,10 @@ async fn revocation_endpoint(
 struct TokenForm {
     grant_type: String,
     scope: Option<String>,
+    refresh_token: Option<String>,
+    code: Option<String>,
+    code_verifier: Option<String>,
+    redirect_uri: Option<String>,
     subject_token: Option<String>,
     subject_token_type: Option<String>,
     requested_token_type: Option<String>,
@@ -768,6 +997,43 @@ async fn token_endpoint(
             "expires_in": 900,
         }))
         .into_response();
+    }
+    if authorized && form.grant_type == "refresh_token" {
+        // Rotation: a refresh token is good once (unless reuse is allowed); its successor is new.
+        state.refreshes.fetch_add(1, Ordering::SeqCst);
+        let presented = form.refresh_token.clone().unwrap_or_default();
+        let reuse = state.reuse_refresh_tokens.load(Ordering::SeqCst);
+        let user = {
+            let mut tokens = state.refresh_tokens.lock().unwrap();
+            match tokens.get_mut(&presented) {
+                Some((user, used)) if !*used || reuse => {
+                    *used = true;
+                    Some(user.clone())
+                }
+                _ => None,
+            }
+        };
+        return match user {
+            Some(user) => user_tokens(&state, &user, &form.scope.unwrap_or_default()),
+            None => invalid_grant(),
+        };
+    }
+    if authorized && form.grant_type == "authorization_code" {
+        // RFC 7636: the verifier must hash to the challenge the code was issued for.
+        let issued = form
+            .code
+            .as_ref()
+            .and_then(|c| state.codes.lock().unwrap().remove(c));
+        let Some((user, challenge, redirect_uri, scope)) = issued else {
+            return invalid_grant();
+        };
+        let verifier = form.code_verifier.clone().unwrap_or_default();
+        let hashed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+        if hashed != challenge || form.redirect_uri.as_deref() != Some(redirect_uri.as_str()) {
+            return invalid_grant();
+        }
+        return user_tokens(&state, &user, &scope);
     }
     if authorized && form.grant_type == "urn:ietf:params:oauth:grant-type:token-exchange" {
         // RFC 8693: a subject token and its type are required; the answer says what it issued.

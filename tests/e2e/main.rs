@@ -5,6 +5,7 @@ mod client;
 mod flows;
 mod github;
 mod github_api;
+mod grants;
 mod harness;
 mod hostile;
 mod ledger;

@@ -49,6 +49,7 @@ pub struct LocalStack {
     broker_addr: SocketAddr,
     registry_metrics: Option<SocketAddr>,
     broker_metrics: Option<SocketAddr>,
+    broker_callback: Option<SocketAddr>,
     registry_server: Option<Running>,
     broker_server: Option<Running>,
 }
@@ -82,6 +83,7 @@ impl LocalStack {
         let broker_app = token_broker::App::build(broker(registry_url.clone(), broker_key)).await?;
         let broker_addr = broker_app.local_addr();
         let broker_metrics = broker_app.metrics_addr();
+        let broker_callback = broker_app.callback_addr();
         let broker_server = Running::spawn(|stopped| async move {
             broker_app
                 .run_until(async {
@@ -97,6 +99,7 @@ impl LocalStack {
             broker_addr,
             registry_metrics,
             broker_metrics,
+            broker_callback,
             registry_server: Some(registry_server),
             broker_server: Some(broker_server),
         })
@@ -128,6 +131,11 @@ impl LocalStack {
     /// Where the broker serves `/metrics`, when it was started with `metrics_listen`.
     pub fn broker_metrics_addr(&self) -> Option<SocketAddr> {
         self.broker_metrics
+    }
+
+    /// Where the broker serves the consent callback, when it was started with `callback_listen`.
+    pub fn broker_callback_addr(&self) -> Option<SocketAddr> {
+        self.broker_callback
     }
 
     /// Stops the registry only (the broker then answers REGISTRY_UNAVAILABLE).

@@ -16,10 +16,11 @@ use crate::{
     },
     authorizer::{Authorizer, CachedAuthorizer},
     config::BrokerConfig,
+    consent::Consents,
     error::BrokerError,
     feed::{FeedListener, Revoker},
     grpc::TokenBrokerService,
-    issuers::Issuers,
+    issuers::{Issuers, UserGrants},
     ledger::Ledger,
     metrics::BrokerMetrics,
     outbound::Outbound,
@@ -51,6 +52,8 @@ pub enum AppError {
 
 #[derive(Debug)]
 pub struct App {
+    /// The consent callback's listener and flow, when it is served.
+    callback: Option<(TcpListener, Arc<Consents>)>,
     listener: TcpListener,
     metrics: Option<MetricsEndpoint>,
     cache: Option<Arc<CachedAuthorizer>>,
@@ -137,13 +140,19 @@ impl App {
             Some(cache) => cache.clone(),
             None => Arc::new(registry.clone()),
         };
-        let broker = Broker::new(
+        let provider_outbound = Outbound::new(&config.outbound, config.provider_timeout)?;
+        let mut broker = Broker::new(
             TokenVerifier::new(Arc::new(jwks), config.verified_token_cache_size),
             authorizer,
             Issuers::standard(
-                Outbound::new(&config.outbound, config.provider_timeout)?,
+                provider_outbound.clone(),
                 config.provider_cache_max,
                 metrics.clone(),
+                UserGrants {
+                    registry: Arc::new(registry.clone()),
+                    lease: config.grant_lease,
+                    max_wait: config.grant_lease * 2,
+                },
             ),
             Arc::new(Ledger::new(
                 Arc::new(registry.clone()),
@@ -151,7 +160,33 @@ impl App {
             )),
             metrics,
         );
+        // The consent callback: its own listener, bound now like the gRPC one.
+        let callback = match config.callback_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let public_url = match &config.public_url {
+                    Some(url) => url.clone(),
+                    None => url::Url::parse(&format!("http://{bound}"))
+                        .map_err(|e| AppError::Config(format!("callback address: {e}")))?,
+                };
+                let consents = Arc::new(Consents::new(
+                    broker.authorizer().clone(),
+                    registry.clone(),
+                    provider_outbound,
+                    &public_url,
+                )?);
+                broker = broker.with_consents(consents.clone());
+                Some((listener, consents))
+            }
+            None => None,
+        };
         Ok(Self {
+            callback,
             listener,
             metrics: endpoint,
             cache,
@@ -165,6 +200,13 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the consent callback is served, when it is.
+    pub fn callback_addr(&self) -> Option<SocketAddr> {
+        self.callback
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Where metrics are served, when they are.
@@ -187,6 +229,13 @@ impl App {
             listeners.push(cache.clone());
         }
         let follower = crate::feed::spawn_follower(self.registry.clone(), listeners);
+        let callback = self.callback.map(|(listener, consents)| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, consents.router()).await {
+                    tracing::error!(error = %e, "the consent callback stopped");
+                }
+            })
+        });
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut health = self.registry.health_client();
@@ -229,6 +278,9 @@ impl App {
         .await;
         refresher.abort();
         follower.abort();
+        if let Some(callback) = callback {
+            callback.abort();
+        }
         Ok(result?)
     }
 }

@@ -149,6 +149,23 @@ pub struct ServeArgs {
     )]
     pub provider_cache_max_secs: u64,
 
+    /// How long a broker may take to refresh a user's grant before another broker may take the
+    /// refresh over, in milliseconds (at most 120 000; longer than the provider timeout).
+    #[arg(long, env = "TOKEN_BROKER_GRANT_LEASE_MS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub grant_lease_ms: u64,
+
+    /// Serve the OAuth consent callback (`/oauth/callback`, plain HTTP; put TLS in front) on this
+    /// address; without it, `StartAuthorization` is refused.
+    #[arg(long, env = "TOKEN_BROKER_CALLBACK_LISTEN")]
+    pub callback_listen: Option<SocketAddr>,
+
+    /// The public base URL of the callback as browsers and providers reach it, e.g.
+    /// `https://connect.example.com` (the redirect URI is this plus `/oauth/callback`); defaults
+    /// to `http://` and the callback address.
+    #[arg(long, env = "TOKEN_BROKER_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+
     /// Most requests served at once; further ones are refused at once with RESOURCE_EXHAUSTED
     /// instead of queueing.
     #[arg(long, env = "TOKEN_BROKER_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
@@ -255,6 +272,12 @@ pub struct BrokerConfig {
     pub kid_refetch_cooldown: Duration,
     pub provider_timeout: Duration,
     pub provider_cache_max: Duration,
+    /// How long a user grant's refresh lease lasts.
+    pub grant_lease: Duration,
+    /// Where the consent callback is served; `None`: no consents.
+    pub callback_listen: Option<SocketAddr>,
+    /// The callback's public base URL; `None`: `http://` and the bound callback address.
+    pub public_url: Option<url::Url>,
     pub max_concurrent_requests: usize,
     /// Where to serve Prometheus metrics; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -287,6 +310,9 @@ impl From<ServeArgs> for BrokerConfig {
             kid_refetch_cooldown: Duration::from_secs(a.kid_refetch_cooldown_secs),
             provider_timeout: Duration::from_millis(a.provider_timeout_ms),
             provider_cache_max: Duration::from_secs(a.provider_cache_max_secs),
+            grant_lease: Duration::from_millis(a.grant_lease_ms),
+            callback_listen: a.callback_listen,
+            public_url: a.public_url,
             max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
             metrics_listen: a.metrics_listen,
@@ -344,6 +370,9 @@ impl BrokerConfig {
             kid_refetch_cooldown: Duration::from_secs(30),
             provider_timeout: Duration::from_secs(5),
             provider_cache_max: Duration::from_secs(3600),
+            grant_lease: Duration::from_secs(10),
+            callback_listen: None,
+            public_url: None,
             max_concurrent_requests: 1024,
             metrics_listen: None,
             shutdown_grace: Duration::from_secs(30),

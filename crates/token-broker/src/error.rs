@@ -81,6 +81,14 @@ pub enum BrokerError {
     #[error("UserAuthorizationRequiredError: {0}")]
     UserAuthorizationRequired(String),
 
+    /// Something the broker is not set up for (e.g. consents without a callback).
+    #[error("FailedPreconditionError: {0}")]
+    FailedPrecondition(String),
+
+    /// The registry no longer holds this broker's refresh lease (never leaves the broker).
+    #[error("LeaseLostError: the refresh lease of the grant was lost")]
+    LeaseLost,
+
     #[error("InvalidArgumentError: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
 
@@ -119,6 +127,8 @@ impl BrokerError {
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
             Self::InstallationNotFound { .. } => Reason::InstallationNotFound,
             Self::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
+            Self::LeaseLost => Reason::LeaseLost,
+            Self::FailedPrecondition(_) => Reason::FailedPrecondition,
             Self::InvalidArgument(_) => Reason::InvalidArgument,
             Self::RegistryUnavailable(_) => Reason::RegistryUnavailable,
             Self::JwksUnavailable(_) => Reason::JwksUnavailable,
@@ -171,6 +181,8 @@ impl BrokerError {
                 installation: installation.clone(),
             },
             Self::UserAuthorizationRequired(s) => Self::UserAuthorizationRequired(s.clone()),
+            Self::LeaseLost => Self::LeaseLost,
+            Self::FailedPrecondition(s) => Self::FailedPrecondition(s.clone()),
             Self::InvalidArgument(v) => Self::InvalidArgument(v.clone()),
             Self::RegistryUnavailable(e) => Self::RegistryUnavailable(text(e)),
             Self::JwksUnavailable(e) => Self::JwksUnavailable(text(e)),

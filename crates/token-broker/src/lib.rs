@@ -10,6 +10,7 @@ pub mod auth;
 pub mod authorizer;
 pub mod cache;
 pub mod config;
+pub mod consent;
 pub mod error;
 pub mod feed;
 pub mod grpc;

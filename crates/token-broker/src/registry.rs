@@ -180,6 +180,118 @@ impl RegistryClient {
             })
     }
 
+    /// A call of the grant RPCs under the client's deadline; the registry's "no user grant" is
+    /// `UserAuthorizationRequired`, a lost lease `LeaseLost`, anything else unavailable.
+    fn grant_failure(what: &'static str) -> impl Fn(Status) -> BrokerError {
+        move |status| {
+            let reason = status
+                .get_details_error_info()
+                .filter(|i| i.domain == connect_types::ERROR_DOMAIN)
+                .and_then(|i| Reason::parse(&i.reason));
+            match (status.code(), reason) {
+                (Code::FailedPrecondition, Some(Reason::UserAuthorizationRequired)) => {
+                    BrokerError::UserAuthorizationRequired(
+                        status
+                            .message()
+                            .trim_start_matches("UserAuthorizationRequiredError: ")
+                            .to_owned(),
+                    )
+                }
+                (Code::Aborted, Some(Reason::LeaseLost)) => BrokerError::LeaseLost,
+                (code, _) => BrokerError::RegistryUnavailable(Box::new(Cause(format!(
+                    "{what} answered {code:?}: {}",
+                    status.message()
+                )))),
+            }
+        }
+    }
+
+    /// The grant's access token when fresh enough, else the refresh lease or "busy".
+    pub async fn lease_grant(
+        &self,
+        request: pb::LeaseGrantRequest,
+    ) -> Result<pb::lease_grant_response::Answer> {
+        let mut request = Request::new(request);
+        request.set_timeout(self.max_timeout);
+        let answer = self
+            .client
+            .clone()
+            .lease_grant(request)
+            .await
+            .map_err(Self::grant_failure("LeaseGrant"))?
+            .into_inner();
+        answer.answer.ok_or_else(|| {
+            BrokerError::RegistryUnavailable(Box::new(Cause("LeaseGrant answered nothing".into())))
+        })
+    }
+
+    /// Ends a refresh under a lease; the new access token after a refresh.
+    pub async fn commit_grant(
+        &self,
+        request: pb::CommitGrantRequest,
+    ) -> Result<Option<pb::GrantAccess>> {
+        let mut request = Request::new(request);
+        request.set_timeout(self.max_timeout);
+        Ok(self
+            .client
+            .clone()
+            .commit_grant(request)
+            .await
+            .map_err(Self::grant_failure("CommitGrant"))?
+            .into_inner()
+            .access)
+    }
+
+    /// Starts a consent: the registry keeps the verifier and answers with the `state`.
+    pub async fn begin_authorization(
+        &self,
+        request: pb::BeginAuthorizationRequest,
+    ) -> Result<pb::BeginAuthorizationResponse> {
+        let mut request = Request::new(request);
+        request.set_timeout(self.max_timeout);
+        self.client
+            .clone()
+            .begin_authorization(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(Self::grant_failure("BeginAuthorization"))
+    }
+
+    /// Takes the consent of `state`, once; `None` for an unknown, used or expired state.
+    pub async fn complete_authorization(
+        &self,
+        state: &str,
+    ) -> Result<Option<pb::CompleteAuthorizationResponse>> {
+        let mut request = Request::new(pb::CompleteAuthorizationRequest {
+            state: state.to_owned(),
+        });
+        request.set_timeout(self.max_timeout);
+        match self.client.clone().complete_authorization(request).await {
+            Ok(answer) => Ok(Some(answer.into_inner())),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::FailedPrecondition | Code::InvalidArgument
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(status) => Err(Self::grant_failure("CompleteAuthorization")(status)),
+        }
+    }
+
+    /// Stores a consent's grant.
+    pub async fn store_grant(&self, request: pb::StoreGrantRequest) -> Result<pb::Grant> {
+        let mut request = Request::new(request);
+        request.set_timeout(self.max_timeout);
+        self.client
+            .clone()
+            .store_grant(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(Self::grant_failure("StoreGrant"))
+    }
+
     /// Reports what the provider answered to revocations of the connector's credentials.
     pub async fn report_revocations(&self, report: pb::ReportRevocationsRequest) -> Result<()> {
         let mut request = Request::new(report);

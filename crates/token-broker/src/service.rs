@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use crate::{
     auth::{Identity, TokenVerifier},
     authorizer::Authorizer,
+    consent::{Consents, StartRequest, Started},
     error::{BrokerError, Result},
     issuers::{Grant, Issuers, Subject, token_id},
     ledger::{HandOut, Ledger},
@@ -62,6 +63,8 @@ pub struct Broker {
     issuers: Issuers,
     ledger: Arc<Ledger>,
     metrics: BrokerMetrics,
+    /// Users' consents; `None` when the callback is not served.
+    consents: Option<Arc<Consents>>,
 }
 
 impl Broker {
@@ -78,7 +81,41 @@ impl Broker {
             issuers,
             ledger,
             metrics,
+            consents: None,
         }
+    }
+
+    /// The same broker, starting users' consents through `consents`.
+    pub fn with_consents(mut self, consents: Arc<Consents>) -> Self {
+        self.consents = Some(consents);
+        self
+    }
+
+    pub fn authorizer(&self) -> &Arc<dyn Authorizer> {
+        &self.authorizer
+    }
+
+    /// Answers one `StartAuthorization`: verified and authorized like `GetToken`.
+    pub async fn start_authorization(
+        &self,
+        bearer: Result<&str>,
+        request: Result<StartRequest>,
+        caller_timeout: Option<Duration>,
+    ) -> Result<Started> {
+        let identity = self.verifier.verify(bearer?).await?;
+        let request = request?;
+        let Some(consents) = &self.consents else {
+            return Err(BrokerError::FailedPrecondition(
+                "this broker serves no consent callback (--callback-listen)".into(),
+            ));
+        };
+        let result = consents.start(&identity, request, caller_timeout).await;
+        if let Err(e) = &result {
+            tracing::info!(target: "connect::decision", decision = "deny", reason = e.reason().as_str(),
+                owner_id = %identity.owner_id, project_id = %identity.project_id,
+                environment = %identity.environment, error = %e, "StartAuthorization");
+        }
+        result
     }
 
     pub fn verifier(&self) -> &TokenVerifier {

@@ -420,6 +420,9 @@ pub struct PendingAuthorization {
     /// SHA-256 (hex) of the `state`; the state itself is never stored.
     pub state_hash: String,
     pub key: GrantKey,
+    /// The deployment that asked: its project and its token's issuer.
+    pub project_id: ProjectId,
+    pub issuer: String,
     pub scopes: Vec<String>,
     pub return_url: String,
     pub redirect_uri: String,

@@ -683,14 +683,23 @@ pub fn new_pending(req: pb::BeginAuthorizationRequest) -> Result<NewPending, Reg
         );
     }
     let ttl = duration_of(&mut v, "ttl", req.ttl);
-    let value = key.zip(ttl).map(|(key, ttl)| NewPending {
-        key,
-        scopes,
-        return_url,
-        redirect_uri,
-        code_verifier: SecretString::from(req.code_verifier),
-        ttl,
-    });
+    let project_id = v.check("project_id", ProjectId::parse(&req.project_id));
+    if req.issuer.is_empty() || req.issuer.len() > 255 {
+        v.push("issuer", "issuer must be 1 to 255 characters");
+    }
+    let value = key
+        .zip(ttl)
+        .zip(project_id)
+        .map(|((key, ttl), project_id)| NewPending {
+            key,
+            project_id,
+            issuer: req.issuer,
+            scopes,
+            return_url,
+            redirect_uri,
+            code_verifier: SecretString::from(req.code_verifier),
+            ttl,
+        });
     v.finish(value)
 }
 
@@ -842,6 +851,8 @@ pub fn opened_pending(
         return_url: p.return_url,
         redirect_uri: p.redirect_uri,
         code_verifier: p.code_verifier.expose_secret().to_owned(),
+        project_id: p.project_id.to_string(),
+        issuer: p.issuer,
     }
 }
 

@@ -265,6 +265,10 @@ pub mod authorization_request {
         #[sea_orm(primary_key, auto_increment = false)]
         pub state_hash: String,
         pub team_id: String,
+        /// The deployment that asked: its project and token issuer (the callback checks its link
+        /// again).
+        pub project_id: String,
+        pub issuer: String,
         pub connector_id: String,
         pub user_id: String,
         pub environment: String,

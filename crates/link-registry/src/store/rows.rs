@@ -332,6 +332,8 @@ pub fn pending(row: authorization_request::Model) -> Result<PendingAuthorization
             row.installation_id,
         )?,
         state_hash: row.state_hash,
+        project_id: parse(T, ProjectId::parse(&row.project_id))?,
+        issuer: row.issuer,
         scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
         return_url: row.return_url,
         redirect_uri: row.redirect_uri,
@@ -345,6 +347,8 @@ pub fn pending_row(p: &PendingAuthorization) -> authorization_request::Model {
     authorization_request::Model {
         state_hash: p.state_hash.clone(),
         team_id: p.key.team_id.to_string(),
+        project_id: p.project_id.to_string(),
+        issuer: p.issuer.clone(),
         connector_id: p.key.connector_id.to_string(),
         user_id: p.key.user_id.to_string(),
         environment: p.key.environment.as_str().to_owned(),

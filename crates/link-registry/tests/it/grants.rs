@@ -469,6 +469,8 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
         redirect_uri: "https://connect.example/oauth/callback".into(),
         code_verifier: verifier.into(),
         ttl: duration(ttl),
+        project_id: "prj_web".into(),
+        issuer: "https://oidc.example.test/acme".into(),
     };
     let started = broker
         .begin_authorization(begin(Duration::from_secs(600), &verifier))
@@ -487,9 +489,15 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
         (
             taken.code_verifier.as_str(),
             taken.return_url.as_str(),
-            taken.key.unwrap().user_id.as_str()
+            taken.key.unwrap().user_id.as_str(),
+            taken.project_id.as_str()
         ),
-        (verifier.as_str(), "https://app.example/done", "ada")
+        (
+            verifier.as_str(),
+            "https://app.example/done",
+            "ada",
+            "prj_web"
+        )
     );
     // Replayed, unknown and expired states are all the same refusal.
     for state in [started.state, "made-up".to_owned()] {

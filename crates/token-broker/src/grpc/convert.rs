@@ -214,3 +214,68 @@ impl From<Issued> for pb::GetTokenResponse {
         }
     }
 }
+
+impl TryFrom<pb::StartAuthorizationRequest> for crate::consent::StartRequest {
+    type Error = BrokerError;
+
+    fn try_from(req: pb::StartAuthorizationRequest) -> Result<Self, Self::Error> {
+        let mut violations = Vec::new();
+        if req.connector.is_empty()
+            || req.connector.len() > MAX_CONNECTOR_LEN
+            || !printable(&req.connector)
+        {
+            violations.push(FieldViolation::new(
+                "connector",
+                "connector must name a connector by uid (<type>/<name>) or id (conn_…)",
+            ));
+        }
+        if req.user_id.is_empty() || req.user_id.len() > 256 || !printable(&req.user_id) {
+            violations.push(FieldViolation::new(
+                "user_id",
+                "user_id must be 1 to 256 printable characters",
+            ));
+        }
+        if req.scopes.len() > MAX_SCOPES
+            || req
+                .scopes
+                .iter()
+                .any(|s| s.is_empty() || s.len() > 256 || !printable(s))
+        {
+            violations.push(FieldViolation::new(
+                "scopes",
+                format!("at most {MAX_SCOPES} scopes of 1 to 256 printable characters"),
+            ));
+        }
+        let return_url = url::Url::parse(&req.return_url)
+            .ok()
+            .filter(|u| req.return_url.len() <= 2048 && matches!(u.scheme(), "https" | "http"));
+        if return_url.is_none() {
+            violations.push(FieldViolation::new(
+                "return_url",
+                "return_url must be an absolute https:// URL of at most 2048 characters",
+            ));
+        }
+        let installation_ok = req.installation_id.is_empty()
+            || (req.installation_id.len() <= 128
+                && req
+                    .installation_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')));
+        if !installation_ok {
+            violations.push(FieldViolation::new(
+                "installation_id",
+                "installation_id must be at most 128 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+            ));
+        }
+        match return_url {
+            Some(return_url) if violations.is_empty() => Ok(Self {
+                connector: req.connector,
+                user_id: req.user_id,
+                scopes: req.scopes,
+                return_url,
+                installation_id: (!req.installation_id.is_empty()).then_some(req.installation_id),
+            }),
+            _ => Err(BrokerError::InvalidArgument(violations)),
+        }
+    }
+}

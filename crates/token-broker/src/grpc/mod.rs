@@ -69,6 +69,28 @@ impl TokenBroker for TokenBrokerService {
             .map(|issued| Response::new(issued.into()))
             .map_err(status::to_status)
     }
+
+    async fn start_authorization(
+        &self,
+        request: Request<pb::StartAuthorizationRequest>,
+    ) -> Result<Response<pb::StartAuthorizationResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let start = crate::consent::StartRequest::try_from(message);
+        self.broker
+            .start_authorization(bearer(&metadata), start, caller_timeout(&metadata))
+            .await
+            .map(|started| {
+                Response::new(pb::StartAuthorizationResponse {
+                    url: started.url.to_string(),
+                    request_id: started.request_id,
+                    expires_at: Some(prost_types::Timestamp {
+                        seconds: started.expires_at.timestamp(),
+                        nanos: 0,
+                    }),
+                })
+            })
+            .map_err(status::to_status)
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub fn code(err: &BrokerError) -> Code {
         BrokerError::ConnectorSuspended(_) => Code::FailedPrecondition,
         BrokerError::InstallationNotFound { .. } => Code::NotFound,
         BrokerError::UserAuthorizationRequired(_) => Code::FailedPrecondition,
+        BrokerError::LeaseLost => Code::Aborted,
+        BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
         BrokerError::InvalidArgument(_) => Code::InvalidArgument,
         BrokerError::RegistryUnavailable(_) => Code::Unavailable,
         BrokerError::JwksUnavailable(_) => Code::Unavailable,

@@ -321,7 +321,9 @@ impl TokenIssuer for GitHubAppIssuer {
             })) as BoxFuture<'static, _>
         };
         let revoke_with = Some(RevokeWith::GitHub { api_url });
-        self.cache.issue(&grant, key, revoke_with, fetch_one).await
+        self.cache
+            .issue(&grant, key, grant.min_ttl, revoke_with, fetch_one)
+            .await
     }
 
     async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {

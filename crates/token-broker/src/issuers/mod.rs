@@ -6,6 +6,7 @@ mod api_key;
 mod github;
 mod oauth2;
 mod provider;
+mod user;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -14,7 +15,10 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 pub use self::{
-    api_key::ApiKeyIssuer, github::GitHubAppIssuer, oauth2::OAuth2ClientCredentialsIssuer,
+    api_key::ApiKeyIssuer,
+    github::GitHubAppIssuer,
+    oauth2::OAuth2ClientCredentialsIssuer,
+    user::{ExchangedTokens, GrantRegistry, UserGrants, exchange_code},
 };
 use crate::{
     auth::Identity,
@@ -291,18 +295,22 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    /// `api-key`, `oauth2` and `github`, with provider calls made through `outbound` and
-    /// provider tokens cached at most `max_cache`.
-    pub fn standard(outbound: Outbound, max_cache: Duration, metrics: BrokerMetrics) -> Self {
+    /// `api-key`, `oauth2` (with users' grants from `users`) and `github`, with provider calls
+    /// made through `outbound` and provider tokens cached at most `max_cache`.
+    pub fn standard(
+        outbound: Outbound,
+        max_cache: Duration,
+        metrics: BrokerMetrics,
+        users: UserGrants,
+    ) -> Self {
         let mut issuers = Self::default();
         issuers.register("api-key", Arc::new(ApiKeyIssuer));
         issuers.register(
             "oauth2",
-            Arc::new(OAuth2ClientCredentialsIssuer::new(
-                outbound.clone(),
-                max_cache,
-                metrics.clone(),
-            )),
+            Arc::new(
+                OAuth2ClientCredentialsIssuer::new(outbound.clone(), max_cache, metrics.clone())
+                    .with_user_grants(users),
+            ),
         );
         issuers.register(
             "github",

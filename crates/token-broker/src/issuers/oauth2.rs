@@ -24,7 +24,11 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Grant, IssuedToken, RevokeOutcome, RevokeScope, TokenIssuer,
-    provider::{CachedToken, ProviderFailure, RevokeWith, TokenCache, Unreachable, send},
+    provider::{
+        CachedToken, ProviderFailure, RevokeWith, TokenCache, Unreachable, basic_auth, form,
+        post_grant, send,
+    },
+    user::{self, UserGrants},
 };
 use crate::{
     error::{BrokerError, Result},
@@ -37,7 +41,12 @@ pub struct OAuth2ClientCredentialsIssuer {
     outbound: Outbound,
     max_cache: Duration,
     cache: TokenCache,
+    /// Where users' grants are; `None`: user subjects need authorization.
+    users: Option<UserGrants>,
 }
+
+/// How long a user's access token must stay valid when the caller asks for no `min_ttl`.
+const DEFAULT_USER_MIN_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for OAuth2ClientCredentialsIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,7 +80,90 @@ impl OAuth2ClientCredentialsIssuer {
             cache: TokenCache::new("oauth2", outbound.http().clone(), metrics),
             outbound,
             max_cache,
+            users: None,
         }
+    }
+
+    /// The same issuer, answering user subjects from the grants of `users`.
+    pub fn with_user_grants(mut self, users: UserGrants) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// A user's access token: the stored grant's, refreshed when it would expire within
+    /// `min_ttl` (see `user`).
+    async fn user_token(
+        &self,
+        grant: &Grant<'_>,
+        user_id: &str,
+        token_url: url::Url,
+        revoke_with: Option<RevokeWith>,
+    ) -> Result<IssuedToken> {
+        let Some(users) = self.users.clone() else {
+            return Err(BrokerError::UserAuthorizationRequired(
+                "this broker keeps no user grants".into(),
+            ));
+        };
+        let min_ttl = if grant.min_ttl.is_zero() {
+            DEFAULT_USER_MIN_TTL
+        } else {
+            grant.min_ttl
+        };
+        let installation = grant.installation().map_or("", |i| i.id.as_str());
+        let key = user::grant_key(
+            grant.identity,
+            &grant.authorization.connector_id,
+            user_id,
+            installation,
+        );
+        // One grant per (team, connector, user, environment, installation): shared by the
+        // environment's projects, as the grant is.
+        let cache_key = hex::encode(
+            Sha256::new()
+                .chain_update(b"user\0")
+                .chain_update(key.owner_id.as_bytes())
+                .chain_update([0])
+                .chain_update(key.connector_id.as_bytes())
+                .chain_update([0])
+                .chain_update(key.environment.as_bytes())
+                .chain_update([0])
+                .chain_update(key.installation_id.as_bytes())
+                .chain_update([0])
+                .chain_update(key.user_id.as_bytes())
+                .chain_update([0])
+                .chain_update(token_url.as_str().as_bytes())
+                .finalize(),
+        );
+        let basic = user::client_auth(
+            grant.optional_secret("client_id"),
+            grant.optional_secret("client_secret"),
+        );
+        let (http, max_cache) = (self.outbound.http().clone(), self.max_cache);
+        let fetch_one = || {
+            let (users, key, refresher) = (
+                users.clone(),
+                key.clone(),
+                user::Refresher {
+                    http: http.clone(),
+                    token_url: token_url.clone(),
+                    basic: basic.clone(),
+                    max_cache,
+                },
+            );
+            Box::pin(async move { users.token(key, min_ttl, refresher).await })
+                as BoxFuture<'static, _>
+        };
+        let issued = self
+            .cache
+            .issue(grant, cache_key, min_ttl, revoke_with, fetch_one)
+            .await?;
+        if let Some(missing) = grant.scopes.iter().find(|s| !issued.scopes.contains(s)) {
+            return Err(BrokerError::UserAuthorizationRequired(format!(
+                "the user did not grant scope '{}': ask for it in a new authorization",
+                crate::error::truncate(missing, 40)
+            )));
+        }
+        Ok(issued)
     }
 }
 
@@ -313,72 +405,6 @@ fn unique_id() -> String {
         .collect()
 }
 
-/// A form body of `pairs` and, when there are any, `scope`.
-fn form(pairs: &[(&str, &str)], scopes: &[String]) -> Vec<u8> {
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in pairs {
-        form.append_pair(name, value);
-    }
-    if !scopes.is_empty() {
-        form.append_pair("scope", &scopes.join(" "));
-    }
-    form.finish().into_bytes()
-}
-
-/// HTTP Basic client authentication, each part form-encoded first (RFC 6749 §2.3.1).
-fn basic_auth(client_id: &SecretString, client_secret: &SecretString) -> String {
-    use base64::Engine;
-    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let pair = format!(
-        "{}:{}",
-        encode(client_id.expose_secret()),
-        encode(client_secret.expose_secret())
-    );
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    )
-}
-
-/// POSTs a grant to the token endpoint and reads the answer as any OAuth token response (with
-/// the `oauth2` crate's types); an OAuth error answer is the provider's "no".
-async fn post_grant(
-    http: &reqwest::Client,
-    token_url: &url::Url,
-    body: Vec<u8>,
-    basic: Option<String>,
-    what: &str,
-) -> Result<oauth2::basic::BasicTokenResponse, ProviderFailure> {
-    let mut request = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(token_url.as_str())
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .header(http::header::ACCEPT, "application/json");
-    if let Some(basic) = basic {
-        request = request.header(http::header::AUTHORIZATION, basic);
-    }
-    let request = request
-        .body(body)
-        .map_err(|e| ProviderFailure::Rejected(format!("{what} request: {e}")))?;
-    let response = send(http, request)
-        .await
-        .map_err(|Unreachable(why)| ProviderFailure::Unavailable(why))?;
-    if !response.status().is_success() {
-        let error = serde_json::from_slice::<oauth2::basic::BasicErrorResponse>(response.body())
-            .map(|e| e.error().to_string())
-            .unwrap_or_else(|_| format!("HTTP {}", response.status()));
-        return Err(ProviderFailure::Rejected(format!(
-            "the provider refused the {what} ({error})"
-        )));
-    }
-    serde_json::from_slice(response.body()).map_err(|_| {
-        ProviderFailure::Rejected(format!("the provider's {what} answer is unreadable"))
-    })
-}
-
 /// The HTTP client the `oauth2` crate calls.
 struct ProviderHttp(reqwest::Client);
 
@@ -398,7 +424,6 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
 #[async_trait]
 impl TokenIssuer for OAuth2ClientCredentialsIssuer {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
-        grant.require_no_user("oauth2")?;
         let token_url = grant.config("token_url").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no config.token_url".into())
         })?;
@@ -409,8 +434,31 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 "the connector's token_url is not an allowed destination".into(),
             )
         })?;
-        let token_url = TokenUrl::from_url(token_url);
         let secret = |name: &str| grant.optional_secret(name).cloned();
+        // Where the connector names a revocation endpoint (RFC 7009), its tokens can be revoked.
+        let revoke_with = match grant.config("revocation_url") {
+            Some(url) => match self.outbound.check(url) {
+                Ok(url) => Some(RevokeWith::Rfc7009 {
+                    url,
+                    basic: match (secret("client_id"), secret("client_secret")) {
+                        (Some(id), Some(secret)) => Some(basic_auth(&id, &secret)),
+                        _ => None,
+                    },
+                }),
+                Err(refusal) => {
+                    tracing::warn!(connector = %grant.authorization.connector_uid, %refusal,
+                        "refusing the connector's revocation_url");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Subject::User(user_id) = grant.subject {
+            return self
+                .user_token(&grant, user_id, token_url, revoke_with)
+                .await;
+        }
+        let token_url = TokenUrl::from_url(token_url);
         let how = match grant.subject {
             // The assertion is the grant: client credentials go along only when there are both.
             Subject::JwtBearer(bearer) => How::Bearer(
@@ -430,25 +478,6 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
                 grant.secret("client_secret")?.clone(),
             )),
         };
-        // Where the connector names a revocation endpoint (RFC 7009), its tokens can be revoked.
-        let revoke_with = match grant.config("revocation_url") {
-            Some(url) => match self.outbound.check(url) {
-                Ok(url) => Some(RevokeWith::Rfc7009 {
-                    url,
-                    basic: match (secret("client_id"), secret("client_secret")) {
-                        (Some(id), Some(secret)) => Some(basic_auth(&id, &secret)),
-                        _ => None,
-                    },
-                }),
-                Err(refusal) => {
-                    tracing::warn!(connector = %grant.authorization.connector_uid, %refusal,
-                        "refusing the connector's revocation_url");
-                    None
-                }
-            },
-            None => None,
-        };
-
         let mut scopes = if grant.scopes.is_empty() {
             split_scopes(grant.config("scopes"))
         } else {
@@ -525,7 +554,9 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
             };
             fetched
         };
-        self.cache.issue(&grant, key, revoke_with, fetch_one).await
+        self.cache
+            .issue(&grant, key, grant.min_ttl, revoke_with, fetch_one)
+            .await
     }
 
     async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {

@@ -85,24 +85,32 @@ impl moka::Expiry<String, CachedToken> for CacheUntilRefresh {
 pub enum ProviderFailure {
     /// The provider said no (bad credentials, a refused grant, an unreadable answer).
     Rejected(String),
+    /// The provider answered `invalid_grant`: the grant (an assertion, a refresh token) is no good.
+    InvalidGrant(String),
     Unavailable(String),
     /// The provider does not know the installation (GitHub's 404).
     UnknownInstallation,
     /// The provider refuses what was asked for (GitHub's 422: permissions the app lacks).
     NotAllowed(String),
+    /// The user must consent (again): no grant, or the provider refused its refresh token.
+    Consent(String),
+    /// The registry could not answer a grant question.
+    Registry(String),
 }
 
 impl ProviderFailure {
     /// The broker error for a token asked of connector `connector_uid`, installation `installation`.
     pub fn into_error(self, connector_uid: &str, installation: &str) -> BrokerError {
         match self {
-            Self::Rejected(why) => BrokerError::NoValidToken(why),
+            Self::Rejected(why) | Self::InvalidGrant(why) => BrokerError::NoValidToken(why),
             Self::Unavailable(why) => BrokerError::ProviderUnavailable(Box::new(Cause(why))),
             Self::UnknownInstallation => BrokerError::InstallationNotFound {
                 connector: connector_uid.to_owned(),
                 installation: installation.to_owned(),
             },
             Self::NotAllowed(why) => BrokerError::ScopeNotAllowed(why),
+            Self::Consent(why) => BrokerError::UserAuthorizationRequired(why),
+            Self::Registry(why) => BrokerError::RegistryUnavailable(Box::new(Cause(why))),
         }
     }
 
@@ -154,6 +162,77 @@ pub async fn send(
     builder
         .body(body)
         .map_err(|e| Unreachable(format!("provider answer: {e}")))
+}
+
+// OAuth 2.0 requests every OAuth-speaking issuer makes.
+
+/// A form body of `pairs` and, when there are any, `scope`.
+pub fn form(pairs: &[(&str, &str)], scopes: &[String]) -> Vec<u8> {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        form.append_pair(name, value);
+    }
+    if !scopes.is_empty() {
+        form.append_pair("scope", &scopes.join(" "));
+    }
+    form.finish().into_bytes()
+}
+
+/// HTTP Basic client authentication, each part form-encoded first (RFC 6749 §2.3.1).
+pub fn basic_auth(client_id: &SecretString, client_secret: &SecretString) -> String {
+    use base64::Engine;
+    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let pair = format!(
+        "{}:{}",
+        encode(client_id.expose_secret()),
+        encode(client_secret.expose_secret())
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// POSTs a grant to the token endpoint and reads the answer as any OAuth token response (with
+/// the `oauth2` crate's types); an OAuth error answer is the provider's "no".
+pub async fn post_grant(
+    http: &reqwest::Client,
+    token_url: &url::Url,
+    body: Vec<u8>,
+    basic: Option<String>,
+    what: &str,
+) -> Result<oauth2::basic::BasicTokenResponse, ProviderFailure> {
+    let mut request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(token_url.as_str())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(basic) = basic {
+        request = request.header(http::header::AUTHORIZATION, basic);
+    }
+    let request = request
+        .body(body)
+        .map_err(|e| ProviderFailure::Rejected(format!("{what} request: {e}")))?;
+    let response = send(http, request)
+        .await
+        .map_err(|Unreachable(why)| ProviderFailure::Unavailable(why))?;
+    if !response.status().is_success() {
+        let error = serde_json::from_slice::<oauth2::basic::BasicErrorResponse>(response.body())
+            .map(|e| e.error().to_string())
+            .unwrap_or_else(|_| format!("HTTP {}", response.status()));
+        let why = format!("the provider refused the {what} ({error})");
+        return Err(if error == "invalid_grant" {
+            ProviderFailure::InvalidGrant(why)
+        } else {
+            ProviderFailure::Rejected(why)
+        });
+    }
+    serde_json::from_slice(response.body()).map_err(|_| {
+        ProviderFailure::Rejected(format!("the provider's {what} answer is unreadable"))
+    })
 }
 
 /// Whether `token` is valid at least `min_ttl` from now (a token without expiry always is).
@@ -249,12 +328,13 @@ impl TokenCache {
         Ok(fresh)
     }
 
-    /// The token `grant` asks for under `key`: cached, or fetched by `fetch` and labelled with
-    /// whom it is for and how it is revoked.
+    /// The token `grant` asks for under `key`, valid at least `min_ttl`: cached, or fetched by
+    /// `fetch` and labelled with whom it is for and how it is revoked.
     pub async fn issue(
         &self,
         grant: &Grant<'_>,
         key: String,
+        min_ttl: Duration,
         revoke_with: Option<RevokeWith>,
         fetch: impl Fn() -> BoxFuture<'static, Result<CachedToken, ProviderFailure>>,
     ) -> Result<IssuedToken> {
@@ -268,12 +348,9 @@ impl TokenCache {
                 Ok(token)
             }) as BoxFuture<'static, _>
         };
-        let cached = self
-            .get(key, grant.min_ttl, labelled)
-            .await
-            .map_err(|failure| {
-                failure.into_error(&grant.authorization.connector_uid, &owner.installation_id)
-            })?;
+        let cached = self.get(key, min_ttl, labelled).await.map_err(|failure| {
+            failure.into_error(&grant.authorization.connector_uid, &owner.installation_id)
+        })?;
         Ok(IssuedToken {
             token: cached.token,
             expires_at: cached.expires_at,

@@ -78,6 +78,8 @@ pub enum LeaseAnswer {
 /// A consent under way, opened for the callback.
 pub struct OpenedPending {
     pub key: GrantKey,
+    pub project_id: ProjectId,
+    pub issuer: String,
     pub scopes: Vec<String>,
     pub return_url: String,
     pub redirect_uri: String,
@@ -97,6 +99,8 @@ impl std::fmt::Debug for OpenedPending {
 #[derive(Debug)]
 pub struct NewPending {
     pub key: GrantKey,
+    pub project_id: ProjectId,
+    pub issuer: String,
     pub scopes: Vec<String>,
     pub return_url: String,
     pub redirect_uri: String,
@@ -493,6 +497,8 @@ impl Registry {
             ),
             state_hash: hash,
             key: pending.key,
+            project_id: pending.project_id,
+            issuer: pending.issuer,
             scopes: pending.scopes,
             return_url: pending.return_url,
             redirect_uri: pending.redirect_uri,
@@ -531,6 +537,8 @@ impl Registry {
         )?;
         Ok(OpenedPending {
             key: pending.key,
+            project_id: pending.project_id,
+            issuer: pending.issuer,
             scopes: pending.scopes,
             return_url: pending.return_url,
             redirect_uri: pending.redirect_uri,

@@ -41,6 +41,8 @@ enum AuthorizationRequests {
     Table,
     StateHash,
     TeamId,
+    ProjectId,
+    Issuer,
     ConnectorId,
     UserId,
     Environment,
@@ -167,6 +169,16 @@ impl MigrationTrait for Migration {
                     .col(
                         ColumnDef::new(AuthorizationRequests::TeamId)
                             .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationRequests::ProjectId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationRequests::Issuer)
+                            .string_len(255)
                             .not_null(),
                     )
                     .col(

@@ -1,0 +1,345 @@
+//! `user` subjects on `oauth2` connectors: the access token of the user's stored grant (per
+//! connector, user, environment of the caller, installation), refreshed when it would expire
+//! within `min_ttl`. The registry decides who refreshes, across every broker: `LeaseGrant`
+//! answers the access token when it is fresh enough, gives the refresh lease (with the refresh
+//! token) to exactly one caller and "busy" to the others, who ask again shortly; the leaseholder
+//! refreshes at `token_url` once and reports with `CommitGrant` under its lease and version, so a
+//! rotated refresh token is stored before the new access token is handed out. `invalid_grant`
+//! makes the grant need consent (USER_AUTHORIZATION_REQUIRED from then on); an outage keeps it
+//! (PROVIDER_UNAVAILABLE). A lost lease (the broker stalled past it) means another broker took
+//! over: this one asks again and gets that broker's token. Within one broker, concurrent callers
+//! for one grant share one such exchange (the provider token cache's single flight).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use connect_proto::registry::v1 as pb;
+use oauth2::TokenResponse;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::provider::{CachedToken, ProviderFailure, basic_auth, form, post_grant};
+use crate::{
+    error::{BrokerError, Result},
+    registry::RegistryClient,
+};
+
+/// The registry's grant questions, as the broker asks them.
+#[async_trait]
+pub trait GrantRegistry: Send + Sync + std::fmt::Debug {
+    async fn lease(
+        &self,
+        request: pb::LeaseGrantRequest,
+    ) -> Result<pb::lease_grant_response::Answer>;
+    async fn commit(&self, request: pb::CommitGrantRequest) -> Result<Option<pb::GrantAccess>>;
+}
+
+#[async_trait]
+impl GrantRegistry for RegistryClient {
+    async fn lease(
+        &self,
+        request: pb::LeaseGrantRequest,
+    ) -> Result<pb::lease_grant_response::Answer> {
+        self.lease_grant(request).await
+    }
+
+    async fn commit(&self, request: pb::CommitGrantRequest) -> Result<Option<pb::GrantAccess>> {
+        self.commit_grant(request).await
+    }
+}
+
+/// How user tokens are obtained: from whom, holding leases how long, waiting how long at most.
+#[derive(Clone, Debug)]
+pub struct UserGrants {
+    pub registry: std::sync::Arc<dyn GrantRegistry>,
+    /// How long a refresh may take before another broker may take it over.
+    pub lease: Duration,
+    /// Longest wait for another caller's refresh.
+    pub max_wait: Duration,
+}
+
+/// What one refresh needs from the connector.
+pub(super) struct Refresher {
+    pub http: reqwest::Client,
+    pub token_url: url::Url,
+    pub basic: Option<String>,
+    pub max_cache: Duration,
+}
+
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    })
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A grant's access token as the cache keeps it.
+fn cached(access: pb::GrantAccess, max_cache: Duration) -> CachedToken {
+    let grant = access.grant.unwrap_or_default();
+    let lifetime = time(grant.expire_time.as_ref())
+        .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+    let mut token = CachedToken::new(
+        SecretString::from(access.access_token),
+        lifetime,
+        grant.scopes,
+        max_cache,
+    );
+    // The grant's own expiry, not one recomputed from a rounded lifetime.
+    token.expires_at = time(grant.expire_time.as_ref());
+    token
+}
+
+fn registry_failure(e: BrokerError) -> ProviderFailure {
+    match e {
+        BrokerError::UserAuthorizationRequired(why) => ProviderFailure::Consent(why),
+        other => ProviderFailure::Registry(connect_runtime::ErrorChain(&other).to_string()),
+    }
+}
+
+impl UserGrants {
+    /// The user's access token for `key`, valid at least `min_ttl`: as stored, or refreshed by
+    /// this caller under the lease, or by whoever holds it.
+    pub(super) async fn token(
+        &self,
+        key: pb::GrantKey,
+        min_ttl: Duration,
+        refresher: Refresher,
+    ) -> std::result::Result<CachedToken, ProviderFailure> {
+        use pb::lease_grant_response::Answer;
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let answer = self
+                .registry
+                .lease(pb::LeaseGrantRequest {
+                    key: Some(key.clone()),
+                    min_ttl: duration(min_ttl),
+                    lease: duration(self.lease),
+                })
+                .await
+                .map_err(registry_failure)?;
+            match answer {
+                Answer::Fresh(access) => return Ok(cached(access, refresher.max_cache)),
+                Answer::Leased(lease) => {
+                    match self.refresh(&key, lease, &refresher).await? {
+                        Some(token) => return Ok(token),
+                        // Fenced out: someone else refreshed; ask again for their token.
+                        None => continue,
+                    }
+                }
+                Answer::BusyUntil(until) => {
+                    if started.elapsed() >= self.max_wait {
+                        return Err(ProviderFailure::Unavailable(
+                            "another broker's refresh of this grant did not finish in time".into(),
+                        ));
+                    }
+                    let left = time(Some(&until))
+                        .and_then(|u| (u - Utc::now()).to_std().ok())
+                        .unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(pause.min(left.max(Duration::from_millis(5)))).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Refreshes under `lease` once and commits; `None` when the lease was lost meanwhile.
+    async fn refresh(
+        &self,
+        key: &pb::GrantKey,
+        lease: pb::GrantLease,
+        refresher: &Refresher,
+    ) -> std::result::Result<Option<CachedToken>, ProviderFailure> {
+        use pb::commit_grant_request::Outcome;
+        let refresh_token = SecretString::from(lease.refresh_token);
+        let scopes = lease.grant.map(|g| g.scopes).unwrap_or_default();
+        let body = form(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ],
+            &[],
+        );
+        let answer = post_grant(
+            &refresher.http,
+            &refresher.token_url,
+            body,
+            refresher.basic.clone(),
+            "refresh token",
+        )
+        .await;
+        let (outcome, failure) = match answer {
+            Ok(tokens) => {
+                let expires_at = tokens
+                    .expires_in()
+                    .map(|d| d.min(super::provider::MAX_BELIEVED_LIFETIME))
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .and_then(|d| Utc::now().checked_add_signed(d));
+                // RFC 6749 §5.1: no scope (or an empty one) means the scope of the grant.
+                let granted: Vec<String> = tokens
+                    .scopes()
+                    .map(|s| {
+                        s.iter()
+                            .map(|s| s.to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let granted = if granted.is_empty() { scopes } else { granted };
+                let refreshed = pb::RefreshedTokens {
+                    access_token: tokens.access_token().secret().to_owned(),
+                    refresh_token: tokens
+                        .refresh_token()
+                        .map(|t| t.secret().to_owned())
+                        .unwrap_or_default(),
+                    expire_time: expires_at.map(timestamp),
+                    scopes: granted,
+                };
+                (Outcome::Refreshed(refreshed), None)
+            }
+            Err(ProviderFailure::InvalidGrant(why)) => (
+                Outcome::Refused(why.clone()),
+                Some(ProviderFailure::Consent(format!(
+                    "the provider refused the user's refresh token: the user must authorize Connect again ({why})"
+                ))),
+            ),
+            Err(ProviderFailure::Unavailable(why)) => (
+                Outcome::Unavailable(why.clone()),
+                Some(ProviderFailure::Unavailable(why)),
+            ),
+            // Our client credentials, not the user's grant: keep the grant.
+            Err(other) => {
+                let why = match &other {
+                    ProviderFailure::Rejected(why) => why.clone(),
+                    _ => "the refresh failed".to_owned(),
+                };
+                (Outcome::Unavailable(why), Some(other))
+            }
+        };
+        let committed = self
+            .registry
+            .commit(pb::CommitGrantRequest {
+                key: Some(key.clone()),
+                lease_id: lease.lease_id,
+                fence: lease.fence,
+                outcome: Some(outcome),
+            })
+            .await;
+        match (committed, failure) {
+            (Ok(_), Some(failure)) => Err(failure),
+            (Ok(Some(access)), None) => Ok(Some(cached(access, refresher.max_cache))),
+            (Ok(None), None) => Err(ProviderFailure::Registry(
+                "CommitGrant answered no token after a refresh".into(),
+            )),
+            (Err(BrokerError::LeaseLost), _) => {
+                tracing::warn!("a grant refresh lost its lease before it committed; asking again");
+                Ok(None)
+            }
+            (Err(e), _) => Err(registry_failure(e)),
+        }
+    }
+}
+
+/// The grant key of a user token request.
+pub(super) fn grant_key(
+    identity: &crate::auth::Identity,
+    connector_id: &str,
+    user_id: &str,
+    installation_id: &str,
+) -> pb::GrantKey {
+    pb::GrantKey {
+        owner_id: identity.owner_id.to_string(),
+        connector_id: connector_id.to_owned(),
+        user_id: user_id.to_owned(),
+        environment: identity.environment.as_str().to_owned(),
+        installation_id: installation_id.to_owned(),
+    }
+}
+
+/// HTTP Basic client authentication of a connector that has both client secrets.
+pub(super) fn client_auth(
+    id: Option<&SecretString>,
+    secret: Option<&SecretString>,
+) -> Option<String> {
+    Some(basic_auth(id?, secret?))
+}
+
+/// What a code exchange gave: the user's first tokens.
+pub struct ExchangedTokens {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for ExchangedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangedTokens")
+            .field("refreshable", &self.refresh_token.is_some())
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The authorization code grant (RFC 6749 §4.1.3) with the PKCE verifier (RFC 7636): `code` for
+/// the user's tokens at `token_url`, with the client's credentials.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    token_url: &url::Url,
+    (client_id, client_secret): (Option<&SecretString>, Option<&SecretString>),
+    code: &str,
+    redirect_uri: &str,
+    code_verifier: &SecretString,
+    asked: Vec<String>,
+) -> Result<ExchangedTokens> {
+    let mut pairs = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", code_verifier.expose_secret()),
+    ];
+    // A public client names itself in the form; a confidential one authenticates.
+    let basic = client_auth(client_id, client_secret);
+    if basic.is_none()
+        && let Some(id) = client_id
+    {
+        pairs.push(("client_id", id.expose_secret()));
+    }
+    let body = form(&pairs, &[]);
+    let tokens = post_grant(http, token_url, body, basic, "authorization code")
+        .await
+        .map_err(|failure| failure.into_error("", ""))?;
+    let granted: Vec<String> = tokens
+        .scopes()
+        .map(|s| {
+            s.iter()
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ExchangedTokens {
+        access_token: SecretString::from(tokens.access_token().secret().to_owned()),
+        refresh_token: tokens
+            .refresh_token()
+            .map(|t| SecretString::from(t.secret().to_owned())),
+        expires_at: tokens
+            .expires_in()
+            .map(|d| d.min(super::provider::MAX_BELIEVED_LIFETIME))
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| Utc::now().checked_add_signed(d)),
+        scopes: if granted.is_empty() { asked } else { granted },
+    })
+}

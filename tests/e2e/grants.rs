@@ -1,0 +1,562 @@
+//! User grants end to end: the real brokers and registry against a loopback OAuth provider that
+//! implements authorization code with PKCE, refresh with rotation (a used refresh token answers
+//! `invalid_grant`) and RFC 7009, and counts its refreshes.
+
+use std::time::Duration;
+
+use connect_proto::{broker::v1 as bpb, registry::v1 as rpb};
+use tonic::Code;
+
+use crate::harness::{Stack, StackOptions, TokenEndpoint, assert_denied, on_postgres};
+
+const CRM: &str = "oauth2/crm";
+
+fn for_user(user: &str) -> bpb::GetTokenRequest {
+    bpb::GetTokenRequest {
+        connector: CRM.into(),
+        subject: Some(bpb::Subject {
+            kind: Some(bpb::subject::Kind::User(bpb::UserSubject {
+                id: user.into(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn in_seconds(s: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + s,
+        nanos: 0,
+    })
+}
+
+/// Acme's `oauth2/crm` at `endpoint` (with its revocation and authorize endpoints), linked to
+/// `prj_web` for preview and production.
+async fn crm(stack: &Stack, endpoint: &TokenEndpoint) {
+    stack
+        .linked_oauth_connector(
+            CRM,
+            &endpoint.url,
+            &[
+                ("revocation_url", endpoint.revocation_url().as_str()),
+                ("authorize_url", endpoint.authorize_url().as_str()),
+                ("user_scopes", "contacts.read"),
+            ],
+        )
+        .await;
+    stack
+        .attach(&stack.acme, CRM, "prj_web", &["preview", "production"])
+        .await;
+    stack.feed_caught_up().await;
+}
+
+/// Imports `user`'s preview grant: `access` expiring in `expires_in` seconds, with `refresh`.
+async fn import(stack: &Stack, user: &str, access: &str, refresh: &str, expires_in: i64) {
+    let answer = stack
+        .admin(&stack.acme)
+        .import_grants(rpb::ImportGrantsRequest {
+            connector: CRM.into(),
+            grants: vec![rpb::ImportedGrant {
+                user_id: user.into(),
+                environment: "preview".into(),
+                access_token: access.into(),
+                refresh_token: refresh.into(),
+                expire_time: in_seconds(expires_in),
+                scopes: vec!["contacts.read".into()],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.imported, 1, "{answer:?}");
+}
+
+async fn grant_states(stack: &Stack) -> Vec<(String, String)> {
+    stack
+        .admin(&stack.acme)
+        .list_grants(rpb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+        .into_iter()
+        .map(|g| (g.user_id, g.state))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once() {
+    one_refresh_across_brokers(Stack::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once_on_postgres() {
+    if let Some(registry) = on_postgres().await {
+        one_refresh_across_brokers(
+            Stack::start_with_options(StackOptions {
+                registry,
+                ..Default::default()
+            })
+            .await,
+        )
+        .await;
+    }
+}
+
+async fn one_refresh_across_brokers(stack: Stack) {
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let second = stack.second_broker(|_| {}).await;
+    // Within the 30 s every caller asks for by default: it must be refreshed first.
+    let refresh = endpoint.issue_refresh_token("ada");
+    import(&stack, "ada", "ua_seed", &refresh, 10).await;
+    let preview = stack.acme.token("prj_web", "preview");
+
+    let first = (0..50).map(|_| stack.get_token_with(&preview, for_user("ada")));
+    let other = (0..50).map(|_| second.get_token_with(&preview, for_user("ada")));
+    let (first, other) = futures::future::join(
+        futures::future::join_all(first),
+        futures::future::join_all(other),
+    )
+    .await;
+    let tokens: std::collections::HashSet<String> = first
+        .into_iter()
+        .chain(other)
+        .map(|a| a.expect("every caller gets the token").token)
+        .collect();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let token = tokens.into_iter().next().unwrap();
+    assert!(
+        token.starts_with("ua_ada_"),
+        "the refreshed token, not the seed: {token}"
+    );
+    assert_eq!(endpoint.refreshes(), 1);
+
+    // Fresh now: no refresh, from either broker.
+    let again = second
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert_eq!(again.token, token);
+    let answer = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(answer.expires_at.unwrap().seconds > chrono::Utc::now().timestamp() + 3000);
+    assert_eq!(endpoint.refreshes(), 1);
+
+    // Another user's grant, and another environment's, are their own: none here.
+    assert_denied(
+        stack.get_token_with(&preview, for_user("bob")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    let production = stack.acme.token("prj_web", "production");
+    assert_denied(
+        stack.get_token_with(&production, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    // A scope the user did not grant needs a new consent.
+    let mut wider = for_user("ada");
+    wider.scopes = vec!["contacts.write".into()];
+    assert_denied(
+        stack.get_token_with(&preview, wider).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    let rows = stack.ledger(CRM).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.subject == "user:ada" && r.environment == "preview")
+    );
+    assert!(!crate::harness::captured_logs().contains(&refresh));
+    second.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_token_requires_consent_and_an_outage_keeps_the_grant() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    // A refresh token the provider does not honour.
+    import(&stack, "ada", "ua_seed", "rt_unknown", 5).await;
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    assert_eq!(endpoint.refreshes(), 1);
+    // From then on, no call to the provider: the user must consent again.
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    assert_eq!(endpoint.refreshes(), 1);
+
+    // An outage: PROVIDER_UNAVAILABLE, and the grant is kept for the next call.
+    let refresh = endpoint.issue_refresh_token("bob");
+    import(&stack, "bob", "ua_seed_bob", &refresh, 5).await;
+    endpoint.set_mode(crate::harness::EndpointMode::ServerError);
+    assert_denied(
+        stack.get_token_with(&preview, for_user("bob")).await,
+        Code::Unavailable,
+        "PROVIDER_UNAVAILABLE",
+        "ProviderUnavailableError",
+    );
+    assert_eq!(
+        grant_states(&stack).await,
+        [
+            ("ada".to_owned(), "needs_consent".to_owned()),
+            ("bob".to_owned(), "refresh_failed".to_owned())
+        ]
+    );
+    endpoint.set_mode(crate::harness::EndpointMode::Issue);
+    let token = stack
+        .get_token_with(&preview, for_user("bob"))
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("ua_bob_"));
+    assert_eq!(grant_states(&stack).await[1].1, "active");
+    let events = stack
+        .admin(&stack.acme)
+        .list_audit_events(rpb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    for action in [
+        "grant.needs_consent",
+        "grant.refresh_failed",
+        "grant.recovered",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+    stack.stop().await;
+}
+
+/// A broker that leased the grant and refreshed it at the provider, then died before it
+/// committed: the test plays that broker with the registry's broker RPCs.
+async fn die_mid_refresh(
+    stack: &Stack,
+    endpoint: &TokenEndpoint,
+    connector_id: &str,
+    rotated_at: &str,
+) {
+    use connect_runtime::BearerAuth;
+    use link_registry::domain::model::Role;
+    use rpb::link_registry_client::LinkRegistryClient;
+    use secrecy::ExposeSecret;
+    let (_, key) = stack
+        .local()
+        .registry()
+        .create_api_key(None, Role::Broker)
+        .await
+        .unwrap();
+    let mut registry = LinkRegistryClient::with_interceptor(
+        crate::harness::channel(stack.registry_addr(), None).await,
+        BearerAuth::new(key.expose_secret()).unwrap(),
+    );
+    let answer = registry
+        .lease_grant(rpb::LeaseGrantRequest {
+            key: Some(rpb::GrantKey {
+                owner_id: "team_acme".into(),
+                connector_id: connector_id.into(),
+                user_id: "ada".into(),
+                environment: "preview".into(),
+                installation_id: String::new(),
+            }),
+            min_ttl: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            lease: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(rpb::lease_grant_response::Answer::Leased(lease)) = answer.answer else {
+        panic!("expected the lease: {answer:?}");
+    };
+    // The provider answers (and rotates the refresh token); the broker dies before CommitGrant.
+    let answer = reqwest::Client::new()
+        .post(&endpoint.url)
+        .basic_auth(
+            crate::harness::CLIENT_ID,
+            Some(crate::harness::CLIENT_SECRET),
+        )
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", lease.refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{rotated_at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_dies_mid_refresh_leaves_no_stuck_lease() {
+    let stack = Stack::start_with(|c| c.grant_lease = Duration::from_secs(1)).await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let connector = stack
+        .admin(&stack.acme)
+        .get_connector(rpb::GetConnectorRequest {
+            connector: CRM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let preview = stack.acme.token("prj_web", "preview");
+
+    // A provider that rotates: the old refresh token is refused, so the user must consent again,
+    // after one more refresh attempt and no retry loop.
+    let refresh = endpoint.issue_refresh_token("ada");
+    import(&stack, "ada", "ua_seed", &refresh, 5).await;
+    die_mid_refresh(&stack, &endpoint, &connector.id, "rotating").await;
+    let started = std::time::Instant::now();
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(endpoint.refreshes(), 2);
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    assert_eq!(endpoint.refreshes(), 2);
+
+    // A provider that still honours the old refresh token: the next call succeeds.
+    endpoint.reuse_refresh_tokens(true);
+    let refresh = endpoint.issue_refresh_token("ada");
+    import(&stack, "ada", "ua_seed", &refresh, 5).await;
+    die_mid_refresh(&stack, &endpoint, &connector.id, "reusing").await;
+    let token = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("ua_ada_"));
+    assert_eq!(endpoint.refreshes(), 4);
+    stack.stop().await;
+}
+
+async fn start(
+    stack: &Stack,
+    token: &str,
+    user: &str,
+    return_url: &str,
+) -> Result<bpb::StartAuthorizationResponse, tonic::Status> {
+    let mut request = tonic::Request::new(bpb::StartAuthorizationRequest {
+        connector: CRM.into(),
+        user_id: user.into(),
+        return_url: return_url.into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    stack
+        .broker()
+        .start_authorization(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The browser: follows the provider's redirect to the callback once, answers with the
+/// callback's status, `Location` and page.
+async fn browse(url: &str) -> (u16, Option<String>, String) {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut answer = browser.get(url).send().await.unwrap();
+    if answer.status().as_u16() == 302 {
+        let next = answer.headers()["location"].to_str().unwrap().to_owned();
+        answer = browser.get(next).send().await.unwrap();
+    }
+    let status = answer.status().as_u16();
+    let location = answer
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    (status, location, answer.text().await.unwrap())
+}
+
+fn query(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_stores_a_grant_and_the_callback_refuses_what_it_must() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let callback = stack.local().broker_callback_addr().unwrap();
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let back = "http://127.0.0.1:9/settings/connected";
+
+    // Start: the provider's consent page with PKCE (S256), our callback and a state.
+    let started = start(&stack, &preview, "ada", back).await.unwrap();
+    assert!(
+        started.url.starts_with(&endpoint.authorize_url()),
+        "{}",
+        started.url
+    );
+    assert_eq!(query(&started.url, "code_challenge_method"), "S256");
+    assert_eq!(query(&started.url, "code_challenge").len(), 43);
+    assert_eq!(query(&started.url, "scope"), "contacts.read");
+    assert_eq!(
+        query(&started.url, "redirect_uri"),
+        format!("http://{callback}/oauth/callback")
+    );
+    assert_eq!(started.request_id.len(), 16);
+    let expires = started.expires_at.unwrap().seconds - chrono::Utc::now().timestamp();
+    assert!((590..=600).contains(&expires), "{expires}");
+
+    // The user approves: the code is exchanged, the grant stored, the browser sent back.
+    let (status, location, _) = browse(&started.url).await;
+    assert_eq!((status, location.as_deref()), (303, Some(back)));
+    let token = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("ua_ada_"), "{}", token.token);
+    assert_eq!(token.scopes, ["contacts.read"]);
+    // The grant is the preview environment's only.
+    let production = stack.acme.token("prj_web", "production");
+    assert_denied(
+        stack.get_token_with(&production, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+
+    // Replayed, made-up and missing states: a page, no grant.
+    let state = query(&started.url, "state");
+    let replay = format!("http://{callback}/oauth/callback?state={state}&code=code_again");
+    let (status, _, page) = browse(&replay).await;
+    assert_eq!(status, 400);
+    assert!(
+        page.contains("cannot be used") && !page.contains(&state),
+        "{page}"
+    );
+    let (status, _, _) = browse(&format!(
+        "http://{callback}/oauth/callback?state=made-up&code=x"
+    ))
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = browse(&format!("http://{callback}/oauth/callback?code=x")).await;
+    assert_eq!(status, 400);
+
+    // The user declines: a page, no grant.
+    endpoint.set_consent(crate::harness::Consent::Deny, "bob");
+    let declined = start(&stack, &preview, "bob", back).await.unwrap();
+    let (status, _, page) = browse(&declined.url).await;
+    assert_eq!(status, 403);
+    assert!(page.contains("declined"), "{page}");
+    // A callback without a code: a page, no grant (and the state is used up).
+    let carol = start(&stack, &preview, "carol", back).await.unwrap();
+    let no_code = format!(
+        "http://{callback}/oauth/callback?state={}",
+        query(&carol.url, "state")
+    );
+    assert_eq!(browse(&no_code).await.0, 400);
+    for user in ["bob", "carol"] {
+        assert_denied(
+            stack.get_token_with(&preview, for_user(user)).await,
+            Code::FailedPrecondition,
+            "USER_AUTHORIZATION_REQUIRED",
+            "UserAuthorizationRequiredError",
+        );
+    }
+
+    // Bad starts.
+    for bad in [
+        "ftp://example.com/x",
+        "http://example.com/done",
+        "not a url",
+    ] {
+        assert_denied(
+            start(&stack, &preview, "ada", bad).await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            "InvalidArgumentError",
+        );
+    }
+    let docs = stack.acme.token("prj_docs", "preview");
+    assert_denied(
+        start(&stack, &docs, "ada", back).await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+        "ClientNotLinkedToProjectError",
+    );
+
+    // Revoking the user's tokens: the grant is deleted, the token revoked at the provider.
+    let revoked = stack
+        .admin(&stack.acme)
+        .revoke_tokens(rpb::RevokeTokensRequest {
+            connector: CRM.into(),
+            subject: "user:ada".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((revoked.grants_deleted, revoked.provider_revoked), (1, 1));
+    assert!(endpoint.revoked().contains(&token.token));
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    let logs = crate::harness::captured_logs();
+    assert!(!logs.contains(&state) && !logs.contains(&token.token));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_a_callback_starts_no_consent() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    assert_denied(
+        start(&stack, &preview, "ada", "https://app.example/done").await,
+        Code::FailedPrecondition,
+        "FAILED_PRECONDITION",
+        "FailedPreconditionError",
+    );
+    stack.stop().await;
+}
