@@ -534,7 +534,13 @@ async fn a_consent_stores_a_grant_and_the_callback_refuses_what_it_must() {
         .unwrap()
         .into_inner();
     assert_eq!((revoked.grants_deleted, revoked.provider_revoked), (1, 1));
-    assert!(endpoint.revoked().contains(&token.token));
+    // The access token a broker held, and the grant's refresh token, both revoked (RFC 7009).
+    let at_provider = endpoint.revoked();
+    assert!(at_provider.contains(&token.token), "{at_provider:?}");
+    assert!(
+        at_provider.iter().any(|t| t.starts_with("rt_ada_")),
+        "{at_provider:?}"
+    );
     assert_denied(
         stack.get_token_with(&preview, for_user("ada")).await,
         Code::FailedPrecondition,

@@ -889,7 +889,7 @@ async fn revocation_endpoint(
     if form
         .token_type_hint
         .as_deref()
-        .is_some_and(|h| h != "access_token")
+        .is_some_and(|h| h != "access_token" && h != "refresh_token")
     {
         return (
             StatusCode::BAD_REQUEST,

@@ -52,6 +52,8 @@ pub enum AppError {
 
 #[derive(Debug)]
 pub struct App {
+    /// Provider requests (revocations of user grants' refresh tokens).
+    provider_outbound: Outbound,
     /// The consent callback's listener and flow, when it is served.
     callback: Option<(TcpListener, Arc<Consents>)>,
     listener: TcpListener,
@@ -177,7 +179,7 @@ impl App {
                 let consents = Arc::new(Consents::new(
                     broker.authorizer().clone(),
                     registry.clone(),
-                    provider_outbound,
+                    provider_outbound.clone(),
                     &public_url,
                 )?);
                 broker = broker.with_consents(consents.clone());
@@ -186,6 +188,7 @@ impl App {
             None => None,
         };
         Ok(Self {
+            provider_outbound,
             callback,
             listener,
             metrics: endpoint,
@@ -224,6 +227,7 @@ impl App {
         let mut listeners: Vec<Arc<dyn FeedListener>> = vec![Arc::new(Revoker::new(
             self.broker.issuers().clone(),
             self.registry.clone(),
+            self.provider_outbound.clone(),
         ))];
         if let Some(cache) = &self.cache {
             listeners.push(cache.clone());

@@ -13,8 +13,11 @@ use std::{
 
 use connect_proto::registry::v1 as pb;
 
+use secrecy::SecretString;
+
 use crate::{
-    issuers::{Issuers, RevokeScope},
+    issuers::{Issuers, RevokeOutcome, RevokeScope, RevokeWith, basic_auth_of, revoke_at},
+    outbound::Outbound,
     registry::RegistryClient,
 };
 
@@ -80,16 +83,63 @@ pub fn spawn_follower(
 pub struct Revoker {
     issuers: Issuers,
     registry: RegistryClient,
+    /// For the refresh tokens of revoked user grants.
+    outbound: Outbound,
     synced_once: AtomicBool,
 }
 
 impl Revoker {
-    pub fn new(issuers: Issuers, registry: RegistryClient) -> Self {
+    pub fn new(issuers: Issuers, registry: RegistryClient, outbound: Outbound) -> Self {
         Self {
             issuers,
             registry,
+            outbound,
             synced_once: AtomicBool::new(false),
         }
+    }
+}
+
+/// Takes the refresh tokens of the connector's revoked user grants (if this broker is first) and
+/// revokes each at the connector's `revocation_url` (RFC 7009).
+async fn revoke_grants(registry: &RegistryClient, outbound: &Outbound, scope: &RevokeScope) {
+    let claimed = match registry
+        .claim_grant_revocations(&scope.owner_id, &scope.connector_id)
+        .await
+    {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the refresh tokens of revoked grants");
+            return;
+        }
+    };
+    if claimed.refresh_tokens.is_empty() {
+        return;
+    }
+    let Ok(url) = outbound.check(&claimed.revocation_url) else {
+        tracing::warn!("the connector's revocation_url is not an allowed destination");
+        return;
+    };
+    let how = RevokeWith::Rfc7009 {
+        url,
+        basic: basic_auth_of(&claimed.client_id, &claimed.client_secret),
+    };
+    let mut done = Vec::with_capacity(claimed.refresh_tokens.len());
+    for claimed in claimed.refresh_tokens {
+        let token = SecretString::from(claimed.refresh_token);
+        let outcome = revoke_at(outbound.http(), &token, &how, "refresh_token").await;
+        if outcome != RevokeOutcome::Revoked {
+            tracing::warn!(
+                outcome = outcome.as_str(),
+                "a revoked grant's refresh token was not revoked at the provider"
+            );
+        }
+        done.push(claimed.id);
+    }
+    if let Err(e) = registry
+        .finish_grant_revocations(&scope.owner_id, &scope.connector_id, done)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot say the revoked grants' refresh tokens were revoked");
     }
 }
 
@@ -112,8 +162,19 @@ impl FeedListener for Revoker {
                 .then(|| event.installation_id.clone()),
             subject: (!event.subject.is_empty()).then(|| event.subject.clone()),
         };
-        let (issuers, registry) = (self.issuers.clone(), self.registry.clone());
+        let (issuers, registry, outbound) = (
+            self.issuers.clone(),
+            self.registry.clone(),
+            self.outbound.clone(),
+        );
         tokio::spawn(async move {
+            if scope
+                .subject
+                .as_deref()
+                .is_none_or(|s| s.starts_with("user:"))
+            {
+                revoke_grants(&registry, &outbound, &scope).await;
+            }
             let outcomes = issuers.revoke(&scope).await;
             if outcomes.is_empty() {
                 return;

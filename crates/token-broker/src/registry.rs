@@ -280,6 +280,46 @@ impl RegistryClient {
         }
     }
 
+    /// Takes the refresh tokens of the connector's revoked grants, to revoke at the provider.
+    pub async fn claim_grant_revocations(
+        &self,
+        owner_id: &str,
+        connector_id: &str,
+    ) -> Result<pb::ClaimGrantRevocationsResponse> {
+        let mut request = Request::new(pb::ClaimGrantRevocationsRequest {
+            owner_id: owner_id.to_owned(),
+            connector_id: connector_id.to_owned(),
+        });
+        request.set_timeout(self.max_timeout);
+        self.client
+            .clone()
+            .claim_grant_revocations(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(Self::grant_failure("ClaimGrantRevocations"))
+    }
+
+    /// Says that claimed refresh tokens were taken to the provider.
+    pub async fn finish_grant_revocations(
+        &self,
+        owner_id: &str,
+        connector_id: &str,
+        ids: Vec<i64>,
+    ) -> Result<()> {
+        let mut request = Request::new(pb::FinishGrantRevocationsRequest {
+            owner_id: owner_id.to_owned(),
+            connector_id: connector_id.to_owned(),
+            ids,
+        });
+        request.set_timeout(self.max_timeout);
+        self.client
+            .clone()
+            .finish_grant_revocations(request)
+            .await
+            .map(|_| ())
+            .map_err(Self::grant_failure("FinishGrantRevocations"))
+    }
+
     /// Stores a consent's grant.
     pub async fn store_grant(&self, request: pb::StoreGrantRequest) -> Result<pb::Grant> {
         let mut request = Request::new(request);

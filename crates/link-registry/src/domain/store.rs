@@ -316,15 +316,31 @@ pub trait GrantStore: Send + Sync {
     /// Marks a grant that cannot be refreshed (no refresh token) as needing consent.
     async fn require_consent(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()>;
     /// Deletes the connector's grants of `user` (all users: `None`) and `installation` (all:
-    /// `None`), audited; answers with how many.
+    /// `None`), audited; answers with how many. With `queue_refresh_tokens`, their refresh
+    /// tokens wait (sealed) in the same transaction for a broker to revoke them at the provider.
     async fn delete_grants(
         &self,
         connector: &Connector,
         user: Option<&UserId>,
         installation: Option<&str>,
+        queue_refresh_tokens: bool,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+    /// Claims the queued refresh tokens of the connector's revoked grants until `until` (one
+    /// broker at a time; a claim that runs out may be taken again): each with its row id and the
+    /// name it was sealed under.
+    async fn claim_grant_revocations(
+        &self,
+        connector: &ConnectorId,
+        limit: u64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, StoredSecret)>>;
+    /// Removes queued refresh tokens a broker has taken to the provider.
+    async fn finish_grant_revocations(&self, connector: &ConnectorId, ids: &[i64]) -> Result<()>;
+    /// How many refresh tokens of the connector's revoked grants still wait for a broker.
+    async fn queued_grant_revocations(&self, connector: &ConnectorId) -> Result<u64>;
     async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()>;
     /// Removes and answers with the pending authorization of `state_hash`, once: a second call
     /// (a replayed state) finds nothing.

@@ -519,6 +519,64 @@ impl LinkRegistry for LinkRegistryService {
         }))
     }
 
+    async fn claim_grant_revocations(
+        &self,
+        request: Request<pb::ClaimGrantRevocationsRequest>,
+    ) -> Reply<pb::ClaimGrantRevocationsResponse> {
+        use secrecy::ExposeSecret;
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let team = crate::domain::types::TeamId::parse(&req.owner_id)
+            .map_err(|e| to_status(RegistryError::invalid("owner_id", e)))?;
+        let connector = crate::domain::types::ConnectorId::parse(&req.connector_id)
+            .map_err(|e| to_status(RegistryError::invalid("connector_id", e)))?;
+        let (connector, secrets, tokens) = self
+            .registry
+            .claim_grant_revocations(&caller, &team, &connector)
+            .await
+            .map_err(to_status)?;
+        let secret = |name: &str| {
+            secrets
+                .get(name)
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default()
+        };
+        Ok(Response::new(pb::ClaimGrantRevocationsResponse {
+            revocation_url: connector
+                .config
+                .get("revocation_url")
+                .unwrap_or_default()
+                .to_owned(),
+            client_id: secret("client_id"),
+            client_secret: secret("client_secret"),
+            refresh_tokens: tokens
+                .iter()
+                .map(|(id, t)| pb::ClaimedRefreshToken {
+                    id: *id,
+                    refresh_token: t.expose_secret().to_owned(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn finish_grant_revocations(
+        &self,
+        request: Request<pb::FinishGrantRevocationsRequest>,
+    ) -> Reply<pb::FinishGrantRevocationsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let connector = crate::domain::types::ConnectorId::parse(&req.connector_id)
+            .map_err(|e| to_status(RegistryError::invalid("connector_id", e)))?;
+        if req.ids.len() > 1000 {
+            return Err(to_status(RegistryError::invalid("ids", "at most 1000 ids")));
+        }
+        self.registry
+            .finish_grant_revocations(&caller, &connector, &req.ids)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::FinishGrantRevocationsResponse {}))
+    }
+
     async fn report_revocations(
         &self,
         request: Request<pb::ReportRevocationsRequest>,

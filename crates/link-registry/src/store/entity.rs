@@ -287,3 +287,28 @@ pub mod authorization_request {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod grant_revocation {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grant_revocations")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub team_id: String,
+        pub connector_id: String,
+        /// JSON `{ sealed, fingerprint }`, sealed as the grant's was.
+        pub refresh_token: String,
+        /// The associated-data name it was sealed under.
+        pub sealing_name: String,
+        /// A broker is revoking it until then (it is deleted when that broker is done).
+        pub claimed_until: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::domain::{
-    model::{Grant, GrantKey, GrantState, PendingAuthorization},
+    model::{Grant, GrantKey, GrantState, PendingAuthorization, StoredSecret},
     page::GrantPageKey,
     store::{GrantFilter, GrantStore, RefreshOutcome},
     types::UserId,
@@ -260,6 +260,7 @@ impl GrantStore for SeaStore {
         connector: &Connector,
         user: Option<&UserId>,
         installation: Option<&str>,
+        queue_refresh_tokens: bool,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<u64> {
@@ -290,9 +291,90 @@ impl GrantStore for SeaStore {
                 .await
                 .map_err(storage_error)?;
         }
+        if queue_refresh_tokens {
+            for g in &gone {
+                let Some(refresh) = &g.refresh_token else {
+                    continue;
+                };
+                grant_revocation::ActiveModel {
+                    team_id: sea_orm::Set(g.key.team_id.to_string()),
+                    connector_id: sea_orm::Set(g.key.connector_id.to_string()),
+                    refresh_token: sea_orm::Set(
+                        serde_json::to_string(refresh).expect("a sealed secret serializes"),
+                    ),
+                    sealing_name: sea_orm::Set(g.key.sealing_name("refresh")),
+                    created_at: sea_orm::Set(now),
+                    ..Default::default()
+                }
+                .insert(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+            }
+        }
         txn.commit(audit::grants_deleted(actor, connector, &gone, now), None)
             .await?;
         Ok(gone.len() as u64)
+    }
+
+    async fn claim_grant_revocations(
+        &self,
+        connector: &ConnectorId,
+        limit: u64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, StoredSecret)>> {
+        use grant_revocation::Column as R;
+        let free = || {
+            Condition::any()
+                .add(R::ClaimedUntil.is_null())
+                .add(R::ClaimedUntil.lt(now))
+        };
+        let rows = grant_revocation::Entity::find()
+            .filter(R::ConnectorId.eq(connector.as_str()))
+            .filter(free())
+            .order_by(R::Id, Order::Asc)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            // One conditional update per row: of two brokers, one takes it.
+            let taken = grant_revocation::Entity::update_many()
+                .col_expr(R::ClaimedUntil, Expr::value(until))
+                .filter(R::Id.eq(row.id))
+                .filter(free())
+                .exec(&self.db)
+                .await
+                .map_err(storage_error)?;
+            if taken.rows_affected == 1 {
+                let sealed = serde_json::from_str(&row.refresh_token)
+                    .map_err(|e| rows::corrupt("stored grant revocation", e.to_string()))?;
+                claimed.push((row.id, row.sealing_name, sealed));
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_grant_revocations(&self, connector: &ConnectorId, ids: &[i64]) -> Result<()> {
+        use grant_revocation::Column as R;
+        for chunk in ids.chunks(500) {
+            grant_revocation::Entity::delete_many()
+                .filter(R::ConnectorId.eq(connector.as_str()))
+                .filter(R::Id.is_in(chunk.iter().copied()))
+                .exec(&self.db)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    async fn queued_grant_revocations(&self, connector: &ConnectorId) -> Result<u64> {
+        grant_revocation::Entity::find()
+            .filter(grant_revocation::Column::ConnectorId.eq(connector.as_str()))
+            .count(&self.db)
+            .await
+            .map_err(storage_error)
     }
 
     async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()> {

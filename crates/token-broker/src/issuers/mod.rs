@@ -18,6 +18,7 @@ pub use self::{
     api_key::ApiKeyIssuer,
     github::GitHubAppIssuer,
     oauth2::OAuth2ClientCredentialsIssuer,
+    provider::{RevokeWith, revoke_at},
     user::{ExchangedTokens, GrantRegistry, UserGrants, exchange_code},
 };
 use crate::{
@@ -27,6 +28,17 @@ use crate::{
     outbound::Outbound,
     registry::{Authorization, InstallationGrant},
 };
+
+/// HTTP Basic client authentication from a client id and secret (`None` when either is empty).
+pub fn basic_auth_of(client_id: &str, client_secret: &str) -> Option<String> {
+    if client_id.is_empty() || client_secret.is_empty() {
+        return None;
+    }
+    Some(provider::basic_auth(
+        &SecretString::from(client_id.to_owned()),
+        &SecretString::from(client_secret.to_owned()),
+    ))
+}
 
 /// The first 16 hex digits of a credential's SHA-256: its `token_id` in the ledger and in
 /// revocations.

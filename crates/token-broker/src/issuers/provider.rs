@@ -37,6 +37,21 @@ pub enum RevokeWith {
     GitHub { api_url: url::Url },
 }
 
+impl std::fmt::Debug for RevokeWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rfc7009 { url, .. } => f
+                .debug_struct("Rfc7009")
+                .field("url", &url.as_str())
+                .finish_non_exhaustive(),
+            Self::GitHub { api_url } => f
+                .debug_struct("GitHub")
+                .field("api_url", &api_url.as_str())
+                .finish(),
+        }
+    }
+}
+
 /// A provider token as cached.
 #[derive(Clone)]
 pub struct CachedToken {
@@ -374,7 +389,7 @@ impl TokenCache {
         for (key, token) in covered {
             self.cache.invalidate(key.as_str()).await;
             let outcome = match &token.revoke_with {
-                Some(how) => revoke_at(&self.http, &token.token, how).await,
+                Some(how) => revoke_at(&self.http, &token.token, how, "access_token").await,
                 None => RevokeOutcome::Skipped,
             };
             let token_id = super::token_id(&token.token);
@@ -396,17 +411,18 @@ pub fn github_request(method: http::Method, url: &str) -> http::request::Builder
         .header(http::header::USER_AGENT, "connect-token-broker")
 }
 
-/// Revokes `token` at its provider.
-async fn revoke_at(
+/// Revokes `token` (an `access_token` or a `refresh_token`, as RFC 7009 hints) at its provider.
+pub async fn revoke_at(
     http: &reqwest::Client,
     token: &SecretString,
     how: &RevokeWith,
+    hint: &str,
 ) -> RevokeOutcome {
     let request = match how {
         RevokeWith::Rfc7009 { url, basic } => {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("token", token.expose_secret());
-            form.append_pair("token_type_hint", "access_token");
+            form.append_pair("token_type_hint", hint);
             let mut request = http::Request::builder()
                 .method(http::Method::POST)
                 .uri(url.as_str())

@@ -144,6 +144,16 @@ impl Registry {
         }
     }
 
+    /// Opens one of a grant's sealed values (for revocation, after the grant is gone).
+    pub(super) fn open_grant_secret(
+        &self,
+        connector: &Connector,
+        name: &str,
+        stored: &StoredSecret,
+    ) -> Result<SecretString> {
+        self.open_for(connector, name, stored)
+    }
+
     fn open_for(
         &self,
         connector: &Connector,

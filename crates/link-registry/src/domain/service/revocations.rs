@@ -58,6 +58,7 @@ impl Registry {
                 _ => None,
             },
         };
+        let revocable = provider_can_revoke(&connector);
         let grants_deleted = match user {
             Some(user) => {
                 self.store
@@ -65,6 +66,7 @@ impl Registry {
                         &connector,
                         user.as_ref(),
                         filter.installation_id.as_deref(),
+                        revocable,
                         &caller.actor(),
                         self.clock.now(),
                     )
@@ -77,10 +79,67 @@ impl Registry {
             .revoke_issuances(&connector, &filter, &caller.actor(), self.clock.now())
             .await?;
         let summary = self.settle(&connector, revoked).await?;
+        // The deleted grants' refresh tokens: a broker takes them to the provider; wait for that
+        // as long as for the reports.
+        let deadline = Instant::now() + self.revocation_wait;
+        while grants_deleted > 0
+            && revocable
+            && Instant::now() < deadline
+            && self.store.queued_grant_revocations(&connector.id).await? > 0
+        {
+            tokio::time::sleep(POLL).await;
+        }
         Ok(RevocationSummary {
             grants_deleted,
             ..summary
         })
+    }
+
+    /// Takes the refresh tokens of the connector's revoked grants, with what revoking them at
+    /// the provider needs (broker keys).
+    pub async fn claim_grant_revocations(
+        &self,
+        caller: &Caller,
+        team: &TeamId,
+        connector: &ConnectorId,
+    ) -> Result<(
+        Connector,
+        BTreeMap<String, SecretString>,
+        Vec<(i64, SecretString)>,
+    )> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        let now = self.clock.now();
+        let reference = ConnectorRef::Id(connector.clone());
+        let connector = self
+            .store
+            .connector(team, &reference)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, reference))?;
+        let claimed = self
+            .store
+            .claim_grant_revocations(&connector.id, 1000, now, now + chrono::Duration::minutes(1))
+            .await?;
+        let mut tokens = Vec::with_capacity(claimed.len());
+        for (id, name, sealed) in claimed {
+            tokens.push((id, self.open_grant_secret(&connector, &name, &sealed)?));
+        }
+        let secrets = super::connectors::open_all(&self.cipher, &connector)?;
+        Ok((connector, secrets, tokens))
+    }
+
+    /// A broker took these claimed refresh tokens to the provider (broker keys).
+    pub async fn finish_grant_revocations(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorId,
+        ids: &[i64],
+    ) -> Result<()> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        self.store.finish_grant_revocations(connector, ids).await
     }
 
     /// Waits (bounded) for the brokers' reports on the credentials the provider can revoke, and

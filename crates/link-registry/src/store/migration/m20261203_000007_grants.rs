@@ -1,7 +1,8 @@
 //! User grants: what a user consented to at a provider (sealed access and refresh tokens), per
 //! (connector, user, environment, installation), with the lease that lets one broker at a time
-//! refresh it and the version that fences a broker whose lease ran out; and the pending
-//! authorization requests of the consent flow, each usable once.
+//! refresh it and the version that fences a broker whose lease ran out; the pending
+//! authorization requests of the consent flow, each usable once; and the refresh tokens of revoked
+//! grants, waiting for a broker to revoke them at the provider.
 
 use sea_orm_migration::prelude::*;
 
@@ -52,6 +53,18 @@ enum AuthorizationRequests {
     RedirectUri,
     CodeVerifier,
     ExpiresAt,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum GrantRevocations {
+    Table,
+    Id,
+    TeamId,
+    ConnectorId,
+    RefreshToken,
+    SealingName,
+    ClaimedUntil,
     CreatedAt,
 }
 
@@ -229,6 +242,53 @@ impl MigrationTrait for Migration {
                                 AuthorizationRequests::Table,
                                 AuthorizationRequests::ConnectorId,
                             )
+                            .to(Connectors::Table, Connectors::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Refresh tokens of revoked grants, until a broker takes them to the provider (RFC 7009).
+        manager
+            .create_table(
+                Table::create()
+                    .table(GrantRevocations::Table)
+                    .col(
+                        ColumnDef::new(GrantRevocations::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(GrantRevocations::TeamId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(GrantRevocations::ConnectorId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(GrantRevocations::RefreshToken)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(GrantRevocations::SealingName)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(GrantRevocations::ClaimedUntil)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(time(GrantRevocations::CreatedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(GrantRevocations::Table, GrantRevocations::ConnectorId)
                             .to(Connectors::Table, Connectors::Id)
                             .on_delete(ForeignKeyAction::Cascade),
                     )
