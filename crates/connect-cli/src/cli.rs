@@ -163,6 +163,18 @@ pub enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
+    /// Users' grants and their state (`needs_consent`: the user must authorize again).
+    Grants {
+        /// Only this connector's.
+        connector: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// How many at most.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }

@@ -256,6 +256,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             environment,
             limit,
         } => issuances(&ctx, connector, project, environment, limit).await,
+        Command::Grants {
+            connector,
+            user,
+            environment,
+            limit,
+        } => grants(&ctx, connector, user, environment, limit).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -1019,6 +1025,65 @@ async fn revoke_tokens(
     ctx.emit(
         || format!("{connector}: {}", output::revocation_summary(&answer)),
         || output::revocation(&answer),
+    );
+    Ok(())
+}
+
+async fn grants(
+    ctx: &Context,
+    connector: Option<String>,
+    user: Option<String>,
+    environment: Option<String>,
+    limit: u32,
+) -> Result<(), Failure> {
+    let (connector, user_id, environment) = (
+        connector.unwrap_or_default(),
+        user.unwrap_or_default(),
+        environment.unwrap_or_default(),
+    );
+    let found = collect(limit as usize, |page_size, page_token| {
+        let request = pb::ListGrantsRequest {
+            connector: connector.clone(),
+            user_id: user_id.clone(),
+            environment: environment.clone(),
+            page_size,
+            page_token,
+        };
+        async move {
+            let page = ctx
+                .registry()?
+                .list_grants(request)
+                .await
+                .map_err(ctx.failed())?
+                .into_inner();
+            Ok((page.grants, page.next_page_token))
+        }
+    })
+    .await?;
+    ctx.emit_list(
+        &found,
+        "No user grants.",
+        &[
+            "CONNECTOR",
+            "USER",
+            "ENVIRONMENT",
+            "INSTALLATION",
+            "STATE",
+            "EXPIRES",
+            "SCOPES",
+        ],
+        |g| {
+            vec![
+                g.connector_uid.clone(),
+                g.user_id.clone(),
+                g.environment.clone(),
+                g.installation_id.clone(),
+                g.state.clone(),
+                output::short_time(g.expire_time.as_ref()),
+                g.scopes.join(","),
+            ]
+        },
+        output::grant,
     );
     Ok(())
 }

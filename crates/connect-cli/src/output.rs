@@ -129,15 +129,40 @@ pub fn revocation(r: &pb::RevokeTokensResponse) -> Value {
         "providerRevoked": r.provider_revoked,
         "providerSkipped": r.provider_skipped,
         "providerFailed": r.provider_failed,
+        "grantsDeleted": r.grants_deleted,
+    })
+}
+
+pub fn grant(g: &pb::Grant) -> Value {
+    json!({
+        "connectorId": g.connector_id,
+        "connectorUid": g.connector_uid,
+        "ownerId": g.owner_id,
+        "userId": g.user_id,
+        "environment": g.environment,
+        "installationId": g.installation_id,
+        "scopes": g.scopes,
+        "state": g.state,
+        "expireTime": time(g.expire_time.as_ref()),
+        "refreshable": g.refreshable,
+        "lastError": g.last_error,
+        "lastRefreshTime": time(g.last_refresh_time.as_ref()),
+        "createTime": time(g.create_time.as_ref()),
+        "updateTime": time(g.update_time.as_ref()),
+        "version": g.version,
     })
 }
 
 /// A revocation as a person reads it.
 pub fn revocation_summary(r: &pb::RevokeTokensResponse) -> String {
-    format!(
+    let mut text = format!(
         "{} of {} credentials revoked (at the provider: {} revoked, {} skipped, {} failed)",
         r.revoked, r.tokens_found, r.provider_revoked, r.provider_skipped, r.provider_failed
-    )
+    );
+    if r.grants_deleted > 0 {
+        text.push_str(&format!("; {} user grants deleted", r.grants_deleted));
+    }
+    text
 }
 
 /// Rows under a header, each column as wide as its widest cell, two spaces apart.
