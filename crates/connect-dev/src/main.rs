@@ -55,6 +55,13 @@ struct Cli {
         default_value = "127.0.0.1:8080"
     )]
     issuer_listen: SocketAddr,
+    /// Where the token broker serves the users' consent callback (`/oauth/callback`).
+    #[arg(
+        long,
+        env = "CONNECT_DEV_CALLBACK_LISTEN",
+        default_value = "127.0.0.1:50053"
+    )]
+    callback_listen: SocketAddr,
     /// Log line format.
     #[arg(long, env = "CONNECT_DEV_LOG_FORMAT", value_enum, default_value_t)]
     log_format: connect_runtime::LogFormat,
@@ -150,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             AUDIENCE.to_owned(),
         );
         broker.listen = cli.broker_listen;
+        broker.callback_listen = Some(cli.callback_listen);
         broker.shutdown_grace = Duration::from_secs(5);
         broker
     })
@@ -176,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nConnect is running (Ctrl-C stops it).\n\
          \n  link registry  {registry_addr}   admin key: {admin_key}\
-         \n  token broker   {broker_addr}\
+         \n  token broker   {broker_addr}   consent callback: http://{callback}/oauth/callback\
          \n  dev issuer     {issuer_url}\
          \n\nDemo: team {TEAM}, project {PROJECT} (demo-app), connector {CONNECTOR} linked for development only.\
          \n\nA development deployment token (valid one hour):\n\n  {development}\
@@ -189,6 +197,9 @@ async fn main() -> anyhow::Result<()> {
          \n  CONNECT_OIDC_TOKEN={development} connect token {CONNECTOR}\
          \n  connect attach {CONNECTOR} --project {PROJECT} -e development,production\n",
         issuer_url = issuer.issuer(),
+        callback = stack
+            .broker_callback_addr()
+            .map_or_else(|| "(none)".to_owned(), |a| a.to_string()),
         ok = get_token(&development),
         denied = get_token(&production),
     );
