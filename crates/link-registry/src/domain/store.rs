@@ -341,6 +341,7 @@ pub trait GrantStore: Send + Sync {
     async fn finish_grant_revocations(&self, connector: &ConnectorId, ids: &[i64]) -> Result<()>;
     /// How many refresh tokens of the connector's revoked grants still wait for a broker.
     async fn queued_grant_revocations(&self, connector: &ConnectorId) -> Result<u64>;
+    /// Stores a consent under way (and drops those that expired).
     async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()>;
     /// Removes and answers with the pending authorization of `state_hash`, once: a second call
     /// (a replayed state) finds nothing.

@@ -378,6 +378,12 @@ impl GrantStore for SeaStore {
     }
 
     async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()> {
+        // Consents never completed go when they could no longer be.
+        authorization_request::Entity::delete_many()
+            .filter(authorization_request::Column::ExpiresAt.lt(pending.created_at))
+            .exec(&self.db)
+            .await
+            .map_err(storage_error)?;
         authorization_request::ActiveModel::from(rows::pending_row(pending))
             .insert(&self.db)
             .await
