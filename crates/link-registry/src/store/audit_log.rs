@@ -17,14 +17,10 @@ impl AuditStore for SeaStore {
         team: &TeamId,
         page: &PageRequest<AuditKey>,
     ) -> Result<Vec<AuditEvent>> {
-        let mut select = audit_event::Entity::find()
-            .filter(audit_event::Column::TeamId.eq(team.as_str()))
-            .order_by(audit_event::Column::Id, Order::Desc)
-            .limit(page.limit());
-        if let Some(AuditKey(before)) = page.after {
-            select = select.filter(audit_event::Column::Id.lt(before));
-        }
-        let found = select.all(&self.db).await.map_err(storage_error)?;
+        let found = super::lists::audit_page(team, page)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
         found.into_iter().map(rows::audit_event).collect()
     }
 }

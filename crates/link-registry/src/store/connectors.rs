@@ -65,14 +65,10 @@ impl ConnectorStore for SeaStore {
         team: &TeamId,
         page: &PageRequest<ConnectorId>,
     ) -> Result<Vec<Connector>> {
-        let mut select = connector::Entity::find()
-            .filter(connector::Column::TeamId.eq(team.as_str()))
-            .order_by(connector::Column::Id, Order::Asc)
-            .limit(page.limit());
-        if let Some(after) = &page.after {
-            select = select.filter(connector::Column::Id.gt(after.as_str()));
-        }
-        let found = select.all(&self.db).await.map_err(storage_error)?;
+        let found = super::lists::connectors_page(team, page)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
         found.into_iter().map(rows::connector).collect()
     }
 

@@ -109,24 +109,10 @@ impl GrantStore for SeaStore {
         filter: &GrantFilter,
         page: &PageRequest<GrantPageKey>,
     ) -> Result<Vec<Grant>> {
-        use grant::Column as G;
-        let mut select = grant::Entity::find()
-            .filter(G::TeamId.eq(team.as_str()))
-            .order_by(G::Id, Order::Asc)
-            .limit(page.limit());
-        if let Some(connector) = &filter.connector {
-            select = select.filter(G::ConnectorId.eq(connector.as_str()));
-        }
-        if let Some(user) = &filter.user_id {
-            select = select.filter(G::UserId.eq(user.as_str()));
-        }
-        if let Some(environment) = filter.environment {
-            select = select.filter(G::Environment.eq(environment.as_str()));
-        }
-        if let Some(GrantPageKey(after)) = page.after {
-            select = select.filter(G::Id.gt(after));
-        }
-        let found = select.all(&self.db).await.map_err(storage_error)?;
+        let found = super::lists::grants_page(team, filter, page)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
         found.into_iter().map(rows::grant).collect()
     }
 

@@ -87,14 +87,10 @@ impl InstallationStore for SeaStore {
         connector: &Connector,
         page: &PageRequest<InstallationKey>,
     ) -> Result<Vec<Installation>> {
-        let mut select = installation::Entity::find()
-            .filter(installation::Column::ConnectorId.eq(connector.id.as_str()))
-            .order_by(installation::Column::InstallationId, Order::Asc)
-            .limit(page.limit());
-        if let Some(InstallationKey(after)) = &page.after {
-            select = select.filter(installation::Column::InstallationId.gt(after.as_str()));
-        }
-        let found = select.all(&self.db).await.map_err(storage_error)?;
+        let found = super::lists::installations_page(&connector.id, page)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
         found
             .into_iter()
             .map(|r| rows::installation(r, &connector.uid))

@@ -40,23 +40,10 @@ impl IssuanceStore for SeaStore {
         filter: &IssuanceFilter,
         page: &PageRequest<IssuanceKey>,
     ) -> Result<Vec<Issuance>> {
-        let mut select = issuance::Entity::find()
-            .filter(issuance::Column::TeamId.eq(team.as_str()))
-            .order_by(issuance::Column::Id, Order::Desc)
-            .limit(page.limit());
-        if let Some(connector) = &filter.connector {
-            select = select.filter(issuance::Column::ConnectorId.eq(connector.as_str()));
-        }
-        if let Some(project) = &filter.project {
-            select = select.filter(issuance::Column::ProjectId.eq(project.as_str()));
-        }
-        if let Some(environment) = filter.environment {
-            select = select.filter(issuance::Column::Environment.eq(environment.as_str()));
-        }
-        if let Some(IssuanceKey(before)) = page.after {
-            select = select.filter(issuance::Column::Id.lt(before));
-        }
-        let found = select.all(&self.db).await.map_err(storage_error)?;
+        let found = super::lists::issuances_page(team, filter, page)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
         found.into_iter().map(rows::issuance).collect()
     }
 

@@ -196,43 +196,25 @@ impl LinkStore for SeaStore {
         filter: &LinkFilter,
         page: &PageRequest<LinkKey>,
     ) -> Result<Vec<ProjectLink>> {
-        use project_link::Column as L;
-        let mut query = link_query(team);
-        if let Some(c) = &filter.connector {
-            let connector = self
-                .connector(team, c)
-                .await?
-                .ok_or_else(|| RegistryError::not_found(Resource::Connector, c))?;
-            query.and_where(
-                Expr::col((project_link::Entity, L::ConnectorId)).eq(connector.id.as_str()),
-            );
-        }
-        if let Some(p) = &filter.project {
-            let project = find_project(&self.db, team, p)
-                .await?
-                .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?;
-            query
-                .and_where(Expr::col((project_link::Entity, L::ProjectId)).eq(project.id.as_str()));
-        }
-        if let Some(after) = &page.after {
-            let (connector_id, project_id) =
-                (after.connector_id.as_str(), after.project_id.as_str());
-            let connector_col = Expr::col((project_link::Entity, L::ConnectorId));
-            let project_col = Expr::col((project_link::Entity, L::ProjectId));
-            query.cond_where(
-                Condition::any()
-                    .add(connector_col.clone().gt(connector_id))
-                    .add(
-                        Condition::all()
-                            .add(connector_col.eq(connector_id))
-                            .add(project_col.gt(project_id)),
-                    ),
-            );
-        }
-        query
-            .order_by((project_link::Entity, L::ConnectorId), Order::Asc)
-            .order_by((project_link::Entity, L::ProjectId), Order::Asc)
-            .limit(page.limit());
+        let connector = match &filter.connector {
+            Some(c) => Some(
+                self.connector(team, c)
+                    .await?
+                    .ok_or_else(|| RegistryError::not_found(Resource::Connector, c))?
+                    .id,
+            ),
+            None => None,
+        };
+        let project = match &filter.project {
+            Some(p) => Some(
+                find_project(&self.db, team, p)
+                    .await?
+                    .ok_or_else(|| RegistryError::not_found(Resource::Project, p))?
+                    .id,
+            ),
+            None => None,
+        };
+        let query = super::lists::links_page(team, connector.as_ref(), project.as_ref(), page);
         fetch_links(&self.db, &query).await
     }
 }

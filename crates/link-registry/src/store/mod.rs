@@ -18,6 +18,7 @@ mod installations;
 mod issuances;
 mod keys;
 mod links;
+mod lists;
 mod migration;
 mod projects;
 mod rows;

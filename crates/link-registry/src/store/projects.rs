@@ -60,14 +60,10 @@ impl ProjectStore for SeaStore {
     }
 
     async fn projects(&self, team: &TeamId, page: &PageRequest<ProjectId>) -> Result<Vec<Project>> {
-        let mut select = project::Entity::find()
-            .filter(project::Column::TeamId.eq(team.as_str()))
-            .order_by(project::Column::Id, Order::Asc)
-            .limit(page.limit());
-        if let Some(after) = &page.after {
-            select = select.filter(project::Column::Id.gt(after.as_str()));
-        }
-        let found = select.all(&self.db).await.map_err(storage_error)?;
+        let found = super::lists::projects_page(team, page)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
         found.into_iter().map(rows::project).collect()
     }
 }

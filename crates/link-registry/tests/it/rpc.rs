@@ -87,6 +87,7 @@ crate::on_every_backend!(
     duplicates_are_already_exists,
     invalid_fields_are_named_in_bad_request,
     lists_page_through_every_row_exactly_once,
+    link_pages_stay_exact_while_links_change_between_them,
     every_change_is_audited_newest_first,
     fifty_concurrent_attaches_leave_exactly_one_link,
     data_survives_a_restart,
@@ -1627,4 +1628,139 @@ async fn health_turns_not_serving_as_soon_as_shutdown_begins() {
     assert_eq!(next.status, ServingStatus::NotServing as i32);
     drop(watch);
     stopping.await.unwrap();
+}
+
+/// Walks `request`'s pages of 3, calling `between` after each page; answers the (connector id,
+/// project id) of every link seen, in order.
+async fn walk_links(
+    admin: &mut Client,
+    request: pb::ListProjectLinksRequest,
+    mut between: impl AsyncFnMut(&mut Client, usize),
+) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for page_number in 0.. {
+        let page = admin
+            .list_project_links(pb::ListProjectLinksRequest {
+                page_size: 3,
+                page_token: token,
+                ..request.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(
+            page.links
+                .into_iter()
+                .map(|l| (l.connector_id, l.project_id)),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        between(admin, page_number).await;
+    }
+    seen
+}
+
+/// Keyset pages: a link added behind the cursor is not seen, one added ahead is, one removed
+/// ahead is not; nothing is skipped or seen twice, for every filter.
+async fn link_pages_stay_exact_while_links_change_between_them(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    for i in 0..6 {
+        create_project(&mut admin, &format!("prj_{i:02}"), &format!("p{i}")).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            create_connector(&mut admin, &format!("api-key/c{i}"), "sk")
+                .await
+                .id,
+        );
+    }
+    // Links c × p for p in 1..=4: every connector's first and last project are free.
+    for c in 0..3 {
+        for p in 1..=4 {
+            attach(
+                &mut admin,
+                &format!("api-key/c{c}"),
+                &format!("prj_{p:02}"),
+                &["preview"],
+            )
+            .await;
+        }
+    }
+    let order = |mut v: Vec<(String, String)>| {
+        v.sort();
+        v
+    };
+    let link = |c: usize, p: usize| (ids[c].clone(), format!("prj_{p:02}"));
+
+    // Unfiltered: after the first page, add one link behind and one ahead, remove one ahead.
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort();
+    let c_low = ids.iter().position(|i| *i == sorted_ids[0]).unwrap();
+    let c_high = ids.iter().position(|i| *i == sorted_ids[2]).unwrap();
+    let c_mid = ids.iter().position(|i| *i == sorted_ids[1]).unwrap();
+    let seen = walk_links(&mut admin, Default::default(), async |admin, n| {
+        if n == 0 {
+            attach(admin, &format!("api-key/c{c_low}"), "prj_00", &["preview"]).await;
+            attach(admin, &format!("api-key/c{c_high}"), "prj_05", &["preview"]).await;
+            admin
+                .detach_project(pb::DetachProjectRequest {
+                    connector: format!("api-key/c{c_high}"),
+                    project: "prj_04".into(),
+                })
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let mut expected = Vec::new();
+    for c in 0..3 {
+        for p in 1..=4 {
+            expected.push(link(c, p));
+        }
+    }
+    expected.retain(|l| *l != link(c_high, 4));
+    expected.push(link(c_high, 5));
+    assert_eq!(
+        seen,
+        order(expected),
+        "behind the cursor, ({}, prj_00) is not seen",
+        ids[c_low]
+    );
+
+    // One connector (untouched so far): a project added ahead is seen, one behind is not.
+    let middle = format!("api-key/c{c_mid}");
+    let seen = walk_links(
+        &mut admin,
+        pb::ListProjectLinksRequest {
+            connector: middle.clone(),
+            ..Default::default()
+        },
+        async |admin, n| {
+            if n == 0 {
+                attach(admin, &middle, "prj_00", &["preview"]).await;
+                attach(admin, &middle, "prj_05", &["preview"]).await;
+            }
+        },
+    )
+    .await;
+    let projects: Vec<&str> = seen.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(projects, ["prj_01", "prj_02", "prj_03", "prj_04", "prj_05"]);
+
+    // One project: the connectors in id order, each once.
+    let seen = walk_links(
+        &mut admin,
+        pb::ListProjectLinksRequest {
+            project: "prj_02".into(),
+            ..Default::default()
+        },
+        async |_, _| {},
+    )
+    .await;
+    assert_eq!(seen, order((0..3).map(|c| link(c, 2)).collect()));
+    app.stop().await;
 }

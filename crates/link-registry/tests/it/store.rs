@@ -25,6 +25,7 @@ crate::on_every_backend!(
     the_schema_refuses_links_across_teams_and_empty_environment_sets,
     unique_rules_answer_already_exists_without_a_prior_check,
     project_references_prefer_the_id_over_a_name,
+    every_list_is_an_index_range_in_its_order,
 );
 
 fn team(id: &str, slug: &str) -> Team {
@@ -72,7 +73,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261127_000004_issuances",
             "m20261127_000005_connector_suspension",
             "m20261203_000006_installations",
-            "m20261203_000007_grants"
+            "m20261203_000007_grants",
+            "m20261203_000008_list_indexes"
         ]
     );
     again.ping().await.unwrap();
@@ -231,4 +233,40 @@ async fn project_references_prefer_the_id_over_a_name(db: TestDb) {
             .unwrap()
             .is_none()
     );
+}
+
+/// Every list query, as the database plans it, reads an index range in the list's order: no
+/// full scan of a table, no sort of its rows (which would make later pages cost more).
+async fn every_list_is_an_index_range_in_its_order(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    let plans = store.list_plans().await.unwrap();
+    assert_eq!(plans.len(), 11);
+    for (list, lines) in plans {
+        let plan = lines.join("\n");
+        assert!(!plan.is_empty(), "{list}: no plan");
+        // Every sample is a later page: its key must bound the index range itself.
+        let bounded = lines.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            (l.contains("index cond") || l.starts_with("search"))
+                && (l.contains('>') || l.contains('<'))
+        });
+        assert!(
+            bounded,
+            "{list}: the page key does not bound an index range:\n{plan}"
+        );
+        if db.backend == "postgres" {
+            assert!(!plan.contains("Seq Scan"), "{list} scans a table:\n{plan}");
+            assert!(!plan.contains("Sort"), "{list} sorts:\n{plan}");
+        } else {
+            assert!(!plan.contains("TEMP B-TREE"), "{list} sorts:\n{plan}");
+            for line in &lines {
+                // SQLite says SCAN for a walk over a whole table (or a whole index); a page is a
+                // SEARCH: a range of an index.
+                assert!(
+                    !line.trim_start().starts_with("SCAN"),
+                    "{list} scans instead of searching an index range:\n{plan}"
+                );
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod m20261127_000004_issuances;
 mod m20261127_000005_connector_suspension;
 mod m20261203_000006_installations;
 mod m20261203_000007_grants;
+mod m20261203_000008_list_indexes;
 
 use sea_orm_migration::prelude::*;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_connector_suspension::Migration),
             Box::new(m20261203_000006_installations::Migration),
             Box::new(m20261203_000007_grants::Migration),
+            Box::new(m20261203_000008_list_indexes::Migration),
         ]
     }
 }
