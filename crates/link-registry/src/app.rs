@@ -3,7 +3,7 @@
 //! [`App::run_until`] serves until its shutdown future completes, then reports NOT_SERVING and
 //! drains in-flight calls under the grace timeout (see `connect_runtime::serve`).
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use connect_proto::registry::v1::link_registry_server::LinkRegistryServer;
 use connect_runtime::{ServeOptions, metrics::MetricsEndpoint};
@@ -138,6 +138,21 @@ impl App {
         let registry = self.registry.clone().with_stopping(stopping);
         let service = LinkRegistryServer::new(LinkRegistryService::new(registry))
             .max_decoding_message_size(self.config.max_request_bytes);
+        // Audit retention: at start, then every ten minutes.
+        let pruner = self.config.audit_retention.map(|retention| {
+            let registry = self.registry.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(600));
+                loop {
+                    every.tick().await;
+                    match registry.prune_audit(retention).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "old audit events deleted"),
+                        Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+                    }
+                }
+            })
+        });
         let store = self.registry.store().clone();
         let ready = async move {
             store
@@ -157,14 +172,17 @@ impl App {
             shutdown.await;
             let _ = stop.send(true);
         };
-        connect_runtime::serve(
+        let served = connect_runtime::serve(
             self.listener,
             Routes::new(service),
             options,
             ready,
             shutdown,
         )
-        .await?;
-        Ok(())
+        .await;
+        if let Some(pruner) = pruner {
+            pruner.abort();
+        }
+        Ok(served?)
     }
 }

@@ -31,6 +31,31 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the events of a time window as JSON lines (oldest first), to archive them before
+    /// `--audit-retention` deletes them.
+    Export(AuditExportArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this team's events (default: every team's, and the broker-key events of none).
+    #[arg(long, env = "LINK_REGISTRY_AUDIT_TEAM")]
+    pub team: Option<String>,
+    /// The window's start (RFC 3339, e.g. `2026-01-01T00:00:00Z`), included.
+    #[arg(long)]
+    pub since: String,
+    /// The window's end (RFC 3339), excluded (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +127,11 @@ pub struct ServeArgs {
     /// Largest accepted request message, in bytes.
     #[arg(long, env = "LINK_REGISTRY_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
     pub max_request_bytes: usize,
+
+    /// Delete audit events older than this, e.g. `400d` (checked at start and every ten
+    /// minutes, in small batches); off by default. `link-registry audit export` archives first.
+    #[arg(long, env = "LINK_REGISTRY_AUDIT_RETENTION")]
+    pub audit_retention: Option<humantime::Duration>,
 
     /// How long `RevokeTokens` waits for brokers to report what the providers answered, e.g.
     /// `3s`; credentials no broker reported on by then count as `provider_skipped`.
@@ -207,6 +237,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How long `RevokeTokens` waits for brokers' reports.
     pub revocation_wait: Duration,
+    /// Audit events older than this are deleted; `None`: kept.
+    pub audit_retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -222,6 +254,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("url_policy", &self.url_policy)
             .field("metrics_listen", &self.metrics_listen)
             .field("revocation_wait", &self.revocation_wait)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -250,6 +283,7 @@ impl From<ServeArgs> for ServeConfig {
             },
             metrics_listen: args.metrics_listen,
             revocation_wait: args.revocation_wait.into(),
+            audit_retention: args.audit_retention.map(Into::into),
         }
     }
 }
@@ -269,6 +303,7 @@ impl ServeConfig {
             url_policy: UrlPolicy::loopback(),
             metrics_listen: None,
             revocation_wait: crate::domain::service::DEFAULT_REVOCATION_WAIT,
+            audit_retention: None,
         }
     }
 }

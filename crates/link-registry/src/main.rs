@@ -8,7 +8,7 @@ use clap::Parser;
 use link_registry::{
     App,
     app::open_store,
-    config::{Cli, Command, KeysCommand, ServeConfig, TeamsCommand, redact_url},
+    config::{AuditCommand, Cli, Command, KeysCommand, ServeConfig, TeamsCommand, redact_url},
     crypto::SecretCipher,
     domain::{
         Registry, RegistryError,
@@ -135,6 +135,47 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let key = registry.revoke_api_key(&id).await?;
             tracing::info!(key_id = %key.id, "api key revoked");
             println!("{}", key.id);
+        }
+        Command::Audit(AuditCommand::Export(args)) => {
+            let time = |flag: &str, value: &str| {
+                chrono::DateTime::parse_from_rfc3339(value)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| anyhow::anyhow!("--{flag}: not an RFC 3339 time: {e}"))
+            };
+            let since = time("since", &args.since)?;
+            let until = match &args.until {
+                Some(until) => time("until", until)?,
+                None => chrono::Utc::now(),
+            };
+            let team = args
+                .team
+                .as_deref()
+                .map(|t| arg("team", TeamId::parse(t)))
+                .transpose()?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let exported = registry
+                .export_audit(team.as_ref(), (since, until), |event| {
+                    use std::io::Write;
+                    let line = serde_json::json!({
+                        "id": event.id,
+                        "owner_id": event.team_id,
+                        "actor": event.actor,
+                        "action": event.action,
+                        "target": event.target,
+                        "before": event.before,
+                        "after": event.after,
+                        "time": event.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    });
+                    writeln!(out, "{line}")
+                        .map_err(|e| RegistryError::internal("writing the export", e))
+                })
+                .await?;
+            {
+                use std::io::Write;
+                out.flush()?;
+            }
+            tracing::info!(exported, "audit events exported");
         }
     }
     Ok(())

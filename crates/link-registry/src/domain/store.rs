@@ -356,6 +356,18 @@ pub trait AuditStore: Send + Sync {
         team: &TeamId,
         page: &PageRequest<AuditKey>,
     ) -> Result<Vec<AuditEvent>>;
+    /// Deletes at most `batch` events older than `before` (the oldest first), in one short
+    /// statement; answers with how many.
+    async fn prune_audit(&self, before: DateTime<Utc>, batch: u64) -> Result<u64>;
+    /// Events of `[since, until)` (of one team, or all), in time order, after the event
+    /// `(time, id)` of the previous batch; at most `limit`.
+    async fn audit_between(
+        &self,
+        team: Option<&TeamId>,
+        (since, until): (DateTime<Utc>, DateTime<Utc>),
+        after: Option<(DateTime<Utc>, i64)>,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>>;
 }
 
 /// The change feed: every committed change that can alter an `Authorize` answer, by revision.

@@ -98,8 +98,11 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
             if in_memory {
                 o
             } else {
+                // WAL for concurrent readers; 16 MiB of page cache per connection, so the
+                // indexes of a large registry stay in memory.
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
+                    .pragma("cache_size", "-16384")
             }
         });
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -156,7 +159,15 @@ impl SeaStore {
     pub async fn migrate(&self) -> Result<()> {
         Migrator::up(&self.db, None)
             .await
-            .map_err(|e| RegistryError::internal("applying migrations", e))
+            .map_err(|e| RegistryError::internal("applying migrations", e))?;
+        // Fresh statistics for SQLite's planner (PostgreSQL's autovacuum keeps its own).
+        if self.backend() == DbBackend::Sqlite {
+            self.db
+                .execute_unprepared("PRAGMA optimize=0x10002")
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
     }
 
     /// Names of migrations applied so far, oldest first.

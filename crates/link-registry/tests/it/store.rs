@@ -26,6 +26,7 @@ crate::on_every_backend!(
     unique_rules_answer_already_exists_without_a_prior_check,
     project_references_prefer_the_id_over_a_name,
     every_list_is_an_index_range_in_its_order,
+    old_audit_events_are_exported_then_deleted_in_batches,
 );
 
 fn team(id: &str, slug: &str) -> Team {
@@ -269,4 +270,85 @@ async fn every_list_is_an_index_range_in_its_order(db: TestDb) {
             }
         }
     }
+}
+
+/// `link-registry audit export` prints a window as JSON lines, oldest first; the retention then
+/// deletes what is older than it, in batches, and nothing newer.
+async fn old_audit_events_are_exported_then_deleted_in_batches(db: TestDb) {
+    use std::{process::Command, sync::Arc};
+    let store = open_store(&db.url).await.unwrap();
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(500);
+    for i in 0..1100 {
+        let mut t = team(&format!("team_old{i:04}"), &format!("old{i:04}"));
+        t.created_at = old + chrono::Duration::seconds(i);
+        store.insert_team(&t, &Actor::CommandLine).await.unwrap();
+    }
+    for i in 0..3 {
+        add_team(&store, &format!("team_new{i}"), &format!("new{i}")).await;
+    }
+
+    let export = |since: String, until: String, team: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_link-registry"));
+        command.args([
+            "audit",
+            "export",
+            "--database-url",
+            &db.url,
+            "--since",
+            &since,
+            "--until",
+            &until,
+        ]);
+        if let Some(team) = team {
+            command.args(["--team", team]);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339();
+    let archived = export(
+        rfc(old - chrono::Duration::hours(1)),
+        rfc(old + chrono::Duration::days(1)),
+        None,
+    );
+    assert_eq!(archived.len(), 1100);
+    assert_eq!(archived[0]["action"], "team.create");
+    assert_eq!(archived[0]["owner_id"], "team_old0000");
+    assert_eq!(archived[1099]["owner_id"], "team_old1099");
+    let one = export(
+        rfc(old - chrono::Duration::hours(1)),
+        rfc(now + chrono::Duration::hours(1)),
+        Some("team_new1"),
+    );
+    assert_eq!(one.len(), 1);
+
+    let registry = link_registry::domain::Registry::new(
+        Arc::new(store),
+        link_registry::crypto::SecretCipher::ephemeral(),
+    );
+    let deleted = registry
+        .prune_audit(std::time::Duration::from_secs(400 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1100);
+    let left = export(
+        rfc(old - chrono::Duration::hours(1)),
+        rfc(now + chrono::Duration::hours(1)),
+        None,
+    );
+    assert_eq!(left.len(), 3);
+    assert!(
+        left.iter()
+            .all(|e| e["owner_id"].as_str().unwrap().starts_with("team_new"))
+    );
 }

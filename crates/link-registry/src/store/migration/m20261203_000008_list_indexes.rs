@@ -1,6 +1,7 @@
 //! Indexes in the order of every list, so that each page is an index range without a sort:
 //! links of a team by (connector, project) and, for one project, by (project, connector) (which
-//! replaces the index on (team, project) it extends); issuances of one project newest first.
+//! replaces the index on (team, project) it extends); issuances of one project newest first; audit
+//! events by time, for retention and export.
 
 use sea_orm_migration::prelude::*;
 
@@ -18,6 +19,13 @@ enum ProjectLinks {
     TeamId,
     ConnectorId,
     ProjectId,
+}
+
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    CreatedAt,
 }
 
 #[derive(DeriveIden)]
@@ -69,6 +77,16 @@ impl MigrationTrait for Migration {
                     .col(Issuances::TeamId)
                     .col(Issuances::ProjectId)
                     .col(Issuances::Id)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_audit_events_time")
+                    .table(AuditEvents::Table)
+                    .col(AuditEvents::CreatedAt)
+                    .col(AuditEvents::Id)
                     .to_owned(),
             )
             .await
