@@ -566,3 +566,32 @@ async fn a_broker_without_a_callback_starts_no_consent() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_never_live_min_ttl_cost_one_refresh_not_a_loop() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    endpoint.set_user_token_lifetime(10);
+    let refresh = endpoint.issue_refresh_token("ada");
+    import(&stack, "ada", "ua_seed", &refresh, 5).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    // The default min_ttl is 30 s; the provider's tokens live 10 s.
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError",
+    );
+    assert_eq!(endpoint.refreshes(), 1);
+    // A caller content with 5 s gets the refreshed token without another refresh.
+    let mut short = for_user("ada");
+    short.min_ttl = Some(prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    });
+    let token = stack.get_token_with(&preview, short).await.unwrap();
+    assert!(token.token.starts_with("ua_ada_"));
+    assert_eq!(endpoint.refreshes(), 1);
+    stack.stop().await;
+}

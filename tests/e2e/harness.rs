@@ -638,6 +638,8 @@ struct EndpointState {
     refreshes: AtomicUsize,
     /// Whether a used refresh token is still honoured (no rotation enforcement).
     reuse_refresh_tokens: std::sync::atomic::AtomicBool,
+    /// How long user access tokens live, in seconds.
+    user_token_lifetime: std::sync::atomic::AtomicU64,
     /// What the simulated user answers at the authorize endpoint: approve, or `access_denied`.
     consent: Mutex<Consent>,
     /// The user the next consent is for.
@@ -687,6 +689,7 @@ impl TokenEndpoint {
             codes: Mutex::default(),
             refreshes: AtomicUsize::new(0),
             reuse_refresh_tokens: std::sync::atomic::AtomicBool::new(false),
+            user_token_lifetime: std::sync::atomic::AtomicU64::new(3600),
             consent: Mutex::new(Consent::Approve),
             consenting_user: Mutex::new("ada".into()),
         });
@@ -755,6 +758,13 @@ impl TokenEndpoint {
         self.state
             .reuse_refresh_tokens
             .store(reuse, Ordering::SeqCst);
+    }
+
+    /// How long the user access tokens it issues live.
+    pub fn set_user_token_lifetime(&self, seconds: u64) {
+        self.state
+            .user_token_lifetime
+            .store(seconds, Ordering::SeqCst);
     }
 
     /// What the next user does at the consent screen, and who they are.
@@ -845,7 +855,7 @@ fn user_tokens(state: &EndpointState, user: &str, scope: &str) -> Response {
     Json(serde_json::json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": 3600,
+        "expires_in": state.user_token_lifetime.load(Ordering::SeqCst),
         "refresh_token": refresh,
         "scope": scope,
     }))

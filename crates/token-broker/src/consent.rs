@@ -168,6 +168,11 @@ impl Consents {
         let mut url = url::Url::parse(authorize_url).map_err(|_| {
             BrokerError::NoValidToken("the connector's authorize_url is not a URL".into())
         })?;
+        if config("token_url").is_none() {
+            return Err(BrokerError::NoValidToken(
+                "the connector has no config.token_url to exchange the code at".into(),
+            ));
+        }
         let client_id = authorization
             .installation
             .as_ref()

@@ -306,9 +306,13 @@ impl TokenCache {
         min_ttl: Duration,
         fetch: impl Fn() -> BoxFuture<'static, Result<CachedToken, ProviderFailure>>,
     ) -> Result<CachedToken, ProviderFailure> {
+        // Set when this call's own fetch ran (not another caller's, not the cache).
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let counted = || {
-            let (fetched, metrics, kind) = (fetch(), self.metrics.clone(), self.kind);
+            let (fetched, metrics, kind, ran) =
+                (fetch(), self.metrics.clone(), self.kind, ran.clone());
             async move {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
                 let result = fetched.await;
                 let outcome = match &result {
                     Ok(_) => ProviderOutcome::Ok,
@@ -317,6 +321,12 @@ impl TokenCache {
                 metrics.provider_request(kind, outcome);
                 result
             }
+        };
+        let too_short = || {
+            ProviderFailure::Rejected(format!(
+                "the provider's tokens do not live the {} s asked for (min_ttl)",
+                min_ttl.as_secs()
+            ))
         };
         let unshare = |failure: Arc<ProviderFailure>| (*failure).clone();
         let cached = self
@@ -327,6 +337,10 @@ impl TokenCache {
         if lives_at_least(&cached, min_ttl) {
             return Ok(cached);
         }
+        // Just fetched and still too short: asking again would give no better token.
+        if ran.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(too_short());
+        }
         // A cached token that would not live `min_ttl` longer is replaced first.
         self.cache.invalidate(&key).await;
         let fresh = self
@@ -335,10 +349,7 @@ impl TokenCache {
             .await
             .map_err(unshare)?;
         if !lives_at_least(&fresh, min_ttl) {
-            return Err(ProviderFailure::Rejected(format!(
-                "the provider's tokens do not live the {} s asked for (min_ttl)",
-                min_ttl.as_secs()
-            )));
+            return Err(too_short());
         }
         Ok(fresh)
     }
