@@ -212,6 +212,14 @@ impl SeaStore {
                 backend.build(&links_page(&team, None, Some(&project), &page(link_after))),
             ),
             (
+                "links, first page",
+                backend.build(&links_page(&team, None, None, &page(None))),
+            ),
+            (
+                "links by connector, first page",
+                backend.build(&links_page(&team, Some(&connector), None, &page(None))),
+            ),
+            (
                 "audit events",
                 audit_page(&team, &page(Some(AuditKey(1_000)))).build(backend),
             ),

@@ -160,13 +160,9 @@ impl SeaStore {
         Migrator::up(&self.db, None)
             .await
             .map_err(|e| RegistryError::internal("applying migrations", e))?;
-        // Fresh statistics for SQLite's planner (PostgreSQL's autovacuum keeps its own).
-        if self.backend() == DbBackend::Sqlite {
-            self.db
-                .execute_unprepared("PRAGMA optimize=0x10002")
-                .await
-                .map_err(storage_error)?;
-        }
+        // No ANALYZE / PRAGMA optimize on SQLite: measured at 100 000 links, its statistics make
+        // the planner sort a large team's links for a first page (25 ms) instead of reading the
+        // index in order (0.9 ms without them); the list queries are shaped for its heuristics.
         Ok(())
     }
 
