@@ -140,6 +140,22 @@ async fn installations_are_kept_per_connector_and_audited(db: TestDb) {
         assert_eq!(violated_fields(&status), [field]);
     }
 
+    // The longest id is a longer name than a display name may be: the default name is cut.
+    let long = "9".repeat(128);
+    let created = admin
+        .create_installation(installation("github/app", &long))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.display_name, "9".repeat(100));
+    admin
+        .delete_installation(pb::DeleteInstallationRequest {
+            connector: "github/app".into(),
+            installation_id: long,
+        })
+        .await
+        .unwrap();
+
     // The default must be one of its installations; deleting it clears it.
     assert_error(
         set_default(&mut admin, "github/app", "9").await,
@@ -280,7 +296,7 @@ async fn installations_are_kept_per_connector_and_audited(db: TestDb) {
             .iter()
             .filter(|a| **a == "installation.create")
             .count(),
-        5
+        6
     );
     assert!(actions.contains(&"installation.delete"));
     assert!(actions.contains(&"tokens.revoke"));

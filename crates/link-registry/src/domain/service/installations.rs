@@ -54,13 +54,14 @@ impl Registry {
         let Some(id) = id.filter(|_| violations.is_empty()) else {
             return Err(RegistryError::InvalidArgument(violations));
         };
+        // The id, as long as a display name may be (ids are ASCII, up to 128 characters).
+        let default_name = DisplayName::parse(&id.as_str()[..id.as_str().len().min(100)])
+            .map_err(|e| RegistryError::invalid("display_name", e))?;
         let installation = Installation {
             team_id: team.clone(),
             connector_id: connector.id.clone(),
             connector_uid: connector.uid.clone(),
-            display_name: new.display_name.unwrap_or_else(|| {
-                DisplayName::parse(id.as_str()).expect("an installation id is a display name")
-            }),
+            display_name: new.display_name.unwrap_or(default_name),
             secrets: seal_all(
                 &self.cipher,
                 &connector,
