@@ -18,8 +18,13 @@ impl Registry {
     /// Deletes every event older than `retention`, a batch at a time; answers with how many.
     pub async fn prune_audit(&self, retention: Duration) -> Result<u64> {
         const BATCH: u64 = 1000;
-        let cutoff = self.clock.now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        // A retention longer than the calendar reaches back keeps everything.
+        let Some(cutoff) = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| self.clock.now().checked_sub_signed(r))
+        else {
+            return Ok(0);
+        };
         let mut total = 0;
         loop {
             let deleted = self.store.prune_audit(cutoff, BATCH).await?;
