@@ -85,9 +85,17 @@ async fn grant_states(stack: &Stack) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One refresh is the promise while the leaseholder finishes within its lease; a debug build on a
+/// loaded machine can take seconds per registry call, so these tests give it a minute (after
+/// that, another broker may take over and is fenced: `a_broker_that_dies_mid_refresh…`).
+fn patient_lease(config: &mut token_broker::BrokerConfig) {
+    config.grant_lease = Duration::from_secs(60);
+    config.registry_timeout = Duration::from_secs(10);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once() {
-    one_refresh_across_brokers(Stack::start().await).await;
+    one_refresh_across_brokers(Stack::start_with(patient_lease).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +104,7 @@ async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once_on_pos
         one_refresh_across_brokers(
             Stack::start_with_options(StackOptions {
                 registry,
+                broker: Box::new(patient_lease),
                 ..Default::default()
             })
             .await,
@@ -107,7 +116,7 @@ async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once_on_pos
 async fn one_refresh_across_brokers(stack: Stack) {
     let endpoint = TokenEndpoint::start().await;
     crm(&stack, &endpoint).await;
-    let second = stack.second_broker(|_| {}).await;
+    let second = stack.second_broker(patient_lease).await;
     // Within the 30 s every caller asks for by default: it must be refreshed first.
     let refresh = endpoint.issue_refresh_token("ada");
     import(&stack, "ada", "ua_seed", &refresh, 10).await;
