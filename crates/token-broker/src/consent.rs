@@ -155,13 +155,7 @@ impl Consents {
                 ),
             ));
         }
-        let config = |name: &str| {
-            authorization
-                .installation
-                .as_ref()
-                .and_then(|i| i.config.get(name))
-                .or_else(|| authorization.config.get(name))
-        };
+        let config = |name: &str| authorization.setting(name);
         let authorize_url = config("authorize_url").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no config.authorize_url".into())
         })?;
@@ -173,14 +167,9 @@ impl Consents {
                 "the connector has no config.token_url to exchange the code at".into(),
             ));
         }
-        let client_id = authorization
-            .installation
-            .as_ref()
-            .and_then(|i| i.secrets.get("client_id"))
-            .or_else(|| authorization.secrets.get("client_id"))
-            .ok_or_else(|| {
-                BrokerError::NoValidToken("the connector has no 'client_id' secret".into())
-            })?;
+        let client_id = authorization.secret("client_id").ok_or_else(|| {
+            BrokerError::NoValidToken("the connector has no 'client_id' secret".into())
+        })?;
         let scopes = if request.scopes.is_empty() {
             config("user_scopes")
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -366,20 +355,8 @@ impl Consents {
             .authorizer
             .authorize(&identity, &key.connector_id, &key.installation_id, None)
             .await?;
-        let config = |name: &str| {
-            authorization
-                .installation
-                .as_ref()
-                .and_then(|i| i.config.get(name))
-                .or_else(|| authorization.config.get(name))
-        };
-        let secret = |name: &str| {
-            authorization
-                .installation
-                .as_ref()
-                .and_then(|i| i.secrets.get(name))
-                .or_else(|| authorization.secrets.get(name))
-        };
+        let config = |name: &str| authorization.setting(name);
+        let secret = |name: &str| authorization.secret(name);
         let token_url = config("token_url").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no config.token_url".into())
         })?;

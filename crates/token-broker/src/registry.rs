@@ -93,6 +93,22 @@ impl Authorization {
     pub fn installation_id(&self) -> Option<&str> {
         self.installation.as_ref().map(|i| i.id.as_str())
     }
+
+    /// A config value of the installation, else of the connector.
+    pub fn setting(&self, name: &str) -> Option<&String> {
+        self.installation
+            .as_ref()
+            .and_then(|i| i.config.get(name))
+            .or_else(|| self.config.get(name))
+    }
+
+    /// A secret of the installation, else of the connector.
+    pub fn secret(&self, name: &str) -> Option<&SecretString> {
+        self.installation
+            .as_ref()
+            .and_then(|i| i.secrets.get(name))
+            .or_else(|| self.secrets.get(name))
+    }
 }
 
 #[derive(Clone)]

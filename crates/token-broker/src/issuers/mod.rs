@@ -138,16 +138,12 @@ impl Grant<'_> {
 
     /// A secret of the installation, else of the connector.
     pub fn optional_secret(&self, name: &str) -> Option<&SecretString> {
-        self.installation()
-            .and_then(|i| i.secrets.get(name))
-            .or_else(|| self.authorization.secrets.get(name))
+        self.authorization.secret(name)
     }
 
     /// A config value of the installation, else of the connector.
     pub fn config(&self, name: &str) -> Option<&String> {
-        self.installation()
-            .and_then(|i| i.config.get(name))
-            .or_else(|| self.authorization.config.get(name))
+        self.authorization.setting(name)
     }
 
     /// Who the token is for, as cached copies are labelled for revocation.
