@@ -293,11 +293,13 @@ pub trait GrantStore: Send + Sync {
         filter: &GrantFilter,
         page: &PageRequest<GrantPageKey>,
     ) -> Result<Vec<Grant>>;
-    /// Takes the refresh lease of grant `id` until `until`, unless another unexpired lease holds
-    /// it or the grant needs consent; whether it did.
+    /// Takes the refresh lease of grant `id` at `version` until `until`, unless another unexpired
+    /// lease holds it, the grant needs consent, or it is no longer at `version` (a refresh
+    /// committed since it was read: its refresh token may be spent); whether it did.
     async fn lease_grant(
         &self,
         id: i64,
+        version: i64,
         lease_id: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,

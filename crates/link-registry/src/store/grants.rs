@@ -119,6 +119,7 @@ impl GrantStore for SeaStore {
     async fn lease_grant(
         &self,
         id: i64,
+        version: i64,
         lease_id: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -131,6 +132,7 @@ impl GrantStore for SeaStore {
             .col_expr(G::LeaseId, Expr::value(lease_id))
             .col_expr(G::LeaseExpiresAt, Expr::value(until))
             .filter(G::Id.eq(id))
+            .filter(G::Version.eq(version))
             .filter(G::State.ne(GrantState::NeedsConsent.as_str()))
             .filter(free)
             .exec(&self.db)

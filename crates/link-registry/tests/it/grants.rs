@@ -327,6 +327,36 @@ async fn one_caller_refreshes_and_a_stalled_one_is_fenced_out(db: TestDb) {
         .unwrap();
     assert_eq!(access.access_token, "at_2");
     assert_eq!(access.grant.unwrap().version, 2);
+
+    // A caller that read the grant before that commit and asks for the lease after it cannot
+    // take it at the version it read: that refresh token is spent (a provider detecting reuse
+    // would revoke the whole grant). At the current version the lease is free.
+    {
+        use link_registry::domain::{
+            model::GrantKey,
+            store::GrantStore,
+            types::{ConnectorId, Environment, TeamId, UserId},
+        };
+        let store = link_registry::app::open_store(&app.db.url).await.unwrap();
+        let stored = store
+            .grant(&GrantKey {
+                team_id: TeamId::parse("team_acme").unwrap(),
+                connector_id: ConnectorId::parse(&conn).unwrap(),
+                user_id: UserId::parse("ada").unwrap(),
+                environment: Environment::Preview,
+                installation_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let now = chrono::Utc::now();
+        let taken = |version| store.lease_grant(stored.id, version, "probe", now, now);
+        assert!(!taken(1).await.unwrap(), "a stale read takes no lease");
+        assert!(
+            taken(2).await.unwrap(),
+            "the current version's lease is free"
+        );
+    }
     let Answer::Fresh(fresh) = lease(&mut broker, &conn, "ada", 60, short).await.unwrap() else {
         panic!("expected the refreshed token");
     };

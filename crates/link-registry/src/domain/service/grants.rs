@@ -384,7 +384,8 @@ impl Registry {
         }
         let now = self.clock.now();
         let lives = chrono::Duration::from_std(min_ttl).unwrap_or(chrono::Duration::MAX);
-        if grant.expires_at.is_none_or(|at| at - now >= lives) {
+        let fresh = |grant: &Grant| grant.expires_at.is_none_or(|at| at - now >= lives);
+        if fresh(&grant) {
             return Ok(LeaseAnswer::Fresh(self.access(&connector, grant)?));
         }
         let Some(sealed) = grant.refresh_token.clone() else {
@@ -401,7 +402,7 @@ impl Registry {
         let until = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
         if self
             .store
-            .lease_grant(grant.id, &lease_id, until, now)
+            .lease_grant(grant.id, grant.version, &lease_id, until, now)
             .await?
         {
             let refresh_token =
@@ -413,10 +414,13 @@ impl Registry {
                 grant,
             });
         }
-        // Someone else holds it (or it needs consent since our read): look again.
+        // Someone else holds it, refreshed it since our read, or it needs consent now: look again.
         match self.store.grant(key).await? {
             Some(now_grant) if now_grant.state == GrantState::NeedsConsent => {
                 Err(Self::consent_required(key, "to authorize Connect again"))
+            }
+            Some(now_grant) if fresh(&now_grant) => {
+                Ok(LeaseAnswer::Fresh(self.access(&connector, now_grant)?))
             }
             Some(now_grant) => Ok(LeaseAnswer::Busy {
                 until: now_grant.lease.map_or(now, |(_, until)| until),
