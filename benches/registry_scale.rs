@@ -9,6 +9,9 @@
 //! flight (over gRPC with a broker key, random linked pairs), the first and the last page (50
 //! rows, median of five) of the links (all, of one connector, of one project), projects and audit
 //! events, the rate of `AttachProject` calls, and the process's resident memory.
+//!
+//! `-- --registry URL --admin-key K --broker-key K [--links N]` measures `Authorize` on a registry
+//! running as its own process instead (see [`against`]): the way to compare two builds alike.
 
 use std::{
     collections::BTreeMap,
@@ -48,6 +51,9 @@ fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--registry") {
+        return against(&args).await;
+    }
     let sizes: Vec<usize> = match args.iter().position(|a| a == "--sizes") {
         Some(i) => args
             .get(i + 1)
@@ -270,6 +276,125 @@ fn authorize(project: usize, connector: &str) -> pb::AuthorizeRequest {
     }
 }
 
+/// `Authorize` over `broker` for random linked pairs among `projects` projects and the five
+/// connectors: p50 and p99 of 1 000 calls at one caller, then calls/s at 32 in flight for 3 s.
+async fn authorize_load(
+    broker: &Client,
+    projects: usize,
+) -> anyhow::Result<(Duration, Duration, f64)> {
+    let mut one = broker.clone();
+    let mut times = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let request = authorize(
+            (i * 7919) % projects,
+            &format!("api-key/c{}", i % CONNECTORS),
+        );
+        let started = Instant::now();
+        one.authorize(request).await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let (mut broker, calls) = (broker.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while Instant::now() < until {
+                let request = authorize(
+                    (i * 104_729) % projects,
+                    &format!("api-key/c{}", i % CONNECTORS),
+                );
+                if broker.authorize(request).await.is_ok() {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                i += 32;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let per_second = calls.load(std::sync::atomic::Ordering::Relaxed) as f64 / 3.0;
+    Ok((
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        per_second,
+    ))
+}
+
+/// `--registry URL --admin-key K --broker-key K [--links N]`: `Authorize` against a registry
+/// running elsewhere (another build, another machine) whose team `team_scale` trusts
+/// `https://oidc.example.test/scale`. Its five connectors, `N / 5` projects and their links are
+/// made through the admin API, so any version of the API since v1 can be measured alike.
+async fn against(args: &[String]) -> anyhow::Result<()> {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("{name} is required with --registry"))
+    };
+    let url = flag("--registry")?;
+    let links: usize = flag("--links").map_or(Ok(1_000), |n| n.parse())?;
+    let projects = (links / CONNECTORS).max(1);
+    let channel = Channel::from_shared(url)?.connect().await?;
+    let admin = LinkRegistryClient::with_interceptor(
+        channel.clone(),
+        BearerAuth::new(&flag("--admin-key")?)?,
+    );
+    let broker =
+        LinkRegistryClient::with_interceptor(channel, BearerAuth::new(&flag("--broker-key")?)?);
+    for c in 0..CONNECTORS {
+        admin
+            .clone()
+            .create_connector(pb::CreateConnectorRequest {
+                uid: format!("api-key/c{c}"),
+                secrets: [("api_key".to_owned(), format!("sk_{c}"))].into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let started = Instant::now();
+    let seeders = (0..16).map(|t| {
+        let mut admin = admin.clone();
+        async move {
+            for p in (t..projects).step_by(16) {
+                admin
+                    .create_project(pb::CreateProjectRequest {
+                        id: format!("prj_s{p}"),
+                        name: format!("s{p}"),
+                    })
+                    .await?;
+                for c in 0..CONNECTORS {
+                    admin
+                        .attach_project(pb::AttachProjectRequest {
+                            connector: format!("api-key/c{c}"),
+                            project: format!("prj_s{p}"),
+                            environments: vec!["production".into(), "preview".into()],
+                        })
+                        .await?;
+                }
+            }
+            anyhow::Ok(())
+        }
+    });
+    for seeded in futures::future::join_all(seeders).await {
+        seeded?;
+    }
+    let seed_rate = (projects * CONNECTORS) as f64 / started.elapsed().as_secs_f64();
+    let (p50, p99, per_second) = authorize_load(&broker, projects).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "links {} (attached through gRPC at {seed_rate:.0}/s): Authorize p50 {:.3} ms, p99 {:.3} ms, {per_second:.0} calls/s at 32 in flight",
+        projects * CONNECTORS,
+        ms(p50),
+        ms(p99),
+    );
+    Ok(())
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -330,42 +455,7 @@ async fn run(
     broker.authorize(authorize(0, "api-key/c0")).await?;
     let restart = started.elapsed();
 
-    // Authorize at one caller, then 32 in flight.
-    let mut times = Vec::with_capacity(1000);
-    for i in 0..1000 {
-        let request = authorize(
-            (i * 7919) % projects,
-            &format!("api-key/c{}", i % CONNECTORS),
-        );
-        let started = Instant::now();
-        broker.authorize(request).await?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs(3);
-    let mut tasks = Vec::new();
-    for t in 0..32 {
-        let (mut broker, calls) = (broker.clone(), calls.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = t;
-            while Instant::now() < until {
-                let request = authorize(
-                    (i * 104_729) % projects,
-                    &format!("api-key/c{}", i % CONNECTORS),
-                );
-                if broker.authorize(request).await.is_ok() {
-                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                i += 32;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await?;
-    }
-    let per_second = calls.load(std::sync::atomic::Ordering::Relaxed) as f64 / 3.0;
+    let (p50, p99, per_second) = authorize_load(&broker, projects).await?;
 
     // First and last pages.
     let mut admin = client(server.addr, &admin_key).await?;

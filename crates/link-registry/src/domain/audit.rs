@@ -1,9 +1,13 @@
 //! What each change writes to the audit log. Stores call these inside the transaction of the
 //! change, so the action names and the shape of `before`/`after` are defined once for every
 //! backend. Secrets only ever appear here by name and keyed fingerprint.
+//!
+//! A creation's `after` and a deletion's `before` are the whole record; a change of an existing
+//! record keeps only what changed ([`changed`]): the target names the record, and the unchanged
+//! rest is in the events before it.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::{
     model::{
@@ -76,14 +80,54 @@ pub fn connector_created(actor: &Actor, connector: &Connector) -> NewAuditEvent 
     }
 }
 
+/// The parts of two views that differ: the members whose values changed, compared member by
+/// member through nested objects (a map of config keys keeps only the keys that changed); a
+/// member only one side has stays on that side. Equal views give two empty objects.
+pub fn changed(before: Value, after: Value) -> (Value, Value) {
+    match (before, after) {
+        (Value::Object(mut before), Value::Object(mut after)) => {
+            let (mut was, mut is) = (Map::new(), Map::new());
+            let names: std::collections::BTreeSet<String> =
+                before.keys().chain(after.keys()).cloned().collect();
+            for name in names {
+                match (before.remove(&name), after.remove(&name)) {
+                    (Some(b), Some(a)) if b == a => {}
+                    (Some(b @ Value::Object(_)), Some(a @ Value::Object(_))) => {
+                        let (b, a) = changed(b, a);
+                        was.insert(name.clone(), b);
+                        is.insert(name, a);
+                    }
+                    (b, a) => {
+                        if let Some(b) = b {
+                            was.insert(name.clone(), b);
+                        }
+                        if let Some(a) = a {
+                            is.insert(name, a);
+                        }
+                    }
+                }
+            }
+            (Value::Object(was), Value::Object(is))
+        }
+        (before, after) => (before, after),
+    }
+}
+
+/// `before`/`after` of a change to an existing record: only what changed.
+fn change(before: Value, after: Value) -> (Option<Value>, Option<Value>) {
+    let (before, after) = changed(before, after);
+    (Some(before), Some(after))
+}
+
 pub fn connector_updated(actor: &Actor, before: &Connector, after: &Connector) -> NewAuditEvent {
+    let (was, is) = change(before.audit_view(), after.audit_view());
     NewAuditEvent {
         team_id: Some(after.team_id.clone()),
         actor: actor.clone(),
         action: "connector.update",
         target: format!("connector:{}", after.id),
-        before: Some(before.audit_view()),
-        after: Some(after.audit_view()),
+        before: was,
+        after: is,
         time: after.updated_at,
     }
 }
@@ -116,13 +160,17 @@ pub fn project_attached(
     before: Option<&ProjectLink>,
     after: &ProjectLink,
 ) -> NewAuditEvent {
+    let (was, is) = match before {
+        Some(before) => change(before.audit_view(), after.audit_view()),
+        None => (None, Some(after.audit_view())),
+    };
     NewAuditEvent {
         team_id: Some(after.team_id.clone()),
         actor: actor.clone(),
         action: "project.attach",
         target: after.audit_target(),
-        before: before.map(ProjectLink::audit_view),
-        after: Some(after.audit_view()),
+        before: was,
+        after: is,
         time: after.updated_at,
     }
 }
@@ -194,6 +242,10 @@ pub fn tokens_revoked(
 
 /// A user's consent stored (`grant.create`), or stored again over an earlier one (`grant.replace`).
 pub fn grant_stored(actor: &Actor, before: Option<&Grant>, after: &Grant) -> NewAuditEvent {
+    let (was, is) = match before {
+        Some(before) => change(before.audit_view(), after.audit_view()),
+        None => (None, Some(after.audit_view())),
+    };
     NewAuditEvent {
         team_id: Some(after.key.team_id.clone()),
         actor: actor.clone(),
@@ -203,8 +255,8 @@ pub fn grant_stored(actor: &Actor, before: Option<&Grant>, after: &Grant) -> New
             "grant.create"
         },
         target: after.key.audit_target(),
-        before: before.map(Grant::audit_view),
-        after: Some(after.audit_view()),
+        before: was,
+        after: is,
         time: after.updated_at,
     }
 }
@@ -212,6 +264,7 @@ pub fn grant_stored(actor: &Actor, before: Option<&Grant>, after: &Grant) -> New
 /// A grant's state changed (`grant.refresh_failed`, `grant.needs_consent`, `grant.recovered`).
 pub fn grant_state_changed(before: &Grant, after: &Grant) -> NewAuditEvent {
     use super::model::GrantState as S;
+    let (was, is) = change(before.audit_view(), after.audit_view());
     NewAuditEvent {
         team_id: Some(after.key.team_id.clone()),
         actor: Actor::Broker,
@@ -221,8 +274,8 @@ pub fn grant_state_changed(before: &Grant, after: &Grant) -> NewAuditEvent {
             S::NeedsConsent => "grant.needs_consent",
         },
         target: after.key.audit_target(),
-        before: Some(before.audit_view()),
-        after: Some(after.audit_view()),
+        before: was,
+        after: is,
         time: after.updated_at,
     }
 }
@@ -243,5 +296,54 @@ pub fn grants_deleted(
         })),
         after: None,
         time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::changed;
+
+    #[test]
+    fn a_change_keeps_only_what_changed_member_by_member() {
+        let before = json!({
+            "id": "conn_1", "name": "stripe", "suspended": false,
+            "config": { "token_url": "https://a.example/t", "scope": "read" },
+            "secrets": { "client_secret": { "fingerprint": "f1" }, "old": { "fingerprint": "f0" } },
+            "environments": ["preview"],
+        });
+        let after = json!({
+            "id": "conn_1", "name": "Renamed", "suspended": false,
+            "config": { "token_url": "https://a.example/t", "scope": "write", "audience": "x" },
+            "secrets": { "client_secret": { "fingerprint": "f2" } },
+            "environments": ["preview", "production"],
+        });
+        let (was, is) = changed(before, after);
+        assert_eq!(
+            was,
+            json!({
+                "name": "stripe",
+                "config": { "scope": "read" },
+                "secrets": { "client_secret": { "fingerprint": "f1" }, "old": { "fingerprint": "f0" } },
+                "environments": ["preview"],
+            })
+        );
+        assert_eq!(
+            is,
+            json!({
+                "name": "Renamed",
+                "config": { "scope": "write", "audience": "x" },
+                "secrets": { "client_secret": { "fingerprint": "f2" } },
+                "environments": ["preview", "production"],
+            })
+        );
+        let same = json!({ "a": 1, "b": { "c": [1, 2] } });
+        assert_eq!(changed(same.clone(), same), (json!({}), json!({})));
+        // A member that turns from an object into something else is shown whole on both sides.
+        assert_eq!(
+            changed(json!({ "a": { "b": 1 } }), json!({ "a": null })),
+            (json!({ "a": { "b": 1 } }), json!({ "a": null }))
+        );
     }
 }

@@ -1558,11 +1558,40 @@ async fn fifty_concurrent_attaches_leave_exactly_one_link(db: TestDb) {
         .filter(|e| e.target.ends_with("/prj_busy"))
         .collect();
     assert_eq!(attaches.len(), 50);
-    // Serialized: exactly one of them created the link, each later one saw the one before.
+    // Serialized: exactly one of them created the link (the oldest, with the whole link); each
+    // later one records only what it changed, and what it saw before is what the ones before it
+    // left. Replaying them gives the link as it is.
     assert_eq!(attaches.iter().filter(|e| e.before.is_none()).count(), 1);
-    for pair in attaches.windows(2) {
-        assert_eq!(pair[0].before, pair[1].after, "audit chain broken");
+    let mut oldest_first = attaches.iter().rev();
+    let created = oldest_first.next().unwrap();
+    assert!(
+        created.before.is_none(),
+        "the oldest attach created the link"
+    );
+    let mut state = created.after.clone().unwrap().fields;
+    assert!(state.contains_key("project_id") && state.contains_key("environments"));
+    for event in oldest_first {
+        let (before, after) = (event.before.as_ref(), event.after.as_ref());
+        let (before, after) = (&before.unwrap().fields, &after.unwrap().fields);
+        assert!(before.keys().eq(after.keys()), "{event:?}");
+        assert!(before.keys().all(|k| k == "environments"), "{event:?}");
+        for (field, was) in before {
+            assert_eq!(state.get(field), Some(was), "audit chain broken");
+        }
+        state.extend(after.clone());
     }
+    let replayed: Vec<String> = match &state["environments"].kind {
+        Some(prost_types::value::Kind::ListValue(l)) => l
+            .values
+            .iter()
+            .map(|v| match &v.kind {
+                Some(prost_types::value::Kind::StringValue(s)) => s.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(replayed, links[0].environments);
 }
 
 async fn data_survives_a_restart(db: TestDb) {
