@@ -10,7 +10,10 @@
 //! rows, median of five) of the links (all, of one connector, of one project), projects and audit
 //! events, the rate of `AttachProject` calls, and the process's resident memory.
 //!
-//! `-- --registry URL --admin-key K --broker-key K [--links N]` measures `Authorize` on a registry
+//! `-- --backend sqlite|postgres` runs one backend only; `-- --keep` leaves the seeded databases
+//! behind (their URLs printed) for a look at their plans.
+//!
+//! `-- --registry URL --admin-key K --broker-key K [--links N] [--pid PID]` measures `Authorize` on a registry
 //! running as its own process instead (see [`against`]): the way to compare two builds alike.
 
 use std::{
@@ -64,6 +67,15 @@ async fn main() -> anyhow::Result<()> {
     let postgres = std::env::var("BENCH_DATABASE_URL")
         .or_else(|_| std::env::var("TEST_DATABASE_URL"))
         .ok();
+    // `--keep`: leave the seeded databases for a look at them afterwards (their names printed);
+    // `--backend sqlite|postgres`: only that one.
+    let keep = args.iter().any(|a| a == "--keep");
+    let only = args
+        .iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |backend: &str| only.as_deref().is_none_or(|o| o == backend);
     let dir = tempfile::tempdir()?;
     println!(
         "{:<9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}  pages first/last (ms): links, by connector, by project, projects, audit",
@@ -77,14 +89,17 @@ async fn main() -> anyhow::Result<()> {
         "auth/s@32",
         "attach/s",
     );
-    for &size in &sizes {
+    for &size in sizes.iter().filter(|_| wanted("sqlite")) {
         let url = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join(format!("scale-{size}.db")).display()
         );
         run("sqlite", &url, None, size, &dir).await?;
+        if keep {
+            println!("kept {url}");
+        }
     }
-    if let Some(admin_url) = postgres {
+    if let Some(admin_url) = postgres.filter(|_| wanted("postgres")) {
         for &size in &sizes {
             let name = format!("connect_scale_{size}_{}", std::process::id());
             let admin = Database::connect(&admin_url).await?;
@@ -96,11 +111,18 @@ async fn main() -> anyhow::Result<()> {
                 .map_or(admin_url.as_str(), |(b, _)| b);
             let url = format!("{base}/{name}");
             let result = run("postgres", &url, Some(&name), size, &dir).await;
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await?;
+            if keep {
+                println!("kept {url}");
+            } else {
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+            }
             result?;
         }
+    }
+    if keep {
+        let _ = dir.keep();
     }
     Ok(())
 }
@@ -324,7 +346,7 @@ async fn authorize_load(
     ))
 }
 
-/// `--registry URL --admin-key K --broker-key K [--links N]`: `Authorize` against a registry
+/// `--registry URL --admin-key K --broker-key K [--links N] [--pid PID]`: `Authorize` against a registry
 /// running elsewhere (another build, another machine) whose team `team_scale` trusts
 /// `https://oidc.example.test/scale`. Its five connectors, `N / 5` projects and their links are
 /// made through the admin API, so any version of the API since v1 can be measured alike.
@@ -384,15 +406,37 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
         seeded?;
     }
     let seed_rate = (projects * CONNECTORS) as f64 / started.elapsed().as_secs_f64();
+    // With `--pid`, the registry process's CPU time (all threads) per call, from /proc.
+    let pid = flag("--pid").ok();
+    let cpu = || pid.as_deref().and_then(process_cpu);
+    let cpu_before = cpu();
     let (p50, p99, per_second) = authorize_load(&broker, projects).await?;
+    let calls = 1000.0 + per_second * 3.0;
+    let per_call = match (cpu_before, cpu()) {
+        (Some(before), Some(after)) => format!(
+            ", registry CPU {:.0} µs per call",
+            (after - before).as_secs_f64() * 1e6 / calls
+        ),
+        _ => String::new(),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "links {} (attached through gRPC at {seed_rate:.0}/s): Authorize p50 {:.3} ms, p99 {:.3} ms, {per_second:.0} calls/s at 32 in flight",
+        "links {} (attached through gRPC at {seed_rate:.0}/s): Authorize p50 {:.3} ms, p99 {:.3} ms, {per_second:.0} calls/s at 32 in flight{per_call}",
         projects * CONNECTORS,
         ms(p50),
         ms(p99),
     );
     Ok(())
+}
+
+/// User plus system time of every thread of process `pid` (`/proc/PID/stat`, in 1/100 s).
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is 3rd, utime 14th, stime 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn rss_mib() -> f64 {

@@ -272,8 +272,16 @@ impl SeaStore {
                     .build(backend),
             ),
         ];
+        self.explain(statements).await
+    }
+
+    /// Each statement's plan, `(name, lines)`, with sequential scans disabled on PostgreSQL.
+    pub(super) async fn explain(
+        &self,
+        statements: Vec<(&'static str, Statement)>,
+    ) -> Result<Vec<(&'static str, Vec<String>)>> {
         let txn = self.db.begin().await.map_err(storage_error)?;
-        let postgres = backend == DbBackend::Postgres;
+        let postgres = self.backend() == DbBackend::Postgres;
         if postgres {
             txn.execute_unprepared("SET LOCAL enable_seqscan = off")
                 .await

@@ -81,10 +81,14 @@ pub struct SeaStore {
 /// Opens the database at `url` (`sqlite://…` or `postgres://…`) without migrating it.
 pub async fn connect(url: &str) -> Result<SeaStore> {
     let mut options = ConnectOptions::new(url.to_owned());
+    // A pooled connection is checked with a ping only after it sat idle for half a minute (one a
+    // server, proxy or firewall may have dropped): a ping on every checkout, the default, doubled
+    // the round trips of `Authorize` (on SQLite, two more hops to its worker thread per call).
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30));
+        .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire_if_idle_for(Duration::from_secs(30));
     let sqlite = url.starts_with("sqlite:");
     if sqlite {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");

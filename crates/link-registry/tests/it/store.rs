@@ -26,6 +26,7 @@ crate::on_every_backend!(
     unique_rules_answer_already_exists_without_a_prior_check,
     project_references_prefer_the_id_over_a_name,
     every_list_is_an_index_range_in_its_order,
+    the_authorize_lookup_only_searches_unique_keys,
     old_audit_events_are_exported_then_deleted_in_batches,
 );
 
@@ -267,6 +268,33 @@ async fn every_list_is_an_index_range_in_its_order(db: TestDb) {
                 assert!(
                     !line.trim_start().starts_with("SCAN"),
                     "{list} scans instead of searching an index range:\n{plan}"
+                );
+            }
+        }
+    }
+}
+
+/// `Authorize` reads one row of each table by key, whatever their sizes.
+async fn the_authorize_lookup_only_searches_unique_keys(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    let plans = store.authorize_plans().await.unwrap();
+    assert_eq!(plans.len(), 2);
+    for (lookup, lines) in plans {
+        let plan = lines.join("\n");
+        if db.backend == "postgres" {
+            assert!(plan.contains("Index"), "{lookup}:\n{plan}");
+            assert!(
+                !plan.contains("Seq Scan"),
+                "{lookup} scans a table:\n{plan}"
+            );
+            assert!(!plan.contains("Sort"), "{lookup} sorts:\n{plan}");
+        } else {
+            assert_eq!(lines.len(), 4, "{lookup}: one step per table:\n{plan}");
+            for line in &lines {
+                let line = line.trim_start();
+                assert!(
+                    line.starts_with("SEARCH") && line.contains("=?"),
+                    "{lookup}: not a search by key:\n{plan}"
                 );
             }
         }
