@@ -7,5 +7,6 @@ mod harness;
 mod installations;
 mod keys;
 mod ledger;
+mod pages;
 mod rpc;
 mod store;
