@@ -147,10 +147,11 @@ async fn projects_connectors_and_installations_page_exactly_while_they_change(db
 
     // Installations of one connector (ids chosen by the admin): one added behind, one ahead, one
     // ahead removed.
+    create_connector(&mut admin, "api-key/tenants".into()).await;
     for i in 1..=6 {
         admin
             .create_installation(pb::CreateInstallationRequest {
-                connector: "api-key/c0".into(),
+                connector: "api-key/tenants".into(),
                 installation_id: format!("i{i:02}"),
                 ..Default::default()
             })
@@ -161,7 +162,7 @@ async fn projects_connectors_and_installations_page_exactly_while_they_change(db
         async |token| {
             let page = lister
                 .list_installations(pb::ListInstallationsRequest {
-                    connector: "api-key/c0".into(),
+                    connector: "api-key/tenants".into(),
                     page_size: 2,
                     page_token: token,
                 })
@@ -180,7 +181,7 @@ async fn projects_connectors_and_installations_page_exactly_while_they_change(db
                 for id in ["i00", "i07"] {
                     writer
                         .create_installation(pb::CreateInstallationRequest {
-                            connector: "api-key/c0".into(),
+                            connector: "api-key/tenants".into(),
                             installation_id: id.into(),
                             ..Default::default()
                         })
@@ -189,7 +190,7 @@ async fn projects_connectors_and_installations_page_exactly_while_they_change(db
                 }
                 writer
                     .delete_installation(pb::DeleteInstallationRequest {
-                        connector: "api-key/c0".into(),
+                        connector: "api-key/tenants".into(),
                         installation_id: "i05".into(),
                     })
                     .await
