@@ -42,7 +42,7 @@ fn imported(user: &str, access: &str, refresh: &str, expires_in: i64) -> pb::Imp
 }
 
 /// Acme's `oauth2/idp` connector; answers with its id.
-async fn connector(admin: &mut Client) -> String {
+pub(crate) async fn connector(admin: &mut Client) -> String {
     admin
         .create_connector(pb::CreateConnectorRequest {
             uid: "oauth2/idp".into(),

@@ -31,7 +31,12 @@ async fn seed(admin: &mut Client) -> String {
         .id
 }
 
-fn issuance(connector_id: &str, token_id: &str, project: &str, environment: &str) -> pb::Issuance {
+pub(crate) fn issuance(
+    connector_id: &str,
+    token_id: &str,
+    project: &str,
+    environment: &str,
+) -> pb::Issuance {
     pb::Issuance {
         token_id: token_id.into(),
         connector_id: connector_id.into(),

@@ -216,24 +216,7 @@ async fn audit_issuance_and_grant_pages_stay_exact_while_they_change(db: TestDb)
             .await
             .unwrap();
     }
-    let connector = admin
-        .create_connector(pb::CreateConnectorRequest {
-            uid: "oauth2/crm".into(),
-            config: [(
-                "token_url".to_owned(),
-                "https://crm.example/token".to_owned(),
-            )]
-            .into(),
-            secrets: [
-                ("client_id".to_owned(), "c".to_owned()),
-                ("client_secret".to_owned(), "s".to_owned()),
-            ]
-            .into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let connector = crate::grants::connector(&mut admin).await;
     let mut lister = app.admin();
     let mut writer = app.admin();
 
@@ -284,23 +267,12 @@ async fn audit_issuance_and_grant_pages_stay_exact_while_they_change(db: TestDb)
     // Issuances, newest first: those recorded during the walk are behind it.
     let mut broker = app.broker();
     let issuance = |n: usize| pb::RecordIssuanceRequest {
-        issuance: Some(pb::Issuance {
-            token_id: format!("{n:016x}"),
-            connector_id: connector.id.clone(),
-            owner_id: "team_acme".into(),
-            project_id: format!("prj_{}", n % 4),
-            environment: "preview".into(),
-            subject: "app".into(),
-            issue_time: Some(prost_types::Timestamp {
-                seconds: 1_800_000_000,
-                nanos: 0,
-            }),
-            expire_time: Some(prost_types::Timestamp {
-                seconds: 1_800_003_600,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }),
+        issuance: Some(crate::ledger::issuance(
+            &connector,
+            &format!("{n:016x}"),
+            &format!("prj_{}", n % 4),
+            "preview",
+        )),
     };
     for n in 0..6 {
         broker.record_issuance(issuance(n)).await.unwrap();
@@ -344,7 +316,7 @@ async fn audit_issuance_and_grant_pages_stay_exact_while_they_change(db: TestDb)
         ..Default::default()
     };
     let import = |users: &[&str]| pb::ImportGrantsRequest {
-        connector: "oauth2/crm".into(),
+        connector: "oauth2/idp".into(),
         grants: users.iter().map(|u| grant(u)).collect(),
     };
     let answer = admin
@@ -372,7 +344,7 @@ async fn audit_issuance_and_grant_pages_stay_exact_while_they_change(db: TestDb)
                 writer.import_grants(import(&["u1", "u7"])).await.unwrap();
                 writer
                     .revoke_tokens(pb::RevokeTokensRequest {
-                        connector: "oauth2/crm".into(),
+                        connector: "oauth2/idp".into(),
                         subject: "user:u5".into(),
                         ..Default::default()
                     })
