@@ -18,7 +18,14 @@ impl SeaStore {
         if self.backend() == DbBackend::Postgres {
             select = select.lock_exclusive();
         }
-        let row = select.one(txn).await.map_err(storage_error)?;
+        // `all`, not `one`: the key is unique, and `one` adds a bound `LIMIT` that makes SQLite
+        // re-prepare the statement on every call (see `authorize.rs`).
+        let row = select
+            .all(txn)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .next();
         row.map(rows::connector)
             .transpose()?
             .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))
