@@ -5,11 +5,15 @@
 //! statements copying rows the registry itself wrote (fast, and in its own formats).
 //!
 //! Per backend and size it prints: seeding rate, database size, restart time (a new server on
-//! the database until its first answer), `Authorize` p50/p99 at one caller and calls/s at 32 in
-//! flight (over gRPC with a broker key, random linked pairs), the first and the last page (50
-//! rows, median of five) of the links (all, of one connector, of one project), projects and audit
-//! events, the rate of `AttachProject` calls (500: 100 new links, 400 replaced), and the
-//! process's resident memory.
+//! the database until its first answer), `Authorize` p50/p99 at one caller (5 000 calls after 500
+//! to warm up), the mean of the first 16 calls after each round of attaches (reported apart: a
+//! SQLite read connection drops its page cache at its first read after a write), calls/s at 32
+//! in flight (5 s; all over gRPC with a broker key, random linked pairs), the first and the last
+//! page (50 rows, median of twenty) of the links (all, of one connector, of one project),
+//! projects and audit events, the rate of `AttachProject` calls (2 000: 100 new links, 1 900
+//! replaced), and the process's resident memory once the size was set up. Every size of a
+//! backend is seeded first and then measured in twenty rounds, the sizes taking turns within
+//! each round, so that a slow spell of a shared machine falls on every size alike.
 //!
 //! `-- --backend sqlite|postgres` runs one backend only; `-- --keep` leaves the seeded databases
 //! behind (their URLs printed) for a look at their plans.
@@ -79,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let wanted = |backend: &str| only.as_deref().is_none_or(|o| o == backend);
     let dir = tempfile::tempdir()?;
     println!(
-        "{:<9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}  pages first/last (ms): links, by connector, by project, projects, audit",
+        "{:<9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  pages first/last (ms): links, by connector, by project, projects, audit",
         "backend",
         "links",
         "seed/s",
@@ -87,40 +91,55 @@ async fn main() -> anyhow::Result<()> {
         "restart",
         "auth p50",
         "auth p99",
+        "aft write",
         "auth/s@32",
         "attach/s",
     );
-    for &size in sizes.iter().filter(|_| wanted("sqlite")) {
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join(format!("scale-{size}.db")).display()
-        );
-        run("sqlite", &url, None, size, &dir).await?;
-        if keep {
-            println!("kept {url}");
-        }
-    }
-    if let Some(admin_url) = postgres.filter(|_| wanted("postgres")) {
+    if wanted("sqlite") {
+        let mut subjects = Vec::new();
         for &size in &sizes {
-            let name = format!("connect_scale_{size}_{}", std::process::id());
-            let admin = Database::connect(&admin_url).await?;
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await?;
-            let base = admin_url
-                .rsplit_once('/')
-                .map_or(admin_url.as_str(), |(b, _)| b);
-            let url = format!("{base}/{name}");
-            let result = run("postgres", &url, Some(&name), size, &dir).await;
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join(format!("scale-{size}.db")).display()
+            );
+            subjects.push(prepare("sqlite", &url, None, size, &dir).await?);
             if keep {
                 println!("kept {url}");
-            } else {
+            }
+        }
+        measure(subjects).await?;
+    }
+    if let Some(admin_url) = postgres.filter(|_| wanted("postgres")) {
+        let admin = Database::connect(&admin_url).await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        let mut names = Vec::new();
+        let result: anyhow::Result<()> = async {
+            let mut subjects = Vec::new();
+            for &size in &sizes {
+                let name = format!("connect_scale_{size}_{}", std::process::id());
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                names.push(name.clone());
+                let url = format!("{base}/{name}");
+                subjects.push(prepare("postgres", &url, Some(&name), size, &dir).await?);
+                if keep {
+                    println!("kept {url}");
+                }
+            }
+            measure(subjects).await
+        }
+        .await;
+        if !keep {
+            for name in names {
                 admin
                     .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await?;
             }
-            result?;
         }
+        result?;
     }
     if keep {
         let _ = dir.keep();
@@ -272,22 +291,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// The median of five timings of `call`.
-async fn median<F, Fut>(mut call: F) -> anyhow::Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        call().await?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Ok(times[2])
-}
-
 fn authorize(project: usize, connector: &str) -> pb::AuthorizeRequest {
     pb::AuthorizeRequest {
         owner_id: "team_scale".into(),
@@ -299,15 +302,28 @@ fn authorize(project: usize, connector: &str) -> pb::AuthorizeRequest {
     }
 }
 
-/// `Authorize` over `broker` for random linked pairs among `projects` projects and the five
-/// connectors: p50 and p99 of 1 000 calls at one caller, then calls/s at 32 in flight for 3 s.
-async fn authorize_load(
+/// Warm-up calls at one caller before any is timed.
+const WARM_UP: usize = 500;
+/// Rounds of measurements; the sizes take turns within each round.
+const ROUNDS: usize = 20;
+/// Per round and size: `Authorize` calls timed at one caller, and how long 32 callers run.
+const TIMED: usize = 250;
+const IN_FLIGHT_FOR: Duration = Duration::from_millis(250);
+/// Per round and size, the calls at one caller after the previous round's attaches that are
+/// reported on their own ("after writes") rather than in p50/p99: each of the registry's SQLite
+/// read connections (at most 8) drops its page cache at its first read after a write.
+const AFTER_WRITES: usize = 16;
+
+/// `Authorize` over `broker` at one caller, calls `from..to` of a fixed walk over random linked
+/// pairs among `projects` projects and the five connectors; answers each call's time.
+async fn one_caller(
     broker: &Client,
     projects: usize,
-) -> anyhow::Result<(Duration, Duration, f64)> {
+    calls: std::ops::Range<usize>,
+) -> anyhow::Result<Vec<Duration>> {
     let mut one = broker.clone();
-    let mut times = Vec::with_capacity(1000);
-    for i in 0..1000 {
+    let mut times = Vec::with_capacity(calls.len());
+    for i in calls {
         let request = authorize(
             (i * 7919) % projects,
             &format!("api-key/c{}", i % CONNECTORS),
@@ -316,14 +332,24 @@ async fn authorize_load(
         one.authorize(request).await?;
         times.push(started.elapsed());
     }
-    times.sort();
+    Ok(times)
+}
+
+/// `Authorize` at 32 in flight for `run` (random linked pairs, starting at `offset` of the walk):
+/// how many calls were answered.
+async fn in_flight(
+    broker: &Client,
+    projects: usize,
+    offset: usize,
+    run: Duration,
+) -> anyhow::Result<usize> {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + run;
     let mut tasks = Vec::new();
     for t in 0..32 {
         let (mut broker, calls) = (broker.clone(), calls.clone());
         tasks.push(tokio::spawn(async move {
-            let mut i = t;
+            let mut i = offset + t;
             while Instant::now() < until {
                 let request = authorize(
                     (i * 104_729) % projects,
@@ -339,12 +365,7 @@ async fn authorize_load(
     for task in tasks {
         task.await?;
     }
-    let per_second = calls.load(std::sync::atomic::Ordering::Relaxed) as f64 / 3.0;
-    Ok((
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
-        per_second,
-    ))
+    Ok(calls.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// `--registry URL --admin-key K --broker-key K [--links N] [--pid PID]`: `Authorize` against a registry
@@ -411,8 +432,13 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
     let pid = flag("--pid").ok();
     let cpu = || pid.as_deref().and_then(process_cpu);
     let cpu_before = cpu();
-    let (p50, p99, per_second) = authorize_load(&broker, projects).await?;
-    let calls = 1000.0 + per_second * 3.0;
+    one_caller(&broker, projects, 0..WARM_UP).await?;
+    let mut times = one_caller(&broker, projects, WARM_UP..WARM_UP + 5_000).await?;
+    times.sort();
+    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+    let answered = in_flight(&broker, projects, 0, Duration::from_secs(3)).await?;
+    let per_second = answered as f64 / 3.0;
+    let calls = (WARM_UP + times.len() + answered) as f64;
     let per_call = match (cpu_before, cpu()) {
         (Some(before), Some(after)) => format!(
             ", registry CPU {:.0} µs per call",
@@ -451,13 +477,13 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-async fn run(
-    backend: &str,
+async fn prepare(
+    backend: &'static str,
     url: &str,
     pg_name: Option<&str>,
     size: usize,
     dir: &tempfile::TempDir,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Subject> {
     let projects = size / CONNECTORS;
     let server = start(config(url, dir)?).await?;
     let (admin_key, broker_key) = seed_templates(&server.registry).await?;
@@ -503,14 +529,12 @@ async fn run(
     server.task.await??;
     let started = Instant::now();
     let server = start(config(url, dir)?).await?;
-    let mut broker = client(server.addr, &broker_key).await?;
-    broker.authorize(authorize(0, "api-key/c0")).await?;
+    let broker = client(server.addr, &broker_key).await?;
+    broker.clone().authorize(authorize(0, "api-key/c0")).await?;
     let restart = started.elapsed();
 
-    let (p50, p99, per_second) = authorize_load(&broker, projects).await?;
-
     // First and last pages.
-    let mut admin = client(server.addr, &admin_key).await?;
+    let admin = client(server.addr, &admin_key).await?;
     let last_link = one_string(
         &db,
         &format!(
@@ -545,66 +569,140 @@ async fn run(
         ),
     )
     .await?;
-    let mut pages: Vec<(Duration, Duration)> = Vec::new();
-    for (connector, project, last) in [
-        ("", "", token(&last_link)),
-        ("api-key/c0", "", token(&last_of_c0)),
-        ("", "s3", String::new()),
-    ] {
-        let list = |page_token: String| {
-            let mut admin = admin.clone();
-            let request = pb::ListProjectLinksRequest {
-                connector: connector.into(),
-                project: project.into(),
-                page_size: PAGE,
-                page_token,
-            };
-            async move {
-                admin.list_project_links(request).await?;
-                Ok(())
-            }
-        };
-        let first = median(|| list(String::new())).await?;
-        let last = median(|| list(last.clone())).await?;
-        pages.push((first, last));
-    }
-    let list_projects = |page_token: String| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .list_projects(pb::ListProjectsRequest {
-                    page_size: PAGE,
-                    page_token,
-                })
-                .await?;
-            Ok(())
-        }
-    };
-    let last = token(&last_project);
-    pages.push((
-        median(|| list_projects(String::new())).await?,
-        median(|| list_projects(last.clone())).await?,
-    ));
-    let list_audit = |page_token: String| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .list_audit_events(pb::ListAuditEventsRequest {
-                    page_size: PAGE,
-                    page_token,
-                })
-                .await?;
-            Ok(())
-        }
-    };
-    let last = token(&oldest_audit);
-    pages.push((
-        median(|| list_audit(String::new())).await?,
-        median(|| list_audit(last.clone())).await?,
-    ));
+    let lists = vec![
+        (
+            List::Links {
+                connector: "",
+                project: "",
+            },
+            token(&last_link),
+        ),
+        (
+            List::Links {
+                connector: "api-key/c0",
+                project: "",
+            },
+            token(&last_of_c0),
+        ),
+        // One project's five links are one page: its "last" page is the first.
+        (
+            List::Links {
+                connector: "",
+                project: "s3",
+            },
+            String::new(),
+        ),
+        (List::Projects, token(&last_project)),
+        (List::Audit, token(&oldest_audit)),
+    ];
+    Ok(Subject {
+        backend,
+        size,
+        projects,
+        seed_rate,
+        db_mib,
+        restart,
+        rss_mib: rss_mib(),
+        server,
+        db,
+        admin,
+        broker,
+        pages: vec![(Vec::new(), Vec::new()); lists.len()],
+        lists,
+        times: Vec::new(),
+        after_writes: Vec::new(),
+        answered: 0,
+        attaches: 0,
+        attaching: Duration::ZERO,
+    })
+}
 
-    // Attaches: the unlinked connector to the first hundred projects, then four more rounds that
-    // change their environments (500 calls: 100 links created, 400 replaced).
+/// A list measured at its first and its last page.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Links {
+        connector: &'static str,
+        project: &'static str,
+    },
+    Projects,
+    Audit,
+}
+
+impl List {
+    /// The time of one call for the page at `page_token`.
+    async fn page(self, admin: &Client, page_token: String) -> anyhow::Result<Duration> {
+        let mut admin = admin.clone();
+        let started = Instant::now();
+        match self {
+            List::Links { connector, project } => {
+                admin
+                    .list_project_links(pb::ListProjectLinksRequest {
+                        connector: connector.into(),
+                        project: project.into(),
+                        page_size: PAGE,
+                        page_token,
+                    })
+                    .await?;
+            }
+            List::Projects => {
+                admin
+                    .list_projects(pb::ListProjectsRequest {
+                        page_size: PAGE,
+                        page_token,
+                    })
+                    .await?;
+            }
+            List::Audit => {
+                admin
+                    .list_audit_events(pb::ListAuditEventsRequest {
+                        page_size: PAGE,
+                        page_token,
+                    })
+                    .await?;
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// One seeded registry and what was measured on it.
+struct Subject {
+    backend: &'static str,
+    size: usize,
+    projects: usize,
+    seed_rate: f64,
+    db_mib: f64,
+    restart: Duration,
+    /// The bench process's resident memory once this size was set up (with the smaller sizes
+    /// still open).
+    rss_mib: f64,
+    server: Server,
+    db: DatabaseConnection,
+    admin: Client,
+    broker: Client,
+    /// Each list, with the page token of its last page.
+    lists: Vec<(List, String)>,
+    /// Per list: first-page and last-page timings.
+    pages: Vec<(Vec<Duration>, Vec<Duration>)>,
+    /// `Authorize` at one caller, on a settled database.
+    times: Vec<Duration>,
+    /// `Authorize` at one caller, the first calls after a round of attaches.
+    after_writes: Vec<Duration>,
+    /// `Authorize` calls answered at 32 in flight.
+    answered: usize,
+    attaches: usize,
+    attaching: Duration,
+}
+
+/// Measures every size in turns: each of [`ROUNDS`] rounds runs a slice of every measurement on
+/// each size (in alternating order), so a slow moment of a shared machine lands on all sizes
+/// alike instead of on whichever size was being measured; then prints a row per size.
+async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
+    for s in &subjects {
+        one_caller(&s.broker, s.projects, 0..WARM_UP).await?;
+    }
+    // Attaches: the unlinked connector to the first hundred projects, then rounds that change
+    // their environments (100 links created, the others replaced).
     let environments = [
         &["production"][..],
         &["preview"],
@@ -612,41 +710,77 @@ async fn run(
         &["development"],
         &["production"],
     ];
-    let started = Instant::now();
-    for round in environments {
-        for p in 0..100 {
-            admin
-                .attach_project(pb::AttachProjectRequest {
-                    connector: format!("api-key/c{CONNECTORS}"),
-                    project: format!("prj_s{p}"),
-                    environments: round.iter().map(|e| e.to_string()).collect(),
-                })
-                .await?;
+    for round in 0..ROUNDS {
+        let mut order: Vec<usize> = (0..subjects.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let s = &mut subjects[i];
+            let from = WARM_UP + round * (AFTER_WRITES + TIMED);
+            let mut times =
+                one_caller(&s.broker, s.projects, from..from + AFTER_WRITES + TIMED).await?;
+            if round > 0 {
+                s.after_writes.extend(times.drain(..AFTER_WRITES));
+            } else {
+                times.drain(..AFTER_WRITES);
+            }
+            s.times.extend(times);
+            s.answered += in_flight(&s.broker, s.projects, round * 320_000, IN_FLIGHT_FOR).await?;
+            for (list, (first, last)) in s.lists.iter().zip(s.pages.iter_mut()) {
+                first.push(list.0.page(&s.admin, String::new()).await?);
+                last.push(list.0.page(&s.admin, list.1.clone()).await?);
+            }
+            let mut admin = s.admin.clone();
+            let started = Instant::now();
+            for p in 0..100 {
+                admin
+                    .attach_project(pb::AttachProjectRequest {
+                        connector: format!("api-key/c{CONNECTORS}"),
+                        project: format!("prj_s{p}"),
+                        environments: environments[round % environments.len()]
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect(),
+                    })
+                    .await?;
+            }
+            s.attaching += started.elapsed();
+            s.attaches += 100;
         }
     }
-    let attach_rate = 500.0 / started.elapsed().as_secs_f64();
-
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "{:<9} {:>9} {:>10.0} {:>8.1} {:>7.2}s {:>7.3}ms {:>7.3}ms {:>9.0} {:>8.0}  {}   rss {:.0} MiB",
-        backend,
-        size,
-        seed_rate,
-        db_mib,
-        restart.as_secs_f64(),
-        ms(p50),
-        ms(p99),
-        per_second,
-        attach_rate,
-        pages
-            .iter()
-            .map(|(f, l)| format!("{:.1}/{:.1}", ms(*f), ms(*l)))
+    for mut s in subjects {
+        s.times.sort();
+        let median = |times: &mut Vec<Duration>| {
+            times.sort();
+            times[times.len() / 2]
+        };
+        let pages = s
+            .pages
+            .iter_mut()
+            .map(|(first, last)| format!("{:.1}/{:.1}", ms(median(first)), ms(median(last))))
             .collect::<Vec<_>>()
-            .join(", "),
-        rss_mib(),
-    );
-    let _ = server.stop.send(());
-    server.task.await??;
-    db.close().await?;
+            .join(", ");
+        println!(
+            "{:<9} {:>9} {:>10.0} {:>8.1} {:>7.2}s {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>9.0} {:>8.0}  {}   rss {:.0} MiB",
+            s.backend,
+            s.size,
+            s.seed_rate,
+            s.db_mib,
+            s.restart.as_secs_f64(),
+            ms(percentile(&s.times, 0.5)),
+            ms(percentile(&s.times, 0.99)),
+            ms(s.after_writes.iter().sum::<Duration>() / s.after_writes.len().max(1) as u32),
+            s.answered as f64 / (IN_FLIGHT_FOR * ROUNDS as u32).as_secs_f64(),
+            s.attaches as f64 / s.attaching.as_secs_f64(),
+            pages,
+            s.rss_mib,
+        );
+        let _ = s.server.stop.send(());
+        s.server.task.await??;
+        s.db.close().await?;
+    }
+    println!("bench process, every size open: rss {:.0} MiB", rss_mib());
     Ok(())
 }
