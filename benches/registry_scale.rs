@@ -715,7 +715,10 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
         if round % 2 == 1 {
             order.reverse();
         }
-        for i in order {
+        // Reads of every size, then writes of every size: each size's attaches follow the same
+        // mix of work as the others' (attaches right after a size's own reads ran slower at a
+        // million links only because those reads had just filled the CPU caches with it).
+        for &i in &order {
             let s = &mut subjects[i];
             let from = WARM_UP + round * (AFTER_WRITES + TIMED);
             let mut times =
@@ -731,6 +734,9 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
                 first.push(list.0.page(&s.admin, String::new()).await?);
                 last.push(list.0.page(&s.admin, list.1.clone()).await?);
             }
+        }
+        for &i in &order {
+            let s = &mut subjects[i];
             let mut admin = s.admin.clone();
             let started = Instant::now();
             for p in 0..100 {
