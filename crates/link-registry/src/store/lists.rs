@@ -286,6 +286,13 @@ impl SeaStore {
             txn.execute_unprepared("SET LOCAL enable_seqscan = off")
                 .await
                 .map_err(storage_error)?;
+        } else {
+            // SQLite plans a statement with the schema the connection last read: `EXPLAIN QUERY
+            // PLAN` reads no table, so on a connection opened before a migration it would show
+            // the old schema's plan. A read first brings the schema up to date.
+            txn.execute_unprepared("SELECT count(*) FROM sqlite_master")
+                .await
+                .map_err(storage_error)?;
         }
         let mut plans = Vec::with_capacity(statements.len());
         for (name, statement) in statements {

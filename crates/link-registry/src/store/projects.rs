@@ -1,5 +1,7 @@
 //! A team's projects, found by id or by name.
 
+use sea_orm::QueryTrait;
+
 use super::*;
 
 pub(super) async fn find_project<C: ConnectionTrait>(
@@ -7,16 +9,10 @@ pub(super) async fn find_project<C: ConnectionTrait>(
     team: &TeamId,
     project: &ProjectRef,
 ) -> Result<Option<Project>> {
-    let mut any = Condition::any();
-    if let Some(id) = &project.id {
-        any = any.add(project::Column::Id.eq(id.as_str()));
-    }
-    if let Some(name) = &project.name {
-        any = any.add(project::Column::Name.eq(name.as_str()));
-    }
-    let rows = project::Entity::find()
-        .filter(project::Column::TeamId.eq(team.as_str()))
-        .filter(any)
+    let Some(query) = project_query(team, project) else {
+        return Ok(None);
+    };
+    let rows = project::Model::find_by_statement(db.get_database_backend().build(&query))
         .all(db)
         .await
         .map_err(storage_error)?;
@@ -27,6 +23,50 @@ pub(super) async fn find_project<C: ConnectionTrait>(
         None => rows.into_iter().next(),
     };
     best.map(rows::project).transpose()
+}
+
+/// One key search per way `project` names a project, joined by `UNION ALL`: an `OR` of the two
+/// would scan the team's projects on SQLite, which cannot union two index searches of a
+/// `WITHOUT ROWID` table.
+fn project_query(team: &TeamId, project: &ProjectRef) -> Option<SelectStatement> {
+    let by = |column: project::Column, value: &str| {
+        project::Entity::find()
+            .filter(project::Column::TeamId.eq(team.as_str()))
+            .filter(column.eq(value))
+            .into_query()
+    };
+    let mut searches = project
+        .id
+        .iter()
+        .map(|id| by(project::Column::Id, id.as_str()))
+        .chain(
+            project
+                .name
+                .iter()
+                .map(|name| by(project::Column::Name, name.as_str())),
+        );
+    let mut query = searches.next()?;
+    for other in searches {
+        query.union(sea_orm::sea_query::UnionType::All, other);
+    }
+    Some(query)
+}
+
+impl SeaStore {
+    /// The plan of finding a project by a reference that is both an id and a name (see
+    /// [`SeaStore::list_plans`]).
+    pub async fn project_lookup_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>> {
+        let team = TeamId::parse("team_plan").map_err(|e| RegistryError::invalid("team", e))?;
+        let project =
+            ProjectRef::parse("prj_plan").map_err(|e| RegistryError::invalid("project", e))?;
+        let query = project_query(&team, &project)
+            .ok_or_else(|| RegistryError::internal("planning", "no project search"))?;
+        self.explain(vec![(
+            "project by id or name",
+            self.backend().build(&query),
+        )])
+        .await
+    }
 }
 
 #[async_trait]

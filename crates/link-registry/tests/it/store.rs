@@ -27,6 +27,7 @@ crate::on_every_backend!(
     project_references_prefer_the_id_over_a_name,
     every_list_is_an_index_range_in_its_order,
     the_authorize_lookup_only_searches_unique_keys,
+    a_project_reference_is_two_key_searches,
     old_audit_events_are_exported_then_deleted_in_batches,
 );
 
@@ -76,7 +77,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261127_000005_connector_suspension",
             "m20261203_000006_installations",
             "m20261203_000007_grants",
-            "m20261203_000008_list_indexes"
+            "m20261203_000008_list_indexes",
+            "m20261203_000009_keyed_link_tables"
         ]
     );
     again.ping().await.unwrap();
@@ -296,7 +298,41 @@ async fn the_authorize_lookup_only_searches_unique_keys(db: TestDb) {
                     line.starts_with("SEARCH") && line.contains("=?"),
                     "{lookup}: not a search by key:\n{plan}"
                 );
+                // Projects and links are found in their primary key's own B-tree, with no
+                // second descent into a table by rowid.
+                if line.starts_with("SEARCH project") {
+                    assert!(
+                        line.contains("USING PRIMARY KEY"),
+                        "{lookup}: not one descent:\n{plan}"
+                    );
+                }
             }
+        }
+    }
+}
+
+/// A reference that may be an id or a name is looked up by both keys, never by a scan of the
+/// team's projects (an `OR` of the two was a scan on SQLite's `WITHOUT ROWID` table).
+async fn a_project_reference_is_two_key_searches(db: TestDb) {
+    let store = open_store(&db.url).await.unwrap();
+    let plans = store.project_lookup_plans().await.unwrap();
+    let (lookup, lines) = &plans[0];
+    let plan = lines.join("\n");
+    if db.backend == "postgres" {
+        assert!(plan.contains("Index"), "{lookup}:\n{plan}");
+        assert!(!plan.contains("Seq Scan"), "{lookup} scans:\n{plan}");
+    } else {
+        let searches: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim_start())
+            .filter(|l| l.starts_with("SEARCH") || l.starts_with("SCAN"))
+            .collect();
+        assert_eq!(searches.len(), 2, "{lookup}:\n{plan}");
+        for line in searches {
+            assert!(
+                line.starts_with("SEARCH projects") && line.contains("team_id=? AND"),
+                "{lookup}: not a key search:\n{plan}"
+            );
         }
     }
 }

@@ -13,6 +13,7 @@ mod m20261127_000005_connector_suspension;
 mod m20261203_000006_installations;
 mod m20261203_000007_grants;
 mod m20261203_000008_list_indexes;
+mod m20261203_000009_keyed_link_tables;
 
 use sea_orm_migration::prelude::*;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_installations::Migration),
             Box::new(m20261203_000007_grants::Migration),
             Box::new(m20261203_000008_list_indexes::Migration),
+            Box::new(m20261203_000009_keyed_link_tables::Migration),
         ]
     }
 }
