@@ -6,14 +6,16 @@
 //!
 //! Per backend and size it prints: seeding rate, database size, restart time (a new server on
 //! the database until its first answer), `Authorize` p50/p99 at one caller (5 000 calls after 500
-//! to warm up), the mean of the first 16 calls after each round of attaches (reported apart: a
-//! SQLite read connection drops its page cache at its first read after a write), calls/s at 32
-//! in flight (5 s; all over gRPC with a broker key, random linked pairs), the first and the last
-//! page (50 rows, median of twenty) of the links (all, of one connector, of one project),
-//! projects and audit events, the rate of `AttachProject` calls (2 000: 100 new links, 1 900
-//! replaced), and the process's resident memory once the size was set up. Every size of a
-//! backend is seeded first and then measured in twenty rounds, the sizes taking turns within
-//! each round, so that a slow spell of a shared machine falls on every size alike.
+//! to warm up), calls/s at 32 in flight (5 s; all over gRPC with a broker key, random linked
+//! pairs), the first and the last page (50 rows, median of twenty) of the links (all, of one
+//! connector, of one project), projects and audit events, the rate of `AttachProject` calls
+//! (2 000: 100 new links, 1 900 replaced), the mean of the first 16 `Authorize` calls after each
+//! hundred attaches (a SQLite read connection drops its page cache at its first read after a
+//! write), and the process's resident memory once the size was set up.
+//!
+//! Every size of a backend is seeded first, then measured in twenty rounds of reads and then
+//! twenty rounds of writes, the sizes taking turns within each round (the calls at one caller
+//! call by call), so that a slow spell of a shared machine falls on every size alike.
 //!
 //! `-- --backend sqlite|postgres` runs one backend only; `-- --keep` leaves the seeded databases
 //! behind (their URLs printed) for a look at their plans.
@@ -309,9 +311,9 @@ const ROUNDS: usize = 20;
 /// Per round and size: `Authorize` calls timed at one caller, and how long 32 callers run.
 const TIMED: usize = 250;
 const IN_FLIGHT_FOR: Duration = Duration::from_millis(250);
-/// Per round and size, the calls at one caller after the previous round's attaches that are
-/// reported on their own ("after writes") rather than in p50/p99: each of the registry's SQLite
-/// read connections (at most 8) drops its page cache at its first read after a write.
+/// Per round of attaches and size, the calls at one caller right after it, reported on their
+/// own ("after writes"): each of the registry's SQLite read connections (at most 8) drops its
+/// page cache at its first read after a write.
 const AFTER_WRITES: usize = 16;
 
 /// `Authorize` over `broker` at one caller, calls `from..to` of a fixed walk over random linked
@@ -698,11 +700,42 @@ struct Subject {
 /// each size (in alternating order), so a slow moment of a shared machine lands on all sizes
 /// alike instead of on whichever size was being measured; then prints a row per size.
 async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
+    let sizes = subjects.len();
+    let turns = |round: usize| {
+        let mut order: Vec<usize> = (0..sizes).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        order
+    };
+    // Reads first, on settled databases.
     for s in &subjects {
         one_caller(&s.broker, s.projects, 0..WARM_UP).await?;
     }
-    // Attaches: the unlinked connector to the first hundred projects, then rounds that change
-    // their environments (100 links created, the others replaced).
+    for round in 0..ROUNDS {
+        let order = turns(round);
+        // The timed calls at one caller go to the sizes in turn, call by call, so that a stall
+        // of the machine (milliseconds, now and then) is as likely to hit any size's calls.
+        let from = WARM_UP + round * TIMED;
+        for call in from..from + TIMED {
+            for &i in &order {
+                let s = &mut subjects[i];
+                let times = one_caller(&s.broker, s.projects, call..call + 1).await?;
+                s.times.extend(times);
+            }
+        }
+        for &i in &order {
+            let s = &mut subjects[i];
+            s.answered += in_flight(&s.broker, s.projects, round * 320_000, IN_FLIGHT_FOR).await?;
+            for (list, (first, last)) in s.lists.iter().zip(s.pages.iter_mut()) {
+                first.push(list.0.page(&s.admin, String::new()).await?);
+                last.push(list.0.page(&s.admin, list.1.clone()).await?);
+            }
+        }
+    }
+    // Then writes: attaches of the unlinked connector to the first hundred projects, then rounds
+    // that change their environments (100 links created, the others replaced), each round
+    // followed by the first calls at one caller after it.
     let environments = [
         &["production"][..],
         &["preview"],
@@ -710,31 +743,9 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
         &["development"],
         &["production"],
     ];
+    let after = WARM_UP + ROUNDS * TIMED;
     for round in 0..ROUNDS {
-        let mut order: Vec<usize> = (0..subjects.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        // Reads of every size, then writes of every size: each size's attaches follow the same
-        // mix of work as the others' (attaches right after a size's own reads ran slower at a
-        // million links only because those reads had just filled the CPU caches with it).
-        for &i in &order {
-            let s = &mut subjects[i];
-            let from = WARM_UP + round * (AFTER_WRITES + TIMED);
-            let mut times =
-                one_caller(&s.broker, s.projects, from..from + AFTER_WRITES + TIMED).await?;
-            if round > 0 {
-                s.after_writes.extend(times.drain(..AFTER_WRITES));
-            } else {
-                times.drain(..AFTER_WRITES);
-            }
-            s.times.extend(times);
-            s.answered += in_flight(&s.broker, s.projects, round * 320_000, IN_FLIGHT_FOR).await?;
-            for (list, (first, last)) in s.lists.iter().zip(s.pages.iter_mut()) {
-                first.push(list.0.page(&s.admin, String::new()).await?);
-                last.push(list.0.page(&s.admin, list.1.clone()).await?);
-            }
-        }
+        let order = turns(round);
         for &i in &order {
             let s = &mut subjects[i];
             let mut admin = s.admin.clone();
@@ -753,6 +764,12 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
             }
             s.attaching += started.elapsed();
             s.attaches += 100;
+        }
+        let from = after + round * AFTER_WRITES;
+        for &i in &order {
+            let s = &mut subjects[i];
+            let times = one_caller(&s.broker, s.projects, from..from + AFTER_WRITES).await?;
+            s.after_writes.extend(times);
         }
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
