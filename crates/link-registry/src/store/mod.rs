@@ -135,8 +135,8 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
 /// Page cache of each SQLite connection, KiB. Small for readers: a reader drops its whole cache
 /// at its first read after any write, and dropping 16 MiB took a millisecond (measured at a
 /// million links, with attaches between the calls: `Authorize` p99 1.4 – 1.9 ms with 16 MiB,
-/// 0.4 – 0.5 ms with 2 MiB; the pages
-/// come from the operating system's cache). Large for the one writer, which keeps its own.
+/// 0.4 – 0.5 ms with 2 MiB; the pages come from the operating system's cache). Large for the
+/// one writer, which keeps its own.
 const READ_CACHE_KIB: u32 = 2 * 1024;
 const WRITE_CACHE_KIB: u32 = 16 * 1024;
 
