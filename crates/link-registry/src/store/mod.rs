@@ -92,8 +92,8 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
         .acquire_timeout(Duration::from_secs(30))
         .test_before_acquire_if_idle_for(Duration::from_secs(30));
     let sqlite = url.starts_with("sqlite:");
+    let in_memory = sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
     if sqlite {
-        let in_memory = in_memory(url);
         // Every connection to an in-memory database is a new database: keep exactly one.
         options.max_connections(if in_memory { 1 } else { sqlite_readers() });
         sqlite_pragmas(&mut options, in_memory, READ_CACHE_KIB);
@@ -111,7 +111,7 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
     // keeps them cached (measured with `registry_scale`: 1 900 – 2 300 attaches/s at a thousand
     // links instead of 1 400 – 1 600, and 0.85 – 0.97 of that at a million links instead of
     // 0.79 – 0.87). An in-memory database has only its one connection.
-    let writer = if sqlite && !in_memory(url) {
+    let writer = if sqlite && !in_memory {
         let mut write_options = options.clone();
         write_options.max_connections(1).min_connections(1);
         sqlite_pragmas(&mut write_options, false, WRITE_CACHE_KIB);
@@ -165,10 +165,6 @@ fn sqlite_pragmas(options: &mut ConnectOptions, in_memory: bool, cache_kib: u32)
                 .pragma("cache_size", cache_size.clone())
         }
     });
-}
-
-fn in_memory(url: &str) -> bool {
-    url.contains(":memory:") || url.contains("mode=memory")
 }
 
 /// A write transaction, holding the SQLite write gate while it lives. It is the one way the
