@@ -7,6 +7,7 @@ use prost::Message;
 
 const PROTOS: &[&str] = &[
     "proto/connect/registry/v1/registry.proto",
+    "proto/connect/registry/v1/runtime.proto",
     "proto/connect/broker/v1/broker.proto",
 ];
 

@@ -30,7 +30,10 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use connect_proto::registry::v1::{self as pb, link_registry_client::LinkRegistryClient};
+use connect_proto::registry::v1::{
+    self as pb, link_registry_client::LinkRegistryClient,
+    registry_runtime_client::RegistryRuntimeClient,
+};
 use connect_runtime::BearerAuth;
 use link_registry::{
     ServeConfig,
@@ -53,6 +56,7 @@ const CONNECTORS: usize = 5;
 const PAGE: i32 = 50;
 
 type Client = LinkRegistryClient<InterceptedService<Channel, BearerAuth>>;
+type Runtime = RegistryRuntimeClient<InterceptedService<Channel, BearerAuth>>;
 
 fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
     value.map_err(anyhow::Error::msg)
@@ -182,12 +186,22 @@ async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     })
 }
 
-async fn client(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?
+async fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
         .connect()
-        .await?;
+        .await?)
+}
+
+async fn client(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<Client> {
     Ok(LinkRegistryClient::with_interceptor(
-        channel,
+        channel(addr).await?,
+        BearerAuth::new(key)?,
+    ))
+}
+
+async fn runtime(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<Runtime> {
+    Ok(RegistryRuntimeClient::with_interceptor(
+        channel(addr).await?,
         BearerAuth::new(key)?,
     ))
 }
@@ -319,7 +333,7 @@ const AFTER_WRITES: usize = 16;
 /// `Authorize` over `broker` at one caller, calls `from..to` of a fixed walk over random linked
 /// pairs among `projects` projects and the five connectors; answers each call's time.
 async fn one_caller(
-    broker: &Client,
+    broker: &Runtime,
     projects: usize,
     calls: std::ops::Range<usize>,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -340,7 +354,7 @@ async fn one_caller(
 /// `Authorize` at 32 in flight for `run` (random linked pairs, starting at `offset` of the walk):
 /// how many calls were answered.
 async fn in_flight(
-    broker: &Client,
+    broker: &Runtime,
     projects: usize,
     offset: usize,
     run: Duration,
@@ -391,7 +405,7 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
         BearerAuth::new(&flag("--admin-key")?)?,
     );
     let broker =
-        LinkRegistryClient::with_interceptor(channel, BearerAuth::new(&flag("--broker-key")?)?);
+        RegistryRuntimeClient::with_interceptor(channel, BearerAuth::new(&flag("--broker-key")?)?);
     for c in 0..CONNECTORS {
         admin
             .clone()
@@ -531,7 +545,7 @@ async fn prepare(
     server.task.await??;
     let started = Instant::now();
     let server = start(config(url, dir)?).await?;
-    let broker = client(server.addr, &broker_key).await?;
+    let broker = runtime(server.addr, &broker_key).await?;
     broker.clone().authorize(authorize(0, "api-key/c0")).await?;
     let restart = started.elapsed();
 
@@ -681,7 +695,7 @@ struct Subject {
     server: Server,
     db: DatabaseConnection,
     admin: Client,
-    broker: Client,
+    broker: Runtime,
     /// Each list, with the page token of its last page.
     lists: Vec<(List, String)>,
     /// Per list: first-page and last-page timings.

@@ -1,5 +1,6 @@
 //! The Connect v1 API as Rust types: the generated messages, clients and servers of
-//! `connect.registry.v1` and `connect.broker.v1`, and the file descriptor set that both servers
+//! `connect.registry.v1` (`LinkRegistry`, the admin API, and `RegistryRuntime`, what brokers ask)
+//! and `connect.broker.v1`, and the file descriptor set that both servers
 //! hand to gRPC reflection so `grpcurl` works without `.proto` files.
 //!
 //! Messages that carry secrets or tokens have a hand-written `Debug` that prints only their
@@ -116,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn descriptor_set_names_both_services() {
+    fn descriptor_set_names_every_service() {
         use prost::Message;
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
         let services: Vec<String> = set
@@ -129,6 +130,7 @@ mod tests {
             })
             .collect();
         assert!(services.contains(&"connect.registry.v1.LinkRegistry".to_owned()));
+        assert!(services.contains(&"connect.registry.v1.RegistryRuntime".to_owned()));
         assert!(services.contains(&"connect.broker.v1.TokenBroker".to_owned()));
     }
 }

@@ -264,7 +264,7 @@ async fn die_mid_refresh(
 ) {
     use connect_runtime::BearerAuth;
     use link_registry::domain::model::Role;
-    use rpb::link_registry_client::LinkRegistryClient;
+    use rpb::registry_runtime_client::RegistryRuntimeClient;
     use secrecy::ExposeSecret;
     let (_, key) = stack
         .local()
@@ -272,7 +272,7 @@ async fn die_mid_refresh(
         .create_api_key(None, Role::Broker)
         .await
         .unwrap();
-    let mut registry = LinkRegistryClient::with_interceptor(
+    let mut registry = RegistryRuntimeClient::with_interceptor(
         crate::harness::channel(stack.registry_addr(), None).await,
         BearerAuth::new(key.expose_secret()).unwrap(),
     );

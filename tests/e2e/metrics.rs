@@ -105,7 +105,7 @@ async fn both_servers_count_what_they_did() {
         since(
             &registry_before,
             &registry,
-            r#"connect_grpc_requests_total{code="OK",method="/connect.registry.v1.LinkRegistry/Authorize"}"#
+            r#"connect_grpc_requests_total{code="OK",method="/connect.registry.v1.RegistryRuntime/Authorize"}"#
         ),
         Some(2.0),
         "{registry}"
@@ -114,7 +114,7 @@ async fn both_servers_count_what_they_did() {
         since(
             &registry_before,
             &registry,
-            r#"connect_grpc_requests_total{code="PERMISSION_DENIED",method="/connect.registry.v1.LinkRegistry/Authorize"}"#
+            r#"connect_grpc_requests_total{code="PERMISSION_DENIED",method="/connect.registry.v1.RegistryRuntime/Authorize"}"#
         ),
         Some(1.0)
     );

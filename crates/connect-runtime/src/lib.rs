@@ -126,8 +126,9 @@ pub enum ServeError {
 /// What to serve and how to stop.
 #[derive(Debug)]
 pub struct ServeOptions {
-    /// The fully-qualified name of the main service, e.g. `connect.registry.v1.LinkRegistry`.
-    pub service_name: &'static str,
+    /// The fully-qualified names of the services served, e.g.
+    /// `connect.registry.v1.LinkRegistry`: health reports each, reflection lists each.
+    pub service_names: &'static [&'static str],
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_grace: Duration,
     /// Most calls served at once; further calls are shed.
@@ -138,14 +139,16 @@ pub struct ServeOptions {
     pub metrics: Option<metrics::MetricsEndpoint>,
 }
 
-fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         // The error-detail types, so that grpcurl can print ErrorInfo and BadRequest.
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.health.v1.Health");
+    service_names
+        .iter()
+        .fold(builder, |builder, name| builder.with_service_name(*name))
 }
 
 /// Serves `routes` with health and reflection on `listener` until `shutdown` completes, then
@@ -162,21 +165,22 @@ where
     S: Future<Output = ()>,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
+    let service_names = options.service_names;
     let set_health = |status| {
         let health = health.clone();
         async move {
             health.set_service_status("", status).await;
-            health
-                .set_service_status(options.service_name, status)
-                .await;
+            for name in service_names {
+                health.set_service_status(*name, status).await;
+            }
         }
     };
     set_health(ServingStatus::NotServing).await;
 
     let routes = routes
         .add_service(health_service)
-        .add_service(reflection(options.service_name).build_v1()?)
-        .add_service(reflection(options.service_name).build_v1alpha()?);
+        .add_service(reflection(options.service_names).build_v1()?)
+        .add_service(reflection(options.service_names).build_v1alpha()?);
     let local_addr = listener.local_addr().ok();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (drain, drained) = oneshot::channel::<()>();
@@ -230,7 +234,7 @@ where
     };
     if !stopping {
         set_health(ServingStatus::Serving).await;
-        tracing::info!(service = options.service_name, addr = ?local_addr, "serving");
+        tracing::info!(services = ?options.service_names, addr = ?local_addr, "serving");
         tokio::select! {
             () = &mut shutdown => {}
             result = &mut server => return Ok(result??),
@@ -247,7 +251,7 @@ where
             server.abort();
         }
     }
-    tracing::info!(service = options.service_name, "stopped");
+    tracing::info!(services = ?options.service_names, "stopped");
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use connect_proto::registry::v1::link_registry_server::LinkRegistryServer;
+use connect_proto::registry::v1::{
+    link_registry_server::LinkRegistryServer, registry_runtime_server::RegistryRuntimeServer,
+};
 use connect_runtime::{ServeOptions, metrics::MetricsEndpoint};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -14,7 +16,7 @@ use crate::{
     config::{ServeConfig, redact_url, sqlite_path},
     crypto::{KeyFileError, SecretCipher},
     domain::{Registry, RegistryError},
-    grpc::LinkRegistryService,
+    grpc::{LinkRegistryService, RegistryRuntimeService},
     store::{self, SeaStore},
 };
 
@@ -136,7 +138,9 @@ impl App {
     ) -> Result<(), AppError> {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let registry = self.registry.clone().with_stopping(stopping);
-        let service = LinkRegistryServer::new(LinkRegistryService::new(registry))
+        let admin = LinkRegistryServer::new(LinkRegistryService::new(registry.clone()))
+            .max_decoding_message_size(self.config.max_request_bytes);
+        let runtime = RegistryRuntimeServer::new(RegistryRuntimeService::new(registry))
             .max_decoding_message_size(self.config.max_request_bytes);
         // Audit retention: at start, then every ten minutes.
         let pruner = self.config.audit_retention.map(|retention| {
@@ -161,7 +165,10 @@ impl App {
                 .map_err(|e| format!("database does not answer: {e}"))
         };
         let options = ServeOptions {
-            service_name: "connect.registry.v1.LinkRegistry",
+            service_names: &[
+                "connect.registry.v1.LinkRegistry",
+                "connect.registry.v1.RegistryRuntime",
+            ],
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
             tls: self.tls,
@@ -174,7 +181,7 @@ impl App {
         };
         let served = connect_runtime::serve(
             self.listener,
-            Routes::new(service),
+            Routes::new(admin).add_service(runtime),
             options,
             ready,
             shutdown,

@@ -249,7 +249,7 @@ impl App {
             jwks.refresh_all().await;
             loop {
                 let check = tonic_health::pb::HealthCheckRequest {
-                    service: "connect.registry.v1.LinkRegistry".into(),
+                    service: "connect.registry.v1.RegistryRuntime".into(),
                 };
                 match health.check(check).await {
                     Ok(r)
@@ -259,14 +259,16 @@ impl App {
                     {
                         return Ok(());
                     }
-                    Ok(_) => tracing::info!("waiting for the link registry to report SERVING"),
+                    Ok(_) => tracing::info!(
+                        "waiting for the link registry's runtime service to report SERVING"
+                    ),
                     Err(e) => tracing::info!(code = ?e.code(), "waiting for the link registry"),
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         };
         let options = ServeOptions {
-            service_name: "connect.broker.v1.TokenBroker",
+            service_names: &["connect.broker.v1.TokenBroker"],
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
             tls: self.tls,

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use connect_proto::registry::v1::{self as pb, link_registry_client::LinkRegistryClient};
+use connect_proto::registry::v1::{self as pb, registry_runtime_client::RegistryRuntimeClient};
 use connect_runtime::BearerAuth;
 use connect_types::Reason;
 use secrecy::{ExposeSecret, SecretString};
@@ -114,7 +114,7 @@ impl Authorization {
 #[derive(Clone)]
 pub struct RegistryClient {
     channel: Channel,
-    client: LinkRegistryClient<InterceptedService<Channel, BearerAuth>>,
+    client: RegistryRuntimeClient<InterceptedService<Channel, BearerAuth>>,
     max_timeout: Duration,
 }
 
@@ -151,7 +151,7 @@ impl RegistryClient {
             .map_err(|_| BrokerError::internal("registry key", Cause("not ASCII".into())))?;
         let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: LinkRegistryClient::with_interceptor(channel.clone(), auth),
+            client: RegistryRuntimeClient::with_interceptor(channel.clone(), auth),
             channel,
             max_timeout,
         })

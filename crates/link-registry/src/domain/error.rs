@@ -55,6 +55,15 @@ pub enum RegistryError {
     #[error("RoleNotAllowedError: a {role} key may not call this method")]
     RoleNotAllowed { role: &'static str },
 
+    /// A key presented to the service its role does not call (a broker key on the admin API, an
+    /// admin key on the brokers' one).
+    #[error("RoleNotAllowedError: a {role} key may not call {service}; {role} keys call {instead}")]
+    WrongService {
+        role: &'static str,
+        service: &'static str,
+        instead: &'static str,
+    },
+
     #[error("{}NotFoundError: {resource} '{name}' not found", pascal(*.resource))]
     NotFound { resource: Resource, name: String },
 

@@ -14,7 +14,9 @@ pub fn to_status(err: RegistryError) -> Status {
     let (code, reason) = match &err {
         RegistryError::InvalidArgument(_) => (Code::InvalidArgument, Reason::InvalidArgument),
         RegistryError::InvalidKey => (Code::Unauthenticated, Reason::InvalidKey),
-        RegistryError::RoleNotAllowed { .. } => (Code::PermissionDenied, Reason::RoleNotAllowed),
+        RegistryError::RoleNotAllowed { .. } | RegistryError::WrongService { .. } => {
+            (Code::PermissionDenied, Reason::RoleNotAllowed)
+        }
         RegistryError::NotFound { resource, .. } => (
             Code::NotFound,
             match resource {

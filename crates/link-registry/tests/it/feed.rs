@@ -7,7 +7,7 @@ use connect_proto::registry::v1 as pb;
 use link_registry::{app::open_store, crypto::SecretCipher, domain::Registry};
 use tonic::{Code, Streaming};
 
-use crate::harness::{Client, TestApp, TestDb, assert_error};
+use crate::harness::{Client, Runtime, TestApp, TestDb, assert_error};
 
 crate::on_every_backend!(
     the_feed_replays_and_follows_every_change_that_can_alter_an_answer,
@@ -16,7 +16,7 @@ crate::on_every_backend!(
     stopping_the_registry_ends_the_feed,
 );
 
-async fn watch(client: &mut Client, from_revision: i64) -> Streaming<pb::ChangeEvent> {
+async fn watch(client: &mut Runtime, from_revision: i64) -> Streaming<pb::ChangeEvent> {
     client
         .watch_changes(pb::WatchChangesRequest { from_revision })
         .await
@@ -181,14 +181,14 @@ async fn a_quiet_feed_sends_heartbeats(db: TestDb) {
 async fn only_brokers_may_watch_and_a_revoked_key_ends_the_feed(db: TestDb) {
     let app = TestApp::spawn(db).await;
     assert_error(
-        app.admin()
+        app.runtime(&app.acme.admin)
             .watch_changes(pb::WatchChangesRequest { from_revision: 0 })
             .await,
         Code::PermissionDenied,
         "ROLE_NOT_ALLOWED",
     );
     assert_error(
-        app.anonymous()
+        app.anonymous_runtime()
             .watch_changes(pb::WatchChangesRequest { from_revision: 0 })
             .await,
         Code::Unauthenticated,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use connect_proto::registry::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Client, TestApp, TestDb, assert_error, violated_fields};
+use crate::harness::{Client, Runtime, TestApp, TestDb, assert_error, violated_fields};
 
 crate::on_every_backend!(
     imported_grants_are_listed_without_their_tokens,
@@ -86,7 +86,7 @@ fn key(connector_id: &str, user: &str) -> Option<pb::GrantKey> {
 }
 
 async fn lease(
-    broker: &mut Client,
+    broker: &mut Runtime,
     connector_id: &str,
     user: &str,
     min_ttl: u64,
@@ -180,7 +180,7 @@ async fn imported_grants_are_listed_without_their_tokens(db: TestDb) {
         "ROLE_NOT_ALLOWED",
     );
     assert_error(
-        admin
+        app.runtime(&app.acme.admin)
             .lease_grant(pb::LeaseGrantRequest {
                 key: key(&listed[0].connector_id, "ada"),
                 ..Default::default()
@@ -561,7 +561,7 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
     );
     assert_eq!(violated_fields(&status), ["code_verifier"]);
     assert_error(
-        admin
+        app.runtime(&app.acme.admin)
             .begin_authorization(begin(Duration::from_secs(600), &verifier))
             .await,
         Code::PermissionDenied,

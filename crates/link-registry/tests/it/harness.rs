@@ -1,7 +1,9 @@
 //! The test harness: a fresh database per test (a SQLite file in a temp dir, or a new PostgreSQL
 //! database under `TEST_DATABASE_URL`), the real server on port 0, and clients that present keys.
 
-use connect_proto::registry::v1::link_registry_client::LinkRegistryClient;
+use connect_proto::registry::v1::{
+    link_registry_client::LinkRegistryClient, registry_runtime_client::RegistryRuntimeClient,
+};
 use connect_runtime::BearerAuth;
 use link_registry::{
     App, AppError, ServeConfig,
@@ -124,7 +126,10 @@ macro_rules! on_every_backend {
     };
 }
 
+/// A client of the admin API.
 pub type Client = LinkRegistryClient<InterceptedService<Channel, BearerAuth>>;
+/// A client of the brokers' API.
+pub type Runtime = RegistryRuntimeClient<InterceptedService<Channel, BearerAuth>>;
 
 pub const ISSUER: &str = "https://oidc.example.test/acme";
 pub const OTHER_ISSUER: &str = "https://oidc.example.test/globex";
@@ -238,12 +243,21 @@ impl TestApp {
         LinkRegistryClient::with_interceptor(self.channel.clone(), BearerAuth::anonymous())
     }
 
+    pub fn anonymous_runtime(&self) -> Runtime {
+        RegistryRuntimeClient::with_interceptor(self.channel.clone(), BearerAuth::anonymous())
+    }
+
     pub fn admin(&self) -> Client {
         self.client(&self.acme.admin)
     }
 
-    pub fn broker(&self) -> Client {
-        self.client(&self.broker)
+    /// A client of `RegistryRuntime` presenting `key`.
+    pub fn runtime(&self, key: &str) -> Runtime {
+        RegistryRuntimeClient::with_interceptor(self.channel.clone(), BearerAuth::new(key).unwrap())
+    }
+
+    pub fn broker(&self) -> Runtime {
+        self.runtime(&self.broker)
     }
 
     pub fn channel(&self) -> Channel {

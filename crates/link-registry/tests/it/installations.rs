@@ -609,7 +609,7 @@ async fn revocations_mark_the_ledger_and_count_what_brokers_report(db: TestDb) {
     );
     assert_eq!(violated_fields(&status), ["subject", "installation_id"]);
     assert_error(
-        admin
+        app.runtime(&app.acme.admin)
             .report_revocations(pb::ReportRevocationsRequest {
                 owner_id: "team_acme".into(),
                 connector_id: connector.id.clone(),

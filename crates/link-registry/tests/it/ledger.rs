@@ -4,7 +4,7 @@
 use connect_proto::registry::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Client, OTHER_ISSUER, TestApp, TestDb, assert_error};
+use crate::harness::{Client, OTHER_ISSUER, Runtime, TestApp, TestDb, assert_error};
 
 crate::on_every_backend!(
     brokers_record_each_credential_once_and_teams_list_their_own,
@@ -57,7 +57,7 @@ pub(crate) fn issuance(
     }
 }
 
-async fn record(broker: &mut Client, issuance: pb::Issuance) -> bool {
+async fn record(broker: &mut Runtime, issuance: pb::Issuance) -> bool {
     broker
         .record_issuance(pb::RecordIssuanceRequest {
             issuance: Some(issuance),
@@ -220,7 +220,7 @@ async fn only_brokers_record_and_only_the_team_reads(db: TestDb) {
     let (mut admin, mut broker) = (app.admin(), app.broker());
     let connector = seed(&mut admin).await;
     assert_error(
-        admin
+        app.runtime(&app.acme.admin)
             .record_issuance(pb::RecordIssuanceRequest {
                 issuance: Some(issuance(
                     &connector,
@@ -234,7 +234,7 @@ async fn only_brokers_record_and_only_the_team_reads(db: TestDb) {
         "ROLE_NOT_ALLOWED",
     );
     assert_error(
-        broker
+        app.client(&app.broker)
             .list_issuances(pb::ListIssuancesRequest::default())
             .await,
         Code::PermissionDenied,

@@ -77,6 +77,7 @@ crate::on_every_backend!(
     calls_without_one_valid_bearer_key_are_unauthenticated,
     viewers_read_but_cannot_write,
     broker_keys_may_call_only_authorize,
+    each_service_refuses_the_other_services_keys_on_every_rpc,
     one_team_can_neither_see_nor_change_another,
     authorize_checks_issuer_then_connector_then_link_then_environment,
     no_admin_rpc_ever_returns_a_secret,
@@ -276,7 +277,11 @@ async fn the_documented_sequence_answers_as_the_contract_says(db: TestDb) {
 
     // Health reports SERVING once the server is ready.
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
-    for service in ["", "connect.registry.v1.LinkRegistry"] {
+    for service in [
+        "",
+        "connect.registry.v1.LinkRegistry",
+        "connect.registry.v1.RegistryRuntime",
+    ] {
         let answer = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),
@@ -438,7 +443,7 @@ async fn viewers_read_but_cannot_write(db: TestDb) {
             .map(|r| r.map(drop)),
     );
     denied(
-        viewer
+        app.runtime(&app.acme.viewer)
             .authorize(authorize(
                 "team_acme",
                 "prj_web",
@@ -462,18 +467,109 @@ async fn viewers_read_but_cannot_write(db: TestDb) {
     assert_eq!(link.environments, ["preview"]);
 }
 
+/// The fully-qualified method paths of one of the registry's services, from the descriptor set
+/// that reflection serves.
+fn methods_of(service: &str) -> Vec<String> {
+    use connect_proto::prost::Message;
+    let set =
+        connect_proto::prost_types::FileDescriptorSet::decode(connect_proto::FILE_DESCRIPTOR_SET)
+            .unwrap();
+    set.file
+        .iter()
+        .filter(|f| f.package() == "connect.registry.v1")
+        .flat_map(|f| &f.service)
+        .filter(|s| s.name() == service)
+        .flat_map(|s| &s.method)
+        .map(|m| format!("/connect.registry.v1.{service}/{}", m.name()))
+        .collect()
+}
+
+/// Calls `path` with an empty request message, presenting `key`.
+async fn call_empty(
+    channel: tonic::transport::Channel,
+    path: &str,
+    key: &str,
+) -> Result<tonic::Response<()>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path).unwrap();
+    grpc.unary(request, path, tonic_prost::ProstCodec::<(), ()>::default())
+        .await
+}
+
+async fn each_service_refuses_the_other_services_keys_on_every_rpc(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    let admin_api = methods_of("LinkRegistry");
+    let runtime_api = methods_of("RegistryRuntime");
+    assert!(admin_api.len() >= 20, "{admin_api:?}");
+    assert_eq!(runtime_api.len(), 11, "{runtime_api:?}");
+    // Each refusal names the service the key belongs on.
+    let refused = [
+        (
+            &admin_api,
+            vec![app.broker.clone()],
+            "keys call connect.registry.v1.RegistryRuntime",
+        ),
+        (
+            &runtime_api,
+            vec![app.acme.admin.clone(), app.acme.viewer.clone()],
+            "keys call connect.registry.v1.LinkRegistry",
+        ),
+    ];
+    for (methods, keys, hint) in refused {
+        for path in methods {
+            for key in &keys {
+                let status = assert_error(
+                    call_empty(app.channel(), path, key).await,
+                    Code::PermissionDenied,
+                    "ROLE_NOT_ALLOWED",
+                );
+                assert!(
+                    status.message().starts_with("RoleNotAllowedError: a ")
+                        && status.message().ends_with(hint),
+                    "{path}: {status:?}"
+                );
+            }
+            // An unknown key is unauthenticated on both.
+            assert_error(
+                call_empty(app.channel(), path, "not-a-key").await,
+                Code::Unauthenticated,
+                "INVALID_KEY",
+            );
+        }
+    }
+    // The broker-only RPCs are gone from the admin API.
+    for rpc in ["Authorize", "WatchChanges", "LeaseGrant", "RecordIssuance"] {
+        assert!(!admin_api.iter().any(|m| m.ends_with(&format!("/{rpc}"))));
+        let status = call_empty(
+            app.channel(),
+            &format!("/connect.registry.v1.LinkRegistry/{rpc}"),
+            &app.broker,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{rpc}: {status:?}");
+    }
+    app.stop().await;
+}
+
 async fn broker_keys_may_call_only_authorize(db: TestDb) {
     let (app, _) = seeded(db).await;
     let mut broker = app.broker();
+    let mut broker_on_admin = app.client(&app.broker);
     let denied = |r| assert_error(r, Code::PermissionDenied, "ROLE_NOT_ALLOWED");
     denied(
-        broker
+        broker_on_admin
             .list_projects(pb::ListProjectsRequest::default())
             .await
             .map(|r| r.map(drop)),
     );
     denied(
-        broker
+        broker_on_admin
             .get_connector(pb::GetConnectorRequest {
                 connector: "api-key/stripe".into(),
             })
@@ -481,13 +577,13 @@ async fn broker_keys_may_call_only_authorize(db: TestDb) {
             .map(|r| r.map(drop)),
     );
     denied(
-        broker
+        broker_on_admin
             .list_audit_events(pb::ListAuditEventsRequest::default())
             .await
             .map(|r| r.map(drop)),
     );
     denied(
-        broker
+        broker_on_admin
             .create_project(pb::CreateProjectRequest {
                 id: "prj_x".into(),
                 name: "x".into(),
@@ -508,7 +604,7 @@ async fn broker_keys_may_call_only_authorize(db: TestDb) {
     );
     // Admins may not ask for decrypted secrets.
     denied(
-        app.admin()
+        app.runtime(&app.acme.admin)
             .authorize(authorize(
                 "team_acme",
                 "prj_web",

@@ -1,0 +1,365 @@
+//! `connect.registry.v1.LinkRegistry`: the admin API, for `admin` and `viewer` keys. A `broker`
+//! key is refused here before anything is read; which of the two roles may write is the domain's
+//! rule.
+
+use connect_proto::registry::v1::{self as pb, link_registry_server::LinkRegistry};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use super::{ADMIN_API, Reply, convert, reply, status::to_status};
+use crate::domain::{
+    Caller, Registry,
+    service::{NewConnector, NewProject},
+};
+use convert::{
+    attachment, connector_ref, connector_update, link_listing, link_refs, page_request, project_ref,
+};
+
+/// The `LinkRegistry` service over a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct LinkRegistryService {
+    registry: Registry,
+}
+
+impl LinkRegistryService {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+
+    /// The one role check of the admin API.
+    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        ADMIN_API.caller(&self.registry, metadata).await
+    }
+}
+
+#[tonic::async_trait]
+impl LinkRegistry for LinkRegistryService {
+    async fn create_project(
+        &self,
+        request: Request<pb::CreateProjectRequest>,
+    ) -> Reply<pb::Project> {
+        let caller = self.caller(request.metadata()).await?;
+        let new = NewProject::try_from(request.into_inner()).map_err(to_status)?;
+        reply(self.registry.create_project(&caller, new).await)
+    }
+
+    async fn get_project(&self, request: Request<pb::GetProjectRequest>) -> Reply<pb::Project> {
+        let caller = self.caller(request.metadata()).await?;
+        let project = project_ref("project", &request.get_ref().project).map_err(to_status)?;
+        reply(self.registry.get_project(&caller, &project).await)
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<pb::ListProjectsRequest>,
+    ) -> Reply<pb::ListProjectsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_projects(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListProjectsResponse {
+            projects: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_connector(
+        &self,
+        request: Request<pb::CreateConnectorRequest>,
+    ) -> Reply<pb::Connector> {
+        let caller = self.caller(request.metadata()).await?;
+        let new = NewConnector::try_from(request.into_inner()).map_err(to_status)?;
+        reply(self.registry.create_connector(&caller, new).await)
+    }
+
+    async fn get_connector(
+        &self,
+        request: Request<pb::GetConnectorRequest>,
+    ) -> Reply<pb::Connector> {
+        let caller = self.caller(request.metadata()).await?;
+        let connector =
+            connector_ref("connector", &request.get_ref().connector).map_err(to_status)?;
+        reply(self.registry.get_connector(&caller, &connector).await)
+    }
+
+    async fn list_connectors(
+        &self,
+        request: Request<pb::ListConnectorsRequest>,
+    ) -> Reply<pb::ListConnectorsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_connectors(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListConnectorsResponse {
+            connectors: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_connector(
+        &self,
+        request: Request<pb::UpdateConnectorRequest>,
+    ) -> Reply<pb::Connector> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, update) = connector_update(request.into_inner()).map_err(to_status)?;
+        reply(
+            self.registry
+                .update_connector(&caller, &connector, update)
+                .await,
+        )
+    }
+
+    async fn delete_connector(
+        &self,
+        request: Request<pb::DeleteConnectorRequest>,
+    ) -> Reply<pb::DeleteConnectorResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let connector =
+            connector_ref("connector", &request.get_ref().connector).map_err(to_status)?;
+        let (connector, removed_links) = self
+            .registry
+            .delete_connector(&caller, &connector)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteConnectorResponse {
+            connector: Some(connector.into()),
+            removed_links: u32::try_from(removed_links).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn attach_project(
+        &self,
+        request: Request<pb::AttachProjectRequest>,
+    ) -> Reply<pb::ProjectLink> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, project, environments) =
+            attachment(request.into_inner()).map_err(to_status)?;
+        reply(
+            self.registry
+                .attach_project(&caller, &connector, &project, environments)
+                .await,
+        )
+    }
+
+    async fn detach_project(
+        &self,
+        request: Request<pb::DetachProjectRequest>,
+    ) -> Reply<pb::DetachProjectResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let (connector, project) = link_refs(&req.connector, &req.project).map_err(to_status)?;
+        let link = self
+            .registry
+            .detach_project(&caller, &connector, &project)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DetachProjectResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn get_project_link(
+        &self,
+        request: Request<pb::GetProjectLinkRequest>,
+    ) -> Reply<pb::ProjectLink> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let (connector, project) = link_refs(&req.connector, &req.project).map_err(to_status)?;
+        reply(
+            self.registry
+                .get_project_link(&caller, &connector, &project)
+                .await,
+        )
+    }
+
+    async fn list_project_links(
+        &self,
+        request: Request<pb::ListProjectLinksRequest>,
+    ) -> Reply<pb::ListProjectLinksResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (filter, page) = link_listing(request.into_inner()).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_project_links(&caller, filter, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListProjectLinksResponse {
+            links: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Reply<pb::ListAuditEventsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_audit_events(&caller, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_issuances(
+        &self,
+        request: Request<pb::ListIssuancesRequest>,
+    ) -> Reply<pb::ListIssuancesResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let (connector, project, environment) = convert::issuance_query(req).map_err(to_status)?;
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let page = self
+            .registry
+            .list_issuances(&caller, connector.as_ref(), project, environment, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListIssuancesResponse {
+            issuances: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_installation(
+        &self,
+        request: Request<pb::CreateInstallationRequest>,
+    ) -> Reply<pb::Installation> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, new) =
+            convert::new_installation(request.into_inner()).map_err(to_status)?;
+        let created = self
+            .registry
+            .create_installation(&caller, &connector, new)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::installation(created, None)))
+    }
+
+    async fn list_installations(
+        &self,
+        request: Request<pb::ListInstallationsRequest>,
+    ) -> Reply<pb::ListInstallationsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let connector = connector_ref("connector", &req.connector).map_err(to_status)?;
+        let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
+        let (connector, page) = self
+            .registry
+            .list_installations(&caller, &connector, page)
+            .await
+            .map_err(to_status)?;
+        let default = connector.default_installation_id.as_ref();
+        Ok(Response::new(pb::ListInstallationsResponse {
+            installations: page
+                .items
+                .into_iter()
+                .map(|i| convert::installation(i, default))
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_installation(
+        &self,
+        request: Request<pb::DeleteInstallationRequest>,
+    ) -> Reply<pb::DeleteInstallationResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.get_ref();
+        let connector = connector_ref("connector", &req.connector).map_err(to_status)?;
+        let (gone, revocation) = self
+            .registry
+            .delete_installation(&caller, &connector, &req.installation_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteInstallationResponse {
+            installation: Some(convert::installation(gone, None)),
+            revocation: Some(revocation.into()),
+        }))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        request: Request<pb::RevokeTokensRequest>,
+    ) -> Reply<pb::RevokeTokensResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, filter) = convert::revocation(request.into_inner()).map_err(to_status)?;
+        reply(
+            self.registry
+                .revoke_tokens(&caller, &connector, filter)
+                .await,
+        )
+    }
+
+    async fn import_grants(
+        &self,
+        request: Request<pb::ImportGrantsRequest>,
+    ) -> Reply<pb::ImportGrantsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let users: Vec<String> = req.grants.iter().map(|g| g.user_id.clone()).collect();
+        let (connector, grants) = convert::imported_grants(req).map_err(to_status)?;
+        let (imported, errors) = self
+            .registry
+            .import_grants(&caller, &connector, grants)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ImportGrantsResponse {
+            imported: u32::try_from(imported).unwrap_or(u32::MAX),
+            errors: errors
+                .into_iter()
+                .map(|(index, error)| {
+                    let status = to_status(error);
+                    pb::ImportGrantError {
+                        index: i32::try_from(index).unwrap_or(i32::MAX),
+                        user_id: users.get(index).cloned().unwrap_or_default(),
+                        reason: tonic_types::StatusExt::get_details_error_info(&status)
+                            .map(|i| i.reason)
+                            .unwrap_or_default(),
+                        message: status.message().to_owned(),
+                    }
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Reply<pb::ListGrantsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let (connector, user, environment, page) =
+            convert::grant_query(request.into_inner()).map_err(to_status)?;
+        let (page, uids) = self
+            .registry
+            .list_grants(&caller, connector.as_ref(), user, environment, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: page
+                .items
+                .into_iter()
+                .map(|g| {
+                    let uid = uids
+                        .get(&g.key.connector_id)
+                        .map(|u| u.to_string())
+                        .unwrap_or_default();
+                    convert::grant(g, &uid)
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}
