@@ -145,6 +145,9 @@ pub enum Command {
     Suspend { connector: String },
     /// Let a suspended connector issue again.
     Resume { connector: String },
+    /// The connector types the registry knows and what each can do: subjects, installations,
+    /// resources, revocation, and the config and secret keys it reads (`?`: optional).
+    Types,
     /// The team's audit log, newest first.
     Audit {
         /// How many events.

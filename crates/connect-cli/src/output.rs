@@ -34,6 +34,24 @@ pub fn connector(c: &pb::Connector) -> Value {
     })
 }
 
+pub fn connector_type(t: &pb::ConnectorTypeCapabilities) -> Value {
+    json!({
+        "type": t.r#type,
+        "description": t.description,
+        "subjects": t.subjects,
+        "installations": t.installations,
+        "crossInstallation": t.cross_installation,
+        "resources": t.resources,
+        "revocation": t.revocation,
+        "revocationConfigKey": t.revocation_config_key,
+        "configKeys": t.config_keys,
+        "secretKeys": t.secret_keys,
+        "requiredConfigKeys": t.required_config_keys,
+        "requiredSecretKeys": t.required_secret_keys,
+        "keyDescriptions": t.key_descriptions,
+    })
+}
+
 pub fn project(p: &pb::Project) -> Value {
     json!({
         "id": p.id,

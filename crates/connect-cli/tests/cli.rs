@@ -19,7 +19,7 @@ use link_registry::{
     },
 };
 use secrecy::ExposeSecret;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const AUDIENCE: &str = "https://vercel.com/acme";
 
@@ -394,6 +394,28 @@ async fn every_admin_command_in_text_and_json() {
         .collect();
     assert!(actions.contains(&"connector.create"), "{actions:?}");
     assert!(actions.contains(&"project.attach"), "{actions:?}");
+
+    // The capability table, as people and programs read it.
+    let types = c(&["types"]).await.ok();
+    let mut rows = types.lines();
+    assert!(
+        rows.next().unwrap().starts_with("TYPE     SUBJECTS"),
+        "{types}"
+    );
+    let github = types.lines().find(|l| l.starts_with("github")).unwrap();
+    for cell in ["app", "required", "yes", "app_id api_url?", "private_key"] {
+        assert!(github.contains(cell), "{github}");
+    }
+    let oauth2 = types.lines().find(|l| l.starts_with("oauth2")).unwrap();
+    assert!(oauth2.contains("app,user,jwt_bearer,token"), "{oauth2}");
+    assert!(oauth2.contains("with revocation_url"), "{oauth2}");
+    let types = c(&["types", "-F", "json"]).await.json();
+    let api_key = &types.as_array().unwrap()[0];
+    assert_eq!(api_key["type"], "api-key");
+    assert_eq!(api_key["requiredSecretKeys"], json!(["api_key"]));
+    assert_eq!(api_key["installations"], "optional");
+    assert_eq!(api_key["revocation"], false);
+
     for secret in ["sk_from_file_123", "cs_from_stdin_456", "crm-client"] {
         assert!(!everything.contains(secret), "{secret} was printed");
     }

@@ -1,15 +1,19 @@
 //! The vocabulary of the Connect contract, stated once. The registry, the broker and the clients
 //! all speak it: identifiers and environments ([`ids`]), the error reasons and their documented
-//! names ([`reason`]), the bearer-header rule ([`bearer`]) and the outbound-URL policy
-//! ([`url_policy`]). Nothing here does I/O, so every rule can be tested on its own and a new
+//! names ([`reason`]), the bearer-header rule ([`bearer`]), the outbound-URL policy
+//! ([`url_policy`]) and what each connector type can do ([`capabilities`]). Nothing here does I/O, so every rule can be tested on its own and a new
 //! reason or identifier rule is added in exactly one place.
 
 pub mod bearer;
+pub mod capabilities;
 pub mod ids;
 pub mod reason;
 pub mod url_policy;
 
 pub use bearer::{BearerError, bearer_token};
+pub use capabilities::{
+    CONNECTOR_TYPES, Capabilities, Installations, Revocation, SubjectKind, capabilities,
+};
 pub use ids::{
     ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
     IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,

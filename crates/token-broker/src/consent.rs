@@ -22,7 +22,7 @@ use axum::{
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use connect_proto::registry::v1 as pb;
-use connect_types::{Environment, IssuerUrl, ProjectId, TeamId};
+use connect_types::{Environment, IssuerUrl, ProjectId, SubjectKind, TeamId};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -146,13 +146,11 @@ impl Consents {
                 caller_timeout,
             )
             .await?;
-        if authorization.connector_type != "oauth2" {
+        let kind = authorization.connector_type.as_str();
+        if !connect_types::capabilities(kind).is_some_and(|row| row.accepts(SubjectKind::User)) {
             return Err(BrokerError::invalid(
                 "connector",
-                format!(
-                    "user consents are for oauth2 connectors, not {}",
-                    authorization.connector_type
-                ),
+                format!("user consents are for connectors with user grants, not {kind}"),
             ));
         }
         let config = |name: &str| authorization.setting(name);

@@ -54,13 +54,12 @@ impl InstallationId {
         Ok(Self(value.to_owned()))
     }
 
-    /// The id of an installation of a connector of type `kind`: GitHub's are numbers.
+    /// The id of an installation of a connector of type `kind`, by the type's own rule too
+    /// (GitHub's are numbers).
     pub fn parse_for(kind: &str, value: &str) -> Result<Self, Invalid> {
         let id = Self::parse(value)?;
-        if kind == "github" && !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(
-                "installation_id of a github connector is GitHub's installation number".into(),
-            );
+        if let Some(row) = connect_types::capabilities(kind) {
+            row.check_installation_id(value)?;
         }
         Ok(id)
     }

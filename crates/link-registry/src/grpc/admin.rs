@@ -75,6 +75,17 @@ impl LinkRegistry for LinkRegistryService {
         reply(self.registry.create_connector(&caller, new).await)
     }
 
+    async fn list_connector_types(
+        &self,
+        request: Request<pb::ListConnectorTypesRequest>,
+    ) -> Reply<pb::ListConnectorTypesResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let types = self.registry.connector_types(&caller).map_err(to_status)?;
+        Ok(Response::new(pb::ListConnectorTypesResponse {
+            types: types.iter().map(convert::connector_type).collect(),
+        }))
+    }
+
     async fn get_connector(
         &self,
         request: Request<pb::GetConnectorRequest>,

@@ -910,6 +910,40 @@ impl From<Connector> for pb::Connector {
     }
 }
 
+/// A connector type's row of the capability table as `ListConnectorTypes` answers it.
+pub fn connector_type(row: &connect_types::Capabilities) -> pb::ConnectorTypeCapabilities {
+    use connect_types::Revocation;
+    let names = |keys: &[connect_types::capabilities::Key], only_required: bool| {
+        keys.iter()
+            .filter(|k| k.required || !only_required)
+            .map(|k| k.name.to_owned())
+            .collect()
+    };
+    pb::ConnectorTypeCapabilities {
+        r#type: row.connector_type.to_owned(),
+        description: row.description.to_owned(),
+        subjects: row.subjects.iter().map(|s| s.as_str().to_owned()).collect(),
+        installations: row.installations.as_str().to_owned(),
+        cross_installation: row.cross_installation,
+        resources: row.resources,
+        revocation: row.revocation != Revocation::None,
+        revocation_config_key: match row.revocation {
+            Revocation::WhenConfigured(key) => key.to_owned(),
+            Revocation::None | Revocation::Always => String::new(),
+        },
+        config_keys: names(row.config_keys, false),
+        secret_keys: names(row.secret_keys, false),
+        required_config_keys: names(row.config_keys, true),
+        required_secret_keys: names(row.secret_keys, true),
+        key_descriptions: row
+            .config_keys
+            .iter()
+            .chain(row.secret_keys)
+            .map(|k| (k.name.to_owned(), k.description.to_owned()))
+            .collect(),
+    }
+}
+
 impl From<ProjectLink> for pb::ProjectLink {
     fn from(l: ProjectLink) -> Self {
         Self {

@@ -78,6 +78,7 @@ crate::on_every_backend!(
     viewers_read_but_cannot_write,
     broker_keys_may_call_only_authorize,
     each_service_refuses_the_other_services_keys_on_every_rpc,
+    connector_types_answer_the_capability_table_to_admins_and_viewers,
     one_team_can_neither_see_nor_change_another,
     authorize_checks_issuer_then_connector_then_link_then_environment,
     no_admin_rpc_ever_returns_a_secret,
@@ -554,6 +555,61 @@ async fn each_service_refuses_the_other_services_keys_on_every_rpc(db: TestDb) {
         .unwrap_err();
         assert_eq!(status.code(), Code::Unimplemented, "{rpc}: {status:?}");
     }
+    app.stop().await;
+}
+
+async fn connector_types_answer_the_capability_table_to_admins_and_viewers(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let admin = app
+        .admin()
+        .list_connector_types(pb::ListConnectorTypesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .types;
+    let viewer = app
+        .client(&app.acme.viewer)
+        .list_connector_types(pb::ListConnectorTypesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .types;
+    assert_eq!(admin, viewer);
+    let kinds: Vec<&str> = admin.iter().map(|t| t.r#type.as_str()).collect();
+    assert_eq!(kinds, ["api-key", "oauth2", "github"]);
+
+    let api_key = &admin[0];
+    assert_eq!(api_key.subjects, ["app"]);
+    assert_eq!(api_key.installations, "optional");
+    assert!(!api_key.revocation && !api_key.resources && !api_key.cross_installation);
+    assert_eq!(api_key.secret_keys, ["api_key"]);
+    assert_eq!(api_key.required_secret_keys, ["api_key"]);
+    assert!(api_key.config_keys.is_empty());
+
+    let oauth2 = &admin[1];
+    assert_eq!(oauth2.subjects, ["app", "user", "jwt_bearer", "token"]);
+    assert!(oauth2.revocation);
+    assert_eq!(oauth2.revocation_config_key, "revocation_url");
+    assert_eq!(oauth2.required_config_keys, ["token_url"]);
+    assert!(oauth2.config_keys.contains(&"authorize_url".to_owned()));
+    assert!(oauth2.secret_keys.contains(&"assertion_key".to_owned()));
+    assert!(oauth2.key_descriptions["token_url"].contains("token endpoint"));
+
+    let github = &admin[2];
+    assert_eq!(github.subjects, ["app"]);
+    assert_eq!(github.installations, "required");
+    assert!(github.resources && github.revocation);
+    assert_eq!(github.revocation_config_key, "");
+    assert_eq!(github.required_config_keys, ["app_id"]);
+    assert_eq!(github.required_secret_keys, ["private_key"]);
+
+    assert_error(
+        app.anonymous()
+            .list_connector_types(pb::ListConnectorTypesRequest {})
+            .await,
+        Code::Unauthenticated,
+        "INVALID_KEY",
+    );
     app.stop().await;
 }
 

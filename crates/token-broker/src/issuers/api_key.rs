@@ -12,7 +12,6 @@ pub struct ApiKeyIssuer;
 #[async_trait]
 impl TokenIssuer for ApiKeyIssuer {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
-        grant.require_app("api-key")?;
         if !grant.scopes.is_empty() {
             return Err(BrokerError::invalid(
                 "scopes",

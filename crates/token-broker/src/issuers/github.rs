@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Grant, InstallationRule, IssuedToken, RevokeOutcome, RevokeScope, TokenIssuer,
+    Grant, IssuedToken, RevokeOutcome, RevokeScope, TokenIssuer,
     provider::{
         CachedToken, ProviderFailure, RevokeWith, TokenCache, Unreachable, github_request, send,
     },
@@ -242,16 +242,7 @@ async fn ask(ask: Ask) -> Result<CachedToken, ProviderFailure> {
 
 #[async_trait]
 impl TokenIssuer for GitHubAppIssuer {
-    fn installations(&self) -> InstallationRule {
-        InstallationRule::Required
-    }
-
-    fn takes_resources(&self) -> bool {
-        true
-    }
-
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken> {
-        grant.require_app("github")?;
         let Some(installation) = grant.installation() else {
             return Err(BrokerError::ConnectorInstallationRequired(
                 "a github connector issues tokens for an installation".into(),

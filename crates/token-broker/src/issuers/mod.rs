@@ -12,6 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use connect_types::{Installations, SubjectKind, capabilities};
 use secrecy::SecretString;
 
 pub use self::{
@@ -98,6 +99,15 @@ impl PartialEq for SubjectToken {
 impl Eq for SubjectToken {}
 
 impl Subject {
+    pub fn kind(&self) -> SubjectKind {
+        match self {
+            Subject::App => SubjectKind::App,
+            Subject::User(_) => SubjectKind::User,
+            Subject::Token(_) => SubjectKind::Token,
+            Subject::JwtBearer(_) => SubjectKind::JwtBearer,
+        }
+    }
+
     /// The subject as the ledger and revocations name it: `app`, `user:<id>`, `token`,
     /// `jwt_bearer:<sub>`.
     pub fn label(&self) -> String {
@@ -158,34 +168,6 @@ impl Grant<'_> {
             subject: self.subject.label(),
         }
     }
-
-    /// Refuses user subjects, for types that have no user grants.
-    pub fn require_no_user(&self, kind: &str) -> Result<()> {
-        if let Subject::User(_) = self.subject {
-            return Err(BrokerError::UserAuthorizationRequired(format!(
-                "{kind} connectors issue application tokens only; no user has authorized this connector"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Refuses user, token and JWT bearer subjects, for types that only issue their own tokens.
-    pub fn require_app(&self, kind: &str) -> Result<()> {
-        self.require_no_user(kind)?;
-        if let Subject::Token(_) = self.subject {
-            return Err(BrokerError::invalid(
-                "subject.token",
-                format!("{kind} connectors do not exchange tokens"),
-            ));
-        }
-        if let Subject::JwtBearer(_) = self.subject {
-            return Err(BrokerError::invalid(
-                "subject.jwt_bearer",
-                format!("{kind} connectors do not take JWT bearer grants"),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Whom a cached provider credential was issued for, so a revocation finds it.
@@ -240,16 +222,6 @@ impl RevokeOutcome {
     }
 }
 
-/// How a connector type treats installations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstallationRule {
-    /// Tokens are for an installation or for none; an installation's config and secrets add to
-    /// the connector's.
-    Optional,
-    /// Every token is for one installation (the asked one, or the connector's default).
-    Required,
-}
-
 /// A provider credential.
 #[derive(Clone)]
 pub struct IssuedToken {
@@ -270,21 +242,9 @@ impl std::fmt::Debug for IssuedToken {
 
 #[async_trait]
 pub trait TokenIssuer: Send + Sync + std::fmt::Debug {
+    /// Issues a token. The type's row of the capability table was applied before: the subject
+    /// is one the type issues for, the installation and resources are as its rules allow.
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken>;
-
-    fn installations(&self) -> InstallationRule {
-        InstallationRule::Optional
-    }
-
-    /// Whether `installation_id = "*"` (every installation at once) is allowed.
-    fn cross_installation(&self) -> bool {
-        false
-    }
-
-    /// Whether tokens can be narrowed to `resources`.
-    fn takes_resources(&self) -> bool {
-        false
-    }
 
     /// Drops the cached credentials `scope` covers and revokes them at the provider where the
     /// type can; answers with each one's `token_id` and outcome.
@@ -347,34 +307,57 @@ impl Issuers {
         self.by_type.insert(connector_type.to_owned(), issuer);
     }
 
-    /// Issues through the connector type's issuer, after the type's installation and resource
-    /// rules. `installation_asked` is the request's (`*` for every installation).
+    /// Issues through the connector type's issuer, after the rules of its row in the capability
+    /// table: installations, resources, subjects. `installation_asked` is the request's (`*` for
+    /// every installation).
     pub async fn issue(
         &self,
         grant: Grant<'_>,
         installation_asked: Option<&str>,
     ) -> Result<IssuedToken> {
         let kind = &grant.authorization.connector_type;
-        let issuer = self.by_type.get(kind).ok_or_else(|| {
-            BrokerError::NoValidToken(format!("connectors of type '{kind}' cannot issue tokens"))
-        })?;
-        if installation_asked == Some("*") && !issuer.cross_installation() {
+        let (Some(issuer), Some(row)) = (self.by_type.get(kind), capabilities(kind)) else {
+            return Err(BrokerError::NoValidToken(format!(
+                "connectors of type '{kind}' cannot issue tokens"
+            )));
+        };
+        if installation_asked == Some("*") && !row.cross_installation {
             return Err(BrokerError::invalid(
                 "installation_id",
                 format!("{kind} connectors issue tokens for one installation at a time, not `*`"),
             ));
         }
-        if issuer.installations() == InstallationRule::Required && grant.installation().is_none() {
+        if row.installations == Installations::Required && grant.installation().is_none() {
             return Err(BrokerError::ConnectorInstallationRequired(format!(
                 "connector '{}' issues tokens for an installation: pass installation_id, or set the connector's default_installation_id",
                 grant.authorization.connector_uid
             )));
         }
-        if !grant.resources.is_empty() && !issuer.takes_resources() {
+        if !grant.resources.is_empty() && !row.resources {
             return Err(BrokerError::invalid(
                 "resources",
                 format!("{kind} connectors cannot narrow tokens to resources"),
             ));
+        }
+        let subject = grant.subject.kind();
+        if !row.accepts(subject) {
+            return Err(match subject {
+                SubjectKind::User => BrokerError::UserAuthorizationRequired(format!(
+                    "{kind} connectors issue application tokens only; no user has authorized this connector"
+                )),
+                SubjectKind::Token => BrokerError::invalid(
+                    "subject.token",
+                    format!("{kind} connectors do not exchange tokens"),
+                ),
+                SubjectKind::JwtBearer => BrokerError::invalid(
+                    "subject.jwt_bearer",
+                    format!("{kind} connectors do not take JWT bearer grants"),
+                ),
+                SubjectKind::App => BrokerError::invalid(
+                    "subject",
+                    format!("{kind} connectors issue for users only: name one"),
+                ),
+            });
         }
         issuer.issue(grant).await
     }

@@ -94,6 +94,12 @@ impl Registry {
         Ok(connector)
     }
 
+    /// Every connector type and what it can do (admin and viewer keys).
+    pub fn connector_types(&self, caller: &Caller) -> Result<&'static [Capabilities]> {
+        caller.readable_team()?;
+        Ok(connect_types::CONNECTOR_TYPES)
+    }
+
     pub async fn get_connector(
         &self,
         caller: &Caller,

@@ -35,7 +35,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use connect_types::{UrlPolicy, is_destination_key};
+use connect_types::{Capabilities, UrlPolicy, is_destination_key};
 
 use super::{
     clock::{Clock, SystemClock},

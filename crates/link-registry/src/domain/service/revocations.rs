@@ -27,13 +27,10 @@ pub struct RevocationSummary {
 /// How often the reports are looked for while waiting.
 const POLL: Duration = Duration::from_millis(25);
 
-/// Whether credentials of this connector can be revoked at the provider.
+/// Whether credentials of this connector can be revoked at the provider (its type's row).
 fn provider_can_revoke(connector: &Connector) -> bool {
-    match connector.uid.kind().as_str() {
-        "github" => true,
-        "oauth2" => connector.config.get("revocation_url").is_some(),
-        _ => false,
-    }
+    connect_types::capabilities(connector.uid.kind().as_str())
+        .is_some_and(|row| row.can_revoke(|key| connector.config.get(key)))
 }
 
 impl Registry {

@@ -1,0 +1,131 @@
+//! Project links: attach (which replaces the environment set), detach, and a connector's links.
+
+use super::*;
+
+pub(crate) async fn attach(
+    ctx: &Context,
+    connector: String,
+    project: String,
+    environments: Vec<String>,
+) -> Result<(), Failure> {
+    let wanted: BTreeSet<String> = if environments.is_empty() {
+        ALL_ENVIRONMENTS.iter().map(|e| e.to_string()).collect()
+    } else {
+        environments
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect()
+    };
+    let current = ctx
+        .registry()?
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: connector.clone(),
+            project: project.clone(),
+        })
+        .await;
+    let (link, unchanged) = match current {
+        Ok(link)
+            if link
+                .get_ref()
+                .environments
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                == wanted =>
+        {
+            (link.into_inner(), true)
+        }
+        Ok(_) => (attach_now(ctx, &connector, &project, &wanted).await?, false),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            (attach_now(ctx, &connector, &project, &wanted).await?, false)
+        }
+        Err(status) => return Err(ctx.failed()(status)),
+    };
+    ctx.emit(
+        || {
+            let envs = output::environments(&link.environments);
+            if unchanged {
+                format!(
+                    "{} is already attached to {} for {envs}: unchanged",
+                    link.connector_uid, link.project_id
+                )
+            } else {
+                format!(
+                    "Attached {} to {} for {envs}",
+                    link.connector_uid, link.project_id
+                )
+            }
+        },
+        || {
+            let mut value = output::link(&link);
+            value["unchanged"] = json!(unchanged);
+            value
+        },
+    );
+    Ok(())
+}
+
+async fn attach_now(
+    ctx: &Context,
+    connector: &str,
+    project: &str,
+    environments: &BTreeSet<String>,
+) -> Result<pb::ProjectLink, Failure> {
+    Ok(ctx
+        .registry()?
+        .attach_project(pb::AttachProjectRequest {
+            connector: connector.to_owned(),
+            project: project.to_owned(),
+            environments: environments.iter().cloned().collect(),
+        })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner())
+}
+
+pub(crate) async fn detach(
+    ctx: &Context,
+    connector: String,
+    project: String,
+) -> Result<(), Failure> {
+    let link = ctx
+        .registry()?
+        .detach_project(pb::DetachProjectRequest { connector, project })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner()
+        .link
+        .unwrap_or_default();
+    ctx.emit(
+        || {
+            format!(
+                "Detached {} from {} (it was enabled for {})",
+                link.connector_uid,
+                link.project_id,
+                output::environments(&link.environments)
+            )
+        },
+        || output::link(&link),
+    );
+    Ok(())
+}
+
+pub(crate) async fn links(ctx: &Context, connector: String) -> Result<(), Failure> {
+    let links = all_links(ctx, &connector, "").await?;
+    ctx.emit_list(
+        &links,
+        format!("{connector} is not linked to any project."),
+        &["PROJECT", "NAME", "ENVIRONMENTS", "UPDATED"],
+        |l| {
+            vec![
+                l.project_id.clone(),
+                l.project_name.clone(),
+                output::environments(&l.environments),
+                output::short_time(l.update_time.as_ref()),
+            ]
+        },
+        output::link,
+    );
+    Ok(())
+}
