@@ -14,7 +14,6 @@ use crate::{
         TokenVerifier,
         jwks::{JwksCache, JwksSettings},
     },
-    authorizer::{Authorizer, CachedAuthorizer},
     config::BrokerConfig,
     consent::Consents,
     error::BrokerError,
@@ -24,7 +23,7 @@ use crate::{
     ledger::Ledger,
     metrics::BrokerMetrics,
     outbound::Outbound,
-    registry::RegistryClient,
+    registry::{Authorizer, CachedAuthorizer, RegistryClient},
     service::Broker,
 };
 
@@ -62,7 +61,8 @@ pub struct App {
     tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
     broker: Broker,
-    registry: RegistryClient,
+    /// The one adapter every part asks the registry through.
+    registry: Arc<RegistryClient>,
     config: BrokerConfig,
 }
 
@@ -123,16 +123,16 @@ impl App {
             .starts_with("https://")
             .then(|| config.registry_tls.load())
             .transpose()?;
-        let registry = RegistryClient::new(
+        let registry = Arc::new(RegistryClient::new(
             &config.registry_url,
             &config.registry_key,
             config.registry_timeout,
             registry_tls,
-        )?;
+        )?);
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let cache = (config.authz_cache_size > 0).then(|| {
             Arc::new(CachedAuthorizer::new(
-                Arc::new(registry.clone()),
+                registry.clone(),
                 config.authz_cache_size,
                 config.authz_max_staleness,
                 metrics.clone(),
@@ -140,7 +140,7 @@ impl App {
         });
         let authorizer: Arc<dyn Authorizer> = match &cache {
             Some(cache) => cache.clone(),
-            None => Arc::new(registry.clone()),
+            None => registry.clone(),
         };
         let provider_outbound = Outbound::new(&config.outbound, config.provider_timeout)?;
         let mut broker = Broker::new(
@@ -151,13 +151,13 @@ impl App {
                 config.provider_cache_max,
                 metrics.clone(),
                 UserGrants {
-                    registry: Arc::new(registry.clone()),
+                    registry: registry.clone(),
                     lease: config.grant_lease,
                     max_wait: config.grant_lease * 2,
                 },
             ),
             Arc::new(Ledger::new(
-                Arc::new(registry.clone()),
+                registry.clone(),
                 config.authz_cache_size.max(10_000),
             )),
             metrics,

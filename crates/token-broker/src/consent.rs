@@ -21,18 +21,16 @@ use axum::{
 };
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use connect_proto::registry::v1 as pb;
-use connect_types::{Environment, IssuerUrl, ProjectId, SubjectKind, TeamId};
+use connect_types::SubjectKind;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Identity,
-    authorizer::Authorizer,
     error::{BrokerError, Result, truncate},
     issuers::exchange_code,
     outbound::Outbound,
-    registry::RegistryClient,
+    registry::{Authorizer, GrantKey, NewConsent, OpenedConsent, PendingConsents},
 };
 
 /// How long a consent may take.
@@ -62,7 +60,7 @@ pub struct Started {
 #[derive(Debug)]
 pub struct Consents {
     authorizer: Arc<dyn Authorizer>,
-    registry: RegistryClient,
+    registry: Arc<dyn PendingConsents>,
     outbound: Outbound,
     redirect_uri: url::Url,
 }
@@ -85,18 +83,11 @@ fn challenge(verifier: &SecretString) -> String {
         .encode(Sha256::digest(verifier.expose_secret().as_bytes()))
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
 impl Consents {
     /// Consents whose callback browsers and providers reach at `public_url`.
     pub fn new(
         authorizer: Arc<dyn Authorizer>,
-        registry: RegistryClient,
+        registry: Arc<dyn PendingConsents>,
         outbound: Outbound,
         public_url: &url::Url,
     ) -> Result<Self> {
@@ -176,30 +167,27 @@ impl Consents {
             request.scopes.clone()
         };
         let verifier = verifier();
-        let key = pb::GrantKey {
-            owner_id: identity.owner_id.to_string(),
+        let key = GrantKey {
+            owner_id: identity.owner_id.clone(),
             connector_id: authorization.connector_id.clone(),
             user_id: request.user_id.clone(),
-            environment: identity.environment.as_str().to_owned(),
+            environment: identity.environment,
             installation_id: authorization
                 .installation_id()
                 .unwrap_or_default()
                 .to_owned(),
         };
-        let begun = self
+        let (state, expires_at) = self
             .registry
-            .begin_authorization(pb::BeginAuthorizationRequest {
-                key: Some(key),
+            .begin(NewConsent {
+                key,
                 scopes: scopes.clone(),
                 return_url: request.return_url.to_string(),
                 redirect_uri: self.redirect_uri.to_string(),
-                code_verifier: verifier.expose_secret().to_owned(),
-                ttl: Some(prost_types::Duration {
-                    seconds: CONSENT_TTL.as_secs() as i64,
-                    nanos: 0,
-                }),
-                project_id: identity.project_id.to_string(),
-                issuer: identity.issuer.to_string(),
+                code_verifier: verifier.clone(),
+                ttl: CONSENT_TTL,
+                project_id: identity.project_id.clone(),
+                issuer: identity.issuer.clone(),
             })
             .await?;
         {
@@ -208,18 +196,14 @@ impl Consents {
                 .append_pair("response_type", "code")
                 .append_pair("client_id", client_id.expose_secret())
                 .append_pair("redirect_uri", self.redirect_uri.as_str())
-                .append_pair("state", &begun.state)
+                .append_pair("state", &state)
                 .append_pair("code_challenge", &challenge(&verifier))
                 .append_pair("code_challenge_method", "S256");
             if !scopes.is_empty() {
                 query.append_pair("scope", &scopes.join(" "));
             }
         }
-        let expires_at = begun
-            .expire_time
-            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
-            .unwrap_or_else(Utc::now);
-        let request_id = hex::encode(&Sha256::digest(begun.state.as_bytes())[..8]);
+        let request_id = hex::encode(&Sha256::digest(state.as_bytes())[..8]);
         tracing::info!(target: "connect::consent", request_id, connector = %authorization.connector_uid,
             owner_id = %identity.owner_id, environment = %identity.environment, "consent started");
         Ok(Started {
@@ -247,7 +231,7 @@ impl Consents {
                 None,
             );
         };
-        let pending = match self.registry.complete_authorization(&state).await {
+        let pending = match self.registry.complete(&state).await {
             Ok(Some(pending)) => pending,
             Ok(None) => {
                 return page(
@@ -333,21 +317,13 @@ impl Consents {
     }
 
     /// Checks the deployment's link again, exchanges the code and stores the grant.
-    async fn store(&self, pending: pb::CompleteAuthorizationResponse, code: &str) -> Result<()> {
-        let key = pending.key.ok_or_else(|| {
-            BrokerError::internal("consent", crate::error::Cause("no key".into()))
-        })?;
-        let garbled = |what: &str| {
-            BrokerError::RegistryUnavailable(Box::new(crate::error::Cause(format!(
-                "garbled pending consent: {what}"
-            ))))
-        };
+    async fn store(&self, pending: OpenedConsent, code: &str) -> Result<()> {
+        let key = pending.key;
         let identity = Arc::new(Identity {
-            issuer: IssuerUrl::parse(&pending.issuer).map_err(|_| garbled("issuer"))?,
-            owner_id: TeamId::parse(&key.owner_id).map_err(|_| garbled("owner"))?,
-            project_id: ProjectId::parse(&pending.project_id).map_err(|_| garbled("project"))?,
-            environment: Environment::parse(&key.environment)
-                .map_err(|_| garbled("environment"))?,
+            issuer: pending.issuer,
+            owner_id: key.owner_id.clone(),
+            project_id: pending.project_id,
+            environment: key.environment,
         });
         let authorization = self
             .authorizer
@@ -363,31 +339,17 @@ impl Consents {
                 "the connector's token_url is not an allowed destination".into(),
             )
         })?;
-        let verifier = SecretString::from(pending.code_verifier);
         let tokens = exchange_code(
             self.outbound.http(),
             &token_url,
             (secret("client_id"), secret("client_secret")),
             code,
             &pending.redirect_uri,
-            &verifier,
+            &pending.code_verifier,
             pending.scopes,
         )
         .await?;
-        self.registry
-            .store_grant(pb::StoreGrantRequest {
-                key: Some(key),
-                access_token: tokens.access_token.expose_secret().to_owned(),
-                refresh_token: tokens
-                    .refresh_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_owned())
-                    .unwrap_or_default(),
-                expire_time: tokens.expires_at.map(timestamp),
-                scopes: tokens.scopes,
-            })
-            .await?;
-        Ok(())
+        self.registry.store_grant(&key, &tokens).await
     }
 }
 

@@ -11,28 +11,29 @@ use std::{
     time::Duration,
 };
 
-use connect_proto::registry::v1 as pb;
-
-use secrecy::SecretString;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
 
 use crate::{
-    issuers::{Issuers, RevokeOutcome, RevokeScope, RevokeWith, basic_auth_of, revoke_at},
+    issuers::{Issuers, RevokeOutcome, RevokeWith, basic_auth_of, revoke_at},
     outbound::Outbound,
-    registry::RegistryClient,
+    registry::{CachedAuthorizer, Change, ChangeFeed, ChangeKind, Revocations, RevokeScope},
 };
 
 /// Something that acts on the change feed's events.
 pub trait FeedListener: Send + Sync {
-    fn apply(&self, event: &pb::ChangeEvent);
+    fn apply(&self, change: &Change);
 }
 
-/// The action of a revocation in the feed.
-pub const TOKENS_REVOKE: &str = "tokens.revoke";
+impl FeedListener for CachedAuthorizer {
+    fn apply(&self, change: &Change) {
+        CachedAuthorizer::apply(self, change);
+    }
+}
 
-/// Follows `registry`'s change feed until the task is aborted, handing each event to every
-/// listener in order.
+/// Follows `feed` until the task is aborted, handing each event to every listener in order.
 pub fn spawn_follower(
-    registry: RegistryClient,
+    feed: Arc<dyn ChangeFeed>,
     listeners: Vec<Arc<dyn FeedListener>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -41,22 +42,19 @@ pub fn spawn_follower(
         let revision = AtomicI64::new(0);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match registry
-                .watch_changes(revision.load(Ordering::SeqCst))
-                .await
-            {
+            match feed.watch(revision.load(Ordering::SeqCst)).await {
                 Ok(mut stream) => loop {
-                    match tokio::time::timeout(silence, stream.message()).await {
-                        Ok(Ok(Some(event))) => {
+                    match tokio::time::timeout(silence, stream.next()).await {
+                        Ok(Some(Ok(change))) => {
                             for listener in &listeners {
-                                listener.apply(&event);
+                                listener.apply(&change);
                             }
-                            revision.fetch_max(event.revision, Ordering::SeqCst);
+                            revision.fetch_max(change.revision, Ordering::SeqCst);
                             backoff = Duration::from_millis(100);
                         }
-                        Ok(Ok(None)) => break,
-                        Ok(Err(status)) => {
-                            tracing::warn!(code = ?status.code(), "change feed ended");
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => {
+                            tracing::warn!(error = %e, "change feed ended");
                             break;
                         }
                         Err(_) => {
@@ -65,8 +63,8 @@ pub fn spawn_follower(
                         }
                     }
                 },
-                Err(status) => {
-                    tracing::warn!(code = ?status.code(), "cannot follow the change feed");
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow the change feed");
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -82,14 +80,14 @@ pub fn spawn_follower(
 #[derive(Debug)]
 pub struct Revoker {
     issuers: Issuers,
-    registry: RegistryClient,
+    registry: Arc<dyn Revocations>,
     /// For the refresh tokens of revoked user grants.
     outbound: Outbound,
     synced_once: AtomicBool,
 }
 
 impl Revoker {
-    pub fn new(issuers: Issuers, registry: RegistryClient, outbound: Outbound) -> Self {
+    pub fn new(issuers: Issuers, registry: Arc<dyn Revocations>, outbound: Outbound) -> Self {
         Self {
             issuers,
             registry,
@@ -101,7 +99,7 @@ impl Revoker {
 
 /// Takes the refresh tokens of the connector's revoked user grants (if this broker is first) and
 /// revokes each at the connector's `revocation_url` (RFC 7009).
-async fn revoke_grants(registry: &RegistryClient, outbound: &Outbound, scope: &RevokeScope) {
+async fn revoke_grants(registry: &dyn Revocations, outbound: &Outbound, scope: &RevokeScope) {
     let claimed = match registry
         .claim_grant_revocations(&scope.owner_id, &scope.connector_id)
         .await
@@ -112,7 +110,7 @@ async fn revoke_grants(registry: &RegistryClient, outbound: &Outbound, scope: &R
             return;
         }
     };
-    if claimed.refresh_tokens.is_empty() {
+    if claimed.tokens.is_empty() {
         return;
     }
     let Ok(url) = outbound.check(&claimed.revocation_url) else {
@@ -121,19 +119,18 @@ async fn revoke_grants(registry: &RegistryClient, outbound: &Outbound, scope: &R
     };
     let how = RevokeWith::Rfc7009 {
         url,
-        basic: basic_auth_of(&claimed.client_id, &claimed.client_secret),
+        basic: basic_auth_of(&claimed.client_id, claimed.client_secret.expose_secret()),
     };
-    let mut done = Vec::with_capacity(claimed.refresh_tokens.len());
-    for claimed in claimed.refresh_tokens {
-        let token = SecretString::from(claimed.refresh_token);
-        let outcome = revoke_at(outbound.http(), &token, &how, "refresh_token").await;
+    let mut done = Vec::with_capacity(claimed.tokens.len());
+    for (id, token) in &claimed.tokens {
+        let outcome = revoke_at(outbound.http(), token, &how, "refresh_token").await;
         if outcome != RevokeOutcome::Revoked {
             tracing::warn!(
                 outcome = outcome.as_str(),
                 "a revoked grant's refresh token was not revoked at the provider"
             );
         }
-        done.push(claimed.id);
+        done.push(*id);
     }
     if let Err(e) = registry
         .finish_grant_revocations(&scope.owner_id, &scope.connector_id, done)
@@ -144,23 +141,19 @@ async fn revoke_grants(registry: &RegistryClient, outbound: &Outbound, scope: &R
 }
 
 impl FeedListener for Revoker {
-    fn apply(&self, event: &pb::ChangeEvent) {
-        if event.resync {
-            if self.synced_once.swap(true, Ordering::SeqCst) {
-                tracing::warn!("the change feed resynced: dropping every cached provider token");
-                self.issuers.forget_all();
+    fn apply(&self, change: &Change) {
+        let scope = match &change.kind {
+            ChangeKind::Resync => {
+                if self.synced_once.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        "the change feed resynced: dropping every cached provider token"
+                    );
+                    self.issuers.forget_all();
+                }
+                return;
             }
-            return;
-        }
-        if event.action != TOKENS_REVOKE {
-            return;
-        }
-        let scope = RevokeScope {
-            owner_id: event.owner_id.clone(),
-            connector_id: event.connector_id.clone(),
-            installation_id: (!event.installation_id.is_empty())
-                .then(|| event.installation_id.clone()),
-            subject: (!event.subject.is_empty()).then(|| event.subject.clone()),
+            ChangeKind::Revoked(scope) => scope.clone(),
+            ChangeKind::Heartbeat | ChangeKind::Answers { .. } => return,
         };
         let (issuers, registry, outbound) = (
             self.issuers.clone(),
@@ -173,26 +166,23 @@ impl FeedListener for Revoker {
                 .as_deref()
                 .is_none_or(|s| s.starts_with("user:"))
             {
-                revoke_grants(&registry, &outbound, &scope).await;
+                revoke_grants(&*registry, &outbound, &scope).await;
             }
-            let outcomes = issuers.revoke(&scope).await;
+            let outcomes: Vec<(String, &'static str)> = issuers
+                .revoke(&scope)
+                .await
+                .into_iter()
+                .map(|(token_id, outcome)| (token_id, outcome.as_str()))
+                .collect();
             if outcomes.is_empty() {
                 return;
             }
-            let report = pb::ReportRevocationsRequest {
-                owner_id: scope.owner_id.clone(),
-                connector_id: scope.connector_id.clone(),
-                revocations: outcomes
-                    .iter()
-                    .map(|(token_id, outcome)| pb::Revocation {
-                        token_id: token_id.clone(),
-                        outcome: outcome.as_str().to_owned(),
-                    })
-                    .collect(),
-            };
             let mut backoff = Duration::from_millis(100);
             for attempt in 1..=3 {
-                match registry.report_revocations(report.clone()).await {
+                match registry
+                    .report_revocations(&scope.owner_id, &scope.connector_id, &outcomes)
+                    .await
+                {
                     Ok(()) => return,
                     Err(e) if attempt < 3 => {
                         tracing::warn!(error = %e, "reporting revocations failed; retrying");

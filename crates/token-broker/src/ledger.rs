@@ -6,30 +6,15 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use connect_proto::registry::v1 as pb;
 use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Identity,
     error::Result,
     issuers::Subject,
-    registry::{Authorization, RegistryClient},
+    registry::{Authorization, Issuance, IssuanceRecorder},
 };
-
-/// Where records go: the registry, or a stand-in in tests.
-#[async_trait]
-pub trait Recorder: Send + Sync + std::fmt::Debug {
-    async fn record(&self, issuance: pb::Issuance) -> Result<bool>;
-}
-
-#[async_trait]
-impl Recorder for RegistryClient {
-    async fn record(&self, issuance: pb::Issuance) -> Result<bool> {
-        self.record_issuance(issuance).await
-    }
-}
 
 /// What one hand-out is: the credential and who it goes to.
 #[derive(Debug)]
@@ -45,7 +30,7 @@ pub struct HandOut<'a> {
 
 #[derive(Debug)]
 pub struct Ledger {
-    recorder: Arc<dyn Recorder>,
+    recorder: Arc<dyn IssuanceRecorder>,
     /// The SHA-256 of (token id, team, project, environment) of each record written: 32 bytes
     /// an entry, so that 100 000 callers cost little.
     recorded: quick_cache::sync::Cache<[u8; 32], ()>,
@@ -53,7 +38,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger writing through `recorder`, remembering at most `remember` records.
-    pub fn new(recorder: Arc<dyn Recorder>, remember: u64) -> Self {
+    pub fn new(recorder: Arc<dyn IssuanceRecorder>, remember: u64) -> Self {
         Self {
             recorder,
             recorded: crate::cache::bounded(remember.max(1)),
@@ -77,25 +62,19 @@ impl Ledger {
         if self.recorded.get(&key).is_some() {
             return Ok(());
         }
-        let timestamp = |t: DateTime<Utc>| prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
-        };
-        let subject = hand_out.subject.label();
         self.recorder
-            .record(pb::Issuance {
+            .record(Issuance {
                 token_id: hand_out.token_id.to_owned(),
                 connector_id: hand_out.authorization.connector_id.clone(),
                 connector_uid: hand_out.authorization.connector_uid.clone(),
-                owner_id: identity.owner_id.to_string(),
-                project_id: identity.project_id.to_string(),
-                environment: identity.environment.as_str().to_owned(),
-                subject,
-                installation_id: hand_out.installation_id.unwrap_or_default().to_owned(),
+                owner_id: identity.owner_id.clone(),
+                project_id: identity.project_id.clone(),
+                environment: identity.environment,
+                subject: hand_out.subject.label(),
+                installation_id: hand_out.installation_id.map(str::to_owned),
                 scopes: hand_out.scopes.to_vec(),
-                issue_time: Some(timestamp(Utc::now())),
-                expire_time: hand_out.expires_at.map(timestamp),
-                ..Default::default()
+                issued_at: Utc::now(),
+                expires_at: hand_out.expires_at,
             })
             .await?;
         self.recorded.insert(key, ());
@@ -122,13 +101,13 @@ mod tests {
 
     #[derive(Debug, Default)]
     struct Registry {
-        records: Mutex<Vec<pb::Issuance>>,
+        records: Mutex<Vec<Issuance>>,
         down: AtomicBool,
     }
 
-    #[async_trait]
-    impl Recorder for Registry {
-        async fn record(&self, issuance: pb::Issuance) -> Result<bool> {
+    #[async_trait::async_trait]
+    impl IssuanceRecorder for Registry {
+        async fn record(&self, issuance: Issuance) -> Result<bool> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(BrokerError::RegistryUnavailable("down".into()));
             }
@@ -179,8 +158,8 @@ mod tests {
         ledger.record(hand_out(&production)).await.unwrap();
         let records = registry.records.lock().unwrap().clone();
         assert_eq!(records.len(), 2);
-        assert_eq!(records[0].environment, "preview");
-        assert_eq!(records[1].environment, "production");
+        assert_eq!(records[0].environment, Environment::Preview);
+        assert_eq!(records[1].environment, Environment::Production);
         assert_eq!(records[0].token_id, id);
         assert_eq!(records[0].subject, "app");
         // Nothing recorded, nothing handed out.

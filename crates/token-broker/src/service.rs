@@ -12,12 +12,12 @@ use secrecy::SecretString;
 
 use crate::{
     auth::{Identity, TokenVerifier},
-    authorizer::Authorizer,
     consent::{Consents, StartRequest, Started},
     error::{BrokerError, Result},
     issuers::{Grant, Issuers, Subject, token_id},
     ledger::{HandOut, Ledger},
     metrics::BrokerMetrics,
+    registry::Authorizer,
 };
 
 /// A validated `GetToken` request.

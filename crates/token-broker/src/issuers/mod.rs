@@ -20,14 +20,14 @@ pub use self::{
     github::GitHubAppIssuer,
     oauth2::OAuth2ClientCredentialsIssuer,
     provider::{RevokeWith, revoke_at},
-    user::{ExchangedTokens, GrantRegistry, UserGrants, exchange_code},
+    user::{UserGrants, exchange_code},
 };
 use crate::{
     auth::Identity,
     error::{BrokerError, Result},
     metrics::BrokerMetrics,
     outbound::Outbound,
-    registry::{Authorization, InstallationGrant},
+    registry::{Authorization, InstallationGrant, RevokeScope},
 };
 
 /// HTTP Basic client authentication from a client id and secret (`None` when either is empty).
@@ -179,16 +179,6 @@ pub struct TokenOwner {
     pub installation_id: String,
     /// [`Subject::label`].
     pub subject: String,
-}
-
-/// Which credentials a revocation covers: a connector's, optionally of one installation and one
-/// subject.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RevokeScope {
-    pub owner_id: String,
-    pub connector_id: String,
-    pub installation_id: Option<String>,
-    pub subject: Option<String>,
 }
 
 impl RevokeScope {

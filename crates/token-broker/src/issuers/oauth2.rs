@@ -121,11 +121,11 @@ impl OAuth2ClientCredentialsIssuer {
         let cache_key = hex::encode(
             Sha256::new()
                 .chain_update(b"user\0")
-                .chain_update(key.owner_id.as_bytes())
+                .chain_update(key.owner_id.as_str().as_bytes())
                 .chain_update([0])
                 .chain_update(key.connector_id.as_bytes())
                 .chain_update([0])
-                .chain_update(key.environment.as_bytes())
+                .chain_update(key.environment.as_str().as_bytes())
                 .chain_update([0])
                 .chain_update(key.installation_id.as_bytes())
                 .chain_update([0])

@@ -10,48 +10,24 @@
 //! over: this one asks again and gets that broker's token. Within one broker, concurrent callers
 //! for one grant share one such exchange (the provider token cache's single flight).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use connect_proto::registry::v1 as pb;
+use chrono::Utc;
 use oauth2::TokenResponse;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::provider::{CachedToken, ProviderFailure, basic_auth, form, post_grant};
 use crate::{
     error::{BrokerError, Result},
-    registry::RegistryClient,
+    registry::{
+        GrantAccess, GrantKey, GrantLease, GrantLeases, GrantTokens, LeaseAnswer, RefreshOutcome,
+    },
 };
-
-/// The registry's grant questions, as the broker asks them.
-#[async_trait]
-pub trait GrantRegistry: Send + Sync + std::fmt::Debug {
-    async fn lease(
-        &self,
-        request: pb::LeaseGrantRequest,
-    ) -> Result<pb::lease_grant_response::Answer>;
-    async fn commit(&self, request: pb::CommitGrantRequest) -> Result<Option<pb::GrantAccess>>;
-}
-
-#[async_trait]
-impl GrantRegistry for RegistryClient {
-    async fn lease(
-        &self,
-        request: pb::LeaseGrantRequest,
-    ) -> Result<pb::lease_grant_response::Answer> {
-        self.lease_grant(request).await
-    }
-
-    async fn commit(&self, request: pb::CommitGrantRequest) -> Result<Option<pb::GrantAccess>> {
-        self.commit_grant(request).await
-    }
-}
 
 /// How user tokens are obtained: from whom, holding leases how long, waiting how long at most.
 #[derive(Clone, Debug)]
 pub struct UserGrants {
-    pub registry: std::sync::Arc<dyn GrantRegistry>,
+    pub registry: Arc<dyn GrantLeases>,
     /// How long a refresh may take before another broker may take it over.
     pub lease: Duration,
     /// Longest wait for another caller's refresh.
@@ -66,37 +42,14 @@ pub(super) struct Refresher {
     pub max_cache: Duration,
 }
 
-fn duration(d: Duration) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    })
-}
-
-fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-}
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
 /// A grant's access token as the cache keeps it.
-fn cached(access: pb::GrantAccess, max_cache: Duration) -> CachedToken {
-    let grant = access.grant.unwrap_or_default();
-    let lifetime = time(grant.expire_time.as_ref())
+fn cached(access: GrantAccess, max_cache: Duration) -> CachedToken {
+    let lifetime = access
+        .expires_at
         .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
-    let mut token = CachedToken::new(
-        SecretString::from(access.access_token),
-        lifetime,
-        grant.scopes,
-        max_cache,
-    );
+    let mut token = CachedToken::new(access.access_token, lifetime, access.scopes, max_cache);
     // The grant's own expiry, not one recomputed from a rounded lifetime.
-    token.expires_at = time(grant.expire_time.as_ref());
+    token.expires_at = access.expires_at;
     token
 }
 
@@ -112,39 +65,34 @@ impl UserGrants {
     /// this caller under the lease, or by whoever holds it.
     pub(super) async fn token(
         &self,
-        key: pb::GrantKey,
+        key: GrantKey,
         min_ttl: Duration,
         refresher: Refresher,
     ) -> std::result::Result<CachedToken, ProviderFailure> {
-        use pb::lease_grant_response::Answer;
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
             let answer = self
                 .registry
-                .lease(pb::LeaseGrantRequest {
-                    key: Some(key.clone()),
-                    min_ttl: duration(min_ttl),
-                    lease: duration(self.lease),
-                })
+                .lease(&key, min_ttl, self.lease)
                 .await
                 .map_err(registry_failure)?;
             match answer {
-                Answer::Fresh(access) => return Ok(cached(access, refresher.max_cache)),
-                Answer::Leased(lease) => {
+                LeaseAnswer::Fresh(access) => return Ok(cached(access, refresher.max_cache)),
+                LeaseAnswer::Leased(lease) => {
                     match self.refresh(&key, lease, &refresher).await? {
                         Some(token) => return Ok(token),
                         // Fenced out: someone else refreshed; ask again for their token.
                         None => continue,
                     }
                 }
-                Answer::BusyUntil(until) => {
+                LeaseAnswer::BusyUntil(until) => {
                     if started.elapsed() >= self.max_wait {
                         return Err(ProviderFailure::Unavailable(
                             "another broker's refresh of this grant did not finish in time".into(),
                         ));
                     }
-                    let left = time(Some(&until))
+                    let left = until
                         .and_then(|u| (u - Utc::now()).to_std().ok())
                         .unwrap_or(Duration::ZERO);
                     tokio::time::sleep(pause.min(left.max(Duration::from_millis(5)))).await;
@@ -157,17 +105,14 @@ impl UserGrants {
     /// Refreshes under `lease` once and commits; `None` when the lease was lost meanwhile.
     async fn refresh(
         &self,
-        key: &pb::GrantKey,
-        lease: pb::GrantLease,
+        key: &GrantKey,
+        lease: GrantLease,
         refresher: &Refresher,
     ) -> std::result::Result<Option<CachedToken>, ProviderFailure> {
-        use pb::commit_grant_request::Outcome;
-        let refresh_token = SecretString::from(lease.refresh_token);
-        let scopes = lease.grant.map(|g| g.scopes).unwrap_or_default();
         let body = form(
             &[
                 ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token.expose_secret()),
+                ("refresh_token", lease.refresh_token.expose_secret()),
             ],
             &[],
         );
@@ -196,26 +141,29 @@ impl UserGrants {
                             .collect()
                     })
                     .unwrap_or_default();
-                let granted = if granted.is_empty() { scopes } else { granted };
-                let refreshed = pb::RefreshedTokens {
-                    access_token: tokens.access_token().secret().to_owned(),
+                let granted = if granted.is_empty() {
+                    lease.scopes.clone()
+                } else {
+                    granted
+                };
+                let refreshed = GrantTokens {
+                    access_token: SecretString::from(tokens.access_token().secret().to_owned()),
                     refresh_token: tokens
                         .refresh_token()
-                        .map(|t| t.secret().to_owned())
-                        .unwrap_or_default(),
-                    expire_time: expires_at.map(timestamp),
+                        .map(|t| SecretString::from(t.secret().to_owned())),
+                    expires_at,
                     scopes: granted,
                 };
-                (Outcome::Refreshed(refreshed), None)
+                (RefreshOutcome::Refreshed(refreshed), None)
             }
             Err(ProviderFailure::InvalidGrant(why)) => (
-                Outcome::Refused(why.clone()),
+                RefreshOutcome::Refused(why.clone()),
                 Some(ProviderFailure::Consent(format!(
                     "the provider refused the user's refresh token: the user must authorize Connect again ({why})"
                 ))),
             ),
             Err(ProviderFailure::Unavailable(why)) => (
-                Outcome::Unavailable(why.clone()),
+                RefreshOutcome::Unavailable(why.clone()),
                 Some(ProviderFailure::Unavailable(why)),
             ),
             // Our client credentials, not the user's grant: keep the grant.
@@ -224,18 +172,10 @@ impl UserGrants {
                     ProviderFailure::Rejected(why) => why.clone(),
                     _ => "the refresh failed".to_owned(),
                 };
-                (Outcome::Unavailable(why), Some(other))
+                (RefreshOutcome::Unavailable(why), Some(other))
             }
         };
-        let committed = self
-            .registry
-            .commit(pb::CommitGrantRequest {
-                key: Some(key.clone()),
-                lease_id: lease.lease_id,
-                fence: lease.fence,
-                outcome: Some(outcome),
-            })
-            .await;
+        let committed = self.registry.commit(key, &lease, outcome).await;
         match (committed, failure) {
             (Ok(_), Some(failure)) => Err(failure),
             (Ok(Some(access)), None) => Ok(Some(cached(access, refresher.max_cache))),
@@ -257,12 +197,12 @@ pub(super) fn grant_key(
     connector_id: &str,
     user_id: &str,
     installation_id: &str,
-) -> pb::GrantKey {
-    pb::GrantKey {
-        owner_id: identity.owner_id.to_string(),
+) -> GrantKey {
+    GrantKey {
+        owner_id: identity.owner_id.clone(),
         connector_id: connector_id.to_owned(),
         user_id: user_id.to_owned(),
-        environment: identity.environment.as_str().to_owned(),
+        environment: identity.environment,
         installation_id: installation_id.to_owned(),
     }
 }
@@ -275,24 +215,6 @@ pub(super) fn client_auth(
     Some(basic_auth(id?, secret?))
 }
 
-/// What a code exchange gave: the user's first tokens.
-pub struct ExchangedTokens {
-    pub access_token: SecretString,
-    pub refresh_token: Option<SecretString>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub scopes: Vec<String>,
-}
-
-impl std::fmt::Debug for ExchangedTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangedTokens")
-            .field("refreshable", &self.refresh_token.is_some())
-            .field("expires_at", &self.expires_at)
-            .field("scopes", &self.scopes)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The authorization code grant (RFC 6749 §4.1.3) with the PKCE verifier (RFC 7636): `code` for
 /// the user's tokens at `token_url`, with the client's credentials.
 pub async fn exchange_code(
@@ -303,7 +225,7 @@ pub async fn exchange_code(
     redirect_uri: &str,
     code_verifier: &SecretString,
     asked: Vec<String>,
-) -> Result<ExchangedTokens> {
+) -> Result<GrantTokens> {
     let mut pairs = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -330,7 +252,7 @@ pub async fn exchange_code(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(ExchangedTokens {
+    Ok(GrantTokens {
         access_token: SecretString::from(tokens.access_token().secret().to_owned()),
         refresh_token: tokens
             .refresh_token()

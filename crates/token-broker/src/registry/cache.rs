@@ -1,6 +1,5 @@
-//! Who may use which connector, as the request path asks it: through the [`Authorizer`] seam, so
-//! the remote registry and the cache in front of it are interchangeable and the broker's core can
-//! be tested without a live registry.
+//! The authorization cache: an [`Authorizer`] in front of another (the registry's adapter), so
+//! the request path asks it exactly as it would ask the registry.
 //!
 //! [`CachedAuthorizer`] keeps the registry's answers, yes and no (an unknown team or connector,
 //! no link, a link without the environment), keyed by (team, project, environment, issuer,
@@ -24,46 +23,17 @@ use std::{
 };
 
 use async_trait::async_trait;
-use connect_proto::registry::v1 as pb;
 use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
 
+use super::{Authorization, Authorizer, Change, ChangeKind};
 use crate::{
     auth::Identity,
     error::{BrokerError, Result},
     metrics::BrokerMetrics,
-    registry::{Authorization, RegistryClient},
 };
-
-/// Answers whether `identity` may use `connector`, with what issuing needs.
-#[async_trait]
-pub trait Authorizer: Send + Sync + fmt::Debug {
-    /// `installation`: as the caller asked (empty for the connector's default, `*` for all).
-    async fn authorize(
-        &self,
-        identity: &Arc<Identity>,
-        connector: &str,
-        installation: &str,
-        caller_timeout: Option<Duration>,
-    ) -> Result<Arc<Authorization>>;
-}
-
-#[async_trait]
-impl Authorizer for RegistryClient {
-    async fn authorize(
-        &self,
-        identity: &Arc<Identity>,
-        connector: &str,
-        installation: &str,
-        caller_timeout: Option<Duration>,
-    ) -> Result<Arc<Authorization>> {
-        self.ask(identity, connector, installation, caller_timeout)
-            .await
-            .map(Arc::new)
-    }
-}
 
 /// (issuer, team, project, environment) as verified, shared with the verified-token cache, and
 /// the connector and installation as the caller named them.
@@ -300,40 +270,42 @@ impl CachedAuthorizer {
     }
 
     /// Applies one event of the change feed.
-    pub fn apply(&self, event: &pb::ChangeEvent) {
+    pub fn apply(&self, change: &Change) {
         *self
             .feed
             .last_heard
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        if event.resync {
-            self.feed.generation.fetch_add(1, Ordering::SeqCst);
-            self.cache.clear();
-        } else if !event.action.is_empty() && event.action != crate::feed::TOKENS_REVOKE {
-            // (A revocation changes no answer: the issuers' caches act on it.)
-            self.feed.generation.fetch_add(1, Ordering::SeqCst);
-            let (owner, id, uid, project) = (
-                event.owner_id.clone(),
-                event.connector_id.clone(),
-                event.connector_uid.clone(),
-                event.project_id.clone(),
-            );
-            // One pass over the entries, shard by shard: changes are rare next to calls.
-            self.cache.retain(move |key, _| {
-                !(key.identity.owner_id.as_str() == owner
-                    && (id.is_empty() || *key.connector == *id || *key.connector == *uid)
-                    && (project.is_empty() || key.identity.project_id.as_str() == project))
-            });
+        match &change.kind {
+            ChangeKind::Resync => {
+                self.feed.generation.fetch_add(1, Ordering::SeqCst);
+                self.cache.clear();
+            }
+            ChangeKind::Answers {
+                owner_id,
+                connector,
+                project_id,
+            } => {
+                self.feed.generation.fetch_add(1, Ordering::SeqCst);
+                let (owner, connector, project) =
+                    (owner_id.clone(), connector.clone(), project_id.clone());
+                // One pass over the entries, shard by shard: changes are rare next to calls.
+                self.cache.retain(move |key, _| {
+                    !(key.identity.owner_id.as_str() == owner
+                        && connector.as_ref().is_none_or(|(id, uid)| {
+                            *key.connector == **id || *key.connector == **uid
+                        })
+                        && project
+                            .as_ref()
+                            .is_none_or(|p| key.identity.project_id.as_str() == p))
+                });
+            }
+            // A revocation changes no answer: the issuers' caches act on it.
+            ChangeKind::Heartbeat | ChangeKind::Revoked(_) => {}
         }
         self.feed
             .revision
-            .fetch_max(event.revision, Ordering::SeqCst);
-    }
-}
-
-impl crate::feed::FeedListener for CachedAuthorizer {
-    fn apply(&self, event: &pb::ChangeEvent) {
-        CachedAuthorizer::apply(self, event);
+            .fetch_max(change.revision, Ordering::SeqCst);
     }
 }
 
@@ -476,27 +448,24 @@ mod tests {
         (remote, cache)
     }
 
-    fn change(
-        revision: i64,
-        owner: &str,
-        connector: (&str, &str),
-        project: &str,
-    ) -> pb::ChangeEvent {
-        pb::ChangeEvent {
+    /// A change of `owner`'s answers: of one connector (id, uid) or all (""), of one project
+    /// or all ("").
+    fn change(revision: i64, owner: &str, connector: (&str, &str), project: &str) -> Change {
+        Change {
             revision,
-            action: "project.detach".into(),
-            owner_id: owner.into(),
-            connector_id: connector.0.into(),
-            connector_uid: connector.1.into(),
-            project_id: project.into(),
-            ..Default::default()
+            kind: ChangeKind::Answers {
+                owner_id: owner.into(),
+                connector: (!connector.0.is_empty())
+                    .then(|| (connector.0.to_owned(), connector.1.to_owned())),
+                project_id: (!project.is_empty()).then(|| project.to_owned()),
+            },
         }
     }
 
-    fn heartbeat(revision: i64) -> pb::ChangeEvent {
-        pb::ChangeEvent {
+    fn heartbeat(revision: i64) -> Change {
+        Change {
             revision,
-            ..Default::default()
+            kind: ChangeKind::Heartbeat,
         }
     }
 
@@ -547,9 +516,14 @@ mod tests {
         cache.apply(&change(3, "team_a", ("conn_2", "api-key/y"), ""));
         cache.apply(&change(4, "team_a", ("conn_1", "api-key/x"), "prj_c"));
         // A revocation changes no answer.
-        cache.apply(&pb::ChangeEvent {
-            action: crate::feed::TOKENS_REVOKE.into(),
-            ..change(4, "team_a", ("conn_1", "api-key/x"), "")
+        cache.apply(&Change {
+            revision: 4,
+            kind: ChangeKind::Revoked(crate::registry::RevokeScope {
+                owner_id: "team_a".into(),
+                connector_id: "conn_1".into(),
+                installation_id: None,
+                subject: None,
+            }),
         });
         ask(&cache, "prj_a", "api-key/x").await.unwrap();
         ask(&cache, "prj_b", "conn_1").await.unwrap();
@@ -569,10 +543,9 @@ mod tests {
         cache.apply(&change(7, "team_a", ("", ""), ""));
         ask(&cache, "prj_a", "api-key/x").await.unwrap();
         assert_eq!(calls(&remote), 6);
-        cache.apply(&pb::ChangeEvent {
+        cache.apply(&Change {
             revision: 8,
-            resync: true,
-            ..Default::default()
+            kind: ChangeKind::Resync,
         });
         ask(&cache, "prj_a", "api-key/x").await.unwrap();
         assert_eq!(calls(&remote), 7);
