@@ -13,3 +13,4 @@ mod logs;
 mod metrics;
 mod rejections;
 mod tls;
+mod traces;

@@ -11,6 +11,7 @@
 //! can retry elsewhere.
 
 pub mod metrics;
+pub mod telemetry;
 pub mod tls;
 
 use std::{fmt, future::Future, time::Duration};
@@ -21,11 +22,11 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 use tonic_health::ServingStatus;
-use tracing_subscriber::EnvFilter;
 
 /// Adds `authorization: Bearer <credential>` to every call of a client: the one way Connect's own
 /// clients (the broker's registry client, admin tools, tests) present a key or a token. The value
-/// is marked sensitive, and `Debug` never shows it.
+/// is marked sensitive, and `Debug` never shows it. Inside a trace it also sends the trace
+/// context on ([`telemetry::inject`]).
 #[derive(Clone, Default)]
 pub struct BearerAuth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -64,6 +65,7 @@ impl tonic::service::Interceptor for BearerAuth {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }
@@ -78,17 +80,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global `tracing` subscriber: levels from `RUST_LOG` (default `info`), lines on
-/// stderr so that commands which print a value keep stdout clean. A second call keeps the first.
+/// Installs the global `tracing` subscriber without span export: levels from `RUST_LOG` (default
+/// `info`), lines on stderr so that commands which print a value keep stdout clean. A second call
+/// keeps the first. Servers use [`telemetry::init`], which can also export spans.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let _ = tracing::subscriber::set_global_default(telemetry::subscriber(
+        format,
+        None,
+        std::io::stderr,
+    ));
 }
 
 /// Displays an error with its whole `source()` chain, for log lines.
@@ -203,6 +203,7 @@ where
         None => (None, None),
     };
     let layers = tower::ServiceBuilder::new()
+        .layer(telemetry::ServerTraceLayer)
         .option_layer(metrics_layer)
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(

@@ -218,6 +218,12 @@ pub struct LogArgs {
         default_value_t
     )]
     pub log_format: LogFormat,
+
+    /// Export OpenTelemetry spans over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317` (default: no export; a caller's `traceparent` still reaches the
+    /// log lines).
+    #[arg(long, global = true, env = "LINK_REGISTRY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Everything `serve` needs, as tests build it.

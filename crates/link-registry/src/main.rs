@@ -22,8 +22,21 @@ use secrecy::ExposeSecret;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    connect_runtime::init_logging(cli.log.log_format);
-    match run(cli.command).await {
+    let telemetry = match connect_runtime::telemetry::init(
+        cli.log.log_format,
+        cli.log.otlp_endpoint.as_deref(),
+        "link-registry",
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {}", connect_runtime::ErrorChain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = run(cli.command).await;
+    // The spans still queued go out before the process ends.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

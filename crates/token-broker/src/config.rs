@@ -35,6 +35,12 @@ pub struct Cli {
         default_value_t
     )]
     pub log_format: LogFormat,
+
+    /// Export OpenTelemetry spans over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317` (default: no export; a caller's `traceparent` still reaches the
+    /// log lines and the registry).
+    #[arg(long, global = true, env = "TOKEN_BROKER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,7 @@
 //! The runtime decision the broker asks for, in the documented order.
 
+use tracing::Instrument;
+
 use super::*;
 
 /// The claims of a verified token, and the connector asked for.
@@ -37,6 +39,12 @@ impl Registry {
         let found = self
             .store
             .authorizing(&query.owner_id, &query.connector, &query.project_id)
+            .instrument(tracing::debug_span!(
+                "store.authorizing",
+                owner_id = %query.owner_id,
+                project_id = %query.project_id,
+                connector = %query.connector,
+            ))
             .await?;
         // An unknown team and a wrong issuer answer alike: neither tells whether the team exists.
         if found.team.is_none_or(|t| t.issuer.as_str() != query.issuer) {

@@ -1,0 +1,201 @@
+//! Traces: one `GetToken` is one trace with spans from the broker and the registry, exported over
+//! OTLP/gRPC to a collector on loopback, continuing the caller's `traceparent`; its log lines carry
+//! the trace id; no span attribute holds a token or a secret.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use connect_proto::broker::v1 as bpb;
+use connect_runtime::{LogFormat, telemetry};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    trace::v1::Span,
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use crate::harness::Stack;
+
+/// An OTLP/gRPC collector on loopback that keeps every span it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    async fn start(&self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+        });
+        format!("http://{addr}")
+    }
+
+    fn of_trace(&self, trace_id: &[u8]) -> Vec<Span> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: every server of the stack runs on it, under the subscriber this test sets.
+#[tokio::test(flavor = "current_thread")]
+async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in_any_span() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let provider = telemetry::otlp_provider(&endpoint, "connect-e2e").unwrap();
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let _traced = tracing::subscriber::set_default(telemetry::subscriber(
+        LogFormat::Json,
+        Some(&provider),
+        move || sink.clone(),
+    ));
+    let stack = Stack::start().await;
+
+    // The caller's trace: the broker continues it.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let oidc_token = stack.acme.token("prj_web", "preview");
+    let mut request = Request::new(bpb::GetTokenRequest {
+        connector: "api-key/stripe".into(),
+        ..Default::default()
+    });
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "authorization",
+        format!("Bearer {oidc_token}").parse().unwrap(),
+    );
+    metadata.insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    let answer = stack
+        .broker()
+        .get_token(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.token, "sk_acme_stripe");
+
+    let trace = hex::decode(trace_id).unwrap();
+    let name = |s: &Span| s.name.clone();
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        let flushing = provider.clone();
+        tokio::task::spawn_blocking(move || flushing.force_flush())
+            .await
+            .unwrap()
+            .unwrap();
+        spans = collector.of_trace(&trace);
+        let names: Vec<String> = spans.iter().map(name).collect();
+        if names.iter().any(|n| n.ends_with("TokenBroker/GetToken"))
+            && names
+                .iter()
+                .any(|n| n.ends_with("RegistryRuntime/Authorize"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let find = |n: &str| {
+        spans.iter().find(|s| s.name == n).unwrap_or_else(|| {
+            panic!(
+                "no {n} span in {:?}",
+                spans.iter().map(name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let get_token = find("/connect.broker.v1.TokenBroker/GetToken");
+    let authorize = find("/connect.registry.v1.RegistryRuntime/Authorize");
+    // The broker's span continues the caller's; the registry's continues the broker's, through
+    // the `traceparent` the broker sent (the registry's span starts in another task).
+    assert_eq!(hex::encode(&get_token.parent_span_id), caller_span);
+    let broker_span_ids: Vec<&Vec<u8>> = spans
+        .iter()
+        .filter(|s| s.span_id != authorize.span_id)
+        .map(|s| &s.span_id)
+        .collect();
+    assert!(
+        broker_span_ids.contains(&&authorize.parent_span_id),
+        "the registry's span is not a child of a broker span"
+    );
+    // The finer spans of the request path are in the same trace.
+    for step in [
+        "verify",
+        "authorize",
+        "issue",
+        "record_issuance",
+        "store.authorizing",
+    ] {
+        find(step);
+    }
+    // Span kinds: both RPC spans are server spans.
+    assert_eq!(get_token.kind, 2);
+    assert_eq!(authorize.kind, 2);
+
+    // No attribute of any exported span holds a token or a secret.
+    let every_span = format!("{:?}", collector.spans.lock().unwrap());
+    for secret in [
+        "sk_acme_stripe",
+        oidc_token.as_str(),
+        oidc_token.rsplit('.').next().unwrap(),
+    ] {
+        assert!(!every_span.contains(secret), "a secret reached a span");
+    }
+
+    // The decision's log line carries the trace id.
+    let logs = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let decision = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"] == "connect::decision")
+        .expect("the decision was logged");
+    assert_eq!(decision["span"]["trace_id"], trace_id, "{decision}");
+    assert!(!logs.contains("sk_acme_stripe"));
+    stack.stop().await;
+}
