@@ -8,6 +8,12 @@
 //! caches answer) and `cold` (a second system with both caches off: every call verifies the
 //! signature and asks the registry), each with an RS256 and an ES256 token.
 //!
+//! `-- --telemetry off|logs|otlp` sets what the process traces through (one mode a run, since
+//! the subscriber is the process's): `off` (the default) installs none; `logs` installs the
+//! servers' own subscriber as they run without `--otlp-endpoint` (log lines formatted, then
+//! written to a sink rather than a terminal); `otlp` adds span export to an OTLP collector on
+//! loopback, as `--otlp-endpoint` does.
+//!
 //! Further rows, each printed and written as rows too (sections run in this order;
 //! `-- --only rss|throughput|detach` runs one of them):
 //! - `rss 100k callers`: growth of the process's resident memory while one broker fills its
@@ -199,6 +205,33 @@ async fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let telemetry = args
+        .iter()
+        .position(|a| a == "--telemetry")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "off".to_owned());
+    // Kept until the end: the collector and the exporter that sends to it.
+    let _traced = {
+        use connect_runtime::{LogFormat, telemetry};
+        let (collector, provider) = match telemetry.as_str() {
+            "off" | "logs" => (None, None),
+            "otlp" => {
+                let collector = connect_dev::OtlpCollector::start().await?;
+                let provider = telemetry::otlp_provider(&collector.endpoint(), "connect-bench")?;
+                (Some(collector), Some(provider))
+            }
+            other => anyhow::bail!("--telemetry {other}: expected off, logs or otlp"),
+        };
+        if telemetry != "off" {
+            tracing::subscriber::set_global_default(telemetry::subscriber(
+                LogFormat::Text,
+                provider.as_ref(),
+                std::io::sink,
+            ))?;
+        }
+        (collector, provider)
+    };
+    println!("telemetry: {telemetry}");
     let mut rows = Vec::new();
     if wanted("rss") {
         rows.push(rss_with_many_callers(&dir, &issuer, 100_000).await?);

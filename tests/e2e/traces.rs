@@ -7,66 +7,13 @@ use std::{
     time::Duration,
 };
 
+use connect_dev::OtlpCollector;
 use connect_proto::broker::v1 as bpb;
 use connect_runtime::{LogFormat, telemetry};
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    trace::v1::Span,
-};
-use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use tonic::Request;
 
 use crate::harness::Stack;
-
-/// An OTLP/gRPC collector on loopback that keeps every span it receives.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans);
-            }
-        }
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl Collector {
-    async fn start(&self) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-        });
-        format!("http://{addr}")
-    }
-
-    fn of_trace(&self, trace_id: &[u8]) -> Vec<Span> {
-        self.spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.trace_id == trace_id)
-            .cloned()
-            .collect()
-    }
-}
 
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<u8>>>);
@@ -85,9 +32,8 @@ impl std::io::Write for Lines {
 // One thread: every server of the stack runs on it, under the subscriber this test sets.
 #[tokio::test(flavor = "current_thread")]
 async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in_any_span() {
-    let collector = Collector::default();
-    let endpoint = collector.start().await;
-    let provider = telemetry::otlp_provider(&endpoint, "connect-e2e").unwrap();
+    let collector = OtlpCollector::start().await.unwrap();
+    let provider = telemetry::otlp_provider(&collector.endpoint(), "connect-e2e").unwrap();
     let lines = Lines::default();
     let sink = lines.clone();
     let _traced = tracing::subscriber::set_default(telemetry::subscriber(
@@ -131,7 +77,11 @@ async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in
             .await
             .unwrap()
             .unwrap();
-        spans = collector.of_trace(&trace);
+        spans = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace)
+            .collect();
         let names: Vec<String> = spans.iter().map(name).collect();
         if names.iter().any(|n| n.ends_with("TokenBroker/GetToken"))
             && names
@@ -179,7 +129,7 @@ async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in
     assert_eq!(authorize.kind, 2);
 
     // No attribute of any exported span holds a token or a secret.
-    let every_span = format!("{:?}", collector.spans.lock().unwrap());
+    let every_span = format!("{:?}", collector.spans());
     for secret in [
         "sk_acme_stripe",
         oidc_token.as_str(),

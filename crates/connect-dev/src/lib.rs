@@ -6,6 +6,10 @@
 //! The caller brings the issuers (the broker must know which it trusts before it starts) and
 //! seeds teams, projects and connectors through [`LocalStack::registry`].
 
+mod collector;
+
+pub use collector::OtlpCollector;
+
 use std::{future::Future, net::SocketAddr};
 
 use link_registry::{ServeConfig, domain::Registry, domain::model::Role};
