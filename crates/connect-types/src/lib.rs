@@ -18,5 +18,5 @@ pub use ids::{
     ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
     IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,
 };
-pub use reason::{ERROR_DOMAIN, Reason};
+pub use reason::{ERROR_DOMAIN, FieldViolation, GrpcCode, Reason};
 pub use url_policy::{HostRule, UrlPolicy, UrlRefusal, is_destination_key, is_loopback_http};

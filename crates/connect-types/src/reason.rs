@@ -1,14 +1,46 @@
-//! Every `google.rpc.ErrorInfo.reason` Connect answers with, and the documented error name that
-//! starts the message of each. Services map a reason to their gRPC code; clients map it back to a
-//! typed error with [`Reason::parse`].
+//! Every `google.rpc.ErrorInfo.reason` Connect answers with, the documented error name that
+//! starts the message of each, and the one gRPC code it always comes with. Services map their
+//! errors to a reason and take the code from here; clients map a reason back to a typed error
+//! with [`Reason::parse`]. Bad fields travel as [`FieldViolation`]s (`google.rpc.BadRequest`).
 
 use std::fmt;
 
 /// `ErrorInfo.domain` of every Connect error.
 pub const ERROR_DOMAIN: &str = "connect";
 
+/// The gRPC status codes Connect answers with, numbered as gRPC numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+/// A field that failed validation, for `google.rpc.BadRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
 macro_rules! reasons {
-    ($($(#[$meta:meta])* $variant:ident = $reason:literal, $name:literal;)*) => {
+    ($($(#[$meta:meta])* $variant:ident = $reason:literal, $name:literal, $code:ident;)*) => {
         /// An `ErrorInfo.reason` of the contract.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Reason {
@@ -33,6 +65,13 @@ macro_rules! reasons {
                 }
             }
 
+            /// The gRPC code every error with this reason carries.
+            pub fn code(self) -> GrpcCode {
+                match self {
+                    $(Self::$variant => GrpcCode::$code,)*
+                }
+            }
+
             /// The reason of a wire string, if it is one of ours.
             pub fn parse(value: &str) -> Option<Self> {
                 match value {
@@ -45,39 +84,39 @@ macro_rules! reasons {
 }
 
 reasons! {
-    InvalidToken = "INVALID_TOKEN", "InvalidTokenError";
-    TokenExpired = "TOKEN_EXPIRED", "TokenExpiredError";
-    TokenNotYetValid = "TOKEN_NOT_YET_VALID", "TokenNotYetValidError";
-    IssuerNotTrusted = "ISSUER_NOT_TRUSTED", "IssuerNotTrustedError";
-    ConnectorNotFound = "CONNECTOR_NOT_FOUND", "ConnectorNotFoundError";
-    TeamNotFound = "TEAM_NOT_FOUND", "TeamNotFoundError";
-    ProjectNotFound = "PROJECT_NOT_FOUND", "ProjectNotFoundError";
-    ProjectLinkNotFound = "PROJECT_LINK_NOT_FOUND", "ProjectLinkNotFoundError";
-    KeyNotFound = "KEY_NOT_FOUND", "KeyNotFoundError";
+    InvalidToken = "INVALID_TOKEN", "InvalidTokenError", Unauthenticated;
+    TokenExpired = "TOKEN_EXPIRED", "TokenExpiredError", Unauthenticated;
+    TokenNotYetValid = "TOKEN_NOT_YET_VALID", "TokenNotYetValidError", Unauthenticated;
+    IssuerNotTrusted = "ISSUER_NOT_TRUSTED", "IssuerNotTrustedError", Unauthenticated;
+    ConnectorNotFound = "CONNECTOR_NOT_FOUND", "ConnectorNotFoundError", NotFound;
+    TeamNotFound = "TEAM_NOT_FOUND", "TeamNotFoundError", NotFound;
+    ProjectNotFound = "PROJECT_NOT_FOUND", "ProjectNotFoundError", NotFound;
+    ProjectLinkNotFound = "PROJECT_LINK_NOT_FOUND", "ProjectLinkNotFoundError", NotFound;
+    KeyNotFound = "KEY_NOT_FOUND", "KeyNotFoundError", NotFound;
     /// No such installation of the connector (or the provider does not know it).
-    InstallationNotFound = "INSTALLATION_NOT_FOUND", "InstallationNotFoundError";
-    ClientNotLinkedToProject = "CLIENT_NOT_LINKED_TO_PROJECT", "ClientNotLinkedToProjectError";
-    ClientNotEnabledForEnvironment = "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT", "ClientNotEnabledForEnvironmentError";
-    ScopeNotAllowed = "SCOPE_NOT_ALLOWED", "ScopeNotAllowedError";
-    NoValidToken = "NO_VALID_TOKEN", "NoValidTokenError";
-    ConnectorInstallationRequired = "CONNECTOR_INSTALLATION_REQUIRED", "ConnectorInstallationRequiredError";
+    InstallationNotFound = "INSTALLATION_NOT_FOUND", "InstallationNotFoundError", NotFound;
+    ClientNotLinkedToProject = "CLIENT_NOT_LINKED_TO_PROJECT", "ClientNotLinkedToProjectError", PermissionDenied;
+    ClientNotEnabledForEnvironment = "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT", "ClientNotEnabledForEnvironmentError", PermissionDenied;
+    ScopeNotAllowed = "SCOPE_NOT_ALLOWED", "ScopeNotAllowedError", PermissionDenied;
+    NoValidToken = "NO_VALID_TOKEN", "NoValidTokenError", FailedPrecondition;
+    ConnectorInstallationRequired = "CONNECTOR_INSTALLATION_REQUIRED", "ConnectorInstallationRequiredError", FailedPrecondition;
     /// An admin suspended the connector: it issues nothing until resumed.
-    ConnectorSuspended = "CONNECTOR_SUSPENDED", "ConnectorSuspendedError";
-    UserAuthorizationRequired = "USER_AUTHORIZATION_REQUIRED", "UserAuthorizationRequiredError";
-    InvalidArgument = "INVALID_ARGUMENT", "InvalidArgumentError";
+    ConnectorSuspended = "CONNECTOR_SUSPENDED", "ConnectorSuspendedError", FailedPrecondition;
+    UserAuthorizationRequired = "USER_AUTHORIZATION_REQUIRED", "UserAuthorizationRequiredError", FailedPrecondition;
+    InvalidArgument = "INVALID_ARGUMENT", "InvalidArgumentError", InvalidArgument;
     /// A connector's destination changed without its secrets being supplied again.
-    SecretsRequired = "SECRETS_REQUIRED", "SecretsRequiredError";
-    FailedPrecondition = "FAILED_PRECONDITION", "FailedPreconditionError";
+    SecretsRequired = "SECRETS_REQUIRED", "SecretsRequiredError", FailedPrecondition;
+    FailedPrecondition = "FAILED_PRECONDITION", "FailedPreconditionError", FailedPrecondition;
     /// A broker's refresh lease on a user grant ran out or was superseded (broker ↔ registry).
-    LeaseLost = "LEASE_LOST", "LeaseLostError";
-    AlreadyExists = "ALREADY_EXISTS", "AlreadyExistsError";
-    InvalidKey = "INVALID_KEY", "InvalidKeyError";
-    RoleNotAllowed = "ROLE_NOT_ALLOWED", "RoleNotAllowedError";
-    RegistryUnavailable = "REGISTRY_UNAVAILABLE", "RegistryUnavailableError";
-    JwksUnavailable = "JWKS_UNAVAILABLE", "JwksUnavailableError";
-    ProviderUnavailable = "PROVIDER_UNAVAILABLE", "ProviderUnavailableError";
-    StorageUnavailable = "STORAGE_UNAVAILABLE", "StorageUnavailableError";
-    Internal = "INTERNAL", "InternalError";
+    LeaseLost = "LEASE_LOST", "LeaseLostError", Aborted;
+    AlreadyExists = "ALREADY_EXISTS", "AlreadyExistsError", AlreadyExists;
+    InvalidKey = "INVALID_KEY", "InvalidKeyError", Unauthenticated;
+    RoleNotAllowed = "ROLE_NOT_ALLOWED", "RoleNotAllowedError", PermissionDenied;
+    RegistryUnavailable = "REGISTRY_UNAVAILABLE", "RegistryUnavailableError", Unavailable;
+    JwksUnavailable = "JWKS_UNAVAILABLE", "JwksUnavailableError", Unavailable;
+    ProviderUnavailable = "PROVIDER_UNAVAILABLE", "ProviderUnavailableError", Unavailable;
+    StorageUnavailable = "STORAGE_UNAVAILABLE", "StorageUnavailableError", Unavailable;
+    Internal = "INTERNAL", "InternalError", Internal;
 }
 
 impl fmt::Display for Reason {
@@ -102,6 +141,19 @@ mod tests {
             );
         }
         assert_eq!(Reason::parse("SOMETHING_ELSE"), None);
+        // The contract's table of codes.
+        assert_eq!(
+            Reason::ClientNotLinkedToProject.code(),
+            GrpcCode::PermissionDenied
+        );
+        assert_eq!(Reason::InvalidToken.code(), GrpcCode::Unauthenticated);
+        assert_eq!(Reason::ConnectorNotFound.code(), GrpcCode::NotFound);
+        assert_eq!(Reason::NoValidToken.code(), GrpcCode::FailedPrecondition);
+        assert_eq!(Reason::RegistryUnavailable.code(), GrpcCode::Unavailable);
+        assert_eq!(Reason::InvalidKey.code(), GrpcCode::Unauthenticated);
+        assert_eq!(Reason::RoleNotAllowed.code(), GrpcCode::PermissionDenied);
+        assert_eq!(Reason::AlreadyExists.code(), GrpcCode::AlreadyExists);
+        assert_eq!(GrpcCode::Unauthenticated as i32, 16);
         assert_eq!(
             Reason::ClientNotEnabledForEnvironment.error_name(),
             "ClientNotEnabledForEnvironmentError"

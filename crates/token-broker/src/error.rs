@@ -6,21 +6,7 @@ use std::fmt;
 
 use connect_types::Reason;
 
-/// A request field that failed validation, for `google.rpc.BadRequest`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
+pub use connect_types::{FieldViolation, truncate};
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
@@ -224,12 +210,3 @@ fn describe(violations: &[FieldViolation]) -> String {
 pub struct Cause(pub String);
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
-
-/// A shortened copy of untrusted input, safe to echo in an error message.
-pub fn truncate(value: &str, max: usize) -> String {
-    let mut out: String = value.chars().take(max).collect();
-    if value.chars().count() > max {
-        out.push('…');
-    }
-    out
-}

@@ -4,21 +4,7 @@
 
 use std::fmt;
 
-/// A field that failed validation, for `google.rpc.BadRequest`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
+pub use connect_types::FieldViolation;
 
 /// The kinds of rows a caller can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,60 +10,53 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{RegistryError, Resource};
 
-pub fn to_status(err: RegistryError) -> Status {
-    let (code, reason) = match &err {
-        RegistryError::InvalidArgument(_) => (Code::InvalidArgument, Reason::InvalidArgument),
-        RegistryError::InvalidKey => (Code::Unauthenticated, Reason::InvalidKey),
+/// The contract reason of each error; its gRPC code is the reason's.
+fn reason(err: &RegistryError) -> Reason {
+    match err {
+        RegistryError::InvalidArgument(_) => Reason::InvalidArgument,
+        RegistryError::InvalidKey => Reason::InvalidKey,
         RegistryError::RoleNotAllowed { .. } | RegistryError::WrongService { .. } => {
-            (Code::PermissionDenied, Reason::RoleNotAllowed)
+            Reason::RoleNotAllowed
         }
-        RegistryError::NotFound { resource, .. } => (
-            Code::NotFound,
-            match resource {
-                Resource::Team => Reason::TeamNotFound,
-                Resource::Project => Reason::ProjectNotFound,
-                Resource::Connector => Reason::ConnectorNotFound,
-                Resource::ProjectLink => Reason::ProjectLinkNotFound,
-                Resource::Key => Reason::KeyNotFound,
-                Resource::Installation => Reason::InstallationNotFound,
-            },
-        ),
-        RegistryError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
-        RegistryError::FailedPrecondition(_) => {
-            (Code::FailedPrecondition, Reason::FailedPrecondition)
-        }
-        RegistryError::UserAuthorizationRequired(_) => {
-            (Code::FailedPrecondition, Reason::UserAuthorizationRequired)
-        }
-        RegistryError::LeaseLost => (Code::Aborted, Reason::LeaseLost),
+        RegistryError::NotFound { resource, .. } => match resource {
+            Resource::Team => Reason::TeamNotFound,
+            Resource::Project => Reason::ProjectNotFound,
+            Resource::Connector => Reason::ConnectorNotFound,
+            Resource::ProjectLink => Reason::ProjectLinkNotFound,
+            Resource::Key => Reason::KeyNotFound,
+            Resource::Installation => Reason::InstallationNotFound,
+        },
+        RegistryError::AlreadyExists { .. } => Reason::AlreadyExists,
+        RegistryError::FailedPrecondition(_) => Reason::FailedPrecondition,
+        RegistryError::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
+        RegistryError::LeaseLost => Reason::LeaseLost,
         RegistryError::SecretsRequired { .. } | RegistryError::DependentSecretsBound { .. } => {
-            (Code::FailedPrecondition, Reason::SecretsRequired)
+            Reason::SecretsRequired
         }
-        RegistryError::IssuerNotTrusted { .. } => (Code::Unauthenticated, Reason::IssuerNotTrusted),
-        RegistryError::ClientNotLinkedToProject { .. } => {
-            (Code::PermissionDenied, Reason::ClientNotLinkedToProject)
+        RegistryError::IssuerNotTrusted { .. } => Reason::IssuerNotTrusted,
+        RegistryError::ClientNotLinkedToProject { .. } => Reason::ClientNotLinkedToProject,
+        RegistryError::ClientNotEnabledForEnvironment { .. } => {
+            Reason::ClientNotEnabledForEnvironment
         }
-        RegistryError::ClientNotEnabledForEnvironment { .. } => (
-            Code::PermissionDenied,
-            Reason::ClientNotEnabledForEnvironment,
-        ),
-        RegistryError::ConnectorSuspended { .. } => {
-            (Code::FailedPrecondition, Reason::ConnectorSuspended)
-        }
+        RegistryError::ConnectorSuspended { .. } => Reason::ConnectorSuspended,
+        RegistryError::StorageUnavailable(_) => Reason::StorageUnavailable,
+        RegistryError::Internal { .. } => Reason::Internal,
+    }
+}
+
+pub fn to_status(err: RegistryError) -> Status {
+    let reason = reason(&err);
+    let message = match &err {
         RegistryError::StorageUnavailable(source) => {
             tracing::error!(error = %source, "registry database unavailable");
-            (Code::Unavailable, Reason::StorageUnavailable)
+            err.to_string()
         }
+        // Causes of internal errors are logged, never sent.
         RegistryError::Internal { context, source } => {
             tracing::error!(context, error = %ErrorChain(source.as_ref()), "internal error");
-            let mut details = ErrorDetails::new();
-            details.set_error_info(Reason::Internal.as_str(), ERROR_DOMAIN, []);
-            return Status::with_error_details(
-                Code::Internal,
-                "InternalError: internal error",
-                details,
-            );
+            "InternalError: internal error".to_owned()
         }
+        other => other.to_string(),
     };
     let mut details = ErrorDetails::new();
     details.set_error_info(reason.as_str(), ERROR_DOMAIN, []);
@@ -72,7 +65,7 @@ pub fn to_status(err: RegistryError) -> Status {
             details.add_bad_request_violation(&v.field, &v.description);
         }
     }
-    Status::with_error_details(code, err.to_string(), details)
+    Status::with_error_details(Code::from(reason.code() as i32), message, details)
 }
 
 #[cfg(test)]

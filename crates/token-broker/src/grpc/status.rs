@@ -7,30 +7,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::BrokerError;
 
-/// The gRPC code of each error; its `ErrorInfo.reason` is [`BrokerError::reason`].
+/// The gRPC code of each error: its [`BrokerError::reason`]'s.
 pub fn code(err: &BrokerError) -> Code {
-    match err {
-        BrokerError::InvalidToken(_) => Code::Unauthenticated,
-        BrokerError::TokenExpired => Code::Unauthenticated,
-        BrokerError::TokenNotYetValid => Code::Unauthenticated,
-        BrokerError::IssuerNotTrusted(_) => Code::Unauthenticated,
-        BrokerError::ConnectorNotFound(_) => Code::NotFound,
-        BrokerError::ClientNotLinkedToProject { .. } => Code::PermissionDenied,
-        BrokerError::ClientNotEnabledForEnvironment { .. } => Code::PermissionDenied,
-        BrokerError::ScopeNotAllowed(_) => Code::PermissionDenied,
-        BrokerError::NoValidToken(_) => Code::FailedPrecondition,
-        BrokerError::ConnectorInstallationRequired(_) => Code::FailedPrecondition,
-        BrokerError::ConnectorSuspended(_) => Code::FailedPrecondition,
-        BrokerError::InstallationNotFound { .. } => Code::NotFound,
-        BrokerError::UserAuthorizationRequired(_) => Code::FailedPrecondition,
-        BrokerError::LeaseLost => Code::Aborted,
-        BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
-        BrokerError::InvalidArgument(_) => Code::InvalidArgument,
-        BrokerError::RegistryUnavailable(_) => Code::Unavailable,
-        BrokerError::JwksUnavailable(_) => Code::Unavailable,
-        BrokerError::ProviderUnavailable(_) => Code::Unavailable,
-        BrokerError::Internal { .. } => Code::Internal,
-    }
+    Code::from(err.reason().code() as i32)
 }
 
 pub fn to_status(err: BrokerError) -> Status {

@@ -201,6 +201,67 @@ fn moved_destinations(before: &ConfigMap, after: &ConfigMap) -> Vec<String> {
         .collect()
 }
 
+/// What every secret of a connector, its installations and its users' grants is sealed to: the
+/// team, the connector and the digest of its destinations (`*_url` config). Built once per
+/// connector and config, then used for each secret.
+pub(super) struct SecretBinding<'a> {
+    team_id: &'a str,
+    connector_id: &'a str,
+    destination: String,
+}
+
+impl<'a> SecretBinding<'a> {
+    /// `connector`'s secrets as sealed to the destinations of `config` (its own, or the one an
+    /// update is about to store).
+    pub(super) fn new(connector: &'a Connector, config: &ConfigMap) -> Self {
+        Self {
+            team_id: connector.team_id.as_str(),
+            connector_id: connector.id.as_str(),
+            destination: crypto::destination_digest(config.iter()),
+        }
+    }
+
+    /// `connector`'s secrets as they are stored now.
+    pub(super) fn current(connector: &'a Connector) -> Self {
+        Self::new(connector, &connector.config)
+    }
+
+    fn aad<'n>(&'n self, name: &'n str) -> SecretAad<'n> {
+        SecretAad {
+            team_id: self.team_id,
+            connector_id: self.connector_id,
+            name,
+            destination: &self.destination,
+        }
+    }
+
+    /// Seals the secret `name` (scoped, e.g. `installation/<id>/api_key`).
+    pub(super) fn seal(
+        &self,
+        cipher: &SecretCipher,
+        name: &str,
+        value: &SecretString,
+    ) -> StoredSecret {
+        StoredSecret {
+            sealed: cipher.seal(&self.aad(name), value),
+            fingerprint: cipher.fingerprint(value),
+        }
+    }
+
+    /// Opens the secret `name`; `what` names it in the error of a value that does not open.
+    pub(super) fn open(
+        &self,
+        cipher: &SecretCipher,
+        name: &str,
+        stored: &StoredSecret,
+        what: &'static str,
+    ) -> Result<SecretString> {
+        cipher
+            .open(&self.aad(name), &stored.sealed)
+            .map_err(|e| RegistryError::internal(what, e))
+    }
+}
+
 /// Seals `secrets` for `connector`'s row (or, with a `scope` of `installation/<id>/`, for one of
 /// its installations), bound to the destinations of `config`.
 pub(super) fn seal_all(
@@ -210,21 +271,11 @@ pub(super) fn seal_all(
     secrets: &SecretInput,
     scope: &str,
 ) -> BTreeMap<String, StoredSecret> {
-    let destination = crypto::destination_digest(config.iter());
+    let binding = SecretBinding::new(connector, config);
     secrets
         .iter()
         .map(|(name, value)| {
-            let scoped = format!("{scope}{name}");
-            let aad = SecretAad {
-                team_id: connector.team_id.as_str(),
-                connector_id: connector.id.as_str(),
-                name: &scoped,
-                destination: &destination,
-            };
-            let stored = StoredSecret {
-                sealed: cipher.seal(&aad, value),
-                fingerprint: cipher.fingerprint(value),
-            };
+            let stored = binding.seal(cipher, &format!("{scope}{name}"), value);
             (name.clone(), stored)
         })
         .collect()
@@ -244,20 +295,16 @@ pub(super) fn open_scoped(
     secrets: &BTreeMap<String, StoredSecret>,
     scope: &str,
 ) -> Result<BTreeMap<String, SecretString>> {
-    let destination = crypto::destination_digest(connector.config.iter());
+    let binding = SecretBinding::current(connector);
     secrets
         .iter()
         .map(|(name, stored)| {
-            let scoped = format!("{scope}{name}");
-            let aad = SecretAad {
-                team_id: connector.team_id.as_str(),
-                connector_id: connector.id.as_str(),
-                name: &scoped,
-                destination: &destination,
-            };
-            let value = cipher
-                .open(&aad, &stored.sealed)
-                .map_err(|e| RegistryError::internal("opening a connector secret", e))?;
+            let value = binding.open(
+                cipher,
+                &format!("{scope}{name}"),
+                stored,
+                "opening a connector secret",
+            )?;
             Ok((name.clone(), value))
         })
         .collect()

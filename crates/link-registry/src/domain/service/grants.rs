@@ -131,17 +131,7 @@ impl Registry {
     }
 
     fn seal_for(&self, connector: &Connector, name: &str, value: &SecretString) -> StoredSecret {
-        let destination = crypto::destination_digest(connector.config.iter());
-        let aad = SecretAad {
-            team_id: connector.team_id.as_str(),
-            connector_id: connector.id.as_str(),
-            name,
-            destination: &destination,
-        };
-        StoredSecret {
-            sealed: self.cipher.seal(&aad, value),
-            fingerprint: self.cipher.fingerprint(value),
-        }
+        SecretBinding::current(connector).seal(&self.cipher, name, value)
     }
 
     /// Opens one of a grant's sealed values (for revocation, after the grant is gone).
@@ -160,16 +150,7 @@ impl Registry {
         name: &str,
         stored: &StoredSecret,
     ) -> Result<SecretString> {
-        let destination = crypto::destination_digest(connector.config.iter());
-        let aad = SecretAad {
-            team_id: connector.team_id.as_str(),
-            connector_id: connector.id.as_str(),
-            name,
-            destination: &destination,
-        };
-        self.cipher
-            .open(&aad, &stored.sealed)
-            .map_err(|e| RegistryError::internal("opening a user grant", e))
+        SecretBinding::current(connector).open(&self.cipher, name, stored, "opening a user grant")
     }
 
     /// The team's connector `id`.

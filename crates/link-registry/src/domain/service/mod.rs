@@ -24,7 +24,10 @@ pub use self::{
     issuances::NewIssuance,
     revocations::RevocationSummary,
 };
-use self::{connectors::open_all, keys::KeyCache};
+use self::{
+    connectors::{SecretBinding, open_all},
+    keys::KeyCache,
+};
 
 use std::{
     collections::{BTreeMap, HashMap},
