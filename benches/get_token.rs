@@ -216,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
         let (collector, provider) = match telemetry.as_str() {
             "off" | "logs" => (None, None),
             "otlp" => {
-                let collector = connect_dev::OtlpCollector::start().await?;
+                let collector = connect_dev::OtlpCollector::counting().await?;
                 let provider = telemetry::otlp_provider(&collector.endpoint(), "connect-bench")?;
                 (Some(collector), Some(provider))
             }

@@ -114,16 +114,45 @@ async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in
         broker_span_ids.contains(&&authorize.parent_span_id),
         "the registry's span is not a child of a broker span"
     );
-    // The finer spans of the request path are in the same trace.
+    // The steps of the request path that wait on something are spans of the same trace: the
+    // signature check (the token is new), the registry's answer and the ledger's record (both
+    // caches are cold), and the registry's lookup.
     for step in [
-        "verify",
-        "authorize",
-        "issue",
-        "record_issuance",
+        "verify_signature",
+        "registry.authorize",
+        "registry.record_issuance",
         "store.authorizing",
     ] {
         find(step);
     }
+    // The registry's server span is the child of the broker's client span for that call.
+    assert_eq!(
+        authorize.parent_span_id,
+        find("registry.authorize").span_id,
+        "the registry's span continues the broker's call"
+    );
+    // A second call is answered from the broker's caches: one span, nothing else.
+    let before = collector.count();
+    let mut again = Request::new(bpb::GetTokenRequest {
+        connector: "api-key/stripe".into(),
+        ..Default::default()
+    });
+    again.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {oidc_token}").parse().unwrap(),
+    );
+    stack.broker().get_token(again).await.unwrap();
+    let flushing = provider.clone();
+    tokio::task::spawn_blocking(move || flushing.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let warm: Vec<String> = collector.spans()[before..].iter().map(name).collect();
+    assert_eq!(
+        warm,
+        ["/connect.broker.v1.TokenBroker/GetToken"],
+        "{warm:?}"
+    );
     // Span kinds: both RPC spans are server spans.
     assert_eq!(get_token.kind, 2);
     assert_eq!(authorize.kind, 2);

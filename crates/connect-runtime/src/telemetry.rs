@@ -127,8 +127,13 @@ pub fn subscriber(
             .fold(Targets::new().with_default(tracing::Level::INFO), |t, c| {
                 t.with_target(c, tracing::Level::DEBUG)
             });
+        // Ids, names and outcomes only: no source locations, thread names or busy/idle times,
+        // which cost an attribute (or a clock read) on every span and say little.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("connect"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(targets)
     });
     Registry::default().with(logs).with(spans)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::{
     auth::Identity,
@@ -76,6 +77,11 @@ impl Ledger {
                 issued_at: Utc::now(),
                 expires_at: hand_out.expires_at,
             })
+            .instrument(tracing::debug_span!(
+                "registry.record_issuance",
+                otel.kind = "client",
+                token_id = hand_out.token_id,
+            ))
             .await?;
         self.recorded.insert(key, ());
         Ok(())

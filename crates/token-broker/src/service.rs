@@ -10,8 +10,6 @@ use std::{
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use tracing::Instrument;
-
 use crate::{
     auth::{Identity, TokenVerifier},
     consent::{Consents, StartRequest, Started},
@@ -137,12 +135,7 @@ impl Broker {
     ) -> Result<Issued> {
         let started = Instant::now();
         let verified = match bearer {
-            Ok(bearer) => {
-                self.verifier
-                    .verify(bearer)
-                    .instrument(tracing::debug_span!("verify"))
-                    .await
-            }
+            Ok(bearer) => self.verifier.verify(bearer).await,
             Err(e) => Err(e),
         };
         let (identity, result) = match verified {
@@ -173,13 +166,6 @@ impl Broker {
                 asked.unwrap_or_default(),
                 caller_timeout,
             )
-            .instrument(tracing::debug_span!(
-                "authorize",
-                connector = %request.connector,
-                owner_id = %identity.owner_id,
-                project_id = %identity.project_id,
-                environment = %identity.environment,
-            ))
             .await?;
         let issued = self
             .issuers
@@ -194,11 +180,6 @@ impl Broker {
                 },
                 asked,
             )
-            .instrument(tracing::debug_span!(
-                "issue",
-                connector_type = %authorization.connector_type,
-                subject = request.subject.kind().as_str(),
-            ))
             .await?;
         let installation_id = authorization.installation_id();
         // Recorded before it leaves; a credential that cannot be recorded is not handed out.
@@ -213,7 +194,6 @@ impl Broker {
                 token_id: &token_id,
                 expires_at: issued.expires_at,
             })
-            .instrument(tracing::debug_span!("record_issuance", token_id = %token_id))
             .await?;
         Ok(Issued {
             token: issued.token,

@@ -9,6 +9,7 @@ pub mod jws;
 pub mod keys;
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use chrono::Utc;
 use openidconnect::{
@@ -95,7 +96,11 @@ impl TokenVerifier {
 
     pub async fn verify(&self, raw: &str) -> Result<Arc<Identity>> {
         let Some(cache) = &self.verified else {
-            return self.verify_fully(raw).await.map(|v| v.identity);
+            return self
+                .verify_fully(raw)
+                .instrument(tracing::debug_span!("verify_signature"))
+                .await
+                .map(|v| v.identity);
         };
         let digest: [u8; 32] = sha2::Sha256::digest(raw.as_bytes()).into();
         if let Some(known) = cache.get(&digest) {
@@ -109,7 +114,11 @@ impl TokenVerifier {
             }
             cache.remove(&digest);
         }
-        let verified = Arc::new(self.verify_fully(raw).await?);
+        let verified = Arc::new(
+            self.verify_fully(raw)
+                .instrument(tracing::debug_span!("verify_signature"))
+                .await?,
+        );
         cache.insert(digest, verified.clone());
         Ok(verified.identity.clone())
     }

@@ -7,6 +7,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -365,10 +366,17 @@ impl TokenCache {
         fetch: impl Fn() -> BoxFuture<'static, Result<CachedToken, ProviderFailure>>,
     ) -> Result<IssuedToken> {
         let owner = grant.owner();
+        let connector = &grant.authorization.connector_uid;
         let labelled = || {
             let (fetched, owner, revoke_with) = (fetch(), owner.clone(), revoke_with.clone());
+            let span = tracing::debug_span!(
+                "provider.fetch",
+                otel.kind = "client",
+                connector = %connector,
+                subject = %owner.subject,
+            );
             Box::pin(async move {
-                let mut token = fetched.await?;
+                let mut token = fetched.instrument(span).await?;
                 token.owner = owner;
                 token.revoke_with = revoke_with;
                 Ok(token)

@@ -20,6 +20,7 @@ use tonic::{
     transport::{Channel, ClientTlsConfig, Endpoint},
 };
 use tonic_types::StatusExt;
+use tracing::Instrument;
 
 use super::{
     Authorization, Authorizer, Change, ChangeFeed, ChangeKind, ChangeStream, ClaimedRefreshTokens,
@@ -239,12 +240,21 @@ impl RegistryClient {
             connector: connector.to_owned(),
             installation_id: installation.to_owned(),
         };
+        let span = tracing::debug_span!(
+            "registry.authorize",
+            otel.kind = "client",
+            connector,
+            owner_id = %identity.owner_id,
+            project_id = %identity.project_id,
+            environment = %identity.environment,
+        );
         let answer = self
             .unary(
                 request,
                 timeout,
                 |mut c, r| async move { c.authorize(r).await },
             )
+            .instrument(span)
             .await
             .map_err(|status| decision(status, identity, connector, installation))?;
         check_answer(answer, identity, connector, installation)
