@@ -63,6 +63,23 @@ struct Stats {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the whole process (client, servers, issuer) per call.
+    cpu_per_call: Duration,
+}
+
+/// CPU time the process's threads have run so far (`/proc/self/task/*/schedstat`, in ns): a
+/// steadier measure of cost than throughput on a shared machine.
+fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 async fn measure<F, Fut>(concurrency: usize, call: F) -> Stats
@@ -71,6 +88,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut latencies: Vec<Duration> = stream::iter(0..CALLS)
         .map(|_| {
             let call = call();
@@ -84,11 +102,13 @@ where
         .collect()
         .await;
     let total = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     latencies.sort();
     Stats {
         per_second: CALLS as f64 / total.as_secs_f64(),
         p50: latencies[CALLS / 2],
         p99: latencies[CALLS * 99 / 100],
+        cpu_per_call: cpu / CALLS as u32,
     }
 }
 
@@ -186,6 +206,9 @@ struct Row {
     calls_per_s: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU time of the whole process per call, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us: Option<f64>,
     /// For `GetToken` rows: throughput over the baseline's at the same concurrency.
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
@@ -326,8 +349,8 @@ async fn throughput(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
         "{CALLS} calls each, loopback, SQLite registry; baseline = Health/Check with the same bearer header\n"
     );
     println!(
-        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>7}",
-        "scenario", "conc.", "calls/s", "p50", "p99", "ratio"
+        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>7} {:>9}",
+        "scenario", "conc.", "calls/s", "p50", "p99", "ratio", "cpu/call"
     );
     for concurrency in CONCURRENCY {
         let mut baseline = None;
@@ -338,11 +361,12 @@ async fn throughput(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
                 baseline = Some(stats.per_second);
             }
             println!(
-                "{name:<12} {concurrency:>6} {:>10.0} {:>10.1?} {:>10.1?} {:>7}",
+                "{name:<12} {concurrency:>6} {:>10.0} {:>10.1?} {:>10.1?} {:>7} {:>9.1?}",
                 stats.per_second,
                 stats.p50,
                 stats.p99,
                 ratio.map_or(String::new(), |r| format!("{r:.2}")),
+                stats.cpu_per_call,
             );
             rows.push(Row {
                 scenario: (*name).to_owned(),
@@ -350,6 +374,7 @@ async fn throughput(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
                 calls_per_s: stats.per_second,
                 p50_us: stats.p50.as_secs_f64() * 1e6,
                 p99_us: stats.p99.as_secs_f64() * 1e6,
+                cpu_us: Some(stats.cpu_per_call.as_secs_f64() * 1e6),
                 ratio,
             });
         }
@@ -368,6 +393,7 @@ fn row(scenario: &str, concurrency: usize, per_second: f64, p50_us: f64, p99_us:
         calls_per_s: per_second,
         p50_us,
         p99_us,
+        cpu_us: None,
         ratio: None,
     }
 }

@@ -7,7 +7,8 @@
 //! Per backend and size it prints: seeding rate, database size, restart time (a new server on
 //! the database until its first answer), `Authorize` p50/p99 at one caller (5 000 calls after 500
 //! to warm up), calls/s at 32 in flight (5 s; all over gRPC with a broker key, random linked
-//! pairs), the first and the last page (50 rows, median of twenty) of the links (all, of one
+//! pairs), the same with a mix of allowed and denied questions (`mixed/s`: a quarter each of yes,
+//! an unlinked environment, an unknown project and an unknown connector), the first and the last page (50 rows, median of twenty) of the links (all, of one
 //! connector, of one project), projects and audit events, the rate of `AttachProject` calls
 //! (2 000: 100 new links, 1 900 replaced), the mean of the first 16 `Authorize` calls after each
 //! hundred attaches (a SQLite read connection drops its page cache at its first read after a
@@ -89,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let wanted = |backend: &str| only.as_deref().is_none_or(|o| o == backend);
     let dir = tempfile::tempdir()?;
     println!(
-        "{:<9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  pages first/last (ms): links, by connector, by project, projects, audit",
+        "{:<9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}  pages first/last (ms): links, by connector, by project, projects, audit",
         "backend",
         "links",
         "seed/s",
@@ -99,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         "auth p99",
         "aft write",
         "auth/s@32",
+        "mixed/s",
         "attach/s",
     );
     if wanted("sqlite") {
@@ -351,13 +353,50 @@ async fn one_caller(
     Ok(times)
 }
 
-/// `Authorize` at 32 in flight for `run` (random linked pairs, starting at `offset` of the walk):
-/// how many calls were answered.
+/// Which `Authorize` questions the callers at 32 in flight ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mix {
+    /// Linked pairs only: every answer is a yes.
+    Allowed,
+    /// A quarter each: a linked pair (yes), its project in an environment the link lacks
+    /// (CLIENT_NOT_ENABLED_FOR_ENVIRONMENT), an unknown project (CLIENT_NOT_LINKED_TO_PROJECT)
+    /// and an unknown connector (CONNECTOR_NOT_FOUND).
+    Mixed,
+}
+
+/// The `i`th question of a walk over `projects` projects: the answer it must get (`None`: yes).
+fn question(i: usize, projects: usize, mix: Mix) -> (pb::AuthorizeRequest, Option<&'static str>) {
+    let mut request = authorize(
+        (i * 104_729) % projects,
+        &format!("api-key/c{}", i % CONNECTORS),
+    );
+    let kind = if mix == Mix::Mixed { (i / 7) % 4 } else { 0 };
+    let expected = match kind {
+        0 => None,
+        1 => {
+            request.environment = "development".into();
+            Some("CLIENT_NOT_ENABLED_FOR_ENVIRONMENT")
+        }
+        2 => {
+            request.project_id = format!("prj_none{i}");
+            Some("CLIENT_NOT_LINKED_TO_PROJECT")
+        }
+        _ => {
+            request.connector = "api-key/none".into();
+            Some("CONNECTOR_NOT_FOUND")
+        }
+    };
+    (request, expected)
+}
+
+/// `Authorize` at 32 in flight for `run` (starting at `offset` of the walk): how many calls got
+/// the answer their question must get.
 async fn in_flight(
     broker: &Runtime,
     projects: usize,
     offset: usize,
     run: Duration,
+    mix: Mix,
 ) -> anyhow::Result<usize> {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let until = Instant::now() + run;
@@ -367,11 +406,12 @@ async fn in_flight(
         tasks.push(tokio::spawn(async move {
             let mut i = offset + t;
             while Instant::now() < until {
-                let request = authorize(
-                    (i * 104_729) % projects,
-                    &format!("api-key/c{}", i % CONNECTORS),
-                );
-                if broker.authorize(request).await.is_ok() {
+                let (request, expected) = question(i, projects, mix);
+                let answer = broker.authorize(request).await;
+                let reason = answer.as_ref().err().and_then(|status| {
+                    tonic_types::StatusExt::get_details_error_info(status).map(|info| info.reason)
+                });
+                if reason.as_deref() == expected {
                     calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 i += 32;
@@ -452,7 +492,7 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
     let mut times = one_caller(&broker, projects, WARM_UP..WARM_UP + 5_000).await?;
     times.sort();
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-    let answered = in_flight(&broker, projects, 0, Duration::from_secs(3)).await?;
+    let answered = in_flight(&broker, projects, 0, Duration::from_secs(3), Mix::Allowed).await?;
     let per_second = answered as f64 / 3.0;
     let calls = (WARM_UP + times.len() + answered) as f64;
     let per_call = match (cpu_before, cpu()) {
@@ -462,12 +502,25 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
         ),
         _ => String::new(),
     };
+    let cpu_before = cpu();
+    let mixed = in_flight(&broker, projects, 0, Duration::from_secs(3), Mix::Mixed).await?;
+    let mixed_per_call = match (cpu_before, cpu()) {
+        (Some(before), Some(after)) => format!(
+            ", registry CPU {:.0} µs per call",
+            (after - before).as_secs_f64() * 1e6 / mixed.max(1) as f64
+        ),
+        _ => String::new(),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "links {} (attached through gRPC at {seed_rate:.0}/s): Authorize p50 {:.3} ms, p99 {:.3} ms, {per_second:.0} calls/s at 32 in flight{per_call}",
         projects * CONNECTORS,
         ms(p50),
         ms(p99),
+    );
+    println!(
+        "mixed allowed/denied (a quarter each: yes, environment, project, connector) at 32 in flight: {:.0} calls/s{mixed_per_call}",
+        mixed as f64 / 3.0
     );
     Ok(())
 }
@@ -628,6 +681,7 @@ async fn prepare(
         times: Vec::new(),
         after_writes: Vec::new(),
         answered: 0,
+        mixed: 0,
         attaches: 0,
         attaching: Duration::ZERO,
     })
@@ -706,6 +760,8 @@ struct Subject {
     after_writes: Vec<Duration>,
     /// `Authorize` calls answered at 32 in flight.
     answered: usize,
+    /// The same with a mix of allowed and denied questions.
+    mixed: usize,
     attaches: usize,
     attaching: Duration,
 }
@@ -740,7 +796,22 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
         }
         for &i in &order {
             let s = &mut subjects[i];
-            s.answered += in_flight(&s.broker, s.projects, round * 320_000, IN_FLIGHT_FOR).await?;
+            s.answered += in_flight(
+                &s.broker,
+                s.projects,
+                round * 320_000,
+                IN_FLIGHT_FOR,
+                Mix::Allowed,
+            )
+            .await?;
+            s.mixed += in_flight(
+                &s.broker,
+                s.projects,
+                round * 320_000,
+                IN_FLIGHT_FOR,
+                Mix::Mixed,
+            )
+            .await?;
             for (list, (first, last)) in s.lists.iter().zip(s.pages.iter_mut()) {
                 first.push(list.0.page(&s.admin, String::new()).await?);
                 last.push(list.0.page(&s.admin, list.1.clone()).await?);
@@ -800,7 +871,7 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "{:<9} {:>9} {:>10.0} {:>8.1} {:>7.2}s {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>9.0} {:>8.0}  {}   rss {:.0} MiB",
+            "{:<9} {:>9} {:>10.0} {:>8.1} {:>7.2}s {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>9.0} {:>9.0} {:>8.0}  {}   rss {:.0} MiB",
             s.backend,
             s.size,
             s.seed_rate,
@@ -810,6 +881,7 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
             ms(percentile(&s.times, 0.99)),
             ms(s.after_writes.iter().sum::<Duration>() / s.after_writes.len().max(1) as u32),
             s.answered as f64 / (IN_FLIGHT_FOR * ROUNDS as u32).as_secs_f64(),
+            s.mixed as f64 / (IN_FLIGHT_FOR * ROUNDS as u32).as_secs_f64(),
             s.attaches as f64 / s.attaching.as_secs_f64(),
             pages,
             s.rss_mib,
