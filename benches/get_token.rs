@@ -12,7 +12,8 @@
 //! the subscriber is the process's): `off` (the default) installs none; `logs` installs the
 //! servers' own subscriber as they run without `--otlp-endpoint` (log lines formatted, then
 //! written to a sink rather than a terminal); `otlp` adds span export to an OTLP collector on
-//! loopback, as `--otlp-endpoint` does.
+//! loopback, as `--otlp-endpoint` does. The collector runs as a child process (this program with
+//! `--otlp-collector-only`), so its work is not counted in this process's CPU time per call.
 //!
 //! Further rows, each printed and written as rows too (sections run in this order;
 //! `-- --only rss|throughput|detach` runs one of them):
@@ -214,9 +215,41 @@ struct Row {
     ratio: Option<f64>,
 }
 
+/// The collector child process, killed when dropped.
+struct CollectorProcess(std::process::Child);
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this program as an OTLP collector and answers with it and its endpoint.
+fn collector_process() -> anyhow::Result<(CollectorProcess, String)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--otlp-collector-only")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no collector stdout"))?;
+    let child = CollectorProcess(child);
+    let mut endpoint = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut endpoint)?;
+    Ok((child, endpoint.trim().to_owned()))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--otlp-collector-only") {
+        let collector = connect_dev::OtlpCollector::counting().await?;
+        println!("{}", collector.endpoint());
+        std::future::pending::<()>().await;
+    }
     let json = args
         .iter()
         .position(|a| a == "--json")
@@ -239,8 +272,8 @@ async fn main() -> anyhow::Result<()> {
         let (collector, provider) = match telemetry.as_str() {
             "off" | "logs" => (None, None),
             "otlp" => {
-                let collector = connect_dev::OtlpCollector::counting().await?;
-                let provider = telemetry::otlp_provider(&collector.endpoint(), "connect-bench")?;
+                let (collector, endpoint) = collector_process()?;
+                let provider = telemetry::otlp_provider(&endpoint, "connect-bench")?;
                 (Some(collector), Some(provider))
             }
             other => anyhow::bail!("--telemetry {other}: expected off, logs or otlp"),

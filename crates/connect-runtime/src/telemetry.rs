@@ -10,8 +10,9 @@
 //!
 //! With an OTLP endpoint, spans go out over OTLP/gRPC in batches from a background thread (a
 //! bounded queue: a slow collector costs dropped spans, never a slower call). The `grpc` spans are
-//! at `INFO`; the finer ones along the request path are at `DEBUG` and exist only while spans are
-//! exported, so a server without an endpoint pays for one span per call. Span fields never hold a
+//! at `INFO`; the finer ones, around each step that waits (a signature check, a registry or
+//! provider call), are at `DEBUG` and exist only while spans are exported, so a server without an
+//! endpoint pays for one span per call. Sampling is the SDK's, from `OTEL_TRACES_SAMPLER`. Span fields never hold a
 //! token or a secret: the request path records ids, names and outcomes only.
 
 use std::{
@@ -29,7 +30,10 @@ use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::Sd
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
+    EnvFilter, Layer, Registry,
+    filter::{FilterExt, Targets},
+    layer::SubscriberExt,
+    registry::LookupSpan,
 };
 
 use crate::LogFormat;
@@ -127,6 +131,12 @@ pub fn subscriber(
             .fold(Targets::new().with_default(tracing::Level::INFO), |t, c| {
                 t.with_target(c, tracing::Level::DEBUG)
             });
+        // Log lines reach spans as events only from WARN up: the decision line of every call
+        // would otherwise ride along in each exported span.
+        let targets = tracing_subscriber::filter::filter_fn(move |meta| {
+            meta.is_span() || *meta.level() <= tracing::Level::WARN
+        })
+        .and(targets);
         // Ids, names and outcomes only: no source locations, thread names or busy/idle times,
         // which cost an attribute (or a clock read) on every span and say little.
         tracing_opentelemetry::layer()
@@ -254,7 +264,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         use opentelemetry::context::FutureExt as _;
-        let parent = if request.headers().contains_key("traceparent") {
+        let traced_by_caller = request.headers().contains_key("traceparent");
+        let parent = if traced_by_caller {
             TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()))
         } else {
             Context::new()
@@ -266,7 +277,9 @@ where
             trace_id = tracing::field::Empty,
         );
         if !span.is_disabled() {
-            let _ = span.set_parent(parent.clone());
+            if traced_by_caller {
+                let _ = span.set_parent(parent.clone());
+            }
             let own = span.context();
             let traced = if own.span().span_context().is_valid() {
                 &own
