@@ -6,7 +6,8 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use connect_proto::registry::v1::{
-    link_registry_server::LinkRegistryServer, registry_runtime_server::RegistryRuntimeServer,
+    link_registry_server::{self, LinkRegistryServer},
+    registry_runtime_server::{self, RegistryRuntimeServer},
 };
 use connect_runtime::{ServeOptions, metrics::MetricsEndpoint};
 use tokio::net::TcpListener;
@@ -166,8 +167,8 @@ impl App {
         };
         let options = ServeOptions {
             service_names: &[
-                "connect.registry.v1.LinkRegistry",
-                "connect.registry.v1.RegistryRuntime",
+                link_registry_server::SERVICE_NAME,
+                registry_runtime_server::SERVICE_NAME,
             ],
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,

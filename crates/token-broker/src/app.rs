@@ -242,30 +242,13 @@ impl App {
         });
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let mut health = self.registry.health_client();
+        let registry = self.registry.clone();
         // Ready once every issuer's keys were fetched once (a failure leaves the issuer cold, to be
         // retried on demand) and the registry answers: without it every call would fail.
         let ready = async move {
             jwks.refresh_all().await;
-            loop {
-                let check = tonic_health::pb::HealthCheckRequest {
-                    service: "connect.registry.v1.RegistryRuntime".into(),
-                };
-                match health.check(check).await {
-                    Ok(r)
-                        if r.get_ref().status
-                            == tonic_health::pb::health_check_response::ServingStatus::Serving
-                                as i32 =>
-                    {
-                        return Ok(());
-                    }
-                    Ok(_) => tracing::info!(
-                        "waiting for the link registry's runtime service to report SERVING"
-                    ),
-                    Err(e) => tracing::info!(code = ?e.code(), "waiting for the link registry"),
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            registry.wait_until_serving().await;
+            Ok(())
         };
         let options = ServeOptions {
             service_names: &["connect.broker.v1.TokenBroker"],

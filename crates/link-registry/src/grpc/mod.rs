@@ -12,6 +12,7 @@ pub mod status;
 pub use admin::LinkRegistryService;
 pub use runtime::RegistryRuntimeService;
 
+use connect_proto::registry::v1::{link_registry_server, registry_runtime_server};
 use tonic::{Response, Status, metadata::MetadataMap};
 
 use crate::domain::{Caller, Registry, RegistryError, model::Role};
@@ -37,12 +38,12 @@ struct Service {
 }
 
 const ADMIN_API: Service = Service {
-    name: "connect.registry.v1.LinkRegistry",
+    name: link_registry_server::SERVICE_NAME,
     roles: &[Role::Admin, Role::Viewer],
 };
 
 const RUNTIME_API: Service = Service {
-    name: "connect.registry.v1.RegistryRuntime",
+    name: registry_runtime_server::SERVICE_NAME,
     roles: &[Role::Broker],
 };
 
@@ -73,7 +74,6 @@ fn reply<T, U: From<T>>(result: Result<T, RegistryError>) -> Reply<U> {
     result.map(|v| Response::new(v.into())).map_err(to_status)
 }
 
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;

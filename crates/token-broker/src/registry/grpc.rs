@@ -200,9 +200,26 @@ impl RegistryClient {
         })
     }
 
-    /// A health client over the same connection, to know when the registry is ready.
-    pub fn health_client(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
-        tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
+    /// Completes once the registry's `RegistryRuntime` reports SERVING (asked over the same
+    /// connection, every half second).
+    pub async fn wait_until_serving(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let mut health = HealthClient::new(self.channel.clone());
+        loop {
+            let check = HealthCheckRequest {
+                service: pb::registry_runtime_server::SERVICE_NAME.into(),
+            };
+            match health.check(check).await {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => return,
+                Ok(_) => tracing::info!(
+                    "waiting for the link registry's runtime service to report SERVING"
+                ),
+                Err(e) => tracing::info!(code = ?e.code(), "waiting for the link registry"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// One unary call under `timeout`.
