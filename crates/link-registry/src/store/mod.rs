@@ -14,6 +14,7 @@ mod changes;
 mod connectors;
 mod entity;
 mod grants;
+mod inline;
 mod installations;
 mod issuances;
 mod keys;
@@ -76,6 +77,8 @@ pub struct SeaStore {
     writer: Option<DatabaseConnection>,
     /// Present on SQLite: one writer at a time within this process.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// Present on a SQLite file: the `Authorize` lookup read on the calling thread.
+    inline: Option<Arc<inline::InlineReads>>,
     /// The newest revision of the change feed this process knows of (see `changes`).
     feed: Arc<changes::Feed>,
 }
@@ -128,6 +131,9 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
         db,
         writer,
         write_gate: sqlite.then(|| Arc::new(Mutex::new(()))),
+        inline: (sqlite && !in_memory)
+            .then(|| inline::InlineReads::for_url(url).map(Arc::new))
+            .flatten(),
         feed: Arc::default(),
     })
 }
