@@ -66,7 +66,8 @@ fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
     })
 }
 
-struct LogSink(Arc<Mutex<Vec<u8>>>);
+/// A log writer into a shared buffer.
+pub struct LogSink(pub Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

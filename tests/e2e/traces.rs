@@ -13,33 +13,19 @@ use connect_runtime::{LogFormat, telemetry};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tonic::Request;
 
-use crate::harness::Stack;
-
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::harness::{LogSink, Stack};
 
 // One thread: every server of the stack runs on it, under the subscriber this test sets.
 #[tokio::test(flavor = "current_thread")]
 async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in_any_span() {
     let collector = OtlpCollector::start().await.unwrap();
     let provider = telemetry::otlp_provider(&collector.endpoint(), "connect-e2e").unwrap();
-    let lines = Lines::default();
+    let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let _traced = tracing::subscriber::set_default(telemetry::subscriber(
         LogFormat::Json,
         Some(&provider),
-        move || sink.clone(),
+        move || LogSink(sink.clone()),
     ));
     let stack = Stack::start().await;
 
@@ -168,7 +154,7 @@ async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in
     }
 
     // The decision's log line carries the trace id.
-    let logs = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let logs = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
     let decision = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
