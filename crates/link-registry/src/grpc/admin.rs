@@ -150,11 +150,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::AttachProjectRequest>,
     ) -> Reply<pb::ProjectLink> {
         let caller = self.caller(request.metadata()).await?;
-        let (connector, project, environments) =
-            attachment(request.into_inner()).map_err(to_status)?;
+        let link = attachment(request.into_inner()).map_err(to_status)?;
         reply(
             self.registry
-                .attach_project(&caller, &connector, &project, environments)
+                .attach_project(&caller, &link.connector, &link.project, link.environments)
                 .await,
         )
     }
@@ -231,11 +230,17 @@ impl LinkRegistry for LinkRegistryService {
     ) -> Reply<pb::ListIssuancesResponse> {
         let caller = self.caller(request.metadata()).await?;
         let req = request.get_ref();
-        let (connector, project, environment) = convert::issuance_query(req).map_err(to_status)?;
+        let query = convert::issuance_query(req).map_err(to_status)?;
         let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
         let page = self
             .registry
-            .list_issuances(&caller, connector.as_ref(), project, environment, page)
+            .list_issuances(
+                &caller,
+                query.connector.as_ref(),
+                query.project,
+                query.environment,
+                page,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListIssuancesResponse {
@@ -351,11 +356,16 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::ListGrantsRequest>,
     ) -> Reply<pb::ListGrantsResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let (connector, user, environment, page) =
-            convert::grant_query(request.into_inner()).map_err(to_status)?;
+        let query = convert::grant_query(request.into_inner()).map_err(to_status)?;
         let (page, uids) = self
             .registry
-            .list_grants(&caller, connector.as_ref(), user, environment, page)
+            .list_grants(
+                &caller,
+                query.connector.as_ref(),
+                query.user,
+                query.environment,
+                query.page,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListGrantsResponse {

@@ -201,20 +201,28 @@ pub fn connector_update(
 }
 
 /// The connector, project and environments of an `AttachProjectRequest`.
-pub fn attachment(
-    req: pb::AttachProjectRequest,
-) -> Result<(ConnectorRef, ProjectRef, EnvironmentSet), RegistryError> {
-    {
-        let mut v = Violations::default();
-        let connector = v.check("connector", ConnectorRef::parse(&req.connector));
-        let project = v.check("project", ProjectRef::parse(&req.project));
-        let environments = v.check("environments", EnvironmentSet::parse(&req.environments));
-        let value = match (connector, project, environments) {
-            (Some(c), Some(p), Some(e)) => Some((c, p, e)),
-            _ => None,
-        };
-        v.finish(value)
-    }
+/// An `AttachProjectRequest`: the link and the environment set it is to have.
+#[derive(Debug)]
+pub struct Attachment {
+    pub connector: ConnectorRef,
+    pub project: ProjectRef,
+    pub environments: EnvironmentSet,
+}
+
+pub fn attachment(req: pb::AttachProjectRequest) -> Result<Attachment, RegistryError> {
+    let mut v = Violations::default();
+    let connector = v.check("connector", ConnectorRef::parse(&req.connector));
+    let project = v.check("project", ProjectRef::parse(&req.project));
+    let environments = v.check("environments", EnvironmentSet::parse(&req.environments));
+    let value = match (connector, project, environments) {
+        (Some(connector), Some(project), Some(environments)) => Some(Attachment {
+            connector,
+            project,
+            environments,
+        }),
+        _ => None,
+    };
+    v.finish(value)
 }
 
 /// The connector and project of a `DetachProject` or `GetProjectLink` request.
@@ -332,8 +340,13 @@ impl TryFrom<pb::RecordIssuanceRequest> for NewIssuance {
     }
 }
 
-/// The filters of `ListIssuances`: each empty field means "any".
-pub type IssuanceQuery = (Option<ConnectorRef>, Option<ProjectId>, Option<Environment>);
+/// The filters of `ListIssuances`: each `None` means "any".
+#[derive(Debug)]
+pub struct IssuanceQuery {
+    pub connector: Option<ConnectorRef>,
+    pub project: Option<ProjectId>,
+    pub environment: Option<Environment>,
+}
 
 pub fn issuance_query(req: &pb::ListIssuancesRequest) -> Result<IssuanceQuery, RegistryError> {
     let mut v = Violations::default();
@@ -346,7 +359,11 @@ pub fn issuance_query(req: &pb::ListIssuancesRequest) -> Result<IssuanceQuery, R
     let environment = (!req.environment.is_empty())
         .then(|| v.check("environment", Environment::parse(&req.environment)))
         .flatten();
-    v.finish(Some((connector, project, environment)))
+    v.finish(Some(IssuanceQuery {
+        connector,
+        project,
+        environment,
+    }))
 }
 
 impl From<Issuance> for pb::Issuance {
@@ -454,7 +471,13 @@ pub fn revocation(
 }
 
 /// The team, connector and outcomes of a `ReportRevocationsRequest`.
-pub type RevocationReport = (TeamId, ConnectorId, Vec<(String, ProviderRevocation)>);
+#[derive(Debug)]
+pub struct RevocationReport {
+    pub team: TeamId,
+    pub connector: ConnectorId,
+    /// What the provider answered, per `token_id`.
+    pub outcomes: Vec<(String, ProviderRevocation)>,
+}
 
 pub fn revocation_report(
     req: pb::ReportRevocationsRequest,
@@ -479,7 +502,14 @@ pub fn revocation_report(
             outcomes.push((r.token_id, outcome));
         }
     }
-    v.finish(team.zip(connector).map(|(t, c)| (t, c, outcomes)))
+    v.finish(
+        team.zip(connector)
+            .map(|(team, connector)| RevocationReport {
+                team,
+                connector,
+                outcomes,
+            }),
+    )
 }
 
 impl From<RevocationSummary> for pb::RevokeTokensResponse {
@@ -641,13 +671,14 @@ pub fn imported_grants(
     Ok((connector, grants))
 }
 
-/// The filters and page of a `ListGrantsRequest`.
-pub type GrantQuery = (
-    Option<ConnectorRef>,
-    Option<UserId>,
-    Option<Environment>,
-    PageRequest<crate::domain::page::GrantPageKey>,
-);
+/// The filters and page of a `ListGrantsRequest`: each `None` means "any".
+#[derive(Debug)]
+pub struct GrantQuery {
+    pub connector: Option<ConnectorRef>,
+    pub user: Option<UserId>,
+    pub environment: Option<Environment>,
+    pub page: PageRequest<crate::domain::page::GrantPageKey>,
+}
 
 pub fn grant_query(req: pb::ListGrantsRequest) -> Result<GrantQuery, RegistryError> {
     let mut v = Violations::default();
@@ -661,7 +692,12 @@ pub fn grant_query(req: pb::ListGrantsRequest) -> Result<GrantQuery, RegistryErr
         .then(|| v.check("environment", Environment::parse(&req.environment)))
         .flatten();
     let page = page(&mut v, req.page_size, &req.page_token);
-    v.finish(page.map(|p| (connector, user, environment, p)))
+    v.finish(page.map(|page| GrantQuery {
+        connector,
+        user,
+        environment,
+        page,
+    }))
 }
 
 pub fn new_pending(req: pb::BeginAuthorizationRequest) -> Result<NewPending, RegistryError> {
@@ -725,8 +761,14 @@ pub fn grant_to_store(
     v.finish(value)
 }
 
-/// The key, `min_ttl` and lease of a `LeaseGrantRequest`.
-pub type LeaseQuery = (GrantKey, std::time::Duration, std::time::Duration);
+/// A `LeaseGrantRequest`: the grant, how long its access token must live to be answered as it
+/// is, and how long a refresh lease lasts.
+#[derive(Debug)]
+pub struct LeaseQuery {
+    pub key: GrantKey,
+    pub min_ttl: std::time::Duration,
+    pub lease: std::time::Duration,
+}
 
 pub fn lease_query(req: pb::LeaseGrantRequest) -> Result<LeaseQuery, RegistryError> {
     let mut v = Violations::default();
@@ -734,14 +776,25 @@ pub fn lease_query(req: pb::LeaseGrantRequest) -> Result<LeaseQuery, RegistryErr
     let min_ttl = duration_of(&mut v, "min_ttl", req.min_ttl);
     let lease = duration_of(&mut v, "lease", req.lease);
     let value = match (key, min_ttl, lease) {
-        (Some(k), Some(m), Some(l)) => Some((k, m, l)),
+        (Some(key), Some(min_ttl), Some(lease)) => Some(LeaseQuery {
+            key,
+            min_ttl,
+            lease,
+        }),
         _ => None,
     };
     v.finish(value)
 }
 
-/// The key, lease, fence and report of a `CommitGrantRequest`.
-pub type Commit = (GrantKey, String, i64, RefreshReport);
+/// A `CommitGrantRequest`: the grant, the lease and grant version it was refreshed under, and
+/// how the refresh went.
+#[derive(Debug)]
+pub struct Commit {
+    pub key: GrantKey,
+    pub lease_id: String,
+    pub fence: i64,
+    pub report: RefreshReport,
+}
 
 pub fn commit(req: pb::CommitGrantRequest) -> Result<Commit, RegistryError> {
     use pb::commit_grant_request::Outcome;
@@ -776,10 +829,12 @@ pub fn commit(req: pb::CommitGrantRequest) -> Result<Commit, RegistryError> {
             None
         }
     };
-    v.finish(
-        key.zip(report)
-            .map(|(k, r)| (k, req.lease_id, req.fence, r)),
-    )
+    v.finish(key.zip(report).map(|(key, report)| Commit {
+        key,
+        lease_id: req.lease_id,
+        fence: req.fence,
+        report,
+    }))
 }
 
 fn grant_key_message(key: &GrantKey) -> pb::GrantKey {

@@ -139,11 +139,10 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Reply<pb::LeaseGrantResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let (key, min_ttl, lease) =
-            convert::lease_query(request.into_inner()).map_err(to_status)?;
+        let query = convert::lease_query(request.into_inner()).map_err(to_status)?;
         let answer = self
             .registry
-            .lease_grant(&caller, &key, min_ttl, lease)
+            .lease_grant(&caller, &query.key, query.min_ttl, query.lease)
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::lease_answer(answer)))
@@ -154,11 +153,16 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::CommitGrantRequest>,
     ) -> Reply<pb::CommitGrantResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let (key, lease_id, fence, report) =
-            convert::commit(request.into_inner()).map_err(to_status)?;
+        let commit = convert::commit(request.into_inner()).map_err(to_status)?;
         let access = self
             .registry
-            .commit_grant(&caller, &key, &lease_id, fence, report)
+            .commit_grant(
+                &caller,
+                &commit.key,
+                &commit.lease_id,
+                commit.fence,
+                commit.report,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CommitGrantResponse {
@@ -229,11 +233,10 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::ReportRevocationsRequest>,
     ) -> Reply<pb::ReportRevocationsResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let (team, connector, outcomes) =
-            convert::revocation_report(request.into_inner()).map_err(to_status)?;
+        let report = convert::revocation_report(request.into_inner()).map_err(to_status)?;
         let updated = self
             .registry
-            .report_revocations(&caller, &team, &connector, outcomes)
+            .report_revocations(&caller, &report.team, &report.connector, report.outcomes)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ReportRevocationsResponse {
