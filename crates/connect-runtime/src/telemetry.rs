@@ -213,14 +213,6 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     }
 }
 
-/// The id of the trace the current call belongs to, if any.
-pub fn current_trace_id() -> Option<String> {
-    let cx = current_context();
-    let span = cx.span();
-    let context = span.span_context();
-    context.is_valid().then(|| context.trace_id().to_string())
-}
-
 /// The span's name for a request path: the method for Connect's and gRPC's own services, a fixed
 /// word for anything else (a path is the caller's text, and names must stay few).
 fn span_name(path: &str) -> &str {
@@ -302,6 +294,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id of the trace the current call belongs to, if any.
+    fn current_trace_id() -> Option<String> {
+        let cx = current_context();
+        let span = cx.span();
+        let context = span.span_context();
+        context.is_valid().then(|| context.trace_id().to_string())
+    }
 
     #[test]
     fn span_names_come_only_from_known_services() {
