@@ -11,7 +11,8 @@ use crate::domain::{
     service::{NewConnector, NewProject},
 };
 use convert::{
-    attachment, connector_ref, connector_update, link_listing, link_refs, page_request, project_ref,
+    Attachment, ConnectorEdit, GrantImport, GrantQuery, InstallationRequest, IssuanceQuery,
+    LinkListing, LinkRefs, TokenRevocation, connector_ref, page_request, project_ref,
 };
 
 /// The `LinkRegistry` service over a [`Registry`].
@@ -119,10 +120,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::UpdateConnectorRequest>,
     ) -> Reply<pb::Connector> {
         let caller = self.caller(request.metadata()).await?;
-        let (connector, update) = connector_update(request.into_inner()).map_err(to_status)?;
+        let edit = ConnectorEdit::try_from(request.into_inner()).map_err(to_status)?;
         reply(
             self.registry
-                .update_connector(&caller, &connector, update)
+                .update_connector(&caller, &edit.connector, edit.update)
                 .await,
         )
     }
@@ -150,7 +151,7 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::AttachProjectRequest>,
     ) -> Reply<pb::ProjectLink> {
         let caller = self.caller(request.metadata()).await?;
-        let link = attachment(request.into_inner()).map_err(to_status)?;
+        let link = Attachment::try_from(request.into_inner()).map_err(to_status)?;
         reply(
             self.registry
                 .attach_project(&caller, &link.connector, &link.project, link.environments)
@@ -163,11 +164,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::DetachProjectRequest>,
     ) -> Reply<pb::DetachProjectResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let req = request.get_ref();
-        let (connector, project) = link_refs(&req.connector, &req.project).map_err(to_status)?;
+        let link = LinkRefs::try_from(request.get_ref()).map_err(to_status)?;
         let link = self
             .registry
-            .detach_project(&caller, &connector, &project)
+            .detach_project(&caller, &link.connector, &link.project)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DetachProjectResponse {
@@ -180,11 +180,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::GetProjectLinkRequest>,
     ) -> Reply<pb::ProjectLink> {
         let caller = self.caller(request.metadata()).await?;
-        let req = request.get_ref();
-        let (connector, project) = link_refs(&req.connector, &req.project).map_err(to_status)?;
+        let link = LinkRefs::try_from(request.get_ref()).map_err(to_status)?;
         reply(
             self.registry
-                .get_project_link(&caller, &connector, &project)
+                .get_project_link(&caller, &link.connector, &link.project)
                 .await,
         )
     }
@@ -194,10 +193,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::ListProjectLinksRequest>,
     ) -> Reply<pb::ListProjectLinksResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let (filter, page) = link_listing(request.into_inner()).map_err(to_status)?;
+        let listing = LinkListing::try_from(request.into_inner()).map_err(to_status)?;
         let page = self
             .registry
-            .list_project_links(&caller, filter, page)
+            .list_project_links(&caller, listing.filter, listing.page)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListProjectLinksResponse {
@@ -230,7 +229,7 @@ impl LinkRegistry for LinkRegistryService {
     ) -> Reply<pb::ListIssuancesResponse> {
         let caller = self.caller(request.metadata()).await?;
         let req = request.get_ref();
-        let query = convert::issuance_query(req).map_err(to_status)?;
+        let query = IssuanceQuery::try_from(req).map_err(to_status)?;
         let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
         let page = self
             .registry
@@ -254,11 +253,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::CreateInstallationRequest>,
     ) -> Reply<pb::Installation> {
         let caller = self.caller(request.metadata()).await?;
-        let (connector, new) =
-            convert::new_installation(request.into_inner()).map_err(to_status)?;
+        let new = InstallationRequest::try_from(request.into_inner()).map_err(to_status)?;
         let created = self
             .registry
-            .create_installation(&caller, &connector, new)
+            .create_installation(&caller, &new.connector, new.installation)
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::installation(created, None)))
@@ -311,10 +309,10 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::RevokeTokensRequest>,
     ) -> Reply<pb::RevokeTokensResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let (connector, filter) = convert::revocation(request.into_inner()).map_err(to_status)?;
+        let revocation = TokenRevocation::try_from(request.into_inner()).map_err(to_status)?;
         reply(
             self.registry
-                .revoke_tokens(&caller, &connector, filter)
+                .revoke_tokens(&caller, &revocation.connector, revocation.filter)
                 .await,
         )
     }
@@ -326,10 +324,10 @@ impl LinkRegistry for LinkRegistryService {
         let caller = self.caller(request.metadata()).await?;
         let req = request.into_inner();
         let users: Vec<String> = req.grants.iter().map(|g| g.user_id.clone()).collect();
-        let (connector, grants) = convert::imported_grants(req).map_err(to_status)?;
+        let import = GrantImport::try_from(req).map_err(to_status)?;
         let (imported, errors) = self
             .registry
-            .import_grants(&caller, &connector, grants)
+            .import_grants(&caller, &import.connector, import.grants)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ImportGrantsResponse {
@@ -356,7 +354,7 @@ impl LinkRegistry for LinkRegistryService {
         request: Request<pb::ListGrantsRequest>,
     ) -> Reply<pb::ListGrantsResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let query = convert::grant_query(request.into_inner()).map_err(to_status)?;
+        let query = GrantQuery::try_from(request.into_inner()).map_err(to_status)?;
         let (page, uids) = self
             .registry
             .list_grants(

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use super::{RUNTIME_API, Reply, bearer, convert, reply, status::to_status};
 use crate::domain::{
     Caller, Registry, RegistryError,
-    service::{AuthorizeQuery, NewIssuance},
+    service::{AuthorizeQuery, NewIssuance, NewPending},
 };
 
 /// The `RegistryRuntime` service over a [`Registry`].
@@ -91,7 +91,7 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::BeginAuthorizationRequest>,
     ) -> Reply<pb::BeginAuthorizationResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let pending = convert::new_pending(request.into_inner()).map_err(to_status)?;
+        let pending = NewPending::try_from(request.into_inner()).map_err(to_status)?;
         let (state, expires_at) = self
             .registry
             .begin_authorization(&caller, pending)
@@ -125,10 +125,10 @@ impl RegistryRuntime for RegistryRuntimeService {
 
     async fn store_grant(&self, request: Request<pb::StoreGrantRequest>) -> Reply<pb::Grant> {
         let caller = self.caller(request.metadata()).await?;
-        let (key, tokens) = convert::grant_to_store(request.into_inner()).map_err(to_status)?;
+        let grant = convert::GrantToStore::try_from(request.into_inner()).map_err(to_status)?;
         let stored = self
             .registry
-            .store_grant(&caller, key, tokens)
+            .store_grant(&caller, grant.key, grant.tokens)
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::grant(stored, "")))
@@ -139,7 +139,7 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Reply<pb::LeaseGrantResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let query = convert::lease_query(request.into_inner()).map_err(to_status)?;
+        let query = convert::LeaseQuery::try_from(request.into_inner()).map_err(to_status)?;
         let answer = self
             .registry
             .lease_grant(&caller, &query.key, query.min_ttl, query.lease)
@@ -153,7 +153,7 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::CommitGrantRequest>,
     ) -> Reply<pb::CommitGrantResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let commit = convert::commit(request.into_inner()).map_err(to_status)?;
+        let commit = convert::Commit::try_from(request.into_inner()).map_err(to_status)?;
         let access = self
             .registry
             .commit_grant(
@@ -233,7 +233,8 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::ReportRevocationsRequest>,
     ) -> Reply<pb::ReportRevocationsResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let report = convert::revocation_report(request.into_inner()).map_err(to_status)?;
+        let report =
+            convert::RevocationReport::try_from(request.into_inner()).map_err(to_status)?;
         let updated = self
             .registry
             .report_revocations(&caller, &report.team, &report.connector, report.outcomes)

@@ -27,6 +27,16 @@ const MAX_PENDING: Duration = Duration::from_secs(3600);
 /// Most grants in one `ImportGrants`.
 pub const MAX_IMPORT: usize = 1000;
 
+/// One grant of an import, for the importing caller's team and the named connector.
+#[derive(Debug)]
+pub struct ImportedGrant {
+    pub user: UserId,
+    pub environment: Environment,
+    /// An installation id, or empty for none.
+    pub installation: String,
+    pub tokens: GrantTokens,
+}
+
 /// Tokens of a grant on their way in (a callback's code exchange, an import).
 pub struct GrantTokens {
     pub access_token: SecretString,
@@ -229,7 +239,7 @@ impl Registry {
         &self,
         caller: &Caller,
         connector: &ConnectorRef,
-        grants: Vec<std::result::Result<(UserId, Environment, String, GrantTokens), RegistryError>>,
+        grants: Vec<std::result::Result<ImportedGrant, RegistryError>>,
     ) -> Result<(u64, Vec<(usize, RegistryError)>)> {
         let team = caller.writable_team()?;
         if grants.len() > MAX_IMPORT {
@@ -247,15 +257,15 @@ impl Registry {
         let mut errors = Vec::new();
         for (index, grant) in grants.into_iter().enumerate() {
             let stored = match grant {
-                Ok((user_id, environment, installation_id, tokens)) => {
+                Ok(imported) => {
                     let key = GrantKey {
                         team_id: team.clone(),
                         connector_id: connector.id.clone(),
-                        user_id,
-                        environment,
-                        installation_id,
+                        user_id: imported.user,
+                        environment: imported.environment,
+                        installation_id: imported.installation,
                     };
-                    let grant = self.sealed_grant(&connector, key, tokens);
+                    let grant = self.sealed_grant(&connector, key, imported.tokens);
                     self.store
                         .put_grant(&grant, &caller.actor())
                         .await

@@ -19,7 +19,10 @@ pub use self::{
     authorize::{AuthorizeQuery, InstallationAsk},
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
-    grants::{GrantAccess, GrantTokens, LeaseAnswer, NewPending, OpenedPending, RefreshReport},
+    grants::{
+        GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewPending, OpenedPending,
+        RefreshReport,
+    },
     installations::NewInstallation,
     issuances::NewIssuance,
     revocations::RevocationSummary,

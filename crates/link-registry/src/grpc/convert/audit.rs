@@ -1,0 +1,63 @@
+//! Audit events, whose before/after JSON becomes a `google.protobuf.Struct`.
+
+use std::collections::BTreeMap;
+
+use connect_proto::registry::v1 as pb;
+use prost_types::{ListValue, Struct, value::Kind};
+use serde_json::Value;
+
+use super::timestamp;
+use crate::domain::model::AuditEvent;
+
+impl From<AuditEvent> for pb::AuditEvent {
+    fn from(e: AuditEvent) -> Self {
+        Self {
+            id: e.id.to_string(),
+            owner_id: e.team_id.map(|t| t.to_string()).unwrap_or_default(),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            before: e.before.and_then(json_struct),
+            after: e.after.and_then(json_struct),
+            time: Some(timestamp(e.time)),
+        }
+    }
+}
+
+fn json_struct(value: Value) -> Option<Struct> {
+    match value {
+        Value::Object(map) => Some(Struct {
+            fields: map
+                .into_iter()
+                .map(|(k, v)| (k, json_value(v)))
+                .collect::<BTreeMap<_, _>>(),
+        }),
+        _ => None,
+    }
+}
+
+fn json_value(value: Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.into_iter().map(json_value).collect(),
+        }),
+        object @ Value::Object(_) => Kind::StructValue(json_struct(object).unwrap_or_default()),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_json_becomes_a_struct() {
+        let s = json_struct(serde_json::json!({"a": [1, "x", null], "b": {"c": true}})).unwrap();
+        assert!(matches!(s.fields["a"].kind, Some(Kind::ListValue(_))));
+        assert!(matches!(s.fields["b"].kind, Some(Kind::StructValue(_))));
+    }
+}

@@ -1,0 +1,327 @@
+//! User grants: imports, listings, consents begun and opened, grants stored, leased for refresh
+//! and committed.
+
+use connect_proto::registry::v1 as pb;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    Violations, connector_ref, duration_of, grant_key_of, installation_of, page, scopes_of,
+    time_of, timestamp, token_of, url_of,
+};
+use crate::domain::{
+    RegistryError,
+    model::{Grant, GrantKey},
+    page::{GrantPageKey, PageRequest},
+    service::{
+        GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewPending, OpenedPending,
+        RefreshReport,
+    },
+    types::{ConnectorRef, Environment, ProjectId, UserId, truncate},
+};
+
+/// An `ImportGrantsRequest`: the connector, and each grant converted on its own (a bad one is
+/// that grant's error, not the request's).
+#[derive(Debug)]
+pub struct GrantImport {
+    pub connector: ConnectorRef,
+    pub grants: Vec<Result<ImportedGrant, RegistryError>>,
+}
+
+impl TryFrom<pb::ImportGrantsRequest> for GrantImport {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::ImportGrantsRequest) -> Result<Self, Self::Error> {
+        let connector = connector_ref("connector", &req.connector)?;
+        let grants = req.grants.into_iter().map(imported_grant).collect();
+        Ok(Self { connector, grants })
+    }
+}
+
+fn imported_grant(g: pb::ImportedGrant) -> Result<ImportedGrant, RegistryError> {
+    let mut v = Violations::default();
+    let user = v.check("user_id", UserId::parse(&g.user_id));
+    let environment = v.check("environment", Environment::parse(&g.environment));
+    let installation = installation_of(&mut v, "installation_id", g.installation_id);
+    let access_token = token_of(&mut v, "access_token", g.access_token, true);
+    let refresh_token = token_of(&mut v, "refresh_token", g.refresh_token, false);
+    let scopes = scopes_of(&mut v, "scopes", g.scopes);
+    let value = match (user, environment, installation, access_token) {
+        (Some(user), Some(environment), Some(installation), Some(access_token)) => {
+            Some(ImportedGrant {
+                user,
+                environment,
+                installation,
+                tokens: GrantTokens {
+                    access_token,
+                    refresh_token,
+                    expires_at: time_of(g.expire_time),
+                    scopes,
+                },
+            })
+        }
+        _ => None,
+    };
+    v.finish(value)
+}
+
+/// The filters and page of a `ListGrantsRequest`: each `None` means "any".
+#[derive(Debug)]
+pub struct GrantQuery {
+    pub connector: Option<ConnectorRef>,
+    pub user: Option<UserId>,
+    pub environment: Option<Environment>,
+    pub page: PageRequest<GrantPageKey>,
+}
+
+impl TryFrom<pb::ListGrantsRequest> for GrantQuery {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::ListGrantsRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let connector = (!req.connector.is_empty())
+            .then(|| v.check("connector", ConnectorRef::parse(&req.connector)))
+            .flatten();
+        let user = (!req.user_id.is_empty())
+            .then(|| v.check("user_id", UserId::parse(&req.user_id)))
+            .flatten();
+        let environment = (!req.environment.is_empty())
+            .then(|| v.check("environment", Environment::parse(&req.environment)))
+            .flatten();
+        let page = page(&mut v, req.page_size, &req.page_token);
+        v.finish(page.map(|page| GrantQuery {
+            connector,
+            user,
+            environment,
+            page,
+        }))
+    }
+}
+
+impl TryFrom<pb::BeginAuthorizationRequest> for NewPending {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::BeginAuthorizationRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let key = grant_key_of(&mut v, req.key);
+        let scopes = scopes_of(&mut v, "scopes", req.scopes);
+        let return_url = url_of(&mut v, "return_url", req.return_url);
+        let redirect_uri = url_of(&mut v, "redirect_uri", req.redirect_uri);
+        // RFC 7636 §4.1: 43 to 128 unreserved characters.
+        let verifier_ok = (43..=128).contains(&req.code_verifier.len())
+            && req
+                .code_verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        if !verifier_ok {
+            v.push(
+                "code_verifier",
+                "code_verifier must be 43 to 128 unreserved characters",
+            );
+        }
+        let ttl = duration_of(&mut v, "ttl", req.ttl);
+        let project_id = v.check("project_id", ProjectId::parse(&req.project_id));
+        if req.issuer.is_empty() || req.issuer.len() > 255 {
+            v.push("issuer", "issuer must be 1 to 255 characters");
+        }
+        let value = key
+            .zip(ttl)
+            .zip(project_id)
+            .map(|((key, ttl), project_id)| NewPending {
+                key,
+                project_id,
+                issuer: req.issuer,
+                scopes,
+                return_url,
+                redirect_uri,
+                code_verifier: SecretString::from(req.code_verifier),
+                ttl,
+            });
+        v.finish(value)
+    }
+}
+
+/// A `StoreGrantRequest`: the grant a finished consent stores and its tokens.
+#[derive(Debug)]
+pub struct GrantToStore {
+    pub key: GrantKey,
+    pub tokens: GrantTokens,
+}
+
+impl TryFrom<pb::StoreGrantRequest> for GrantToStore {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::StoreGrantRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let key = grant_key_of(&mut v, req.key);
+        let access_token = token_of(&mut v, "access_token", req.access_token, true);
+        let refresh_token = token_of(&mut v, "refresh_token", req.refresh_token, false);
+        let scopes = scopes_of(&mut v, "scopes", req.scopes);
+        let value = key.zip(access_token).map(|(key, access_token)| Self {
+            key,
+            tokens: GrantTokens {
+                access_token,
+                refresh_token,
+                expires_at: time_of(req.expire_time),
+                scopes,
+            },
+        });
+        v.finish(value)
+    }
+}
+
+/// A `LeaseGrantRequest`: the grant, how long its access token must live to be answered as it
+/// is, and how long a refresh lease lasts.
+#[derive(Debug)]
+pub struct LeaseQuery {
+    pub key: GrantKey,
+    pub min_ttl: std::time::Duration,
+    pub lease: std::time::Duration,
+}
+
+impl TryFrom<pb::LeaseGrantRequest> for LeaseQuery {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::LeaseGrantRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let key = grant_key_of(&mut v, req.key);
+        let min_ttl = duration_of(&mut v, "min_ttl", req.min_ttl);
+        let lease = duration_of(&mut v, "lease", req.lease);
+        let value = match (key, min_ttl, lease) {
+            (Some(key), Some(min_ttl), Some(lease)) => Some(LeaseQuery {
+                key,
+                min_ttl,
+                lease,
+            }),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+/// A `CommitGrantRequest`: the grant, the lease and grant version it was refreshed under, and
+/// how the refresh went.
+#[derive(Debug)]
+pub struct Commit {
+    pub key: GrantKey,
+    pub lease_id: String,
+    pub fence: i64,
+    pub report: RefreshReport,
+}
+
+impl TryFrom<pb::CommitGrantRequest> for Commit {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::CommitGrantRequest) -> Result<Self, Self::Error> {
+        use pb::commit_grant_request::Outcome;
+        let mut v = Violations::default();
+        let key = grant_key_of(&mut v, req.key);
+        if req.lease_id.is_empty() || req.lease_id.len() > 64 {
+            v.push("lease_id", "lease_id must be 1 to 64 characters");
+        }
+        let report = match req.outcome {
+            Some(Outcome::Refreshed(t)) => {
+                let access_token = token_of(&mut v, "refreshed.access_token", t.access_token, true);
+                let refresh_token =
+                    token_of(&mut v, "refreshed.refresh_token", t.refresh_token, false);
+                let scopes = scopes_of(&mut v, "refreshed.scopes", t.scopes);
+                access_token.map(|access_token| {
+                    RefreshReport::Refreshed(GrantTokens {
+                        access_token,
+                        refresh_token,
+                        expires_at: time_of(t.expire_time),
+                        scopes,
+                    })
+                })
+            }
+            Some(Outcome::Refused(error)) => Some(RefreshReport::Refused(truncate(&error, 300))),
+            Some(Outcome::Unavailable(error)) => {
+                Some(RefreshReport::Unavailable(truncate(&error, 300)))
+            }
+            None => {
+                v.push(
+                    "outcome",
+                    "one of refreshed, refused, unavailable is required",
+                );
+                None
+            }
+        };
+        v.finish(key.zip(report).map(|(key, report)| Commit {
+            key,
+            lease_id: req.lease_id,
+            fence: req.fence,
+            report,
+        }))
+    }
+}
+
+fn grant_key_message(key: &GrantKey) -> pb::GrantKey {
+    pb::GrantKey {
+        owner_id: key.team_id.to_string(),
+        connector_id: key.connector_id.to_string(),
+        user_id: key.user_id.to_string(),
+        environment: key.environment.as_str().to_owned(),
+        installation_id: key.installation_id.clone(),
+    }
+}
+
+/// A grant as admins see it; `uid` is its connector's.
+pub fn grant(g: Grant, uid: &str) -> pb::Grant {
+    pb::Grant {
+        connector_id: g.key.connector_id.to_string(),
+        connector_uid: uid.to_owned(),
+        owner_id: g.key.team_id.to_string(),
+        user_id: g.key.user_id.to_string(),
+        environment: g.key.environment.as_str().to_owned(),
+        installation_id: g.key.installation_id.clone(),
+        scopes: g.scopes,
+        state: g.state.as_str().to_owned(),
+        expire_time: g.expires_at.map(timestamp),
+        refreshable: g.refresh_token.is_some(),
+        last_error: g.last_error.unwrap_or_default(),
+        last_refresh_time: g.last_refresh_at.map(timestamp),
+        create_time: Some(timestamp(g.created_at)),
+        update_time: Some(timestamp(g.updated_at)),
+        version: g.version,
+    }
+}
+
+pub fn grant_access(a: GrantAccess) -> pb::GrantAccess {
+    pb::GrantAccess {
+        access_token: a.access_token.expose_secret().to_owned(),
+        grant: Some(grant(a.grant, "")),
+    }
+}
+
+pub fn lease_answer(answer: LeaseAnswer) -> pb::LeaseGrantResponse {
+    use pb::lease_grant_response::Answer;
+    let answer = match answer {
+        LeaseAnswer::Fresh(access) => Answer::Fresh(grant_access(access)),
+        LeaseAnswer::Leased {
+            lease_id,
+            fence,
+            refresh_token,
+            grant: g,
+        } => Answer::Leased(pb::GrantLease {
+            lease_id,
+            fence,
+            refresh_token: refresh_token.expose_secret().to_owned(),
+            grant: Some(grant(g, "")),
+        }),
+        LeaseAnswer::Busy { until } => Answer::BusyUntil(timestamp(until)),
+    };
+    pb::LeaseGrantResponse {
+        answer: Some(answer),
+    }
+}
+
+pub fn opened_pending(p: OpenedPending) -> pb::CompleteAuthorizationResponse {
+    pb::CompleteAuthorizationResponse {
+        key: Some(grant_key_message(&p.key)),
+        scopes: p.scopes,
+        return_url: p.return_url,
+        redirect_uri: p.redirect_uri,
+        code_verifier: p.code_verifier.expose_secret().to_owned(),
+        project_id: p.project_id.to_string(),
+        issuer: p.issuer,
+    }
+}

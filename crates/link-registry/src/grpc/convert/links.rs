@@ -1,0 +1,230 @@
+//! Links and the decisions made on them: attach, detach and list requests, `Authorize` in and
+//! out, and the change feed's events.
+
+use std::collections::BTreeMap;
+
+use connect_proto::registry::v1 as pb;
+use secrecy::ExposeSecret;
+
+use super::{Violations, installation, page, timestamp};
+use crate::domain::{
+    RegistryError,
+    changes::FeedEvent,
+    model::{Authorization, ProjectLink},
+    page::{LinkKey, PageRequest},
+    service::{AuthorizeQuery, InstallationAsk},
+    store::LinkFilter,
+    types::{
+        ConnectorRef, EVERY_INSTALLATION, Environment, EnvironmentSet, InstallationId, ProjectId,
+        ProjectRef, TeamId,
+    },
+};
+
+/// An `AttachProjectRequest`: the link and the environment set it is to have.
+#[derive(Debug)]
+pub struct Attachment {
+    pub connector: ConnectorRef,
+    pub project: ProjectRef,
+    pub environments: EnvironmentSet,
+}
+
+impl TryFrom<pb::AttachProjectRequest> for Attachment {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::AttachProjectRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let connector = v.check("connector", ConnectorRef::parse(&req.connector));
+        let project = v.check("project", ProjectRef::parse(&req.project));
+        let environments = v.check("environments", EnvironmentSet::parse(&req.environments));
+        let value = match (connector, project, environments) {
+            (Some(connector), Some(project), Some(environments)) => Some(Attachment {
+                connector,
+                project,
+                environments,
+            }),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+/// The link a `DetachProject` or `GetProjectLink` request names.
+#[derive(Debug)]
+pub struct LinkRefs {
+    pub connector: ConnectorRef,
+    pub project: ProjectRef,
+}
+
+impl LinkRefs {
+    pub fn parse(connector: &str, project: &str) -> Result<Self, RegistryError> {
+        let mut v = Violations::default();
+        let connector = v.check("connector", ConnectorRef::parse(connector));
+        let project = v.check("project", ProjectRef::parse(project));
+        v.finish(
+            connector
+                .zip(project)
+                .map(|(connector, project)| Self { connector, project }),
+        )
+    }
+}
+
+impl TryFrom<&pb::DetachProjectRequest> for LinkRefs {
+    type Error = RegistryError;
+
+    fn try_from(req: &pb::DetachProjectRequest) -> Result<Self, Self::Error> {
+        Self::parse(&req.connector, &req.project)
+    }
+}
+
+impl TryFrom<&pb::GetProjectLinkRequest> for LinkRefs {
+    type Error = RegistryError;
+
+    fn try_from(req: &pb::GetProjectLinkRequest) -> Result<Self, Self::Error> {
+        Self::parse(&req.connector, &req.project)
+    }
+}
+
+/// A `ListProjectLinksRequest`: which links (`None` filters mean "any") and which page.
+#[derive(Debug)]
+pub struct LinkListing {
+    pub filter: LinkFilter,
+    pub page: PageRequest<LinkKey>,
+}
+
+impl TryFrom<pb::ListProjectLinksRequest> for LinkListing {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::ListProjectLinksRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let mut filter = LinkFilter::default();
+        if !req.connector.is_empty() {
+            filter.connector = v.check("connector", ConnectorRef::parse(&req.connector));
+        }
+        if !req.project.is_empty() {
+            filter.project = v.check("project", ProjectRef::parse(&req.project));
+        }
+        let page = page(&mut v, req.page_size, &req.page_token);
+        v.finish(page.map(|page| Self { filter, page }))
+    }
+}
+
+impl From<ProjectLink> for pb::ProjectLink {
+    fn from(l: ProjectLink) -> Self {
+        Self {
+            connector_id: l.connector_id.to_string(),
+            connector_uid: l.connector_uid.to_string(),
+            project_id: l.project_id.to_string(),
+            project_name: l.project_name.to_string(),
+            environments: l.environments.names(),
+            owner_id: l.team_id.to_string(),
+            create_time: Some(timestamp(l.created_at)),
+            update_time: Some(timestamp(l.updated_at)),
+        }
+    }
+}
+
+impl TryFrom<pb::AuthorizeRequest> for AuthorizeQuery {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::AuthorizeRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let owner_id = v.check("owner_id", TeamId::parse(&req.owner_id));
+        let project_id = v.check("project_id", ProjectId::parse(&req.project_id));
+        let environment = v.check("environment", Environment::parse(&req.environment));
+        if req.issuer.is_empty() || req.issuer.len() > 255 {
+            v.push("issuer", "issuer must be 1 to 255 characters");
+        }
+        let connector = v.check("connector", ConnectorRef::parse(&req.connector));
+        let installation = match req.installation_id.as_str() {
+            "" => Some(InstallationAsk::Default),
+            EVERY_INSTALLATION => Some(InstallationAsk::Every),
+            id => v
+                .check("installation_id", InstallationId::parse(id))
+                .map(InstallationAsk::One),
+        };
+        let value = match (owner_id, project_id, environment, connector, installation) {
+            (
+                Some(owner_id),
+                Some(project_id),
+                Some(environment),
+                Some(connector),
+                Some(installation),
+            ) => Some(AuthorizeQuery {
+                owner_id,
+                project_id,
+                environment,
+                issuer: req.issuer,
+                connector,
+                installation,
+            }),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+impl From<Authorization> for pb::AuthorizeResponse {
+    fn from(a: Authorization) -> Self {
+        let open = |secrets: &BTreeMap<String, secrecy::SecretString>| {
+            secrets
+                .iter()
+                .map(|(name, value)| (name.clone(), value.expose_secret().to_owned()))
+                .collect()
+        };
+        let (installation, installation_secrets) = match &a.installation {
+            Some((i, secrets)) => (
+                Some(installation(
+                    i.clone(),
+                    a.connector.default_installation_id.as_ref(),
+                )),
+                open(secrets),
+            ),
+            None => (None, Default::default()),
+        };
+        Self {
+            secrets: open(&a.secrets),
+            connector: Some(a.connector.into()),
+            link: Some(a.link.into()),
+            installation,
+            installation_secrets,
+        }
+    }
+}
+
+impl From<FeedEvent> for pb::ChangeEvent {
+    fn from(event: FeedEvent) -> Self {
+        match event {
+            FeedEvent::Resync { revision } => Self {
+                revision,
+                resync: true,
+                ..Default::default()
+            },
+            FeedEvent::Heartbeat { revision } => Self {
+                revision,
+                ..Default::default()
+            },
+            FeedEvent::Change(change) => {
+                let (connector_id, connector_uid) = change
+                    .scope
+                    .connector
+                    .map(|(id, uid)| (id.to_string(), uid.to_string()))
+                    .unwrap_or_default();
+                Self {
+                    revision: change.revision,
+                    action: change.action,
+                    owner_id: change.scope.team_id.to_string(),
+                    connector_id,
+                    connector_uid,
+                    project_id: change
+                        .scope
+                        .project_id
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    resync: false,
+                    installation_id: change.scope.installation_id.unwrap_or_default(),
+                    subject: change.scope.subject.unwrap_or_default(),
+                }
+            }
+        }
+    }
+}
