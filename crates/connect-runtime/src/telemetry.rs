@@ -1,6 +1,6 @@
-//! Logs and traces. Every server call runs in one `grpc` span (from [`ServerTraceLayer`]) that
-//! names the method and, when the call is part of a trace, carries its `trace_id`, so every log
-//! line written while the call runs says which trace it belongs to.
+//! Logs and traces. Every server call that is part of a trace runs in one `grpc` span (from
+//! [`ServerTraceLayer`]) that names the method and carries its `trace_id`, so every log line
+//! written while the call runs says which trace it belongs to.
 //!
 //! A call is part of a trace when its caller sent a W3C `traceparent` header, or when spans are
 //! exported (`--otlp-endpoint`): then each server call that arrives without one starts a trace.
@@ -11,8 +11,9 @@
 //! With an OTLP endpoint, spans go out over OTLP/gRPC in batches from a background thread (a
 //! bounded queue: a slow collector costs dropped spans, never a slower call). The `grpc` spans are
 //! at `INFO`; the finer ones, around each step that waits (a signature check, a registry or
-//! provider call), are at `DEBUG` and exist only while spans are exported, so a server without an
-//! endpoint pays for one span per call. Sampling is the SDK's, from `OTEL_TRACES_SAMPLER`. Span fields never hold a
+//! provider call), are at `DEBUG` and exist only while spans are exported. A server without an
+//! endpoint makes no span at all for a call its caller did not trace: nothing would read it, and
+//! its fields in every log line of the call cost more than the rest of a cached answer. Sampling is the SDK's, from `OTEL_TRACES_SAMPLER`. Span fields never hold a
 //! token or a secret: the request path records ids, names and outcomes only.
 
 use std::{
@@ -146,7 +147,20 @@ pub fn subscriber(
             .with_tracked_inactivity(false)
             .with_filter(targets)
     });
-    Registry::default().with(logs).with(spans)
+    // A marker only: its filter enables nothing, so it changes no callsite's interest.
+    let exporting =
+        provider.map(|_| Exporting.with_filter(tracing_subscriber::filter::filter_fn(|_| false)));
+    Registry::default().with(logs).with(spans).with(exporting)
+}
+
+/// Marks a subscriber that exports spans (see [`exporting`]); it sees nothing itself.
+struct Exporting;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Exporting {}
+
+/// Whether the current subscriber exports spans.
+fn exporting() -> bool {
+    tracing::dispatcher::get_default(|dispatch| dispatch.is::<Exporting>())
 }
 
 /// Installs the process's subscriber (see [`subscriber`]), exporting spans to `otlp_endpoint`
@@ -225,7 +239,7 @@ fn span_name(path: &str) -> &str {
 }
 
 /// Runs each server call in a `grpc` span, a child of the caller's `traceparent` when it sent
-/// one.
+/// one; a call outside any trace on a server that does not export spans runs without one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerTraceLayer;
 
@@ -257,6 +271,10 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         use opentelemetry::context::FutureExt as _;
         let traced_by_caller = request.headers().contains_key("traceparent");
+        if !traced_by_caller && !exporting() {
+            let future = self.inner.call(request);
+            return future.with_context(Context::new()).instrument(Span::none());
+        }
         let parent = if traced_by_caller {
             TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()))
         } else {
@@ -342,5 +360,102 @@ mod tests {
         inject(&mut metadata);
         assert!(metadata.is_empty());
         assert_eq!(current_trace_id(), None);
+    }
+
+    /// Log lines written through a subscriber, shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One call through [`ServerTraceLayer`] under a subscriber (exporting spans when
+    /// `provider` is given): the name of the span the call ran in, and the log lines it wrote.
+    fn serve_one(
+        provider: Option<&SdkTracerProvider>,
+        traceparent: Option<&str>,
+    ) -> (String, String) {
+        use tower::{Layer as _, Service as _, ServiceExt as _};
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = subscriber(LogFormat::Json, provider, move || writer.clone());
+        let ran_in = tracing::subscriber::with_default(subscriber, || {
+            let inner = tower::service_fn(|_request: http::Request<()>| async {
+                tracing::info!("answered");
+                let name = Span::current().metadata().map_or("none", |m| m.name());
+                Ok::<_, std::convert::Infallible>(name.to_owned())
+            });
+            let mut service = ServerTraceLayer.layer(inner);
+            let mut request =
+                http::Request::builder().uri("/connect.broker.v1.TokenBroker/GetToken");
+            if let Some(traceparent) = traceparent {
+                request = request.header("traceparent", traceparent);
+            }
+            let request = request.body(()).unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(async { service.ready().await.unwrap().call(request).await.unwrap() })
+        });
+        let written = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (ran_in, written)
+    }
+
+    #[test]
+    fn an_untraced_call_on_a_server_without_an_exporter_runs_without_a_span() {
+        let (ran_in, lines) = serve_one(None, None);
+        assert_eq!(ran_in, "none");
+        assert!(lines.contains("answered"), "{lines}");
+        assert!(
+            !lines.contains("trace_id") && !lines.contains("grpc"),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn a_traced_call_runs_in_a_grpc_span_whose_trace_id_is_in_its_log_lines() {
+        let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (ran_in, lines) = serve_one(None, Some(sent));
+        assert_eq!(ran_in, "grpc");
+        assert!(
+            lines.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn an_exporting_server_starts_a_trace_for_an_untraced_call() {
+        let provider = SdkTracerProvider::builder().build();
+        let (ran_in, lines) = serve_one(Some(&provider), None);
+        assert_eq!(ran_in, "grpc");
+        let line: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        let trace_id = line["span"]["trace_id"].as_str().unwrap_or_default();
+        assert_eq!(trace_id.len(), 32, "{lines}");
+        assert!(trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{lines}");
+    }
+
+    #[test]
+    fn exporting_enables_no_event_the_filters_leave_out() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(LogFormat::Json, Some(&provider), Lines::default);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::enabled!(target: "h2", tracing::Level::TRACE));
+            assert!(!tracing::enabled!(target: "token_broker", tracing::Level::TRACE));
+            // Connect's own DEBUG spans go to the exporter.
+            assert!(tracing::enabled!(
+                kind: tracing::metadata::Kind::SPAN,
+                target: "token_broker",
+                tracing::Level::DEBUG
+            ));
+            assert!(exporting());
+        });
     }
 }
