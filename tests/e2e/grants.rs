@@ -394,6 +394,39 @@ async fn start(
         .map(|r| r.into_inner())
 }
 
+/// The application's second step, in the session of `user`.
+async fn finish(
+    stack: &Stack,
+    token: &str,
+    back: &str,
+    user: &str,
+) -> Result<bpb::FinishAuthorizationResponse, tonic::Status> {
+    let mut request = tonic::Request::new(bpb::FinishAuthorizationRequest {
+        request_id: query(back, "connect_request_id"),
+        completion: query(back, "connect_completion"),
+        user_id: user.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    stack
+        .broker()
+        .finish_authorization(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Waits until the provider has seen `count` revocations.
+async fn revoked_at_provider(endpoint: &TokenEndpoint, count: usize) -> Vec<String> {
+    for _ in 0..100 {
+        if endpoint.revoked().len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    endpoint.revoked()
+}
+
 /// The browser: follows the provider's redirect to the callback once, answers with the
 /// callback's status, `Location` and page.
 async fn browse(url: &str) -> (u16, Option<String>, String) {
@@ -445,17 +478,64 @@ async fn a_consent_stores_a_grant_and_the_callback_refuses_what_it_must() {
     assert_eq!(query(&started.url, "code_challenge_method"), "S256");
     assert_eq!(query(&started.url, "code_challenge").len(), 43);
     assert_eq!(query(&started.url, "scope"), "contacts.read");
+    assert_eq!(query(&started.url, "redirect_uri"), started.redirect_uri);
+    let crm_id = stack
+        .admin(&stack.acme)
+        .get_connector(rpb::GetConnectorRequest {
+            connector: CRM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     assert_eq!(
-        query(&started.url, "redirect_uri"),
-        format!("http://{callback}/oauth/callback")
+        started.redirect_uri,
+        format!("http://{callback}/oauth/callback/{crm_id}")
     );
     assert_eq!(started.request_id.len(), 16);
     let expires = started.expires_at.unwrap().seconds - chrono::Utc::now().timestamp();
     assert!((590..=600).contains(&expires), "{expires}");
 
-    // The user approves: the code is exchanged, the grant stored, the browser sent back.
+    // The user approves: the code is exchanged and held, the browser sent back with the request
+    // id and a one-time completion; nothing is usable until the application finishes it.
     let (status, location, _) = browse(&started.url).await;
-    assert_eq!((status, location.as_deref()), (303, Some(back)));
+    assert_eq!(status, 303);
+    let came_back = location.unwrap();
+    assert!(came_back.starts_with(&format!("{back}?")), "{came_back}");
+    assert_eq!(query(&came_back, "connect_request_id"), started.request_id);
+    assert!(query(&came_back, "connect_completion").len() >= 32);
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    // Another deployment of the team cannot finish it.
+    let docs_preview = stack.acme.token("prj_docs", "preview");
+    assert_denied(
+        finish(&stack, &docs_preview, &came_back, "ada").await,
+        Code::FailedPrecondition,
+        "CONSENT_NOT_PENDING",
+        "ConsentNotPendingError",
+    );
+    let finished = finish(&stack, &preview, &came_back, "ada").await.unwrap();
+    let grant = finished.grant.unwrap();
+    assert_eq!(
+        (
+            grant.user_id.as_str(),
+            grant.connector_uid.as_str(),
+            grant.environment.as_str(),
+            grant.refreshable
+        ),
+        ("ada", CRM, "preview", true)
+    );
+    assert_eq!(grant.scopes, ["contacts.read"]);
+    assert_denied(
+        finish(&stack, &preview, &came_back, "ada").await,
+        Code::FailedPrecondition,
+        "CONSENT_NOT_PENDING",
+        "ConsentNotPendingError",
+    );
     let token = stack
         .get_token_with(&preview, for_user("ada"))
         .await
@@ -473,20 +553,24 @@ async fn a_consent_stores_a_grant_and_the_callback_refuses_what_it_must() {
 
     // Replayed, made-up and missing states: a page, no grant.
     let state = query(&started.url, "state");
-    let replay = format!("http://{callback}/oauth/callback?state={state}&code=code_again");
+    let replay = format!("{}?state={state}&code=code_again", started.redirect_uri);
     let (status, _, page) = browse(&replay).await;
     assert_eq!(status, 400);
     assert!(
         page.contains("cannot be used") && !page.contains(&state),
         "{page}"
     );
-    let (status, _, _) = browse(&format!(
-        "http://{callback}/oauth/callback?state=made-up&code=x"
+    let (status, _, _) = browse(&format!("{}?state=made-up&code=x", started.redirect_uri)).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = browse(&format!("{}?code=x", started.redirect_uri)).await;
+    assert_eq!(status, 400);
+    // The callback every connector once shared is not served any more.
+    let (status, _, page) = browse(&format!(
+        "http://{callback}/oauth/callback?state={state}&code=x"
     ))
     .await;
     assert_eq!(status, 400);
-    let (status, _, _) = browse(&format!("http://{callback}/oauth/callback?code=x")).await;
-    assert_eq!(status, 400);
+    assert!(page.contains("no longer used"), "{page}");
 
     // The user declines: a page, no grant.
     endpoint.set_consent(crate::harness::Consent::Deny, "bob");
@@ -497,7 +581,8 @@ async fn a_consent_stores_a_grant_and_the_callback_refuses_what_it_must() {
     // A callback without a code: a page, no grant (and the state is used up).
     let carol = start(&stack, &preview, "carol", back).await.unwrap();
     let no_code = format!(
-        "http://{callback}/oauth/callback?state={}",
+        "{}?state={}",
+        carol.redirect_uri,
         query(&carol.url, "state")
     );
     assert_eq!(browse(&no_code).await.0, 400);
@@ -558,6 +643,172 @@ async fn a_consent_stores_a_grant_and_the_callback_refuses_what_it_must() {
     );
     let logs = crate::harness::captured_logs();
     assert!(!logs.contains(&state) && !logs.contains(&token.token));
+    stack.stop().await;
+}
+
+/// RFC 9700 §4.7: Mallory starts a consent for herself and gets Ada to open the provider link.
+/// Ada approves at the provider as herself; her browser comes back to the application, which
+/// finishes the consent in Ada's session. Nothing is stored for Mallory, Ada's tokens are revoked
+/// at the provider, and Mallory cannot finish it herself either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_link_opened_by_another_user_stores_nothing() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let back = "http://127.0.0.1:9/settings/connected";
+
+    // The application uses the client library, as the README shows.
+    let connect = connect_client::ClientBuilder::new(format!("http://{}", stack.broker_addr()))
+        .oidc_token(connect_client::OidcToken::Static(
+            secrecy::SecretString::from(preview.clone()),
+        ))
+        .build()
+        .unwrap();
+    let mallorys = connect.start_consent(CRM, "mallory", back).await.unwrap();
+    endpoint.set_consent(crate::harness::Consent::Approve, "ada");
+    let (status, location, _) = browse(&mallorys.url).await;
+    assert_eq!(status, 303);
+    let came_back = location.unwrap();
+    let finished = connect
+        .finish_consent(
+            &query(&came_back, "connect_request_id"),
+            &query(&came_back, "connect_completion"),
+            "ada",
+        )
+        .await;
+    assert!(
+        matches!(&finished, Err(connect_client::Error::ConsentUserMismatch(m)) if m.starts_with("ConsentUserMismatchError: ")),
+        "{finished:?}"
+    );
+    for user in ["mallory", "ada"] {
+        assert_denied(
+            stack.get_token_with(&preview, for_user(user)).await,
+            Code::FailedPrecondition,
+            "USER_AUTHORIZATION_REQUIRED",
+            "UserAuthorizationRequiredError",
+        );
+    }
+    // The tokens Ada's consent produced are revoked at the provider (RFC 7009).
+    let revoked = revoked_at_provider(&endpoint, 1).await;
+    assert!(
+        revoked.iter().any(|t| t.starts_with("rt_ada_")),
+        "{revoked:?}"
+    );
+    // Mallory, holding the link Ada came back with, finds nothing left to finish.
+    assert_denied(
+        finish(&stack, &preview, &came_back, "mallory").await,
+        Code::FailedPrecondition,
+        "CONSENT_NOT_PENDING",
+        "ConsentNotPendingError",
+    );
+    let audit = stack
+        .admin(&stack.acme)
+        .list_audit_events(rpb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        audit.iter().any(|e| e.action == "tokens.revoke"
+            && e.target == format!("consent:{}", mallorys.request_id)),
+        "{audit:?}"
+    );
+    assert!(!audit.iter().any(|e| e.action.starts_with("grant.")));
+    stack.stop().await;
+}
+
+/// One callback per connector: a state started for `oauth2/crm` that reaches another
+/// connector's callback is refused before anything is exchanged, and still works at its own.
+/// Every answer of the callback carries the headers that keep it out of frames and caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_at_another_connectors_callback_is_refused() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let other = TokenEndpoint::start().await;
+    stack
+        .linked_oauth_connector(
+            "oauth2/other",
+            &other.url,
+            &[("authorize_url", other.authorize_url().as_str())],
+        )
+        .await;
+    stack
+        .attach(&stack.acme, "oauth2/other", "prj_web", &["preview"])
+        .await;
+    stack.feed_caught_up().await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let back = "http://127.0.0.1:9/done";
+    let for_crm = start(&stack, &preview, "ada", back).await.unwrap();
+    let mut request = tonic::Request::new(bpb::StartAuthorizationRequest {
+        connector: "oauth2/other".into(),
+        user_id: "ada".into(),
+        return_url: back.into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {preview}").parse().unwrap(),
+    );
+    let for_other = stack
+        .broker()
+        .start_authorization(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(for_crm.redirect_uri, for_other.redirect_uri);
+
+    let state = query(&for_crm.url, "state");
+    let calls = (endpoint.calls(), other.calls());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let wrong = client
+        .get(format!(
+            "{}?state={state}&code=stolen",
+            for_other.redirect_uri
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 400);
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(wrong.headers()[name], value, "{name}");
+    }
+    assert!(
+        wrong.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(
+        (endpoint.calls(), other.calls()),
+        calls,
+        "nothing exchanged"
+    );
+    // The state is still good at its own connector's callback.
+    let (status, location, _) = browse(&for_crm.url).await;
+    assert_eq!(status, 303);
+    let came_back = location.unwrap();
+    assert_eq!(query(&came_back, "connect_request_id"), for_crm.request_id);
+    assert_eq!(
+        came_back.split_once('?').unwrap().0,
+        back,
+        "back to the application"
+    );
+    finish(&stack, &preview, &came_back, "ada").await.unwrap();
     stack.stop().await;
 }
 

@@ -67,6 +67,8 @@ errors! {
     ConnectorInstallationRequired,
     ConnectorSuspended,
     UserAuthorizationRequired,
+    ConsentNotPending,
+    ConsentUserMismatch,
     InvalidArgument,
     SecretsRequired,
     FailedPrecondition,

@@ -5,7 +5,8 @@
 //! keeps the answers in process: bounded, keyed by the connector, every request field and the
 //! caller (the OIDC token's `iss` and `sub`), served until `min_ttl` before they expire. Concurrent
 //! calls for one key make one broker call. Errors are typed, one [`Error`] variant per reason of the
-//! contract.
+//! contract. Users' consents go through [`ConnectClient::start_consent`] and
+//! [`ConnectClient::finish_consent`] (see [`consent`]).
 //!
 //! ```no_run
 //! use connect_client::{ConnectClient, TokenParams};
@@ -24,6 +25,7 @@
 //! # }
 //! ```
 
+pub mod consent;
 pub mod error;
 pub mod oidc;
 
@@ -38,7 +40,11 @@ use moka::future::Cache;
 use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-pub use crate::{error::Error, oidc::OidcToken};
+pub use crate::{
+    consent::{Grant, StartedConsent},
+    error::Error,
+    oidc::OidcToken,
+};
 
 /// Where the broker is when nothing says otherwise.
 pub const DEFAULT_BROKER_URL: &str = "http://127.0.0.1:50052";
@@ -421,27 +427,13 @@ impl ConnectClient {
             }),
         });
         request.set_timeout(params.timeout.unwrap_or(inner.timeout));
-        let mut bearer: tonic::metadata::MetadataValue<_> =
-            format!("Bearer {}", oidc.expose_secret())
-                .parse()
-                .map_err(|_| {
-                    Error::InvalidToken(
-                        "InvalidTokenError: the OIDC token is not a valid header value".into(),
-                    )
-                })?;
-        bearer.set_sensitive(true);
-        request.metadata_mut().insert("authorization", bearer);
+        authorize(&mut request, oidc)?;
         let answer = inner
             .broker
             .clone()
             .get_token(request)
             .await
-            .map_err(|status| match Error::from_status(&status) {
-                Error::Unavailable(why) => {
-                    Error::Unavailable(format!("broker at {}: {why}", inner.broker_url))
-                }
-                other => other,
-            })?
+            .map_err(|status| self.error(&status))?
             .into_inner();
         let connector = answer.connector.unwrap_or_default();
         Ok(Arc::new(Token {
@@ -455,6 +447,32 @@ impl ConnectClient {
             installation_id: Some(answer.installation_id).filter(|i| !i.is_empty()),
         }))
     }
+}
+
+impl ConnectClient {
+    /// The error a broker's status stands for, naming the broker when it could not be reached.
+    fn error(&self, status: &tonic::Status) -> Error {
+        match Error::from_status(status) {
+            Error::Unavailable(why) => {
+                Error::Unavailable(format!("broker at {}: {why}", self.inner.broker_url))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Adds the deployment's OIDC token as the bearer of `request`.
+fn authorize<T>(request: &mut tonic::Request<T>, oidc: &SecretString) -> Result<(), Error> {
+    let mut bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", oidc.expose_secret())
+        .parse()
+        .map_err(|_| {
+            Error::InvalidToken(
+                "InvalidTokenError: the OIDC token is not a valid header value".into(),
+            )
+        })?;
+    bearer.set_sensitive(true);
+    request.metadata_mut().insert("authorization", bearer);
+    Ok(())
 }
 
 fn system_time(at: prost_types::Timestamp) -> Option<SystemTime> {

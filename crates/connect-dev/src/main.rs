@@ -55,7 +55,7 @@ struct Cli {
         default_value = "127.0.0.1:8080"
     )]
     issuer_listen: SocketAddr,
-    /// Where the token broker serves the users' consent callback (`/oauth/callback`).
+    /// Where the token broker serves the users' consent callbacks (`/oauth/callback/{connector id}`).
     #[arg(
         long,
         env = "CONNECT_DEV_CALLBACK_LISTEN",
@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nConnect is running (Ctrl-C stops it).\n\
          \n  link registry  {registry_addr}   admin key: {admin_key}\
-         \n  token broker   {broker_addr}   consent callback: http://{callback}/oauth/callback\
+         \n  token broker   {broker_addr}   consent callbacks: http://{callback}/oauth/callback/<connector id>\
          \n  dev issuer     {issuer_url}\
          \n\nDemo: team {TEAM}, project {PROJECT} (demo-app), connector {CONNECTOR} linked for development only.\
          \n\nA development deployment token (valid one hour):\n\n  {development}\

@@ -103,6 +103,12 @@ reasons! {
     /// An admin suspended the connector: it issues nothing until resumed.
     ConnectorSuspended = "CONNECTOR_SUSPENDED", "ConnectorSuspendedError", FailedPrecondition;
     UserAuthorizationRequired = "USER_AUTHORIZATION_REQUIRED", "UserAuthorizationRequiredError", FailedPrecondition;
+    /// `FinishAuthorization` for a consent that is unknown, expired, already finished, or was
+    /// started by another deployment.
+    ConsentNotPending = "CONSENT_NOT_PENDING", "ConsentNotPendingError", FailedPrecondition;
+    /// `FinishAuthorization` as another user than the one who started the consent: its tokens
+    /// are discarded.
+    ConsentUserMismatch = "CONSENT_USER_MISMATCH", "ConsentUserMismatchError", PermissionDenied;
     InvalidArgument = "INVALID_ARGUMENT", "InvalidArgumentError", InvalidArgument;
     /// A connector's destination changed without its secrets being supplied again.
     SecretsRequired = "SECRETS_REQUIRED", "SecretsRequiredError", FailedPrecondition;

@@ -158,6 +158,23 @@ impl App {
                 }
             })
         });
+        // Held consents nobody finished: discarded (and their tokens revoked) soon after expiry.
+        let sweeper = {
+            let registry = self.registry.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    match registry.discard_expired_consents().await {
+                        Ok(0) => {}
+                        Ok(discarded) => {
+                            tracing::info!(discarded, "expired consents discarded")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "discarding expired consents failed"),
+                    }
+                }
+            })
+        };
         let store = self.registry.store().clone();
         let ready = async move {
             store
@@ -191,6 +208,7 @@ impl App {
         if let Some(pruner) = pruner {
             pruner.abort();
         }
+        sweeper.abort();
         Ok(served?)
     }
 }

@@ -161,14 +161,15 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub grant_lease_ms: u64,
 
-    /// Serve the OAuth consent callback (`/oauth/callback`, plain HTTP; put TLS in front) on this
-    /// address; without it, `StartAuthorization` is refused.
+    /// Serve the OAuth consent callbacks (`/oauth/callback/{connector id}`, plain HTTP; put TLS in
+    /// front) on this address; without it, `StartAuthorization` is refused.
     #[arg(long, env = "TOKEN_BROKER_CALLBACK_LISTEN")]
     pub callback_listen: Option<SocketAddr>,
 
     /// The public base URL of the callback as browsers and providers reach it, e.g.
-    /// `https://connect.example.com` (the redirect URI is this plus `/oauth/callback`); defaults
-    /// to `http://` and the callback address.
+    /// `https://connect.example.com` (a connector's redirect URI is this plus
+    /// `/oauth/callback/{connector id}`): `https://`, or loopback `http://` under
+    /// `--allow-insecure-loopback`. Defaults to `http://` and the callback address.
     #[arg(long, env = "TOKEN_BROKER_PUBLIC_URL")]
     pub public_url: Option<url::Url>,
 

@@ -1,20 +1,32 @@
-//! Users' consents: `StartAuthorization` and the HTTP callback the provider sends the user back
-//! to. The flow is OAuth 2.0 authorization code with PKCE (S256). Start: the caller is verified and
-//! authorized like `GetToken` (link, environment, installation), a random verifier is made, and
-//! the registry keeps it sealed with what the grant is for, under a random single-use `state`
-//! that expires; the answer is the provider's `authorize_url` with the challenge and the state.
-//! Callback: the state is checked before anything else (taken from the registry, once: a
-//! replayed, expired or foreign state finds nothing), the deployment's link is checked again,
-//! then a provider `error` or a missing code ends it without a grant; otherwise the code is
-//! exchanged at `token_url` with the verifier, the grant stored in the registry, and the browser
-//! sent to `return_url`. Every refusal is a short page, never a stack trace; no token, code or
-//! verifier appears in a page or a log.
+//! Users' consents: `StartAuthorization`, the HTTP callback the provider sends the user back to,
+//! and `FinishAuthorization`. The flow is OAuth 2.0 authorization code with PKCE (S256), bound to
+//! the user who started it in two phases (RFC 9700 §4.7: a consent link opened by another person
+//! must not become the starter's grant).
+//!
+//! Start: the caller is verified and authorized like `GetToken` (link, environment, installation),
+//! a random verifier is made, and the registry keeps it sealed with what the grant is for, under a
+//! random single-use `state` that expires; the answer is the provider's `authorize_url` with the
+//! challenge, the state and the connector's own callback, `/oauth/callback/{connector id}`.
+//!
+//! Callback: the state is checked before anything else (taken from the registry once, and only at
+//! the callback of the connector it was started for: a replayed, expired or foreign state finds
+//! nothing, and nothing is exchanged), the deployment's link is checked again, then a provider
+//! `error` or a missing code ends it without a grant; otherwise the code is exchanged at
+//! `token_url` with the verifier and the tokens are *held* in the registry, unusable, and the
+//! browser goes to `return_url` with `connect_request_id` and a one-time `connect_completion`.
+//!
+//! Finish: the application, in the session of whoever came back, calls `FinishAuthorization` with
+//! both and its own user id; the registry stores the grant only for the deployment and user that
+//! started it, and discards the tokens (revoked at the provider) when another user finishes it or
+//! nobody does in time. Every refusal is a short page, never a stack trace; every page carries
+//! headers that keep it out of frames, caches and referrers; no token, code, verifier or
+//! completion appears in a page or a log.
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
@@ -30,13 +42,18 @@ use crate::{
     error::{BrokerError, Result, truncate},
     issuers::exchange_code,
     outbound::Outbound,
-    registry::{Authorizer, GrantKey, NewConsent, OpenedConsent, PendingConsents},
+    registry::{
+        Authorizer, ConsentFinish, GrantKey, HeldConsent, NewConsent, OpenedConsent,
+        PendingConsents, StoredGrant,
+    },
 };
 
-/// How long a consent may take.
+/// How long a consent may take to reach its callback, and then to be finished.
 const CONSENT_TTL: Duration = Duration::from_secs(600);
-/// The callback's path under the public URL.
+/// The callbacks' path under the public URL; each connector's is this plus `/{connector id}`.
 pub const CALLBACK_PATH: &str = "/oauth/callback";
+/// Longest text of a provider's that reaches a page or a log.
+const MAX_PROVIDER_TEXT: usize = 200;
 
 /// A validated `StartAuthorization` request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +71,16 @@ pub struct Started {
     pub url: url::Url,
     pub request_id: String,
     pub expires_at: DateTime<Utc>,
+    /// The connector's callback, to register at the provider.
+    pub redirect_uri: url::Url,
+}
+
+/// A validated `FinishAuthorization` request.
+#[derive(Clone, Debug)]
+pub struct FinishRequest {
+    pub request_id: String,
+    pub completion: SecretString,
+    pub user_id: String,
 }
 
 /// The consent flow of one broker.
@@ -62,7 +89,19 @@ pub struct Consents {
     authorizer: Arc<dyn Authorizer>,
     registry: Arc<dyn PendingConsents>,
     outbound: Outbound,
-    redirect_uri: url::Url,
+    public_url: url::Url,
+}
+
+/// A consent's request id: the first 16 hex digits of its state's SHA-256.
+fn request_id(state: &str) -> String {
+    hex::encode(&Sha256::digest(state.as_bytes())[..8])
+}
+
+/// A provider's text as pages and logs show it: at most 200 characters, control characters
+/// escaped.
+fn provider_text(text: &str) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_default).collect();
+    truncate(&escaped, MAX_PROVIDER_TEXT)
 }
 
 /// A PKCE verifier: 64 random unreserved characters.
@@ -84,22 +123,50 @@ fn challenge(verifier: &SecretString) -> String {
 }
 
 impl Consents {
-    /// Consents whose callback browsers and providers reach at `public_url`.
+    /// Consents whose callbacks browsers and providers reach at `public_url`.
     pub fn new(
         authorizer: Arc<dyn Authorizer>,
         registry: Arc<dyn PendingConsents>,
         outbound: Outbound,
         public_url: &url::Url,
     ) -> Result<Self> {
-        let redirect_uri = public_url
-            .join(CALLBACK_PATH)
-            .map_err(|e| BrokerError::internal("the callback URL", e))?;
-        Ok(Self {
+        let consents = Self {
             authorizer,
             registry,
             outbound,
-            redirect_uri,
-        })
+            public_url: public_url.clone(),
+        };
+        if !consents.browser_may_use(public_url) {
+            return Err(BrokerError::invalid(
+                "public_url",
+                "--public-url must be https:// without userinfo (plain http only to loopback under --allow-insecure-loopback)",
+            ));
+        }
+        consents.redirect_uri("conn_0")?;
+        Ok(consents)
+    }
+
+    /// The callback of the connector `connector_id`.
+    pub fn redirect_uri(&self, connector_id: &str) -> Result<url::Url> {
+        self.public_url
+            .join(&format!("{CALLBACK_PATH}/{connector_id}"))
+            .map_err(|e| BrokerError::internal("the callback URL", e))
+    }
+
+    /// Whether a browser may be sent to `url`: `https://`, or plain `http://` to a loopback host
+    /// under `--allow-insecure-loopback`; never with userinfo.
+    fn browser_may_use(&self, url: &url::Url) -> bool {
+        let loopback = match url.host() {
+            Some(url::Host::Domain(host)) => host == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        let scheme_ok = url.scheme() == "https"
+            || (url.scheme() == "http"
+                && loopback
+                && self.outbound.policy().allow_insecure_loopback);
+        scheme_ok && url.username().is_empty() && url.password().is_none()
     }
 
     /// Starts `identity`'s user's consent for a connector.
@@ -109,20 +176,7 @@ impl Consents {
         request: StartRequest,
         caller_timeout: Option<Duration>,
     ) -> Result<Started> {
-        let loopback = matches!(
-            request.return_url.host(),
-            Some(url::Host::Domain("localhost"))
-        ) || match request.return_url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            _ => false,
-        };
-        let allowed = request.return_url.scheme() == "https"
-            || (loopback && self.outbound.policy().allow_insecure_loopback);
-        if !allowed
-            || request.return_url.username() != ""
-            || request.return_url.password().is_some()
-        {
+        if !self.browser_may_use(&request.return_url) {
             return Err(BrokerError::invalid(
                 "return_url",
                 "return_url must be https:// without userinfo (plain http only to loopback under --allow-insecure-loopback)",
@@ -166,6 +220,7 @@ impl Consents {
         } else {
             request.scopes.clone()
         };
+        let redirect_uri = self.redirect_uri(&authorization.connector_id)?;
         let verifier = verifier();
         let key = GrantKey {
             owner_id: identity.owner_id.clone(),
@@ -183,7 +238,7 @@ impl Consents {
                 key,
                 scopes: scopes.clone(),
                 return_url: request.return_url.to_string(),
-                redirect_uri: self.redirect_uri.to_string(),
+                redirect_uri: redirect_uri.to_string(),
                 code_verifier: verifier.clone(),
                 ttl: CONSENT_TTL,
                 project_id: identity.project_id.clone(),
@@ -195,7 +250,7 @@ impl Consents {
             query
                 .append_pair("response_type", "code")
                 .append_pair("client_id", client_id.expose_secret())
-                .append_pair("redirect_uri", self.redirect_uri.as_str())
+                .append_pair("redirect_uri", redirect_uri.as_str())
                 .append_pair("state", &state)
                 .append_pair("code_challenge", &challenge(&verifier))
                 .append_pair("code_challenge_method", "S256");
@@ -203,25 +258,59 @@ impl Consents {
                 query.append_pair("scope", &scopes.join(" "));
             }
         }
-        let request_id = hex::encode(&Sha256::digest(state.as_bytes())[..8]);
+        let request_id = request_id(&state);
         tracing::info!(target: "connect::consent", request_id, connector = %authorization.connector_uid,
             owner_id = %identity.owner_id, environment = %identity.environment, "consent started");
         Ok(Started {
             url,
             request_id,
             expires_at,
+            redirect_uri,
         })
     }
 
-    /// The callback's routes.
+    /// Finishes a consent for the deployment `identity` (see [`PendingConsents::finish`]).
+    pub async fn finish(
+        &self,
+        identity: &Arc<Identity>,
+        request: FinishRequest,
+    ) -> Result<StoredGrant> {
+        let request_id = request.request_id.clone();
+        let finished = self
+            .registry
+            .finish(
+                identity,
+                ConsentFinish {
+                    request_id: request.request_id,
+                    completion: request.completion,
+                    user_id: request.user_id,
+                },
+            )
+            .await;
+        match &finished {
+            Ok(_) => {
+                tracing::info!(target: "connect::consent", request_id, "consent finished: grant stored")
+            }
+            Err(e) => {
+                tracing::info!(target: "connect::consent", request_id, reason = e.reason().as_str(), "consent not finished")
+            }
+        }
+        finished
+    }
+
+    /// The callbacks' routes: one per connector; the path without a connector (one callback for
+    /// every connector, before they had their own) answers that it is no longer served.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route(CALLBACK_PATH, get(callback))
+            .route(&format!("{CALLBACK_PATH}/{{connector_id}}"), get(callback))
+            .route(CALLBACK_PATH, get(retired_callback))
+            .fallback(not_found)
+            .layer(axum::middleware::map_response(secure))
             .with_state(self)
     }
 
-    /// One callback, as its page or redirect.
-    async fn complete(&self, params: CallbackParams) -> Response {
+    /// One callback of the connector `connector_id`, as its page or redirect.
+    async fn complete(&self, connector_id: &str, params: CallbackParams) -> Response {
         // The state first: nothing else is looked at for a request that is not ours.
         let Some(state) = params.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
             return page(
@@ -231,7 +320,15 @@ impl Consents {
                 None,
             );
         };
-        let pending = match self.registry.complete(&state).await {
+        if connect_types::ConnectorId::parse(connector_id).is_err() {
+            return page(
+                StatusCode::NOT_FOUND,
+                "No such sign-in address",
+                "This address does not belong to a connector. Start again from the application.",
+                None,
+            );
+        }
+        let pending = match self.registry.complete(&state, connector_id).await {
             Ok(Some(pending)) => pending,
             Ok(None) => {
                 return page(
@@ -252,16 +349,14 @@ impl Consents {
             }
         };
         let back = url::Url::parse(&pending.return_url).ok();
-        let request_id = hex::encode(&Sha256::digest(state.as_bytes())[..8]);
+        let request_id = request_id(&state);
         if let Some(error) = params.error {
-            tracing::info!(target: "connect::consent", request_id, error = %truncate(&error, 64), "consent refused at the provider");
+            let error = provider_text(&error);
+            tracing::info!(target: "connect::consent", request_id, error, "consent refused at the provider");
             let text = if error == "access_denied" {
                 "You declined the authorization: nothing was stored.".to_owned()
             } else {
-                format!(
-                    "The provider answered {}: nothing was stored.",
-                    truncate(&error, 64)
-                )
+                format!("The provider answered {error}: nothing was stored.")
             };
             return page(
                 StatusCode::FORBIDDEN,
@@ -278,21 +373,26 @@ impl Consents {
                 back.as_ref(),
             );
         };
-        match self.store(pending, &code).await {
-            Ok(()) => {
-                tracing::info!(target: "connect::consent", request_id, "consent stored");
+        match self.hold(pending, &code, &request_id).await {
+            Ok(completion) => {
+                tracing::info!(target: "connect::consent", request_id, "consent held until the application finishes it");
                 match back {
-                    Some(back) => Redirect::to(back.as_str()).into_response(),
+                    Some(mut back) => {
+                        back.query_pairs_mut()
+                            .append_pair("connect_request_id", &request_id)
+                            .append_pair("connect_completion", completion.expose_secret());
+                        Redirect::to(back.as_str()).into_response()
+                    }
                     None => page(
                         StatusCode::OK,
                         "Authorized",
-                        "You can close this window.",
+                        "Return to the application to finish.",
                         None,
                     ),
                 }
             }
             Err(e) => {
-                tracing::warn!(target: "connect::consent", request_id, error = %connect_runtime::ErrorChain(&e), "consent not stored");
+                tracing::warn!(target: "connect::consent", request_id, error = %connect_runtime::ErrorChain(&e), "consent not held");
                 let (status, text) = match e {
                     BrokerError::ProviderUnavailable(_) | BrokerError::RegistryUnavailable(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -316,8 +416,14 @@ impl Consents {
         }
     }
 
-    /// Checks the deployment's link again, exchanges the code and stores the grant.
-    async fn store(&self, pending: OpenedConsent, code: &str) -> Result<()> {
+    /// Checks the deployment's link again, exchanges the code and holds the tokens until the
+    /// application finishes the consent; answers with the one-time completion secret.
+    async fn hold(
+        &self,
+        pending: OpenedConsent,
+        code: &str,
+        request_id: &str,
+    ) -> Result<SecretString> {
         let key = pending.key;
         let identity = Arc::new(Identity {
             issuer: pending.issuer,
@@ -349,7 +455,16 @@ impl Consents {
             pending.scopes,
         )
         .await?;
-        self.registry.store_grant(&key, &tokens).await
+        self.registry
+            .hold(HeldConsent {
+                request_id: request_id.to_owned(),
+                key,
+                project_id: identity.project_id.clone(),
+                issuer: identity.issuer.clone(),
+                tokens,
+                ttl: CONSENT_TTL,
+            })
+            .await
     }
 }
 
@@ -362,9 +477,52 @@ struct CallbackParams {
 
 async fn callback(
     State(consents): State<Arc<Consents>>,
+    Path(connector_id): Path<String>,
     Query(params): Query<CallbackParams>,
 ) -> Response {
-    consents.complete(params).await
+    consents.complete(&connector_id, params).await
+}
+
+async fn retired_callback() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "This sign-in address is no longer used",
+        "Each connector now has its own callback address. Start again from the application; if this keeps happening, the provider still has the old address registered.",
+        None,
+    )
+}
+
+async fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is nothing here.",
+        None,
+    )
+}
+
+/// Headers on every answer of the callback: no framing, no sniffing, no referrer (the redirect
+/// carries a one-time secret to the application), no caching.
+async fn secure(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// A short HTML page, text escaped, with a way back to the application when there is one.

@@ -66,6 +66,10 @@ pub enum BrokerError {
 
     #[error("UserAuthorizationRequiredError: {0}")]
     UserAuthorizationRequired(String),
+    #[error("ConsentNotPendingError: {0}")]
+    ConsentNotPending(String),
+    #[error("ConsentUserMismatchError: {0}")]
+    ConsentUserMismatch(String),
 
     /// Something the broker is not set up for (e.g. consents without a callback).
     #[error("FailedPreconditionError: {0}")]
@@ -113,6 +117,8 @@ impl BrokerError {
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
             Self::InstallationNotFound { .. } => Reason::InstallationNotFound,
             Self::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
+            Self::ConsentNotPending(_) => Reason::ConsentNotPending,
+            Self::ConsentUserMismatch(_) => Reason::ConsentUserMismatch,
             Self::LeaseLost => Reason::LeaseLost,
             Self::FailedPrecondition(_) => Reason::FailedPrecondition,
             Self::InvalidArgument(_) => Reason::InvalidArgument,
@@ -167,6 +173,8 @@ impl BrokerError {
                 installation: installation.clone(),
             },
             Self::UserAuthorizationRequired(s) => Self::UserAuthorizationRequired(s.clone()),
+            Self::ConsentNotPending(s) => Self::ConsentNotPending(s.clone()),
+            Self::ConsentUserMismatch(s) => Self::ConsentUserMismatch(s.clone()),
             Self::LeaseLost => Self::LeaseLost,
             Self::FailedPrecondition(s) => Self::FailedPrecondition(s.clone()),
             Self::InvalidArgument(v) => Self::InvalidArgument(v.clone()),

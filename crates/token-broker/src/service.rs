@@ -118,6 +118,29 @@ impl Broker {
         result
     }
 
+    /// Answers one `FinishAuthorization`: the caller verified like `GetToken`; the registry
+    /// decides whether it is the deployment and user that started the consent.
+    pub async fn finish_authorization(
+        &self,
+        bearer: Result<&str>,
+        request: Result<crate::consent::FinishRequest>,
+    ) -> Result<crate::registry::StoredGrant> {
+        let identity = self.verifier.verify(bearer?).await?;
+        let request = request?;
+        let Some(consents) = &self.consents else {
+            return Err(BrokerError::FailedPrecondition(
+                "this broker serves no consent callback (--callback-listen)".into(),
+            ));
+        };
+        let result = consents.finish(&identity, request).await;
+        if let Err(e) = &result {
+            tracing::info!(target: "connect::decision", decision = "deny", reason = e.reason().as_str(),
+                owner_id = %identity.owner_id, project_id = %identity.project_id,
+                environment = %identity.environment, error = %e, "FinishAuthorization");
+        }
+        result
+    }
+
     pub fn verifier(&self) -> &TokenVerifier {
         &self.verifier
     }

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 
 use super::{
     model::{
-        Actor, ApiKeyRecord, Connector, Grant, Installation, NewAuditEvent, Project, ProjectLink,
-        Team,
+        Actor, ApiKeyRecord, Connector, Grant, HeldConsent, Installation, NewAuditEvent, Project,
+        ProjectLink, Team,
     },
     store::RevokeFilter,
 };
@@ -236,6 +236,25 @@ pub fn tokens_revoked(
             "tokens_found": found,
             "revoked": revoked,
         })),
+        time,
+    }
+}
+
+/// A held consent discarded (another user finished it, or nobody did in time): its tokens are
+/// revoked (`tokens.revoke`, the target naming the consent).
+pub fn consent_discarded(
+    actor: &Actor,
+    held: &HeldConsent,
+    why: &str,
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(held.key.team_id.clone()),
+        actor: actor.clone(),
+        action: "tokens.revoke",
+        target: format!("consent:{}", held.request_id),
+        before: Some(held.audit_view()),
+        after: Some(json!({ "discarded": why, "connector_id": held.key.connector_id })),
         time,
     }
 }

@@ -79,6 +79,10 @@ pub enum RegistryError {
     /// No usable grant of the user: consent is needed (first, or again).
     #[error("UserAuthorizationRequiredError: {0}")]
     UserAuthorizationRequired(String),
+    #[error("ConsentNotPendingError: {0}")]
+    ConsentNotPending(String),
+    #[error("ConsentUserMismatchError: {0}")]
+    ConsentUserMismatch(String),
 
     /// A refresh lease that is no longer the grant's: another broker took over, or a new consent
     /// replaced the grant.

@@ -431,6 +431,50 @@ pub struct PendingAuthorization {
     pub created_at: DateTime<Utc>,
 }
 
+/// A consent whose code was exchanged, waiting for the application to finish it as the user who
+/// started it.
+#[derive(Clone, Debug)]
+pub struct HeldConsent {
+    /// The first 16 hex digits of the SHA-256 of the consent's `state`.
+    pub request_id: String,
+    /// SHA-256 (hex) of the one-time completion secret.
+    pub completion_hash: String,
+    pub key: GrantKey,
+    /// The deployment that started it.
+    pub project_id: ProjectId,
+    pub issuer: String,
+    pub access_token: StoredSecret,
+    pub refresh_token: Option<StoredSecret>,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl HeldConsent {
+    /// The name each of its tokens is sealed under.
+    pub fn sealing_name(&self, token: &str) -> String {
+        Self::sealing_name_of(&self.request_id, token)
+    }
+
+    pub fn sealing_name_of(request_id: &str, token: &str) -> String {
+        format!("held/{request_id}/{token}")
+    }
+
+    /// What the audit shows of it: never a token.
+    pub fn audit_view(&self) -> Value {
+        json!({
+            "request_id": self.request_id,
+            "user_id": self.key.user_id.as_str(),
+            "environment": self.key.environment.as_str(),
+            "installation_id": self.key.installation_id,
+            "project_id": self.project_id.as_str(),
+            "scopes": self.scopes,
+            "refreshable": self.refresh_token.is_some(),
+        })
+    }
+}
+
 /// A yes from `Authorize`: everything the broker needs to issue a token.
 pub struct Authorization {
     pub connector: Connector,

@@ -13,8 +13,9 @@ use super::{
     changes::Change,
     error::Result,
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, Installation, Issuance,
-        PendingAuthorization, Project, ProjectLink, ProviderRevocation, StoredSecret, Team,
+        Actor, ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, HeldConsent, Installation,
+        Issuance, PendingAuthorization, Project, ProjectLink, ProviderRevocation, StoredSecret,
+        Team,
     },
     page::{AuditKey, GrantPageKey, InstallationKey, IssuanceKey, LinkKey, PageRequest},
     types::{
@@ -345,9 +346,34 @@ pub trait GrantStore: Send + Sync {
     async fn queued_grant_revocations(&self, connector: &ConnectorId) -> Result<u64>;
     /// Stores a consent under way (and drops those that expired).
     async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()>;
-    /// Removes and answers with the pending authorization of `state_hash`, once: a second call
-    /// (a replayed state) finds nothing.
-    async fn take_pending(&self, state_hash: &str) -> Result<Option<PendingAuthorization>>;
+    /// Removes and answers with the pending authorization of `state_hash` started for
+    /// `connector`, once: a second call (a replayed state) finds nothing, and a state started for
+    /// another connector is neither answered nor removed.
+    async fn take_pending(
+        &self,
+        state_hash: &str,
+        connector: &ConnectorId,
+    ) -> Result<Option<PendingAuthorization>>;
+    /// Holds a consent's exchanged tokens until it is finished or discarded.
+    async fn insert_held(&self, held: &HeldConsent) -> Result<()>;
+    async fn held(&self, request_id: &str) -> Result<Option<HeldConsent>>;
+    /// Stores the held consent's grant and removes it, in one transaction; `None` when another
+    /// caller took or discarded it first.
+    async fn finish_held(&self, held: &HeldConsent, grant: &Grant) -> Result<Option<Grant>>;
+    /// Removes the held consent, queuing its refresh token (when `queue_refresh_token`) for a
+    /// broker to revoke at the provider, audited as a revocation with `why`; false when another
+    /// caller took it first.
+    async fn discard_held(
+        &self,
+        held: &HeldConsent,
+        connector: &Connector,
+        queue_refresh_token: bool,
+        why: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Held consents that expired before `now`, oldest first, at most `limit`.
+    async fn expired_held(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<HeldConsent>>;
 }
 
 #[async_trait]

@@ -2,12 +2,13 @@
 //! for `broker` keys only. An `admin` or `viewer` key is refused here before anything is read.
 
 use connect_proto::registry::v1::{self as pb, registry_runtime_server::RegistryRuntime};
+use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{RUNTIME_API, Reply, bearer, convert, reply, status::to_status};
 use crate::domain::{
     Caller, Registry, RegistryError,
-    service::{AuthorizeQuery, NewIssuance, NewPending},
+    service::{AuthorizeQuery, FinishConsent, NewHeld, NewIssuance, NewPending},
 };
 
 /// The `RegistryRuntime` service over a [`Registry`].
@@ -108,30 +109,41 @@ impl RegistryRuntime for RegistryRuntimeService {
         request: Request<pb::CompleteAuthorizationRequest>,
     ) -> Reply<pb::CompleteAuthorizationResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let state = &request.get_ref().state;
-        if state.is_empty() || state.len() > 256 {
-            return Err(to_status(RegistryError::invalid(
-                "state",
-                "state must be 1 to 256 characters",
-            )));
-        }
+        let completion = convert::Completion::try_from(request.get_ref()).map_err(to_status)?;
         let opened = self
             .registry
-            .complete_authorization(&caller, state)
+            .complete_authorization(&caller, completion.state, &completion.connector)
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::opened_pending(opened)))
     }
 
-    async fn store_grant(&self, request: Request<pb::StoreGrantRequest>) -> Reply<pb::Grant> {
+    async fn hold_grant(
+        &self,
+        request: Request<pb::HoldGrantRequest>,
+    ) -> Reply<pb::HoldGrantResponse> {
         let caller = self.caller(request.metadata()).await?;
-        let grant = convert::GrantToStore::try_from(request.into_inner()).map_err(to_status)?;
-        let stored = self
+        let held = NewHeld::try_from(request.into_inner()).map_err(to_status)?;
+        let (completion, expires_at) = self
             .registry
-            .store_grant(&caller, grant.key, grant.tokens)
+            .hold_grant(&caller, held)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(convert::grant(stored, "")))
+        Ok(Response::new(pb::HoldGrantResponse {
+            completion: completion.expose_secret().to_owned(),
+            expire_time: Some(convert::timestamp(expires_at)),
+        }))
+    }
+
+    async fn finish_grant(&self, request: Request<pb::FinishGrantRequest>) -> Reply<pb::Grant> {
+        let caller = self.caller(request.metadata()).await?;
+        let finish = FinishConsent::try_from(request.into_inner()).map_err(to_status)?;
+        let (stored, uid) = self
+            .registry
+            .finish_grant(&caller, finish)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::grant(stored, uid.as_str())))
     }
 
     async fn lease_grant(

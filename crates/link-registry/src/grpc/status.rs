@@ -29,6 +29,8 @@ fn reason(err: &RegistryError) -> Reason {
         RegistryError::AlreadyExists { .. } => Reason::AlreadyExists,
         RegistryError::FailedPrecondition(_) => Reason::FailedPrecondition,
         RegistryError::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
+        RegistryError::ConsentNotPending(_) => Reason::ConsentNotPending,
+        RegistryError::ConsentUserMismatch(_) => Reason::ConsentUserMismatch,
         RegistryError::LeaseLost => Reason::LeaseLost,
         RegistryError::SecretsRequired { .. } | RegistryError::DependentSecretsBound { .. } => {
             Reason::SecretsRequired

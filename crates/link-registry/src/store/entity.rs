@@ -288,6 +288,38 @@ pub mod authorization_request {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod held_consent {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "held_consents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        /// SHA-256 (hex) of the one-time completion secret; the secret itself is not kept.
+        pub completion_hash: String,
+        pub team_id: String,
+        pub project_id: String,
+        pub issuer: String,
+        pub connector_id: String,
+        pub user_id: String,
+        pub environment: String,
+        pub installation_id: String,
+        /// JSON `{ sealed, fingerprint }` of each token.
+        pub access_token: String,
+        pub refresh_token: Option<String>,
+        pub token_expires_at: Option<DateTimeUtc>,
+        pub scopes: String,
+        pub expires_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod grant_revocation {
     use sea_orm::entity::prelude::*;
 

@@ -6,10 +6,13 @@
 
 use super::*;
 use crate::domain::{
-    model::{Grant, GrantKey, GrantState, PendingAuthorization, StoredSecret},
+    changes::ChangeScope,
+    model::{
+        Grant, GrantKey, GrantState, HeldConsent, NewAuditEvent, PendingAuthorization, StoredSecret,
+    },
     page::GrantPageKey,
     store::{GrantFilter, GrantStore, RefreshOutcome},
-    types::UserId,
+    types::{ConnectorId, UserId},
 };
 
 fn key_condition(key: &GrantKey) -> Condition {
@@ -23,6 +26,64 @@ fn key_condition(key: &GrantKey) -> Condition {
 }
 
 impl SeaStore {
+    /// Stores `g` over the grant of its key inside `txn`: the stored grant and its audit event.
+    async fn put_grant_in(
+        &self,
+        txn: &DatabaseTransaction,
+        g: &Grant,
+        actor: &Actor,
+    ) -> Result<(Grant, NewAuditEvent)> {
+        // The connector row is locked (PostgreSQL): a grant and a destination change serialize.
+        self.connector_for_update(
+            txn,
+            &g.key.team_id,
+            &ConnectorRef::Id(g.key.connector_id.clone()),
+        )
+        .await?;
+        let before = grant::Entity::find()
+            .filter(key_condition(&g.key))
+            .one(txn)
+            .await
+            .map_err(storage_error)?
+            .map(rows::grant)
+            .transpose()?;
+        let mut stored = g.clone();
+        stored.state = GrantState::Active;
+        stored.lease = None;
+        stored.last_error = None;
+        match &before {
+            Some(old) => {
+                stored.id = old.id;
+                stored.version = old.version + 1;
+                stored.created_at = old.created_at;
+                rows::grant_row(&stored)
+                    .into_active_model()
+                    .reset_all()
+                    .update(txn)
+                    .await
+                    .map_err(storage_error)?;
+            }
+            None => {
+                stored.version = 1;
+                let mut row = grant::ActiveModel::from(rows::grant_row(&stored));
+                row.id = sea_orm::ActiveValue::NotSet;
+                stored.id = grant::Entity::insert(row)
+                    .exec(txn)
+                    .await
+                    .map_err(|e| {
+                        write_error(e, |_| {
+                            RegistryError::FailedPrecondition(
+                                "another consent for this grant was stored at the same time".into(),
+                            )
+                        })
+                    })?
+                    .last_insert_id;
+            }
+        }
+        let event = audit::grant_stored(actor, before.as_ref(), &stored);
+        Ok((stored, event))
+    }
+
     /// How many of the connector's grants there are (inside a write transaction): their tokens
     /// are sealed to the connector's destinations.
     pub(super) async fn grants_of(
@@ -42,55 +103,8 @@ impl SeaStore {
 impl GrantStore for SeaStore {
     async fn put_grant(&self, g: &Grant, actor: &Actor) -> Result<Grant> {
         let txn = self.begin_write().await?;
-        // The connector row is locked (PostgreSQL): a grant and a destination change serialize.
-        self.connector_for_update(
-            &txn.txn,
-            &g.key.team_id,
-            &ConnectorRef::Id(g.key.connector_id.clone()),
-        )
-        .await?;
-        let before = grant::Entity::find()
-            .filter(key_condition(&g.key))
-            .one(&txn.txn)
-            .await
-            .map_err(storage_error)?
-            .map(rows::grant)
-            .transpose()?;
-        let mut stored = g.clone();
-        stored.state = GrantState::Active;
-        stored.lease = None;
-        stored.last_error = None;
-        match &before {
-            Some(old) => {
-                stored.id = old.id;
-                stored.version = old.version + 1;
-                stored.created_at = old.created_at;
-                rows::grant_row(&stored)
-                    .into_active_model()
-                    .reset_all()
-                    .update(&txn.txn)
-                    .await
-                    .map_err(storage_error)?;
-            }
-            None => {
-                stored.version = 1;
-                let mut row = grant::ActiveModel::from(rows::grant_row(&stored));
-                row.id = sea_orm::ActiveValue::NotSet;
-                stored.id = grant::Entity::insert(row)
-                    .exec(&txn.txn)
-                    .await
-                    .map_err(|e| {
-                        write_error(e, |_| {
-                            RegistryError::FailedPrecondition(
-                                "another consent for this grant was stored at the same time".into(),
-                            )
-                        })
-                    })?
-                    .last_insert_id;
-            }
-        }
-        txn.commit(audit::grant_stored(actor, before.as_ref(), &stored), None)
-            .await?;
+        let (stored, event) = self.put_grant_in(&txn.txn, g, actor).await?;
+        txn.commit(event, None).await?;
         Ok(stored)
     }
 
@@ -383,8 +397,14 @@ impl GrantStore for SeaStore {
         Ok(())
     }
 
-    async fn take_pending(&self, state_hash: &str) -> Result<Option<PendingAuthorization>> {
+    async fn take_pending(
+        &self,
+        state_hash: &str,
+        connector: &ConnectorId,
+    ) -> Result<Option<PendingAuthorization>> {
+        use authorization_request::Column as A;
         let Some(row) = authorization_request::Entity::find_by_id(state_hash)
+            .filter(A::ConnectorId.eq(connector.as_str()))
             .one(&self.db)
             .await
             .map_err(storage_error)?
@@ -393,6 +413,7 @@ impl GrantStore for SeaStore {
         };
         // Whoever deletes the row owns it: of two callbacks with one state, one wins.
         let deleted = authorization_request::Entity::delete_by_id(state_hash)
+            .filter(A::ConnectorId.eq(connector.as_str()))
             .exec(&self.db)
             .await
             .map_err(storage_error)?;
@@ -400,5 +421,102 @@ impl GrantStore for SeaStore {
             return Ok(None);
         }
         rows::pending(row).map(Some)
+    }
+
+    async fn insert_held(&self, held: &HeldConsent) -> Result<()> {
+        held_consent::ActiveModel::from(rows::held_row(held))
+            .insert(&self.db)
+            .await
+            .map_err(|e| {
+                write_error(e, |_| {
+                    RegistryError::FailedPrecondition("this consent is held already".into())
+                })
+            })?;
+        Ok(())
+    }
+
+    async fn held(&self, request_id: &str) -> Result<Option<HeldConsent>> {
+        held_consent::Entity::find_by_id(request_id)
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?
+            .map(rows::held)
+            .transpose()
+    }
+
+    async fn finish_held(&self, held: &HeldConsent, grant: &Grant) -> Result<Option<Grant>> {
+        let txn = self.begin_write().await?;
+        // Whoever deletes the row owns it: of two finishes, one stores the grant.
+        let deleted = held_consent::Entity::delete_by_id(held.request_id.as_str())
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        if deleted.rows_affected != 1 {
+            return Ok(None);
+        }
+        let (stored, event) = self.put_grant_in(&txn.txn, grant, &Actor::Broker).await?;
+        txn.commit(event, None).await?;
+        Ok(Some(stored))
+    }
+
+    async fn discard_held(
+        &self,
+        held: &HeldConsent,
+        connector: &Connector,
+        queue_refresh_token: bool,
+        why: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let txn = self.begin_write().await?;
+        let deleted = held_consent::Entity::delete_by_id(held.request_id.as_str())
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        if deleted.rows_affected != 1 {
+            return Ok(false);
+        }
+        let queued = match (&held.refresh_token, queue_refresh_token) {
+            (Some(refresh), true) => {
+                grant_revocation::ActiveModel {
+                    team_id: sea_orm::Set(held.key.team_id.to_string()),
+                    connector_id: sea_orm::Set(held.key.connector_id.to_string()),
+                    refresh_token: sea_orm::Set(
+                        serde_json::to_string(refresh).expect("a sealed secret serializes"),
+                    ),
+                    sealing_name: sea_orm::Set(held.sealing_name("refresh")),
+                    created_at: sea_orm::Set(now),
+                    ..Default::default()
+                }
+                .insert(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+                true
+            }
+            _ => false,
+        };
+        // A revocation on the feed makes a broker take the queued refresh token to the provider;
+        // its subject names this consent alone, so no cached credential is dropped for it.
+        let scope = queued.then(|| ChangeScope {
+            subject: Some(format!("consent:{}", held.request_id)),
+            ..ChangeScope::connector(&connector.team_id, &connector.id, &connector.uid)
+        });
+        txn.commit(audit::consent_discarded(actor, held, why, now), scope)
+            .await?;
+        Ok(true)
+    }
+
+    async fn expired_held(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<HeldConsent>> {
+        use held_consent::Column as H;
+        held_consent::Entity::find()
+            .filter(H::ExpiresAt.lte(now))
+            .order_by(H::ExpiresAt, Order::Asc)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(rows::held)
+            .collect()
     }
 }

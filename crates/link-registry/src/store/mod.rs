@@ -43,7 +43,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use self::{
     entity::{
         api_key, audit_event, authorization_request, change, connector, grant, grant_revocation,
-        installation, issuance, project, project_link, team,
+        held_consent, installation, issuance, project, project_link, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,

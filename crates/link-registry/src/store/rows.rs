@@ -8,15 +8,15 @@ use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 
 use super::entity::{
-    api_key, audit_event, authorization_request, connector, grant, installation, issuance, project,
-    team,
+    api_key, audit_event, authorization_request, connector, grant, held_consent, installation,
+    issuance, project, team,
 };
 use crate::domain::{
     RegistryError, Result,
     model::{
-        ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, GrantState, Installation, Issuance,
-        NewAuditEvent, PendingAuthorization, Project, ProjectLink, ProviderRevocation, Role,
-        StoredSecret, Team,
+        ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, GrantState, HeldConsent,
+        Installation, Issuance, NewAuditEvent, PendingAuthorization, Project, ProjectLink,
+        ProviderRevocation, Role, StoredSecret, Team,
     },
     types::{
         ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet,
@@ -317,6 +317,50 @@ pub fn grant_row(g: &Grant) -> grant::Model {
         last_refresh_at: g.last_refresh_at,
         created_at: g.created_at,
         updated_at: g.updated_at,
+    }
+}
+
+pub fn held(row: held_consent::Model) -> Result<HeldConsent> {
+    const T: &str = "stored held consent";
+    Ok(HeldConsent {
+        key: grant_key(
+            T,
+            &row.team_id,
+            &row.connector_id,
+            &row.user_id,
+            &row.environment,
+            row.installation_id,
+        )?,
+        request_id: row.request_id,
+        completion_hash: row.completion_hash,
+        project_id: parse(T, ProjectId::parse(&row.project_id))?,
+        issuer: row.issuer,
+        access_token: sealed(T, &row.access_token)?,
+        refresh_token: row.refresh_token.map(|t| sealed(T, &t)).transpose()?,
+        token_expires_at: row.token_expires_at,
+        scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        expires_at: row.expires_at,
+        created_at: row.created_at,
+    })
+}
+
+pub fn held_row(h: &HeldConsent) -> held_consent::Model {
+    held_consent::Model {
+        request_id: h.request_id.clone(),
+        completion_hash: h.completion_hash.clone(),
+        team_id: h.key.team_id.to_string(),
+        project_id: h.project_id.to_string(),
+        issuer: h.issuer.clone(),
+        connector_id: h.key.connector_id.to_string(),
+        user_id: h.key.user_id.to_string(),
+        environment: h.key.environment.as_str().to_owned(),
+        installation_id: h.key.installation_id.clone(),
+        access_token: sealed_text(&h.access_token),
+        refresh_token: h.refresh_token.as_ref().map(sealed_text),
+        token_expires_at: h.token_expires_at,
+        scopes: h.scopes.join(" "),
+        expires_at: h.expires_at,
+        created_at: h.created_at,
     }
 }
 

@@ -13,6 +13,7 @@ crate::on_every_backend!(
     imported_grants_are_listed_without_their_tokens,
     one_caller_refreshes_and_a_stalled_one_is_fenced_out,
     a_consent_under_way_is_taken_once,
+    a_held_consent_is_stored_only_for_its_deployment_and_user,
 );
 
 fn in_seconds(s: i64) -> Option<prost_types::Timestamp> {
@@ -511,6 +512,7 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
     let taken = broker
         .complete_authorization(pb::CompleteAuthorizationRequest {
             state: started.state.clone(),
+            connector_id: conn.clone(),
         })
         .await
         .unwrap()
@@ -533,12 +535,38 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
     for state in [started.state, "made-up".to_owned()] {
         assert_error(
             broker
-                .complete_authorization(pb::CompleteAuthorizationRequest { state })
+                .complete_authorization(pb::CompleteAuthorizationRequest {
+                    state,
+                    connector_id: conn.clone(),
+                })
                 .await,
             Code::FailedPrecondition,
             "FAILED_PRECONDITION",
         );
     }
+    // A state reaching another connector's callback is neither answered nor used up.
+    let other = broker
+        .begin_authorization(begin(Duration::from_secs(600), &verifier))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_error(
+        broker
+            .complete_authorization(pb::CompleteAuthorizationRequest {
+                state: other.state.clone(),
+                connector_id: "conn_aaaaaaaaaaaaaaaaaaaaaaaa".into(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "FAILED_PRECONDITION",
+    );
+    broker
+        .complete_authorization(pb::CompleteAuthorizationRequest {
+            state: other.state,
+            connector_id: conn.clone(),
+        })
+        .await
+        .unwrap();
     let short = broker
         .begin_authorization(begin(Duration::from_millis(300), &verifier))
         .await
@@ -547,7 +575,10 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_error(
         broker
-            .complete_authorization(pb::CompleteAuthorizationRequest { state: short.state })
+            .complete_authorization(pb::CompleteAuthorizationRequest {
+                state: short.state,
+                connector_id: conn.clone(),
+            })
             .await,
         Code::FailedPrecondition,
         "FAILED_PRECONDITION",
@@ -567,5 +598,235 @@ async fn a_consent_under_way_is_taken_once(db: TestDb) {
         Code::PermissionDenied,
         "ROLE_NOT_ALLOWED",
     );
+    app.stop().await;
+}
+
+fn hold(conn: &str, request_id: &str, user: &str, ttl: Duration) -> pb::HoldGrantRequest {
+    pb::HoldGrantRequest {
+        request_id: request_id.into(),
+        key: key(conn, user),
+        project_id: "prj_web".into(),
+        issuer: "https://oidc.example.test/acme".into(),
+        access_token: format!("at_{request_id}"),
+        refresh_token: format!("rt_{request_id}"),
+        expire_time: in_seconds(3600),
+        scopes: vec!["read".into()],
+        ttl: duration(ttl),
+    }
+}
+
+fn finish(request_id: &str, completion: &str, user: &str) -> pb::FinishGrantRequest {
+    pb::FinishGrantRequest {
+        request_id: request_id.into(),
+        completion: completion.into(),
+        user_id: user.into(),
+        owner_id: "team_acme".into(),
+        project_id: "prj_web".into(),
+        environment: "preview".into(),
+        issuer: "https://oidc.example.test/acme".into(),
+    }
+}
+
+/// The second phase of a consent: held tokens become a grant only when the deployment that
+/// started the consent finishes it as the user it was started for; another user discards them
+/// (their refresh token queued for revocation at the provider), and so does the clock.
+async fn a_held_consent_is_stored_only_for_its_deployment_and_user(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let conn = admin
+        .create_connector(pb::CreateConnectorRequest {
+            uid: "oauth2/revocable".into(),
+            config: [
+                (
+                    "token_url".to_owned(),
+                    "https://idp.example/token".to_owned(),
+                ),
+                (
+                    "revocation_url".to_owned(),
+                    "https://idp.example/revoke".to_owned(),
+                ),
+            ]
+            .into(),
+            secrets: [
+                ("client_id".to_owned(), "c".to_owned()),
+                ("client_secret".to_owned(), "s".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let mut broker = app.broker();
+    let held = broker
+        .hold_grant(hold(
+            &conn,
+            "00000000000000a1",
+            "ada",
+            Duration::from_secs(600),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.completion.len() >= 32, "a completion secret");
+    // Nothing is usable before it is finished.
+    assert_error(
+        lease(&mut broker, &conn, "ada", 0, Duration::from_secs(10))
+            .await
+            .map(tonic::Response::new),
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+    );
+    // Another deployment, or a wrong completion, learns nothing and uses nothing up.
+    let mut elsewhere = finish("00000000000000a1", &held.completion, "ada");
+    elsewhere.project_id = "prj_other".into();
+    for wrong in [
+        elsewhere,
+        finish("00000000000000a1", "not-the-completion", "ada"),
+        finish("00000000000000ff", &held.completion, "ada"),
+    ] {
+        assert_error(
+            broker.finish_grant(wrong).await,
+            Code::FailedPrecondition,
+            "CONSENT_NOT_PENDING",
+        );
+    }
+    let stored = broker
+        .finish_grant(finish("00000000000000a1", &held.completion, "ada"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            stored.user_id.as_str(),
+            stored.connector_id.as_str(),
+            stored.refreshable
+        ),
+        ("ada", conn.as_str(), true)
+    );
+    let Ok(pb::lease_grant_response::Answer::Fresh(access)) =
+        lease(&mut broker, &conn, "ada", 0, Duration::from_secs(10)).await
+    else {
+        panic!("ada's grant answers with its access token");
+    };
+    assert_eq!(access.access_token, "at_00000000000000a1");
+    assert_error(
+        broker
+            .finish_grant(finish("00000000000000a1", &held.completion, "ada"))
+            .await,
+        Code::FailedPrecondition,
+        "CONSENT_NOT_PENDING",
+    );
+
+    // Mallory started it; Ada's browser came back with it; the application finishes as Ada.
+    let mallory = broker
+        .hold_grant(hold(
+            &conn,
+            "00000000000000b2",
+            "mallory",
+            Duration::from_secs(600),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = assert_error(
+        broker
+            .finish_grant(finish("00000000000000b2", &mallory.completion, "ada"))
+            .await,
+        Code::PermissionDenied,
+        "CONSENT_USER_MISMATCH",
+    );
+    assert!(!status.message().contains("rt_"), "{}", status.message());
+    assert_error(
+        lease(&mut broker, &conn, "mallory", 0, Duration::from_secs(10))
+            .await
+            .map(tonic::Response::new),
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+    );
+    assert_error(
+        broker
+            .finish_grant(finish("00000000000000b2", &mallory.completion, "mallory"))
+            .await,
+        Code::FailedPrecondition,
+        "CONSENT_NOT_PENDING",
+    );
+    // Nobody finishes this one before it expires.
+    let late = broker
+        .hold_grant(hold(
+            &conn,
+            "00000000000000c3",
+            "bob",
+            Duration::from_millis(200),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_error(
+        broker
+            .finish_grant(finish("00000000000000c3", &late.completion, "bob"))
+            .await,
+        Code::FailedPrecondition,
+        "CONSENT_NOT_PENDING",
+    );
+    // Nor this one, and nobody comes back for it: the registry's sweep discards it.
+    broker
+        .hold_grant(hold(
+            &conn,
+            "00000000000000d4",
+            "eve",
+            Duration::from_millis(200),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.registry.discard_expired_consents().await.unwrap(), 1);
+    assert_eq!(app.registry.discard_expired_consents().await.unwrap(), 0);
+    // Every discarded refresh token waits for a broker to revoke it at the provider.
+    let claimed = broker
+        .claim_grant_revocations(pb::ClaimGrantRevocationsRequest {
+            owner_id: "team_acme".into(),
+            connector_id: conn.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tokens: Vec<&str> = claimed
+        .refresh_tokens
+        .iter()
+        .map(|t| t.refresh_token.as_str())
+        .collect();
+    tokens.sort_unstable();
+    assert_eq!(
+        tokens,
+        [
+            "rt_00000000000000b2",
+            "rt_00000000000000c3",
+            "rt_00000000000000d4"
+        ]
+    );
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let discarded: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.target.starts_with("consent:"))
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        discarded,
+        [
+            ("tokens.revoke", "consent:00000000000000d4"),
+            ("tokens.revoke", "consent:00000000000000c3"),
+            ("tokens.revoke", "consent:00000000000000b2")
+        ]
+    );
+    assert!(!format!("{events:?}").contains("rt_"));
+    assert!(!format!("{events:?}").contains("at_"));
     app.stop().await;
 }

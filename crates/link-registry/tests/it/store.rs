@@ -78,7 +78,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261203_000006_installations",
             "m20261203_000007_grants",
             "m20261203_000008_list_indexes",
-            "m20261203_000009_keyed_link_tables"
+            "m20261203_000009_keyed_link_tables",
+            "m20261204_000010_held_consents"
         ]
     );
     again.ping().await.unwrap();

@@ -1,4 +1,4 @@
-//! Wire ⇄ domain for `GetToken`.
+//! Wire ⇄ domain for `GetToken` and the consent RPCs.
 
 use connect_proto::broker::v1::{self as pb, subject::Kind};
 use secrecy::SecretString;
@@ -277,5 +277,63 @@ impl TryFrom<pb::StartAuthorizationRequest> for crate::consent::StartRequest {
             }),
             _ => Err(BrokerError::InvalidArgument(violations)),
         }
+    }
+}
+
+impl TryFrom<pb::FinishAuthorizationRequest> for crate::consent::FinishRequest {
+    type Error = BrokerError;
+
+    fn try_from(req: pb::FinishAuthorizationRequest) -> Result<Self, Self::Error> {
+        let mut violations = Vec::new();
+        if req.request_id.len() != 16
+            || !req
+                .request_id
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            violations.push(FieldViolation::new(
+                "request_id",
+                "request_id must be the 16 hex digits of connect_request_id",
+            ));
+        }
+        if req.completion.is_empty() || req.completion.len() > 256 || !printable(&req.completion) {
+            violations.push(FieldViolation::new(
+                "completion",
+                "completion must be the connect_completion the callback added to return_url",
+            ));
+        }
+        if req.user_id.is_empty() || req.user_id.len() > 256 || !printable(&req.user_id) {
+            violations.push(FieldViolation::new(
+                "user_id",
+                "user_id must be 1 to 256 printable characters",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(BrokerError::InvalidArgument(violations));
+        }
+        Ok(Self {
+            request_id: req.request_id,
+            completion: SecretString::from(req.completion),
+            user_id: req.user_id,
+        })
+    }
+}
+
+/// A stored grant as `FinishAuthorization` answers it.
+pub fn grant(g: crate::registry::StoredGrant) -> pb::Grant {
+    let time = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    };
+    pb::Grant {
+        connector_id: g.key.connector_id,
+        connector_uid: g.connector_uid,
+        user_id: g.key.user_id,
+        environment: g.key.environment.as_str().to_owned(),
+        installation_id: g.key.installation_id,
+        scopes: g.scopes,
+        expire_time: g.expires_at.map(time),
+        refreshable: g.refreshable,
+        update_time: g.updated_at.map(time),
     }
 }

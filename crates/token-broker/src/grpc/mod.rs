@@ -87,6 +87,24 @@ impl TokenBroker for TokenBrokerService {
                         seconds: started.expires_at.timestamp(),
                         nanos: 0,
                     }),
+                    redirect_uri: started.redirect_uri.to_string(),
+                })
+            })
+            .map_err(status::to_status)
+    }
+
+    async fn finish_authorization(
+        &self,
+        request: Request<pb::FinishAuthorizationRequest>,
+    ) -> Result<Response<pb::FinishAuthorizationResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let finish = crate::consent::FinishRequest::try_from(message);
+        self.broker
+            .finish_authorization(bearer(&metadata), finish)
+            .await
+            .map(|grant| {
+                Response::new(pb::FinishAuthorizationResponse {
+                    grant: Some(convert::grant(grant)),
                 })
             })
             .map_err(status::to_status)

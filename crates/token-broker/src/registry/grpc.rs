@@ -24,9 +24,9 @@ use tracing::Instrument;
 
 use super::{
     Authorization, Authorizer, Change, ChangeFeed, ChangeKind, ChangeStream, ClaimedRefreshTokens,
-    GrantAccess, GrantKey, GrantLease, GrantLeases, GrantTokens, InstallationGrant, Issuance,
-    IssuanceRecorder, LeaseAnswer, NewConsent, OpenedConsent, PendingConsents, RefreshOutcome,
-    Revocations, RevokeScope,
+    ConsentFinish, GrantAccess, GrantKey, GrantLease, GrantLeases, HeldConsent, InstallationGrant,
+    Issuance, IssuanceRecorder, LeaseAnswer, NewConsent, OpenedConsent, PendingConsents,
+    RefreshOutcome, Revocations, RevokeScope, StoredGrant,
 };
 use crate::{
     auth::Identity,
@@ -82,6 +82,22 @@ fn grant_failure(what: &'static str) -> impl Fn(Status) -> BrokerError {
                 )
             }
             (Code::Aborted, Some(Reason::LeaseLost)) => BrokerError::LeaseLost,
+            (Code::FailedPrecondition, Some(Reason::ConsentNotPending)) => {
+                BrokerError::ConsentNotPending(
+                    status
+                        .message()
+                        .trim_start_matches("ConsentNotPendingError: ")
+                        .to_owned(),
+                )
+            }
+            (Code::PermissionDenied, Some(Reason::ConsentUserMismatch)) => {
+                BrokerError::ConsentUserMismatch(
+                    status
+                        .message()
+                        .trim_start_matches("ConsentUserMismatchError: ")
+                        .to_owned(),
+                )
+            }
             _ => unavailable(what)(status),
         }
     }
@@ -418,9 +434,10 @@ impl PendingConsents for RegistryClient {
         Ok((begun.state, expires_at))
     }
 
-    async fn complete(&self, state: &str) -> Result<Option<OpenedConsent>> {
+    async fn complete(&self, state: &str, connector_id: &str) -> Result<Option<OpenedConsent>> {
         let request = pb::CompleteAuthorizationRequest {
             state: state.to_owned(),
+            connector_id: connector_id.to_owned(),
         };
         let opened = match self
             .unary(request, self.max_timeout, |mut c, r| async move {
@@ -451,9 +468,13 @@ impl PendingConsents for RegistryClient {
         }))
     }
 
-    async fn store_grant(&self, key: &GrantKey, tokens: &GrantTokens) -> Result<()> {
-        let request = pb::StoreGrantRequest {
-            key: Some(key.into()),
+    async fn hold(&self, held: HeldConsent) -> Result<SecretString> {
+        let tokens = held.tokens;
+        let request = pb::HoldGrantRequest {
+            request_id: held.request_id,
+            key: Some((&held.key).into()),
+            project_id: held.project_id.to_string(),
+            issuer: held.issuer.to_string(),
             access_token: tokens.access_token.expose_secret().to_owned(),
             refresh_token: tokens
                 .refresh_token
@@ -461,14 +482,52 @@ impl PendingConsents for RegistryClient {
                 .map(|t| t.expose_secret().to_owned())
                 .unwrap_or_default(),
             expire_time: tokens.expires_at.map(timestamp),
-            scopes: tokens.scopes.clone(),
+            scopes: tokens.scopes,
+            ttl: duration(held.ttl),
         };
-        self.unary(request, self.max_timeout, |mut c, r| async move {
-            c.store_grant(r).await
+        let held = self
+            .unary(request, self.max_timeout, |mut c, r| async move {
+                c.hold_grant(r).await
+            })
+            .await
+            .map_err(grant_failure("HoldGrant"))?;
+        if held.completion.is_empty() {
+            return Err(garbled("no completion secret"));
+        }
+        Ok(SecretString::from(held.completion))
+    }
+
+    async fn finish(&self, identity: &Identity, finish: ConsentFinish) -> Result<StoredGrant> {
+        let request = pb::FinishGrantRequest {
+            request_id: finish.request_id,
+            completion: finish.completion.expose_secret().to_owned(),
+            user_id: finish.user_id,
+            owner_id: identity.owner_id.to_string(),
+            project_id: identity.project_id.to_string(),
+            environment: identity.environment.as_str().to_owned(),
+            issuer: identity.issuer.to_string(),
+        };
+        let grant = self
+            .unary(request, self.max_timeout, |mut c, r| async move {
+                c.finish_grant(r).await
+            })
+            .await
+            .map_err(grant_failure("FinishGrant"))?;
+        Ok(StoredGrant {
+            key: GrantKey {
+                owner_id: TeamId::parse(&grant.owner_id).map_err(|_| garbled("grant owner"))?,
+                environment: Environment::parse(&grant.environment)
+                    .map_err(|_| garbled("grant environment"))?,
+                connector_id: grant.connector_id,
+                user_id: grant.user_id,
+                installation_id: grant.installation_id,
+            },
+            connector_uid: grant.connector_uid,
+            scopes: grant.scopes,
+            expires_at: time(grant.expire_time.as_ref()),
+            refreshable: grant.refreshable,
+            updated_at: time(grant.update_time.as_ref()),
         })
-        .await
-        .map(drop)
-        .map_err(grant_failure("StoreGrant"))
     }
 }
 

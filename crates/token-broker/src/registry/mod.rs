@@ -313,15 +313,62 @@ impl fmt::Debug for OpenedConsent {
     }
 }
 
-/// Consents between their start and their callback, and the grants they end in.
+/// A consent whose code was exchanged: its tokens, held until the application finishes it.
+#[derive(Clone, Debug)]
+pub struct HeldConsent {
+    /// The start's `request_id`.
+    pub request_id: String,
+    pub key: GrantKey,
+    /// The deployment that started it.
+    pub project_id: ProjectId,
+    pub issuer: IssuerUrl,
+    pub tokens: GrantTokens,
+    /// How long the application has to finish it.
+    pub ttl: Duration,
+}
+
+/// The application finishing a consent, in the session of `user_id`.
+#[derive(Clone)]
+pub struct ConsentFinish {
+    pub request_id: String,
+    pub completion: SecretString,
+    pub user_id: String,
+}
+
+impl fmt::Debug for ConsentFinish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsentFinish")
+            .field("request_id", &self.request_id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored grant, as the application may see it: never a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredGrant {
+    pub key: GrantKey,
+    pub connector_uid: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub refreshable: bool,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Consents from their start to the grant they end in: begun, taken at the connector's callback,
+/// held after the code exchange, finished by the application as the user who started them.
 #[async_trait]
 pub trait PendingConsents: Send + Sync + fmt::Debug {
     /// Keeps `consent`; answers with its single-use `state` and when it expires.
     async fn begin(&self, consent: NewConsent) -> Result<(String, DateTime<Utc>)>;
-    /// Takes the consent of `state`, once; `None` for an unknown, used or expired state.
-    async fn complete(&self, state: &str) -> Result<Option<OpenedConsent>>;
-    /// Stores a consent's grant.
-    async fn store_grant(&self, key: &GrantKey, tokens: &GrantTokens) -> Result<()>;
+    /// Takes the consent of `state` started for `connector_id`, once; `None` for an unknown,
+    /// used or expired state, or one started for another connector.
+    async fn complete(&self, state: &str, connector_id: &str) -> Result<Option<OpenedConsent>>;
+    /// Holds a consent's exchanged tokens; answers with the one-time completion secret.
+    async fn hold(&self, held: HeldConsent) -> Result<SecretString>;
+    /// Stores the grant of a held consent for the deployment `identity`, when it started it and
+    /// `finish.user_id` is its user: `ConsentNotPending`, `ConsentUserMismatch` otherwise.
+    async fn finish(&self, identity: &Identity, finish: ConsentFinish) -> Result<StoredGrant>;
 }
 
 /// Which credentials a revocation covers: a connector's, optionally of one installation and one

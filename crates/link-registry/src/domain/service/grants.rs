@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::domain::{
-    model::{Grant, GrantKey, GrantState, PendingAuthorization},
+    model::{Grant, GrantKey, GrantState, HeldConsent, PendingAuthorization},
     page::GrantPageKey,
     store::{GrantFilter, RefreshOutcome},
     types::UserId,
@@ -118,6 +118,43 @@ pub struct NewPending {
     pub ttl: Duration,
 }
 
+/// A consent's exchanged tokens, to hold until the application finishes it.
+#[derive(Debug)]
+pub struct NewHeld {
+    pub request_id: String,
+    pub key: GrantKey,
+    pub project_id: ProjectId,
+    pub issuer: String,
+    pub tokens: GrantTokens,
+    pub ttl: Duration,
+}
+
+/// The application finishing a held consent, from a verified deployment token.
+pub struct FinishConsent {
+    pub request_id: String,
+    pub completion: SecretString,
+    pub user_id: UserId,
+    pub team_id: TeamId,
+    pub project_id: ProjectId,
+    pub environment: Environment,
+    pub issuer: String,
+}
+
+impl std::fmt::Debug for FinishConsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishConsent")
+            .field("request_id", &self.request_id)
+            .field("user_id", &self.user_id)
+            .field("team_id", &self.team_id)
+            .field("project_id", &self.project_id)
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most held consents discarded in one sweep.
+const SWEEP: u64 = 100;
+
 /// How a refresh ended, as the broker reports it.
 #[derive(Debug)]
 pub enum RefreshReport {
@@ -216,21 +253,6 @@ impl Registry {
             connect_types::ids::truncate(key.user_id.as_str(), 64),
             key.environment
         ))
-    }
-
-    /// Stores a consent's grant (broker keys: the callback after the code exchange).
-    pub async fn store_grant(
-        &self,
-        caller: &Caller,
-        key: GrantKey,
-        tokens: GrantTokens,
-    ) -> Result<Grant> {
-        Self::broker_only(caller)?;
-        let connector = self
-            .grant_connector(&key.team_id, &key.connector_id)
-            .await?;
-        let grant = self.sealed_grant(&connector, key, tokens);
-        self.store.put_grant(&grant, &Actor::Broker).await
     }
 
     /// Imports grants from another system (admin keys); answers with how many were stored and
@@ -514,12 +536,13 @@ impl Registry {
         Ok((state, expires_at))
     }
 
-    /// Takes the consent of `state` (broker keys), once: an unknown, used or expired state is
-    /// `NotFound`.
+    /// Takes the consent of `state` started for `connector` (broker keys), once: an unknown, used
+    /// or expired state, or one started for another connector, is `FailedPrecondition`.
     pub async fn complete_authorization(
         &self,
         caller: &Caller,
         state: &str,
+        connector: &ConnectorId,
     ) -> Result<OpenedPending> {
         Self::broker_only(caller)?;
         let unknown = || {
@@ -528,7 +551,11 @@ impl Registry {
             )
         };
         let hash = state_hash(state);
-        let pending = self.store.take_pending(&hash).await?.ok_or_else(unknown)?;
+        let pending = self
+            .store
+            .take_pending(&hash, connector)
+            .await?
+            .ok_or_else(unknown)?;
         if pending.expires_at <= self.clock.now() {
             return Err(unknown());
         }
@@ -549,5 +576,157 @@ impl Registry {
             redirect_uri: pending.redirect_uri,
             code_verifier,
         })
+    }
+
+    /// Holds a consent's exchanged tokens (broker keys: the callback after the code exchange)
+    /// until the application finishes it; answers with the one-time completion secret and when
+    /// the hold ends.
+    pub async fn hold_grant(
+        &self,
+        caller: &Caller,
+        held: NewHeld,
+    ) -> Result<(SecretString, DateTime<Utc>)> {
+        Self::broker_only(caller)?;
+        if held.ttl.is_zero() || held.ttl > MAX_PENDING {
+            return Err(RegistryError::invalid(
+                "ttl",
+                format!(
+                    "ttl must be more than 0 and at most {} s",
+                    MAX_PENDING.as_secs()
+                ),
+            ));
+        }
+        let connector = self
+            .grant_connector(&held.key.team_id, &held.key.connector_id)
+            .await?;
+        let completion = SecretString::from(crypto::random_token(32));
+        let now = self.clock.now();
+        let expires_at =
+            now + chrono::Duration::from_std(held.ttl).unwrap_or(chrono::Duration::MAX);
+        let name = |token| HeldConsent::sealing_name_of(&held.request_id, token);
+        let stored = HeldConsent {
+            completion_hash: state_hash(completion.expose_secret()),
+            access_token: self.seal_for(&connector, &name("access"), &held.tokens.access_token),
+            refresh_token: held
+                .tokens
+                .refresh_token
+                .as_ref()
+                .map(|t| self.seal_for(&connector, &name("refresh"), t)),
+            request_id: held.request_id,
+            key: held.key,
+            project_id: held.project_id,
+            issuer: held.issuer,
+            token_expires_at: held.tokens.expires_at,
+            scopes: held.tokens.scopes,
+            expires_at,
+            created_at: now,
+        };
+        self.store.insert_held(&stored).await?;
+        Ok((completion, expires_at))
+    }
+
+    /// Finishes a held consent (broker keys, for a verified deployment): stores its grant when the
+    /// deployment is the one that started it and `user_id` the user it was started for. Another
+    /// user discards it (its refresh token revoked at the provider where the connector can);
+    /// anything else unknown, expired or finished already is `ConsentNotPending`.
+    /// Answers with the stored grant and its connector's uid.
+    pub async fn finish_grant(
+        &self,
+        caller: &Caller,
+        finish: FinishConsent,
+    ) -> Result<(Grant, ConnectorUid)> {
+        Self::broker_only(caller)?;
+        let not_pending = || {
+            RegistryError::ConsentNotPending(
+                "this consent is unknown, was finished already, has expired, or was started by another deployment".into(),
+            )
+        };
+        let held = self
+            .store
+            .held(&finish.request_id)
+            .await?
+            .ok_or_else(not_pending)?;
+        let same_deployment = held.completion_hash == state_hash(finish.completion.expose_secret())
+            && held.key.team_id == finish.team_id
+            && held.project_id == finish.project_id
+            && held.key.environment == finish.environment
+            && held.issuer == finish.issuer;
+        if !same_deployment {
+            return Err(not_pending());
+        }
+        let connector = self
+            .grant_connector(&held.key.team_id, &held.key.connector_id)
+            .await?;
+        let now = self.clock.now();
+        if held.expires_at <= now {
+            self.discard(&held, &connector, "expired").await?;
+            return Err(not_pending());
+        }
+        if held.key.user_id != finish.user_id {
+            if !self.discard(&held, &connector, "user_mismatch").await? {
+                return Err(not_pending());
+            }
+            return Err(RegistryError::ConsentUserMismatch(format!(
+                "this consent was started for another user than '{}': its tokens were discarded",
+                connect_types::ids::truncate(finish.user_id.as_str(), 64)
+            )));
+        }
+        let tokens = GrantTokens {
+            access_token: self.open_for(
+                &connector,
+                &held.sealing_name("access"),
+                &held.access_token,
+            )?,
+            refresh_token: held
+                .refresh_token
+                .as_ref()
+                .map(|t| self.open_for(&connector, &held.sealing_name("refresh"), t))
+                .transpose()?,
+            expires_at: held.token_expires_at,
+            scopes: held.scopes.clone(),
+        };
+        let grant = self.sealed_grant(&connector, held.key.clone(), tokens);
+        let stored = self
+            .store
+            .finish_held(&held, &grant)
+            .await?
+            .ok_or_else(not_pending)?;
+        Ok((stored, connector.uid))
+    }
+
+    /// Discards a held consent, queuing its refresh token when the connector can revoke it.
+    async fn discard(&self, held: &HeldConsent, connector: &Connector, why: &str) -> Result<bool> {
+        let revocable = super::revocations::provider_can_revoke(connector);
+        let discarded = self
+            .store
+            .discard_held(
+                held,
+                connector,
+                revocable,
+                why,
+                &Actor::Broker,
+                self.clock.now(),
+            )
+            .await?;
+        if discarded {
+            tracing::info!(target: "connect::consent", request_id = %held.request_id, why, "held consent discarded");
+        }
+        Ok(discarded)
+    }
+
+    /// Discards held consents nobody finished in time (the registry runs it every few seconds);
+    /// answers with how many.
+    pub async fn discard_expired_consents(&self) -> Result<u64> {
+        let mut discarded = 0;
+        for held in self.store.expired_held(self.clock.now(), SWEEP).await? {
+            let reference = ConnectorRef::Id(held.key.connector_id.clone());
+            let Some(connector) = self.store.connector(&held.key.team_id, &reference).await? else {
+                continue; // deleted with its connector
+            };
+            if self.discard(&held, &connector, "expired").await? {
+                discarded += 1;
+            }
+        }
+        Ok(discarded)
     }
 }

@@ -20,8 +20,8 @@ pub use self::{
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
     grants::{
-        GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewPending, OpenedPending,
-        RefreshReport,
+        FinishConsent, GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewHeld, NewPending,
+        OpenedPending, RefreshReport,
     },
     installations::NewInstallation,
     issuances::NewIssuance,

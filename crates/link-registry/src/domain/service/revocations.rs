@@ -28,7 +28,7 @@ pub struct RevocationSummary {
 const POLL: Duration = Duration::from_millis(25);
 
 /// Whether credentials of this connector can be revoked at the provider (its type's row).
-fn provider_can_revoke(connector: &Connector) -> bool {
+pub(super) fn provider_can_revoke(connector: &Connector) -> bool {
     connect_types::capabilities(connector.uid.kind().as_str())
         .is_some_and(|row| row.can_revoke(|key| connector.config.get(key)))
 }

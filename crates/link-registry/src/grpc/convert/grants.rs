@@ -13,10 +13,10 @@ use crate::domain::{
     model::{Grant, GrantKey},
     page::{GrantPageKey, PageRequest},
     service::{
-        GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewPending, OpenedPending,
-        RefreshReport,
+        FinishConsent, GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewHeld, NewPending,
+        OpenedPending, RefreshReport,
     },
-    types::{ConnectorRef, Environment, ProjectId, UserId, truncate},
+    types::{ConnectorId, ConnectorRef, Environment, ProjectId, TeamId, UserId, truncate},
 };
 
 /// An `ImportGrantsRequest`: the connector, and each grant converted on its own (a bad one is
@@ -140,31 +140,107 @@ impl TryFrom<pb::BeginAuthorizationRequest> for NewPending {
     }
 }
 
-/// A `StoreGrantRequest`: the grant a finished consent stores and its tokens.
+/// A `CompleteAuthorizationRequest`: the state the callback received and the connector whose
+/// callback it was.
 #[derive(Debug)]
-pub struct GrantToStore {
-    pub key: GrantKey,
-    pub tokens: GrantTokens,
+pub struct Completion<'a> {
+    pub state: &'a str,
+    pub connector: ConnectorId,
 }
 
-impl TryFrom<pb::StoreGrantRequest> for GrantToStore {
+impl<'a> TryFrom<&'a pb::CompleteAuthorizationRequest> for Completion<'a> {
     type Error = RegistryError;
 
-    fn try_from(req: pb::StoreGrantRequest) -> Result<Self, Self::Error> {
+    fn try_from(req: &'a pb::CompleteAuthorizationRequest) -> Result<Self, Self::Error> {
         let mut v = Violations::default();
+        if req.state.is_empty() || req.state.len() > 256 {
+            v.push("state", "state must be 1 to 256 characters");
+        }
+        let connector = v.check("connector_id", ConnectorId::parse(&req.connector_id));
+        v.finish(connector.map(|connector| Completion {
+            state: &req.state,
+            connector,
+        }))
+    }
+}
+
+/// The consent request id a callback or a finish names: 16 lowercase hex digits.
+fn request_id_of(v: &mut Violations, value: String) -> String {
+    if value.len() != 16
+        || !value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        v.push("request_id", "request_id must be 16 lowercase hex digits");
+    }
+    value
+}
+
+impl TryFrom<pb::HoldGrantRequest> for NewHeld {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::HoldGrantRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let request_id = request_id_of(&mut v, req.request_id);
         let key = grant_key_of(&mut v, req.key);
+        let project_id = v.check("project_id", ProjectId::parse(&req.project_id));
+        if req.issuer.is_empty() || req.issuer.len() > 255 {
+            v.push("issuer", "issuer must be 1 to 255 characters");
+        }
         let access_token = token_of(&mut v, "access_token", req.access_token, true);
         let refresh_token = token_of(&mut v, "refresh_token", req.refresh_token, false);
         let scopes = scopes_of(&mut v, "scopes", req.scopes);
-        let value = key.zip(access_token).map(|(key, access_token)| Self {
-            key,
-            tokens: GrantTokens {
-                access_token,
-                refresh_token,
-                expires_at: time_of(req.expire_time),
-                scopes,
-            },
-        });
+        let ttl = duration_of(&mut v, "ttl", req.ttl);
+        let value = match (key, project_id, access_token, ttl) {
+            (Some(key), Some(project_id), Some(access_token), Some(ttl)) => Some(NewHeld {
+                request_id,
+                key,
+                project_id,
+                issuer: req.issuer,
+                tokens: GrantTokens {
+                    access_token,
+                    refresh_token,
+                    expires_at: time_of(req.expire_time),
+                    scopes,
+                },
+                ttl,
+            }),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+impl TryFrom<pb::FinishGrantRequest> for FinishConsent {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::FinishGrantRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let request_id = request_id_of(&mut v, req.request_id);
+        if req.completion.is_empty() || req.completion.len() > 256 {
+            v.push("completion", "completion must be 1 to 256 characters");
+        }
+        let user_id = v.check("user_id", UserId::parse(&req.user_id));
+        let team_id = v.check("owner_id", TeamId::parse(&req.owner_id));
+        let project_id = v.check("project_id", ProjectId::parse(&req.project_id));
+        let environment = v.check("environment", Environment::parse(&req.environment));
+        if req.issuer.is_empty() || req.issuer.len() > 255 {
+            v.push("issuer", "issuer must be 1 to 255 characters");
+        }
+        let value = match (user_id, team_id, project_id, environment) {
+            (Some(user_id), Some(team_id), Some(project_id), Some(environment)) => {
+                Some(FinishConsent {
+                    request_id,
+                    completion: SecretString::from(req.completion),
+                    user_id,
+                    team_id,
+                    project_id,
+                    environment,
+                    issuer: req.issuer,
+                })
+            }
+            _ => None,
+        };
         v.finish(value)
     }
 }

@@ -27,7 +27,7 @@ mod projects;
 
 pub use connectors::{ConnectorEdit, InstallationRequest, connector_type, installation};
 pub use grants::{
-    Commit, GrantImport, GrantQuery, GrantToStore, LeaseQuery, grant, grant_access, lease_answer,
+    Commit, Completion, GrantImport, GrantQuery, LeaseQuery, grant, grant_access, lease_answer,
     opened_pending,
 };
 pub use ledger::{IssuanceQuery, RevocationReport, TokenRevocation};

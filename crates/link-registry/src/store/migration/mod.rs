@@ -14,6 +14,7 @@ mod m20261203_000006_installations;
 mod m20261203_000007_grants;
 mod m20261203_000008_list_indexes;
 mod m20261203_000009_keyed_link_tables;
+mod m20261204_000010_held_consents;
 
 use sea_orm_migration::prelude::*;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_grants::Migration),
             Box::new(m20261203_000008_list_indexes::Migration),
             Box::new(m20261203_000009_keyed_link_tables::Migration),
+            Box::new(m20261204_000010_held_consents::Migration),
         ]
     }
 }
