@@ -510,6 +510,11 @@ impl Stack {
         TokenBrokerClient::new(self.broker_channel.clone())
     }
 
+    /// The channel to the broker the stack's own calls use.
+    pub fn broker_channel(&self) -> Channel {
+        self.broker_channel.clone()
+    }
+
     /// `GetToken` for `connector` with `token` as the bearer.
     pub async fn get_token(
         &self,

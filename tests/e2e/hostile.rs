@@ -206,6 +206,78 @@ async fn a_burst_beyond_the_concurrency_limit_is_shed_not_queued() {
     stack.stop().await;
 }
 
+/// Slowloris over HTTP/2: 2 000 calls that send their headers and never a body, over four
+/// connections, against the default slot and per-connection stream limits. A `GetToken` and a
+/// health check on their own connection still answer at once, and every stalled call is ended
+/// with `DEADLINE_EXCEEDED` once the read timeout (1 s here) passes, which frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_send_headers_and_nothing_else_cannot_keep_callers_out() {
+    let stack = Stack::start_with(|c| c.request_read_timeout = Duration::from_secs(1)).await;
+    let addr = stack.broker_addr();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        for _ in 0..500 {
+            let client = client.clone();
+            stalled.push(tokio::spawn(async move {
+                let mut client = client.ready().await?;
+                let request = http::Request::post(format!(
+                    "http://{addr}/connect.broker.v1.TokenBroker/GetToken"
+                ))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+                // Headers only: the body never comes (the stream stays open until answered).
+                let (response, _body) = client.send_request(request, false)?;
+                let response = response.await?;
+                Ok::<_, h2::Error>(
+                    response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|s| s.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = stack.acme.token("prj_web", "preview");
+    let answered = tokio::time::timeout(
+        Duration::from_millis(900),
+        stack.get_token(&token, "api-key/stripe"),
+    )
+    .await
+    .expect("GetToken answered while the stalled calls were open");
+    assert_eq!(answered.unwrap().token, "sk_acme_stripe");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(stack.broker_channel());
+    let serving = tokio::time::timeout(
+        Duration::from_millis(900),
+        health.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("the health check answered")
+    .unwrap()
+    .into_inner();
+    assert_eq!(serving.status, 1, "SERVING");
+    // Every stalled call ends, with DEADLINE_EXCEEDED (gRPC code 4).
+    let ended = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(stalled))
+        .await
+        .expect("the stalled calls were ended");
+    let codes: std::collections::BTreeMap<String, usize> =
+        ended.into_iter().fold(Default::default(), |mut codes, e| {
+            *codes
+                .entry(e.unwrap().map_err(|e| e.to_string()).unwrap_or_else(|e| e))
+                .or_default() += 1;
+            codes
+        });
+    assert_eq!(codes, [("4".to_owned(), 2000)].into(), "{codes:?}");
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extreme_token_numbers_are_refused_without_harm() {
     let stack = Stack::start().await;

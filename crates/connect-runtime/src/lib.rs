@@ -11,6 +11,7 @@
 //! can retry elsewhere.
 
 pub mod metrics;
+pub mod read_timeout;
 pub mod telemetry;
 pub mod tls;
 
@@ -137,6 +138,50 @@ pub struct ServeOptions {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     /// Serve Prometheus metrics (the service's own and the per-call gRPC ones) on this endpoint.
     pub metrics: Option<metrics::MetricsEndpoint>,
+    /// A call whose request has not fully arrived by then is ended (`DEADLINE_EXCEEDED`).
+    pub request_read_timeout: Duration,
+    /// Most calls one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_connection: u32,
+}
+
+/// Whether `path` is a method Connect's servers serve: one of the RPCs of Connect's own
+/// services, health or reflection. Metric labels and span names take a path only when it is one,
+/// so a caller cannot grow either set with made-up paths.
+pub fn known_method(path: &str) -> bool {
+    use std::{collections::HashSet, sync::OnceLock};
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    KNOWN
+        .get_or_init(|| {
+            let mut known = HashSet::new();
+            for set in [
+                connect_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ] {
+                let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(set)
+                else {
+                    continue;
+                };
+                for file in set.file {
+                    let package = file.package();
+                    for service in &file.service {
+                        for method in &service.method {
+                            known.insert(format!(
+                                "/{package}.{}/{}",
+                                service.name(),
+                                method.name()
+                            ));
+                        }
+                    }
+                }
+            }
+            for version in ["v1", "v1alpha"] {
+                known.insert(format!(
+                    "/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+                ));
+            }
+            known
+        })
+        .contains(path)
 }
 
 fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
@@ -203,13 +248,17 @@ where
         None => (None, None),
     };
     let layers = tower::ServiceBuilder::new()
+        .layer(read_timeout::ReadTimeoutLayer::new(
+            options.request_read_timeout,
+        ))
         .layer(telemetry::ServerTraceLayer)
         .option_layer(metrics_layer)
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             options.max_concurrent_requests.max(1),
         ));
-    let mut builder = Server::builder();
+    let mut builder =
+        Server::builder().max_concurrent_streams(Some(options.max_streams_per_connection.max(1)));
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
     }

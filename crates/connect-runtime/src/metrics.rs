@@ -4,8 +4,9 @@
 //!
 //! [`serve`](crate::serve) adds, for every server, `connect_grpc_requests_total{method,code}` and
 //! `connect_grpc_request_duration_seconds{method}`, measured up to the response headers (for a
-//! streaming call: until the stream starts). Calls to unknown methods are counted under
-//! `method="unknown"` so that no caller can grow the label set.
+//! streaming call: until the stream starts). Calls to any path that is not a served method
+//! ([`crate::known_method`]) are counted under `method="unknown"`, whatever their answer (a shed
+//! or timed-out call included), so that no caller can grow the label set.
 
 use std::{
     future::Future,
@@ -113,7 +114,7 @@ impl GrpcMetrics {
     }
 
     fn observe(&self, method: &str, code: tonic::Code, started: Instant) {
-        let method = if code == tonic::Code::Unimplemented {
+        let method = if code == tonic::Code::Unimplemented || !crate::known_method(method) {
             "unknown"
         } else {
             method
@@ -224,10 +225,18 @@ mod tests {
         let registry = Registry::new();
         let metrics = GrpcMetrics::register(&registry).unwrap();
         let started = Instant::now();
-        metrics.observe("/x.Y/Get", tonic::Code::Ok, started);
+        let get = "/connect.broker.v1.TokenBroker/GetToken";
+        metrics.observe(get, tonic::Code::Ok, started);
         metrics.observe("/a/b", tonic::Code::Unimplemented, started);
         metrics.observe("/c/d", tonic::Code::Unimplemented, started);
-        metrics.observe("/x.Y/Get", tonic::Code::PermissionDenied, started);
+        metrics.observe(get, tonic::Code::PermissionDenied, started);
+        // Made-up paths answered otherwise (a shed call, a timed-out read) are no label either.
+        metrics.observe(
+            "/connect.broker.v1.TokenBroker/Made",
+            tonic::Code::ResourceExhausted,
+            started,
+        );
+        metrics.observe("/e/f", tonic::Code::DeadlineExceeded, started);
         let text = String::from_utf8({
             let mut body = Vec::new();
             TextEncoder::new()
@@ -242,10 +251,15 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains(r#"connect_grpc_requests_total{code="OK",method="/x.Y/Get"} 1"#));
         assert!(text.contains(
-            r#"connect_grpc_requests_total{code="PERMISSION_DENIED",method="/x.Y/Get"} 1"#
+            r#"connect_grpc_requests_total{code="OK",method="/connect.broker.v1.TokenBroker/GetToken"} 1"#
         ));
-        assert!(!text.contains("/a/b"));
+        assert!(text.contains(
+            r#"connect_grpc_requests_total{code="PERMISSION_DENIED",method="/connect.broker.v1.TokenBroker/GetToken"} 1"#
+        ));
+        assert!(text.contains(
+            r#"connect_grpc_requests_total{code="RESOURCE_EXHAUSTED",method="unknown"} 1"#
+        ));
+        assert!(!text.contains("/a/b") && !text.contains("Made") && !text.contains("/e/f"));
     }
 }

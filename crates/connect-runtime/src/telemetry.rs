@@ -227,11 +227,10 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     }
 }
 
-/// The span's name for a request path: the method for Connect's and gRPC's own services, a fixed
-/// word for anything else (a path is the caller's text, and names must stay few).
+/// The span's name for a request path: the method when it is one that is served, a fixed word
+/// for anything else (a path is the caller's text, and names must stay few).
 fn span_name(path: &str) -> &str {
-    let known = ["/connect.", "/grpc.health.", "/grpc.reflection."];
-    if path.len() <= 128 && known.iter().any(|p| path.starts_with(p)) {
+    if crate::known_method(path) {
         path
     } else {
         "unknown"
@@ -332,6 +331,7 @@ mod tests {
             "/grpc.health.v1.Health/Check"
         );
         assert_eq!(span_name("/evil/../x"), "unknown");
+        assert_eq!(span_name("/connect.broker.v1.TokenBroker/Made"), "unknown");
         assert_eq!(
             span_name(&format!("/connect.{}", "a".repeat(200))),
             "unknown"

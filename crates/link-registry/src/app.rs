@@ -189,6 +189,8 @@ impl App {
             ],
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
+            request_read_timeout: self.config.request_read_timeout,
+            max_streams_per_connection: self.config.max_streams_per_connection,
             tls: self.tls,
             metrics: self.metrics,
         };

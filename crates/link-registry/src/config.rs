@@ -144,6 +144,19 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_concurrent_requests: u64,
 
+    /// A call whose request has not fully arrived this long after its headers is ended with
+    /// DEADLINE_EXCEEDED, so that callers who send headers and then nothing cannot hold the
+    /// server's slots (server reflection, a bidirectional stream, is exempt).
+    #[arg(long, env = "LINK_REGISTRY_REQUEST_READ_TIMEOUT_MS", default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_read_timeout_ms: u64,
+
+    /// Most calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+    /// a few connections cannot take every slot of --max-concurrent-requests.
+    #[arg(long, env = "LINK_REGISTRY_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
     /// PEM certificate (chain) to serve gRPC over TLS; without it the server speaks plaintext
     /// h2c.
     #[arg(long, env = "LINK_REGISTRY_TLS_CERT", requires = "tls_key")]
@@ -235,6 +248,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub max_request_bytes: usize,
     pub max_concurrent_requests: usize,
+    pub request_read_timeout: Duration,
+    pub max_streams_per_connection: u32,
     /// Serve over TLS; `None`: plaintext h2c.
     pub tls: Option<ServerTls>,
     /// Which connector URLs are accepted.
@@ -275,6 +290,8 @@ impl From<ServeArgs> for ServeConfig {
             max_request_bytes: args.max_request_bytes,
             max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
+            request_read_timeout: Duration::from_millis(args.request_read_timeout_ms),
+            max_streams_per_connection: args.max_streams_per_connection,
             tls: args
                 .tls_cert
                 .zip(args.tls_key)
@@ -305,6 +322,8 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(30),
             max_request_bytes: 256 * 1024,
             max_concurrent_requests: 1024,
+            request_read_timeout: Duration::from_secs(5),
+            max_streams_per_connection: 100,
             tls: None,
             url_policy: UrlPolicy::loopback(),
             metrics_listen: None,

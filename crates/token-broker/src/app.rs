@@ -254,6 +254,8 @@ impl App {
             service_names: &["connect.broker.v1.TokenBroker"],
             shutdown_grace: self.config.shutdown_grace,
             max_concurrent_requests: self.config.max_concurrent_requests,
+            request_read_timeout: self.config.request_read_timeout,
+            max_streams_per_connection: self.config.max_streams_per_connection,
             tls: self.tls,
             metrics: self.metrics,
         };

@@ -179,6 +179,19 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_concurrent_requests: u64,
 
+    /// A call whose request has not fully arrived this long after its headers is ended with
+    /// DEADLINE_EXCEEDED, so that callers who send headers and then nothing cannot hold the
+    /// server's slots (server reflection, a bidirectional stream, is exempt).
+    #[arg(long, env = "TOKEN_BROKER_REQUEST_READ_TIMEOUT_MS", default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_read_timeout_ms: u64,
+
+    /// Most calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+    /// a few connections cannot take every slot of --max-concurrent-requests.
+    #[arg(long, env = "TOKEN_BROKER_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
     /// Serve Prometheus metrics on `http://ADDR/metrics`.
     #[arg(long, env = "TOKEN_BROKER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -286,6 +299,8 @@ pub struct BrokerConfig {
     /// The callback's public base URL; `None`: `http://` and the bound callback address.
     pub public_url: Option<url::Url>,
     pub max_concurrent_requests: usize,
+    pub request_read_timeout: Duration,
+    pub max_streams_per_connection: u32,
     /// Where to serve Prometheus metrics; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
@@ -322,6 +337,8 @@ impl From<ServeArgs> for BrokerConfig {
             public_url: a.public_url,
             max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
+            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
+            max_streams_per_connection: a.max_streams_per_connection,
             metrics_listen: a.metrics_listen,
             shutdown_grace: Duration::from_secs(a.shutdown_grace_secs),
             tls: a.tls_cert.zip(a.tls_key).map(|(cert, key)| ServerTls {
@@ -381,6 +398,8 @@ impl BrokerConfig {
             callback_listen: None,
             public_url: None,
             max_concurrent_requests: 1024,
+            request_read_timeout: Duration::from_secs(5),
+            max_streams_per_connection: 100,
             metrics_listen: None,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
