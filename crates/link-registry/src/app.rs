@@ -16,7 +16,7 @@ use tonic::service::Routes;
 use crate::{
     config::{ServeConfig, redact_url, sqlite_path},
     crypto::{KeyFileError, SecretCipher},
-    domain::{Registry, RegistryError},
+    domain::{Registry, RegistryError, store::Store as _},
     grpc::{LinkRegistryService, RegistryRuntimeService},
     store::{self, SeaStore},
 };
@@ -36,6 +36,14 @@ pub enum AppError {
         "a secret key file is required for this database: pass --secret-key-file (LINK_REGISTRY_SECRET_KEY_FILE)"
     )]
     SecretKeyRequired,
+    #[error(
+        "the database holds secrets but their key file {path} is missing: restore it or pass --secret-key-file (a new key would not open them)"
+    )]
+    SecretKeyMissing { path: std::path::PathBuf },
+    #[error(
+        "the secret key does not open this database's secrets: start with the key they were sealed with (--secret-key-file)"
+    )]
+    WrongSecretKey,
     #[error(transparent)]
     Serve(#[from] connect_runtime::ServeError),
     #[error(transparent)]
@@ -50,8 +58,9 @@ pub async fn open_store(url: &str) -> Result<SeaStore, RegistryError> {
 }
 
 /// The cipher for connector secrets: the configured key file; for a SQLite file, a key file
-/// beside it (created on first start); for an in-memory database, a key that lives as long as it.
-pub fn secret_cipher(config: &ServeConfig) -> Result<SecretCipher, AppError> {
+/// beside it (created on first start, never next to a database that already holds secrets:
+/// `holds_sealed`); for an in-memory database, a key that lives as long as it.
+pub fn secret_cipher(config: &ServeConfig, holds_sealed: bool) -> Result<SecretCipher, AppError> {
     if let Some(path) = &config.secret_key_file {
         return Ok(SecretCipher::from_key_file(path, false)?);
     }
@@ -60,7 +69,11 @@ pub fn secret_cipher(config: &ServeConfig) -> Result<SecretCipher, AppError> {
             Some(db) => {
                 let mut key = db.into_os_string();
                 key.push(".key");
-                SecretCipher::from_key_file(key.as_ref(), true)?
+                let key = std::path::PathBuf::from(key);
+                if holds_sealed && !key.exists() {
+                    return Err(AppError::SecretKeyMissing { path: key });
+                }
+                SecretCipher::from_key_file(&key, true)?
             }
             None => SecretCipher::ephemeral(),
         });
@@ -96,11 +109,15 @@ impl App {
             None => None,
         };
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
-        let cipher = secret_cipher(&config)?;
         let store = open_store(&config.database_url).await?;
+        let holds_sealed = store.key_check().await?.is_some() || store.holds_sealed().await?;
+        let cipher = secret_cipher(&config, holds_sealed)?;
         let registry = Registry::new(Arc::new(store), cipher)
             .with_url_policy(config.url_policy.clone())
             .with_revocation_wait(config.revocation_wait);
+        if !registry.verify_master_key().await? {
+            return Err(AppError::WrongSecretKey);
+        }
         let resealed = registry.upgrade_sealed_secrets().await?;
         if resealed > 0 {
             tracing::info!(

@@ -153,6 +153,45 @@ impl SecretCipher {
             .map_err(|_| OpenError)
     }
 
+    /// The database's key check: a constant sealed under this key, which only this key opens.
+    pub fn key_check(&self) -> String {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: KEY_CHECK,
+                    aad: KEY_CHECK_AAD,
+                },
+            )
+            .expect("AES-GCM encryption of a bounded buffer cannot fail");
+        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        STANDARD.encode(out)
+    }
+
+    /// Whether `sealed` is a key check this key wrote.
+    pub fn opens_key_check(&self, sealed: &str) -> bool {
+        let Ok(bytes) = STANDARD.decode(sealed) else {
+            return false;
+        };
+        if bytes.len() < NONCE_LEN {
+            return false;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        self.aead
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: KEY_CHECK_AAD,
+                },
+            )
+            .is_ok_and(|plain| plain == KEY_CHECK)
+    }
+
     /// A keyed fingerprint of a secret value for audit rows: 16 hex digits of HMAC-SHA-256.
     pub fn fingerprint(&self, value: &SecretString) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.fingerprint_key)
@@ -161,6 +200,10 @@ impl SecretCipher {
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 }
+
+/// What the key check seals, and under which associated data.
+const KEY_CHECK: &[u8] = b"connect master key check";
+const KEY_CHECK_AAD: &[u8] = b"connect.key-check";
 
 /// The prefix of values sealed with their destination bound.
 const SEALED_V2: &str = "v2:";

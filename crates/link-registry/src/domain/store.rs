@@ -106,6 +106,15 @@ pub trait Store:
 {
     /// Whether the database answers (for readiness).
     async fn ping(&self) -> Result<()>;
+    /// The master key's check (see [`crate::crypto::SecretCipher::key_check`]), once written.
+    async fn key_check(&self) -> Result<Option<String>>;
+    /// Writes the master key's check, replacing an earlier one.
+    async fn put_key_check(&self, sealed: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Whether anything sealed under the master key is stored: connectors, installations,
+    /// grants, consents under way, refresh tokens waiting for revocation.
+    async fn holds_sealed(&self) -> Result<bool>;
+    /// A connector with sealed secrets, if there is one.
+    async fn sealed_connector(&self) -> Result<Option<Connector>>;
 }
 
 /// Teams and the issuer each trusts.

@@ -288,6 +288,25 @@ pub mod authorization_request {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod key_check {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_checks")]
+    pub struct Model {
+        /// Always 1: one check per database.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub sealed: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod held_consent {
     use sea_orm::entity::prelude::*;
 

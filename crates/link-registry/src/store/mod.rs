@@ -43,7 +43,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use self::{
     entity::{
         api_key, audit_event, authorization_request, change, connector, grant, grant_revocation,
-        held_consent, installation, issuance, project, project_link, team,
+        held_consent, installation, issuance, key_check, project, project_link, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,
@@ -281,5 +281,57 @@ fn write_error(err: DbErr, already_exists: impl FnOnce(&str) -> RegistryError) -
 impl Store for SeaStore {
     async fn ping(&self) -> Result<()> {
         self.db.ping().await.map_err(storage_error)
+    }
+
+    async fn key_check(&self) -> Result<Option<String>> {
+        Ok(key_check::Entity::find_by_id(1)
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?
+            .map(|row| row.sealed))
+    }
+
+    async fn put_key_check(&self, sealed: &str, now: DateTime<Utc>) -> Result<()> {
+        key_check::Entity::delete_many()
+            .exec(&self.db)
+            .await
+            .map_err(storage_error)?;
+        key_check::ActiveModel::from(key_check::Model {
+            id: 1,
+            sealed: sealed.to_owned(),
+            created_at: now,
+        })
+        .insert(&self.db)
+        .await
+        .map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn holds_sealed(&self) -> Result<bool> {
+        let db = &self.db;
+        let counts = [
+            connector::Entity::find().count(db).await,
+            installation::Entity::find().count(db).await,
+            grant::Entity::find().count(db).await,
+            authorization_request::Entity::find().count(db).await,
+            held_consent::Entity::find().count(db).await,
+            grant_revocation::Entity::find().count(db).await,
+        ];
+        for count in counts {
+            if count.map_err(storage_error)? > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn sealed_connector(&self) -> Result<Option<Connector>> {
+        connector::Entity::find()
+            .filter(connector::Column::Secrets.ne("{}"))
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?
+            .map(rows::connector)
+            .transpose()
     }
 }

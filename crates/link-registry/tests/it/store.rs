@@ -29,6 +29,7 @@ crate::on_every_backend!(
     the_authorize_lookup_only_searches_unique_keys,
     a_project_reference_is_two_key_searches,
     old_audit_events_are_exported_then_deleted_in_batches,
+    a_wrong_or_missing_master_key_is_refused_and_never_replaced,
 );
 
 fn team(id: &str, slug: &str) -> Team {
@@ -79,7 +80,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261203_000007_grants",
             "m20261203_000008_list_indexes",
             "m20261203_000009_keyed_link_tables",
-            "m20261204_000010_held_consents"
+            "m20261204_000010_held_consents",
+            "m20261204_000011_key_check"
         ]
     );
     again.ping().await.unwrap();
@@ -423,4 +425,63 @@ async fn old_audit_events_are_exported_then_deleted_in_batches(db: TestDb) {
         left.iter()
             .all(|e| e["owner_id"].as_str().unwrap().starts_with("team_new"))
     );
+}
+
+/// The master key is checked at start: a key that does not open the database's secrets is
+/// refused (before and after the key check exists), and a SQLite database that holds secrets never
+/// gets a new key beside it when its key file is gone.
+async fn a_wrong_or_missing_master_key_is_refused_and_never_replaced(db: TestDb) {
+    use link_registry::app::{App, AppError};
+    let app = crate::harness::TestApp::spawn(db).await;
+    app.admin()
+        .create_connector(connect_proto::registry::v1::CreateConnectorRequest {
+            uid: "api-key/stripe".into(),
+            secrets: [("api_key".to_owned(), "sk_live_1".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let db = app.stop().await;
+    let other_key = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    std::fs::remove_file(&other_key).unwrap();
+    link_registry::crypto::SecretCipher::from_key_file(&other_key, true).unwrap();
+    let with_other_key = || {
+        let mut config = db.serve_config();
+        config.secret_key_file = Some(other_key.to_path_buf());
+        config
+    };
+    assert!(matches!(
+        App::build(with_other_key()).await,
+        Err(AppError::WrongSecretKey)
+    ));
+    // A database from before key checks: its connectors' secrets decide.
+    let raw = Database::connect(&db.url).await.unwrap();
+    raw.execute_unprepared("DELETE FROM key_checks")
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+    assert!(matches!(
+        App::build(with_other_key()).await,
+        Err(AppError::WrongSecretKey)
+    ));
+    let store = open_store(&db.url).await.unwrap();
+    assert_eq!(store.key_check().await.unwrap(), None, "nothing written");
+    if db.backend == "sqlite" {
+        let key = link_registry::config::sqlite_path(&db.url).unwrap();
+        let key = std::path::PathBuf::from(format!("{}.key", key.display()));
+        let aside = key.with_extension("key.aside");
+        std::fs::rename(&key, &aside).unwrap();
+        let error = App::build(db.serve_config()).await.unwrap_err();
+        assert!(
+            matches!(&error, AppError::SecretKeyMissing { path } if *path == key),
+            "{error}"
+        );
+        assert!(!key.exists(), "no new key was made next to the secrets");
+        std::fs::rename(&aside, &key).unwrap();
+    }
+    // The right key starts, and writes the check again.
+    let app = crate::harness::TestApp::start(db).await;
+    assert!(app.registry.verify_master_key().await.unwrap());
+    assert!(store.key_check().await.unwrap().is_some());
+    app.stop().await;
 }

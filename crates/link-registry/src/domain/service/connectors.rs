@@ -45,6 +45,24 @@ impl Registry {
 
     /// Re-seals every secret stored before secrets were bound to their destination; answers
     /// with the number of connectors re-sealed. Runs at start, once per old row.
+    /// Checks the master key against the database: the key check when there is one; otherwise
+    /// (a database from before key checks, or a new one) a connector's sealed secrets, after
+    /// which the check is written. False: this key does not open the database's secrets.
+    pub async fn verify_master_key(&self) -> Result<bool> {
+        if let Some(check) = self.store.key_check().await? {
+            return Ok(self.cipher.opens_key_check(&check));
+        }
+        if let Some(connector) = self.store.sealed_connector().await?
+            && open_all(&self.cipher, &connector).is_err()
+        {
+            return Ok(false);
+        }
+        self.store
+            .put_key_check(&self.cipher.key_check(), self.clock.now())
+            .await?;
+        Ok(true)
+    }
+
     pub async fn upgrade_sealed_secrets(&self) -> Result<u64> {
         let cipher = self.cipher.clone();
         self.store

@@ -15,6 +15,7 @@ mod m20261203_000007_grants;
 mod m20261203_000008_list_indexes;
 mod m20261203_000009_keyed_link_tables;
 mod m20261204_000010_held_consents;
+mod m20261204_000011_key_check;
 
 use sea_orm_migration::prelude::*;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_list_indexes::Migration),
             Box::new(m20261203_000009_keyed_link_tables::Migration),
             Box::new(m20261204_000010_held_consents::Migration),
+            Box::new(m20261204_000011_key_check::Migration),
         ]
     }
 }
