@@ -63,6 +63,7 @@ async fn import(stack: &Stack, user: &str, access: &str, refresh: &str, expires_
                 refresh_token: refresh.into(),
                 expire_time: in_seconds(expires_in),
                 scopes: vec!["contacts.read".into()],
+                project: "prj_web".into(),
                 ..Default::default()
             }],
         })
@@ -280,6 +281,7 @@ async fn die_mid_refresh(
         .lease_grant(rpb::LeaseGrantRequest {
             key: Some(rpb::GrantKey {
                 owner_id: "team_acme".into(),
+                project_id: "prj_web".into(),
                 connector_id: connector_id.into(),
                 user_id: "ada".into(),
                 environment: "preview".into(),

@@ -170,6 +170,9 @@ pub enum Command {
     Grants {
         /// Only this connector's.
         connector: Option<String>,
+        /// Only this project's own grants (a project id).
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         user: Option<String>,
         #[arg(long)]

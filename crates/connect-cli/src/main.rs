@@ -254,10 +254,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => tokens::issuances(&ctx, connector, project, environment, limit).await,
         Command::Grants {
             connector,
+            project,
             user,
             environment,
             limit,
-        } => tokens::grants(&ctx, connector, user, environment, limit).await,
+        } => tokens::grants(&ctx, connector, project, user, environment, limit).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -156,6 +156,7 @@ pub fn grant(g: &pb::Grant) -> Value {
         "connectorId": g.connector_id,
         "connectorUid": g.connector_uid,
         "ownerId": g.owner_id,
+        "project": g.project,
         "userId": g.user_id,
         "environment": g.environment,
         "installationId": g.installation_id,

@@ -48,6 +48,8 @@ pub struct StartedConsent {
 /// A stored grant (its tokens stay in Connect).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
+    /// The project whose deployments use it; empty: every linked project of the team.
+    pub project: String,
     pub connector_id: String,
     pub connector_uid: String,
     pub user_id: String,
@@ -120,6 +122,7 @@ impl ConnectClient {
             .grant
             .unwrap_or_default();
         Ok(Grant {
+            project: grant.project,
             connector_id: grant.connector_id,
             connector_uid: grant.connector_uid,
             user_id: grant.user_id,

@@ -179,6 +179,10 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
                 "scopes a user consent asks for when the caller names none",
             ),
             optional(
+                "grant_sharing",
+                "team: one user grant for all the team's linked projects (default: each project its own)",
+            ),
+            optional(
                 "assertion_alg",
                 "JWT bearer assertion algorithm: ES256 (default) or RS256",
             ),

@@ -224,6 +224,7 @@ impl Consents {
         let verifier = verifier();
         let key = GrantKey {
             owner_id: identity.owner_id.clone(),
+            project_id: identity.project_id.clone(),
             connector_id: authorization.connector_id.clone(),
             user_id: request.user_id.clone(),
             environment: identity.environment,

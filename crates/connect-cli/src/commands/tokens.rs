@@ -170,18 +170,21 @@ pub(crate) async fn issuances(
 pub(crate) async fn grants(
     ctx: &Context,
     connector: Option<String>,
+    project: Option<String>,
     user: Option<String>,
     environment: Option<String>,
     limit: u32,
 ) -> Result<(), Failure> {
-    let (connector, user_id, environment) = (
+    let (connector, project, user_id, environment) = (
         connector.unwrap_or_default(),
+        project.unwrap_or_default(),
         user.unwrap_or_default(),
         environment.unwrap_or_default(),
     );
     let found = collect(limit as usize, |page_size, page_token| {
         let request = pb::ListGrantsRequest {
             connector: connector.clone(),
+            project: project.clone(),
             user_id: user_id.clone(),
             environment: environment.clone(),
             page_size,
@@ -203,6 +206,7 @@ pub(crate) async fn grants(
         "No user grants.",
         &[
             "CONNECTOR",
+            "PROJECT",
             "USER",
             "ENVIRONMENT",
             "INSTALLATION",
@@ -213,6 +217,11 @@ pub(crate) async fn grants(
         |g| {
             vec![
                 g.connector_uid.clone(),
+                if g.project.is_empty() {
+                    "(team)".to_owned()
+                } else {
+                    g.project.clone()
+                },
                 g.user_id.clone(),
                 g.environment.clone(),
                 g.installation_id.clone(),

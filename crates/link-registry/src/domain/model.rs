@@ -322,24 +322,39 @@ impl ProviderRevocation {
 pub struct GrantKey {
     pub team_id: TeamId,
     pub connector_id: ConnectorId,
+    /// The project the grant belongs to; `None`: shared by the team's linked projects
+    /// (`grant_sharing=team`). On a request, before the registry resolves it: the asking
+    /// deployment's project.
+    pub project_id: Option<ProjectId>,
     pub user_id: UserId,
     pub environment: Environment,
     pub installation_id: String,
 }
 
 impl GrantKey {
-    /// The associated-data name of one of the grant's sealed values.
+    /// The associated-data name of one of the grant's sealed values (a project's grant names its
+    /// project; a team's is named as grants were before they had one).
     pub fn sealing_name(&self, what: &str) -> String {
-        format!(
-            "grant/{}/{}/{}/{what}",
-            self.user_id, self.environment, self.installation_id
-        )
+        match &self.project_id {
+            Some(project) => format!(
+                "grant/{project}/{}/{}/{}/{what}",
+                self.user_id, self.environment, self.installation_id
+            ),
+            None => format!(
+                "grant/{}/{}/{}/{what}",
+                self.user_id, self.environment, self.installation_id
+            ),
+        }
     }
 
     pub fn audit_target(&self) -> String {
         format!(
-            "grant:{}/{}/{}/{}",
-            self.connector_id, self.environment, self.installation_id, self.user_id
+            "grant:{}/{}/{}/{}/{}",
+            self.connector_id,
+            self.project_id.as_ref().map_or("*", ProjectId::as_str),
+            self.environment,
+            self.installation_id,
+            self.user_id
         )
     }
 }
@@ -402,6 +417,7 @@ impl Grant {
     /// The grant as audit rows show it: never a token.
     pub fn audit_view(&self) -> Value {
         json!({
+            "project_id": self.key.project_id.as_ref().map(ProjectId::as_str),
             "user_id": self.key.user_id,
             "environment": self.key.environment.as_str(),
             "installation_id": self.key.installation_id,

@@ -69,6 +69,8 @@ pub struct GrantFilter {
     pub connector: Option<ConnectorId>,
     pub user_id: Option<UserId>,
     pub environment: Option<Environment>,
+    /// A project's own grants.
+    pub project: Option<ProjectId>,
 }
 
 /// How a refresh under a lease ended.

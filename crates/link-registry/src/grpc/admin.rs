@@ -362,6 +362,7 @@ impl LinkRegistry for LinkRegistryService {
                 query.connector.as_ref(),
                 query.user,
                 query.environment,
+                query.project,
                 query.page,
             )
             .await

@@ -228,6 +228,8 @@ pub mod grant {
         #[sea_orm(primary_key)]
         pub id: i64,
         pub team_id: String,
+        /// Empty: shared by the team's linked projects (`grant_sharing=team`).
+        pub project_id: String,
         pub connector_id: String,
         pub user_id: String,
         pub environment: String,

@@ -20,6 +20,7 @@ fn key_condition(key: &GrantKey) -> Condition {
     Condition::all()
         .add(G::TeamId.eq(key.team_id.as_str()))
         .add(G::ConnectorId.eq(key.connector_id.as_str()))
+        .add(G::ProjectId.eq(key.project_id.as_ref().map_or("", |p| p.as_str())))
         .add(G::UserId.eq(key.user_id.as_str()))
         .add(G::Environment.eq(key.environment.as_str()))
         .add(G::InstallationId.eq(key.installation_id.as_str()))

@@ -160,6 +160,9 @@ pub(super) fn grants_page(
     if let Some(environment) = filter.environment {
         select = select.filter(G::Environment.eq(environment.as_str()));
     }
+    if let Some(project) = &filter.project {
+        select = select.filter(G::ProjectId.eq(project.as_str()));
+    }
     if let Some(GrantPageKey(after)) = page.after {
         select = select.filter(G::Id.gt(after));
     }

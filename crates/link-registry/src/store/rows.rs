@@ -268,21 +268,27 @@ fn grant_key(
         user_id: parse(table, UserId::parse(user_id))?,
         environment: parse(table, Environment::parse(environment))?,
         installation_id,
+        project_id: None,
     })
 }
 
 pub fn grant(row: grant::Model) -> Result<Grant> {
     const T: &str = "stored grant";
+    let mut key = grant_key(
+        T,
+        &row.team_id,
+        &row.connector_id,
+        &row.user_id,
+        &row.environment,
+        row.installation_id,
+    )?;
+    key.project_id = match row.project_id.as_str() {
+        "" => None,
+        project => Some(parse(T, ProjectId::parse(project))?),
+    };
     Ok(Grant {
         id: row.id,
-        key: grant_key(
-            T,
-            &row.team_id,
-            &row.connector_id,
-            &row.user_id,
-            &row.environment,
-            row.installation_id,
-        )?,
+        key,
         access_token: sealed(T, &row.access_token)?,
         refresh_token: row.refresh_token.map(|t| sealed(T, &t)).transpose()?,
         expires_at: row.expires_at,
@@ -301,6 +307,12 @@ pub fn grant_row(g: &Grant) -> grant::Model {
     grant::Model {
         id: g.id,
         team_id: g.key.team_id.to_string(),
+        project_id: g
+            .key
+            .project_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         connector_id: g.key.connector_id.to_string(),
         user_id: g.key.user_id.to_string(),
         environment: g.key.environment.as_str().to_owned(),
@@ -322,18 +334,21 @@ pub fn grant_row(g: &Grant) -> grant::Model {
 
 pub fn held(row: held_consent::Model) -> Result<HeldConsent> {
     const T: &str = "stored held consent";
+    let project_id = parse(T, ProjectId::parse(&row.project_id))?;
+    let mut key = grant_key(
+        T,
+        &row.team_id,
+        &row.connector_id,
+        &row.user_id,
+        &row.environment,
+        row.installation_id,
+    )?;
+    key.project_id = Some(project_id.clone());
     Ok(HeldConsent {
-        key: grant_key(
-            T,
-            &row.team_id,
-            &row.connector_id,
-            &row.user_id,
-            &row.environment,
-            row.installation_id,
-        )?,
+        key,
         request_id: row.request_id,
         completion_hash: row.completion_hash,
-        project_id: parse(T, ProjectId::parse(&row.project_id))?,
+        project_id,
         issuer: row.issuer,
         access_token: sealed(T, &row.access_token)?,
         refresh_token: row.refresh_token.map(|t| sealed(T, &t)).transpose()?,
@@ -366,17 +381,20 @@ pub fn held_row(h: &HeldConsent) -> held_consent::Model {
 
 pub fn pending(row: authorization_request::Model) -> Result<PendingAuthorization> {
     const T: &str = "stored authorization request";
+    let project_id = parse(T, ProjectId::parse(&row.project_id))?;
+    let mut key = grant_key(
+        T,
+        &row.team_id,
+        &row.connector_id,
+        &row.user_id,
+        &row.environment,
+        row.installation_id,
+    )?;
+    key.project_id = Some(project_id.clone());
     Ok(PendingAuthorization {
-        key: grant_key(
-            T,
-            &row.team_id,
-            &row.connector_id,
-            &row.user_id,
-            &row.environment,
-            row.installation_id,
-        )?,
+        key,
         state_hash: row.state_hash,
-        project_id: parse(T, ProjectId::parse(&row.project_id))?,
+        project_id,
         issuer: row.issuer,
         scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
         return_url: row.return_url,

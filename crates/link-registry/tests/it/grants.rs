@@ -14,6 +14,7 @@ crate::on_every_backend!(
     one_caller_refreshes_and_a_stalled_one_is_fenced_out,
     a_consent_under_way_is_taken_once,
     a_held_consent_is_stored_only_for_its_deployment_and_user,
+    a_grant_is_its_projects_unless_the_connector_shares_grants,
 );
 
 fn in_seconds(s: i64) -> Option<prost_types::Timestamp> {
@@ -38,13 +39,32 @@ fn imported(user: &str, access: &str, refresh: &str, expires_in: i64) -> pb::Imp
         refresh_token: refresh.into(),
         expire_time: in_seconds(expires_in),
         scopes: vec!["read".into()],
+        project: "prj_web".into(),
         ..Default::default()
     }
 }
 
+/// Links `connector` to Acme's `prj_web` (created first when missing) for preview.
+pub(crate) async fn link_web(admin: &mut Client, connector: &str) {
+    let _ = admin
+        .create_project(pb::CreateProjectRequest {
+            id: "prj_web".into(),
+            name: "web".into(),
+        })
+        .await;
+    admin
+        .attach_project(pb::AttachProjectRequest {
+            connector: connector.into(),
+            project: "prj_web".into(),
+            environments: vec!["preview".into()],
+        })
+        .await
+        .unwrap();
+}
+
 /// Acme's `oauth2/idp` connector; answers with its id.
 pub(crate) async fn connector(admin: &mut Client) -> String {
-    admin
+    let id = admin
         .create_connector(pb::CreateConnectorRequest {
             uid: "oauth2/idp".into(),
             config: [(
@@ -62,7 +82,9 @@ pub(crate) async fn connector(admin: &mut Client) -> String {
         .await
         .unwrap()
         .into_inner()
-        .id
+        .id;
+    link_web(admin, "oauth2/idp").await;
+    id
 }
 
 async fn import(admin: &mut Client, grants: Vec<pb::ImportedGrant>) -> pb::ImportGrantsResponse {
@@ -79,6 +101,7 @@ async fn import(admin: &mut Client, grants: Vec<pb::ImportedGrant>) -> pb::Impor
 fn key(connector_id: &str, user: &str) -> Option<pb::GrantKey> {
     Some(pb::GrantKey {
         owner_id: "team_acme".into(),
+        project_id: "prj_web".into(),
         connector_id: connector_id.into(),
         user_id: user.into(),
         environment: "preview".into(),
@@ -336,13 +359,14 @@ async fn one_caller_refreshes_and_a_stalled_one_is_fenced_out(db: TestDb) {
         use link_registry::domain::{
             model::GrantKey,
             store::GrantStore,
-            types::{ConnectorId, Environment, TeamId, UserId},
+            types::{ConnectorId, Environment, ProjectId, TeamId, UserId},
         };
         let store = link_registry::app::open_store(&app.db.url).await.unwrap();
         let stored = store
             .grant(&GrantKey {
                 team_id: TeamId::parse("team_acme").unwrap(),
                 connector_id: ConnectorId::parse(&conn).unwrap(),
+                project_id: Some(ProjectId::parse("prj_web").unwrap()),
                 user_id: UserId::parse("ada").unwrap(),
                 environment: Environment::Preview,
                 installation_id: String::new(),
@@ -658,6 +682,7 @@ async fn a_held_consent_is_stored_only_for_its_deployment_and_user(db: TestDb) {
         .unwrap()
         .into_inner()
         .id;
+    link_web(&mut admin, "oauth2/revocable").await;
     let mut broker = app.broker();
     let held = broker
         .hold_grant(hold(
@@ -828,5 +853,150 @@ async fn a_held_consent_is_stored_only_for_its_deployment_and_user(db: TestDb) {
     );
     assert!(!format!("{events:?}").contains("rt_"));
     assert!(!format!("{events:?}").contains("at_"));
+    app.stop().await;
+}
+
+fn key_for(conn: &str, project: &str, user: &str) -> Option<pb::GrantKey> {
+    let mut key = key(conn, user);
+    if let Some(k) = key.as_mut() {
+        k.project_id = project.into();
+    }
+    key
+}
+
+/// Project B, linked to the same connector as project A, neither reads nor overwrites A's grant;
+/// a project without a link reaches no grant at all; `grant_sharing=team` gives the team's linked
+/// projects one grant.
+async fn a_grant_is_its_projects_unless_the_connector_shares_grants(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let conn = connector(&mut admin).await;
+    admin
+        .create_project(pb::CreateProjectRequest {
+            id: "prj_docs".into(),
+            name: "docs".into(),
+        })
+        .await
+        .unwrap();
+    admin
+        .attach_project(pb::AttachProjectRequest {
+            connector: "oauth2/idp".into(),
+            project: "prj_docs".into(),
+            environments: vec!["preview".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        import(&mut admin, vec![imported("ada", "at_web", "rt_web", 3600)])
+            .await
+            .imported,
+        1
+    );
+    let mut broker = app.broker();
+    let lease_as = |project: &'static str, user: &'static str| pb::LeaseGrantRequest {
+        key: key_for(&conn, project, user),
+        min_ttl: duration(Duration::ZERO),
+        lease: duration(Duration::from_secs(10)),
+    };
+    let Some(pb::lease_grant_response::Answer::Fresh(web)) = broker
+        .lease_grant(lease_as("prj_web", "ada"))
+        .await
+        .unwrap()
+        .into_inner()
+        .answer
+    else {
+        panic!("prj_web's grant");
+    };
+    assert_eq!(web.access_token, "at_web");
+    assert_eq!(web.grant.unwrap().project, "prj_web");
+    assert_error(
+        broker.lease_grant(lease_as("prj_docs", "ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+    );
+    admin
+        .create_project(pb::CreateProjectRequest {
+            id: "prj_other".into(),
+            name: "other".into(),
+        })
+        .await
+        .unwrap();
+    assert_error(
+        broker.lease_grant(lease_as("prj_other", "ada")).await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+    );
+    // prj_docs's own consent for ada does not touch prj_web's.
+    let held = broker
+        .hold_grant(pb::HoldGrantRequest {
+            key: key_for(&conn, "prj_docs", "ada"),
+            project_id: "prj_docs".into(),
+            ..hold(&conn, "00000000000000e5", "ada", Duration::from_secs(600))
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut done = finish("00000000000000e5", &held.completion, "ada");
+    done.project_id = "prj_docs".into();
+    assert_eq!(
+        broker
+            .finish_grant(done)
+            .await
+            .unwrap()
+            .into_inner()
+            .project,
+        "prj_docs"
+    );
+    let listed = admin
+        .list_grants(pb::ListGrantsRequest {
+            project: "prj_web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].version, 1, "prj_web's grant was not overwritten");
+    assert_eq!(grants(&mut admin).await.len(), 2);
+
+    // A connector that shares grants: one grant, for every linked project; imports say so.
+    admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: "oauth2/idp".into(),
+            config: [
+                (
+                    "token_url".to_owned(),
+                    "https://idp.example/token".to_owned(),
+                ),
+                ("grant_sharing".to_owned(), "team".to_owned()),
+            ]
+            .into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["config".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = import(&mut admin, vec![imported("bob", "at_bob", "rt_bob", 3600)]).await;
+    assert_eq!(refused.imported, 0);
+    assert_eq!(refused.errors[0].reason, "INVALID_ARGUMENT");
+    let mut shared = imported("bob", "at_team", "rt_team", 3600);
+    shared.project = String::new();
+    assert_eq!(import(&mut admin, vec![shared]).await.imported, 1);
+    for project in ["prj_web", "prj_docs"] {
+        let Some(pb::lease_grant_response::Answer::Fresh(team)) = broker
+            .lease_grant(lease_as(project, "bob"))
+            .await
+            .unwrap()
+            .into_inner()
+            .answer
+        else {
+            panic!("the team's grant for {project}");
+        };
+        assert_eq!(team.access_token, "at_team");
+        assert_eq!(team.grant.unwrap().project, "");
+    }
     app.stop().await;
 }

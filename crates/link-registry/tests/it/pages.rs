@@ -313,6 +313,7 @@ async fn audit_issuance_and_grant_pages_stay_exact_while_they_change(db: TestDb)
             seconds: chrono::Utc::now().timestamp() + 600,
             nanos: 0,
         }),
+        project: "prj_web".into(),
         ..Default::default()
     };
     let import = |users: &[&str]| pb::ImportGrantsRequest {

@@ -335,5 +335,6 @@ pub fn grant(g: crate::registry::StoredGrant) -> pb::Grant {
         expire_time: g.expires_at.map(time),
         refreshable: g.refreshable,
         update_time: g.updated_at.map(time),
+        project: g.project,
     }
 }

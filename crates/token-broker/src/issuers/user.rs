@@ -200,6 +200,7 @@ pub(super) fn grant_key(
 ) -> GrantKey {
     GrantKey {
         owner_id: identity.owner_id.clone(),
+        project_id: identity.project_id.clone(),
         connector_id: connector_id.to_owned(),
         user_id: user_id.to_owned(),
         environment: identity.environment,

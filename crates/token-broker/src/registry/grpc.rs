@@ -130,6 +130,7 @@ impl From<&GrantKey> for pb::GrantKey {
     fn from(key: &GrantKey) -> Self {
         Self {
             owner_id: key.owner_id.to_string(),
+            project_id: key.project_id.to_string(),
             connector_id: key.connector_id.clone(),
             user_id: key.user_id.clone(),
             environment: key.environment.as_str().to_owned(),
@@ -142,6 +143,7 @@ fn grant_key(key: Option<pb::GrantKey>) -> Result<GrantKey> {
     let key = key.ok_or_else(|| garbled("no grant key"))?;
     Ok(GrantKey {
         owner_id: TeamId::parse(&key.owner_id).map_err(|_| garbled("grant owner"))?,
+        project_id: ProjectId::parse(&key.project_id).map_err(|_| garbled("grant project"))?,
         environment: Environment::parse(&key.environment)
             .map_err(|_| garbled("grant environment"))?,
         connector_id: key.connector_id,
@@ -514,8 +516,10 @@ impl PendingConsents for RegistryClient {
             .await
             .map_err(grant_failure("FinishGrant"))?;
         Ok(StoredGrant {
+            project: grant.project,
             key: GrantKey {
                 owner_id: TeamId::parse(&grant.owner_id).map_err(|_| garbled("grant owner"))?,
+                project_id: identity.project_id.clone(),
                 environment: Environment::parse(&grant.environment)
                     .map_err(|_| garbled("grant environment"))?,
                 connector_id: grant.connector_id,

@@ -160,6 +160,9 @@ pub trait IssuanceRecorder: Send + Sync + fmt::Debug {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantKey {
     pub owner_id: TeamId,
+    /// The asking deployment's project: the registry checks its link, and the grant is that
+    /// project's own (or the team's, for a connector with `grant_sharing=team`).
+    pub project_id: ProjectId,
     pub connector_id: String,
     pub user_id: String,
     pub environment: Environment,
@@ -348,6 +351,8 @@ impl fmt::Debug for ConsentFinish {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredGrant {
     pub key: GrantKey,
+    /// The project it belongs to; empty: the team's (`grant_sharing=team`).
+    pub project: String,
     pub connector_uid: String,
     pub scopes: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,

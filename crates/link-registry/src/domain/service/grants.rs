@@ -30,6 +30,8 @@ pub const MAX_IMPORT: usize = 1000;
 /// One grant of an import, for the importing caller's team and the named connector.
 #[derive(Debug)]
 pub struct ImportedGrant {
+    /// The project it is for; `None` for a connector that shares grants (`grant_sharing=team`).
+    pub project: Option<ProjectId>,
     pub user: UserId,
     pub environment: Environment,
     /// An installation id, or empty for none.
@@ -200,13 +202,49 @@ impl Registry {
         SecretBinding::current(connector).open(&self.cipher, name, stored, "opening a user grant")
     }
 
-    /// The team's connector `id`.
-    async fn grant_connector(&self, team: &TeamId, id: &ConnectorId) -> Result<Connector> {
-        let reference = ConnectorRef::Id(id.clone());
-        self.store
-            .connector(team, &reference)
-            .await?
-            .ok_or_else(|| RegistryError::not_found(Resource::Connector, reference))
+    /// Whether the connector's grants are the team's rather than each project's.
+    fn shares_grants(connector: &Connector) -> bool {
+        connector.config.get("grant_sharing") == Some("team")
+    }
+
+    /// The grant a deployment of `key.project_id` asks for: that project's link to the connector
+    /// checked for the environment (as `Authorize` checks it), then the key of the project's own
+    /// grant, or of the team's when the connector shares grants (`grant_sharing=team`).
+    async fn resolve_grant(&self, key: &GrantKey) -> Result<(GrantKey, Connector)> {
+        let Some(project) = key.project_id.clone() else {
+            return Err(RegistryError::invalid(
+                "key.project_id",
+                "project_id is required",
+            ));
+        };
+        let found = self
+            .store
+            .authorizing(
+                &key.team_id,
+                &ConnectorRef::Id(key.connector_id.clone()),
+                &project,
+            )
+            .await?;
+        let reference = ConnectorRef::Id(key.connector_id.clone());
+        let connector = found
+            .connector
+            .ok_or_else(|| RegistryError::not_found(Resource::Connector, &reference))?;
+        let link = found
+            .link
+            .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
+                connector: connector.uid.to_string(),
+                project_id: project.to_string(),
+            })?;
+        if !link.environments.contains(key.environment) {
+            return Err(RegistryError::ClientNotEnabledForEnvironment {
+                connector: connector.uid.to_string(),
+                project_id: project.to_string(),
+                environment: key.environment.to_string(),
+            });
+        }
+        let mut resolved = key.clone();
+        resolved.project_id = (!Self::shares_grants(&connector)).then_some(project);
+        Ok((resolved, connector))
     }
 
     fn sealed_grant(&self, connector: &Connector, key: GrantKey, tokens: GrantTokens) -> Grant {
@@ -275,14 +313,26 @@ impl Registry {
             .connector(team, connector)
             .await?
             .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))?;
+        let shared = Self::shares_grants(&connector);
         let mut imported = 0;
         let mut errors = Vec::new();
         for (index, grant) in grants.into_iter().enumerate() {
             let stored = match grant {
+                Ok(imported) if imported.project.is_some() == shared => {
+                    Err(RegistryError::invalid(
+                        "project",
+                        if shared {
+                            "this connector shares grants with the team's projects (grant_sharing=team): project must be empty"
+                        } else {
+                            "project is required: a grant belongs to one project (unless the connector's grant_sharing is team)"
+                        },
+                    ))
+                }
                 Ok(imported) => {
                     let key = GrantKey {
                         team_id: team.clone(),
                         connector_id: connector.id.clone(),
+                        project_id: imported.project,
                         user_id: imported.user,
                         environment: imported.environment,
                         installation_id: imported.installation,
@@ -315,6 +365,7 @@ impl Registry {
         connector: Option<&ConnectorRef>,
         user_id: Option<UserId>,
         environment: Option<Environment>,
+        project: Option<ProjectId>,
         page: PageRequest<GrantPageKey>,
     ) -> Result<(Page<Grant>, BTreeMap<ConnectorId, ConnectorUid>)> {
         let team = caller.readable_team()?;
@@ -331,6 +382,7 @@ impl Registry {
             connector: connector.as_ref().map(|c| c.id.clone()),
             user_id,
             environment,
+            project,
         };
         let rows = self.store.grants(team, &filter, &page).await?;
         let page = Page::from_rows(rows, page.size, |g| GrantPageKey(g.id));
@@ -351,9 +403,8 @@ impl Registry {
     /// The grant's access token as stored (broker keys), whatever its age.
     pub async fn grant_access(&self, caller: &Caller, key: &GrantKey) -> Result<GrantAccess> {
         Self::broker_only(caller)?;
-        let connector = self
-            .grant_connector(&key.team_id, &key.connector_id)
-            .await?;
+        let (key, connector) = self.resolve_grant(key).await?;
+        let key = &key;
         let grant = self
             .store
             .grant(key)
@@ -384,9 +435,8 @@ impl Registry {
                 ),
             ));
         }
-        let connector = self
-            .grant_connector(&key.team_id, &key.connector_id)
-            .await?;
+        let (key, connector) = self.resolve_grant(key).await?;
+        let key = &key;
         let grant = self
             .store
             .grant(key)
@@ -454,9 +504,8 @@ impl Registry {
         report: RefreshReport,
     ) -> Result<Option<GrantAccess>> {
         Self::broker_only(caller)?;
-        let connector = self
-            .grant_connector(&key.team_id, &key.connector_id)
-            .await?;
+        let (key, connector) = self.resolve_grant(key).await?;
+        let key = &key;
         let grant = self
             .store
             .grant(key)
@@ -508,9 +557,14 @@ impl Registry {
                 ),
             ));
         }
-        let connector = self
-            .grant_connector(&pending.key.team_id, &pending.key.connector_id)
-            .await?;
+        if pending.key.project_id.as_ref() != Some(&pending.project_id) {
+            return Err(RegistryError::invalid(
+                "key.project_id",
+                "key.project_id must be the project_id of the deployment that asks",
+            ));
+        }
+        // The deployment's link is checked here too: a broker key reaches only linked grants.
+        let (_, connector) = self.resolve_grant(&pending.key).await?;
         let state = crypto::random_token(32);
         let hash = state_hash(&state);
         let now = self.clock.now();
@@ -559,9 +613,14 @@ impl Registry {
         if pending.expires_at <= self.clock.now() {
             return Err(unknown());
         }
-        let connector = self
-            .grant_connector(&pending.key.team_id, &pending.key.connector_id)
-            .await?;
+        if pending.key.project_id.as_ref() != Some(&pending.project_id) {
+            return Err(RegistryError::invalid(
+                "key.project_id",
+                "key.project_id must be the project_id of the deployment that asks",
+            ));
+        }
+        // The deployment's link is checked here too: a broker key reaches only linked grants.
+        let (_, connector) = self.resolve_grant(&pending.key).await?;
         let code_verifier = self.open_for(
             &connector,
             &format!("pending/{hash}/verifier"),
@@ -596,9 +655,13 @@ impl Registry {
                 ),
             ));
         }
-        let connector = self
-            .grant_connector(&held.key.team_id, &held.key.connector_id)
-            .await?;
+        if held.key.project_id.as_ref() != Some(&held.project_id) {
+            return Err(RegistryError::invalid(
+                "key.project_id",
+                "key.project_id must be the project_id of the deployment that started it",
+            ));
+        }
+        let (_, connector) = self.resolve_grant(&held.key).await?;
         let completion = SecretString::from(crypto::random_token(32));
         let now = self.clock.now();
         let expires_at =
@@ -654,9 +717,7 @@ impl Registry {
         if !same_deployment {
             return Err(not_pending());
         }
-        let connector = self
-            .grant_connector(&held.key.team_id, &held.key.connector_id)
-            .await?;
+        let (key, connector) = self.resolve_grant(&held.key).await?;
         let now = self.clock.now();
         if held.expires_at <= now {
             self.discard(&held, &connector, "expired").await?;
@@ -685,7 +746,7 @@ impl Registry {
             expires_at: held.token_expires_at,
             scopes: held.scopes.clone(),
         };
-        let grant = self.sealed_grant(&connector, held.key.clone(), tokens);
+        let grant = self.sealed_grant(&connector, key, tokens);
         let stored = self
             .store
             .finish_held(&held, &grant)

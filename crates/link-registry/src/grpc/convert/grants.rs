@@ -45,9 +45,14 @@ fn imported_grant(g: pb::ImportedGrant) -> Result<ImportedGrant, RegistryError> 
     let access_token = token_of(&mut v, "access_token", g.access_token, true);
     let refresh_token = token_of(&mut v, "refresh_token", g.refresh_token, false);
     let scopes = scopes_of(&mut v, "scopes", g.scopes);
-    let value = match (user, environment, installation, access_token) {
-        (Some(user), Some(environment), Some(installation), Some(access_token)) => {
+    let project = match g.project.as_str() {
+        "" => Some(None),
+        project => v.check("project", ProjectId::parse(project)).map(Some),
+    };
+    let value = match (user, environment, installation, access_token, project) {
+        (Some(user), Some(environment), Some(installation), Some(access_token), Some(project)) => {
             Some(ImportedGrant {
+                project,
                 user,
                 environment,
                 installation,
@@ -70,6 +75,7 @@ pub struct GrantQuery {
     pub connector: Option<ConnectorRef>,
     pub user: Option<UserId>,
     pub environment: Option<Environment>,
+    pub project: Option<ProjectId>,
     pub page: PageRequest<GrantPageKey>,
 }
 
@@ -87,11 +93,15 @@ impl TryFrom<pb::ListGrantsRequest> for GrantQuery {
         let environment = (!req.environment.is_empty())
             .then(|| v.check("environment", Environment::parse(&req.environment)))
             .flatten();
+        let project = (!req.project.is_empty())
+            .then(|| v.check("project", ProjectId::parse(&req.project)))
+            .flatten();
         let page = page(&mut v, req.page_size, &req.page_token);
         v.finish(page.map(|page| GrantQuery {
             connector,
             user,
             environment,
+            project,
             page,
         }))
     }
@@ -332,6 +342,11 @@ impl TryFrom<pb::CommitGrantRequest> for Commit {
 
 fn grant_key_message(key: &GrantKey) -> pb::GrantKey {
     pb::GrantKey {
+        project_id: key
+            .project_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         owner_id: key.team_id.to_string(),
         connector_id: key.connector_id.to_string(),
         user_id: key.user_id.to_string(),
@@ -343,6 +358,12 @@ fn grant_key_message(key: &GrantKey) -> pb::GrantKey {
 /// A grant as admins see it; `uid` is its connector's.
 pub fn grant(g: Grant, uid: &str) -> pb::Grant {
     pb::Grant {
+        project: g
+            .key
+            .project_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         connector_id: g.key.connector_id.to_string(),
         connector_uid: uid.to_owned(),
         owner_id: g.key.team_id.to_string(),

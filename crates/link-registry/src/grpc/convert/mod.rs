@@ -14,7 +14,8 @@ use crate::domain::{
     model::GrantKey,
     page::{PageKey, PageRequest},
     types::{
-        ConnectorId, ConnectorRef, Environment, InstallationId, Invalid, ProjectRef, TeamId, UserId,
+        ConnectorId, ConnectorRef, Environment, InstallationId, Invalid, ProjectId, ProjectRef,
+        TeamId, UserId,
     },
 };
 
@@ -119,9 +120,11 @@ fn grant_key_of(v: &mut Violations, key: Option<pb::GrantKey>) -> Option<GrantKe
     let user_id = v.check("key.user_id", UserId::parse(&key.user_id));
     let environment = v.check("key.environment", Environment::parse(&key.environment));
     let installation_id = installation_of(v, "key.installation_id", key.installation_id);
+    let project_id = v.check("key.project_id", ProjectId::parse(&key.project_id));
     Some(GrantKey {
         team_id: team_id?,
         connector_id: connector_id?,
+        project_id: Some(project_id?),
         user_id: user_id?,
         environment: environment?,
         installation_id: installation_id?,

@@ -16,6 +16,7 @@ mod m20261203_000008_list_indexes;
 mod m20261203_000009_keyed_link_tables;
 mod m20261204_000010_held_consents;
 mod m20261204_000011_key_check;
+mod m20261204_000012_project_grants;
 
 use sea_orm_migration::prelude::*;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_keyed_link_tables::Migration),
             Box::new(m20261204_000010_held_consents::Migration),
             Box::new(m20261204_000011_key_check::Migration),
+            Box::new(m20261204_000012_project_grants::Migration),
         ]
     }
 }
