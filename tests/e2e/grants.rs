@@ -814,6 +814,31 @@ async fn a_state_at_another_connectors_callback_is_refused() {
     stack.stop().await;
 }
 
+/// Two projects linked to one connector: the user grant `prj_web`'s deployment uses is not
+/// `prj_docs`'s, through the broker's own path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_project_on_the_same_connector_cannot_use_a_projects_grant() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    stack
+        .attach(&stack.acme, CRM, "prj_docs", &["preview"])
+        .await;
+    stack.feed_caught_up().await;
+    import(&stack, "ada", "at_ada_web", "rt_ada_web", 3600).await;
+    let web = stack.acme.token("prj_web", "preview");
+    let token = stack.get_token_with(&web, for_user("ada")).await.unwrap();
+    assert_eq!(token.token, "at_ada_web");
+    let docs = stack.acme.token("prj_docs", "preview");
+    assert_denied(
+        stack.get_token_with(&docs, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError",
+    );
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_without_a_callback_starts_no_consent() {
     let stack = Stack::start().await;

@@ -116,12 +116,15 @@ impl OAuth2ClientCredentialsIssuer {
             user_id,
             installation,
         );
-        // One grant per (team, connector, user, environment, installation): shared by the
-        // environment's projects, as the grant is.
+        // Cached per asking project, as grants are each project's (a team's shared grant costs
+        // each project one lease the first time): another project's deployment never gets a
+        // token from this project's grant out of the cache.
         let cache_key = hex::encode(
             Sha256::new()
                 .chain_update(b"user\0")
                 .chain_update(key.owner_id.as_str().as_bytes())
+                .chain_update([0])
+                .chain_update(key.project_id.as_str().as_bytes())
                 .chain_update([0])
                 .chain_update(key.connector_id.as_bytes())
                 .chain_update([0])
