@@ -164,6 +164,14 @@ async fn a_leeway_over_five_minutes_is_refused_at_start() {
         token_broker::App::build(config.clone()).await,
         Err(token_broker::AppError::Config(_))
     ));
+    // A registry CA for a plaintext registry URL is a mistake, not something to ignore.
+    let mut plaintext_with_ca = config.clone();
+    plaintext_with_ca.leeway = Duration::from_secs(30);
+    plaintext_with_ca.registry_tls.ca = Some("registry-ca.pem".into());
+    assert!(matches!(
+        token_broker::App::build(plaintext_with_ca).await,
+        Err(token_broker::AppError::Config(m)) if m.contains("--registry-ca")
+    ));
     // A trusted issuer the outbound policy refuses is a configuration error too.
     config.leeway = Duration::from_secs(30);
     config.trusted_issuers = vec![connect_types::IssuerUrl::parse("http://127.0.0.1:9").unwrap()];

@@ -141,10 +141,15 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_unspecified() {
         return Some("an unspecified address");
     }
-    let nets: [(&str, &'static str); 6] = [
+    let nets: [(&str, &'static str); 9] = [
         ("fd00:ec2::254/128", "a cloud metadata address"),
         ("fc00::/7", "a unique-local address"),
         ("fe80::/10", "a link-local address"),
+        ("fec0::/10", "a site-local address"),
+        // RFC 8215: NAT64 for local use, translating to addresses of the operator's choosing.
+        ("64:ff9b:1::/48", "a local-use NAT64 address"),
+        // Teredo tunnels to an IPv4 address hidden (inverted) in the last bits.
+        ("2001::/32", "a Teredo tunnel address"),
         ("ff00::/8", "a multicast address"),
         ("2001:db8::/32", "a documentation address"),
         ("::/96", "a deprecated IPv4-compatible address"),
@@ -301,6 +306,9 @@ mod tests {
             "https://[fe80::1]/token",
             "https://[::ffff:10.0.0.1]/token",
             "https://[64:ff9b::a00:1]/token",
+            "https://[64:ff9b:1::a00:1]/token",
+            "https://[fec0::1]/token",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/token",
             "https://0.0.0.0/token",
             "https://0x7f.1/token",
             "http://example.com/token",

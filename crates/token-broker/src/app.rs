@@ -118,9 +118,21 @@ impl App {
             },
             metrics.clone(),
         )?;
-        let registry_tls = config
-            .registry_url
-            .starts_with("https://")
+        let registry_https = config.registry_url.starts_with("https://");
+        if !registry_https
+            && (config.registry_tls.ca.is_some() || config.registry_tls.identity.is_some())
+        {
+            return Err(AppError::Config(
+                "--registry-ca and --registry-client-cert/--registry-client-key apply to an https:// registry, but --registry-url is not https://: use https:// (or drop them)".into(),
+            ));
+        }
+        if !registry_https {
+            connect_runtime::warn_if_plaintext_url(
+                "the registry link (--registry-url)",
+                &config.registry_url,
+            );
+        }
+        let registry_tls = registry_https
             .then(|| config.registry_tls.load())
             .transpose()?;
         let registry = Arc::new(RegistryClient::new(
