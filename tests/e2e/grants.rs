@@ -814,6 +814,38 @@ async fn a_state_at_another_connectors_callback_is_refused() {
     stack.stop().await;
 }
 
+/// A user who consents again replaces their grant: the refresh token the old grant held is
+/// revoked at the provider, the new one kept; importing the same refresh token again revokes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_consent_revokes_the_refresh_token_it_replaces() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let back = "http://127.0.0.1:9/done";
+    import(&stack, "ada", "at_old", "rt_ada_old", 3600).await;
+    import(&stack, "ada", "at_old", "rt_ada_old", 3600).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(endpoint.revoked().is_empty(), "{:?}", endpoint.revoked());
+    let started = start(&stack, &preview, "ada", back).await.unwrap();
+    let (_, location, _) = browse(&started.url).await;
+    finish(&stack, &preview, &location.unwrap(), "ada")
+        .await
+        .unwrap();
+    let revoked = revoked_at_provider(&endpoint, 1).await;
+    assert_eq!(revoked, ["rt_ada_old"]);
+    let token = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("ua_ada_"), "{}", token.token);
+    stack.stop().await;
+}
+
 /// Two projects linked to one connector: the user grant `prj_web`'s deployment uses is not
 /// `prj_docs`'s, through the broker's own path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

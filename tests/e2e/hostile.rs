@@ -227,6 +227,8 @@ async fn calls_that_send_headers_and_nothing_else_cannot_keep_callers_out() {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (client, connection) = h2::client::handshake(tcp).await.unwrap();
         tokio::spawn(connection);
+        // Let the server's SETTINGS (its stream limit) arrive first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..500 {
             let client = client.clone();
             stalled.push(tokio::spawn(async move {
@@ -282,7 +284,19 @@ async fn calls_that_send_headers_and_nothing_else_cannot_keep_callers_out() {
                 .or_default() += 1;
             codes
         });
-    assert_eq!(codes, [("4".to_owned(), 2000)].into(), "{codes:?}");
+    // A stream opened before the client learnt the server's per-connection limit may be refused
+    // (REFUSED_STREAM: it never ran); every other one ran out of time.
+    let refused = codes
+        .iter()
+        .filter(|(k, _)| k.contains("refused stream"))
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    assert_eq!(
+        codes.get("4").copied().unwrap_or(0) + refused,
+        2000,
+        "{codes:?}"
+    );
+    assert!(refused < 200, "{codes:?}");
     stack.stop().await;
 }
 

@@ -117,23 +117,31 @@ async fn one_get_token_is_one_trace_across_broker_and_registry_with_no_secret_in
         find("registry.authorize").span_id,
         "the registry's span continues the broker's call"
     );
-    // A second call is answered from the broker's caches: one span, nothing else.
-    let before = collector.count();
-    let mut again = Request::new(bpb::GetTokenRequest {
-        connector: "api-key/stripe".into(),
-        ..Default::default()
-    });
-    again.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {oidc_token}").parse().unwrap(),
-    );
-    stack.broker().get_token(again).await.unwrap();
-    let flushing = provider.clone();
-    tokio::task::spawn_blocking(move || flushing.force_flush())
-        .await
-        .unwrap()
-        .unwrap();
-    let warm: Vec<String> = collector.spans()[before..].iter().map(name).collect();
+    // A call answered from the broker's caches is one span, nothing else. (The change feed's
+    // first resync may still empty the caches once after the first call: then the next call
+    // fills them again.)
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        let before = collector.count();
+        let mut again = Request::new(bpb::GetTokenRequest {
+            connector: "api-key/stripe".into(),
+            ..Default::default()
+        });
+        again.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {oidc_token}").parse().unwrap(),
+        );
+        stack.broker().get_token(again).await.unwrap();
+        let flushing = provider.clone();
+        tokio::task::spawn_blocking(move || flushing.force_flush())
+            .await
+            .unwrap()
+            .unwrap();
+        warm = collector.spans()[before..].iter().map(name).collect();
+        if warm.len() == 1 {
+            break;
+        }
+    }
     assert_eq!(
         warm,
         ["/connect.broker.v1.TokenBroker/GetToken"],

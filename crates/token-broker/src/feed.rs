@@ -161,12 +161,11 @@ impl FeedListener for Revoker {
             self.outbound.clone(),
         );
         tokio::spawn(async move {
-            // A user's grants, or a discarded consent's tokens (`consent:<request id>`).
-            if scope
-                .subject
-                .as_deref()
-                .is_none_or(|s| s.starts_with("user:") || s.starts_with("consent:"))
-            {
+            // A user's grants, a discarded consent's tokens (`consent:<request id>`) or a replaced
+            // grant's (`grant:<id>`).
+            if scope.subject.as_deref().is_none_or(|s| {
+                s.starts_with("user:") || s.starts_with("consent:") || s.starts_with("grant:")
+            }) {
                 revoke_grants(&*registry, &outbound, &scope).await;
             }
             let outcomes: Vec<(String, &'static str)> = issuers

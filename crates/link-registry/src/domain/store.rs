@@ -296,7 +296,10 @@ pub trait InstallationStore: Send + Sync {
 pub trait GrantStore: Send + Sync {
     /// Stores the grant, replacing the one of its key (a new consent): version incremented,
     /// lease dropped, state active. Answers with the stored row.
-    async fn put_grant(&self, grant: &Grant, actor: &Actor) -> Result<Grant>;
+    /// With `revoke_replaced`, the refresh token of the grant it replaces is queued (in the same
+    /// transaction) for a broker to revoke at the provider.
+    async fn put_grant(&self, grant: &Grant, actor: &Actor, revoke_replaced: bool)
+    -> Result<Grant>;
     async fn grant(&self, key: &GrantKey) -> Result<Option<Grant>>;
     /// The team's grants, in id order, after `page.after`, at most `page.size + 1` rows.
     async fn grants(
@@ -370,7 +373,12 @@ pub trait GrantStore: Send + Sync {
     async fn held(&self, request_id: &str) -> Result<Option<HeldConsent>>;
     /// Stores the held consent's grant and removes it, in one transaction; `None` when another
     /// caller took or discarded it first.
-    async fn finish_held(&self, held: &HeldConsent, grant: &Grant) -> Result<Option<Grant>>;
+    async fn finish_held(
+        &self,
+        held: &HeldConsent,
+        grant: &Grant,
+        revoke_replaced: bool,
+    ) -> Result<Option<Grant>>;
     /// Removes the held consent, queuing its refresh token (when `queue_refresh_token`) for a
     /// broker to revoke at the provider, audited as a revocation with `why`; false when another
     /// caller took it first.

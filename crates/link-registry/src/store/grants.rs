@@ -27,13 +27,16 @@ fn key_condition(key: &GrantKey) -> Condition {
 }
 
 impl SeaStore {
-    /// Stores `g` over the grant of its key inside `txn`: the stored grant and its audit event.
+    /// Stores `g` over the grant of its key inside `txn`: the stored grant, its audit event, and
+    /// (with `revoke_replaced`, when the grant it replaces had a refresh token, now queued for
+    /// revocation) the change that makes a broker revoke it.
     async fn put_grant_in(
         &self,
         txn: &DatabaseTransaction,
         g: &Grant,
         actor: &Actor,
-    ) -> Result<(Grant, NewAuditEvent)> {
+        revoke_replaced: bool,
+    ) -> Result<(Grant, NewAuditEvent, Option<(&'static str, ChangeScope)>)> {
         // The connector row is locked (PostgreSQL): a grant and a destination change serialize.
         self.connector_for_update(
             txn,
@@ -81,8 +84,48 @@ impl SeaStore {
                     .last_insert_id;
             }
         }
+        let mut change = None;
+        // A refresh token the new grant keeps (the same value imported again) is not revoked.
+        if revoke_replaced
+            && let Some(old) = &before
+            && let Some(refresh) = &old.refresh_token
+            && g.refresh_token
+                .as_ref()
+                .is_none_or(|new| new.fingerprint != refresh.fingerprint)
+        {
+            let now = stored.updated_at;
+            grant_revocation::ActiveModel {
+                team_id: sea_orm::Set(old.key.team_id.to_string()),
+                connector_id: sea_orm::Set(old.key.connector_id.to_string()),
+                refresh_token: sea_orm::Set(
+                    serde_json::to_string(refresh).expect("a sealed secret serializes"),
+                ),
+                sealing_name: sea_orm::Set(old.key.sealing_name("refresh")),
+                created_at: sea_orm::Set(now),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await
+            .map_err(storage_error)?;
+            let connector = connector::Entity::find_by_id(old.key.connector_id.as_str())
+                .one(txn)
+                .await
+                .map_err(storage_error)?
+                .map(rows::connector)
+                .transpose()?;
+            // Its subject names the replaced grant alone: no cached credential is dropped for it.
+            change = connector.map(|c| {
+                (
+                    "tokens.revoke",
+                    ChangeScope {
+                        subject: Some(format!("grant:{}", old.id)),
+                        ..ChangeScope::connector(&c.team_id, &c.id, &c.uid)
+                    },
+                )
+            });
+        }
         let event = audit::grant_stored(actor, before.as_ref(), &stored);
-        Ok((stored, event))
+        Ok((stored, event, change))
     }
 
     /// How many of the connector's grants there are (inside a write transaction): their tokens
@@ -102,10 +145,12 @@ impl SeaStore {
 
 #[async_trait]
 impl GrantStore for SeaStore {
-    async fn put_grant(&self, g: &Grant, actor: &Actor) -> Result<Grant> {
+    async fn put_grant(&self, g: &Grant, actor: &Actor, revoke_replaced: bool) -> Result<Grant> {
         let txn = self.begin_write().await?;
-        let (stored, event) = self.put_grant_in(&txn.txn, g, actor).await?;
-        txn.commit(event, None).await?;
+        let (stored, event, change) = self
+            .put_grant_in(&txn.txn, g, actor, revoke_replaced)
+            .await?;
+        txn.commit_as(event, change).await?;
         Ok(stored)
     }
 
@@ -445,7 +490,12 @@ impl GrantStore for SeaStore {
             .transpose()
     }
 
-    async fn finish_held(&self, held: &HeldConsent, grant: &Grant) -> Result<Option<Grant>> {
+    async fn finish_held(
+        &self,
+        held: &HeldConsent,
+        grant: &Grant,
+        revoke_replaced: bool,
+    ) -> Result<Option<Grant>> {
         let txn = self.begin_write().await?;
         // Whoever deletes the row owns it: of two finishes, one stores the grant.
         let deleted = held_consent::Entity::delete_by_id(held.request_id.as_str())
@@ -455,8 +505,10 @@ impl GrantStore for SeaStore {
         if deleted.rows_affected != 1 {
             return Ok(None);
         }
-        let (stored, event) = self.put_grant_in(&txn.txn, grant, &Actor::Broker).await?;
-        txn.commit(event, None).await?;
+        let (stored, event, change) = self
+            .put_grant_in(&txn.txn, grant, &Actor::Broker, revoke_replaced)
+            .await?;
+        txn.commit_as(event, change).await?;
         Ok(Some(stored))
     }
 

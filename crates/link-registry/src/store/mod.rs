@@ -187,8 +187,22 @@ struct WriteTxn {
 impl WriteTxn {
     /// Appends `event` and, for a change of `scope`, the next change-feed revision; commits.
     async fn commit(self, event: NewAuditEvent, scope: Option<ChangeScope>) -> Result<()> {
-        let revision = match scope {
-            Some(scope) => Some(changes::append(&self.txn, event.action, scope, event.time).await?),
+        let action = event.action;
+        self.commit_as(event, scope.map(|scope| (action, scope)))
+            .await
+    }
+
+    /// As [`WriteTxn::commit`], with the change-feed action given apart from the audit's (a grant
+    /// replaced is audited as such, and on the feed a revocation of the old one's tokens).
+    async fn commit_as(
+        self,
+        event: NewAuditEvent,
+        change: Option<(&'static str, ChangeScope)>,
+    ) -> Result<()> {
+        let revision = match change {
+            Some((action, scope)) => {
+                Some(changes::append(&self.txn, action, scope, event.time).await?)
+            }
             None => None,
         };
         audit_log::insert_audit(&self.txn, event).await?;

@@ -314,6 +314,7 @@ impl Registry {
             .await?
             .ok_or_else(|| RegistryError::not_found(Resource::Connector, connector))?;
         let shared = Self::shares_grants(&connector);
+        let revocable = super::revocations::provider_can_revoke(&connector);
         let mut imported = 0;
         let mut errors = Vec::new();
         for (index, grant) in grants.into_iter().enumerate() {
@@ -339,7 +340,7 @@ impl Registry {
                     };
                     let grant = self.sealed_grant(&connector, key, imported.tokens);
                     self.store
-                        .put_grant(&grant, &caller.actor())
+                        .put_grant(&grant, &caller.actor(), revocable)
                         .await
                         .map(|_| ())
                 }
@@ -749,7 +750,11 @@ impl Registry {
         let grant = self.sealed_grant(&connector, key, tokens);
         let stored = self
             .store
-            .finish_held(&held, &grant)
+            .finish_held(
+                &held,
+                &grant,
+                super::revocations::provider_can_revoke(&connector),
+            )
             .await?
             .ok_or_else(not_pending)?;
         Ok((stored, connector.uid))
