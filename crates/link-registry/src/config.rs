@@ -34,6 +34,30 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The master key secrets are sealed with.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every secret (connectors, installations, grants, consents under way, refresh
+    /// tokens waiting for revocation) under a new key, in one transaction: a failure midway
+    /// changes nothing. Stop the registries first; start them again with the new key file.
+    RotateKey(RotateKeyArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RotateKeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The key the secrets are sealed with now (for SQLite, defaults to `<database file>.key`).
+    #[arg(long, env = "LINK_REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The new key: 32 bytes, base64 (`head -c 32 /dev/urandom | base64`); created with mode
+    /// 0600 when the file does not exist.
+    #[arg(long)]
+    pub new_secret_key_file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

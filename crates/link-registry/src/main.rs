@@ -8,7 +8,10 @@ use clap::Parser;
 use link_registry::{
     App,
     app::open_store,
-    config::{AuditCommand, Cli, Command, KeysCommand, ServeConfig, TeamsCommand, redact_url},
+    config::{
+        AuditCommand, Cli, Command, KeysCommand, SecretsCommand, ServeConfig, TeamsCommand,
+        redact_url,
+    },
     crypto::SecretCipher,
     domain::{
         Registry, RegistryError,
@@ -148,6 +151,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let key = registry.revoke_api_key(&id).await?;
             tracing::info!(key_id = %key.id, "api key revoked");
             println!("{}", key.id);
+        }
+        Command::Secrets(SecretsCommand::RotateKey(args)) => {
+            let url = args.database.database_url;
+            let mut config = ServeConfig::local(&url);
+            config.secret_key_file = args.secret_key_file;
+            let old = link_registry::app::secret_cipher(&config, true)?;
+            if config.secret_key_file.as_deref() == Some(args.new_secret_key_file.as_path()) {
+                anyhow::bail!("--new-secret-key-file must be another file than the current key");
+            }
+            let store = open_store(&url)
+                .await
+                .with_context(|| format!("opening {}", redact_url(&url)))?;
+            let registry = Registry::new(std::sync::Arc::new(store), old);
+            if !registry.verify_master_key().await? {
+                anyhow::bail!(
+                    "the current key does not open this database's secrets: nothing was changed"
+                );
+            }
+            let new = SecretCipher::from_key_file(&args.new_secret_key_file, true)?;
+            let resealed = registry.rotate_master_key(&new).await?;
+            tracing::info!(
+                resealed,
+                new_key = %args.new_secret_key_file.display(),
+                "every secret re-sealed under the new key: start the registries with --secret-key-file set to it"
+            );
         }
         Command::Audit(AuditCommand::Export(args)) => {
             let time = |flag: &str, value: &str| {

@@ -31,6 +31,11 @@ pub type ConnectorEdit = Box<dyn FnOnce(&Connector, u64) -> Result<Connector> + 
 /// Re-seals one connector's secrets: `None` leaves it as it is (runs inside the transaction).
 pub type ConnectorReseal = Box<dyn Fn(&Connector) -> Result<Option<Connector>> + Send + Sync>;
 
+/// Re-seals one sealed value of a connector's (under a new master key): the connector, the name
+/// it is sealed under, the value as stored.
+pub type SecretReseal =
+    Box<dyn Fn(&Connector, &str, &StoredSecret) -> Result<StoredSecret> + Send + Sync>;
+
 /// Which links a list returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinkFilter {
@@ -117,6 +122,16 @@ pub trait Store:
     async fn holds_sealed(&self) -> Result<bool>;
     /// A connector with sealed secrets, if there is one.
     async fn sealed_connector(&self) -> Result<Option<Connector>>;
+    /// Applies `reseal` to every sealed value (connectors' and installations' secrets, grants'
+    /// tokens, consents under way and held, refresh tokens waiting for revocation) and replaces
+    /// the key check with `key_check`, all in one transaction: a failure midway changes nothing.
+    /// Answers with the number of values re-sealed.
+    async fn reseal_everything(
+        &self,
+        reseal: SecretReseal,
+        key_check: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
 }
 
 /// Teams and the issuer each trusts.

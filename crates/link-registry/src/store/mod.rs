@@ -53,12 +53,13 @@ use crate::domain::{
     RegistryError, Resource, Result, audit,
     changes::ChangeScope,
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Connector, NewAuditEvent, Project, ProjectLink, Team,
+        Actor, ApiKeyRecord, AuditEvent, Connector, NewAuditEvent, Project, ProjectLink,
+        StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, PageRequest},
     store::{
         AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyStore,
-        LinkFilter, LinkStore, ProjectStore, Store, TeamStore,
+        LinkFilter, LinkStore, ProjectStore, SecretReseal, Store, TeamStore,
     },
     types::{
         ConnectorId, ConnectorRef, ConnectorUid, EnvironmentSet, KeyId, ProjectId, ProjectRef,
@@ -337,6 +338,157 @@ impl Store for SeaStore {
             }
         }
         Ok(false)
+    }
+
+    async fn reseal_everything(
+        &self,
+        reseal: SecretReseal,
+        key_check: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        use std::collections::HashMap;
+        let txn = self.begin_write().await?;
+        let db = &txn.txn;
+        let corrupt = |what: &'static str, e: serde_json::Error| rows::corrupt(what, e.to_string());
+        let mut count = 0u64;
+        let mut connectors = HashMap::new();
+        for row in connector::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let connector = rows::connector(row)?;
+            if !connector.secrets.is_empty() {
+                let mut next = connector.clone();
+                for (name, stored) in &mut next.secrets {
+                    *stored = reseal(&connector, name, stored)?;
+                    count += 1;
+                }
+                rows::connector_row(&next)
+                    .into_active_model()
+                    .reset_all()
+                    .update(db)
+                    .await
+                    .map_err(storage_error)?;
+            }
+            connectors.insert(connector.id.to_string(), connector);
+        }
+        let of = |id: &str| {
+            connectors
+                .get(id)
+                .ok_or_else(|| rows::corrupt("sealed value", format!("no connector {id}")))
+        };
+        for row in installation::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let mut secrets: std::collections::BTreeMap<String, StoredSecret> =
+                serde_json::from_str(&row.secrets).map_err(|e| corrupt("installation", e))?;
+            if secrets.is_empty() {
+                continue;
+            }
+            let connector = of(&row.connector_id)?;
+            for (name, stored) in &mut secrets {
+                let sealed_as = format!("installation/{}/{name}", row.installation_id);
+                *stored = reseal(connector, &sealed_as, stored)?;
+                count += 1;
+            }
+            let mut active = installation::ActiveModel::from(row);
+            active.secrets =
+                sea_orm::Set(serde_json::to_string(&secrets).expect("a string map serializes"));
+            active.update(db).await.map_err(storage_error)?;
+        }
+        for row in grant::Entity::find().all(db).await.map_err(storage_error)? {
+            let g = rows::grant(row)?;
+            let connector = of(g.key.connector_id.as_str())?;
+            let mut next = g.clone();
+            next.access_token = reseal(connector, &g.key.sealing_name("access"), &g.access_token)?;
+            next.refresh_token = g
+                .refresh_token
+                .as_ref()
+                .map(|t| reseal(connector, &g.key.sealing_name("refresh"), t))
+                .transpose()?;
+            count += 1 + u64::from(g.refresh_token.is_some());
+            rows::grant_row(&next)
+                .into_active_model()
+                .reset_all()
+                .update(db)
+                .await
+                .map_err(storage_error)?;
+        }
+        for row in authorization_request::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let p = rows::pending(row)?;
+            let connector = of(p.key.connector_id.as_str())?;
+            let mut next = p.clone();
+            next.code_verifier = reseal(
+                connector,
+                &format!("pending/{}/verifier", p.state_hash),
+                &p.code_verifier,
+            )?;
+            count += 1;
+            rows::pending_row(&next)
+                .into_active_model()
+                .reset_all()
+                .update(db)
+                .await
+                .map_err(storage_error)?;
+        }
+        for row in held_consent::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let h = rows::held(row)?;
+            let connector = of(h.key.connector_id.as_str())?;
+            let mut next = h.clone();
+            next.access_token = reseal(connector, &h.sealing_name("access"), &h.access_token)?;
+            next.refresh_token = h
+                .refresh_token
+                .as_ref()
+                .map(|t| reseal(connector, &h.sealing_name("refresh"), t))
+                .transpose()?;
+            count += 1 + u64::from(h.refresh_token.is_some());
+            rows::held_row(&next)
+                .into_active_model()
+                .reset_all()
+                .update(db)
+                .await
+                .map_err(storage_error)?;
+        }
+        for row in grant_revocation::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let stored: StoredSecret =
+                serde_json::from_str(&row.refresh_token).map_err(|e| corrupt("revocation", e))?;
+            let connector = of(&row.connector_id)?;
+            let next = reseal(connector, &row.sealing_name, &stored)?;
+            count += 1;
+            let mut active = grant_revocation::ActiveModel::from(row);
+            active.refresh_token =
+                sea_orm::Set(serde_json::to_string(&next).expect("a sealed secret serializes"));
+            active.update(db).await.map_err(storage_error)?;
+        }
+        key_check::Entity::delete_many()
+            .exec(db)
+            .await
+            .map_err(storage_error)?;
+        key_check::ActiveModel::from(key_check::Model {
+            id: 1,
+            sealed: key_check.to_owned(),
+            created_at: now,
+        })
+        .insert(db)
+        .await
+        .map_err(storage_error)?;
+        txn.commit_unaudited().await?;
+        Ok(count)
     }
 
     async fn sealed_connector(&self) -> Result<Option<Connector>> {

@@ -15,6 +15,7 @@ crate::on_every_backend!(
     a_consent_under_way_is_taken_once,
     a_held_consent_is_stored_only_for_its_deployment_and_user,
     a_grant_is_its_projects_unless_the_connector_shares_grants,
+    rotating_the_master_key_reseals_everything_and_retires_the_old_key,
 );
 
 fn in_seconds(s: i64) -> Option<prost_types::Timestamp> {
@@ -999,4 +1000,145 @@ async fn a_grant_is_its_projects_unless_the_connector_shares_grants(db: TestDb) 
         assert_eq!(team.grant.unwrap().project, "");
     }
     app.stop().await;
+}
+
+/// `secrets rotate-key`: every sealed value (a connector's secret, a grant, a consent under way,
+/// a held consent, a refresh token waiting for revocation) opens under the new key afterwards, and
+/// the old key no longer starts the registry.
+async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: TestDb) {
+    use link_registry::{
+        app::{App, AppError},
+        crypto::SecretCipher,
+    };
+    let app = TestApp::spawn(db).await;
+    let mut admin = app.admin();
+    let conn = connector(&mut admin).await;
+    // A replaced grant's refresh token waits for revocation (the connector can revoke).
+    admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: "oauth2/idp".into(),
+            config: [
+                (
+                    "token_url".to_owned(),
+                    "https://idp.example/token".to_owned(),
+                ),
+                (
+                    "revocation_url".to_owned(),
+                    "https://idp.example/revoke".to_owned(),
+                ),
+            ]
+            .into(),
+            secrets: [
+                ("client_id".to_owned(), "c".to_owned()),
+                ("client_secret".to_owned(), "s".to_owned()),
+            ]
+            .into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["config".into(), "secrets".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = import(&mut admin, vec![imported("ada", "at_ada", "rt_ada", 3600)]).await;
+    assert_eq!(first.imported, 1, "{first:?}");
+    let mut broker = app.broker();
+    let started = broker
+        .begin_authorization(pb::BeginAuthorizationRequest {
+            key: key(&conn, "bob"),
+            return_url: "https://app.example/done".into(),
+            redirect_uri: "https://connect.example/oauth/callback/x".into(),
+            code_verifier: "v".repeat(43),
+            ttl: duration(Duration::from_secs(600)),
+            project_id: "prj_web".into(),
+            issuer: "https://oidc.example.test/acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let held = broker
+        .hold_grant(hold(
+            &conn,
+            "00000000000000f6",
+            "carol",
+            Duration::from_secs(600),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    import(
+        &mut admin,
+        vec![imported("ada", "at_ada2", "rt_ada2", 3600)],
+    )
+    .await;
+    let old_config = app.db.serve_config();
+    let registry = app.registry.clone();
+    let new_key = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    std::fs::remove_file(&new_key).unwrap();
+    let new = SecretCipher::from_key_file(&new_key, true).unwrap();
+    let resealed = registry.rotate_master_key(&new).await.unwrap();
+    // client_id, client_secret; two tokens of the grant; the verifier; two held tokens; one
+    // queued refresh token.
+    assert_eq!(resealed, 8);
+    let db = app.stop().await;
+    assert!(matches!(
+        App::build(old_config).await,
+        Err(AppError::WrongSecretKey)
+    ));
+    let mut config = db.serve_config();
+    config.secret_key_file = Some(new_key.to_path_buf());
+    let app = TestApp::start_with_config(db, config).await;
+    let mut broker = app.runtime(&registry_broker_key(&app).await);
+    let Some(pb::lease_grant_response::Answer::Fresh(ada)) = broker
+        .lease_grant(pb::LeaseGrantRequest {
+            key: key(&conn, "ada"),
+            min_ttl: duration(Duration::ZERO),
+            lease: duration(Duration::from_secs(10)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .answer
+    else {
+        panic!("ada's grant opens under the new key");
+    };
+    assert_eq!(ada.access_token, "at_ada2");
+    let opened = broker
+        .complete_authorization(pb::CompleteAuthorizationRequest {
+            state: started.state,
+            connector_id: conn.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.code_verifier, "v".repeat(43));
+    let carol = broker
+        .finish_grant(finish("00000000000000f6", &held.completion, "carol"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(carol.user_id, "carol");
+    let claimed = broker
+        .claim_grant_revocations(pb::ClaimGrantRevocationsRequest {
+            owner_id: "team_acme".into(),
+            connector_id: conn.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claimed.client_secret, "s");
+    assert_eq!(claimed.refresh_tokens[0].refresh_token, "rt_ada");
+    app.stop().await;
+}
+
+/// A new broker key, on a registry started without the test's usual setup.
+async fn registry_broker_key(app: &TestApp) -> String {
+    use secrecy::ExposeSecret;
+    let (_, key) = app
+        .registry
+        .create_api_key(None, link_registry::domain::model::Role::Broker)
+        .await
+        .unwrap();
+    key.expose_secret().to_owned()
 }

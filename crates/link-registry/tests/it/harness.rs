@@ -179,6 +179,11 @@ impl TestApp {
         Self::start_with(db, config).await
     }
 
+    /// As [`TestApp::start`], with `config`.
+    pub async fn start_with_config(db: TestDb, config: ServeConfig) -> Self {
+        Self::start_with(db, config).await
+    }
+
     async fn start_with(db: TestDb, config: ServeConfig) -> Self {
         let app = App::build(config).await.expect("build app");
         let addr = app.local_addr();

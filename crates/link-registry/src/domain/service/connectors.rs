@@ -63,6 +63,24 @@ impl Registry {
         Ok(true)
     }
 
+    /// Re-seals every sealed value under `new` and makes `new` the key the database checks, in
+    /// one transaction; answers with the number of values re-sealed. Run it while no registry
+    /// serves the database: afterwards only `new` opens the secrets.
+    pub async fn rotate_master_key(&self, new: &SecretCipher) -> Result<u64> {
+        let (old, next) = (self.cipher.clone(), new.clone());
+        self.store
+            .reseal_everything(
+                Box::new(move |connector, name, stored| {
+                    let binding = SecretBinding::current(connector);
+                    let value = binding.open(&old, name, stored, "re-sealing under a new key")?;
+                    Ok(binding.seal(&next, name, &value))
+                }),
+                &new.key_check(),
+                self.clock.now(),
+            )
+            .await
+    }
+
     pub async fn upgrade_sealed_secrets(&self) -> Result<u64> {
         let cipher = self.cipher.clone();
         self.store
