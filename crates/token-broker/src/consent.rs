@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Identity,
-    error::{BrokerError, Result, truncate},
+    error::{BrokerError, Result, provider_text},
     issuers::exchange_code,
     outbound::Outbound,
     registry::{
@@ -52,8 +52,6 @@ use crate::{
 const CONSENT_TTL: Duration = Duration::from_secs(600);
 /// The callbacks' path under the public URL; each connector's is this plus `/{connector id}`.
 pub const CALLBACK_PATH: &str = "/oauth/callback";
-/// Longest text of a provider's that reaches a page or a log.
-const MAX_PROVIDER_TEXT: usize = 200;
 
 /// A validated `StartAuthorization` request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,13 +93,6 @@ pub struct Consents {
 /// A consent's request id: the first 16 hex digits of its state's SHA-256.
 fn request_id(state: &str) -> String {
     hex::encode(&Sha256::digest(state.as_bytes())[..8])
-}
-
-/// A provider's text as pages and logs show it: at most 200 characters, control characters
-/// escaped.
-fn provider_text(text: &str) -> String {
-    let escaped: String = text.chars().flat_map(char::escape_default).collect();
-    truncate(&escaped, MAX_PROVIDER_TEXT)
 }
 
 /// A PKCE verifier: 64 random unreserved characters.

@@ -8,6 +8,20 @@ use connect_types::Reason;
 
 pub use connect_types::{FieldViolation, truncate};
 
+/// Text a provider sent back (an OAuth `error`, a message) as callers, pages and logs see it: at
+/// most 200 characters, control characters escaped.
+pub fn provider_text(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    truncate(&escaped, 200)
+}
+
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -218,3 +232,19 @@ fn describe(violations: &[FieldViolation]) -> String {
 pub struct Cause(pub String);
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod provider_text_tests {
+    use super::provider_text;
+
+    #[test]
+    fn provider_text_is_cut_to_200_characters_with_control_characters_escaped() {
+        assert_eq!(provider_text("invalid_client"), "invalid_client");
+        assert_eq!(
+            provider_text("bad\r\nX-Injected: 1\u{1b}[31m"),
+            "bad\\r\\nX-Injected: 1\\u{1b}[31m"
+        );
+        let long = provider_text(&"é".repeat(500));
+        assert_eq!(long.chars().count(), 201, "200 and the ellipsis");
+    }
+}

@@ -192,7 +192,7 @@ async fn fetch(
             .map_err(|e| match e {
                 RequestTokenError::ServerResponse(r) => ProviderFailure::Rejected(format!(
                     "the provider refused the client credentials ({})",
-                    r.error()
+                    crate::error::provider_text(r.error().as_ref())
                 )),
                 RequestTokenError::Request(Unreachable(why)) => ProviderFailure::Unavailable(why),
                 RequestTokenError::Parse(..) => {

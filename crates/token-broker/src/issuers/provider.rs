@@ -237,7 +237,7 @@ pub async fn post_grant(
         .map_err(|Unreachable(why)| ProviderFailure::Unavailable(why))?;
     if !response.status().is_success() {
         let error = serde_json::from_slice::<oauth2::basic::BasicErrorResponse>(response.body())
-            .map(|e| e.error().to_string())
+            .map(|e| crate::error::provider_text(e.error().as_ref()))
             .unwrap_or_else(|_| format!("HTTP {}", response.status()));
         let why = format!("the provider refused the {what} ({error})");
         return Err(if error == "invalid_grant" {
