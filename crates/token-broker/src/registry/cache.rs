@@ -137,7 +137,11 @@ struct FeedState {
 /// The registry's answers, cached and kept exact by its change feed.
 pub struct CachedAuthorizer {
     remote: Arc<dyn Authorizer>,
+    /// Allowed answers.
     cache: quick_cache::sync::Cache<CacheKey, Arc<Cached>>,
+    /// Denials, apart: a caller naming made-up connectors fills this one, and cannot evict the
+    /// answers that let deployments in.
+    denials: quick_cache::sync::Cache<CacheKey, Arc<Cached>>,
     /// One copy of each connector's current answer, shared by every cached entry that carries
     /// it: all the projects and environments linked to a connector get the same payload.
     shared: SharedAnswers,
@@ -215,6 +219,7 @@ impl CachedAuthorizer {
         Self {
             remote,
             cache: crate::cache::bounded(capacity),
+            denials: crate::cache::bounded((capacity / 4).max(1)),
             shared: Arc::new(crate::cache::bounded(MAX_SHARED_ANSWERS)),
             in_flight: Mutex::default(),
             feed: FeedState::default(),
@@ -280,6 +285,7 @@ impl CachedAuthorizer {
             ChangeKind::Resync => {
                 self.feed.generation.fetch_add(1, Ordering::SeqCst);
                 self.cache.clear();
+                self.denials.clear();
             }
             ChangeKind::Answers {
                 owner_id,
@@ -290,15 +296,17 @@ impl CachedAuthorizer {
                 let (owner, connector, project) =
                     (owner_id.clone(), connector.clone(), project_id.clone());
                 // One pass over the entries, shard by shard: changes are rare next to calls.
-                self.cache.retain(move |key, _| {
-                    !(key.identity.owner_id.as_str() == owner
+                let stale = move |key: &CacheKey| {
+                    key.identity.owner_id.as_str() == owner
                         && connector.as_ref().is_none_or(|(id, uid)| {
                             *key.connector == **id || *key.connector == **uid
                         })
                         && project
                             .as_ref()
-                            .is_none_or(|p| key.identity.project_id.as_str() == p))
-                });
+                            .is_none_or(|p| key.identity.project_id.as_str() == p)
+                };
+                self.cache.retain(|key, _| !stale(key));
+                self.denials.retain(|key, _| !stale(key));
             }
             // A revocation changes no answer: the issuers' caches act on it.
             ChangeKind::Heartbeat | ChangeKind::Revoked(_) => {}
@@ -323,7 +331,7 @@ impl Authorizer for CachedAuthorizer {
             connector: connector.into(),
             installation: installation.into(),
         };
-        if let Some(cached) = self.cache.get(&key)
+        if let Some(cached) = self.cache.get(&key).or_else(|| self.denials.get(&key))
             && (self.feed_is_live() || cached.fetched_at.elapsed() < self.max_staleness)
         {
             self.metrics.authorization_cache(true);
@@ -363,7 +371,12 @@ impl Authorizer for CachedAuthorizer {
             if let Some(cached) = cacheable
                 && self.feed.generation.load(Ordering::SeqCst) == waiting.flight.generation
             {
-                self.cache.insert(
+                let into = if cached.is_ok() {
+                    &self.cache
+                } else {
+                    &self.denials
+                };
+                into.insert(
                     key.clone(),
                     Arc::new(Cached {
                         answer: cached,
@@ -550,6 +563,33 @@ mod tests {
         ask(&cache, "prj_a", "api-key/x").await.unwrap();
         assert_eq!(calls(&remote), 7);
         assert_eq!(cache.feed.revision.load(Ordering::SeqCst), 8);
+    }
+
+    #[tokio::test]
+    async fn made_up_connector_names_cannot_evict_the_answers_that_let_deployments_in() {
+        let (remote, cache) = cache(Duration::from_secs(60));
+        cache.apply(&heartbeat(1));
+        for n in 0..100 {
+            ask(&cache, &format!("prj_{n}"), "api-key/x").await.unwrap();
+        }
+        assert_eq!(calls(&remote), 100);
+        *remote.deny.lock().unwrap() = Some(Denial::ConnectorNotFound);
+        // Each made-up name asked again and again, as hot as any real one.
+        for n in 0..3_000 {
+            for _ in 0..3 {
+                let _ = ask(&cache, "prj_0", &format!("api-key/made-up-{n}")).await;
+            }
+        }
+        *remote.deny.lock().unwrap() = None;
+        let before = calls(&remote);
+        for n in 0..100 {
+            ask(&cache, &format!("prj_{n}"), "api-key/x").await.unwrap();
+        }
+        assert_eq!(
+            calls(&remote),
+            before,
+            "every allowed answer was still cached"
+        );
     }
 
     #[tokio::test]
