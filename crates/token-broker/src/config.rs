@@ -188,7 +188,7 @@ pub struct ServeArgs {
 
     /// Most calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
     /// a few connections cannot take every slot of --max-concurrent-requests.
-    #[arg(long, env = "TOKEN_BROKER_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+    #[arg(long, env = "TOKEN_BROKER_MAX_STREAMS_PER_CONNECTION", default_value_t = 200,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_connection: u32,
 
@@ -399,7 +399,7 @@ impl BrokerConfig {
             public_url: None,
             max_concurrent_requests: 1024,
             request_read_timeout: Duration::from_secs(5),
-            max_streams_per_connection: 100,
+            max_streams_per_connection: 200,
             metrics_listen: None,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
