@@ -397,16 +397,20 @@ impl TokenCache {
         self.cache.invalidate_all();
     }
 
-    /// Drops every cached token `scope` covers and revokes each at its provider.
+    /// Drops every cached token `scope` covers, all at once, then revokes each at its provider.
     pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
         let covered: Vec<(Arc<String>, CachedToken)> = self
             .cache
             .iter()
             .filter(|(_, token)| scope.covers(&token.owner))
             .collect();
-        let mut outcomes = Vec::with_capacity(covered.len());
-        for (key, token) in covered {
+        // Every covered copy goes before the first provider call: no caller gets one of them
+        // while the (slow) revocations run.
+        for (key, _) in &covered {
             self.cache.invalidate(key.as_str()).await;
+        }
+        let mut outcomes = Vec::with_capacity(covered.len());
+        for (_, token) in covered {
             let outcome = match &token.revoke_with {
                 Some(how) => revoke_at(&self.http, &token.token, how, "access_token").await,
                 None => RevokeOutcome::Skipped,
