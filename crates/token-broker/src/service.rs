@@ -102,7 +102,7 @@ impl Broker {
         request: Result<StartRequest>,
         caller_timeout: Option<Duration>,
     ) -> Result<Started> {
-        let identity = self.verifier.verify(bearer?).await?;
+        let identity = self.verified(bearer, "StartAuthorization").await?;
         let request = request?;
         let Some(consents) = &self.consents else {
             return Err(BrokerError::FailedPrecondition(
@@ -125,7 +125,7 @@ impl Broker {
         bearer: Result<&str>,
         request: Result<crate::consent::FinishRequest>,
     ) -> Result<crate::registry::StoredGrant> {
-        let identity = self.verifier.verify(bearer?).await?;
+        let identity = self.verified(bearer, "FinishAuthorization").await?;
         let request = request?;
         let Some(consents) = &self.consents else {
             return Err(BrokerError::FailedPrecondition(
@@ -139,6 +139,19 @@ impl Broker {
                 environment = %identity.environment, error = %e, "FinishAuthorization");
         }
         result
+    }
+
+    /// The caller's identity; a refusal is logged with its reason (callers get a generic one).
+    async fn verified(&self, bearer: Result<&str>, rpc: &'static str) -> Result<Arc<Identity>> {
+        let verified = match bearer {
+            Ok(bearer) => self.verifier.verify(bearer).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &verified {
+            tracing::info!(target: "connect::decision", decision = "deny",
+                reason = e.reason().as_str(), error = %e, "{rpc}");
+        }
+        verified
     }
 
     pub fn verifier(&self) -> &TokenVerifier {

@@ -17,6 +17,11 @@ pub fn to_status(err: BrokerError) -> Status {
     let message = match &err {
         // Causes of internal errors are logged (see `service`), never sent.
         BrokerError::Internal { .. } => "InternalError: internal error".to_owned(),
+        // Why a token was refused helps whoever forges one: the caller learns that it was, the
+        // broker's log says why (the decision line's `error`).
+        BrokerError::InvalidToken(_) => {
+            "InvalidTokenError: the bearer token is not a valid deployment token for this broker (its log says why)".to_owned()
+        }
         other => other.to_string(),
     };
     let mut details = ErrorDetails::new();
@@ -27,4 +32,17 @@ pub fn to_status(err: BrokerError) -> Status {
         }
     }
     Status::with_error_details(code, message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn why_a_token_was_refused_stays_in_the_log() {
+        let status = to_status(BrokerError::invalid_token("alg is not one of RS256, ES256"));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.message().starts_with("InvalidTokenError: "));
+        assert!(!status.message().contains("alg"), "{}", status.message());
+    }
 }
