@@ -9,6 +9,7 @@ use crate::harness::{Client, OTHER_ISSUER, Runtime, TestApp, TestDb, assert_erro
 crate::on_every_backend!(
     brokers_record_each_credential_once_and_teams_list_their_own,
     only_brokers_record_and_only_the_team_reads,
+    the_largest_requests_a_broker_accepts_fit_the_ledger,
 );
 
 async fn seed(admin: &mut Client) -> String {
@@ -291,5 +292,23 @@ async fn only_brokers_record_and_only_the_team_reads(db: TestDb) {
             .issuances
             .is_empty()
     );
+    app.stop().await;
+}
+
+/// A 256-character jwt-bearer subject and 50 scopes of 256 characters (a large GitHub permission
+/// set) are what a broker accepts: their record fits, or the credential could not be handed out.
+async fn the_largest_requests_a_broker_accepts_fit_the_ledger(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let (mut admin, mut broker) = (app.admin(), app.broker());
+    let connector = seed(&mut admin).await;
+    let mut large = issuance(&connector, "00000000000000aa", "prj_web", "preview");
+    large.subject = format!("jwt_bearer:{}", "s".repeat(256));
+    large.scopes = (0..50)
+        .map(|n| format!("{n:03}{}", "p".repeat(253)))
+        .collect();
+    assert!(record(&mut broker, large.clone()).await);
+    let listed = list(&mut admin, pb::ListIssuancesRequest::default()).await;
+    assert_eq!(listed.issuances[0].subject, large.subject);
+    assert_eq!(listed.issuances[0].scopes, large.scopes);
     app.stop().await;
 }

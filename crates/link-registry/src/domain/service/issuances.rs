@@ -19,8 +19,12 @@ pub struct NewIssuance {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The longest subject, installation id or scope list the ledger keeps.
-const MAX_FIELD: usize = 200;
+/// The longest subject (`jwt_bearer:` and a subject of up to 256 characters), installation id and
+/// scope list (50 scopes of up to 256 characters: large GitHub permission sets) the ledger keeps,
+/// in bytes.
+const MAX_SUBJECT: usize = 300;
+const MAX_INSTALLATION: usize = 200;
+const MAX_SCOPES: usize = 16 * 1024;
 
 impl Registry {
     /// Records `issuance` (broker keys only) unless it is recorded already; whether it wrote it.
@@ -41,16 +45,21 @@ impl Registry {
                 "must be 16 lower-case hex digits",
             ));
         }
-        for (field, value) in [
-            ("issuance.subject", issuance.subject.len()),
-            ("issuance.installation_id", issuance.installation_id.len()),
-            ("issuance.scopes", issuance.scopes.join(" ").len()),
+        for (field, value, max) in [
+            ("issuance.subject", issuance.subject.len(), MAX_SUBJECT),
+            (
+                "issuance.installation_id",
+                issuance.installation_id.len(),
+                MAX_INSTALLATION,
+            ),
+            (
+                "issuance.scopes",
+                issuance.scopes.join(" ").len(),
+                MAX_SCOPES,
+            ),
         ] {
-            if value > MAX_FIELD {
-                violations.push(FieldViolation::new(
-                    field,
-                    format!("at most {MAX_FIELD} bytes"),
-                ));
+            if value > max {
+                violations.push(FieldViolation::new(field, format!("at most {max} bytes")));
             }
         }
         if issuance.subject.is_empty() {
