@@ -871,6 +871,105 @@ async fn another_project_on_the_same_connector_cannot_use_a_projects_grant() {
     stack.stop().await;
 }
 
+/// connect-dev's demo OAuth provider, through the whole consent its printout walks a user
+/// through: start, the provider's approval (code bound to PKCE S256), the callback, the `/done`
+/// page showing the finish call, the finish, and the user's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_devs_demo_provider_goes_through_a_whole_consent() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let provider = connect_dev::DemoProvider::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        connect_dev::DemoClient {
+            client_id: crate::harness::CLIENT_ID.into(),
+            client_secret: crate::harness::CLIENT_SECRET.into(),
+            user: "ada".into(),
+            finish_hint: "finish {request_id} {completion}".into(),
+        },
+    )
+    .await
+    .unwrap();
+    stack
+        .linked_oauth_connector(
+            "oauth2/demo-crm",
+            &provider.url("/token"),
+            &[
+                ("authorize_url", provider.url("/authorize").as_str()),
+                ("revocation_url", provider.url("/revoke").as_str()),
+                ("user_scopes", "contacts.read"),
+            ],
+        )
+        .await;
+    stack.feed_caught_up().await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let mut request = tonic::Request::new(bpb::StartAuthorizationRequest {
+        connector: "oauth2/demo-crm".into(),
+        user_id: "ada".into(),
+        return_url: provider.url("/done"),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {preview}").parse().unwrap(),
+    );
+    let started = stack
+        .broker()
+        .start_authorization(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, location, _) = browse(&started.url).await;
+    assert_eq!(status, 303);
+    let came_back = location.unwrap();
+    let page = reqwest::get(&came_back)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(
+            "finish {} {}",
+            started.request_id,
+            query(&came_back, "connect_completion")
+        )),
+        "{page}"
+    );
+    let mut finish_request = tonic::Request::new(bpb::FinishAuthorizationRequest {
+        request_id: query(&came_back, "connect_request_id"),
+        completion: query(&came_back, "connect_completion"),
+        user_id: "ada".into(),
+    });
+    finish_request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {preview}").parse().unwrap(),
+    );
+    let grant = stack
+        .broker()
+        .finish_authorization(finish_request)
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    assert_eq!((grant.user_id.as_str(), grant.refreshable), ("ada", true));
+    let token = stack
+        .get_token_with(
+            &preview,
+            bpb::GetTokenRequest {
+                connector: "oauth2/demo-crm".into(),
+                ..for_user("ada")
+            },
+        )
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("demo_at_ada_"), "{}", token.token);
+    provider.stop();
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_without_a_callback_starts_no_consent() {
     let stack = Stack::start().await;

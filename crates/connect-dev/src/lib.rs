@@ -7,8 +7,10 @@
 //! seeds teams, projects and connectors through [`LocalStack::registry`].
 
 mod collector;
+mod provider;
 
 pub use collector::OtlpCollector;
+pub use provider::{DemoClient, DemoProvider};
 
 use std::{future::Future, net::SocketAddr};
 

@@ -1,13 +1,14 @@
 //! `connect-dev`: the whole system on this machine with one command. It starts a development OIDC
 //! issuer, the link registry on its embedded SQLite default and the token broker (which reaches
 //! the registry over gRPC, as in production), seeds a demo team, project and `api-key` connector
-//! linked for `development` only, and prints tokens and `grpcurl` calls to try.
+//! linked for `development` only, and prints tokens and `grpcurl` calls to try. A demo OAuth
+//! provider and an `oauth2/demo-crm` connector on it show a user's consent end to end.
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use connect_dev::LocalStack;
+use connect_dev::{DemoClient, DemoProvider, LocalStack};
 use dev_issuer::{Alg, Deployment, DevIssuer};
 use link_registry::{
     ServeConfig,
@@ -62,6 +63,13 @@ struct Cli {
         default_value = "127.0.0.1:50053"
     )]
     callback_listen: SocketAddr,
+    /// Where the demo OAuth provider (for trying users' consents) serves HTTP.
+    #[arg(
+        long,
+        env = "CONNECT_DEV_PROVIDER_LISTEN",
+        default_value = "127.0.0.1:8090"
+    )]
+    provider_listen: SocketAddr,
     /// Log line format.
     #[arg(long, env = "CONNECT_DEV_LOG_FORMAT", value_enum, default_value_t)]
     log_format: connect_runtime::LogFormat,
@@ -71,6 +79,8 @@ const TEAM: &str = "team_demo";
 const PROJECT: &str = "prj_demo";
 const CONNECTOR: &str = "api-key/demo";
 const AUDIENCE: &str = "https://vercel.com/demo";
+const CRM: &str = "oauth2/demo-crm";
+const CRM_CLIENT: (&str, &str) = ("demo-crm", "demo-crm-secret");
 
 /// Treats "already there" as done, so that a second run reuses the first run's demo.
 fn existing_ok<T>(result: Result<T, RegistryError>) -> anyhow::Result<()> {
@@ -85,7 +95,11 @@ fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
 }
 
 /// Seeds the demo; answers with a new admin key of the demo team.
-async fn seed(registry: &Registry, issuer: &str) -> anyhow::Result<String> {
+async fn seed(
+    registry: &Registry,
+    issuer: &str,
+    provider: &DemoProvider,
+) -> anyhow::Result<String> {
     let team = parsed(TeamId::parse(TEAM))?;
     existing_ok(
         registry
@@ -126,14 +140,45 @@ async fn seed(registry: &Registry, issuer: &str) -> anyhow::Result<String> {
             )
             .await,
     )?;
-    registry
-        .attach_project(
-            &admin,
-            &parsed(ConnectorRef::parse(CONNECTOR))?,
-            &parsed(ProjectRef::parse(PROJECT))?,
-            parsed(EnvironmentSet::parse(&["development"]))?,
-        )
-        .await?;
+    let crm_config = [
+        ("token_url", provider.url("/token")),
+        ("authorize_url", provider.url("/authorize")),
+        ("revocation_url", provider.url("/revoke")),
+        ("user_scopes", "contacts.read".to_owned()),
+    ];
+    let crm_secrets = SecretInput::parse([
+        ("client_id".to_owned(), CRM_CLIENT.0.to_owned()),
+        ("client_secret".to_owned(), CRM_CLIENT.1.to_owned()),
+    ])
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let crm_config: BTreeMap<String, String> = crm_config
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let crm_config = ConfigMap::parse(&crm_config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    existing_ok(
+        registry
+            .create_connector(
+                &admin,
+                NewConnector {
+                    uid: parsed(ConnectorUid::parse(CRM))?,
+                    name: parsed(DisplayName::parse("Demo CRM (users' consents)"))?,
+                    config: crm_config,
+                    secrets: crm_secrets,
+                },
+            )
+            .await,
+    )?;
+    for connector in [CONNECTOR, CRM] {
+        registry
+            .attach_project(
+                &admin,
+                &parsed(ConnectorRef::parse(connector))?,
+                &parsed(ProjectRef::parse(PROJECT))?,
+                parsed(EnvironmentSet::parse(&["development"]))?,
+            )
+            .await?;
+    }
     Ok(admin_key.expose_secret().to_owned())
 }
 
@@ -162,7 +207,6 @@ async fn main() -> anyhow::Result<()> {
         broker
     })
     .await?;
-    let admin_key = seed(stack.registry(), issuer.issuer()).await?;
     let (registry_addr, broker_addr) = (stack.registry_addr(), stack.broker_addr());
 
     let deployment = |environment: &str| Deployment {
@@ -175,12 +219,39 @@ async fn main() -> anyhow::Result<()> {
     };
     let hour = Duration::from_secs(3600);
     let development = issuer.mint(&deployment("development"), hour, Alg::RS256);
+    let finish_hint = format!(
+        "grpcurl -plaintext -H 'authorization: Bearer {development}' -d '{{\"request_id\": \"{{request_id}}\", \"completion\": \"{{completion}}\", \"user_id\": \"ada\"}}' {broker_addr} connect.broker.v1.TokenBroker/FinishAuthorization"
+    );
+    let provider = DemoProvider::start(
+        cli.provider_listen,
+        DemoClient {
+            client_id: CRM_CLIENT.0.to_owned(),
+            client_secret: CRM_CLIENT.1.to_owned(),
+            user: "ada".to_owned(),
+            finish_hint,
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the demo OAuth provider on {}",
+            cli.provider_listen
+        )
+    })?;
+    let admin_key = seed(stack.registry(), issuer.issuer(), &provider).await?;
     let production = issuer.mint(&deployment("production"), hour, Alg::RS256);
     let get_token = |token: &str| {
         format!(
             "grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"connector\": \"{CONNECTOR}\"}}' {broker_addr} connect.broker.v1.TokenBroker/GetToken"
         )
     };
+    let start_command = format!(
+        "grpcurl -plaintext -H 'authorization: Bearer {development}' -d '{{\"connector\": \"{CRM}\", \"user_id\": \"ada\", \"return_url\": \"{}\"}}' {broker_addr} connect.broker.v1.TokenBroker/StartAuthorization",
+        provider.url("/done")
+    );
+    let user_token_command = format!(
+        "grpcurl -plaintext -H 'authorization: Bearer {development}' -d '{{\"connector\": \"{CRM}\", \"subject\": {{\"user\": {{\"id\": \"ada\"}}}}}}' {broker_addr} connect.broker.v1.TokenBroker/GetToken"
+    );
     println!(
         "\nConnect is running (Ctrl-C stops it).\n\
          \n  link registry  {registry_addr}   admin key: {admin_key}\
@@ -195,16 +266,28 @@ async fn main() -> anyhow::Result<()> {
          \n  export CONNECT_REGISTRY_URL=http://{registry_addr} CONNECT_BROKER_URL=http://{broker_addr} CONNECT_API_KEY={admin_key}\
          \n  connect links {CONNECTOR}\
          \n  CONNECT_OIDC_TOKEN={development} connect token {CONNECTOR}\
-         \n  connect attach {CONNECTOR} --project {PROJECT} -e development,production\n",
+         \n  connect attach {CONNECTOR} --project {PROJECT} -e development,production\
+         \n\nA user's consent with {CRM}, against a demo OAuth provider ({provider}) that approves as its user ada:\
+         \n  1. start it, then open the answer's \"url\" in a browser:\
+         \n     {start}\
+         \n  2. the provider approves and the browser lands on {done} with connect_request_id and connect_completion;\
+         \n     that page shows the FinishAuthorization call the application makes for its signed-in user (ada)\
+         \n  3. ada's token, from her grant (refreshed by Connect when it expires):\
+         \n     {user_token}\n",
         issuer_url = issuer.issuer(),
         callback = stack
             .broker_callback_addr()
             .map_or_else(|| "(none)".to_owned(), |a| a.to_string()),
         ok = get_token(&development),
         denied = get_token(&production),
+        provider = provider.url(""),
+        done = provider.url("/done"),
+        start = start_command,
+        user_token = user_token_command,
     );
 
     connect_runtime::shutdown_signal().await;
+    provider.stop();
     stack.stop().await?;
     issuer.stop().await;
     Ok(())
