@@ -26,6 +26,30 @@ fn key_condition(key: &GrantKey) -> Condition {
         .add(G::InstallationId.eq(key.installation_id.as_str()))
 }
 
+/// Queues a refresh token (as sealed) for a broker to revoke at the provider, inside `txn`.
+async fn queue_revocation(
+    txn: &DatabaseTransaction,
+    key: &GrantKey,
+    sealing_name: String,
+    refresh: &StoredSecret,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    grant_revocation::ActiveModel {
+        team_id: sea_orm::Set(key.team_id.to_string()),
+        connector_id: sea_orm::Set(key.connector_id.to_string()),
+        refresh_token: sea_orm::Set(
+            serde_json::to_string(refresh).expect("a sealed secret serializes"),
+        ),
+        sealing_name: sea_orm::Set(sealing_name),
+        created_at: sea_orm::Set(now),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await
+    .map_err(storage_error)?;
+    Ok(())
+}
+
 impl SeaStore {
     /// Stores `g` over the grant of its key inside `txn`: the stored grant, its audit event, and
     /// (with `revoke_replaced`, when the grant it replaces had a refresh token, now queued for
@@ -93,20 +117,8 @@ impl SeaStore {
                 .as_ref()
                 .is_none_or(|new| new.fingerprint != refresh.fingerprint)
         {
-            let now = stored.updated_at;
-            grant_revocation::ActiveModel {
-                team_id: sea_orm::Set(old.key.team_id.to_string()),
-                connector_id: sea_orm::Set(old.key.connector_id.to_string()),
-                refresh_token: sea_orm::Set(
-                    serde_json::to_string(refresh).expect("a sealed secret serializes"),
-                ),
-                sealing_name: sea_orm::Set(old.key.sealing_name("refresh")),
-                created_at: sea_orm::Set(now),
-                ..Default::default()
-            }
-            .insert(txn)
-            .await
-            .map_err(storage_error)?;
+            let (name, now) = (old.key.sealing_name("refresh"), stored.updated_at);
+            queue_revocation(txn, &old.key, name, refresh, now).await?;
             let connector = connector::Entity::find_by_id(old.key.connector_id.as_str())
                 .one(txn)
                 .await
@@ -344,19 +356,8 @@ impl GrantStore for SeaStore {
                 let Some(refresh) = &g.refresh_token else {
                     continue;
                 };
-                grant_revocation::ActiveModel {
-                    team_id: sea_orm::Set(g.key.team_id.to_string()),
-                    connector_id: sea_orm::Set(g.key.connector_id.to_string()),
-                    refresh_token: sea_orm::Set(
-                        serde_json::to_string(refresh).expect("a sealed secret serializes"),
-                    ),
-                    sealing_name: sea_orm::Set(g.key.sealing_name("refresh")),
-                    created_at: sea_orm::Set(now),
-                    ..Default::default()
-                }
-                .insert(&txn.txn)
-                .await
-                .map_err(storage_error)?;
+                let name = g.key.sealing_name("refresh");
+                queue_revocation(&txn.txn, &g.key, name, refresh, now).await?;
             }
         }
         txn.commit(audit::grants_deleted(actor, connector, &gone, now), None)
@@ -531,19 +532,8 @@ impl GrantStore for SeaStore {
         }
         let queued = match (&held.refresh_token, queue_refresh_token) {
             (Some(refresh), true) => {
-                grant_revocation::ActiveModel {
-                    team_id: sea_orm::Set(held.key.team_id.to_string()),
-                    connector_id: sea_orm::Set(held.key.connector_id.to_string()),
-                    refresh_token: sea_orm::Set(
-                        serde_json::to_string(refresh).expect("a sealed secret serializes"),
-                    ),
-                    sealing_name: sea_orm::Set(held.sealing_name("refresh")),
-                    created_at: sea_orm::Set(now),
-                    ..Default::default()
-                }
-                .insert(&txn.txn)
-                .await
-                .map_err(storage_error)?;
+                let name = held.sealing_name("refresh");
+                queue_revocation(&txn.txn, &held.key, name, refresh, now).await?;
                 true
             }
             _ => false,
