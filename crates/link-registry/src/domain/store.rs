@@ -115,7 +115,8 @@ pub trait Store:
     async fn ping(&self) -> Result<()>;
     /// The master key's check (see [`crate::crypto::SecretCipher::key_check`]), once written.
     async fn key_check(&self) -> Result<Option<String>>;
-    /// Writes the master key's check, replacing an earlier one.
+    /// Writes the master key's check unless one is there already (another replica's, written
+    /// at the same time: the caller reads it back).
     async fn put_key_check(&self, sealed: &str, now: DateTime<Utc>) -> Result<()>;
     /// Whether anything sealed under the master key is stored: connectors, installations,
     /// grants, consents under way, refresh tokens waiting for revocation.

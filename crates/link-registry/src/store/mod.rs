@@ -307,19 +307,24 @@ impl Store for SeaStore {
     }
 
     async fn put_key_check(&self, sealed: &str, now: DateTime<Utc>) -> Result<()> {
-        key_check::Entity::delete_many()
-            .exec(&self.db)
-            .await
-            .map_err(storage_error)?;
-        key_check::ActiveModel::from(key_check::Model {
+        // Two replicas starting on a new database both write one: the first stays.
+        let row = key_check::ActiveModel::from(key_check::Model {
             id: 1,
             sealed: sealed.to_owned(),
             created_at: now,
-        })
-        .insert(&self.db)
-        .await
-        .map_err(storage_error)?;
-        Ok(())
+        });
+        match key_check::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(key_check::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+        {
+            Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
+            Err(e) => Err(storage_error(e)),
+        }
     }
 
     async fn holds_sealed(&self) -> Result<bool> {

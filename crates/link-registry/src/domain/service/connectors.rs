@@ -60,7 +60,12 @@ impl Registry {
         self.store
             .put_key_check(&self.cipher.key_check(), self.clock.now())
             .await?;
-        Ok(true)
+        // Read back: a replica that started at the same time with another key wrote first.
+        Ok(self
+            .store
+            .key_check()
+            .await?
+            .is_some_and(|check| self.cipher.opens_key_check(&check)))
     }
 
     /// Re-seals every sealed value under `new` and makes `new` the key the database checks, in
