@@ -1040,6 +1040,15 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
         })
         .await
         .unwrap();
+    admin
+        .create_installation(pb::CreateInstallationRequest {
+            connector: "oauth2/idp".into(),
+            installation_id: "inst-1".into(),
+            secrets: [("client_secret".to_owned(), "inst_s".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let first = import(&mut admin, vec![imported("ada", "at_ada", "rt_ada", 3600)]).await;
     assert_eq!(first.imported, 1, "{first:?}");
     let mut broker = app.broker();
@@ -1078,9 +1087,9 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
     std::fs::remove_file(&new_key).unwrap();
     let new = SecretCipher::from_key_file(&new_key, true).unwrap();
     let resealed = registry.rotate_master_key(&new).await.unwrap();
-    // client_id, client_secret; two tokens of the grant; the verifier; two held tokens; one
-    // queued refresh token.
-    assert_eq!(resealed, 8);
+    // client_id, client_secret; the installation's secret; two tokens of the grant; the
+    // verifier; two held tokens; one queued refresh token.
+    assert_eq!(resealed, 9);
     let db = app.stop().await;
     assert!(matches!(
         App::build(old_config).await,
@@ -1128,6 +1137,19 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
         .unwrap()
         .into_inner();
     assert_eq!(claimed.client_secret, "s");
+    let authorized = broker
+        .authorize(pb::AuthorizeRequest {
+            owner_id: "team_acme".into(),
+            project_id: "prj_web".into(),
+            environment: "preview".into(),
+            issuer: crate::harness::ISSUER.into(),
+            connector: "oauth2/idp".into(),
+            installation_id: "inst-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(authorized.installation_secrets["client_secret"], "inst_s");
     assert_eq!(claimed.refresh_tokens[0].refresh_token, "rt_ada");
     app.stop().await;
 }
