@@ -63,6 +63,10 @@ pub enum BrokerError {
 
     #[error("NoValidTokenError: {0}")]
     NoValidToken(String),
+    /// The registry refused to record a credential as handed out: it was revoked, and this broker
+    /// did not hear of it.
+    #[error("NoValidTokenError: the credential was revoked; ask again for a new one")]
+    CredentialRevoked,
 
     #[error("ConnectorInstallationRequiredError: {0}")]
     ConnectorInstallationRequired(String),
@@ -126,7 +130,7 @@ impl BrokerError {
             Self::ClientNotLinkedToProject { .. } => Reason::ClientNotLinkedToProject,
             Self::ClientNotEnabledForEnvironment { .. } => Reason::ClientNotEnabledForEnvironment,
             Self::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
-            Self::NoValidToken(_) => Reason::NoValidToken,
+            Self::NoValidToken(_) | Self::CredentialRevoked => Reason::NoValidToken,
             Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
             Self::InstallationNotFound { .. } => Reason::InstallationNotFound,
@@ -175,6 +179,7 @@ impl BrokerError {
             },
             Self::ScopeNotAllowed(s) => Self::ScopeNotAllowed(s.clone()),
             Self::NoValidToken(s) => Self::NoValidToken(s.clone()),
+            Self::CredentialRevoked => Self::CredentialRevoked,
             Self::ConnectorInstallationRequired(s) => {
                 Self::ConnectorInstallationRequired(s.clone())
             }

@@ -220,7 +220,8 @@ impl Broker {
         let installation_id = authorization.installation_id();
         // Recorded before it leaves; a credential that cannot be recorded is not handed out.
         let token_id = token_id(&issued.token);
-        self.ledger
+        let recorded = self
+            .ledger
             .record(HandOut {
                 identity,
                 authorization: &authorization,
@@ -230,7 +231,14 @@ impl Broker {
                 token_id: &token_id,
                 expires_at: issued.expires_at,
             })
-            .await?;
+            .await;
+        if let Err(BrokerError::CredentialRevoked) = &recorded {
+            // The feed missed a revocation: every cached copy is suspect, as after a resync.
+            tracing::warn!(token_id = %token_id,
+                "a cached credential was revoked without this broker hearing of it: dropping every cached provider credential");
+            self.issuers.forget_all();
+        }
+        recorded?;
         Ok(Issued {
             token: issued.token,
             token_id,

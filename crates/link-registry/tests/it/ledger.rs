@@ -10,6 +10,7 @@ crate::on_every_backend!(
     brokers_record_each_credential_once_and_teams_list_their_own,
     only_brokers_record_and_only_the_team_reads,
     the_largest_requests_a_broker_accepts_fit_the_ledger,
+    a_revoked_credential_is_not_recorded_again,
 );
 
 async fn seed(admin: &mut Client) -> String {
@@ -310,5 +311,57 @@ async fn the_largest_requests_a_broker_accepts_fit_the_ledger(db: TestDb) {
     let listed = list(&mut admin, pb::ListIssuancesRequest::default()).await;
     assert_eq!(listed.issuances[0].subject, large.subject);
     assert_eq!(listed.issuances[0].scopes, large.scopes);
+    app.stop().await;
+}
+
+/// A broker that did not hear of a revocation and would hand the credential out again is
+/// refused: for the project it was revoked for and for any other.
+async fn a_revoked_credential_is_not_recorded_again(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| {
+        c.revocation_wait = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let (mut admin, mut broker) = (app.admin(), app.broker());
+    let connector = seed(&mut admin).await;
+    assert!(
+        record(
+            &mut broker,
+            issuance(&connector, "00000000000000bb", "prj_web", "preview")
+        )
+        .await
+    );
+    let revoked = admin
+        .revoke_tokens(pb::RevokeTokensRequest {
+            connector: "api-key/stripe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.revoked, 1);
+    for (project, environment) in [("prj_web", "preview"), ("prj_docs", "production")] {
+        assert_error(
+            broker
+                .record_issuance(pb::RecordIssuanceRequest {
+                    issuance: Some(issuance(
+                        &connector,
+                        "00000000000000bb",
+                        project,
+                        environment,
+                    )),
+                })
+                .await,
+            Code::FailedPrecondition,
+            "FAILED_PRECONDITION",
+        );
+    }
+    // Another credential is recorded as before.
+    assert!(
+        record(
+            &mut broker,
+            issuance(&connector, "00000000000000cc", "prj_web", "preview")
+        )
+        .await
+    );
     app.stop().await;
 }

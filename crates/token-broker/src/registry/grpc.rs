@@ -335,7 +335,13 @@ impl IssuanceRecorder for RegistryClient {
         })
         .await
         .map(|answer| answer.recorded)
-        .map_err(unavailable("RecordIssuance"))
+        .map_err(|status| {
+            if status.code() == Code::FailedPrecondition {
+                BrokerError::CredentialRevoked
+            } else {
+                unavailable("RecordIssuance")(status)
+            }
+        })
     }
 }
 
