@@ -6,7 +6,7 @@
 //! callback added, and the `FinishAuthorization` call to make with them.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -44,13 +44,11 @@ struct ProviderState {
     client: DemoClient,
     codes: Mutex<HashMap<String, Grant>>,
     refresh_tokens: Mutex<HashMap<String, String>>,
-    revoked: Mutex<HashSet<String>>,
 }
 
 /// A running demo provider.
 pub struct DemoProvider {
     addr: SocketAddr,
-    state: Arc<ProviderState>,
     task: JoinHandle<()>,
 }
 
@@ -70,29 +68,21 @@ impl DemoProvider {
             client,
             codes: Mutex::default(),
             refresh_tokens: Mutex::default(),
-            revoked: Mutex::default(),
         });
         let app = Router::new()
             .route("/authorize", get(authorize))
             .route("/token", post(token))
             .route("/revoke", post(revoke))
             .route("/done", get(done))
-            .with_state(state.clone());
+            .with_state(state);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, state, task })
+        Ok(Self { addr, task })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    /// The tokens revoked at it so far.
-    pub fn revoked(&self) -> Vec<String> {
-        let mut revoked: Vec<String> = self.state.revoked.lock().unwrap().iter().cloned().collect();
-        revoked.sort();
-        revoked
     }
 
     pub fn stop(self) {
@@ -246,7 +236,6 @@ async fn revoke(
     }
     if let Some(token) = form.get("token") {
         provider.refresh_tokens.lock().unwrap().remove(token);
-        provider.revoked.lock().unwrap().insert(token.clone());
     }
     StatusCode::OK.into_response()
 }

@@ -184,26 +184,6 @@ pub fn known_method(path: &str) -> bool {
         .contains(path)
 }
 
-/// Logs a warning when `url` is plain `http://` to an address that is not loopback: its traffic,
-/// bearer keys included, crosses the network in the clear.
-pub fn warn_if_plaintext_url(what: &str, url: &str) {
-    let Ok(parsed) = url::Url::parse(url) else {
-        return;
-    };
-    let loopback = match parsed.host() {
-        Some(url::Host::Domain(host)) => host == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => true,
-    };
-    if parsed.scheme() == "http" && !loopback {
-        tracing::warn!(
-            url,
-            "{what} is plaintext to a non-loopback address: keys and tokens cross the network in the clear; use https://"
-        );
-    }
-}
-
 fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
     let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(connect_proto::FILE_DESCRIPTOR_SET)

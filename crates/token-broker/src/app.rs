@@ -126,10 +126,10 @@ impl App {
                 "--registry-ca and --registry-client-cert/--registry-client-key apply to an https:// registry, but --registry-url is not https://: use https:// (or drop them)".into(),
             ));
         }
-        if !registry_https {
-            connect_runtime::warn_if_plaintext_url(
-                "the registry link (--registry-url)",
-                &config.registry_url,
+        if !registry_https && !connect_types::is_loopback_http(&config.registry_url) {
+            tracing::warn!(
+                url = %config.registry_url,
+                "the registry link (--registry-url) is plaintext to a non-loopback address: the broker key and every answer cross the network in the clear; use https://"
             );
         }
         let registry_tls = registry_https

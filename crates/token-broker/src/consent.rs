@@ -133,7 +133,6 @@ impl Consents {
                 "--public-url must be https:// without userinfo (plain http only to loopback under --allow-insecure-loopback)",
             ));
         }
-        consents.redirect_uri("conn_0")?;
         Ok(consents)
     }
 
@@ -147,17 +146,11 @@ impl Consents {
     /// Whether a browser may be sent to `url`: `https://`, or plain `http://` to a loopback host
     /// under `--allow-insecure-loopback`; never with userinfo.
     fn browser_may_use(&self, url: &url::Url) -> bool {
-        let loopback = match url.host() {
-            Some(url::Host::Domain(host)) => host == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
-        let scheme_ok = url.scheme() == "https"
-            || (url.scheme() == "http"
-                && loopback
-                && self.outbound.policy().allow_insecure_loopback);
-        scheme_ok && url.username().is_empty() && url.password().is_none()
+        let https =
+            url.scheme() == "https" && url.username().is_empty() && url.password().is_none();
+        https
+            || (self.outbound.policy().allow_insecure_loopback
+                && connect_types::is_loopback_http(url.as_str()))
     }
 
     /// Starts `identity`'s user's consent for a connector.

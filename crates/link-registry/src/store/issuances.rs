@@ -21,17 +21,6 @@ impl IssuanceStore for SeaStore {
         ])
         .do_nothing()
         .to_owned();
-        // Ledger rows are no change of anyone's answer and carry no audit event: a plain insert,
-        // outside the SQLite write gate's transactions but under its busy timeout.
-        let written = match issuance::Entity::insert(rows::issuance_row(issuance))
-            .on_conflict(once)
-            .exec_without_returning(&self.db)
-            .await
-        {
-            Ok(written) => written > 0,
-            Err(DbErr::RecordNotInserted) => false,
-            Err(e) => return Err(storage_error(e)),
-        };
         // A credential revoked before (for any project) is never recorded as handed out again.
         let revoked = issuance::Entity::find()
             .filter(issuance::Column::TeamId.eq(issuance.team_id.as_str()))
@@ -41,21 +30,22 @@ impl IssuanceStore for SeaStore {
             .await
             .map_err(storage_error)?;
         if revoked > 0 {
-            if written {
-                issuance::Entity::update_many()
-                    .col_expr(issuance::Column::Revoked, Expr::value(true))
-                    .filter(issuance::Column::TeamId.eq(issuance.team_id.as_str()))
-                    .filter(issuance::Column::TokenId.eq(issuance.token_id.as_str()))
-                    .exec(&self.db)
-                    .await
-                    .map_err(storage_error)?;
-            }
             return Err(RegistryError::FailedPrecondition(
                 "this credential was revoked: it must not be handed out; ask again for a new one"
                     .into(),
             ));
         }
-        Ok(written)
+        // Ledger rows are no change of anyone's answer and carry no audit event: a plain insert,
+        // outside the SQLite write gate's transactions but under its busy timeout.
+        match issuance::Entity::insert(rows::issuance_row(issuance))
+            .on_conflict(once)
+            .exec_without_returning(&self.db)
+            .await
+        {
+            Ok(written) => Ok(written > 0),
+            Err(DbErr::RecordNotInserted) => Ok(false),
+            Err(e) => Err(storage_error(e)),
+        }
     }
 
     async fn issuances(

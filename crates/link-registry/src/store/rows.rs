@@ -254,10 +254,12 @@ fn sealed_text(secret: &StoredSecret) -> String {
     serde_json::to_string(secret).expect("a sealed secret serializes")
 }
 
+/// A grant's key from its columns; an empty `project_id` is the team's grant.
 fn grant_key(
     table: &'static str,
     team_id: &str,
     connector_id: &str,
+    project_id: &str,
     user_id: &str,
     environment: &str,
     installation_id: String,
@@ -265,27 +267,53 @@ fn grant_key(
     Ok(GrantKey {
         team_id: parse(table, TeamId::parse(team_id))?,
         connector_id: parse(table, ConnectorId::parse(connector_id))?,
+        project_id: match project_id {
+            "" => None,
+            project => Some(parse(table, ProjectId::parse(project))?),
+        },
         user_id: parse(table, UserId::parse(user_id))?,
         environment: parse(table, Environment::parse(environment))?,
         installation_id,
-        project_id: None,
     })
+}
+
+/// The key of a consent under way (its project is the asking deployment's) and that project.
+fn requested_key(
+    table: &'static str,
+    team_id: &str,
+    connector_id: &str,
+    project_id: &str,
+    user_id: &str,
+    environment: &str,
+    installation_id: String,
+) -> Result<(GrantKey, ProjectId)> {
+    let key = grant_key(
+        table,
+        team_id,
+        connector_id,
+        project_id,
+        user_id,
+        environment,
+        installation_id,
+    )?;
+    let project = key
+        .project_id
+        .clone()
+        .ok_or_else(|| corrupt(table, "no project".to_owned()))?;
+    Ok((key, project))
 }
 
 pub fn grant(row: grant::Model) -> Result<Grant> {
     const T: &str = "stored grant";
-    let mut key = grant_key(
+    let key = grant_key(
         T,
         &row.team_id,
         &row.connector_id,
+        &row.project_id,
         &row.user_id,
         &row.environment,
         row.installation_id,
     )?;
-    key.project_id = match row.project_id.as_str() {
-        "" => None,
-        project => Some(parse(T, ProjectId::parse(project))?),
-    };
     Ok(Grant {
         id: row.id,
         key,
@@ -334,16 +362,15 @@ pub fn grant_row(g: &Grant) -> grant::Model {
 
 pub fn held(row: held_consent::Model) -> Result<HeldConsent> {
     const T: &str = "stored held consent";
-    let project_id = parse(T, ProjectId::parse(&row.project_id))?;
-    let mut key = grant_key(
+    let (key, project_id) = requested_key(
         T,
         &row.team_id,
         &row.connector_id,
+        &row.project_id,
         &row.user_id,
         &row.environment,
         row.installation_id,
     )?;
-    key.project_id = Some(project_id.clone());
     Ok(HeldConsent {
         key,
         request_id: row.request_id,
@@ -381,16 +408,15 @@ pub fn held_row(h: &HeldConsent) -> held_consent::Model {
 
 pub fn pending(row: authorization_request::Model) -> Result<PendingAuthorization> {
     const T: &str = "stored authorization request";
-    let project_id = parse(T, ProjectId::parse(&row.project_id))?;
-    let mut key = grant_key(
+    let (key, project_id) = requested_key(
         T,
         &row.team_id,
         &row.connector_id,
+        &row.project_id,
         &row.user_id,
         &row.environment,
         row.installation_id,
     )?;
-    key.project_id = Some(project_id.clone());
     Ok(PendingAuthorization {
         key,
         state_hash: row.state_hash,

@@ -26,6 +26,33 @@ pub enum InstallationAsk {
     One(InstallationId),
 }
 
+/// The connector the lookup found and the project's link to it, when that link is enabled for
+/// `environment`; the documented "no" otherwise (unknown connector, not linked, not enabled).
+pub(super) fn linked(
+    found: crate::domain::store::Authorizing,
+    asked: &ConnectorRef,
+    project: &ProjectId,
+    environment: Environment,
+) -> Result<(Connector, ProjectLink)> {
+    let connector = found
+        .connector
+        .ok_or_else(|| RegistryError::not_found(Resource::Connector, asked))?;
+    let link = found
+        .link
+        .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
+            connector: connector.uid.to_string(),
+            project_id: project.to_string(),
+        })?;
+    if !link.environments.contains(environment) {
+        return Err(RegistryError::ClientNotEnabledForEnvironment {
+            connector: connector.uid.to_string(),
+            project_id: project.to_string(),
+            environment: environment.to_string(),
+        });
+    }
+    Ok((connector, link))
+}
+
 impl Registry {
     /// The runtime decision, in the documented order. Any "no" stops it.
     pub async fn authorize(
@@ -47,27 +74,21 @@ impl Registry {
             ))
             .await?;
         // An unknown team and a wrong issuer answer alike: neither tells whether the team exists.
-        if found.team.is_none_or(|t| t.issuer.as_str() != query.issuer) {
+        if found
+            .team
+            .as_ref()
+            .is_none_or(|t| t.issuer.as_str() != query.issuer)
+        {
             return Err(RegistryError::IssuerNotTrusted {
                 owner_id: query.owner_id.to_string(),
             });
         }
-        let connector = found
-            .connector
-            .ok_or_else(|| RegistryError::not_found(Resource::Connector, &query.connector))?;
-        let link = found
-            .link
-            .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
-                connector: connector.uid.to_string(),
-                project_id: query.project_id.to_string(),
-            })?;
-        if !link.environments.contains(query.environment) {
-            return Err(RegistryError::ClientNotEnabledForEnvironment {
-                connector: connector.uid.to_string(),
-                project_id: query.project_id.to_string(),
-                environment: query.environment.to_string(),
-            });
-        }
+        let (connector, link) = linked(
+            found,
+            &query.connector,
+            &query.project_id,
+            query.environment,
+        )?;
         if connector.suspended {
             return Err(RegistryError::ConnectorSuspended {
                 connector: connector.uid.to_string(),

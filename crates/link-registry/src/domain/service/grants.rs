@@ -217,31 +217,13 @@ impl Registry {
                 "project_id is required",
             ));
         };
+        let reference = ConnectorRef::Id(key.connector_id.clone());
         let found = self
             .store
-            .authorizing(
-                &key.team_id,
-                &ConnectorRef::Id(key.connector_id.clone()),
-                &project,
-            )
+            .authorizing(&key.team_id, &reference, &project)
             .await?;
-        let reference = ConnectorRef::Id(key.connector_id.clone());
-        let connector = found
-            .connector
-            .ok_or_else(|| RegistryError::not_found(Resource::Connector, &reference))?;
-        let link = found
-            .link
-            .ok_or_else(|| RegistryError::ClientNotLinkedToProject {
-                connector: connector.uid.to_string(),
-                project_id: project.to_string(),
-            })?;
-        if !link.environments.contains(key.environment) {
-            return Err(RegistryError::ClientNotEnabledForEnvironment {
-                connector: connector.uid.to_string(),
-                project_id: project.to_string(),
-                environment: key.environment.to_string(),
-            });
-        }
+        let (connector, _) =
+            super::authorize::linked(found, &reference, &project, key.environment)?;
         let mut resolved = key.clone();
         resolved.project_id = (!Self::shares_grants(&connector)).then_some(project);
         Ok((resolved, connector))
