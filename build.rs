@@ -101,9 +101,11 @@ fn debug_impl(
             format!("&crate::RedactedMap(&self.{name})")
         } else if field.kind() == prost_reflect::Kind::String && !field.is_list() {
             format!("&crate::RedactedStr(&self.{name})")
+        } else if field.kind() == prost_reflect::Kind::Bytes && !field.is_list() {
+            format!("&crate::RedactedBytes(&self.{name})")
         } else {
             return Err(format!(
-                "{}: only string and map fields can be marked secret",
+                "{}: only string, bytes and map fields can be marked secret",
                 field.full_name()
             )
             .into());

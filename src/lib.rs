@@ -60,6 +60,18 @@ impl fmt::Debug for RedactedStr<'_> {
     }
 }
 
+struct RedactedBytes<'a>(&'a [u8]);
+
+impl fmt::Debug for RedactedBytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("[]")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
 include!(concat!(env!("OUT_DIR"), "/redacted_debug.rs"));
 
 #[cfg(test)]
@@ -104,6 +116,8 @@ mod tests {
                         )]
                         .into(),
                     )
+                } else if field.kind() == Kind::Bytes {
+                    Value::Bytes(SENTINEL.as_bytes().to_vec().into())
                 } else {
                     Value::String(SENTINEL.into())
                 });

@@ -1,5 +1,6 @@
 //! Every decision is traceable, and no token or secret is ever logged.
 
+use hmac::Mac;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -35,6 +36,7 @@ async fn decisions_are_logged_once_each_and_no_token_or_secret_is_ever_logged() 
         "INVALID_TOKEN",
         "InvalidTokenError",
     );
+    let token_id_key = stack.local().registry().token_id_key().await.unwrap();
     stack.stop().await;
 
     let logs = captured_logs();
@@ -62,9 +64,18 @@ async fn decisions_are_logged_once_each_and_no_token_or_secret_is_ever_logged() 
             .collect::<Vec<_>>()
     };
     for (answer, connector) in [(&api_key, "api-key/stripe"), (&access, "oauth2/logged")] {
-        // The token id is the first 16 hex digits of the credential's SHA-256.
-        let digest = hex::encode(&Sha256::digest(answer.token.as_bytes())[..8]);
-        assert_eq!(answer.token_id, digest);
+        // The token id is the first 16 hex digits of the credential's HMAC-SHA-256 under the
+        // registry's key, not of its bare digest (which would confirm a guessed credential).
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&token_id_key).unwrap();
+        mac.update(answer.token.as_bytes());
+        assert_eq!(
+            answer.token_id,
+            hex::encode(&mac.finalize().into_bytes()[..8])
+        );
+        assert_ne!(
+            answer.token_id,
+            hex::encode(&Sha256::digest(answer.token.as_bytes())[..8])
+        );
         let matching = find(&answer.token_id);
         // The access token is this test's own: one event for its one GetToken. (The API key is
         // handed out by other tests of this binary too.)

@@ -118,6 +118,8 @@ impl App {
         if !registry.verify_master_key().await? {
             return Err(AppError::WrongSecretKey);
         }
+        // Written now if it is not yet, so brokers never wait for it.
+        registry.token_id_key().await?;
         let resealed = registry.upgrade_sealed_secrets().await?;
         if resealed > 0 {
             tracing::info!(

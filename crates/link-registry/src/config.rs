@@ -233,10 +233,16 @@ pub struct TeamCreateArgs {
 pub struct KeyCreateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The team an `admin` or `viewer` key belongs to; omitted for `broker` keys.
-    #[arg(long, env = "LINK_REGISTRY_KEY_TEAM")]
-    pub team: Option<String>,
-    /// `admin` (read and write one team), `viewer` (read one team) or `broker` (Authorize only).
+    /// The team an `admin` or `viewer` key belongs to. For a `broker` key, the teams it may
+    /// serve (repeat the flag, or separate with commas); omitted, it serves every team.
+    #[arg(
+        long = "team",
+        env = "LINK_REGISTRY_KEY_TEAM",
+        value_delimiter = ',',
+        value_name = "TEAM"
+    )]
+    pub teams: Vec<String>,
+    /// `admin` (read and write one team), `viewer` (read one team) or `broker` (the runtime API).
     #[arg(long, env = "LINK_REGISTRY_KEY_ROLE")]
     pub role: String,
     /// Make the key expire after this long, e.g. `30d`, `12h` or `90m` (default: never).

@@ -155,16 +155,34 @@ impl SecretCipher {
 
     /// The database's key check: a constant sealed under this key, which only this key opens.
     pub fn key_check(&self) -> String {
+        self.seal_internal(KEY_CHECK, KEY_CHECK_AAD)
+    }
+
+    /// Whether `sealed` is a key check this key wrote.
+    pub fn opens_key_check(&self, sealed: &str) -> bool {
+        self.open_internal(sealed, KEY_CHECK_AAD)
+            .is_ok_and(|plain| plain == KEY_CHECK)
+    }
+
+    /// Seals the key `token_id`s are computed under.
+    pub fn seal_token_id_key(&self, key: &[u8; 32]) -> String {
+        self.seal_internal(key, TOKEN_ID_KEY_AAD)
+    }
+
+    /// Opens what [`Self::seal_token_id_key`] sealed.
+    pub fn open_token_id_key(&self, sealed: &str) -> Result<[u8; 32], OpenError> {
+        self.open_internal(sealed, TOKEN_ID_KEY_AAD)?
+            .try_into()
+            .map_err(|_| OpenError)
+    }
+
+    /// Seals a value of the registry's own (not a connector's) under `aad`: the base64 of
+    /// nonce ‖ ciphertext ‖ tag.
+    fn seal_internal(&self, msg: &[u8], aad: &[u8]) -> String {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = self
             .aead
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: KEY_CHECK,
-                    aad: KEY_CHECK_AAD,
-                },
-            )
+            .encrypt(&nonce, Payload { msg, aad })
             .expect("AES-GCM encryption of a bounded buffer cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
@@ -172,13 +190,10 @@ impl SecretCipher {
         STANDARD.encode(out)
     }
 
-    /// Whether `sealed` is a key check this key wrote.
-    pub fn opens_key_check(&self, sealed: &str) -> bool {
-        let Ok(bytes) = STANDARD.decode(sealed) else {
-            return false;
-        };
+    fn open_internal(&self, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let bytes = STANDARD.decode(sealed).map_err(|_| OpenError)?;
         if bytes.len() < NONCE_LEN {
-            return false;
+            return Err(OpenError);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         self.aead
@@ -186,10 +201,10 @@ impl SecretCipher {
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: KEY_CHECK_AAD,
+                    aad,
                 },
             )
-            .is_ok_and(|plain| plain == KEY_CHECK)
+            .map_err(|_| OpenError)
     }
 
     /// A keyed fingerprint of a secret value for audit rows: 16 hex digits of HMAC-SHA-256.
@@ -204,6 +219,8 @@ impl SecretCipher {
 /// What the key check seals, and under which associated data.
 const KEY_CHECK: &[u8] = b"connect master key check";
 const KEY_CHECK_AAD: &[u8] = b"connect.key-check";
+/// The associated data of the sealed key of `token_id`s.
+const TOKEN_ID_KEY_AAD: &[u8] = b"connect.token-id-key";
 
 /// The prefix of values sealed with their destination bound.
 const SEALED_V2: &str = "v2:";
@@ -251,7 +268,7 @@ pub fn destination_digest<'a>(
     hex::encode(digest.finalize())
 }
 
-fn random_key() -> [u8; 32] {
+pub fn random_key() -> [u8; 32] {
     let mut key = [0u8; 32];
     rand::rng().fill(&mut key);
     key

@@ -97,11 +97,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Create(args)) => {
             let role = arg("role", Role::parse(&args.role))?;
-            let team = args
-                .team
-                .as_deref()
+            let teams = args
+                .teams
+                .iter()
                 .map(|t| arg("team", TeamId::parse(t)))
-                .transpose()?;
+                .collect::<Result<Vec<_>, _>>()?;
             let expires_at = args
                 .expires_in
                 .map(|d| {
@@ -113,7 +113,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .transpose()?;
             let registry = admin_registry(&args.database.database_url).await?;
             let (record, key) = registry
-                .create_expiring_api_key(team, role, expires_at)
+                .create_expiring_api_key(&teams, role, expires_at)
                 .await?;
             tracing::info!(key_id = %record.id, role = role.as_str(), "api key created");
             println!("{}", key.expose_secret());
@@ -133,10 +133,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             };
             for key in registry.list_api_keys(team.as_ref()).await? {
+                // A broker key limited to teams shows them, comma-separated.
+                let teams = match (&key.team_id, &key.broker_teams) {
+                    (Some(team), _) => team.to_string(),
+                    (None, Some(teams)) => teams
+                        .iter()
+                        .map(TeamId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    (None, None) => "-".to_owned(),
+                };
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     key.id,
-                    key.team_id.as_ref().map_or("-", |t| t.as_str()),
+                    teams,
                     key.role.as_str(),
                     time(Some(key.created_at)),
                     time(key.expires_at),

@@ -238,6 +238,7 @@ impl App {
         let refresher = jwks.clone().spawn_refresher();
         let mut listeners: Vec<Arc<dyn FeedListener>> = vec![Arc::new(Revoker::new(
             self.broker.issuers().clone(),
+            self.broker.ledger().clone(),
             self.registry.clone(),
             self.provider_outbound.clone(),
         ))];

@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 
 use crate::{
     issuers::{Issuers, RevokeOutcome, RevokeWith, basic_auth_of, revoke_at},
+    ledger::Ledger,
     outbound::Outbound,
     registry::{CachedAuthorizer, Change, ChangeFeed, ChangeKind, Revocations, RevokeScope},
 };
@@ -80,6 +81,8 @@ pub fn spawn_follower(
 #[derive(Debug)]
 pub struct Revoker {
     issuers: Issuers,
+    /// Names the revoked credentials in reports by their `token_id`.
+    ledger: Arc<Ledger>,
     registry: Arc<dyn Revocations>,
     /// For the refresh tokens of revoked user grants.
     outbound: Outbound,
@@ -87,9 +90,15 @@ pub struct Revoker {
 }
 
 impl Revoker {
-    pub fn new(issuers: Issuers, registry: Arc<dyn Revocations>, outbound: Outbound) -> Self {
+    pub fn new(
+        issuers: Issuers,
+        ledger: Arc<Ledger>,
+        registry: Arc<dyn Revocations>,
+        outbound: Outbound,
+    ) -> Self {
         Self {
             issuers,
+            ledger,
             registry,
             outbound,
             synced_once: AtomicBool::new(false),
@@ -155,8 +164,9 @@ impl FeedListener for Revoker {
             ChangeKind::Revoked(scope) => scope.clone(),
             ChangeKind::Heartbeat | ChangeKind::Answers { .. } => return,
         };
-        let (issuers, registry, outbound) = (
+        let (issuers, ledger, registry, outbound) = (
             self.issuers.clone(),
+            self.ledger.clone(),
             self.registry.clone(),
             self.outbound.clone(),
         );
@@ -168,12 +178,14 @@ impl FeedListener for Revoker {
             }) {
                 revoke_grants(&*registry, &outbound, &scope).await;
             }
-            let outcomes: Vec<(String, &'static str)> = issuers
-                .revoke(&scope)
-                .await
-                .into_iter()
-                .map(|(token_id, outcome)| (token_id, outcome.as_str()))
-                .collect();
+            let mut outcomes: Vec<(String, &'static str)> = Vec::new();
+            for (token, outcome) in issuers.revoke(&scope).await {
+                match ledger.token_id(&token).await {
+                    Ok(token_id) => outcomes.push((token_id, outcome.as_str())),
+                    Err(e) => tracing::warn!(error = %e,
+                        "cannot name a revoked credential in the report: the registry's key of token ids is unknown"),
+                }
+            }
             if outcomes.is_empty() {
                 return;
             }

@@ -1,12 +1,13 @@
 //! The issuance ledger, from the broker's side: every credential is recorded in the registry
 //! before it is handed out, once per (credential, team, project, environment), under a `token_id`
-//! that is the first 16 hex digits of its SHA-256. A credential that cannot be recorded is not
-//! handed out. Which records were written is remembered (bounded), so a credential served again
+//! that is the first 16 hex digits of its HMAC-SHA-256 under the registry's key (fetched once). A
+//! credential that cannot be recorded is not handed out. Which records were written is remembered (bounded), so a credential served again
 //! from a cache costs no registry call.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -14,7 +15,7 @@ use crate::{
     auth::Identity,
     error::Result,
     issuers::Subject,
-    registry::{Authorization, Issuance, IssuanceRecorder},
+    registry::{Authorization, Issuance, IssuanceRecorder, TokenIdKey},
 };
 
 /// What one hand-out is: the credential and who it goes to.
@@ -35,6 +36,8 @@ pub struct Ledger {
     /// The SHA-256 of (token id, team, project, environment) of each record written: 32 bytes
     /// an entry, so that 100 000 callers cost little.
     recorded: quick_cache::sync::Cache<[u8; 32], ()>,
+    /// The registry's key of `token_id`s, once fetched (it never changes).
+    token_id_key: tokio::sync::OnceCell<TokenIdKey>,
 }
 
 impl Ledger {
@@ -43,7 +46,19 @@ impl Ledger {
         Self {
             recorder,
             recorded: crate::cache::bounded(remember.max(1)),
+            token_id_key: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The `token_id` of `token`: the first 16 hex digits of its HMAC-SHA-256 under the
+    /// registry's key, which the first call fetches. An error means the registry could not be
+    /// asked for the key.
+    pub async fn token_id(&self, token: &SecretString) -> Result<String> {
+        let key = self
+            .token_id_key
+            .get_or_try_init(|| self.recorder.token_id_key())
+            .await?;
+        Ok(key.token_id(token))
     }
 
     /// Records `hand_out` unless it is known to be recorded; an error means the credential must
@@ -103,12 +118,13 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
-    use crate::{error::BrokerError, issuers::token_id};
+    use crate::error::BrokerError;
 
     #[derive(Debug, Default)]
     struct Registry {
         records: Mutex<Vec<Issuance>>,
         down: AtomicBool,
+        key_fetches: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -120,6 +136,47 @@ mod tests {
             self.records.lock().unwrap().push(issuance);
             Ok(true)
         }
+
+        async fn token_id_key(&self) -> Result<TokenIdKey> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(BrokerError::RegistryUnavailable("down".into()));
+            }
+            self.key_fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(TokenIdKey::new(&[7; 32]))
+        }
+    }
+
+    #[tokio::test]
+    async fn token_ids_are_keyed_and_the_key_is_fetched_once() {
+        use hmac::Mac;
+        let registry = Arc::new(Registry::default());
+        let ledger = Ledger::new(registry.clone(), 100);
+        let token = SecretString::from("sk_live_1".to_owned());
+        // Nothing fetched yet and the registry down: no token_id, an error.
+        registry.down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            ledger.token_id(&token).await,
+            Err(BrokerError::RegistryUnavailable(_))
+        ));
+        registry.down.store(false, Ordering::SeqCst);
+        let id = ledger.token_id(&token).await.unwrap();
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(b"sk_live_1");
+        assert_eq!(id, hex::encode(&mac.finalize().into_bytes()[..8]));
+        // Not the bare digest: reading the ledger does not confirm a guessed credential.
+        assert_ne!(id, hex::encode(&Sha256::digest(b"sk_live_1")[..8]));
+        // Fetched once; known afterwards even while the registry is down.
+        registry.down.store(true, Ordering::SeqCst);
+        assert_eq!(ledger.token_id(&token).await.unwrap(), id);
+        let other = ledger
+            .token_id(&SecretString::from("sk_live_2".to_owned()))
+            .await
+            .unwrap();
+        assert_ne!(other, id);
+        assert_eq!(registry.key_fetches.load(Ordering::SeqCst), 1);
+        // Another key, another id: the id depends on the registry's key.
+        let elsewhere = TokenIdKey::new(&[8; 32]).token_id(&token);
+        assert_ne!(elsewhere, id);
     }
 
     fn identity(project: &str, environment: Environment) -> Identity {
@@ -144,7 +201,7 @@ mod tests {
             installation: None,
         };
         let token = SecretString::from("sk_live_1".to_owned());
-        let id = token_id(&token);
+        let id = ledger.token_id(&token).await.unwrap();
         assert_eq!(id.len(), 16);
         assert!(!id.contains("sk_live"));
         let hand_out = |identity| HandOut {

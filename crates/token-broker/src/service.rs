@@ -14,7 +14,7 @@ use crate::{
     auth::{Identity, TokenVerifier},
     consent::{Consents, StartRequest, Started},
     error::{BrokerError, Result},
-    issuers::{Grant, Issuers, Subject, token_id},
+    issuers::{Grant, Issuers, Subject},
     ledger::{HandOut, Ledger},
     metrics::BrokerMetrics,
     registry::Authorizer,
@@ -158,6 +158,10 @@ impl Broker {
         &self.verifier
     }
 
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
     pub fn issuers(&self) -> &Issuers {
         &self.issuers
     }
@@ -219,7 +223,7 @@ impl Broker {
             .await?;
         let installation_id = authorization.installation_id();
         // Recorded before it leaves; a credential that cannot be recorded is not handed out.
-        let token_id = token_id(&issued.token);
+        let token_id = self.ledger.token_id(&issued.token).await?;
         let recorded = self
             .ledger
             .record(HandOut {

@@ -199,6 +199,8 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Updated at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The teams a `broker` key serves; `None`: every team.
+    pub broker_teams: Option<Vec<TeamId>>,
 }
 
 impl ApiKeyRecord {

@@ -113,11 +113,15 @@ pub trait Store:
 {
     /// Whether the database answers (for readiness).
     async fn ping(&self) -> Result<()>;
-    /// The master key's check (see [`crate::crypto::SecretCipher::key_check`]), once written.
-    async fn key_check(&self) -> Result<Option<String>>;
+    /// The master key's check (see [`crate::crypto::SecretCipher::key_check`]) and the sealed
+    /// key of `token_id`s, once written.
+    async fn key_check(&self) -> Result<Option<KeyCheck>>;
     /// Writes the master key's check unless one is there already (another replica's, written
     /// at the same time: the caller reads it back).
     async fn put_key_check(&self, sealed: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Writes the sealed key of `token_id`s unless one is there already (the caller reads it
+    /// back). Needs the key check written.
+    async fn put_token_id_key(&self, sealed: &str) -> Result<()>;
     /// Whether anything sealed under the master key is stored: connectors, installations,
     /// grants, consents under way, refresh tokens waiting for revocation.
     async fn holds_sealed(&self) -> Result<bool>;
@@ -125,14 +129,21 @@ pub trait Store:
     async fn sealed_connector(&self) -> Result<Option<Connector>>;
     /// Applies `reseal` to every sealed value (connectors' and installations' secrets, grants'
     /// tokens, consents under way and held, refresh tokens waiting for revocation) and replaces
-    /// the key check with `key_check`, all in one transaction: a failure midway changes nothing.
-    /// Answers with the number of values re-sealed.
+    /// the key check (and the sealed key of `token_id`s) with `key_check`, all in one
+    /// transaction: a failure midway changes nothing. Answers with the number of values re-sealed.
     async fn reseal_everything(
         &self,
         reseal: SecretReseal,
-        key_check: &str,
+        key_check: &KeyCheck,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+}
+
+/// The master key's check and the key of `token_id`s sealed under the master key, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyCheck {
+    pub sealed: String,
+    pub token_id_key: Option<String>,
 }
 
 /// Teams and the issuer each trusts.

@@ -228,13 +228,15 @@ impl RegistryRuntime for RegistryRuntimeService {
     ) -> Reply<pb::FinishGrantRevocationsResponse> {
         let caller = self.caller(request.metadata()).await?;
         let req = request.into_inner();
+        let team = crate::domain::types::TeamId::parse(&req.owner_id)
+            .map_err(|e| to_status(RegistryError::invalid("owner_id", e)))?;
         let connector = crate::domain::types::ConnectorId::parse(&req.connector_id)
             .map_err(|e| to_status(RegistryError::invalid("connector_id", e)))?;
         if req.ids.len() > 1000 {
             return Err(to_status(RegistryError::invalid("ids", "at most 1000 ids")));
         }
         self.registry
-            .finish_grant_revocations(&caller, &connector, &req.ids)
+            .finish_grant_revocations(&caller, &team, &connector, &req.ids)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::FinishGrantRevocationsResponse {}))
@@ -254,6 +256,21 @@ impl RegistryRuntime for RegistryRuntimeService {
             .map_err(to_status)?;
         Ok(Response::new(pb::ReportRevocationsResponse {
             updated: u32::try_from(updated).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn get_token_id_key(
+        &self,
+        request: Request<pb::GetTokenIdKeyRequest>,
+    ) -> Reply<pb::GetTokenIdKeyResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let key = self
+            .registry
+            .token_id_key_for(&caller)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetTokenIdKeyResponse {
+            key: key.to_vec(),
         }))
     }
 }

@@ -35,6 +35,8 @@ pub mod api_key {
         pub expires_at: Option<DateTimeUtc>,
         pub revoked_at: Option<DateTimeUtc>,
         pub last_used_at: Option<DateTimeUtc>,
+        /// A `broker` key's teams (JSON array of ids); `None`: every team.
+        pub broker_teams: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -301,6 +303,8 @@ pub mod key_check {
         pub id: i32,
         pub sealed: String,
         pub created_at: DateTimeUtc,
+        /// The key `token_id`s are computed under, sealed; written when first needed.
+        pub token_id_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,10 @@ impl KeyStore for SeaStore {
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
             last_used_at: key.last_used_at,
+            broker_teams: key.broker_teams.as_ref().map(|teams| {
+                serde_json::to_string(&teams.iter().map(TeamId::as_str).collect::<Vec<_>>())
+                    .expect("a list of strings serializes")
+            }),
         })
         .insert(&txn.txn)
         .await

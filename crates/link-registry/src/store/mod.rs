@@ -58,8 +58,8 @@ use crate::domain::{
     },
     page::{AuditKey, LinkKey, PageRequest},
     store::{
-        AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyStore,
-        LinkFilter, LinkStore, ProjectStore, SecretReseal, Store, TeamStore,
+        AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyCheck,
+        KeyStore, LinkFilter, LinkStore, ProjectStore, SecretReseal, Store, TeamStore,
     },
     types::{
         ConnectorId, ConnectorRef, ConnectorUid, EnvironmentSet, KeyId, ProjectId, ProjectRef,
@@ -298,12 +298,27 @@ impl Store for SeaStore {
         self.db.ping().await.map_err(storage_error)
     }
 
-    async fn key_check(&self) -> Result<Option<String>> {
+    async fn key_check(&self) -> Result<Option<KeyCheck>> {
         Ok(key_check::Entity::find_by_id(1)
             .one(&self.db)
             .await
             .map_err(storage_error)?
-            .map(|row| row.sealed))
+            .map(|row| KeyCheck {
+                sealed: row.sealed,
+                token_id_key: row.token_id_key,
+            }))
+    }
+
+    async fn put_token_id_key(&self, sealed: &str) -> Result<()> {
+        // Two replicas starting at once both write one: the first stays.
+        key_check::Entity::update_many()
+            .col_expr(key_check::Column::TokenIdKey, Expr::value(sealed))
+            .filter(key_check::Column::Id.eq(1))
+            .filter(key_check::Column::TokenIdKey.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(storage_error)?;
+        Ok(())
     }
 
     async fn put_key_check(&self, sealed: &str, now: DateTime<Utc>) -> Result<()> {
@@ -312,6 +327,7 @@ impl Store for SeaStore {
             id: 1,
             sealed: sealed.to_owned(),
             created_at: now,
+            token_id_key: None,
         });
         match key_check::Entity::insert(row)
             .on_conflict(
@@ -348,7 +364,7 @@ impl Store for SeaStore {
     async fn reseal_everything(
         &self,
         reseal: SecretReseal,
-        key_check: &str,
+        key_check: &KeyCheck,
         now: DateTime<Utc>,
     ) -> Result<u64> {
         use std::collections::HashMap;
@@ -486,8 +502,9 @@ impl Store for SeaStore {
             .map_err(storage_error)?;
         key_check::ActiveModel::from(key_check::Model {
             id: 1,
-            sealed: key_check.to_owned(),
+            sealed: key_check.sealed.clone(),
             created_at: now,
+            token_id_key: key_check.token_id_key.clone(),
         })
         .insert(db)
         .await

@@ -59,6 +59,16 @@ pub fn api_key(row: api_key::Model) -> Result<ApiKeyRecord> {
         expires_at: row.expires_at,
         revoked_at: row.revoked_at,
         last_used_at: row.last_used_at,
+        broker_teams: row
+            .broker_teams
+            .map(|text| {
+                let ids: Vec<String> =
+                    serde_json::from_str(&text).map_err(|e| corrupt(T, e.to_string()))?;
+                ids.iter()
+                    .map(|t| parse(T, TeamId::parse(t)))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?,
     })
 }
 

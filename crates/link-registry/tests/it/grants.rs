@@ -16,6 +16,7 @@ crate::on_every_backend!(
     a_held_consent_is_stored_only_for_its_deployment_and_user,
     a_grant_is_its_projects_unless_the_connector_shares_grants,
     rotating_the_master_key_reseals_everything_and_retires_the_old_key,
+    a_broker_key_limited_to_teams_reaches_no_other_team,
 );
 
 fn in_seconds(s: i64) -> Option<prost_types::Timestamp> {
@@ -1081,6 +1082,13 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
         vec![imported("ada", "at_ada2", "rt_ada2", 3600)],
     )
     .await;
+    let token_id_key = broker
+        .get_token_id_key(pb::GetTokenIdKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    assert_eq!(token_id_key.len(), 32);
     let old_config = app.db.serve_config();
     let registry = app.registry.clone();
     let new_key = tempfile::NamedTempFile::new().unwrap().into_temp_path();
@@ -1151,6 +1159,14 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
         .into_inner();
     assert_eq!(authorized.installation_secrets["client_secret"], "inst_s");
     assert_eq!(claimed.refresh_tokens[0].refresh_token, "rt_ada");
+    // The key of token ids survives the rotation: a credential keeps its token_id.
+    let after = broker
+        .get_token_id_key(pb::GetTokenIdKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    assert_eq!(after, token_id_key);
     app.stop().await;
 }
 
@@ -1163,4 +1179,252 @@ async fn registry_broker_key(app: &TestApp) -> String {
         .await
         .unwrap();
     key.expose_secret().to_owned()
+}
+
+/// `keys create --role broker --team T`: such a broker is refused (`ROLE_NOT_ALLOWED`) on every
+/// runtime RPC for another team, before anything is read or written, and its change feed carries
+/// only its teams' changes; a broker key without teams still serves every team.
+async fn a_broker_key_limited_to_teams_reaches_no_other_team(db: TestDb) {
+    use futures::StreamExt;
+    use link_registry::domain::{model::Role, types::TeamId};
+    use secrecy::ExposeSecret;
+    let app = TestApp::spawn(db).await;
+    let globex = app
+        .new_team("team_globex", "globex", crate::harness::OTHER_ISSUER)
+        .await;
+    let mut admin = app.admin();
+    let conn = connector(&mut admin).await;
+    let (record, limited) = app
+        .registry
+        .create_expiring_api_key(&[TeamId::parse("team_globex").unwrap()], Role::Broker, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        record.broker_teams,
+        Some(vec![TeamId::parse("team_globex").unwrap()])
+    );
+    let mut limited = app.runtime(limited.expose_secret());
+    let mut everyone = app.broker();
+    let refused = |result: Result<(), tonic::Status>| {
+        let status = result.expect_err("refused for another team");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
+        assert_eq!(info.reason, "ROLE_NOT_ALLOWED", "{status:?}");
+    };
+    let authorize = pb::AuthorizeRequest {
+        owner_id: "team_acme".into(),
+        project_id: "prj_web".into(),
+        environment: "preview".into(),
+        issuer: crate::harness::ISSUER.into(),
+        connector: "oauth2/idp".into(),
+        installation_id: String::new(),
+    };
+    refused(limited.authorize(authorize.clone()).await.map(drop));
+    let answer = everyone.authorize(authorize).await.unwrap().into_inner();
+    assert_eq!(
+        answer.connector.unwrap().id,
+        conn,
+        "an unlimited key serves Acme"
+    );
+    let issuance = pb::RecordIssuanceRequest {
+        issuance: Some(pb::Issuance {
+            token_id: "0123456789abcdef".into(),
+            connector_id: conn.clone(),
+            owner_id: "team_acme".into(),
+            project_id: "prj_web".into(),
+            environment: "preview".into(),
+            subject: "app".into(),
+            issue_time: in_seconds(0),
+            ..Default::default()
+        }),
+    };
+    refused(limited.record_issuance(issuance).await.map(drop));
+    refused(
+        lease(&mut limited, &conn, "ada", 0, Duration::from_secs(10))
+            .await
+            .map(drop),
+    );
+    refused(
+        limited
+            .commit_grant(pb::CommitGrantRequest {
+                key: key(&conn, "ada"),
+                lease_id: "lease_x".into(),
+                fence: 1,
+                outcome: Some(pb::commit_grant_request::Outcome::Refused(
+                    "invalid_grant".into(),
+                )),
+            })
+            .await
+            .map(drop),
+    );
+    let begin = pb::BeginAuthorizationRequest {
+        key: key(&conn, "bob"),
+        return_url: "https://app.example/done".into(),
+        redirect_uri: "https://connect.example/oauth/callback/x".into(),
+        code_verifier: "v".repeat(43),
+        ttl: duration(Duration::from_secs(600)),
+        project_id: "prj_web".into(),
+        issuer: crate::harness::ISSUER.into(),
+        ..Default::default()
+    };
+    refused(limited.begin_authorization(begin.clone()).await.map(drop));
+    // A state of Acme's, presented at the callback by Globex's broker: refused (and spent).
+    let started = everyone
+        .begin_authorization(begin)
+        .await
+        .unwrap()
+        .into_inner();
+    refused(
+        limited
+            .complete_authorization(pb::CompleteAuthorizationRequest {
+                state: started.state,
+                connector_id: conn.clone(),
+            })
+            .await
+            .map(drop),
+    );
+    refused(
+        limited
+            .hold_grant(hold(
+                &conn,
+                "00000000000000a1",
+                "carol",
+                Duration::from_secs(60),
+            ))
+            .await
+            .map(drop),
+    );
+    let held = everyone
+        .hold_grant(hold(
+            &conn,
+            "00000000000000a2",
+            "carol",
+            Duration::from_secs(60),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    refused(
+        limited
+            .finish_grant(finish("00000000000000a2", &held.completion, "carol"))
+            .await
+            .map(drop),
+    );
+    let carol = everyone
+        .finish_grant(finish("00000000000000a2", &held.completion, "carol"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        carol.user_id, "carol",
+        "the refusal left the consent pending"
+    );
+    refused(
+        limited
+            .claim_grant_revocations(pb::ClaimGrantRevocationsRequest {
+                owner_id: "team_acme".into(),
+                connector_id: conn.clone(),
+            })
+            .await
+            .map(drop),
+    );
+    refused(
+        limited
+            .finish_grant_revocations(pb::FinishGrantRevocationsRequest {
+                owner_id: "team_acme".into(),
+                connector_id: conn.clone(),
+                ids: vec![1],
+            })
+            .await
+            .map(drop),
+    );
+    refused(
+        limited
+            .report_revocations(pb::ReportRevocationsRequest {
+                owner_id: "team_acme".into(),
+                connector_id: conn.clone(),
+                revocations: vec![],
+            })
+            .await
+            .map(drop),
+    );
+    // A connector of another team named with the right team is not found, not served.
+    assert_error(
+        everyone
+            .finish_grant_revocations(pb::FinishGrantRevocationsRequest {
+                owner_id: "team_globex".into(),
+                connector_id: conn.clone(),
+                ids: vec![1],
+            })
+            .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    // Its own team is served; the key of token ids is not a team's.
+    assert_error(
+        limited
+            .authorize(pb::AuthorizeRequest {
+                owner_id: "team_globex".into(),
+                project_id: "prj_web".into(),
+                environment: "preview".into(),
+                issuer: crate::harness::OTHER_ISSUER.into(),
+                connector: "oauth2/idp".into(),
+                installation_id: String::new(),
+            })
+            .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    limited
+        .get_token_id_key(pb::GetTokenIdKeyRequest {})
+        .await
+        .unwrap();
+    // The feed: a change of each team; the limited broker hears only Globex's.
+    let mut feed = limited
+        .watch_changes(pb::WatchChangesRequest { from_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = feed.next().await.unwrap().unwrap();
+    assert!(first.resync, "{first:?}");
+    let mut all = everyone
+        .watch_changes(pb::WatchChangesRequest {
+            from_revision: first.revision,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (client, uid) in [
+        (&mut admin, "api-key/acme"),
+        (&mut app.client(&globex.admin), "api-key/globex"),
+    ] {
+        client
+            .create_connector(pb::CreateConnectorRequest {
+                uid: uid.into(),
+                secrets: [("api_key".to_owned(), "sk_1".to_owned())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let teams_of = |events: Vec<pb::ChangeEvent>| -> Vec<String> {
+        events
+            .into_iter()
+            .filter(|e| !e.action.is_empty())
+            .map(|e| e.owner_id)
+            .collect()
+    };
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(all.next().await.unwrap().unwrap());
+        seen.retain(|e| !e.action.is_empty());
+    }
+    assert_eq!(teams_of(seen), ["team_acme", "team_globex"]);
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, feed.next()).await {
+        heard.push(event.unwrap());
+    }
+    assert_eq!(teams_of(heard), ["team_globex"]);
+    app.stop().await;
 }

@@ -111,7 +111,7 @@ async fn an_expired_key_is_refused(db: TestDb) {
     let (record, key) = app
         .registry
         .create_expiring_api_key(
-            Some(TeamId::parse("team_acme").unwrap()),
+            &[TeamId::parse("team_acme").unwrap()],
             Role::Viewer,
             Some(expires_at),
         )
@@ -127,7 +127,7 @@ async fn an_expired_key_is_refused(db: TestDb) {
     assert!(
         app.registry
             .create_expiring_api_key(
-                Some(TeamId::parse("team_acme").unwrap()),
+                &[TeamId::parse("team_acme").unwrap()],
                 Role::Viewer,
                 Some(chrono::Utc::now() - chrono::TimeDelta::seconds(1)),
             )
@@ -192,29 +192,53 @@ fn the_keys_commands_list_and_revoke_without_ever_printing_a_key() {
     let (ok, broker, _) = cmd(&["keys", "create", "--role", "broker"]);
     assert!(ok);
     let broker = broker.trim().to_owned();
+    // A broker key limited to teams: each must exist; an admin key belongs to one team.
+    let (ok, _, err) = cmd(&[
+        "keys", "create", "--role", "broker", "--team", "team_a", "--team", "team_zz",
+    ]);
+    assert!(!ok && err.contains("team_zz"), "{err}");
+    let (ok, _, err) = cmd(&[
+        "keys", "create", "--role", "admin", "--team", "team_a", "--team", "team_a2",
+    ]);
+    assert!(!ok && err.contains("one team"), "{err}");
+    let (ok, limited, err) = cmd(&["keys", "create", "--role", "broker", "--team", "team_a"]);
+    assert!(ok, "{err}");
+    assert!(limited.trim().starts_with("cnk_"));
 
     let (ok, listing, err) = cmd(&["keys", "list"]);
     assert!(ok, "{err}");
     let lines: Vec<Vec<&str>> = listing.lines().map(|l| l.split('\t').collect()).collect();
-    assert_eq!(lines.len(), 2, "{listing}");
+    assert_eq!(lines.len(), 3, "{listing}");
+    let limited_line = lines
+        .iter()
+        .find(|l| l[2] == "broker" && l[1] != "-")
+        .unwrap();
+    assert_eq!(limited_line[1], "team_a", "{listing}");
+    let (_, team_only, _) = cmd(&["keys", "list", "--team", "team_a"]);
+    assert_eq!(
+        team_only.lines().count(),
+        2,
+        "the admin key and the limited broker key"
+    );
+    let (ok, _, _) = cmd(&["keys", "revoke", "--id", limited_line[0]]);
+    assert!(ok);
     assert!(!listing.contains(&admin) && !listing.contains(&broker));
     let admin_line = lines.iter().find(|l| l[2] == "admin").unwrap();
     assert_eq!(admin_line[1], "team_a");
     assert_ne!(admin_line[4], "never", "the expiry is shown");
     assert_eq!(admin_line[5], "never", "never used yet");
     assert_eq!(admin_line[6], "active");
-    let broker_line = lines.iter().find(|l| l[2] == "broker").unwrap();
+    let broker_line = lines
+        .iter()
+        .find(|l| l[2] == "broker" && l[1] == "-")
+        .unwrap();
     assert_eq!((broker_line[1], broker_line[4]), ("-", "never"));
-
-    let (ok, team_only, _) = cmd(&["keys", "list", "--team", "team_a"]);
-    assert!(ok);
-    assert_eq!(team_only.lines().count(), 1);
 
     let (ok, revoked, err) = cmd(&["keys", "revoke", "--id", admin_line[0]]);
     assert!(ok, "{err}");
     assert_eq!(revoked.trim(), admin_line[0]);
     let (_, listing, _) = cmd(&["keys", "list", "--team", "team_a"]);
-    assert!(listing.trim_end().ends_with("revoked"), "{listing}");
+    assert!(listing.lines().all(|l| l.ends_with("revoked")), "{listing}");
 
     let (ok, out, err) = cmd(&["keys", "revoke", "--id", "key_nosuchkey"]);
     assert!(!ok && out.is_empty());

@@ -82,7 +82,8 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261203_000009_keyed_link_tables",
             "m20261204_000010_held_consents",
             "m20261204_000011_key_check",
-            "m20261204_000012_project_grants"
+            "m20261204_000012_project_grants",
+            "m20261204_000013_runtime_keys",
         ]
     );
     again.ping().await.unwrap();

@@ -317,7 +317,7 @@ impl TokenIssuer for GitHubAppIssuer {
             .await
     }
 
-    async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+    async fn revoke(&self, scope: &RevokeScope) -> Vec<(SecretString, RevokeOutcome)> {
         self.cache.revoke(scope).await
     }
 

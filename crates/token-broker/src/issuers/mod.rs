@@ -41,14 +41,6 @@ pub fn basic_auth_of(client_id: &str, client_secret: &str) -> Option<String> {
     ))
 }
 
-/// The first 16 hex digits of a credential's SHA-256: its `token_id` in the ledger and in
-/// revocations.
-pub fn token_id(token: &SecretString) -> String {
-    use secrecy::ExposeSecret;
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..8])
-}
-
 /// On whose behalf a token is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
@@ -237,8 +229,8 @@ pub trait TokenIssuer: Send + Sync + std::fmt::Debug {
     async fn issue(&self, grant: Grant<'_>) -> Result<IssuedToken>;
 
     /// Drops the cached credentials `scope` covers and revokes them at the provider where the
-    /// type can; answers with each one's `token_id` and outcome.
-    async fn revoke(&self, _scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+    /// type can; answers with each credential dropped and the outcome.
+    async fn revoke(&self, _scope: &RevokeScope) -> Vec<(SecretString, RevokeOutcome)> {
         Vec::new()
     }
 
@@ -285,7 +277,7 @@ impl Issuers {
     }
 
     /// Revokes what every issuer holds of `scope`.
-    pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+    pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(SecretString, RevokeOutcome)> {
         let mut outcomes = Vec::new();
         for issuer in self.by_type.values() {
             outcomes.extend(issuer.revoke(scope).await);

@@ -562,7 +562,7 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
             .await
     }
 
-    async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+    async fn revoke(&self, scope: &RevokeScope) -> Vec<(SecretString, RevokeOutcome)> {
         self.cache.revoke(scope).await
     }
 

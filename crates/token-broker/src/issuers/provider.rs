@@ -398,7 +398,7 @@ impl TokenCache {
     }
 
     /// Drops every cached token `scope` covers, all at once, then revokes each at its provider.
-    pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(String, RevokeOutcome)> {
+    pub async fn revoke(&self, scope: &RevokeScope) -> Vec<(SecretString, RevokeOutcome)> {
         let covered: Vec<(Arc<String>, CachedToken)> = self
             .cache
             .iter()
@@ -415,10 +415,12 @@ impl TokenCache {
                 Some(how) => revoke_at(&self.http, &token.token, how, "access_token").await,
                 None => RevokeOutcome::Skipped,
             };
-            let token_id = super::token_id(&token.token);
-            tracing::info!(kind = self.kind, token_id = %token_id,
-                outcome = outcome.as_str(), "revoked a cached provider token");
-            outcomes.push((token_id, outcome));
+            tracing::info!(
+                kind = self.kind,
+                outcome = outcome.as_str(),
+                "revoked a cached provider token"
+            );
+            outcomes.push((token.token, outcome));
         }
         outcomes
     }

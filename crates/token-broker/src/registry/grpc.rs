@@ -26,7 +26,7 @@ use super::{
     Authorization, Authorizer, Change, ChangeFeed, ChangeKind, ChangeStream, ClaimedRefreshTokens,
     ConsentFinish, GrantAccess, GrantKey, GrantLease, GrantLeases, HeldConsent, InstallationGrant,
     Issuance, IssuanceRecorder, LeaseAnswer, NewConsent, OpenedConsent, PendingConsents,
-    RefreshOutcome, Revocations, RevokeScope, StoredGrant,
+    RefreshOutcome, Revocations, RevokeScope, StoredGrant, TokenIdKey,
 };
 use crate::{
     auth::Identity,
@@ -342,6 +342,23 @@ impl IssuanceRecorder for RegistryClient {
                 unavailable("RecordIssuance")(status)
             }
         })
+    }
+
+    async fn token_id_key(&self) -> Result<TokenIdKey> {
+        let answer = self
+            .unary(
+                pb::GetTokenIdKeyRequest {},
+                self.max_timeout,
+                |mut c, r| async move { c.get_token_id_key(r).await },
+            )
+            .await
+            .map_err(unavailable("GetTokenIdKey"))?;
+        if answer.key.len() != 32 {
+            return Err(BrokerError::RegistryUnavailable(Box::new(Cause(
+                "GetTokenIdKey answered with a key that is not 32 bytes".into(),
+            ))));
+        }
+        Ok(TokenIdKey::new(&answer.key))
     }
 }
 

@@ -154,6 +154,38 @@ pub struct Issuance {
 pub trait IssuanceRecorder: Send + Sync + fmt::Debug {
     /// Records `issuance`; whether it was new there. An error means it was not recorded.
     async fn record(&self, issuance: Issuance) -> Result<bool>;
+    /// The key `token_id`s are computed under: the registry's, the same for every broker and
+    /// for the database's life.
+    async fn token_id_key(&self) -> Result<TokenIdKey>;
+}
+
+/// The key of `token_id`s: a credential's `token_id` is the first 16 hex digits of its
+/// HMAC-SHA-256 under it, so that the ledger identifies a credential without confirming a
+/// guessed one to whoever reads it.
+#[derive(Clone)]
+pub struct TokenIdKey(hmac::Hmac<sha2::Sha256>);
+
+impl TokenIdKey {
+    /// A key from its bytes (the registry sends 32).
+    pub fn new(key: &[u8]) -> Self {
+        use hmac::Mac;
+        Self(hmac::Hmac::new_from_slice(key).expect("HMAC takes a key of any length"))
+    }
+
+    /// The `token_id` of `token`.
+    pub fn token_id(&self, token: &SecretString) -> String {
+        use hmac::Mac;
+        use secrecy::ExposeSecret;
+        let mut mac = self.0.clone();
+        mac.update(token.expose_secret().as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+}
+
+impl fmt::Debug for TokenIdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenIdKey(<redacted>)")
+    }
 }
 
 /// Which grant: one user of one team's connector, in one environment and installation.

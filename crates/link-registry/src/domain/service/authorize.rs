@@ -60,9 +60,7 @@ impl Registry {
         caller: &Caller,
         query: &AuthorizeQuery,
     ) -> Result<Authorization> {
-        if caller.role != Role::Broker {
-            return Err(caller.not_allowed());
-        }
+        caller.serves(&query.owner_id)?;
         let found = self
             .store
             .authorizing(&query.owner_id, &query.connector, &query.project_id)

@@ -22,7 +22,7 @@ impl Registry {
         key: SecretString,
         from_revision: i64,
     ) -> Result<mpsc::Receiver<Result<FeedEvent>>> {
-        self.feed_caller(&key).await?;
+        let caller = self.feed_caller(&key).await?;
         if from_revision < 0 {
             return Err(RegistryError::invalid(
                 "from_revision",
@@ -41,7 +41,7 @@ impl Registry {
             let _ = events.send(Ok(FeedEvent::Resync { revision: head })).await;
         }
         let registry = self.clone();
-        tokio::spawn(async move { registry.follow(key, start, wake, events).await });
+        tokio::spawn(async move { registry.follow(key, caller, start, wake, events).await });
         Ok(receiver)
     }
 
@@ -53,9 +53,12 @@ impl Registry {
         Ok(caller)
     }
 
+    /// Sends the changes after `last` as they commit: of the teams `caller` serves only (a
+    /// broker key limited to teams hears of no other team's changes).
     async fn follow(
         self,
         key: SecretString,
+        mut caller: Caller,
         mut last: i64,
         mut wake: watch::Receiver<i64>,
         events: mpsc::Sender<Result<FeedEvent>>,
@@ -77,15 +80,21 @@ impl Registry {
             let full = batch.len() as u64 == BATCH;
             for change in batch {
                 last = change.revision;
+                if !caller.sees(&change.scope.team_id) {
+                    continue;
+                }
                 if events.send(Ok(FeedEvent::Change(change))).await.is_err() {
                     return;
                 }
             }
             if checked.elapsed() >= HEARTBEAT {
                 checked = Instant::now();
-                if let Err(e) = self.feed_caller(&key).await {
-                    let _ = events.send(Err(e)).await;
-                    return;
+                match self.feed_caller(&key).await {
+                    Ok(now) => caller = now,
+                    Err(e) => {
+                        let _ = events.send(Err(e)).await;
+                        return;
+                    }
                 }
             }
             if full {

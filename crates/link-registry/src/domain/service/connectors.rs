@@ -43,14 +43,12 @@ impl Registry {
         }
     }
 
-    /// Re-seals every secret stored before secrets were bound to their destination; answers
-    /// with the number of connectors re-sealed. Runs at start, once per old row.
     /// Checks the master key against the database: the key check when there is one; otherwise
     /// (a database from before key checks, or a new one) a connector's sealed secrets, after
     /// which the check is written. False: this key does not open the database's secrets.
     pub async fn verify_master_key(&self) -> Result<bool> {
         if let Some(check) = self.store.key_check().await? {
-            return Ok(self.cipher.opens_key_check(&check));
+            return Ok(self.cipher.opens_key_check(&check.sealed));
         }
         if let Some(connector) = self.store.sealed_connector().await?
             && open_all(&self.cipher, &connector).is_err()
@@ -65,13 +63,62 @@ impl Registry {
             .store
             .key_check()
             .await?
-            .is_some_and(|check| self.cipher.opens_key_check(&check)))
+            .is_some_and(|check| self.cipher.opens_key_check(&check.sealed)))
+    }
+
+    /// The key of `token_id`s, for a broker.
+    pub async fn token_id_key_for(&self, caller: &Caller) -> Result<[u8; 32]> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        self.token_id_key().await
+    }
+
+    /// The key `token_id`s are computed under: random, written (sealed) next to the key check
+    /// the first time it is asked for, the same for every replica and broker afterwards, and
+    /// kept across master key rotations, so a credential's `token_id` never changes.
+    pub async fn token_id_key(&self) -> Result<[u8; 32]> {
+        let check = self.store.key_check().await?;
+        let sealed = match check.and_then(|c| c.token_id_key) {
+            Some(sealed) => sealed,
+            None => {
+                if !self.verify_master_key().await? {
+                    return Err(RegistryError::internal(
+                        "writing the key of token ids",
+                        "the master key does not open this database's secrets",
+                    ));
+                }
+                let fresh = crypto::random_key();
+                self.store
+                    .put_token_id_key(&self.cipher.seal_token_id_key(&fresh))
+                    .await?;
+                // Read back: another replica may have written first.
+                self.store
+                    .key_check()
+                    .await?
+                    .and_then(|c| c.token_id_key)
+                    .ok_or_else(|| {
+                        RegistryError::internal("writing the key of token ids", "nothing stored")
+                    })?
+            }
+        };
+        self.cipher.open_token_id_key(&sealed).map_err(|_| {
+            RegistryError::internal(
+                "opening the key of token ids",
+                "it does not open under the master key",
+            )
+        })
     }
 
     /// Re-seals every sealed value under `new` and makes `new` the key the database checks, in
     /// one transaction; answers with the number of values re-sealed. Run it while no registry
     /// serves the database: afterwards only `new` opens the secrets.
     pub async fn rotate_master_key(&self, new: &SecretCipher) -> Result<u64> {
+        let token_id_key = self.token_id_key().await?;
+        let check = KeyCheck {
+            sealed: new.key_check(),
+            token_id_key: Some(new.seal_token_id_key(&token_id_key)),
+        };
         let (old, next) = (self.cipher.clone(), new.clone());
         self.store
             .reseal_everything(
@@ -80,12 +127,14 @@ impl Registry {
                     let value = binding.open(&old, name, stored, "re-sealing under a new key")?;
                     Ok(binding.seal(&next, name, &value))
                 }),
-                &new.key_check(),
+                &check,
                 self.clock.now(),
             )
             .await
     }
 
+    /// Re-seals every secret stored before secrets were bound to their destination; answers
+    /// with the number of connectors re-sealed. Runs at start, once per old row.
     pub async fn upgrade_sealed_secrets(&self) -> Result<u64> {
         let cipher = self.cipher.clone();
         self.store

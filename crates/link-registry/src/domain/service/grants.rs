@@ -171,14 +171,6 @@ pub fn state_hash(state: &str) -> String {
 }
 
 impl Registry {
-    fn broker_only(caller: &Caller) -> Result<()> {
-        if caller.role == Role::Broker {
-            Ok(())
-        } else {
-            Err(caller.not_allowed())
-        }
-    }
-
     fn seal_for(&self, connector: &Connector, name: &str, value: &SecretString) -> StoredSecret {
         SecretBinding::current(connector).seal(&self.cipher, name, value)
     }
@@ -385,7 +377,7 @@ impl Registry {
 
     /// The grant's access token as stored (broker keys), whatever its age.
     pub async fn grant_access(&self, caller: &Caller, key: &GrantKey) -> Result<GrantAccess> {
-        Self::broker_only(caller)?;
+        caller.serves(&key.team_id)?;
         let (key, connector) = self.resolve_grant(key).await?;
         let key = &key;
         let grant = self
@@ -408,7 +400,7 @@ impl Registry {
         min_ttl: Duration,
         lease_for: Duration,
     ) -> Result<LeaseAnswer> {
-        Self::broker_only(caller)?;
+        caller.serves(&key.team_id)?;
         if lease_for.is_zero() || lease_for > MAX_LEASE {
             return Err(RegistryError::invalid(
                 "lease",
@@ -486,7 +478,7 @@ impl Registry {
         fence: i64,
         report: RefreshReport,
     ) -> Result<Option<GrantAccess>> {
-        Self::broker_only(caller)?;
+        caller.serves(&key.team_id)?;
         let (key, connector) = self.resolve_grant(key).await?;
         let key = &key;
         let grant = self
@@ -530,7 +522,7 @@ impl Registry {
         caller: &Caller,
         pending: NewPending,
     ) -> Result<(String, DateTime<Utc>)> {
-        Self::broker_only(caller)?;
+        caller.serves(&pending.key.team_id)?;
         if pending.ttl.is_zero() || pending.ttl > MAX_PENDING {
             return Err(RegistryError::invalid(
                 "ttl",
@@ -581,7 +573,11 @@ impl Registry {
         state: &str,
         connector: &ConnectorId,
     ) -> Result<OpenedPending> {
-        Self::broker_only(caller)?;
+        // The team is known only from the consent: a broker limited to other teams is refused
+        // once the state is taken (it cannot be used afterwards by anyone).
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
         let unknown = || {
             RegistryError::FailedPrecondition(
                 "this authorization is unknown, was used already, or has expired".into(),
@@ -593,6 +589,7 @@ impl Registry {
             .take_pending(&hash, connector)
             .await?
             .ok_or_else(unknown)?;
+        caller.serves(&pending.key.team_id)?;
         if pending.expires_at <= self.clock.now() {
             return Err(unknown());
         }
@@ -628,7 +625,7 @@ impl Registry {
         caller: &Caller,
         held: NewHeld,
     ) -> Result<(SecretString, DateTime<Utc>)> {
-        Self::broker_only(caller)?;
+        caller.serves(&held.key.team_id)?;
         if held.ttl.is_zero() || held.ttl > MAX_PENDING {
             return Err(RegistryError::invalid(
                 "ttl",
@@ -681,7 +678,7 @@ impl Registry {
         caller: &Caller,
         finish: FinishConsent,
     ) -> Result<(Grant, ConnectorUid)> {
-        Self::broker_only(caller)?;
+        caller.serves(&finish.team_id)?;
         let not_pending = || {
             RegistryError::ConsentNotPending(
                 "this consent is unknown, was finished already, has expired, or was started by another deployment".into(),

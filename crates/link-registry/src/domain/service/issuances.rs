@@ -30,9 +30,7 @@ impl Registry {
     /// Records `issuance` (broker keys only) unless it is recorded already; whether it wrote it.
     /// Its connector must be its team's.
     pub async fn record_issuance(&self, caller: &Caller, issuance: NewIssuance) -> Result<bool> {
-        if caller.role != Role::Broker {
-            return Err(caller.not_allowed());
-        }
+        caller.serves(&issuance.team_id)?;
         let mut violations = Vec::new();
         if issuance.token_id.len() != 16
             || !issuance

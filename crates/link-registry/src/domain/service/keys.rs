@@ -80,6 +80,7 @@ impl Registry {
             key_id: record.id,
             role: record.role,
             team: record.team_id,
+            broker_teams: record.broker_teams.map(Arc::from),
         };
         self.keys.put(
             key_hash,
@@ -109,13 +110,16 @@ impl Registry {
         team: Option<TeamId>,
         role: Role,
     ) -> Result<(ApiKeyRecord, SecretString)> {
-        self.create_expiring_api_key(team, role, None).await
+        self.create_expiring_api_key(team.as_slice(), role, None)
+            .await
     }
 
-    /// Creates a key that stops working at `expires_at` (`None`: never).
+    /// Creates a key that stops working at `expires_at` (`None`: never). An `admin` or `viewer`
+    /// key belongs to exactly one of `teams`; a `broker` key serves the `teams` given, or every
+    /// team when none is.
     pub async fn create_expiring_api_key(
         &self,
-        team: Option<TeamId>,
+        teams: &[TeamId],
         role: Role,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<(ApiKeyRecord, SecretString)> {
@@ -126,25 +130,32 @@ impl Registry {
                 "the expiry must be in the future",
             ));
         }
-        match (role, &team) {
-            (Role::Broker, Some(_)) => {
-                return Err(RegistryError::invalid(
-                    "team",
-                    "broker keys serve every team and take no team",
-                ));
+        let (team, broker_teams) = match (role, teams) {
+            (Role::Broker, []) => (None, None),
+            (Role::Broker, teams) => {
+                let mut teams = teams.to_vec();
+                teams.sort();
+                teams.dedup();
+                (None, Some(teams))
             }
-            (Role::Admin | Role::Viewer, None) => {
+            (Role::Admin | Role::Viewer, [team]) => (Some(team.clone()), None),
+            (Role::Admin | Role::Viewer, []) => {
                 return Err(RegistryError::invalid(
                     "team",
                     "admin and viewer keys need a team",
                 ));
             }
-            _ => {}
-        }
-        if let Some(team) = &team
-            && self.store.team(team).await?.is_none()
-        {
-            return Err(RegistryError::not_found(Resource::Team, team));
+            (Role::Admin | Role::Viewer, _) => {
+                return Err(RegistryError::invalid(
+                    "team",
+                    "admin and viewer keys belong to one team",
+                ));
+            }
+        };
+        for team in teams {
+            if self.store.team(team).await?.is_none() {
+                return Err(RegistryError::not_found(Resource::Team, team));
+            }
         }
         let key = crypto::generate_api_key();
         let record = ApiKeyRecord {
@@ -156,6 +167,7 @@ impl Registry {
             expires_at,
             revoked_at: None,
             last_used_at: None,
+            broker_teams,
         };
         self.store
             .insert_api_key(&record, &Actor::CommandLine)
@@ -163,9 +175,20 @@ impl Registry {
         Ok((record, key))
     }
 
-    /// Every key (or a team's), never the keys themselves: only their records exist.
+    /// Every key (or a team's, with the broker keys limited to it), never the keys
+    /// themselves: only their records exist.
     pub async fn list_api_keys(&self, team: Option<&TeamId>) -> Result<Vec<ApiKeyRecord>> {
-        self.store.api_keys(team).await
+        let keys = self.store.api_keys(None).await?;
+        Ok(match team {
+            None => keys,
+            Some(team) => keys
+                .into_iter()
+                .filter(|k| {
+                    k.team_id.as_ref() == Some(team)
+                        || k.broker_teams.as_ref().is_some_and(|t| t.contains(team))
+                })
+                .collect(),
+        })
     }
 
     /// Revokes a key; running servers refuse it within [`KEY_CACHE_TTL`].

@@ -51,7 +51,7 @@ use super::{
         StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, Page, PageRequest},
-    store::{LinkFilter, Store},
+    store::{KeyCheck, LinkFilter, Store},
     types::{
         ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
         EnvironmentSet, InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef,
@@ -67,9 +67,30 @@ pub struct Caller {
     pub role: Role,
     /// The team an `admin` or `viewer` key belongs to; `None` for `broker` keys.
     pub team: Option<TeamId>,
+    /// The teams a `broker` key is limited to; `None`: every team.
+    pub broker_teams: Option<Arc<[TeamId]>>,
 }
 
 impl Caller {
+    /// Whether this caller is a broker that may serve `team`: `ROLE_NOT_ALLOWED` for another
+    /// role, and for a broker key limited to other teams.
+    fn serves(&self, team: &TeamId) -> Result<()> {
+        if self.role != Role::Broker {
+            return Err(self.not_allowed());
+        }
+        match &self.broker_teams {
+            Some(teams) if !teams.contains(team) => Err(self.not_allowed()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a change of `team` may reach this caller's feed.
+    fn sees(&self, team: &TeamId) -> bool {
+        self.broker_teams
+            .as_ref()
+            .is_none_or(|teams| teams.contains(team))
+    }
+
     fn readable_team(&self) -> Result<&TeamId> {
         match (self.role, &self.team) {
             (Role::Admin | Role::Viewer, Some(team)) => Ok(team),

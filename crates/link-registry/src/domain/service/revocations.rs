@@ -104,9 +104,7 @@ impl Registry {
         BTreeMap<String, SecretString>,
         Vec<(i64, SecretString)>,
     )> {
-        if caller.role != Role::Broker {
-            return Err(caller.not_allowed());
-        }
+        caller.serves(team)?;
         let now = self.clock.now();
         let reference = ConnectorRef::Id(connector.clone());
         let connector = self
@@ -130,11 +128,14 @@ impl Registry {
     pub async fn finish_grant_revocations(
         &self,
         caller: &Caller,
+        team: &TeamId,
         connector: &ConnectorId,
         ids: &[i64],
     ) -> Result<()> {
-        if caller.role != Role::Broker {
-            return Err(caller.not_allowed());
+        caller.serves(team)?;
+        let reference = ConnectorRef::Id(connector.clone());
+        if self.store.connector(team, &reference).await?.is_none() {
+            return Err(RegistryError::not_found(Resource::Connector, reference));
         }
         self.store.finish_grant_revocations(connector, ids).await
     }
@@ -205,9 +206,7 @@ impl Registry {
         connector: &ConnectorId,
         outcomes: Vec<(String, ProviderRevocation)>,
     ) -> Result<u64> {
-        if caller.role != Role::Broker {
-            return Err(caller.not_allowed());
-        }
+        caller.serves(team)?;
         self.store
             .report_revocations(team, connector, &outcomes)
             .await

@@ -17,6 +17,7 @@ mod m20261203_000009_keyed_link_tables;
 mod m20261204_000010_held_consents;
 mod m20261204_000011_key_check;
 mod m20261204_000012_project_grants;
+mod m20261204_000013_runtime_keys;
 
 use sea_orm_migration::prelude::*;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_held_consents::Migration),
             Box::new(m20261204_000011_key_check::Migration),
             Box::new(m20261204_000012_project_grants::Migration),
+            Box::new(m20261204_000013_runtime_keys::Migration),
         ]
     }
 }
