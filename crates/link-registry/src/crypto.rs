@@ -5,8 +5,8 @@
 //! digest of the connector's `*_url` config), so a ciphertext copied into another row (or another
 //! team) fails to open instead of leaking there, and so does a secret whose connector was pointed
 //! at another endpoint by editing the database. Values sealed before the destination was bound
-//! (no `v2:` prefix) still open, and the registry re-seals them at start. Audit rows
-//! never see a secret: they get a keyed fingerprint (HMAC-SHA-256 under a key derived from the
+//! (no `v2:` prefix) open only for the upgrade the registry runs at start, which re-seals them;
+//! no other path opens them. Audit rows never see a secret: they get a keyed fingerprint (HMAC-SHA-256 under a key derived from the
 //! master key), which tells that a value changed without offering a dictionary attack to whoever
 //! reads the database.
 
@@ -127,12 +127,31 @@ impl SecretCipher {
     }
 
     /// Opens a value sealed by [`SecretCipher::seal`] for the same (team, connector, name,
-    /// destination).
+    /// destination). A value sealed before the destination binding does not open here: only the
+    /// upgrade at start reads those ([`SecretCipher::open_legacy`]) and re-seals them.
     pub fn open(&self, aad: &SecretAad<'_>, sealed: &str) -> Result<SecretString, OpenError> {
-        let (bound, encoded) = match sealed.strip_prefix(SEALED_V2) {
-            Some(rest) => (true, rest),
-            None => (false, sealed),
-        };
+        let encoded = sealed.strip_prefix(SEALED_V2).ok_or(OpenError)?;
+        self.open_encoded(aad, true, encoded)
+    }
+
+    /// Opens a value sealed before the destination binding (no `v2:` prefix), for re-sealing.
+    pub fn open_legacy(
+        &self,
+        aad: &SecretAad<'_>,
+        sealed: &str,
+    ) -> Result<SecretString, OpenError> {
+        if !Self::is_legacy(sealed) {
+            return Err(OpenError);
+        }
+        self.open_encoded(aad, false, sealed)
+    }
+
+    fn open_encoded(
+        &self,
+        aad: &SecretAad<'_>,
+        bound: bool,
+        encoded: &str,
+    ) -> Result<SecretString, OpenError> {
         let bytes = STANDARD.decode(encoded).map_err(|_| OpenError)?;
         if bytes.len() < NONCE_LEN {
             return Err(OpenError);
@@ -379,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn values_sealed_before_the_destination_binding_still_open() {
+    fn values_sealed_before_the_destination_binding_open_only_for_the_upgrade() {
         let cipher = SecretCipher::ephemeral();
         let value = SecretString::from("sk_live_123");
         let sealed = cipher.seal(&AAD, &value);
@@ -407,11 +426,15 @@ mod tests {
         };
         assert_eq!(
             cipher
-                .open(&other_destination, &legacy)
+                .open_legacy(&other_destination, &legacy)
                 .unwrap()
                 .expose_secret(),
             "sk_live_123"
         );
+        // Only the upgrade opens them: everywhere else a legacy value does not open, and a
+        // current one does not open as legacy.
+        assert!(cipher.open(&AAD, &legacy).is_err());
+        assert!(cipher.open_legacy(&AAD, &sealed).is_err());
     }
 
     #[test]

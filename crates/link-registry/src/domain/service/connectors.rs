@@ -51,7 +51,7 @@ impl Registry {
             return Ok(self.cipher.opens_key_check(&check.sealed));
         }
         if let Some(connector) = self.store.sealed_connector().await?
-            && open_all(&self.cipher, &connector).is_err()
+            && open_for_upgrade(&self.cipher, &connector).is_err()
         {
             return Ok(false);
         }
@@ -146,7 +146,7 @@ impl Registry {
                 {
                     return Ok(None);
                 }
-                let open = open_all(&cipher, connector)?;
+                let open = open_for_upgrade(&cipher, connector)?;
                 let input = SecretInput::from_opened(open);
                 let mut next = connector.clone();
                 next.secrets = seal_all(&cipher, connector, &next.config, &input, "");
@@ -376,6 +376,30 @@ pub(super) fn open_all(
     connector: &Connector,
 ) -> Result<BTreeMap<String, SecretString>> {
     open_scoped(cipher, connector, &connector.secrets, "")
+}
+
+/// Opens a connector's secrets whether sealed before the destination binding or after: for the
+/// key check and the upgrade at start only (nothing else opens the older form).
+fn open_for_upgrade(
+    cipher: &SecretCipher,
+    connector: &Connector,
+) -> Result<BTreeMap<String, SecretString>> {
+    let binding = SecretBinding::current(connector);
+    connector
+        .secrets
+        .iter()
+        .map(|(name, stored)| {
+            let aad = binding.aad(name);
+            let opened = if SecretCipher::is_legacy(&stored.sealed) {
+                cipher.open_legacy(&aad, &stored.sealed)
+            } else {
+                cipher.open(&aad, &stored.sealed)
+            };
+            let value =
+                opened.map_err(|e| RegistryError::internal("opening a connector secret", e))?;
+            Ok((name.clone(), value))
+        })
+        .collect()
 }
 
 /// Opens secrets sealed by [`seal_all`] with `scope`.
