@@ -255,6 +255,29 @@ async fn a_refused_refresh_token_requires_consent_and_an_outage_keeps_the_grant(
     stack.stop().await;
 }
 
+/// A client of the registry's runtime API with a new broker key, as a broker would be.
+async fn runtime_client(
+    stack: &Stack,
+) -> rpb::registry_runtime_client::RegistryRuntimeClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        connect_runtime::BearerAuth,
+    >,
+> {
+    use link_registry::domain::model::Role;
+    use secrecy::ExposeSecret;
+    let (_, key) = stack
+        .local()
+        .registry()
+        .create_api_key(None, Role::Broker)
+        .await
+        .unwrap();
+    rpb::registry_runtime_client::RegistryRuntimeClient::with_interceptor(
+        crate::harness::channel(stack.registry_addr(), None).await,
+        connect_runtime::BearerAuth::new(key.expose_secret()).unwrap(),
+    )
+}
+
 /// A broker that leased the grant and refreshed it at the provider, then died before it
 /// committed: the test plays that broker with the registry's broker RPCs.
 async fn die_mid_refresh(
@@ -263,20 +286,7 @@ async fn die_mid_refresh(
     connector_id: &str,
     rotated_at: &str,
 ) {
-    use connect_runtime::BearerAuth;
-    use link_registry::domain::model::Role;
-    use rpb::registry_runtime_client::RegistryRuntimeClient;
-    use secrecy::ExposeSecret;
-    let (_, key) = stack
-        .local()
-        .registry()
-        .create_api_key(None, Role::Broker)
-        .await
-        .unwrap();
-    let mut registry = RegistryRuntimeClient::with_interceptor(
-        crate::harness::channel(stack.registry_addr(), None).await,
-        BearerAuth::new(key.expose_secret()).unwrap(),
-    );
+    let mut registry = runtime_client(stack).await;
     let answer = registry
         .lease_grant(rpb::LeaseGrantRequest {
             key: Some(rpb::GrantKey {
@@ -843,6 +853,62 @@ async fn a_new_consent_revokes_the_refresh_token_it_replaces() {
         .await
         .unwrap();
     assert!(token.token.starts_with("ua_ada_"), "{}", token.token);
+    stack.stop().await;
+}
+
+/// Deleting a connector revokes, at its provider, the refresh tokens its grants and queue held
+/// (RFC 7009 at its `revocation_url`, with its client credentials), although the connector and its
+/// grants are gone; what was kept for that goes once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_connector_revokes_its_grants_refresh_tokens() {
+    let stack = Stack::start().await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    import(&stack, "ada", "at_ada", "rt_ada", 3600).await;
+    import(&stack, "bob", "at_bob", "rt_bob_old", 3600).await;
+    // Bob's first refresh token is replaced: queued for revocation, maybe revoked already.
+    import(&stack, "bob", "at_bob", "rt_bob", 3600).await;
+    revoked_at_provider(&endpoint, 1).await;
+    let connector_id = stack
+        .admin(&stack.acme)
+        .get_connector(rpb::GetConnectorRequest {
+            connector: CRM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    stack
+        .admin(&stack.acme)
+        .delete_connector(rpb::DeleteConnectorRequest {
+            connector: CRM.into(),
+        })
+        .await
+        .unwrap();
+    let mut revoked = revoked_at_provider(&endpoint, 3).await;
+    revoked.sort();
+    assert_eq!(revoked, ["rt_ada", "rt_bob", "rt_bob_old"]);
+    // Nothing is left to revoke: what was kept for it went with the last token.
+    let mut registry = runtime_client(&stack).await;
+    let mut left = None;
+    for _ in 0..100 {
+        let claimed = registry
+            .claim_grant_revocations(rpb::ClaimGrantRevocationsRequest {
+                owner_id: "team_acme".into(),
+                connector_id: connector_id.clone(),
+            })
+            .await;
+        match claimed {
+            Err(status) if status.code() == Code::NotFound => {
+                left = None;
+                break;
+            }
+            Err(status) => panic!("{status:?}"),
+            Ok(answer) => left = Some(answer.into_inner()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_none(), "still kept: {left:?}");
     stack.stop().await;
 }
 

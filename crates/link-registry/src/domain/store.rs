@@ -385,6 +385,24 @@ pub trait GrantStore: Send + Sync {
     async fn finish_grant_revocations(&self, connector: &ConnectorId, ids: &[i64]) -> Result<()>;
     /// How many refresh tokens of the connector's revoked grants still wait for a broker.
     async fn queued_grant_revocations(&self, connector: &ConnectorId) -> Result<u64>;
+    /// A deleted connector whose refresh tokens still wait for revocation (its tombstone).
+    async fn departed_connector(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorId,
+    ) -> Result<Option<Connector>>;
+    /// As [`Self::claim_grant_revocations`], for a deleted connector's refresh tokens.
+    async fn claim_departed_revocations(
+        &self,
+        connector: &ConnectorId,
+        limit: u64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, StoredSecret)>>;
+    /// Removes a deleted connector's refresh tokens a broker has taken to the provider, and its
+    /// tombstone with the last of them.
+    async fn finish_departed_revocations(&self, connector: &ConnectorId, ids: &[i64])
+    -> Result<()>;
     /// Stores a consent under way (and drops those that expired).
     async fn insert_pending(&self, pending: &PendingAuthorization) -> Result<()>;
     /// Removes and answers with the pending authorization of `state_hash` started for

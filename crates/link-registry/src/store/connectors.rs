@@ -155,17 +155,98 @@ impl ConnectorStore for SeaStore {
                 .to_owned(),
         )
         .await?;
-        // Links go with their connector by the foreign key's ON DELETE CASCADE.
+        let departed = self.keep_to_revoke(&txn.txn, &connector, now).await?;
+        // Links, installations, grants and queued revocations go with their connector by the
+        // foreign keys' ON DELETE CASCADE.
         connector::Entity::delete_by_id(connector.id.as_str())
             .exec(&txn.txn)
             .await
             .map_err(storage_error)?;
         let scope = ChangeScope::connector(team, &connector.id, &connector.uid);
-        txn.commit(
-            audit::connector_deleted(actor, &connector, &links, now),
-            Some(scope),
-        )
-        .await?;
+        let event = audit::connector_deleted(actor, &connector, &links, now);
+        let mut changes = vec![(event.action, scope.clone())];
+        if departed > 0 {
+            // Brokers drop what they cached of it and take the kept refresh tokens to the
+            // provider.
+            changes.push(("tokens.revoke", scope));
+        }
+        txn.commit_changes(event, changes).await?;
         Ok((connector, links.len() as u64))
+    }
+}
+
+impl SeaStore {
+    /// Keeps what a connector about to be deleted leaves to revoke: when it has a
+    /// `revocation_url`, the refresh tokens of its grants, of its held consents and of its queue
+    /// go to `departed_revocations`, with the connector's row as their tombstone (their sealed
+    /// values open under it as they did). Answers with the number kept.
+    async fn keep_to_revoke(
+        &self,
+        txn: &DatabaseTransaction,
+        connector: &Connector,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        if connector.config.get("revocation_url").is_none() {
+            return Ok(0);
+        }
+        let id = connector.id.as_str();
+        let mut kept: Vec<(StoredSecret, String)> = Vec::new();
+        for row in grant::Entity::find()
+            .filter(grant::Column::ConnectorId.eq(id))
+            .all(txn)
+            .await
+            .map_err(storage_error)?
+        {
+            let g = rows::grant(row)?;
+            if let Some(refresh) = g.refresh_token {
+                kept.push((refresh, g.key.sealing_name("refresh")));
+            }
+        }
+        for row in held_consent::Entity::find()
+            .filter(held_consent::Column::ConnectorId.eq(id))
+            .all(txn)
+            .await
+            .map_err(storage_error)?
+        {
+            let h = rows::held(row)?;
+            if let Some(refresh) = h.refresh_token.clone() {
+                kept.push((refresh, h.sealing_name("refresh")));
+            }
+        }
+        for row in grant_revocation::Entity::find()
+            .filter(grant_revocation::Column::ConnectorId.eq(id))
+            .all(txn)
+            .await
+            .map_err(storage_error)?
+        {
+            let sealed = serde_json::from_str(&row.refresh_token)
+                .map_err(|e| rows::corrupt("stored grant revocation", e.to_string()))?;
+            kept.push((sealed, row.sealing_name));
+        }
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        departed_connector::ActiveModel::from(departed_connector::Model::from(
+            rows::connector_row(connector),
+        ))
+        .insert(txn)
+        .await
+        .map_err(storage_error)?;
+        let count = kept.len() as u64;
+        for (refresh, sealing_name) in kept {
+            departed_revocation::ActiveModel {
+                connector_id: sea_orm::Set(id.to_owned()),
+                refresh_token: sea_orm::Set(
+                    serde_json::to_string(&refresh).expect("a sealed secret serializes"),
+                ),
+                sealing_name: sea_orm::Set(sealing_name),
+                created_at: sea_orm::Set(now),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await
+            .map_err(storage_error)?;
+        }
+        Ok(count)
     }
 }

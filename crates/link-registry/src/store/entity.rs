@@ -369,3 +369,89 @@ pub mod grant_revocation {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A deleted connector's row, kept while refresh tokens it held wait for revocation.
+pub mod departed_connector {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "departed_connectors")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team_id: String,
+        pub uid: String,
+        pub kind: String,
+        pub name: String,
+        pub config: String,
+        pub secrets: String,
+        pub suspended: bool,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub default_installation_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl From<super::connector::Model> for Model {
+        fn from(c: super::connector::Model) -> Self {
+            Self {
+                id: c.id,
+                team_id: c.team_id,
+                uid: c.uid,
+                kind: c.kind,
+                name: c.name,
+                config: c.config,
+                secrets: c.secrets,
+                suspended: c.suspended,
+                created_at: c.created_at,
+                updated_at: c.updated_at,
+                default_installation_id: c.default_installation_id,
+            }
+        }
+    }
+
+    impl From<Model> for super::connector::Model {
+        fn from(c: Model) -> Self {
+            Self {
+                id: c.id,
+                team_id: c.team_id,
+                uid: c.uid,
+                kind: c.kind,
+                name: c.name,
+                config: c.config,
+                secrets: c.secrets,
+                suspended: c.suspended,
+                created_at: c.created_at,
+                updated_at: c.updated_at,
+                default_installation_id: c.default_installation_id,
+            }
+        }
+    }
+}
+
+/// A refresh token a deleted connector held, until a broker has revoked it at the provider.
+pub mod departed_revocation {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "departed_revocations")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub connector_id: String,
+        /// JSON `{ sealed, fingerprint }`, sealed as it was while the connector lived.
+        pub refresh_token: String,
+        pub sealing_name: String,
+        pub claimed_until: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -418,6 +418,89 @@ impl GrantStore for SeaStore {
         Ok(())
     }
 
+    async fn departed_connector(
+        &self,
+        team: &TeamId,
+        connector: &ConnectorId,
+    ) -> Result<Option<Connector>> {
+        departed_connector::Entity::find_by_id(connector.as_str())
+            .filter(departed_connector::Column::TeamId.eq(team.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(storage_error)?
+            .map(|row| rows::connector(row.into()))
+            .transpose()
+    }
+
+    async fn claim_departed_revocations(
+        &self,
+        connector: &ConnectorId,
+        limit: u64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, StoredSecret)>> {
+        use departed_revocation::Column as R;
+        let free = || {
+            Condition::any()
+                .add(R::ClaimedUntil.is_null())
+                .add(R::ClaimedUntil.lt(now))
+        };
+        let rows = departed_revocation::Entity::find()
+            .filter(R::ConnectorId.eq(connector.as_str()))
+            .filter(free())
+            .order_by(R::Id, Order::Asc)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            // One conditional update per row: of two brokers, one takes it.
+            let taken = departed_revocation::Entity::update_many()
+                .col_expr(R::ClaimedUntil, Expr::value(until))
+                .filter(R::Id.eq(row.id))
+                .filter(free())
+                .exec(&self.db)
+                .await
+                .map_err(storage_error)?;
+            if taken.rows_affected == 1 {
+                let sealed = serde_json::from_str(&row.refresh_token)
+                    .map_err(|e| rows::corrupt("stored departed revocation", e.to_string()))?;
+                claimed.push((row.id, row.sealing_name, sealed));
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_departed_revocations(
+        &self,
+        connector: &ConnectorId,
+        ids: &[i64],
+    ) -> Result<()> {
+        use departed_revocation::Column as R;
+        let txn = self.begin_write().await?;
+        for chunk in ids.chunks(500) {
+            departed_revocation::Entity::delete_many()
+                .filter(R::ConnectorId.eq(connector.as_str()))
+                .filter(R::Id.is_in(chunk.iter().copied()))
+                .exec(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+        }
+        let left = departed_revocation::Entity::find()
+            .filter(R::ConnectorId.eq(connector.as_str()))
+            .count(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        if left == 0 {
+            departed_connector::Entity::delete_by_id(connector.as_str())
+                .exec(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+        }
+        txn.commit_unaudited().await
+    }
+
     async fn queued_grant_revocations(&self, connector: &ConnectorId) -> Result<u64> {
         grant_revocation::Entity::find()
             .filter(grant_revocation::Column::ConnectorId.eq(connector.as_str()))

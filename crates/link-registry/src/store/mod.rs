@@ -42,8 +42,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::{
     entity::{
-        api_key, audit_event, authorization_request, change, connector, grant, grant_revocation,
-        held_consent, installation, issuance, key_check, project, project_link, team,
+        api_key, audit_event, authorization_request, change, connector, departed_connector,
+        departed_revocation, grant, grant_revocation, held_consent, installation, issuance,
+        key_check, project, project_link, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,
@@ -200,12 +201,20 @@ impl WriteTxn {
         event: NewAuditEvent,
         change: Option<(&'static str, ChangeScope)>,
     ) -> Result<()> {
-        let revision = match change {
-            Some((action, scope)) => {
-                Some(changes::append(&self.txn, action, scope, event.time).await?)
-            }
-            None => None,
-        };
+        self.commit_changes(event, change.into_iter().collect())
+            .await
+    }
+
+    /// As [`WriteTxn::commit_as`], with any number of changes on the feed, in order.
+    async fn commit_changes(
+        self,
+        event: NewAuditEvent,
+        changes: Vec<(&'static str, ChangeScope)>,
+    ) -> Result<()> {
+        let mut revision = None;
+        for (action, scope) in changes {
+            revision = Some(changes::append(&self.txn, action, scope, event.time).await?);
+        }
         audit_log::insert_audit(&self.txn, event).await?;
         self.txn.commit().await.map_err(storage_error)?;
         if let Some(revision) = revision {
@@ -352,6 +361,7 @@ impl Store for SeaStore {
             authorization_request::Entity::find().count(db).await,
             held_consent::Entity::find().count(db).await,
             grant_revocation::Entity::find().count(db).await,
+            departed_connector::Entity::find().count(db).await,
         ];
         for count in counts {
             if count.map_err(storage_error)? > 0 {
@@ -393,6 +403,44 @@ impl Store for SeaStore {
                     .map_err(storage_error)?;
             }
             connectors.insert(connector.id.to_string(), connector);
+        }
+        // Deleted connectors whose refresh tokens wait for revocation: their secrets and tokens.
+        for row in departed_connector::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let departed = rows::connector(row.into())?;
+            let mut next = departed.clone();
+            for (name, stored) in &mut next.secrets {
+                *stored = reseal(&departed, name, stored)?;
+                count += 1;
+            }
+            departed_connector::ActiveModel::from(departed_connector::Model::from(
+                rows::connector_row(&next),
+            ))
+            .reset_all()
+            .update(db)
+            .await
+            .map_err(storage_error)?;
+            connectors.insert(departed.id.to_string(), departed);
+        }
+        for row in departed_revocation::Entity::find()
+            .all(db)
+            .await
+            .map_err(storage_error)?
+        {
+            let stored: StoredSecret =
+                serde_json::from_str(&row.refresh_token).map_err(|e| corrupt("revocation", e))?;
+            let departed = connectors.get(&row.connector_id).ok_or_else(|| {
+                rows::corrupt("sealed value", format!("no connector {}", row.connector_id))
+            })?;
+            let next = reseal(departed, &row.sealing_name, &stored)?;
+            count += 1;
+            let mut active = departed_revocation::ActiveModel::from(row);
+            active.refresh_token =
+                sea_orm::Set(serde_json::to_string(&next).expect("a sealed secret serializes"));
+            active.update(db).await.map_err(storage_error)?;
         }
         let of = |id: &str| {
             connectors

@@ -1082,6 +1082,48 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
         vec![imported("ada", "at_ada2", "rt_ada2", 3600)],
     )
     .await;
+    // A deleted connector's refresh token, kept for revocation under its tombstone.
+    let gone = admin
+        .create_connector(pb::CreateConnectorRequest {
+            uid: "oauth2/gone".into(),
+            config: [
+                (
+                    "token_url".to_owned(),
+                    "https://gone.example/token".to_owned(),
+                ),
+                (
+                    "revocation_url".to_owned(),
+                    "https://gone.example/revoke".to_owned(),
+                ),
+            ]
+            .into(),
+            secrets: [
+                ("client_id".to_owned(), "gc".to_owned()),
+                ("client_secret".to_owned(), "gs".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    link_web(&mut admin, "oauth2/gone").await;
+    let answer = admin
+        .import_grants(pb::ImportGrantsRequest {
+            connector: "oauth2/gone".into(),
+            grants: vec![imported("dan", "at_dan", "rt_dan", 3600)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.imported, 1);
+    admin
+        .delete_connector(pb::DeleteConnectorRequest {
+            connector: "oauth2/gone".into(),
+        })
+        .await
+        .unwrap();
     let token_id_key = broker
         .get_token_id_key(pb::GetTokenIdKeyRequest {})
         .await
@@ -1096,8 +1138,9 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
     let new = SecretCipher::from_key_file(&new_key, true).unwrap();
     let resealed = registry.rotate_master_key(&new).await.unwrap();
     // client_id, client_secret; the installation's secret; two tokens of the grant; the
-    // verifier; two held tokens; one queued refresh token.
-    assert_eq!(resealed, 9);
+    // verifier; two held tokens; one queued refresh token; the deleted connector's client_id,
+    // client_secret and kept refresh token.
+    assert_eq!(resealed, 12);
     let db = app.stop().await;
     assert!(matches!(
         App::build(old_config).await,
@@ -1167,6 +1210,21 @@ async fn rotating_the_master_key_reseals_everything_and_retires_the_old_key(db: 
         .into_inner()
         .key;
     assert_eq!(after, token_id_key);
+    let kept = broker
+        .claim_grant_revocations(pb::ClaimGrantRevocationsRequest {
+            owner_id: "team_acme".into(),
+            connector_id: gone,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.revocation_url, "https://gone.example/revoke");
+    assert_eq!(
+        (kept.client_id.as_str(), kept.client_secret.as_str()),
+        ("gc", "gs")
+    );
+    assert_eq!(kept.refresh_tokens.len(), 1);
+    assert_eq!(kept.refresh_tokens[0].refresh_token, "rt_dan");
     app.stop().await;
 }
 

@@ -84,6 +84,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000011_key_check",
             "m20261204_000012_project_grants",
             "m20261204_000013_runtime_keys",
+            "m20261204_000014_departed_connectors",
         ]
     );
     again.ping().await.unwrap();

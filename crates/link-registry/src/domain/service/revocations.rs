@@ -106,16 +106,30 @@ impl Registry {
     )> {
         caller.serves(team)?;
         let now = self.clock.now();
+        let until = now + chrono::Duration::minutes(1);
         let reference = ConnectorRef::Id(connector.clone());
-        let connector = self
-            .store
-            .connector(team, &reference)
-            .await?
-            .ok_or_else(|| RegistryError::not_found(Resource::Connector, reference))?;
-        let claimed = self
-            .store
-            .claim_grant_revocations(&connector.id, 1000, now, now + chrono::Duration::minutes(1))
-            .await?;
+        // A live connector's queue; else what a deleted one left, under its tombstone.
+        let (connector, claimed) = match self.store.connector(team, &reference).await? {
+            Some(live) => {
+                let claimed = self
+                    .store
+                    .claim_grant_revocations(&live.id, 1000, now, until)
+                    .await?;
+                (live, claimed)
+            }
+            None => {
+                let departed = self
+                    .store
+                    .departed_connector(team, connector)
+                    .await?
+                    .ok_or_else(|| RegistryError::not_found(Resource::Connector, reference))?;
+                let claimed = self
+                    .store
+                    .claim_departed_revocations(&departed.id, 1000, now, until)
+                    .await?;
+                (departed, claimed)
+            }
+        };
         let mut tokens = Vec::with_capacity(claimed.len());
         for (id, name, sealed) in claimed {
             tokens.push((id, self.open_grant_secret(&connector, &name, &sealed)?));
@@ -134,10 +148,18 @@ impl Registry {
     ) -> Result<()> {
         caller.serves(team)?;
         let reference = ConnectorRef::Id(connector.clone());
-        if self.store.connector(team, &reference).await?.is_none() {
-            return Err(RegistryError::not_found(Resource::Connector, reference));
+        if self.store.connector(team, &reference).await?.is_some() {
+            return self.store.finish_grant_revocations(connector, ids).await;
         }
-        self.store.finish_grant_revocations(connector, ids).await
+        if self
+            .store
+            .departed_connector(team, connector)
+            .await?
+            .is_some()
+        {
+            return self.store.finish_departed_revocations(connector, ids).await;
+        }
+        Err(RegistryError::not_found(Resource::Connector, reference))
     }
 
     /// Waits (bounded) for the brokers' reports on the credentials the provider can revoke, and

@@ -18,6 +18,7 @@ mod m20261204_000010_held_consents;
 mod m20261204_000011_key_check;
 mod m20261204_000012_project_grants;
 mod m20261204_000013_runtime_keys;
+mod m20261204_000014_departed_connectors;
 
 use sea_orm_migration::prelude::*;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_key_check::Migration),
             Box::new(m20261204_000012_project_grants::Migration),
             Box::new(m20261204_000013_runtime_keys::Migration),
+            Box::new(m20261204_000014_departed_connectors::Migration),
         ]
     }
 }
