@@ -135,3 +135,86 @@ async fn a_credential_that_cannot_be_recorded_is_not_handed_out() {
         .unwrap();
     stack.stop().await;
 }
+
+/// An `api-key` connector's credential is its stored key: once its tokens are revoked, the broker
+/// hands the key out nowhere (not in the project it was recorded for, not in another one, not
+/// from a broker that never heard of the revocation) until the connector gets a new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_api_key_is_handed_out_nowhere_until_it_is_replaced() {
+    use connect_proto::registry::v1 as rpb;
+    let stack = Stack::start().await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let first = stack.get_token(&preview, "api-key/stripe").await.unwrap();
+    let revoked = stack
+        .admin(&stack.acme)
+        .revoke_tokens(rpb::RevokeTokensRequest {
+            connector: "api-key/stripe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.revoked, 1, "{revoked:?}");
+    // Where it was recorded before (the broker remembers having recorded it there).
+    assert_denied(
+        settled(&stack, &preview, |a| a.is_err()).await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError",
+    );
+    // Where it never was: the registry refuses to record a revoked credential.
+    stack
+        .attach(
+            &stack.acme,
+            "api-key/stripe",
+            "prj_web",
+            &["preview", "production"],
+        )
+        .await;
+    let production = stack.acme.token("prj_web", "production");
+    assert_denied(
+        settled(&stack, &production, |a| {
+            a.as_ref()
+                .is_err_and(|s| s.code() != Code::PermissionDenied)
+        })
+        .await,
+        Code::FailedPrecondition,
+        "NO_VALID_TOKEN",
+        "NoValidTokenError",
+    );
+    // A new key works again, everywhere.
+    stack
+        .admin(&stack.acme)
+        .update_connector(rpb::UpdateConnectorRequest {
+            connector: "api-key/stripe".into(),
+            secrets: [("api_key".to_owned(), "sk_acme_stripe_2".to_owned())].into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["secrets".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let renewed = settled(&stack, &preview, |a| a.is_ok()).await.unwrap();
+    assert_eq!(renewed.token, "sk_acme_stripe_2");
+    assert_ne!(renewed.token_id, first.token_id);
+    stack.stop().await;
+}
+
+/// `GetToken` of `api-key/stripe` until `done` holds of the answer (the broker follows the
+/// registry's changes within moments), at most five seconds.
+async fn settled(
+    stack: &Stack,
+    token: &str,
+    done: impl Fn(&Result<bpb::GetTokenResponse, tonic::Status>) -> bool,
+) -> Result<bpb::GetTokenResponse, tonic::Status> {
+    let mut answer = stack.get_token(token, "api-key/stripe").await;
+    for _ in 0..500 {
+        if done(&answer) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        answer = stack.get_token(token, "api-key/stripe").await;
+    }
+    answer
+}

@@ -158,10 +158,17 @@ impl FeedListener for Revoker {
                         "the change feed resynced: dropping every cached provider token"
                     );
                     self.issuers.forget_all();
+                    self.ledger.forget_recorded();
                 }
                 return;
             }
-            ChangeKind::Revoked(scope) => scope.clone(),
+            ChangeKind::Revoked(scope) => {
+                // A credential handed out before (an `api-key` connector's stored key, above all)
+                // is recorded again before it is next handed out, and the registry refuses it if
+                // it is revoked.
+                self.ledger.forget_recorded();
+                scope.clone()
+            }
             ChangeKind::Heartbeat | ChangeKind::Answers { .. } => return,
         };
         let (issuers, ledger, registry, outbound) = (

@@ -50,6 +50,13 @@ impl Ledger {
         }
     }
 
+    /// Forgets which records were written, so that each credential is recorded (and checked
+    /// against revocations by the registry) again before it is next handed out: after a
+    /// revocation, or when one may have been missed.
+    pub fn forget_recorded(&self) {
+        self.recorded.clear();
+    }
+
     /// The `token_id` of `token`: the first 16 hex digits of its HMAC-SHA-256 under the
     /// registry's key, which the first call fetches. An error means the registry could not be
     /// asked for the key.

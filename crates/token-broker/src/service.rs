@@ -241,6 +241,7 @@ impl Broker {
             tracing::warn!(token_id = %token_id,
                 "a cached credential was revoked without this broker hearing of it: dropping every cached provider credential");
             self.issuers.forget_all();
+            self.ledger.forget_recorded();
         }
         recorded?;
         Ok(Issued {

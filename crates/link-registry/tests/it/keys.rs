@@ -244,3 +244,127 @@ fn the_keys_commands_list_and_revoke_without_ever_printing_a_key() {
     assert!(!ok && out.is_empty());
     assert!(err.contains("KeyNotFoundError"), "{err}");
 }
+
+/// `link-registry serve` until it logs that it serves (then stopped) or exits: whether it served,
+/// and what it wrote to stderr.
+fn serve_once(args: &[&str]) -> (bool, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_link-registry"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("LINK_REGISTRY_LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run link-registry serve");
+    let mut seen = String::new();
+    let mut served = false;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("serving") {
+            served = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(served || !status.success(), "{seen}");
+    (served, seen)
+}
+
+/// The master key as an operator meets it, through the binary: a wrong key and a missing key
+/// file are refused at start with what to do (and no key is made next to the secrets); `secrets
+/// rotate-key` re-seals everything, after which only the new key starts the registry.
+#[test]
+fn a_wrong_missing_or_rotated_master_key_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("r.db");
+    let url = format!("sqlite://{}?mode=rwc", db_path.display());
+    let key = dir.path().join("r.db.key");
+    let db = ["--database-url", url.as_str()];
+    // A connector with a secret, sealed under the key file beside the database.
+    let (served, log) = serve_once(&db);
+    assert!(served, "{log}");
+    assert!(key.exists());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open_store(&url).await.unwrap();
+        let registry = Registry::new(
+            Arc::new(store),
+            SecretCipher::from_key_file(&key, false).unwrap(),
+        );
+        registry
+            .create_team(link_registry::domain::service::NewTeam {
+                id: TeamId::parse("team_a").unwrap(),
+                slug: link_registry::domain::types::TeamSlug::parse("a").unwrap(),
+                issuer: link_registry::domain::types::IssuerUrl::parse("https://idp.example/a")
+                    .unwrap(),
+            })
+            .await
+            .unwrap();
+        let (_, admin) = registry
+            .create_api_key(Some(TeamId::parse("team_a").unwrap()), Role::Admin)
+            .await
+            .unwrap();
+        let caller = registry.authenticate(admin.expose_secret()).await.unwrap();
+        let secrets = link_registry::domain::types::SecretInput::parse([(
+            "api_key".to_owned(),
+            "sk_live_1".to_owned(),
+        )])
+        .unwrap();
+        registry
+            .create_connector(
+                &caller,
+                link_registry::domain::service::NewConnector {
+                    uid: link_registry::domain::types::ConnectorUid::parse("api-key/stripe")
+                        .unwrap(),
+                    name: link_registry::domain::types::DisplayName::parse("Stripe").unwrap(),
+                    config: Default::default(),
+                    secrets,
+                },
+            )
+            .await
+            .unwrap();
+    });
+    // A wrong key.
+    let other = dir.path().join("other.key");
+    SecretCipher::from_key_file(&other, true).unwrap();
+    let other_arg = other.to_str().unwrap();
+    let (served, log) = serve_once(&[&db[..], &["--secret-key-file", other_arg]].concat());
+    assert!(!served, "{log}");
+    assert!(
+        log.contains("does not open this database's secrets"),
+        "{log}"
+    );
+    // A missing key file: refused, and no new key beside the secrets.
+    let aside = dir.path().join("aside.key");
+    std::fs::rename(&key, &aside).unwrap();
+    let (served, log) = serve_once(&db);
+    assert!(!served, "{log}");
+    assert!(log.contains("is missing"), "{log}");
+    assert!(!key.exists(), "no key was generated next to the secrets");
+    std::fs::rename(&aside, &key).unwrap();
+    // Rotation: the new key serves, the old one no longer does.
+    let new = dir.path().join("new.key");
+    let (ok, out, err) = run(&[
+        "secrets",
+        "rotate-key",
+        "--database-url",
+        &url,
+        "--secret-key-file",
+        key.to_str().unwrap(),
+        "--new-secret-key-file",
+        new.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("sk_live_1") && !err.contains("sk_live_1"));
+    let (served, log) =
+        serve_once(&[&db[..], &["--secret-key-file", key.to_str().unwrap()]].concat());
+    assert!(!served && log.contains("does not open"), "{log}");
+    let (served, log) =
+        serve_once(&[&db[..], &["--secret-key-file", new.to_str().unwrap()]].concat());
+    assert!(served, "{log}");
+}
