@@ -417,6 +417,7 @@ async fn finish(
         request_id: query(back, "connect_request_id"),
         completion: query(back, "connect_completion"),
         user_id: user.into(),
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -856,6 +857,132 @@ async fn a_new_consent_revokes_the_refresh_token_it_replaces() {
     stack.stop().await;
 }
 
+/// The provider account a grant acts as: the `sub` of the OpenID `id_token` (or of userinfo) is
+/// kept with the grant and listed; a re-consent for the same user that signed in at the provider
+/// as another account is refused (and stays pending) until the application confirms that account
+/// for the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconsent_as_another_provider_account_needs_the_applications_confirmation() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    endpoint.set_openid(true);
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let back = "http://127.0.0.1:9/settings/connected";
+    let connect = connect_client::ClientBuilder::new(format!("http://{}", stack.broker_addr()))
+        .oidc_token(connect_client::OidcToken::Static(
+            secrecy::SecretString::from(preview.clone()),
+        ))
+        .build()
+        .unwrap();
+    let consent_as = |provider_user: &'static str| {
+        let (connect, endpoint) = (&connect, &endpoint);
+        async move {
+            endpoint.set_consent(crate::harness::Consent::Approve, provider_user);
+            let started = connect.start_consent(CRM, "ada", back).await.unwrap();
+            let (status, location, _) = browse(&started.url).await;
+            assert_eq!(status, 303);
+            location.unwrap()
+        }
+    };
+    let came_back = consent_as("ada").await;
+    let first = connect
+        .finish_consent(
+            &query(&came_back, "connect_request_id"),
+            &query(&came_back, "connect_completion"),
+            "ada",
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.provider_subject, "ada");
+    // Ada's session, but at the provider somebody signed in as "eve".
+    let came_back = consent_as("eve").await;
+    let (request_id, completion) = (
+        query(&came_back, "connect_request_id"),
+        query(&came_back, "connect_completion"),
+    );
+    let refused = connect
+        .finish_consent(&request_id, &completion, "ada")
+        .await;
+    assert!(
+        matches!(&refused, Err(connect_client::Error::ProviderAccountChanged(m)) if m.contains("'eve'") && m.contains("'ada'")),
+        "{refused:?}"
+    );
+    let token = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(
+        token.token.starts_with("ua_ada_"),
+        "the grant still acts as ada"
+    );
+    // Confirming another account than the consent's changes nothing either.
+    let wrong = connect
+        .finish_consent_confirming(&request_id, &completion, "ada", "mallory")
+        .await;
+    assert!(
+        matches!(
+            &wrong,
+            Err(connect_client::Error::ProviderAccountChanged(_))
+        ),
+        "{wrong:?}"
+    );
+    let replaced = connect
+        .finish_consent_confirming(&request_id, &completion, "ada", "eve")
+        .await
+        .unwrap();
+    assert_eq!(replaced.provider_subject, "eve");
+    let listed = stack
+        .admin(&stack.acme)
+        .list_grants(rpb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].provider_subject, "eve");
+    let token = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("ua_eve_"), "{}", token.token);
+
+    // Without an id_token, the connector's userinfo_url names the account.
+    endpoint.set_openid(false);
+    stack
+        .linked_oauth_connector(
+            "oauth2/info",
+            &endpoint.url,
+            &[
+                ("authorize_url", endpoint.authorize_url().as_str()),
+                ("userinfo_url", endpoint.userinfo_url().as_str()),
+                ("user_scopes", "contacts.read"),
+            ],
+        )
+        .await;
+    stack.feed_caught_up().await;
+    endpoint.set_consent(crate::harness::Consent::Approve, "bob");
+    let started = connect
+        .start_consent("oauth2/info", "bob", back)
+        .await
+        .unwrap();
+    let (_, location, _) = browse(&started.url).await;
+    let came_back = location.unwrap();
+    let bob = connect
+        .finish_consent(
+            &query(&came_back, "connect_request_id"),
+            &query(&came_back, "connect_completion"),
+            "bob",
+        )
+        .await
+        .unwrap();
+    assert_eq!(bob.provider_subject, "bob");
+    stack.stop().await;
+}
+
 /// Deleting a connector revokes, at its provider, the refresh tokens its grants and queue held
 /// (RFC 7009 at its `revocation_url`, with its client credentials), although the connector and its
 /// grants are gone; what was kept for that goes once it is done.
@@ -1007,6 +1134,7 @@ async fn connect_devs_demo_provider_goes_through_a_whole_consent() {
         request_id: query(&came_back, "connect_request_id"),
         completion: query(&came_back, "connect_completion"),
         user_id: "ada".into(),
+        ..Default::default()
     });
     finish_request.metadata_mut().insert(
         "authorization",

@@ -650,6 +650,8 @@ struct EndpointState {
     consent: Mutex<Consent>,
     /// The user the next consent is for.
     consenting_user: Mutex<String>,
+    /// Whether the code exchange answers with an OpenID `id_token` naming the user.
+    openid: std::sync::atomic::AtomicBool,
 }
 
 /// What the loopback provider's user does on its consent screen.
@@ -698,11 +700,13 @@ impl TokenEndpoint {
             user_token_lifetime: std::sync::atomic::AtomicU64::new(3600),
             consent: Mutex::new(Consent::Approve),
             consenting_user: Mutex::new("ada".into()),
+            openid: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/oauth/token", post(token_endpoint))
             .route("/oauth/revoke", post(revocation_endpoint))
             .route("/oauth/authorize", axum::routing::get(authorize_endpoint))
+            .route("/oauth/userinfo", axum::routing::get(userinfo_endpoint))
             .route("/elsewhere", post(elsewhere))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -777,6 +781,16 @@ impl TokenEndpoint {
     pub fn set_consent(&self, consent: Consent, user: &str) {
         *self.state.consent.lock().unwrap() = consent;
         *self.state.consenting_user.lock().unwrap() = user.to_owned();
+    }
+
+    /// Whether code exchanges answer with an OpenID `id_token` (`sub`: the consenting user).
+    pub fn set_openid(&self, openid: bool) {
+        self.state.openid.store(openid, Ordering::SeqCst);
+    }
+
+    /// The endpoint's userinfo endpoint: `{"sub": user}` for a user's access token.
+    pub fn userinfo_url(&self) -> String {
+        self.url.replace("/oauth/token", "/oauth/userinfo")
     }
 
     /// The endpoint's authorization endpoint.
@@ -866,6 +880,43 @@ fn user_tokens(state: &EndpointState, user: &str, scope: &str) -> Response {
         "scope": scope,
     }))
     .into_response()
+}
+
+/// Adds an OpenID `id_token` for `user` (issued to [`CLIENT_ID`]) to a token answer.
+async fn with_id_token(answer: Response, user: &str) -> Response {
+    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "https://provider.example",
+        "sub": user,
+        "aud": CLIENT_ID,
+        "iat": now,
+        "exp": now + 300,
+    });
+    body["id_token"] = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"the provider's own key"),
+    )
+    .unwrap()
+    .into();
+    Json(body).into_response()
+}
+
+/// OpenID userinfo: the user a `ua_<user>_…` access token was issued to.
+async fn userinfo_endpoint(headers: HeaderMap) -> Response {
+    let user = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ua_"))
+        .and_then(|rest| rest.split('_').next());
+    match user {
+        Some(user) => Json(serde_json::json!({ "sub": user, "name": user })).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
 }
 
 fn invalid_grant() -> Response {
@@ -1048,6 +1099,9 @@ async fn token_endpoint(
             .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
         if hashed != challenge || form.redirect_uri.as_deref() != Some(redirect_uri.as_str()) {
             return invalid_grant();
+        }
+        if state.openid.load(Ordering::SeqCst) {
+            return with_id_token(user_tokens(&state, &user, &scope), &user).await;
         }
         return user_tokens(&state, &user, &scope);
     }

@@ -158,6 +158,7 @@ pub fn grant(g: &pb::Grant) -> Value {
         "ownerId": g.owner_id,
         "project": g.project,
         "userId": g.user_id,
+        "providerSubject": g.provider_subject,
         "environment": g.environment,
         "installationId": g.installation_id,
         "scopes": g.scopes,

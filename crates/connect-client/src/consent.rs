@@ -58,6 +58,8 @@ pub struct Grant {
     pub scopes: Vec<String>,
     pub expires_at: Option<SystemTime>,
     pub refreshable: bool,
+    /// The provider account the grant acts as; empty when the provider named none.
+    pub provider_subject: String,
 }
 
 impl ConnectClient {
@@ -96,18 +98,36 @@ impl ConnectClient {
 
     /// Finishes the consent the browser came back with (`connect_request_id`,
     /// `connect_completion`) as `user_id`, the user signed in now. Another user than the one it
-    /// was started for: [`Error::ConsentUserMismatch`] (and the consent is discarded).
+    /// was started for: [`Error::ConsentUserMismatch`] (and the consent is discarded). A consent
+    /// that signed in at the provider as another account than the user's grant acts as:
+    /// [`Error::ProviderAccountChanged`] (the consent stays pending; confirm the new account with
+    /// [`ConnectClient::finish_consent_confirming`]).
     pub async fn finish_consent(
         &self,
         request_id: &str,
         completion: &str,
         user_id: &str,
     ) -> Result<Grant, Error> {
+        self.finish_consent_confirming(request_id, completion, user_id, "")
+            .await
+    }
+
+    /// As [`ConnectClient::finish_consent`], confirming for `user_id` the provider account
+    /// `provider_subject` (named in the [`Error::ProviderAccountChanged`] of a first try), so
+    /// that it replaces the account the user's grant acted as.
+    pub async fn finish_consent_confirming(
+        &self,
+        request_id: &str,
+        completion: &str,
+        user_id: &str,
+        provider_subject: &str,
+    ) -> Result<Grant, Error> {
         let oidc = self.inner.oidc.current()?;
         let mut request = tonic::Request::new(pb::FinishAuthorizationRequest {
             request_id: request_id.to_owned(),
             completion: completion.to_owned(),
             user_id: user_id.to_owned(),
+            confirm_provider_subject: provider_subject.to_owned(),
         });
         request.set_timeout(self.inner.timeout);
         authorize(&mut request, &oidc)?;
@@ -131,6 +151,7 @@ impl ConnectClient {
             scopes: grant.scopes,
             expires_at: grant.expire_time.and_then(system_time),
             refreshable: grant.refreshable,
+            provider_subject: grant.provider_subject,
         })
     }
 }

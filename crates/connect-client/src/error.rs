@@ -69,6 +69,7 @@ errors! {
     UserAuthorizationRequired,
     ConsentNotPending,
     ConsentUserMismatch,
+    ProviderAccountChanged,
     InvalidArgument,
     SecretsRequired,
     FailedPrecondition,

@@ -167,6 +167,10 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
             ),
             optional("revocation_url", "RFC 7009 token revocation endpoint"),
             optional(
+                "userinfo_url",
+                "where a consent learns the provider account it signed in as (sub or id), when the token endpoint returns no OpenID id_token",
+            ),
+            optional(
                 "scopes",
                 "scopes asked for when a caller names none (space-separated)",
             ),

@@ -109,6 +109,9 @@ reasons! {
     /// `FinishAuthorization` as another user than the one who started the consent: its tokens
     /// are discarded.
     ConsentUserMismatch = "CONSENT_USER_MISMATCH", "ConsentUserMismatchError", PermissionDenied;
+    /// `FinishAuthorization` of a consent that signed in as another provider account than the
+    /// user's grant acts as, without `confirm_provider_subject`: the consent stays held.
+    ProviderAccountChanged = "PROVIDER_ACCOUNT_CHANGED", "ProviderAccountChangedError", FailedPrecondition;
     InvalidArgument = "INVALID_ARGUMENT", "InvalidArgumentError", InvalidArgument;
     /// A connector's destination changed without its secrets being supplied again.
     SecretsRequired = "SECRETS_REQUIRED", "SecretsRequiredError", FailedPrecondition;

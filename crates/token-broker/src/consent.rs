@@ -39,11 +39,11 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Identity,
-    error::{BrokerError, Result, provider_text},
-    issuers::exchange_code,
+    error::{BrokerError, Cause, Result, provider_text},
+    issuers::{ExchangedCode, exchange_code},
     outbound::Outbound,
     registry::{
-        Authorizer, ConsentFinish, GrantKey, HeldConsent, NewConsent, OpenedConsent,
+        Authorization, Authorizer, ConsentFinish, GrantKey, HeldConsent, NewConsent, OpenedConsent,
         PendingConsents, StoredGrant,
     },
 };
@@ -79,6 +79,7 @@ pub struct FinishRequest {
     pub request_id: String,
     pub completion: SecretString,
     pub user_id: String,
+    pub confirm_provider_subject: Option<String>,
 }
 
 /// The consent flow of one broker.
@@ -269,6 +270,7 @@ impl Consents {
                     request_id: request.request_id,
                     completion: request.completion,
                     user_id: request.user_id,
+                    confirm_provider_subject: request.confirm_provider_subject,
                 },
             )
             .await;
@@ -430,7 +432,7 @@ impl Consents {
                 "the connector's token_url is not an allowed destination".into(),
             )
         })?;
-        let tokens = exchange_code(
+        let exchanged = exchange_code(
             self.outbound.http(),
             &token_url,
             (secret("client_id"), secret("client_secret")),
@@ -440,17 +442,101 @@ impl Consents {
             pending.scopes,
         )
         .await?;
+        let provider_subject = self.provider_subject(&authorization, &exchanged).await?;
         self.registry
             .hold(HeldConsent {
                 request_id: request_id.to_owned(),
                 key,
                 project_id: identity.project_id.clone(),
                 issuer: identity.issuer.clone(),
-                tokens,
+                tokens: exchanged.tokens,
                 ttl: CONSENT_TTL,
+                provider_subject,
             })
             .await
     }
+
+    /// The provider account a consent signed in as: the `sub` of the OpenID `id_token` the
+    /// token endpoint returned, else the `sub` (or `id`) of the connector's `userinfo_url`
+    /// answer; `None` when the provider names neither.
+    async fn provider_subject(
+        &self,
+        authorization: &Authorization,
+        exchanged: &ExchangedCode,
+    ) -> Result<Option<String>> {
+        if let Some(id_token) = &exchanged.id_token {
+            let client_id = authorization.secret("client_id").map(|s| s.expose_secret());
+            return id_token_subject(id_token.expose_secret(), client_id)
+                .map(Some)
+                .map_err(|why| {
+                    BrokerError::NoValidToken(format!(
+                        "the provider's id_token cannot be used: {why}"
+                    ))
+                });
+        }
+        let Some(url) = authorization.setting("userinfo_url") else {
+            return Ok(None);
+        };
+        let url = self.outbound.check(url).map_err(|_| {
+            BrokerError::NoValidToken(
+                "the connector's userinfo_url is not an allowed destination".into(),
+            )
+        })?;
+        let unavailable = |why: String| BrokerError::ProviderUnavailable(Box::new(Cause(why)));
+        let request = http::Request::get(url.as_str())
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", exchanged.tokens.access_token.expose_secret()),
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| unavailable(format!("userinfo request: {e}")))?;
+        let answer = crate::issuers::send(self.outbound.http(), request)
+            .await
+            .map_err(|e| unavailable(format!("userinfo: {e}")))?;
+        if !answer.status().is_success() {
+            return Err(BrokerError::NoValidToken(format!(
+                "the provider's userinfo answered HTTP {}",
+                answer.status().as_u16()
+            )));
+        }
+        let info: serde_json::Value = serde_json::from_slice(answer.body())
+            .map_err(|_| unavailable("userinfo: an unreadable answer".into()))?;
+        let subject = match (&info["sub"], &info["id"]) {
+            (serde_json::Value::String(sub), _) => sub.clone(),
+            (_, serde_json::Value::String(id)) => id.clone(),
+            (_, serde_json::Value::Number(id)) => id.to_string(),
+            _ => {
+                return Err(BrokerError::NoValidToken(
+                    "the provider's userinfo names no account (no sub or id)".into(),
+                ));
+            }
+        };
+        Ok(Some(provider_text(&subject)))
+    }
+}
+
+/// The `sub` of an OpenID `id_token` received straight from the token endpoint over TLS, which
+/// OpenID Connect Core §3.1.3.7 lets stand in for its signature; its `aud` must name the
+/// connector's client (when it has a client id) and it must not have expired.
+fn id_token_subject(
+    id_token: &str,
+    client_id: Option<&str>,
+) -> std::result::Result<String, String> {
+    use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier};
+    let token: CoreIdToken = id_token
+        .parse()
+        .map_err(|_| "it is not a JWT with OpenID claims".to_owned())?;
+    let verifier = CoreIdTokenVerifier::new_insecure_without_verification();
+    let claims = token
+        .claims(&verifier, |_: Option<&openidconnect::Nonce>| Ok(()))
+        .map_err(|e| provider_text(&e.to_string()))?;
+    if let Some(client_id) = client_id
+        && !claims.audiences().iter().any(|a| a.as_str() == client_id)
+    {
+        return Err("its aud does not name the connector's client".into());
+    }
+    Ok(provider_text(claims.subject().as_str()))
 }
 
 #[derive(Debug, serde::Deserialize)]

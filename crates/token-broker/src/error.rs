@@ -88,6 +88,8 @@ pub enum BrokerError {
     ConsentNotPending(String),
     #[error("ConsentUserMismatchError: {0}")]
     ConsentUserMismatch(String),
+    #[error("ProviderAccountChangedError: {0}")]
+    ProviderAccountChanged(String),
 
     /// Something the broker is not set up for (e.g. consents without a callback).
     #[error("FailedPreconditionError: {0}")]
@@ -137,6 +139,7 @@ impl BrokerError {
             Self::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
             Self::ConsentNotPending(_) => Reason::ConsentNotPending,
             Self::ConsentUserMismatch(_) => Reason::ConsentUserMismatch,
+            Self::ProviderAccountChanged(_) => Reason::ProviderAccountChanged,
             Self::LeaseLost => Reason::LeaseLost,
             Self::FailedPrecondition(_) => Reason::FailedPrecondition,
             Self::InvalidArgument(_) => Reason::InvalidArgument,
@@ -194,6 +197,7 @@ impl BrokerError {
             Self::UserAuthorizationRequired(s) => Self::UserAuthorizationRequired(s.clone()),
             Self::ConsentNotPending(s) => Self::ConsentNotPending(s.clone()),
             Self::ConsentUserMismatch(s) => Self::ConsentUserMismatch(s.clone()),
+            Self::ProviderAccountChanged(s) => Self::ProviderAccountChanged(s.clone()),
             Self::LeaseLost => Self::LeaseLost,
             Self::FailedPrecondition(s) => Self::FailedPrecondition(s.clone()),
             Self::InvalidArgument(v) => Self::InvalidArgument(v.clone()),

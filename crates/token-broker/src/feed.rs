@@ -162,6 +162,19 @@ impl FeedListener for Revoker {
                 }
                 return;
             }
+            ChangeKind::Replaced(scope) => {
+                let (issuers, registry, outbound, scope) = (
+                    self.issuers.clone(),
+                    self.registry.clone(),
+                    self.outbound.clone(),
+                    scope.clone(),
+                );
+                tokio::spawn(async move {
+                    issuers.forget(&scope).await;
+                    revoke_grants(&*registry, &outbound, &scope).await;
+                });
+                return;
+            }
             ChangeKind::Revoked(scope) => {
                 // A credential handed out before (an `api-key` connector's stored key, above all)
                 // is recorded again before it is next handed out, and the registry refuses it if
@@ -178,11 +191,12 @@ impl FeedListener for Revoker {
             self.outbound.clone(),
         );
         tokio::spawn(async move {
-            // A user's grants, a discarded consent's tokens (`consent:<request id>`) or a replaced
-            // grant's (`grant:<id>`).
-            if scope.subject.as_deref().is_none_or(|s| {
-                s.starts_with("user:") || s.starts_with("consent:") || s.starts_with("grant:")
-            }) {
+            // A user's grants, or a discarded consent's tokens (`consent:<request id>`).
+            if scope
+                .subject
+                .as_deref()
+                .is_none_or(|s| s.starts_with("user:") || s.starts_with("consent:"))
+            {
                 revoke_grants(&*registry, &outbound, &scope).await;
             }
             let mut outcomes: Vec<(String, &'static str)> = Vec::new();

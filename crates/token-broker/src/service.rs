@@ -133,6 +133,18 @@ impl Broker {
             ));
         };
         let result = consents.finish(&identity, request).await;
+        if let Ok(stored) = &result {
+            // What this broker cached of the user's access token may be the grant this consent
+            // replaced: the next call takes the new one (other brokers hear it from the feed).
+            self.issuers
+                .forget(&crate::registry::RevokeScope {
+                    owner_id: stored.key.owner_id.to_string(),
+                    connector_id: stored.key.connector_id.clone(),
+                    installation_id: Some(stored.key.installation_id.clone()),
+                    subject: Some(format!("user:{}", stored.key.user_id)),
+                })
+                .await;
+        }
         if let Err(e) = &result {
             tracing::info!(target: "connect::decision", decision = "deny", reason = e.reason().as_str(),
                 owner_id = %identity.owner_id, project_id = %identity.project_id,

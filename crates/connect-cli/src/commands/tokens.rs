@@ -208,6 +208,7 @@ pub(crate) async fn grants(
             "CONNECTOR",
             "PROJECT",
             "USER",
+            "PROVIDER ACCOUNT",
             "ENVIRONMENT",
             "INSTALLATION",
             "STATE",
@@ -223,6 +224,11 @@ pub(crate) async fn grants(
                     g.project.clone()
                 },
                 g.user_id.clone(),
+                if g.provider_subject.is_empty() {
+                    "-".to_owned()
+                } else {
+                    g.provider_subject.clone()
+                },
                 g.environment.clone(),
                 g.installation_id.clone(),
                 g.state.clone(),

@@ -83,6 +83,8 @@ pub enum RegistryError {
     ConsentNotPending(String),
     #[error("ConsentUserMismatchError: {0}")]
     ConsentUserMismatch(String),
+    #[error("ProviderAccountChangedError: {0}")]
+    ProviderAccountChanged(String),
 
     /// A refresh lease that is no longer the grant's: another broker took over, or a new consent
     /// replaced the grant.

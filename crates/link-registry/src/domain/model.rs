@@ -413,6 +413,9 @@ pub struct Grant {
     pub last_refresh_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The provider account it acts as (the `sub` of the provider's `id_token` or userinfo);
+    /// `None` when the provider named none.
+    pub provider_subject: Option<String>,
 }
 
 impl Grant {
@@ -428,6 +431,7 @@ impl Grant {
             "expires_at": self.expires_at,
             "refreshable": self.refresh_token.is_some(),
             "last_error": self.last_error,
+            "provider_subject": self.provider_subject,
         })
     }
 }
@@ -467,6 +471,8 @@ pub struct HeldConsent {
     pub scopes: Vec<String>,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The provider account the consent signed in as, when the provider named one.
+    pub provider_subject: Option<String>,
 }
 
 impl HeldConsent {

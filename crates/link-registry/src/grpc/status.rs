@@ -31,6 +31,7 @@ fn reason(err: &RegistryError) -> Reason {
         RegistryError::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
         RegistryError::ConsentNotPending(_) => Reason::ConsentNotPending,
         RegistryError::ConsentUserMismatch(_) => Reason::ConsentUserMismatch,
+        RegistryError::ProviderAccountChanged(_) => Reason::ProviderAccountChanged,
         RegistryError::LeaseLost => Reason::LeaseLost,
         RegistryError::SecretsRequired { .. } | RegistryError::DependentSecretsBound { .. } => {
             Reason::SecretsRequired

@@ -251,6 +251,8 @@ pub mod grant {
         pub last_refresh_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// The provider account it acts as, when the provider named one.
+        pub provider_subject: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -337,6 +339,8 @@ pub mod held_consent {
         pub scopes: String,
         pub expires_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
+        /// The provider account the consent signed in as, when the provider named one.
+        pub provider_subject: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -125,12 +125,16 @@ impl SeaStore {
                 .map_err(storage_error)?
                 .map(rows::connector)
                 .transpose()?;
-            // Its subject names the replaced grant alone: no cached credential is dropped for it.
+            // Brokers take the queued refresh token to the provider and drop the copies they
+            // cached of the user's access token (without revoking them: the copy a broker holds
+            // may already be the new grant's).
             change = connector.map(|c| {
                 (
-                    "tokens.revoke",
+                    "grant.replace",
                     ChangeScope {
-                        subject: Some(format!("grant:{}", old.id)),
+                        subject: Some(format!("user:{}", old.key.user_id)),
+                        installation_id: Some(old.key.installation_id.clone()),
+                        project_id: old.key.project_id.clone(),
                         ..ChangeScope::connector(&c.team_id, &c.id, &c.uid)
                     },
                 )

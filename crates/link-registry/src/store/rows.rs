@@ -338,6 +338,7 @@ pub fn grant(row: grant::Model) -> Result<Grant> {
         last_refresh_at: row.last_refresh_at,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        provider_subject: row.provider_subject,
     })
 }
 
@@ -367,6 +368,7 @@ pub fn grant_row(g: &Grant) -> grant::Model {
         last_refresh_at: g.last_refresh_at,
         created_at: g.created_at,
         updated_at: g.updated_at,
+        provider_subject: g.provider_subject.clone(),
     }
 }
 
@@ -393,6 +395,7 @@ pub fn held(row: held_consent::Model) -> Result<HeldConsent> {
         scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
         expires_at: row.expires_at,
         created_at: row.created_at,
+        provider_subject: row.provider_subject,
     })
 }
 
@@ -413,6 +416,7 @@ pub fn held_row(h: &HeldConsent) -> held_consent::Model {
         scopes: h.scopes.join(" "),
         expires_at: h.expires_at,
         created_at: h.created_at,
+        provider_subject: h.provider_subject.clone(),
     }
 }
 

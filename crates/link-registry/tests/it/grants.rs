@@ -638,6 +638,7 @@ fn hold(conn: &str, request_id: &str, user: &str, ttl: Duration) -> pb::HoldGran
         expire_time: in_seconds(3600),
         scopes: vec!["read".into()],
         ttl: duration(ttl),
+        provider_subject: String::new(),
     }
 }
 
@@ -650,6 +651,7 @@ fn finish(request_id: &str, completion: &str, user: &str) -> pb::FinishGrantRequ
         project_id: "prj_web".into(),
         environment: "preview".into(),
         issuer: "https://oidc.example.test/acme".into(),
+        confirm_provider_subject: String::new(),
     }
 }
 

@@ -85,6 +85,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000012_project_grants",
             "m20261204_000013_runtime_keys",
             "m20261204_000014_departed_connectors",
+            "m20261204_000015_provider_subjects",
         ]
     );
     again.ping().await.unwrap();

@@ -308,6 +308,14 @@ impl TryFrom<pb::FinishAuthorizationRequest> for crate::consent::FinishRequest {
                 "user_id must be 1 to 256 printable characters",
             ));
         }
+        if req.confirm_provider_subject.chars().count() > 255
+            || !printable(&req.confirm_provider_subject)
+        {
+            violations.push(FieldViolation::new(
+                "confirm_provider_subject",
+                "confirm_provider_subject must be at most 255 printable characters",
+            ));
+        }
         if !violations.is_empty() {
             return Err(BrokerError::InvalidArgument(violations));
         }
@@ -315,6 +323,8 @@ impl TryFrom<pb::FinishAuthorizationRequest> for crate::consent::FinishRequest {
             request_id: req.request_id,
             completion: SecretString::from(req.completion),
             user_id: req.user_id,
+            confirm_provider_subject: (!req.confirm_provider_subject.is_empty())
+                .then_some(req.confirm_provider_subject),
         })
     }
 }
@@ -336,5 +346,6 @@ pub fn grant(g: crate::registry::StoredGrant) -> pb::Grant {
         refreshable: g.refreshable,
         update_time: g.updated_at.map(time),
         project: g.project,
+        provider_subject: g.provider_subject.unwrap_or_default(),
     }
 }

@@ -321,6 +321,10 @@ impl TokenIssuer for GitHubAppIssuer {
         self.cache.revoke(scope).await
     }
 
+    async fn forget(&self, scope: &RevokeScope) {
+        self.cache.forget(scope).await;
+    }
+
     fn forget_all(&self) {
         self.cache.forget_all();
     }

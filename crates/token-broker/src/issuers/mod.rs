@@ -19,8 +19,8 @@ pub use self::{
     api_key::ApiKeyIssuer,
     github::GitHubAppIssuer,
     oauth2::OAuth2ClientCredentialsIssuer,
-    provider::{RevokeWith, revoke_at},
-    user::{UserGrants, exchange_code},
+    provider::{RevokeWith, revoke_at, send},
+    user::{ExchangedCode, UserGrants, exchange_code},
 };
 use crate::{
     auth::Identity,
@@ -236,6 +236,9 @@ pub trait TokenIssuer: Send + Sync + std::fmt::Debug {
 
     /// Drops every cached credential (no provider call).
     fn forget_all(&self) {}
+
+    /// Drops the cached credentials `scope` covers (no provider call).
+    async fn forget(&self, _scope: &RevokeScope) {}
 }
 
 /// Issuers by connector type.
@@ -273,6 +276,13 @@ impl Issuers {
     pub fn forget_all(&self) {
         for issuer in self.by_type.values() {
             issuer.forget_all();
+        }
+    }
+
+    /// Drops what every issuer holds of `scope`, without provider calls.
+    pub async fn forget(&self, scope: &RevokeScope) {
+        for issuer in self.by_type.values() {
+            issuer.forget(scope).await;
         }
     }
 

@@ -566,6 +566,10 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
         self.cache.revoke(scope).await
     }
 
+    async fn forget(&self, scope: &RevokeScope) {
+        self.cache.forget(scope).await;
+    }
+
     fn forget_all(&self) {
         self.cache.forget_all();
     }

@@ -218,6 +218,17 @@ pub async fn post_grant(
     basic: Option<String>,
     what: &str,
 ) -> Result<oauth2::basic::BasicTokenResponse, ProviderFailure> {
+    post_grant_as(http, token_url, body, basic, what).await
+}
+
+/// As [`post_grant`], reading the answer as `T` (a token response with extra fields).
+pub async fn post_grant_as<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    token_url: &url::Url,
+    body: Vec<u8>,
+    basic: Option<String>,
+    what: &str,
+) -> Result<T, ProviderFailure> {
     let mut request = http::Request::builder()
         .method(http::Method::POST)
         .uri(token_url.as_str())
@@ -395,6 +406,19 @@ impl TokenCache {
     /// Drops every cached token.
     pub fn forget_all(&self) {
         self.cache.invalidate_all();
+    }
+
+    /// Drops every cached token `scope` covers (no provider call).
+    pub async fn forget(&self, scope: &RevokeScope) {
+        let covered: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(_, token)| scope.covers(&token.owner))
+            .map(|(key, _)| key)
+            .collect();
+        for key in covered {
+            self.cache.invalidate(key.as_str()).await;
+        }
     }
 
     /// Drops every cached token `scope` covers, all at once, then revokes each at its provider.

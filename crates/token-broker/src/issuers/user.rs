@@ -16,7 +16,7 @@ use chrono::Utc;
 use oauth2::TokenResponse;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::provider::{CachedToken, ProviderFailure, basic_auth, form, post_grant};
+use super::provider::{CachedToken, ProviderFailure, basic_auth, form, post_grant, post_grant_as};
 use crate::{
     error::{BrokerError, Result},
     registry::{
@@ -216,6 +216,30 @@ pub(super) fn client_auth(
     Some(basic_auth(id?, secret?))
 }
 
+/// What a token endpoint adds for OpenID Connect: the `id_token` naming the account that
+/// signed in (OpenID Connect Core §3.1.3.3).
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
+pub struct OpenIdFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+impl std::fmt::Debug for OpenIdFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenIdFields").finish_non_exhaustive()
+    }
+}
+
+impl oauth2::ExtraTokenFields for OpenIdFields {}
+
+/// The answer to a code exchange: the user's tokens and, from an OpenID provider, its
+/// `id_token`.
+#[derive(Debug)]
+pub struct ExchangedCode {
+    pub tokens: GrantTokens,
+    pub id_token: Option<SecretString>,
+}
+
 /// The authorization code grant (RFC 6749 §4.1.3) with the PKCE verifier (RFC 7636): `code` for
 /// the user's tokens at `token_url`, with the client's credentials.
 pub async fn exchange_code(
@@ -226,7 +250,7 @@ pub async fn exchange_code(
     redirect_uri: &str,
     code_verifier: &SecretString,
     asked: Vec<String>,
-) -> Result<GrantTokens> {
+) -> Result<ExchangedCode> {
     let mut pairs = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -241,9 +265,10 @@ pub async fn exchange_code(
         pairs.push(("client_id", id.expose_secret()));
     }
     let body = form(&pairs, &[]);
-    let tokens = post_grant(http, token_url, body, basic, "authorization code")
-        .await
-        .map_err(|failure| failure.into_error("", ""))?;
+    let tokens: oauth2::StandardTokenResponse<OpenIdFields, oauth2::basic::BasicTokenType> =
+        post_grant_as(http, token_url, body, basic, "authorization code")
+            .await
+            .map_err(|failure| failure.into_error("", ""))?;
     let granted: Vec<String> = tokens
         .scopes()
         .map(|s| {
@@ -253,7 +278,12 @@ pub async fn exchange_code(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(GrantTokens {
+    let id_token = tokens
+        .extra_fields()
+        .id_token
+        .as_ref()
+        .map(|t| SecretString::from(t.clone()));
+    let tokens = GrantTokens {
         access_token: SecretString::from(tokens.access_token().secret().to_owned()),
         refresh_token: tokens
             .refresh_token()
@@ -264,5 +294,6 @@ pub async fn exchange_code(
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .and_then(|d| Utc::now().checked_add_signed(d)),
         scopes: if granted.is_empty() { asked } else { granted },
-    })
+    };
+    Ok(ExchangedCode { tokens, id_token })
 }

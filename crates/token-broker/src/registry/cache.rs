@@ -309,7 +309,7 @@ impl CachedAuthorizer {
                 self.denials.retain(|key, _| !stale(key));
             }
             // A revocation changes no answer: the issuers' caches act on it.
-            ChangeKind::Heartbeat | ChangeKind::Revoked(_) => {}
+            ChangeKind::Heartbeat | ChangeKind::Revoked(_) | ChangeKind::Replaced(_) => {}
         }
         self.feed
             .revision

@@ -37,6 +37,8 @@ type Client = RegistryRuntimeClient<InterceptedService<Channel, BearerAuth>>;
 
 /// The action of a revocation in the change feed.
 const TOKENS_REVOKE: &str = "tokens.revoke";
+/// A user's grant was replaced by a new consent: its refresh token waits for revocation.
+const GRANT_REPLACE: &str = "grant.replace";
 
 #[derive(Clone)]
 pub struct RegistryClient {
@@ -95,6 +97,14 @@ fn grant_failure(what: &'static str) -> impl Fn(Status) -> BrokerError {
                     status
                         .message()
                         .trim_start_matches("ConsentUserMismatchError: ")
+                        .to_owned(),
+                )
+            }
+            (Code::FailedPrecondition, Some(Reason::ProviderAccountChanged)) => {
+                BrokerError::ProviderAccountChanged(
+                    status
+                        .message()
+                        .trim_start_matches("ProviderAccountChangedError: ")
                         .to_owned(),
                 )
             }
@@ -166,13 +176,18 @@ fn change(event: pb::ChangeEvent) -> Change {
         ChangeKind::Resync
     } else if event.action.is_empty() {
         ChangeKind::Heartbeat
-    } else if event.action == TOKENS_REVOKE {
-        ChangeKind::Revoked(RevokeScope {
+    } else if event.action == TOKENS_REVOKE || event.action == GRANT_REPLACE {
+        let scope = RevokeScope {
             owner_id: event.owner_id,
             connector_id: event.connector_id,
             installation_id: (!event.installation_id.is_empty()).then_some(event.installation_id),
             subject: (!event.subject.is_empty()).then_some(event.subject),
-        })
+        };
+        if event.action == GRANT_REPLACE {
+            ChangeKind::Replaced(scope)
+        } else {
+            ChangeKind::Revoked(scope)
+        }
     } else {
         ChangeKind::Answers {
             owner_id: event.owner_id,
@@ -509,6 +524,7 @@ impl PendingConsents for RegistryClient {
             expire_time: tokens.expires_at.map(timestamp),
             scopes: tokens.scopes,
             ttl: duration(held.ttl),
+            provider_subject: held.provider_subject.unwrap_or_default(),
         };
         let held = self
             .unary(request, self.max_timeout, |mut c, r| async move {
@@ -531,6 +547,7 @@ impl PendingConsents for RegistryClient {
             project_id: identity.project_id.to_string(),
             environment: identity.environment.as_str().to_owned(),
             issuer: identity.issuer.to_string(),
+            confirm_provider_subject: finish.confirm_provider_subject.unwrap_or_default(),
         };
         let grant = self
             .unary(request, self.max_timeout, |mut c, r| async move {
@@ -554,6 +571,8 @@ impl PendingConsents for RegistryClient {
             expires_at: time(grant.expire_time.as_ref()),
             refreshable: grant.refreshable,
             updated_at: time(grant.update_time.as_ref()),
+            provider_subject: (!grant.provider_subject.is_empty())
+                .then_some(grant.provider_subject),
         })
     }
 }
@@ -861,6 +880,19 @@ mod tests {
             })
             .kind,
             ChangeKind::Revoked(RevokeScope {
+                owner_id: "team_a".into(),
+                connector_id: "conn_1".into(),
+                installation_id: None,
+                subject: Some("user:ada".into()),
+            })
+        );
+        assert_eq!(
+            change(pb::ChangeEvent {
+                subject: "user:ada".into(),
+                ..event(GRANT_REPLACE)
+            })
+            .kind,
+            ChangeKind::Replaced(RevokeScope {
                 owner_id: "team_a".into(),
                 connector_id: "conn_1".into(),
                 installation_id: None,

@@ -360,6 +360,8 @@ pub struct HeldConsent {
     pub tokens: GrantTokens,
     /// How long the application has to finish it.
     pub ttl: Duration,
+    /// The provider account the consent signed in as, when the provider named one.
+    pub provider_subject: Option<String>,
 }
 
 /// The application finishing a consent, in the session of `user_id`.
@@ -368,6 +370,9 @@ pub struct ConsentFinish {
     pub request_id: String,
     pub completion: SecretString,
     pub user_id: String,
+    /// The provider account the application confirms for the user (see
+    /// `FinishAuthorizationRequest.confirm_provider_subject`).
+    pub confirm_provider_subject: Option<String>,
 }
 
 impl fmt::Debug for ConsentFinish {
@@ -390,6 +395,8 @@ pub struct StoredGrant {
     pub expires_at: Option<DateTime<Utc>>,
     pub refreshable: bool,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The provider account it acts as, when the provider named one.
+    pub provider_subject: Option<String>,
 }
 
 /// Consents from their start to the grant they end in: begun, taken at the connector's callback,
@@ -487,6 +494,10 @@ pub enum ChangeKind {
     },
     /// Credentials were revoked.
     Revoked(RevokeScope),
+    /// A user's grant was replaced by a new consent: the copies cached of the user's access
+    /// token go (not revoked: a copy may already be the new grant's), and the replaced refresh
+    /// token waits to be taken to the provider.
+    Replaced(RevokeScope),
 }
 
 /// The events of one subscription to the feed, ending with an error or when the registry stops.

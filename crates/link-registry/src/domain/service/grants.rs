@@ -129,6 +129,8 @@ pub struct NewHeld {
     pub issuer: String,
     pub tokens: GrantTokens,
     pub ttl: Duration,
+    /// The provider account the consent signed in as, when the provider named one.
+    pub provider_subject: Option<String>,
 }
 
 /// The application finishing a held consent, from a verified deployment token.
@@ -140,6 +142,9 @@ pub struct FinishConsent {
     pub project_id: ProjectId,
     pub environment: Environment,
     pub issuer: String,
+    /// The provider account the application confirms for this user: needed when the consent
+    /// signed in as another account than the user's grant acts as.
+    pub confirm_provider_subject: Option<String>,
 }
 
 impl std::fmt::Debug for FinishConsent {
@@ -244,6 +249,7 @@ impl Registry {
             last_refresh_at: None,
             created_at: now,
             updated_at: now,
+            provider_subject: None,
         }
     }
 
@@ -663,6 +669,7 @@ impl Registry {
             scopes: held.tokens.scopes,
             expires_at,
             created_at: now,
+            provider_subject: held.provider_subject,
         };
         self.store.insert_held(&stored).await?;
         Ok((completion, expires_at))
@@ -712,6 +719,20 @@ impl Registry {
                 connect_types::ids::truncate(finish.user_id.as_str(), 64)
             )));
         }
+        // A consent that signed in as another provider account than the user's grant acts as
+        // replaces it only when the application confirms that account for this user; until then
+        // it stays held (and expires as any other).
+        if let Some(existing) = self.store.grant(&key).await?
+            && let (Some(was), Some(now_as)) = (&existing.provider_subject, &held.provider_subject)
+            && was != now_as
+            && finish.confirm_provider_subject.as_deref() != Some(now_as.as_str())
+        {
+            return Err(RegistryError::ProviderAccountChanged(format!(
+                "this consent signed in as provider account '{}', but the user's grant acts as '{}': finish it with confirm_provider_subject set to the new account to replace the grant",
+                connect_types::ids::truncate(now_as, 64),
+                connect_types::ids::truncate(was, 64),
+            )));
+        }
         let tokens = GrantTokens {
             access_token: self.open_for(
                 &connector,
@@ -726,7 +747,8 @@ impl Registry {
             expires_at: held.token_expires_at,
             scopes: held.scopes.clone(),
         };
-        let grant = self.sealed_grant(&connector, key, tokens);
+        let mut grant = self.sealed_grant(&connector, key, tokens);
+        grant.provider_subject = held.provider_subject.clone();
         let stored = self
             .store
             .finish_held(

@@ -201,6 +201,8 @@ impl TryFrom<pb::HoldGrantRequest> for NewHeld {
         let refresh_token = token_of(&mut v, "refresh_token", req.refresh_token, false);
         let scopes = scopes_of(&mut v, "scopes", req.scopes);
         let ttl = duration_of(&mut v, "ttl", req.ttl);
+        let provider_subject =
+            provider_subject_of(&mut v, "provider_subject", req.provider_subject);
         let value = match (key, project_id, access_token, ttl) {
             (Some(key), Some(project_id), Some(access_token), Some(ttl)) => Some(NewHeld {
                 request_id,
@@ -214,6 +216,7 @@ impl TryFrom<pb::HoldGrantRequest> for NewHeld {
                     scopes,
                 },
                 ttl,
+                provider_subject,
             }),
             _ => None,
         };
@@ -237,6 +240,11 @@ impl TryFrom<pb::FinishGrantRequest> for FinishConsent {
         if req.issuer.is_empty() || req.issuer.len() > 255 {
             v.push("issuer", "issuer must be 1 to 255 characters");
         }
+        let confirm_provider_subject = provider_subject_of(
+            &mut v,
+            "confirm_provider_subject",
+            req.confirm_provider_subject,
+        );
         let value = match (user_id, team_id, project_id, environment) {
             (Some(user_id), Some(team_id), Some(project_id), Some(environment)) => {
                 Some(FinishConsent {
@@ -247,12 +255,29 @@ impl TryFrom<pb::FinishGrantRequest> for FinishConsent {
                     project_id,
                     environment,
                     issuer: req.issuer,
+                    confirm_provider_subject,
                 })
             }
             _ => None,
         };
         v.finish(value)
     }
+}
+
+/// A provider account (`sub`): empty for none, else at most 255 characters without control
+/// characters.
+fn provider_subject_of(v: &mut Violations, field: &str, value: String) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    if value.chars().count() > 255 || value.chars().any(char::is_control) {
+        v.push(
+            field,
+            "a provider account is at most 255 characters, without control characters",
+        );
+        return None;
+    }
+    Some(value)
 }
 
 /// A `LeaseGrantRequest`: the grant, how long its access token must live to be answered as it
@@ -379,6 +404,7 @@ pub fn grant(g: Grant, uid: &str) -> pb::Grant {
         create_time: Some(timestamp(g.created_at)),
         update_time: Some(timestamp(g.updated_at)),
         version: g.version,
+        provider_subject: g.provider_subject.unwrap_or_default(),
     }
 }
 

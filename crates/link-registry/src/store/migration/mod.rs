@@ -19,6 +19,7 @@ mod m20261204_000011_key_check;
 mod m20261204_000012_project_grants;
 mod m20261204_000013_runtime_keys;
 mod m20261204_000014_departed_connectors;
+mod m20261204_000015_provider_subjects;
 
 use sea_orm_migration::prelude::*;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000012_project_grants::Migration),
             Box::new(m20261204_000013_runtime_keys::Migration),
             Box::new(m20261204_000014_departed_connectors::Migration),
+            Box::new(m20261204_000015_provider_subjects::Migration),
         ]
     }
 }
