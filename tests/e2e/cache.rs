@@ -34,6 +34,10 @@ async fn every_change_that_alters_an_answer_reaches_a_caching_broker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "TEST_DATABASE_URL is unset: the PostgreSQL variant does not run"
+)]
 async fn every_change_that_alters_an_answer_reaches_a_caching_broker_on_postgres() {
     if let Some(registry) = on_postgres().await {
         every_change_reaches_the_broker(
@@ -207,6 +211,10 @@ fn patient_broker(config: &mut token_broker::BrokerConfig) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "TEST_DATABASE_URL is unset: the PostgreSQL variant does not run"
+)]
 async fn link_churn_under_concurrent_calls_gives_no_wrong_answer_on_postgres() {
     if let Some(registry) = on_postgres().await {
         churn(

@@ -100,6 +100,10 @@ async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "TEST_DATABASE_URL is unset: the PostgreSQL variant does not run"
+)]
 async fn two_brokers_and_a_hundred_callers_refresh_an_expiring_grant_once_on_postgres() {
     if let Some(registry) = on_postgres().await {
         one_refresh_across_brokers(

@@ -1,4 +1,6 @@
-//! The command line, as clap reads it. Every global flag also reads a `CONNECT_…` variable.
+//! The command line, as clap reads it. Every global flag also reads a `CONNECT_…` variable
+//! ([`GLOBAL_VARIABLES`]): read into the flag's default rather than with clap's `env`, which would
+//! count a variable as a given flag and print it in every usage line.
 
 use std::path::PathBuf;
 
@@ -10,45 +12,63 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "connect", version)]
 pub struct Cli {
-    /// The link registry's gRPC URL.
-    #[arg(
-        long,
-        global = true,
-        env = "CONNECT_REGISTRY_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    /// The link registry's gRPC URL [env: CONNECT_REGISTRY_URL].
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
     pub registry: String,
 
-    /// The token broker's gRPC URL.
-    #[arg(
-        long,
-        global = true,
-        env = "CONNECT_BROKER_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
+    /// The token broker's gRPC URL [env: CONNECT_BROKER_URL].
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50052")]
     pub broker: String,
 
-    /// A registry API key (admin for changes, viewer for reading).
-    #[arg(long, global = true, env = "CONNECT_API_KEY", hide_env_values = true)]
+    /// A registry API key (admin for changes, viewer for reading) [env: CONNECT_API_KEY].
+    #[arg(long, global = true, hide_default_value = true)]
     pub api_key: Option<String>,
 
-    /// PEM CA to trust for `https://` URLs (default: the system's roots).
-    #[arg(long, global = true, env = "CONNECT_CA")]
+    /// PEM CA to trust for `https://` URLs (default: the system's roots) [env: CONNECT_CA].
+    #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
 
-    /// Output: aligned text for people, or JSON (proto JSON field names) for programs.
-    #[arg(
-        short = 'F',
-        long,
-        global = true,
-        env = "CONNECT_FORMAT",
-        value_enum,
-        default_value_t
-    )]
+    /// Output: aligned text for people, or JSON (proto JSON field names) for programs
+    /// [env: CONNECT_FORMAT].
+    #[arg(short = 'F', long, global = true, value_enum, default_value_t)]
     pub format: Format,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The global flags and the variables they read.
+pub const GLOBAL_VARIABLES: [(&str, &str); 5] = [
+    ("registry", "CONNECT_REGISTRY_URL"),
+    ("broker", "CONNECT_BROKER_URL"),
+    ("api_key", "CONNECT_API_KEY"),
+    ("ca", "CONNECT_CA"),
+    ("format", "CONNECT_FORMAT"),
+];
+
+impl Cli {
+    /// The command line with the global flags' variables as their defaults (a flag given on
+    /// the command line still wins).
+    pub fn command_with_variables() -> clap::Command {
+        use clap::CommandFactory;
+        let mut command = Self::command();
+        for (id, variable) in GLOBAL_VARIABLES {
+            let Some(value) = std::env::var(variable).ok().filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            // Once per process: the command line lives as long as it.
+            let value: &'static str = Box::leak(value.into_boxed_str());
+            command = command.mut_arg(id, |arg| arg.default_value(value));
+        }
+        command
+    }
+
+    /// Parses the process's arguments (exiting on a usage error, status 2).
+    pub fn parse_with_variables() -> Self {
+        use clap::FromArgMatches;
+        let matches = Self::command_with_variables().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -87,25 +107,36 @@ pub enum Command {
     /// Manage projects.
     #[command(subcommand)]
     Projects(ProjectsCommand),
-    /// Link a connector to a project for some environments (default: all three).
+    /// Link a connector to a project for some environments (default: all three). The link's
+    /// environments become exactly the ones given: list every environment it should keep
+    /// (`connect links <CONNECTOR>` shows them); the output names any it removed.
     Attach {
+        /// The connector, by uid (`api-key/stripe`) or id.
         connector: String,
+        /// The project, by id (`prj_…`) or name.
         #[arg(long)]
         project: String,
-        /// `production`, `preview` or `development`; repeat or separate with commas.
+        /// `production`, `preview` or `development`; repeat or separate with commas. Replaces
+        /// the link's set.
         #[arg(short = 'e', long = "environment", value_delimiter = ',')]
         environments: Vec<String>,
     },
     /// Remove a connector's link to a project.
     Detach {
+        /// The connector, by uid or id.
         connector: String,
+        /// The project, by id or name.
         #[arg(long)]
         project: String,
     },
     /// The projects a connector is linked to, and for which environments.
-    Links { connector: String },
+    Links {
+        /// The connector, by uid or id.
+        connector: String,
+    },
     /// Delete a connector; refused while it is linked unless `--disconnect-all`.
     Remove {
+        /// The connector, by uid or id.
         connector: String,
         /// Delete its links too.
         #[arg(long)]
@@ -114,6 +145,7 @@ pub enum Command {
     /// Get a token from the broker with the OIDC token of `CONNECT_OIDC_TOKEN` or
     /// `VERCEL_OIDC_TOKEN` (or the file `CONNECT_OIDC_TOKEN_FILE`); prints the token alone.
     Token {
+        /// The connector, by uid or id.
         connector: String,
         /// `app`, or `user:ID`.
         #[arg(long, default_value = "app")]
@@ -133,6 +165,7 @@ pub enum Command {
     /// Revoke the credentials a connector issued (all, or one subject's or installation's): the
     /// brokers drop their copies and revoke them at the provider where the type can.
     RevokeTokens {
+        /// The connector, by uid or id.
         connector: String,
         /// Only this subject's: `app` or `user:ID`.
         #[arg(long)]
@@ -142,9 +175,15 @@ pub enum Command {
         installation_id: Option<String>,
     },
     /// Stop a connector from issuing anything (deployments get ConnectorSuspendedError).
-    Suspend { connector: String },
+    Suspend {
+        /// The connector, by uid or id.
+        connector: String,
+    },
     /// Let a suspended connector issue again.
-    Resume { connector: String },
+    Resume {
+        /// The connector, by uid or id.
+        connector: String,
+    },
     /// The connector types the registry knows and what each can do: subjects, installations,
     /// resources, revocation, and the config and secret keys it reads (`?`: optional).
     Types,
@@ -158,8 +197,10 @@ pub enum Command {
     Issuances {
         /// Only this connector's.
         connector: Option<String>,
+        /// Only this project's (an id or name).
         #[arg(long)]
         project: Option<String>,
+        /// Only this environment's.
         #[arg(long)]
         environment: Option<String>,
         /// How many at most.
@@ -173,8 +214,10 @@ pub enum Command {
         /// Only this project's own grants (a project id).
         #[arg(long)]
         project: Option<String>,
+        /// Only this user's (the application's user id).
         #[arg(long)]
         user: Option<String>,
+        /// Only this environment's.
         #[arg(long)]
         environment: Option<String>,
         /// How many at most.
@@ -182,14 +225,19 @@ pub enum Command {
         limit: u32,
     },
     /// Print a shell completion script.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectsCommand {
     /// Register a project by the id its OIDC tokens carry as `project_id`.
     Create {
+        /// The project's id, as deployment tokens carry it (`project_id`), e.g. `prj_web`.
         id: String,
+        /// A name people know it by.
         #[arg(long)]
         name: String,
     },
@@ -201,6 +249,7 @@ pub enum ProjectsCommand {
 pub enum InstallationsCommand {
     /// Register an installation, e.g. `connect installations add github/acme-app 1001 --default`.
     Add {
+        /// The connector, by uid or id.
         connector: String,
         /// The provider's id for it (for `github`: the installation number).
         installation_id: String,
@@ -218,10 +267,15 @@ pub enum InstallationsCommand {
         default: bool,
     },
     /// List a connector's installations.
-    List { connector: String },
+    List {
+        /// The connector, by uid or id.
+        connector: String,
+    },
     /// Remove an installation and revoke the credentials issued for it.
     Remove {
+        /// The connector, by uid or id.
         connector: String,
+        /// The installation's id.
         installation_id: String,
     },
 }

@@ -12,6 +12,8 @@ pub struct Failure {
     pub message: String,
     /// What to do about it, when there is something to say.
     pub hint: Option<String>,
+    /// The command line itself was wrong (exit status 2, as for clap's own usage errors).
+    pub usage: bool,
 }
 
 impl Failure {
@@ -19,6 +21,15 @@ impl Failure {
         Self {
             message: format!("{name}: {message}"),
             hint: None,
+            usage: false,
+        }
+    }
+
+    /// A mistake in the command line, found before anything was asked of a server.
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            usage: true,
+            ..Self::new("InvalidArgumentError", message)
         }
     }
 
@@ -40,6 +51,15 @@ impl Failure {
                     "cannot reach the registry at {registry_url}: {}",
                     status.message()
                 ),
+            ),
+            None if status.code() == Code::Unimplemented => Self::new(
+                "UnexpectedError",
+                format!(
+                    "{registry_url} does not serve the link registry (connect.registry.v1.LinkRegistry)"
+                ),
+            )
+            .hint(
+                "point --registry or CONNECT_REGISTRY_URL at the link registry (not the token broker): http://127.0.0.1:50051 locally",
             ),
             None => Self::new(
                 "UnexpectedError",
@@ -91,17 +111,21 @@ fn with_name(name: &str, message: &str) -> Failure {
         Failure {
             message: message.to_owned(),
             hint: None,
+            usage: false,
         }
     } else {
         Failure::new(name, message)
     }
 }
 
-/// What `connect token` knows of the caller, for its hints: the OIDC token's claims, unverified.
+/// What `connect token` knows of the caller, for its hints: the OIDC token's claims, unverified,
+/// the broker it asked, and the environments the link has when the registry could be read.
 #[derive(Debug, Default)]
 pub struct Caller {
     pub project_id: Option<String>,
     pub environment: Option<String>,
+    pub broker_url: String,
+    pub link_environments: Option<Vec<String>>,
 }
 
 /// A client error of `connect token`, with the `connect` command that would fix it.
@@ -110,13 +134,41 @@ pub fn from_client(error: &connect_client::Error, connector: &str, caller: &Call
     let failure = Failure {
         message: error.to_string(),
         hint: None,
+        usage: false,
     };
     let project = caller.project_id.as_deref().unwrap_or("<prj_id>");
+    let environment = caller.environment.as_deref().unwrap_or("<environment>");
     match error {
-        E::ClientNotEnabledForEnvironment(_) => failure.hint(format!(
-            "enable it for this environment (with the ones it has): connect attach {connector} --project {project} -e {}",
-            caller.environment.as_deref().unwrap_or("<environment>")
-        )),
+        // `attach` replaces the link's set: the command lists what it has and the one missing.
+        E::ClientNotEnabledForEnvironment(_) => match &caller.link_environments {
+            Some(has) => {
+                let mut all: Vec<&str> = has.iter().map(String::as_str).collect();
+                if !all.contains(&environment) {
+                    all.push(environment);
+                }
+                failure.hint(format!(
+                    "enable it for this environment too (attach replaces the set, so it lists the ones the link has): connect attach {connector} --project {project} -e {}",
+                    all.join(",")
+                ))
+            }
+            None => failure.hint(format!(
+                "`connect links {connector}` shows the environments the link has; attach replaces the set, so list them with {environment}: connect attach {connector} --project {project} -e <those>,{environment}"
+            )),
+        },
+        E::Unexpected {
+            code: tonic::Code::Unimplemented,
+            ..
+        } => Failure {
+            message: format!(
+                "UnexpectedError: {} does not serve the token broker (connect.broker.v1.TokenBroker)",
+                caller.broker_url
+            ),
+            hint: None,
+            usage: false,
+        }
+        .hint(
+            "point --broker or CONNECT_BROKER_URL at the token broker (not the link registry): http://127.0.0.1:50052 locally",
+        ),
         E::ClientNotLinkedToProject(_) => failure.hint(format!(
             "link it: connect attach {connector} --project {project}"
         )),

@@ -7,7 +7,7 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use connect_proto::registry::v1::link_registry_client::LinkRegistryClient;
 use serde_json::Value;
 use tonic::{
@@ -23,7 +23,7 @@ use crate::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_variables();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,7 +41,11 @@ fn main() -> ExitCode {
             if let Some(hint) = failure.hint {
                 eprintln!("hint: {hint}");
             }
-            ExitCode::FAILURE
+            if failure.usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -119,9 +123,33 @@ impl Context {
     }
 }
 
+/// A server's URL as given: with its scheme; a bare `host:port` (grpcurl's form) is taken as
+/// `http://` on loopback, and refused elsewhere with the scheme to add.
+fn service_url(raw: &str, flag: &str) -> Result<String, Failure> {
+    if raw.contains("://") {
+        return Ok(raw.to_owned());
+    }
+    let host = match raw.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => raw,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(format!("http://{raw}"))
+    } else {
+        Err(Failure::usage(format!(
+            "{flag} '{raw}' has no scheme: give https://{raw} (or http://{raw} for a plaintext server)"
+        )))
+    }
+}
+
 fn endpoint(url: &str, ca: Option<&[u8]>, what: &str) -> Result<Endpoint, Failure> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| Failure::new("InvalidArgumentError", format!("{what} URL '{url}': {e}")))?;
+        .map_err(|e| Failure::usage(format!("{what} URL '{url}': {e}")))?;
     if url.starts_with("https://") {
         let tls = match ca {
             Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
@@ -134,21 +162,25 @@ fn endpoint(url: &str, ca: Option<&[u8]>, what: &str) -> Result<Endpoint, Failur
     Ok(endpoint)
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run(mut cli: Cli) -> Result<(), Failure> {
+    cli.registry = service_url(&cli.registry, "--registry")?;
+    cli.broker = service_url(&cli.broker, "--broker")?;
     let ca = match &cli.ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            Failure::new(
-                "InvalidArgumentError",
-                format!("cannot read --ca {}: {e}", path.display()),
-            )
-        })?),
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| Failure::usage(format!("cannot read --ca {}: {e}", path.display())))?,
+        ),
         None => None,
     };
+    // `token` speaks to the broker; it reads the registry only for a better hint, when it has a
+    // key.
     let needs_registry = !matches!(
         cli.command,
         Command::Token { .. } | Command::Completions { .. }
     );
-    let registry = if needs_registry {
+    let may_read_registry = matches!(cli.command, Command::Token { .. })
+        && cli.api_key.as_deref().is_some_and(|k| !k.is_empty());
+    let registry = if needs_registry || may_read_registry {
         let key = match cli.api_key.as_deref().filter(|k| !k.is_empty()) {
             Some(key) => {
                 let mut value: MetadataValue<Ascii> =

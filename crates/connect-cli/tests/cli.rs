@@ -256,7 +256,7 @@ async fn every_admin_command_in_text_and_json() {
         )
         .await
         .failed(
-            1,
+            2,
             "InvalidArgumentError: --secret api_key=@/nonexistent/key: cannot read",
         );
     assert!(!err.contains("sk_"));
@@ -457,7 +457,7 @@ async fn errors_name_the_documented_error_and_usage_errors_exit_2() {
     system
         .connect(&["create", "api-key/x", "--config", "novalue"], None, &[])
         .await
-        .failed(1, "InvalidArgumentError: --config expects KEY=VALUE");
+        .failed(2, "InvalidArgumentError: --config expects KEY=VALUE");
     system
         .connect(&["projects", "create", "bad id!", "--name", "x"], None, &[])
         .await
@@ -628,8 +628,22 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
         )
         .await
         .failed(1, "ClientNotEnabledForEnvironmentError: ");
+    // The hint reads the link: following it keeps preview.
     assert!(
-        err.contains("hint: enable it for this environment (with the ones it has): connect attach api-key/stripe --project prj_web -e production"),
+        err.contains("attach replaces the set, so it lists the ones the link has): connect attach api-key/stripe --project prj_web -e preview,production\n"),
+        "{err}"
+    );
+    // Without an API key the registry cannot be read: the hint says how to list them.
+    let err = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &production), ("CONNECT_API_KEY", "")],
+        )
+        .await
+        .failed(1, "ClientNotEnabledForEnvironmentError: ");
+    assert!(
+        err.contains("hint: `connect links api-key/stripe` shows the environments the link has; attach replaces the set, so list them with production: connect attach api-key/stripe --project prj_web -e <those>,production"),
         "{err}"
     );
     let other = system.oidc_token("prj_other", "preview");
@@ -658,7 +672,7 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
         )
         .await
         .failed(
-            1,
+            2,
             "InvalidArgumentError: --subject must be 'app' or 'user:ID'",
         );
     assert!(!err.contains("sk_live_abc"));
@@ -794,5 +808,185 @@ async fn installations_and_revocations_from_the_command_line() {
         err.contains("hint: `connect installations list <connector>`"),
         "{err}"
     );
+    system.stop().await;
+}
+
+/// What a new user trips over in the first hour, each through the built binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_hour() {
+    let system = System::start().await;
+    let c = |args: &'static [&'static str]| system.connect(args, None, &[]);
+    c(&["projects", "create", "prj_web", "--name", "web"])
+        .await
+        .ok();
+
+    // 2. Mistakes are refused when the connector is made, not at the first token.
+    let err = c(&["create", "apikey/s10", "--secret", "api_key=sk_1"])
+        .await
+        .failed(1, "InvalidArgumentError: ");
+    assert!(
+        err.contains("unknown connector type 'apikey'") && err.contains("api-key, oauth2, github"),
+        "{err}"
+    );
+    let err = c(&["create", "api-key/s7", "--secret", "key=abc"])
+        .await
+        .failed(1, "InvalidArgumentError: ");
+    assert!(
+        err.contains("secrets.api_key") && err.contains("required: api_key"),
+        "{err}"
+    );
+    assert!(!err.contains("abc"), "{err}");
+    let err = c(&["create", "github/app", "--secret", "private_key=pem"])
+        .await
+        .failed(1, "InvalidArgumentError: ");
+    assert!(err.contains("config.app_id"), "{err}");
+    let listed = c(&["list", "-F", "json"]).await.json();
+    assert_eq!(listed, json!([]), "nothing was created");
+
+    // 1. attach replaces the set, says so in --help, and names what it removed.
+    let help = c(&["attach", "--help"]).await.ok();
+    assert!(help.contains("exactly the ones given"), "{help}");
+    assert!(help.contains("Replaces"), "{help}");
+    c(&["create", "api-key/stripe", "--secret", "api_key=sk_1"])
+        .await
+        .ok();
+    c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "-e",
+        "preview,production",
+    ])
+    .await
+    .ok();
+    let out = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "-e",
+        "production",
+    ])
+    .await
+    .ok();
+    assert_eq!(
+        out,
+        "Attached api-key/stripe to prj_web for production (removed: preview)\n"
+    );
+    let json = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "-e",
+        "production,development",
+        "-F",
+        "json",
+    ])
+    .await
+    .json();
+    assert_eq!(json["removedEnvironments"], json!([]));
+    let unchanged = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "-e",
+        "production,development",
+        "-F",
+        "json",
+    ])
+    .await
+    .json();
+    assert_eq!(unchanged["unchanged"], true);
+    // Attaching the same set again wrote nothing: one audit event per change.
+    let audit = c(&["audit", "--limit", "100", "-F", "json"]).await.json();
+    let attaches = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "project.attach")
+        .count();
+    assert_eq!(attaches, 3, "{audit}");
+
+    // 3. A bare host:port is http:// on loopback; elsewhere the scheme is asked for; the wrong
+    // service is named.
+    let registry = system.stack.registry_addr().to_string();
+    let broker = system.stack.broker_addr().to_string();
+    let out = system
+        .connect(&["list"], None, &[("CONNECT_REGISTRY_URL", &registry)])
+        .await
+        .ok();
+    assert!(out.contains("api-key/stripe"), "{out}");
+    let err = system
+        .connect(&["list", "--registry", "registry.example:50051"], None, &[])
+        .await
+        .failed(
+            2,
+            "InvalidArgumentError: --registry 'registry.example:50051' has no scheme",
+        );
+    assert!(err.contains("https://registry.example:50051"), "{err}");
+    let err = system
+        .connect(&["list"], None, &[("CONNECT_REGISTRY_URL", &broker)])
+        .await
+        .failed(1, "UnexpectedError: ");
+    assert!(
+        err.contains("does not serve the link registry") && err.contains("hint: point --registry"),
+        "{err}"
+    );
+    let preview = system.oidc_token("prj_web", "production");
+    let err = system
+        .connect(
+            &["token", "api-key/stripe", "--broker", &registry],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &preview)],
+        )
+        .await
+        .failed(1, "UnexpectedError: ");
+    assert!(
+        err.contains("does not serve the token broker") && err.contains("hint: point --broker"),
+        "{err}"
+    );
+
+    // 4. Variables are not flags in usage lines; arguments are described.
+    let err = c(&["projects", "create", "prj_x"])
+        .await
+        .failed(2, "error: ");
+    assert!(
+        err.contains("Usage: connect projects create --name <NAME> <ID>\n"),
+        "{err}"
+    );
+    for (args, wanted) in [
+        (&["attach", "--help"][..], "The connector, by uid"),
+        (&["attach", "--help"][..], "The project, by id"),
+        (&["token", "--help"][..], "The connector, by uid"),
+        (
+            &["projects", "create", "--help"][..],
+            "as deployment tokens carry it",
+        ),
+    ] {
+        let help = system.connect(args, None, &[]).await.ok();
+        assert!(help.contains(wanted), "{args:?}: {help}");
+    }
+    let help = c(&["--help"]).await.ok();
+    assert!(help.contains("[env: CONNECT_API_KEY]"), "{help}");
+    assert!(!help.contains(&system.admin), "the key is never shown");
+
+    // 5. A malformed --secret is a usage error, and its value is never repeated.
+    let err = c(&["create", "api-key/x", "--secret", "=sk_hidden"])
+        .await
+        .failed(
+            2,
+            "InvalidArgumentError: --secret expects KEY=VALUE: the KEY before '=' is empty\n",
+        );
+    assert!(!err.contains("sk_hidden"));
+    let err = c(&["create", "api-key/x", "--secret", "sk_hidden"])
+        .await
+        .failed(
+            2,
+            "InvalidArgumentError: --secret expects KEY=VALUE: there is no '='\n",
+        );
+    assert!(!err.contains("sk_hidden"));
     system.stop().await;
 }

@@ -56,6 +56,7 @@ pub struct LocalStack {
     registry_metrics: Option<SocketAddr>,
     broker_metrics: Option<SocketAddr>,
     broker_callback: Option<SocketAddr>,
+    broker_key: SecretString,
     registry_server: Option<Running>,
     broker_server: Option<Running>,
 }
@@ -67,6 +68,18 @@ impl LocalStack {
         registry: ServeConfig,
         broker: impl FnOnce(String, SecretString) -> BrokerConfig,
     ) -> anyhow::Result<Self> {
+        Self::start_with_broker_key(registry, None, broker).await
+    }
+
+    /// As [`LocalStack::start`], with `broker_key` when it is still a usable broker key of the
+    /// registry's database (a new key otherwise): a system started again on the same database
+    /// keeps its key.
+    pub async fn start_with_broker_key(
+        registry: ServeConfig,
+        broker_key: Option<SecretString>,
+        broker: impl FnOnce(String, SecretString) -> BrokerConfig,
+    ) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
         let scheme = if registry.tls.is_some() {
             "https"
         } else {
@@ -85,8 +98,21 @@ impl LocalStack {
                 .await?;
             Ok(())
         });
-        let (_, broker_key) = handle.create_api_key(None, Role::Broker).await?;
-        let broker_app = token_broker::App::build(broker(registry_url.clone(), broker_key)).await?;
+        let reusable = match broker_key {
+            Some(key) => handle
+                .authenticate(key.expose_secret())
+                .await
+                .ok()
+                .filter(|caller| caller.role == Role::Broker && caller.broker_teams.is_none())
+                .map(|_| key),
+            None => None,
+        };
+        let broker_key = match reusable {
+            Some(key) => key,
+            None => handle.create_api_key(None, Role::Broker).await?.1,
+        };
+        let broker_app =
+            token_broker::App::build(broker(registry_url.clone(), broker_key.clone())).await?;
         let broker_addr = broker_app.local_addr();
         let broker_metrics = broker_app.metrics_addr();
         let broker_callback = broker_app.callback_addr();
@@ -106,9 +132,15 @@ impl LocalStack {
             registry_metrics,
             broker_metrics,
             broker_callback,
+            broker_key,
             registry_server: Some(registry_server),
             broker_server: Some(broker_server),
         })
+    }
+
+    /// The broker's key for the registry.
+    pub fn broker_key(&self) -> &SecretString {
+        &self.broker_key
     }
 
     /// The registry's domain service, to seed teams, keys and connectors.

@@ -22,7 +22,48 @@ use link_registry::{
         },
     },
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+
+/// The keys a run made, kept next to a SQLite database (mode 0600) so that the next run on it
+/// reuses them instead of making new ones.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptKeys {
+    admin: String,
+    broker: String,
+}
+
+impl KeptKeys {
+    /// Where the keys of `database_url` are kept: beside a SQLite file; nowhere otherwise.
+    fn path(database_url: &str) -> Option<std::path::PathBuf> {
+        let db = link_registry::config::sqlite_path(database_url)?;
+        let mut path = db.into_os_string();
+        path.push(".dev-keys");
+        Some(path.into())
+    }
+
+    fn read(path: &std::path::Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Writes the file whole (a new file renamed over the old one), readable by its owner only.
+    fn write(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        file.write_all(&serde_json::to_vec(self)?)?;
+        file.persist(path)?;
+        Ok(())
+    }
+}
 
 /// Run the registry, the broker and a dev OIDC issuer locally, seeded with a demo.
 #[derive(Debug, Parser)]
@@ -94,12 +135,14 @@ fn parsed<T>(value: Result<T, String>) -> anyhow::Result<T> {
     value.map_err(|e| anyhow::anyhow!(e))
 }
 
-/// Seeds the demo; answers with a new admin key of the demo team.
+/// Seeds the demo (what a run before made is kept as it is); answers with an admin key of the
+/// demo team (`kept` when it still is one) and what it had to put back.
 async fn seed(
     registry: &Registry,
     issuer: &str,
     provider: &DemoProvider,
-) -> anyhow::Result<String> {
+    kept: Option<&str>,
+) -> anyhow::Result<(SecretString, Vec<String>)> {
     let team = parsed(TeamId::parse(TEAM))?;
     existing_ok(
         registry
@@ -110,10 +153,25 @@ async fn seed(
             })
             .await,
     )?;
-    let (_, admin_key) = registry
-        .create_api_key(Some(team.clone()), Role::Admin)
-        .await?;
+    let mut kept_admin = None;
+    if let Some(key) = kept
+        && let Ok(caller) = registry.authenticate(key).await
+        && caller.role == Role::Admin
+        && caller.team.as_ref() == Some(&team)
+    {
+        kept_admin = Some(SecretString::from(key.to_owned()));
+    }
+    let admin_key = match kept_admin {
+        Some(key) => key,
+        None => {
+            registry
+                .create_api_key(Some(team.clone()), Role::Admin)
+                .await?
+                .1
+        }
+    };
     let admin = registry.authenticate(admin_key.expose_secret()).await?;
+    let mut notes = Vec::new();
     existing_ok(
         registry
             .create_project(
@@ -169,17 +227,35 @@ async fn seed(
             )
             .await,
     )?;
+    // The demo links are for development only, as the printout says: a link changed since the
+    // last run is put back, and the run says so.
+    let development = parsed(EnvironmentSet::parse(&["development"]))?;
     for connector in [CONNECTOR, CRM] {
+        let (connector, project) = (
+            parsed(ConnectorRef::parse(connector))?,
+            parsed(ProjectRef::parse(PROJECT))?,
+        );
+        match registry
+            .get_project_link(&admin, &connector, &project)
+            .await
+        {
+            Ok(link) if link.environments == development => continue,
+            Ok(link) => notes.push(format!(
+                "The demo link of {connector} had been changed to {}: reset to development only.",
+                link.environments
+                    .iter()
+                    .map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Err(RegistryError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         registry
-            .attach_project(
-                &admin,
-                &parsed(ConnectorRef::parse(connector))?,
-                &parsed(ProjectRef::parse(PROJECT))?,
-                parsed(EnvironmentSet::parse(&["development"]))?,
-            )
+            .attach_project(&admin, &connector, &project, development)
             .await?;
     }
-    Ok(admin_key.expose_secret().to_owned())
+    Ok((admin_key, notes))
 }
 
 #[tokio::main]
@@ -194,18 +270,24 @@ async fn main() -> anyhow::Result<()> {
     let mut registry_config = ServeConfig::local(cli.database_url.clone());
     registry_config.listen = cli.registry_listen;
     let issuers = vec![issuer.issuer_url()];
-    let stack = LocalStack::start(registry_config, |registry_url, broker_key| {
-        let mut broker = token_broker::BrokerConfig::local(
-            registry_url,
-            broker_key,
-            issuers,
-            AUDIENCE.to_owned(),
-        );
-        broker.listen = cli.broker_listen;
-        broker.callback_listen = Some(cli.callback_listen);
-        broker.shutdown_grace = Duration::from_secs(5);
-        broker
-    })
+    let keys_file = KeptKeys::path(&cli.database_url);
+    let kept = keys_file.as_deref().and_then(KeptKeys::read);
+    let stack = LocalStack::start_with_broker_key(
+        registry_config,
+        kept.as_ref().map(|k| SecretString::from(k.broker.clone())),
+        |registry_url, broker_key| {
+            let mut broker = token_broker::BrokerConfig::local(
+                registry_url,
+                broker_key,
+                issuers,
+                AUDIENCE.to_owned(),
+            );
+            broker.listen = cli.broker_listen;
+            broker.callback_listen = Some(cli.callback_listen);
+            broker.shutdown_grace = Duration::from_secs(5);
+            broker
+        },
+    )
     .await?;
     let (registry_addr, broker_addr) = (stack.registry_addr(), stack.broker_addr());
 
@@ -238,7 +320,26 @@ async fn main() -> anyhow::Result<()> {
             cli.provider_listen
         )
     })?;
-    let admin_key = seed(stack.registry(), issuer.issuer(), &provider).await?;
+    let (admin_key, notes) = seed(
+        stack.registry(),
+        issuer.issuer(),
+        &provider,
+        kept.as_ref().map(|k| k.admin.as_str()),
+    )
+    .await?;
+    if let Some(path) = &keys_file {
+        let keys = KeptKeys {
+            admin: admin_key.expose_secret().to_owned(),
+            broker: stack.broker_key().expose_secret().to_owned(),
+        };
+        if let Err(e) = keys.write(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the demo's keys for the next run");
+        }
+    }
+    for note in &notes {
+        println!("{note}");
+    }
+    let admin_key = admin_key.expose_secret().to_owned();
     let production = issuer.mint(&deployment("production"), hour, Alg::RS256);
     let get_token = |token: &str| {
         format!(

@@ -85,10 +85,11 @@ pub enum LogFormat {
 /// `info`), lines on stderr so that commands which print a value keep stdout clean. A second call
 /// keeps the first. Servers use [`telemetry::init`], which can also export spans.
 pub fn init_logging(format: LogFormat) {
-    let _ = tracing::subscriber::set_global_default(telemetry::subscriber(
+    let _ = tracing::subscriber::set_global_default(telemetry::styled_subscriber(
         format,
         None,
         std::io::stderr,
+        telemetry::stderr_in_colour(),
     ));
 }
 

@@ -113,8 +113,26 @@ pub fn subscriber(
     provider: Option<&SdkTracerProvider>,
     writer: impl for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 ) -> impl tracing::Subscriber + Send + Sync + for<'s> LookupSpan<'s> {
+    styled_subscriber(format, provider, writer, false)
+}
+
+/// Whether log lines on stderr may carry colour: only on a terminal, and not under `NO_COLOR`.
+pub fn stderr_in_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// As [`subscriber`], with text lines in colour when `ansi` (a terminal reads them).
+pub fn styled_subscriber(
+    format: LogFormat,
+    provider: Option<&SdkTracerProvider>,
+    writer: impl for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync + for<'s> LookupSpan<'s> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
     let logs = match format {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
@@ -174,10 +192,11 @@ pub fn init(
     let provider = otlp_endpoint
         .map(|endpoint| otlp_provider(endpoint, service_name))
         .transpose()?;
-    let _ = tracing::subscriber::set_global_default(subscriber(
+    let _ = tracing::subscriber::set_global_default(styled_subscriber(
         format,
         provider.as_ref(),
         std::io::stderr,
+        stderr_in_colour(),
     ));
     Ok(Telemetry { provider })
 }

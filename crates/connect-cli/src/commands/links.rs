@@ -24,6 +24,7 @@ pub(crate) async fn attach(
             project: project.clone(),
         })
         .await;
+    let mut removed: Vec<String> = Vec::new();
     let (link, unchanged) = match current {
         Ok(link)
             if link
@@ -36,7 +37,15 @@ pub(crate) async fn attach(
         {
             (link.into_inner(), true)
         }
-        Ok(_) => (attach_now(ctx, &connector, &project, &wanted).await?, false),
+        Ok(before) => {
+            removed = before
+                .into_inner()
+                .environments
+                .into_iter()
+                .filter(|e| !wanted.contains(e))
+                .collect();
+            (attach_now(ctx, &connector, &project, &wanted).await?, false)
+        }
         Err(status) if status.code() == tonic::Code::NotFound => {
             (attach_now(ctx, &connector, &project, &wanted).await?, false)
         }
@@ -50,16 +59,24 @@ pub(crate) async fn attach(
                     "{} is already attached to {} for {envs}: unchanged",
                     link.connector_uid, link.project_id
                 )
-            } else {
+            } else if removed.is_empty() {
                 format!(
                     "Attached {} to {} for {envs}",
                     link.connector_uid, link.project_id
+                )
+            } else {
+                format!(
+                    "Attached {} to {} for {envs} (removed: {})",
+                    link.connector_uid,
+                    link.project_id,
+                    removed.join(", ")
                 )
             }
         },
         || {
             let mut value = output::link(&link);
             value["unchanged"] = json!(unchanged);
+            value["removedEnvironments"] = json!(removed);
             value
         },
     );

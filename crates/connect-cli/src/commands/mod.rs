@@ -27,19 +27,28 @@ const ALL_ENVIRONMENTS: [&str; 3] = ["production", "preview", "development"];
 
 const PAGE: i32 = 500;
 
-/// `KEY=VALUE` pairs.
+/// `KEY=VALUE` pairs. A malformed one is a usage error; the message repeats a `--config` value
+/// but never a `--secret` one.
 fn pairs(values: Vec<String>, flag: &str) -> Result<Vec<(String, String)>, Failure> {
+    let shown = |v: &str| {
+        if flag == "--secret" {
+            String::new()
+        } else {
+            format!(" (got '{}')", connect_types::truncate(v, 64))
+        }
+    };
     values
         .into_iter()
         .map(|v| match v.split_once('=') {
             Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => Err(Failure::new(
-                "InvalidArgumentError",
-                format!(
-                    "{flag} expects KEY=VALUE, got '{}'",
-                    v.split('=').next().unwrap_or("")
-                ),
-            )),
+            Some(_) => Err(Failure::usage(format!(
+                "{flag} expects KEY=VALUE: the KEY before '=' is empty{}",
+                shown(&v)
+            ))),
+            None => Err(Failure::usage(format!(
+                "{flag} expects KEY=VALUE: there is no '='{}",
+                shown(&v)
+            ))),
         })
         .collect()
 }
@@ -52,22 +61,20 @@ fn secret_value(key: &str, value: String, stdin_taken: &mut bool) -> Result<Stri
     };
     let text = if source == "-" {
         if std::mem::replace(stdin_taken, true) {
-            return Err(Failure::new(
-                "InvalidArgumentError",
-                format!("--secret {key}=@-: only one secret can be read from stdin"),
-            ));
+            return Err(Failure::usage(format!(
+                "--secret {key}=@-: only one secret can be read from stdin"
+            )));
         }
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Failure::new("InvalidArgumentError", format!("--secret {key}=@-: {e}")))?;
+            .map_err(|e| Failure::usage(format!("--secret {key}=@-: {e}")))?;
         text
     } else {
         std::fs::read_to_string(source).map_err(|e| {
-            Failure::new(
-                "InvalidArgumentError",
-                format!("--secret {key}=@{source}: cannot read the file: {e}"),
-            )
+            Failure::usage(format!(
+                "--secret {key}=@{source}: cannot read the file: {e}"
+            ))
         })?
     };
     let text = text

@@ -9,6 +9,7 @@ fn caller_of(token: &secrecy::SecretString) -> Caller {
     Caller {
         project_id: claim("project_id"),
         environment: claim("environment"),
+        ..Caller::default()
     }
 }
 
@@ -25,10 +26,9 @@ pub(crate) async fn token(
         other => match other.strip_prefix("user:") {
             Some(id) if !id.is_empty() => connect_client::Subject::User(id.to_owned()),
             _ => {
-                return Err(Failure::new(
-                    "InvalidArgumentError",
-                    format!("--subject must be 'app' or 'user:ID', not '{other}'"),
-                ));
+                return Err(Failure::usage(format!(
+                    "--subject must be 'app' or 'user:ID', not '{other}'"
+                )));
             }
         },
     };
@@ -36,17 +36,27 @@ pub(crate) async fn token(
         Some(file) => connect_client::OidcToken::file(file),
         None => connect_client::OidcToken::Environment,
     };
-    let caller = source.current().map(|t| caller_of(&t)).unwrap_or_default();
+    let mut caller = source.current().map(|t| caller_of(&t)).unwrap_or_default();
+    caller.broker_url = broker.to_owned();
     let mut builder = connect_client::ClientBuilder::new(broker)
         .oidc_token(source)
         .cache_size(0);
     if let Some(pem) = ca {
         builder = builder.ca_pem(pem);
     }
-    let fail = |e: connect_client::Error| error::from_client(&e, &connector, &caller);
-    let client = builder.build().map_err(fail)?;
+    let client = builder
+        .build()
+        .map_err(|e| error::from_client(&e, &connector, &caller))?;
     let params = connect_client::TokenParams { subject, ..params };
-    let token = client.get_token(&connector, &params).await.map_err(fail)?;
+    let token = match client.get_token(&connector, &params).await {
+        Ok(token) => token,
+        Err(e) => {
+            if matches!(e, connect_client::Error::ClientNotEnabledForEnvironment(_)) {
+                caller.link_environments = link_environments(ctx, &connector, &caller).await;
+            }
+            return Err(error::from_client(&e, &connector, &caller));
+        }
+    };
     ctx.emit(
         || {
             use secrecy::ExposeSecret;
@@ -72,6 +82,22 @@ pub(crate) async fn token(
         },
     );
     Ok(())
+}
+
+/// The environments the caller's link has, when an API key lets the registry be read.
+async fn link_environments(ctx: &Context, connector: &str, caller: &Caller) -> Option<Vec<String>> {
+    let project = caller.project_id.clone()?;
+    let link = ctx
+        .registry
+        .clone()?
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: connector.to_owned(),
+            project,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    Some(link.environments)
 }
 
 pub(crate) async fn revoke_tokens(

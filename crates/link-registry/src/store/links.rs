@@ -102,6 +102,10 @@ impl LinkStore for SeaStore {
         let txn = self.begin_write().await?;
         let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
         let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
+        // The set it has already: nothing is written, audited or announced.
+        if let Some(unchanged) = before.as_ref().filter(|b| b.environments == environments) {
+            return Ok(unchanged.clone());
+        }
         let row = project_link::ActiveModel::from(project_link::Model {
             team_id: team.to_string(),
             connector_id: connector.id.to_string(),

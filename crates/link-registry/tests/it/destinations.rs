@@ -73,10 +73,12 @@ async fn connector_urls_must_be_public_https_destinations(db: TestDb) {
             .create_connector(pb::CreateConnectorRequest {
                 uid: "github/acme".into(),
                 config: [
+                    ("app_id".to_owned(), "1".to_owned()),
                     ("api_url".to_owned(), "https://10.1.2.3".to_owned()),
                     ("note".to_owned(), "http://10.1.2.3".to_owned()),
                 ]
                 .into(),
+                secrets: [("private_key".to_owned(), "pem".to_owned())].into(),
                 ..Default::default()
             })
             .await,

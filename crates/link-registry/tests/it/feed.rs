@@ -271,6 +271,7 @@ async fn replicas_on_one_postgresql_database_see_each_others_changes() {
         client
             .create_connector(pb::CreateConnectorRequest {
                 uid: format!("api-key/n{i}"),
+                secrets: [("api_key".to_owned(), format!("sk_{i}"))].into(),
                 ..Default::default()
             })
             .await

@@ -116,6 +116,10 @@ macro_rules! on_every_backend {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    not(postgres_tests),
+                    ignore = "TEST_DATABASE_URL is unset: the PostgreSQL variant does not run"
+                )]
                 async fn $name() {
                     if let Some(db) = $crate::harness::TestDb::postgres().await {
                         super::$name(db).await

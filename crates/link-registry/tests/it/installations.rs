@@ -87,7 +87,13 @@ async fn list(
 async fn installations_are_kept_per_connector_and_audited(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let mut admin = app.admin();
-    create_connector(&mut admin, "github/app", &[("app_id", "1")], &[]).await;
+    create_connector(
+        &mut admin,
+        "github/app",
+        &[("app_id", "1")],
+        &[("private_key", "pem")],
+    )
+    .await;
     let created = admin
         .create_installation(pb::CreateInstallationRequest {
             display_name: "Acme org".into(),

@@ -1313,6 +1313,7 @@ async fn duplicates_are_already_exists(db: TestDb) {
         admin
             .create_connector(pb::CreateConnectorRequest {
                 uid: "api-key/stripe".into(),
+                secrets: [("api_key".to_owned(), "sk_again".to_owned())].into(),
                 ..Default::default()
             })
             .await,
@@ -1709,7 +1710,9 @@ async fn fifty_concurrent_attaches_leave_exactly_one_link(db: TestDb) {
         .iter()
         .filter(|e| e.target.ends_with("/prj_busy"))
         .collect();
-    assert_eq!(attaches.len(), 50);
+    // One event per attach that changed the link (one that found the set it asked for wrote
+    // nothing).
+    assert!((1..=50).contains(&attaches.len()), "{}", attaches.len());
     // Serialized: exactly one of them created the link (the oldest, with the whole link); each
     // later one records only what it changed, and what it saw before is what the ones before it
     // left. Replaying them gives the link as it is.

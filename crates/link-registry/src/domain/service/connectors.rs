@@ -157,6 +157,11 @@ impl Registry {
 
     pub async fn create_connector(&self, caller: &Caller, new: NewConnector) -> Result<Connector> {
         let team = caller.writable_team()?;
+        check_type_needs(
+            &new.uid,
+            &new.config,
+            new.secrets.iter().map(|(name, _)| name.as_str()),
+        )?;
         self.check_destinations(&new.config)?;
         let now = self.clock.now();
         let mut connector = Connector {
@@ -257,6 +262,11 @@ impl Registry {
             if let Some(suspended) = update.suspended {
                 next.suspended = suspended;
             }
+            check_type_needs(
+                &next.uid,
+                &next.config,
+                next.secrets.keys().map(String::as_str),
+            )?;
             next.updated_at = now;
             Ok(next)
         });
@@ -274,6 +284,69 @@ impl Registry {
         self.store
             .delete_connector(team, connector, &caller.actor(), self.clock.now())
             .await
+    }
+}
+
+/// Refuses a connector of a type Connect does not know, or without a config value or secret its
+/// type requires (its row of the capability table), each with a field violation that says what
+/// is known or required: mistakes show when the connector is made, not at the first token.
+fn check_type_needs<'a>(
+    uid: &ConnectorUid,
+    config: &ConfigMap,
+    secret_names: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let kind = uid.kind();
+    let Some(row) = connect_types::capabilities(kind.as_str()) else {
+        return Err(RegistryError::invalid(
+            "uid",
+            format!(
+                "unknown connector type '{}': the known types are {} (`connect types` describes each)",
+                connect_types::truncate(kind.as_str(), 64),
+                connect_types::known_types()
+            ),
+        ));
+    };
+    let secrets: std::collections::BTreeSet<&str> = secret_names.collect();
+    let names = |keys: &[connect_types::Key]| {
+        keys.iter()
+            .filter(|k| k.required)
+            .map(|k| k.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut violations = Vec::new();
+    for key in row.config_keys.iter().filter(|k| k.required) {
+        if config.get(key.name).is_none_or(str::is_empty) {
+            violations.push(FieldViolation::new(
+                format!("config.{}", key.name),
+                format!(
+                    "a {} connector needs the config value {} ({}); required: {}",
+                    row.connector_type,
+                    key.name,
+                    key.description,
+                    names(row.config_keys)
+                ),
+            ));
+        }
+    }
+    for key in row.secret_keys.iter().filter(|k| k.required) {
+        if !secrets.contains(key.name) {
+            violations.push(FieldViolation::new(
+                format!("secrets.{}", key.name),
+                format!(
+                    "a {} connector needs the secret {} ({}); required: {}",
+                    row.connector_type,
+                    key.name,
+                    key.description,
+                    names(row.secret_keys)
+                ),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidArgument(violations))
     }
 }
 

@@ -1,0 +1,169 @@
+//! `connect-dev` run as a person runs it, three times on one database: the second run reuses the
+//! first run's demo and keys and writes nothing; a demo link changed in between is put back, and
+//! the run says so; log lines that go to a pipe carry no colour codes.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+};
+
+use link_registry::{
+    app::open_store,
+    crypto::SecretCipher,
+    domain::{
+        Registry,
+        types::{ConnectorRef, EnvironmentSet, ProjectRef},
+    },
+};
+
+/// Ports free now, for every listener of the runs (the same in each run, as a person's would be).
+fn free_ports() -> Vec<String> {
+    let listeners: Vec<TcpListener> = (0..5)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// One run until its printout is complete: the printout and stderr so far; then stopped as
+/// Ctrl-C would (SIGTERM).
+fn run_once(database_url: &str, ports: &[String]) -> (String, String) {
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_connect-dev"))
+        .args([
+            "--database-url",
+            database_url,
+            "--issuer-listen",
+            &ports[0],
+            "--registry-listen",
+            &ports[1],
+            "--broker-listen",
+            &ports[2],
+            "--callback-listen",
+            &ports[3],
+            "--provider-listen",
+            &ports[4],
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("connect-dev runs");
+    let mut printed = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        // The last line of the printout.
+        if line.contains("ada's token, from her grant") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}\n{printed}\n{stderr}");
+    (printed, stderr)
+}
+
+fn admin_key_of(printed: &str) -> String {
+    printed
+        .split("admin key: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin key in {printed}"))
+        .to_owned()
+}
+
+/// The registry on the runs' database, as an operator's command opens it.
+async fn registry(database_url: &str, key_file: &std::path::Path) -> Registry {
+    let store = open_store(database_url).await.unwrap();
+    Registry::new(
+        Arc::new(store),
+        SecretCipher::from_key_file(key_file, false).unwrap(),
+    )
+}
+
+async fn attach_events(registry: &Registry) -> usize {
+    let mut count = 0;
+    let window = (
+        chrono::DateTime::UNIX_EPOCH,
+        chrono::Utc::now() + chrono::TimeDelta::hours(1),
+    );
+    registry
+        .export_audit(None, window, |event| {
+            if event.action == "project.attach" {
+                count += 1;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_reuses_the_demo_and_its_keys_and_says_when_it_resets_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let key_file = dir.path().join("dev.db.key");
+    let ports = free_ports();
+
+    let (first, stderr) = run_once(&url, &ports);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr}"
+    );
+    assert!(stderr.contains("serving"), "{stderr}");
+    let admin = admin_key_of(&first);
+    let kept = dir.path().join("dev.db.dev-keys");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let operator = registry(&url, &key_file).await;
+    let attaches = attach_events(&operator).await;
+    assert_eq!(attaches, 2, "the two demo links");
+
+    let (second, _) = run_once(&url, &ports);
+    assert_eq!(admin_key_of(&second), admin, "the same admin key");
+    assert!(!second.contains("reset"), "{second}");
+    assert_eq!(operator.list_api_keys(None).await.unwrap().len(), 2);
+    assert_eq!(attach_events(&operator).await, attaches, "nothing written");
+
+    // Somebody enables the demo link for production too; the next run puts it back, and says so.
+    let caller = operator.authenticate(&admin).await.unwrap();
+    operator
+        .attach_project(
+            &caller,
+            &ConnectorRef::parse("api-key/demo").unwrap(),
+            &ProjectRef::parse("prj_demo").unwrap(),
+            EnvironmentSet::parse(&["development", "production"]).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (third, _) = run_once(&url, &ports);
+    assert!(
+        third.contains(
+            "The demo link of api-key/demo had been changed to production, development: reset to development only."
+        ) || third.contains(
+            "The demo link of api-key/demo had been changed to development, production: reset to development only."
+        ),
+        "{third}"
+    );
+    assert_eq!(admin_key_of(&third), admin);
+    assert_eq!(operator.list_api_keys(None).await.unwrap().len(), 2);
+    assert_eq!(attach_events(&operator).await, attaches + 2);
+}
