@@ -309,11 +309,11 @@ impl TryFrom<pb::FinishAuthorizationRequest> for crate::consent::FinishRequest {
             ));
         }
         if req.confirm_provider_subject.chars().count() > 255
-            || !printable(&req.confirm_provider_subject)
+            || req.confirm_provider_subject.chars().any(char::is_control)
         {
             violations.push(FieldViolation::new(
                 "confirm_provider_subject",
-                "confirm_provider_subject must be at most 255 printable characters",
+                "confirm_provider_subject must be at most 255 characters, without control characters",
             ));
         }
         if !violations.is_empty() {
