@@ -187,6 +187,8 @@ pub enum Command {
     /// The connector types the registry knows and what each can do: subjects, installations,
     /// resources, revocation, and the config and secret keys it reads (`?`: optional).
     Types,
+    /// Who the registry takes you for (the API key in use), and where you may act.
+    Whoami,
     /// The team's audit log, newest first.
     Audit {
         /// How many events.

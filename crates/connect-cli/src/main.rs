@@ -277,6 +277,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Suspend { connector } => connectors::suspend(&ctx, connector, true).await,
         Command::Resume { connector } => connectors::suspend(&ctx, connector, false).await,
         Command::Types => connectors::types(&ctx).await,
+        Command::Whoami => projects::whoami(&ctx).await,
         Command::Audit { limit } => audit::audit(&ctx, limit).await,
         Command::Issuances {
             connector,

@@ -973,6 +973,22 @@ async fn the_first_hour() {
     assert!(help.contains("[env: CONNECT_API_KEY]"), "{help}");
     assert!(!help.contains(&system.admin), "the key is never shown");
 
+    // Who am I: the key in use and its team.
+    let out = c(&["whoami"]).await.ok();
+    assert!(
+        out.starts_with("key:key_") && out.contains(" (api_key)\nteam_acme  admin\n"),
+        "{out}"
+    );
+    let who = c(&["whoami", "-F", "json"]).await.json();
+    assert_eq!(
+        who["teams"],
+        json!([{"teamId": "team_acme", "role": "admin"}])
+    );
+    assert_eq!(
+        who["actor"],
+        format!("key:{}", who["keyId"].as_str().unwrap())
+    );
+
     // 5. A malformed --secret is a usage error, and its value is never repeated.
     let err = c(&["create", "api-key/x", "--secret", "=sk_hidden"])
         .await

@@ -59,6 +59,7 @@ errors! {
     ProjectNotFound,
     ProjectLinkNotFound,
     KeyNotFound,
+    RoleBindingNotFound,
     InstallationNotFound,
     ClientNotLinkedToProject,
     ClientNotEnabledForEnvironment,

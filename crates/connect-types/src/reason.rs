@@ -93,6 +93,8 @@ reasons! {
     ProjectNotFound = "PROJECT_NOT_FOUND", "ProjectNotFoundError", NotFound;
     ProjectLinkNotFound = "PROJECT_LINK_NOT_FOUND", "ProjectLinkNotFoundError", NotFound;
     KeyNotFound = "KEY_NOT_FOUND", "KeyNotFoundError", NotFound;
+    /// No role binding with that id in the caller's team.
+    RoleBindingNotFound = "ROLE_BINDING_NOT_FOUND", "RoleBindingNotFoundError", NotFound;
     /// No such installation of the connector (or the provider does not know it).
     InstallationNotFound = "INSTALLATION_NOT_FOUND", "InstallationNotFoundError", NotFound;
     ClientNotLinkedToProject = "CLIENT_NOT_LINKED_TO_PROJECT", "ClientNotLinkedToProjectError", PermissionDenied;

@@ -31,6 +31,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage role bindings: what people signed in with an operator issuer may do.
+    #[command(subcommand)]
+    Bindings(BindingsCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -96,6 +99,56 @@ pub enum KeysCommand {
     List(KeyListArgs),
     /// Revoke a key: running servers refuse it within seconds.
     Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BindingsCommand {
+    /// Bind a subject (`--subject`, the ID token's `sub`) or a group (`--group`, a value of its
+    /// `groups` claim) of an operator issuer to a role in a team; prints the binding's id.
+    Create(BindingCreateArgs),
+    /// Print one line per binding of a team: id, issuer, subject or group, role, created.
+    List(BindingListArgs),
+    /// Delete a binding: running registries stop honouring it within seconds.
+    Delete(BindingDeleteArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct BindingCreateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long)]
+    pub team: String,
+    /// The operator issuer (as its ID tokens' `iss`).
+    #[arg(long)]
+    pub issuer: String,
+    /// The person's `sub`.
+    #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+    pub subject: Option<String>,
+    /// A value of the `groups` claim.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// `admin` or `viewer`.
+    #[arg(long)]
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct BindingListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long)]
+    pub team: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct BindingDeleteArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long)]
+    pub team: String,
+    /// The binding's id (`rb_…`).
+    #[arg(long)]
+    pub id: String,
 }
 
 #[derive(Clone, Debug, Args)]

@@ -9,8 +9,8 @@ use link_registry::{
     App,
     app::open_store,
     config::{
-        AuditCommand, Cli, Command, KeysCommand, SecretsCommand, ServeConfig, TeamsCommand,
-        redact_url,
+        AuditCommand, BindingsCommand, Cli, Command, KeysCommand, SecretsCommand, ServeConfig,
+        TeamsCommand, redact_url,
     },
     crypto::SecretCipher,
     domain::{
@@ -154,6 +154,52 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     key.state(now),
                 );
             }
+        }
+        Command::Bindings(BindingsCommand::Create(args)) => {
+            let team = arg("team", TeamId::parse(&args.team))?;
+            let request = connect_proto::registry::v1::CreateRoleBindingRequest {
+                team: args.team.clone(),
+                issuer: args.issuer,
+                subject: args.subject.unwrap_or_default(),
+                group: args.group.unwrap_or_default(),
+                role: args.role,
+            };
+            let new = link_registry::domain::service::NewRoleBinding::try_from(request)?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            let binding = registry.create_role_binding_as_operator(&team, new).await?;
+            tracing::info!(binding = %binding.id, team = %team, "role binding created");
+            println!("{}", binding.id);
+        }
+        Command::Bindings(BindingsCommand::List(args)) => {
+            let team = arg("team", TeamId::parse(&args.team))?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            for binding in registry.role_bindings_of(&team).await? {
+                let who = match &binding.who {
+                    link_registry::domain::model::BindingSubject::Subject(s) => {
+                        format!("subject:{s}")
+                    }
+                    link_registry::domain::model::BindingSubject::Group(g) => format!("group:{g}"),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    binding.id,
+                    binding.issuer,
+                    who,
+                    binding.role.as_str(),
+                    binding
+                        .created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                );
+            }
+        }
+        Command::Bindings(BindingsCommand::Delete(args)) => {
+            let team = arg("team", TeamId::parse(&args.team))?;
+            let registry = admin_registry(&args.database.database_url).await?;
+            let binding = registry
+                .delete_role_binding_as_operator(&team, &args.id)
+                .await?;
+            tracing::info!(binding = %binding.id, "role binding deleted");
+            println!("{}", binding.id);
         }
         Command::Keys(KeysCommand::Revoke(args)) => {
             let id = arg("id", KeyId::parse(&args.id))?;

@@ -1,4 +1,4 @@
-//! The team's projects.
+//! The team's projects, and who the caller is.
 
 use super::*;
 
@@ -42,6 +42,39 @@ pub(crate) async fn list_projects(ctx: &Context) -> Result<(), Failure> {
             ]
         },
         output::project,
+    );
+    Ok(())
+}
+
+pub(crate) async fn whoami(ctx: &Context) -> Result<(), Failure> {
+    let who = ctx
+        .registry()?
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    ctx.emit(
+        || {
+            let mut text = format!("{} ({})", who.actor, who.kind);
+            if who.teams.is_empty() {
+                text.push_str("\nevery team (a broker key)");
+            }
+            for team in &who.teams {
+                text.push_str(&format!("\n{}  {}", team.team_id, team.role));
+            }
+            text
+        },
+        || {
+            json!({
+                "kind": who.kind,
+                "actor": who.actor,
+                "keyId": who.key_id,
+                "issuer": who.issuer,
+                "subject": who.subject,
+                "email": who.email,
+                "teams": who.teams.iter().map(|t| json!({"teamId": t.team_id, "role": t.role})).collect::<Vec<_>>(),
+            })
+        },
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{
     model::{
         Actor, ApiKeyRecord, Connector, Grant, HeldConsent, Installation, NewAuditEvent, Project,
-        ProjectLink, Team,
+        ProjectLink, RoleBinding, Team,
     },
     store::RevokeFilter,
 };
@@ -41,6 +41,30 @@ pub fn key_created(actor: &Actor, key: &ApiKeyRecord) -> NewAuditEvent {
             "expires_at": key.expires_at,
         })),
         time: key.created_at,
+    }
+}
+
+pub fn binding_created(actor: &Actor, binding: &RoleBinding) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(binding.team_id.clone()),
+        actor: actor.clone(),
+        action: "binding.create",
+        target: format!("binding:{}", binding.id),
+        before: None,
+        after: Some(binding.audit_view()),
+        time: binding.created_at,
+    }
+}
+
+pub fn binding_deleted(actor: &Actor, binding: &RoleBinding, at: DateTime<Utc>) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(binding.team_id.clone()),
+        actor: actor.clone(),
+        action: "binding.delete",
+        target: format!("binding:{}", binding.id),
+        before: Some(binding.audit_view()),
+        after: None,
+        time: at,
     }
 }
 

@@ -15,6 +15,7 @@ pub enum Resource {
     ProjectLink,
     Key,
     Installation,
+    RoleBinding,
 }
 
 impl fmt::Display for Resource {
@@ -26,6 +27,7 @@ impl fmt::Display for Resource {
             Self::ProjectLink => "project link",
             Self::Key => "key",
             Self::Installation => "installation",
+            Self::RoleBinding => "role binding",
         })
     }
 }
@@ -158,6 +160,7 @@ fn pascal(resource: Resource) -> &'static str {
         Resource::ProjectLink => "ProjectLink",
         Resource::Key => "Key",
         Resource::Installation => "Installation",
+        Resource::RoleBinding => "RoleBinding",
     }
 }
 

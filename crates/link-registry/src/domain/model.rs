@@ -219,6 +219,45 @@ impl ApiKeyRecord {
     }
 }
 
+/// What a person signed in with an operator issuer may do in a team: bound by the `sub` of their
+/// ID token, or by a value of its `groups` claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleBinding {
+    pub id: String,
+    pub team_id: TeamId,
+    pub issuer: IssuerUrl,
+    pub who: BindingSubject,
+    /// `admin` or `viewer`.
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Whom a binding names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindingSubject {
+    /// The token's `sub`.
+    Subject(String),
+    /// A value of the token's `groups` claim.
+    Group(String),
+}
+
+impl RoleBinding {
+    /// The binding as audit rows show it.
+    pub fn audit_view(&self) -> Value {
+        let (subject, group) = match &self.who {
+            BindingSubject::Subject(s) => (Some(s.as_str()), None),
+            BindingSubject::Group(g) => (None, Some(g.as_str())),
+        };
+        json!({
+            "id": self.id,
+            "issuer": self.issuer.as_str(),
+            "subject": subject,
+            "group": group,
+            "role": self.role.as_str(),
+        })
+    }
+}
+
 /// Who makes a change, as audit rows name them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
@@ -232,7 +271,7 @@ pub enum Actor {
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Key(id) => id.fmt(f),
+            Self::Key(id) => write!(f, "key:{id}"),
             Self::CommandLine => f.write_str("cli"),
             Self::Broker => f.write_str("broker"),
         }

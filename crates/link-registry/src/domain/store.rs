@@ -14,8 +14,8 @@ use super::{
     error::Result,
     model::{
         Actor, ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, HeldConsent, Installation,
-        Issuance, PendingAuthorization, Project, ProjectLink, ProviderRevocation, StoredSecret,
-        Team,
+        Issuance, PendingAuthorization, Project, ProjectLink, ProviderRevocation, RoleBinding,
+        StoredSecret, Team,
     },
     page::{AuditKey, GrantPageKey, InstallationKey, IssuanceKey, LinkKey, PageRequest},
     types::{
@@ -170,6 +170,19 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<ApiKeyRecord>;
     /// Records that the key was used at `at` (no audit row).
     async fn touch_api_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<()>;
+    /// Stores a role binding; `AlreadyExists` when the team binds that subject or group of that
+    /// issuer already.
+    async fn insert_role_binding(&self, binding: &RoleBinding, actor: &Actor) -> Result<()>;
+    /// A team's role bindings, oldest first.
+    async fn role_bindings(&self, team: &TeamId) -> Result<Vec<RoleBinding>>;
+    /// Deletes a team's binding and answers with it; `NotFound` for an unknown id.
+    async fn delete_role_binding(
+        &self,
+        team: &TeamId,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<RoleBinding>;
 }
 
 /// A team's projects.

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use super::{ADMIN_API, Reply, convert, reply, status::to_status};
 use crate::domain::{
     Caller, Registry,
-    service::{NewConnector, NewProject},
+    service::{NewConnector, NewProject, NewRoleBinding},
 };
 use convert::{
     Attachment, ConnectorEdit, GrantImport, GrantQuery, InstallationRequest, IssuanceQuery,
@@ -381,5 +381,51 @@ impl LinkRegistry for LinkRegistryService {
                 .collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn create_role_binding(
+        &self,
+        request: Request<pb::CreateRoleBindingRequest>,
+    ) -> Reply<pb::RoleBinding> {
+        let caller = self.caller(request.metadata()).await?;
+        let new = NewRoleBinding::try_from(request.into_inner()).map_err(to_status)?;
+        reply(self.registry.create_role_binding(&caller, new).await)
+    }
+
+    async fn list_role_bindings(
+        &self,
+        request: Request<pb::ListRoleBindingsRequest>,
+    ) -> Reply<pb::ListRoleBindingsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let team = convert::team_of("team", &request.get_ref().team).map_err(to_status)?;
+        let bindings = self
+            .registry
+            .list_role_bindings(&caller, team.as_ref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListRoleBindingsResponse {
+            bindings: bindings.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete_role_binding(
+        &self,
+        request: Request<pb::DeleteRoleBindingRequest>,
+    ) -> Reply<pb::RoleBinding> {
+        let caller = self.caller(request.metadata()).await?;
+        let id = &request.get_ref().id;
+        if id.is_empty() || id.len() > 64 {
+            return Err(to_status(crate::domain::RegistryError::invalid(
+                "id",
+                "id must be a role binding's id (rb_…)",
+            )));
+        }
+        reply(self.registry.delete_role_binding(&caller, id).await)
+    }
+
+    /// Any valid credential: no role check beyond authentication.
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
+        let caller = super::authenticated(&self.registry, request.metadata()).await?;
+        Ok(Response::new(self.registry.who_am_i(&caller).into()))
     }
 }

@@ -47,12 +47,17 @@ const RUNTIME_API: Service = Service {
     roles: &[Role::Broker],
 };
 
+/// The caller a request's credential stands for, whatever its role (`INVALID_KEY` otherwise).
+async fn authenticated(registry: &Registry, metadata: &MetadataMap) -> Result<Caller, Status> {
+    let key = bearer(metadata).ok_or_else(|| to_status(RegistryError::InvalidKey))?;
+    registry.authenticate(key).await.map_err(to_status)
+}
+
 impl Service {
     /// The caller of a request to this service: an unknown key is `INVALID_KEY`, a known key of
     /// a role the service does not admit `ROLE_NOT_ALLOWED`, naming the service it belongs on.
     async fn caller(self, registry: &Registry, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let key = bearer(metadata).ok_or_else(|| to_status(RegistryError::InvalidKey))?;
-        let caller = registry.authenticate(key).await.map_err(to_status)?;
+        let caller = authenticated(registry, metadata).await?;
         if self.roles.contains(&caller.role) {
             return Ok(caller);
         }

@@ -25,6 +25,7 @@ fn reason(err: &RegistryError) -> Reason {
             Resource::ProjectLink => Reason::ProjectLinkNotFound,
             Resource::Key => Reason::KeyNotFound,
             Resource::Installation => Reason::InstallationNotFound,
+            Resource::RoleBinding => Reason::RoleBindingNotFound,
         },
         RegistryError::AlreadyExists { .. } => Reason::AlreadyExists,
         RegistryError::FailedPrecondition(_) => Reason::FailedPrecondition,

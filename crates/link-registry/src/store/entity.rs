@@ -459,3 +459,28 @@ pub mod departed_revocation {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// What a person of an operator issuer may do in a team (see the migration).
+pub mod role_binding {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "role_bindings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team_id: String,
+        pub issuer: String,
+        /// Empty for a binding by group.
+        pub subject: String,
+        /// Empty for a binding by subject.
+        pub group_name: String,
+        pub role: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

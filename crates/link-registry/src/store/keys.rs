@@ -1,4 +1,5 @@
-//! API keys: stored by digest, revoked and expiring, and when each was last used.
+//! API keys: stored by digest, revoked and expiring, and when each was last used; and the role
+//! bindings of people signed in with an operator issuer.
 
 use super::*;
 
@@ -84,5 +85,65 @@ impl KeyStore for SeaStore {
             .await
             .map_err(storage_error)?;
         txn.commit_unaudited().await
+    }
+
+    async fn insert_role_binding(&self, binding: &RoleBinding, actor: &Actor) -> Result<()> {
+        let txn = self.begin_write().await?;
+        role_binding::ActiveModel::from(rows::role_binding_row(binding))
+            .insert(&txn.txn)
+            .await
+            .map_err(|e| {
+                write_error(e, |_| RegistryError::AlreadyExists {
+                    resource: Resource::RoleBinding,
+                    what: format!(
+                        "for {} of {}",
+                        match &binding.who {
+                            BindingSubject::Subject(s) => format!("subject '{s}'"),
+                            BindingSubject::Group(g) => format!("group '{g}'"),
+                        },
+                        binding.issuer
+                    ),
+                })
+            })?;
+        txn.commit(audit::binding_created(actor, binding), None)
+            .await
+    }
+
+    async fn role_bindings(&self, team: &TeamId) -> Result<Vec<RoleBinding>> {
+        role_binding::Entity::find()
+            .filter(role_binding::Column::TeamId.eq(team.as_str()))
+            .order_by(role_binding::Column::CreatedAt, Order::Asc)
+            .order_by(role_binding::Column::Id, Order::Asc)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(rows::role_binding)
+            .collect()
+    }
+
+    async fn delete_role_binding(
+        &self,
+        team: &TeamId,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<RoleBinding> {
+        let txn = self.begin_write().await?;
+        let binding = role_binding::Entity::find_by_id(id)
+            .filter(role_binding::Column::TeamId.eq(team.as_str()))
+            .one(&txn.txn)
+            .await
+            .map_err(storage_error)?
+            .map(rows::role_binding)
+            .transpose()?
+            .ok_or_else(|| RegistryError::not_found(Resource::RoleBinding, id))?;
+        role_binding::Entity::delete_by_id(id)
+            .exec(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        txn.commit(audit::binding_deleted(actor, &binding, at), None)
+            .await?;
+        Ok(binding)
     }
 }

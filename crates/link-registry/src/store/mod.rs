@@ -44,7 +44,7 @@ use self::{
     entity::{
         api_key, audit_event, authorization_request, change, connector, departed_connector,
         departed_revocation, grant, grant_revocation, held_consent, installation, issuance,
-        key_check, project, project_link, team,
+        key_check, project, project_link, role_binding, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,
@@ -54,8 +54,8 @@ use crate::domain::{
     RegistryError, Resource, Result, audit,
     changes::ChangeScope,
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Connector, NewAuditEvent, Project, ProjectLink,
-        StoredSecret, Team,
+        Actor, ApiKeyRecord, AuditEvent, BindingSubject, Connector, NewAuditEvent, Project,
+        ProjectLink, RoleBinding, StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, PageRequest},
     store::{

@@ -9,14 +9,14 @@ use sea_orm::FromQueryResult;
 
 use super::entity::{
     api_key, audit_event, authorization_request, connector, grant, held_consent, installation,
-    issuance, project, team,
+    issuance, project, role_binding, team,
 };
 use crate::domain::{
     RegistryError, Result,
     model::{
-        ApiKeyRecord, AuditEvent, Connector, Grant, GrantKey, GrantState, HeldConsent,
-        Installation, Issuance, NewAuditEvent, PendingAuthorization, Project, ProjectLink,
-        ProviderRevocation, Role, StoredSecret, Team,
+        ApiKeyRecord, AuditEvent, BindingSubject, Connector, Grant, GrantKey, GrantState,
+        HeldConsent, Installation, Issuance, NewAuditEvent, PendingAuthorization, Project,
+        ProjectLink, ProviderRevocation, Role, RoleBinding, StoredSecret, Team,
     },
     types::{
         ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet,
@@ -70,6 +70,39 @@ pub fn api_key(row: api_key::Model) -> Result<ApiKeyRecord> {
             })
             .transpose()?,
     })
+}
+
+pub fn role_binding(row: role_binding::Model) -> Result<RoleBinding> {
+    const T: &str = "stored role binding";
+    let who = match (row.subject.is_empty(), row.group_name.is_empty()) {
+        (false, true) => BindingSubject::Subject(row.subject),
+        (true, false) => BindingSubject::Group(row.group_name),
+        _ => return Err(corrupt(T, "exactly one of subject and group must be set")),
+    };
+    Ok(RoleBinding {
+        id: row.id,
+        team_id: parse(T, TeamId::parse(&row.team_id))?,
+        issuer: parse(T, IssuerUrl::parse(&row.issuer))?,
+        who,
+        role: parse(T, Role::parse(&row.role))?,
+        created_at: row.created_at,
+    })
+}
+
+pub fn role_binding_row(b: &RoleBinding) -> role_binding::Model {
+    let (subject, group_name) = match &b.who {
+        BindingSubject::Subject(s) => (s.clone(), String::new()),
+        BindingSubject::Group(g) => (String::new(), g.clone()),
+    };
+    role_binding::Model {
+        id: b.id.clone(),
+        team_id: b.team_id.to_string(),
+        issuer: b.issuer.to_string(),
+        subject,
+        group_name,
+        role: b.role.as_str().to_owned(),
+        created_at: b.created_at,
+    }
 }
 
 pub fn project(row: project::Model) -> Result<Project> {

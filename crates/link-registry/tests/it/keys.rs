@@ -21,6 +21,7 @@ use crate::harness::{TestApp, TestDb, assert_error};
 crate::on_every_backend!(
     a_revoked_key_is_refused_by_a_running_server_within_seconds,
     an_expired_key_is_refused,
+    role_bindings_are_the_admins_and_audited,
 );
 
 /// A registry over the same database, as the `keys` commands open it.
@@ -243,6 +244,73 @@ fn the_keys_commands_list_and_revoke_without_ever_printing_a_key() {
     let (ok, out, err) = cmd(&["keys", "revoke", "--id", "key_nosuchkey"]);
     assert!(!ok && out.is_empty());
     assert!(err.contains("KeyNotFoundError"), "{err}");
+
+    // The first role binding, as an operator makes it before anybody can sign in.
+    let issuer = "https://login.example.com";
+    let (ok, id, err) = cmd(&[
+        "bindings",
+        "create",
+        "--team",
+        "team_a",
+        "--issuer",
+        issuer,
+        "--subject",
+        "ada",
+        "--role",
+        "admin",
+    ]);
+    assert!(ok, "{err}");
+    let id = id.trim().to_owned();
+    assert!(id.starts_with("rb_"), "{id}");
+    let (ok, _, err) = cmd(&[
+        "bindings", "create", "--team", "team_a", "--issuer", issuer, "--group", "ops", "--role",
+        "viewer",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cmd(&[
+        "bindings",
+        "create",
+        "--team",
+        "team_a",
+        "--issuer",
+        issuer,
+        "--subject",
+        "ada",
+        "--group",
+        "ops",
+        "--role",
+        "admin",
+    ]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = cmd(&[
+        "bindings",
+        "create",
+        "--team",
+        "team_nope",
+        "--issuer",
+        issuer,
+        "--subject",
+        "x",
+        "--role",
+        "admin",
+    ]);
+    assert!(!ok && err.contains("TeamNotFoundError"), "{err}");
+    let (ok, listing, err) = cmd(&["bindings", "list", "--team", "team_a"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert!(
+        lines[0].starts_with(&format!("{id}\t{issuer}\tsubject:ada\tadmin\t")),
+        "{listing}"
+    );
+    assert!(lines[1].contains("\tgroup:ops\tviewer\t"), "{listing}");
+    let (ok, out, err) = cmd(&["bindings", "delete", "--team", "team_a", "--id", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), id);
+    let (_, listing, _) = cmd(&["bindings", "list", "--team", "team_a"]);
+    assert_eq!(listing.lines().count(), 1);
+    let (ok, _, err) = cmd(&["bindings", "delete", "--team", "team_a", "--id", &id]);
+    assert!(!ok && err.contains("RoleBindingNotFoundError"), "{err}");
 }
 
 /// `link-registry serve` until it logs that it serves (then stopped) or exits: whether it served,
@@ -367,4 +435,152 @@ fn a_wrong_missing_or_rotated_master_key_through_the_binary() {
     let (served, log) =
         serve_once(&[&db[..], &["--secret-key-file", new.to_str().unwrap()]].concat());
     assert!(served, "{log}");
+}
+
+/// Role bindings through the admin API: by subject and by group, one of the two, admin or viewer,
+/// once each; admin keys only, of their own team; deleting one; each change audited as the key.
+async fn role_bindings_are_the_admins_and_audited(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let globex = app
+        .new_team("team_globex", "globex", crate::harness::OTHER_ISSUER)
+        .await;
+    let mut admin = app.admin();
+    let request = |subject: &str, group: &str, role: &str| pb::CreateRoleBindingRequest {
+        issuer: "https://login.example.com".into(),
+        subject: subject.into(),
+        group: group.into(),
+        role: role.into(),
+        ..Default::default()
+    };
+    let ada = admin
+        .create_role_binding(request("ada", "", "admin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ada.id.starts_with("rb_"), "{ada:?}");
+    assert_eq!(
+        (ada.team.as_str(), ada.subject.as_str(), ada.group.as_str()),
+        ("team_acme", "ada", "")
+    );
+    let ops = admin
+        .create_role_binding(pb::CreateRoleBindingRequest {
+            team: "team_acme".into(),
+            ..request("", "ops", "viewer")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ops.group.as_str(), ops.role.as_str()), ("ops", "viewer"));
+    assert_error(
+        admin
+            .create_role_binding(request("ada", "", "viewer"))
+            .await,
+        Code::AlreadyExists,
+        "ALREADY_EXISTS",
+    );
+    let status = assert_error(
+        admin
+            .create_role_binding(request("ada", "ops", "broker"))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        crate::harness::violated_fields(&status),
+        ["subject", "role"]
+    );
+    let status = assert_error(
+        admin
+            .create_role_binding(pb::CreateRoleBindingRequest {
+                issuer: "not a url".into(),
+                ..request("bob", "", "admin")
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(crate::harness::violated_fields(&status), ["issuer"]);
+    // Another team's, or a viewer's: refused.
+    assert_error(
+        admin
+            .create_role_binding(pb::CreateRoleBindingRequest {
+                team: "team_globex".into(),
+                ..request("bob", "", "admin")
+            })
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    let mut viewer = app.client(&app.acme.viewer);
+    assert_error(
+        viewer
+            .create_role_binding(request("bob", "", "admin"))
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    assert_error(
+        viewer
+            .list_role_bindings(pb::ListRoleBindingsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    let listed = admin
+        .list_role_bindings(pb::ListRoleBindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .bindings;
+    assert_eq!(listed, [ada.clone(), ops.clone()]);
+    let theirs = app
+        .client(&globex.admin)
+        .list_role_bindings(pb::ListRoleBindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .bindings;
+    assert!(theirs.is_empty(), "another team sees none of them");
+    assert_error(
+        app.client(&globex.admin)
+            .delete_role_binding(pb::DeleteRoleBindingRequest { id: ada.id.clone() })
+            .await,
+        Code::NotFound,
+        "ROLE_BINDING_NOT_FOUND",
+    );
+    let deleted = admin
+        .delete_role_binding(pb::DeleteRoleBindingRequest { id: ada.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted, ada);
+    let listed = admin
+        .list_role_bindings(pb::ListRoleBindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .bindings;
+    assert_eq!(listed, [ops]);
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = events
+        .iter()
+        .filter(|e| e.action.starts_with("binding."))
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["binding.delete", "binding.create", "binding.create"]
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.action.starts_with("binding."))
+            .all(|e| e.actor == format!("key:{}", app.acme.admin_key_id))
+    );
+    app.stop().await;
 }

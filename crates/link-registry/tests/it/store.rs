@@ -86,6 +86,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000013_runtime_keys",
             "m20261204_000014_departed_connectors",
             "m20261204_000015_provider_subjects",
+            "m20261204_000016_role_bindings",
         ]
     );
     again.ping().await.unwrap();

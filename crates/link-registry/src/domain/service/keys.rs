@@ -198,3 +198,134 @@ impl Registry {
             .await
     }
 }
+
+/// A role binding as an admin (or the command line) asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRoleBinding {
+    /// The team named in the request, if any: it must be the caller's.
+    pub team: Option<TeamId>,
+    pub issuer: IssuerUrl,
+    pub who: BindingSubject,
+    pub role: Role,
+}
+
+/// Who a credential is, as `WhoAmI` answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoAmI {
+    /// `api_key` (and `operator` for people, once they sign in).
+    pub kind: &'static str,
+    /// As audit rows name it.
+    pub actor: String,
+    pub key_id: Option<KeyId>,
+    /// The teams it may act in, and as what.
+    pub teams: Vec<(TeamId, Role)>,
+}
+
+impl Registry {
+    /// Binds a subject or group of an operator issuer to a role in the caller's team (admin).
+    pub async fn create_role_binding(
+        &self,
+        caller: &Caller,
+        new: NewRoleBinding,
+    ) -> Result<RoleBinding> {
+        let team = Self::own_team(caller, new.team.as_ref())?;
+        self.insert_binding(team, new, caller.actor()).await
+    }
+
+    /// `link-registry bindings create`: a binding made by whoever holds the database (the
+    /// team's first, before anybody can sign in).
+    pub async fn create_role_binding_as_operator(
+        &self,
+        team: &TeamId,
+        new: NewRoleBinding,
+    ) -> Result<RoleBinding> {
+        if self.store.team(team).await?.is_none() {
+            return Err(RegistryError::not_found(Resource::Team, team));
+        }
+        self.insert_binding(team.clone(), new, Actor::CommandLine)
+            .await
+    }
+
+    async fn insert_binding(
+        &self,
+        team: TeamId,
+        new: NewRoleBinding,
+        actor: Actor,
+    ) -> Result<RoleBinding> {
+        if !matches!(new.role, Role::Admin | Role::Viewer) {
+            return Err(RegistryError::invalid(
+                "role",
+                "a person is bound as admin or viewer",
+            ));
+        }
+        let binding = RoleBinding {
+            id: format!("rb_{}", crypto::random_token(20)),
+            team_id: team,
+            issuer: new.issuer,
+            who: new.who,
+            role: new.role,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_role_binding(&binding, &actor).await?;
+        Ok(binding)
+    }
+
+    /// The caller's team's role bindings (admin).
+    pub async fn list_role_bindings(
+        &self,
+        caller: &Caller,
+        team: Option<&TeamId>,
+    ) -> Result<Vec<RoleBinding>> {
+        let team = Self::own_team(caller, team)?;
+        self.store.role_bindings(&team).await
+    }
+
+    /// A team's role bindings, for the command line.
+    pub async fn role_bindings_of(&self, team: &TeamId) -> Result<Vec<RoleBinding>> {
+        self.store.role_bindings(team).await
+    }
+
+    /// Deletes one of the caller's team's bindings (admin); the person it bound loses that role
+    /// within the seconds the registry keeps verified callers.
+    pub async fn delete_role_binding(&self, caller: &Caller, id: &str) -> Result<RoleBinding> {
+        let team = caller.writable_team()?;
+        self.store
+            .delete_role_binding(team, id, &caller.actor(), self.clock.now())
+            .await
+    }
+
+    /// `link-registry bindings delete`.
+    pub async fn delete_role_binding_as_operator(
+        &self,
+        team: &TeamId,
+        id: &str,
+    ) -> Result<RoleBinding> {
+        self.store
+            .delete_role_binding(team, id, &Actor::CommandLine, self.clock.now())
+            .await
+    }
+
+    /// Who the caller is and where it may act (any valid credential).
+    pub fn who_am_i(&self, caller: &Caller) -> WhoAmI {
+        let teams = match (&caller.team, &caller.broker_teams) {
+            (Some(team), _) => vec![(team.clone(), caller.role)],
+            (None, Some(teams)) => teams.iter().map(|t| (t.clone(), caller.role)).collect(),
+            (None, None) => Vec::new(),
+        };
+        WhoAmI {
+            kind: "api_key",
+            actor: caller.actor().to_string(),
+            key_id: Some(caller.key_id.clone()),
+            teams,
+        }
+    }
+
+    /// The caller's (admin) team, which a request naming a team must name.
+    fn own_team(caller: &Caller, asked: Option<&TeamId>) -> Result<TeamId> {
+        let team = caller.writable_team()?;
+        match asked {
+            Some(asked) if asked != team => Err(caller.not_allowed()),
+            _ => Ok(team.clone()),
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub use self::{
     },
     installations::NewInstallation,
     issuances::NewIssuance,
+    keys::{NewRoleBinding, WhoAmI},
     revocations::RevocationSummary,
 };
 use self::{
@@ -47,8 +48,8 @@ use super::{
     clock::{Clock, SystemClock},
     error::{FieldViolation, RegistryError, Resource, Result},
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Authorization, Connector, Project, ProjectLink, Role,
-        StoredSecret, Team,
+        Actor, ApiKeyRecord, AuditEvent, Authorization, BindingSubject, Connector, Project,
+        ProjectLink, Role, RoleBinding, StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, Page, PageRequest},
     store::{KeyCheck, LinkFilter, Store},

@@ -20,12 +20,14 @@ use crate::domain::{
 };
 
 mod audit;
+mod bindings;
 mod connectors;
 mod grants;
 mod ledger;
 mod links;
 mod projects;
 
+pub use bindings::team_of;
 pub use connectors::{ConnectorEdit, InstallationRequest, connector_type, installation};
 pub use grants::{
     Commit, Completion, GrantImport, GrantQuery, LeaseQuery, grant, grant_access, lease_answer,

@@ -20,6 +20,7 @@ mod m20261204_000012_project_grants;
 mod m20261204_000013_runtime_keys;
 mod m20261204_000014_departed_connectors;
 mod m20261204_000015_provider_subjects;
+mod m20261204_000016_role_bindings;
 
 use sea_orm_migration::prelude::*;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_runtime_keys::Migration),
             Box::new(m20261204_000014_departed_connectors::Migration),
             Box::new(m20261204_000015_provider_subjects::Migration),
+            Box::new(m20261204_000016_role_bindings::Migration),
         ]
     }
 }
