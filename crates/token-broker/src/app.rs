@@ -12,7 +12,7 @@ use tonic::service::Routes;
 use crate::{
     auth::{
         TokenVerifier,
-        jwks::{JwksCache, JwksSettings},
+        jwks::{Fetcher, JwksCache, JwksSettings},
     },
     config::BrokerConfig,
     consent::Consents,
@@ -105,9 +105,15 @@ impl App {
             }
             None => (None, BrokerMetrics::unserved()),
         };
+        let issuer_outbound = Outbound::new(&config.outbound, config.jwks_timeout)?;
+        let fetches = metrics.clone();
         let jwks = JwksCache::new(
             &config.trusted_issuers,
-            Outbound::new(&config.outbound, config.jwks_timeout)?,
+            Fetcher {
+                http: issuer_outbound.http().clone(),
+                policy: issuer_outbound.policy().clone(),
+                on_fetch: Arc::new(move |ok| fetches.jwks_fetch(ok)),
+            },
             JwksSettings {
                 audience: config.audience.clone(),
                 leeway: config.leeway,
@@ -116,8 +122,7 @@ impl App {
                 max_stale: config.jwks_max_stale,
                 kid_refetch_cooldown: config.kid_refetch_cooldown,
             },
-            metrics.clone(),
-        )?;
+        );
         let registry_https = config.registry_url.starts_with("https://");
         if !registry_https
             && (config.registry_tls.ca.is_some() || config.registry_tls.identity.is_some())

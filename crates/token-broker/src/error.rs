@@ -242,6 +242,19 @@ pub struct Cause(pub String);
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
+impl From<connect_oidc::OidcError> for BrokerError {
+    fn from(e: connect_oidc::OidcError) -> Self {
+        use connect_oidc::OidcError as O;
+        match e {
+            O::InvalidToken(why) => Self::InvalidToken(why),
+            O::TokenExpired => Self::TokenExpired,
+            O::TokenNotYetValid => Self::TokenNotYetValid,
+            O::IssuerNotTrusted(why) => Self::IssuerNotTrusted(why),
+            O::JwksUnavailable(source) => Self::JwksUnavailable(source),
+        }
+    }
+}
+
 #[cfg(test)]
 mod provider_text_tests {
     use super::provider_text;

@@ -2,11 +2,10 @@
 //! compact-JWS parse, header policy and typed claims ([`jws`]), `iss` on the allow-list (before
 //! any network request), the key from the JWKS cache ([`jwks`]), then signature, `iss`, `aud` and
 //! `exp` through `openidconnect`'s verifier over keys parsed once ([`keys`]), then `nbf`/`iat`
-//! and the identity claims. Any "no" stops it.
+//! and the identity claims. Any "no" stops it. The first three are `connect-oidc`'s, shared with
+//! the registry; the deployment's claims and the cache of verified tokens are the broker's.
 
-pub mod jwks;
-pub mod jws;
-pub mod keys;
+pub use connect_oidc::{jwks, jws, keys};
 
 use std::sync::Arc;
 use tracing::Instrument;
@@ -23,6 +22,24 @@ use sha2::Digest;
 
 use self::jwks::JwksCache;
 use crate::error::{BrokerError, Result};
+
+/// The claims of a Vercel-style deployment token, each with its JSON type.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: jws::Audience,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub owner_id: String,
+    pub project_id: String,
+    pub environment: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+}
 
 type DeploymentIdToken = IdToken<
     EmptyAdditionalClaims,
@@ -128,7 +145,7 @@ impl TokenVerifier {
     }
 
     async fn verify_fully(&self, raw: &str) -> Result<Verified> {
-        let token = jws::parse(raw)?;
+        let token = jws::parse::<Claims>(raw)?;
         let claims = &token.claims;
         if !self.jwks.is_trusted(&claims.iss) {
             return Err(BrokerError::IssuerNotTrusted(

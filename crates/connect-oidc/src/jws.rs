@@ -13,7 +13,7 @@ use serde::{
 };
 use serde_json::{Map, Value};
 
-use crate::error::{BrokerError, Result};
+use crate::{OidcError, Result};
 
 /// The largest token accepted, checked before anything is decoded.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -22,7 +22,7 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// keys embedded by, whoever made the token, or to process extensions or nested content.
 const FORBIDDEN_HEADER_MEMBERS: [&str; 6] = ["crit", "jku", "jwk", "x5u", "x5c", "cty"];
 
-/// The signature algorithms the broker accepts.
+/// The signature algorithms accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alg {
     Rs256,
@@ -34,13 +34,13 @@ impl Alg {
         match value {
             "RS256" => Ok(Self::Rs256),
             "ES256" => Ok(Self::Es256),
-            "none" => Err(BrokerError::invalid_token(
+            "none" => Err(OidcError::invalid_token(
                 "unsigned tokens (alg none) are refused",
             )),
-            a if a.starts_with("HS") => Err(BrokerError::invalid_token(
+            a if a.starts_with("HS") => Err(OidcError::invalid_token(
                 "symmetric signatures (HS*) are refused",
             )),
-            _ => Err(BrokerError::invalid_token("alg is not one of RS256, ES256")),
+            _ => Err(OidcError::invalid_token("alg is not one of RS256, ES256")),
         }
     }
 }
@@ -68,42 +68,26 @@ impl Audience {
     }
 }
 
-/// The claims of a Vercel-style deployment token.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Claims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: Audience,
-    pub exp: i64,
-    pub iat: i64,
-    pub nbf: i64,
-    pub owner_id: String,
-    pub project_id: String,
-    pub environment: String,
-    #[serde(default)]
-    pub owner: Option<String>,
-    #[serde(default)]
-    pub project: Option<String>,
-}
-
-/// A token whose shape, header and claims passed the offline checks; its signature is unchecked.
+/// A token whose shape, header and claims (typed as `C`, the service's own claims) passed the
+/// offline checks; its signature is unchecked.
 #[derive(Clone, Debug)]
-pub struct UnverifiedToken<'a> {
+pub struct UnverifiedToken<'a, C> {
     pub raw: &'a str,
     pub header: Header,
-    pub claims: Claims,
+    pub claims: C,
 }
 
-/// Parses a compact JWS without trusting anything in it yet.
-pub fn parse(raw: &str) -> Result<UnverifiedToken<'_>> {
+/// Parses a compact JWS without trusting anything in it yet, its claims as `C` (every member
+/// with its JSON type, no duplicate anywhere).
+pub fn parse<C: serde::de::DeserializeOwned>(raw: &str) -> Result<UnverifiedToken<'_, C>> {
     if raw.len() > MAX_TOKEN_BYTES {
-        return Err(BrokerError::invalid_token(format!(
+        return Err(OidcError::invalid_token(format!(
             "token is larger than {MAX_TOKEN_BYTES} bytes"
         )));
     }
     let segments: Vec<&str> = raw.split('.').collect();
     let [header, payload, signature] = segments[..] else {
-        return Err(BrokerError::invalid_token(
+        return Err(OidcError::invalid_token(
             "token is not a compact JWS of three base64url segments",
         ));
     };
@@ -116,21 +100,21 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken<'_>> {
         .iter()
         .find(|m| header.contains_key(**m))
     {
-        return Err(BrokerError::invalid_token(format!(
+        return Err(OidcError::invalid_token(format!(
             "header member '{member}' is refused"
         )));
     }
     let alg = match header.get("alg") {
         Some(Value::String(alg)) => Alg::parse(alg)?,
-        _ => return Err(BrokerError::invalid_token("header has no alg string")),
+        _ => return Err(OidcError::invalid_token("header has no alg string")),
     };
     let kid = match header.get("kid") {
         Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= 256 => kid.clone(),
-        _ => return Err(BrokerError::invalid_token("header has no kid")),
+        _ => return Err(OidcError::invalid_token("header has no kid")),
     };
     // After the header policy, so that `alg: none` is named as such.
     if signature.is_empty() {
-        return Err(BrokerError::invalid_token("token has no signature"));
+        return Err(OidcError::invalid_token("token has no signature"));
     }
     // RFC 7519 §5.1: "JWT", or its media type spelled out.
     if let Some(typ) = header.get("typ")
@@ -138,12 +122,12 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken<'_>> {
             t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt")
         })
     {
-        return Err(BrokerError::invalid_token("header typ must be JWT"));
+        return Err(OidcError::invalid_token("header typ must be JWT"));
     }
 
     let claims = strict_object(&payload, "claims")?;
-    let claims: Claims = serde_json::from_value(Value::Object(claims))
-        .map_err(|e| BrokerError::invalid_token(format!("claims: {e}")))?;
+    let claims: C = serde_json::from_value(Value::Object(claims))
+        .map_err(|e| OidcError::invalid_token(format!("claims: {e}")))?;
     Ok(UnverifiedToken {
         raw,
         header: Header { alg, kid },
@@ -153,11 +137,11 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken<'_>> {
 
 fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>> {
     if segment.is_empty() && what != "signature" {
-        return Err(BrokerError::invalid_token(format!("token {what} is empty")));
+        return Err(OidcError::invalid_token(format!("token {what} is empty")));
     }
     URL_SAFE_NO_PAD
         .decode(segment)
-        .map_err(|_| BrokerError::invalid_token(format!("token {what} is not base64url")))
+        .map_err(|_| OidcError::invalid_token(format!("token {what} is not base64url")))
 }
 
 /// Parses a JSON object, refusing duplicate member names at any depth.
@@ -166,10 +150,10 @@ fn strict_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>> {
     let value = StrictValue
         .deserialize(&mut deserializer)
         .and_then(|v| deserializer.end().map(|()| v))
-        .map_err(|e| BrokerError::invalid_token(format!("{what} is not valid JSON: {e}")))?;
+        .map_err(|e| OidcError::invalid_token(format!("{what} is not valid JSON: {e}")))?;
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(BrokerError::invalid_token(format!(
+        _ => Err(OidcError::invalid_token(format!(
             "{what} is not a JSON object"
         ))),
     }
@@ -250,6 +234,25 @@ impl<'de> Visitor<'de> for StrictValue {
 mod tests {
     use super::*;
 
+    /// Claims as a service would type them (a deployment token's).
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Claims {
+        iss: String,
+        sub: String,
+        aud: Audience,
+        exp: i64,
+        iat: i64,
+        nbf: i64,
+        owner_id: String,
+        project_id: String,
+        environment: String,
+    }
+
+    fn parse(raw: &str) -> Result<UnverifiedToken<'_, Claims>> {
+        super::parse(raw)
+    }
+
     fn b64(json: &str) -> String {
         URL_SAFE_NO_PAD.encode(json)
     }
@@ -263,7 +266,7 @@ mod tests {
 
     fn invalid(raw: &str) -> String {
         match parse(raw) {
-            Err(BrokerError::InvalidToken(why)) => why,
+            Err(OidcError::InvalidToken(why)) => why,
             other => panic!("expected InvalidToken, got {other:?}"),
         }
     }

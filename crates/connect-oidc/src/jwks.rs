@@ -15,17 +15,12 @@ use std::{
 };
 
 use chrono::Utc;
-use connect_types::IssuerUrl;
+use connect_types::{IssuerUrl, UrlPolicy};
 use openidconnect::{ClientId, IdTokenVerifier, JsonWebKeySet, core::CoreJwsSigningAlgorithm};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::keys::PreparedKey;
-use crate::{
-    error::{BrokerError, Cause, Result},
-    metrics::BrokerMetrics,
-    outbound::Outbound,
-};
+use crate::{Cause, OidcError, Result, keys::PreparedKey};
 
 /// Largest discovery document accepted.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
@@ -109,24 +104,35 @@ struct RawKeySet {
     keys: Vec<serde_json::Value>,
 }
 
+/// How the cache reaches issuers: an HTTP client (whose timeout bounds each fetch, and whose
+/// resolver may refuse addresses) and the policy discovery and JWKS URLs must pass.
+#[derive(Clone)]
+pub struct Fetcher {
+    pub http: reqwest::Client,
+    pub policy: UrlPolicy,
+    /// Told of each fetch: whether it succeeded (for a metric).
+    pub on_fetch: Arc<dyn Fn(bool) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The trusted issuers and their keys.
 #[derive(Debug)]
 pub struct JwksCache {
     issuers: HashMap<String, Arc<IssuerKeys>>,
-    outbound: Outbound,
+    fetcher: Fetcher,
     settings: JwksSettings,
-    metrics: BrokerMetrics,
 }
 
 impl JwksCache {
-    /// The cache of `trusted_issuers`, fetching through `outbound` (whose timeout bounds each
-    /// fetch).
-    pub fn new(
-        trusted_issuers: &[IssuerUrl],
-        outbound: Outbound,
-        settings: JwksSettings,
-        metrics: BrokerMetrics,
-    ) -> Result<Self> {
+    /// The cache of `trusted_issuers`, fetching through `fetcher`.
+    pub fn new(trusted_issuers: &[IssuerUrl], fetcher: Fetcher, settings: JwksSettings) -> Self {
         let issuers = trusted_issuers
             .iter()
             .map(|issuer| {
@@ -139,12 +145,11 @@ impl JwksCache {
                 (issuer, Arc::new(keys))
             })
             .collect();
-        Ok(Self {
+        Self {
             issuers,
-            outbound,
+            fetcher,
             settings,
-            metrics,
-        })
+        }
     }
 
     pub fn settings(&self) -> &JwksSettings {
@@ -167,7 +172,7 @@ impl JwksCache {
     /// The key set of `issuer` that knows `kid`, fetching when the cache cannot answer.
     pub async fn key_set(&self, issuer: &str, kid: &str) -> Result<Arc<KeySet>> {
         let entry = self.issuers.get(issuer).ok_or_else(|| {
-            BrokerError::IssuerNotTrusted("the token's issuer is not trusted by this broker".into())
+            OidcError::IssuerNotTrusted("the token's issuer is not trusted here".into())
         })?;
         if let Some(set) = entry.snapshot(self.settings.max_stale)
             && set.has_kid(kid)
@@ -179,7 +184,7 @@ impl JwksCache {
 
     async fn refetch_for(&self, entry: &IssuerKeys, kid: &str) -> Result<Arc<KeySet>> {
         let unknown_kid =
-            || BrokerError::invalid_token("the token's kid is not among its issuer's keys");
+            || OidcError::invalid_token("the token's kid is not among its issuer's keys");
         let mut state = entry.fetch.lock().await;
         // Whoever held the lock before us may have fetched what we need.
         let usable = entry.snapshot(self.settings.max_stale);
@@ -194,7 +199,7 @@ impl JwksCache {
         if in_cooldown {
             return match usable {
                 Some(_) => Err(unknown_kid()),
-                None if state.last_failed => Err(BrokerError::JwksUnavailable(Box::new(Cause(
+                None if state.last_failed => Err(OidcError::JwksUnavailable(Box::new(Cause(
                     "the last fetch failed moments ago".into(),
                 )))),
                 None => Err(unknown_kid()),
@@ -217,7 +222,7 @@ impl JwksCache {
                 tracing::warn!(issuer = %entry.issuer, error = %e, "JWKS fetch failed");
                 match usable {
                     Some(_) => Err(unknown_kid()),
-                    None => Err(BrokerError::JwksUnavailable(Box::new(e))),
+                    None => Err(OidcError::JwksUnavailable(Box::new(e))),
                 }
             }
         }
@@ -259,17 +264,16 @@ impl JwksCache {
     /// One discovery + JWKS fetch, counted.
     async fn fetch(&self, issuer: &str) -> Result<KeySet, Cause> {
         let result = self.fetch_uncounted(issuer).await;
-        self.metrics.jwks_fetch(result.is_ok());
+        (self.fetcher.on_fetch)(result.is_ok());
         result
     }
 
     async fn fetch_uncounted(&self, issuer: &str) -> Result<KeySet, Cause> {
         let discovery_url = format!("{issuer}/.well-known/openid-configuration");
         let discovery_url = self
-            .outbound
             .check(&discovery_url)
             .map_err(|e| Cause(format!("discovery URL: {e}")))?;
-        let body = get_bounded(self.outbound.http(), discovery_url, MAX_DISCOVERY_BYTES).await?;
+        let body = get_bounded(&self.fetcher.http, discovery_url, MAX_DISCOVERY_BYTES).await?;
         let discovery: Discovery =
             serde_json::from_slice(&body).map_err(|e| Cause(format!("discovery document: {e}")))?;
         if discovery.issuer != issuer {
@@ -279,10 +283,9 @@ impl JwksCache {
             )));
         }
         let jwks_uri = self
-            .outbound
             .check(&discovery.jwks_uri)
             .map_err(|e| Cause(format!("jwks_uri: {e}")))?;
-        let body = get_bounded(self.outbound.http(), jwks_uri, MAX_JWKS_BYTES).await?;
+        let body = get_bounded(&self.fetcher.http, jwks_uri, MAX_JWKS_BYTES).await?;
         let raw: RawKeySet =
             serde_json::from_slice(&body).map_err(|e| Cause(format!("JWKS: {e}")))?;
         let mut keys = Vec::new();
@@ -317,6 +320,13 @@ impl JwksCache {
             kids,
             fetched_at: Instant::now(),
         })
+    }
+}
+
+impl JwksCache {
+    /// `url` when the fetch policy allows it.
+    fn check(&self, url: &str) -> Result<reqwest::Url, connect_types::UrlRefusal> {
+        self.fetcher.policy.check_url(url)
     }
 }
 
