@@ -182,14 +182,20 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         && cli.api_key.as_deref().is_some_and(|k| !k.is_empty());
     let registry = if needs_registry || may_read_registry {
         let key = match cli.api_key.as_deref().filter(|k| !k.is_empty()) {
-            Some(key) => {
-                let mut value: MetadataValue<Ascii> =
-                    format!("Bearer {key}").parse().map_err(|_| {
-                        Failure::new("InvalidKeyError", "the API key is not printable ASCII")
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
+            Some(key) => match format!("Bearer {key}").parse::<MetadataValue<Ascii>>() {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                Err(_) if needs_registry => {
+                    return Err(Failure::new(
+                        "InvalidKeyError",
+                        "the API key is not printable ASCII",
+                    ));
+                }
+                // `token` reads the registry only for a hint: an unusable key means no hint.
+                Err(_) => None,
+            },
             None => {
                 return Err(Failure::new("InvalidKeyError", "no API key").hint(
                     "pass a team's API key with --api-key or CONNECT_API_KEY \

@@ -229,6 +229,9 @@ impl Registry {
         }
         let cipher = self.cipher.clone();
         let now = self.clock.now();
+        // What the type requires is checked when config or secrets change (a connector stored
+        // before the rule can still be renamed or suspended).
+        let needs_check = update.config.is_some() || update.secrets.is_some();
         let edit = Box::new(move |current: &Connector, sealed_dependents: u64| {
             let mut next = current.clone();
             if let Some(name) = update.name {
@@ -262,11 +265,13 @@ impl Registry {
             if let Some(suspended) = update.suspended {
                 next.suspended = suspended;
             }
-            check_type_needs(
-                &next.uid,
-                &next.config,
-                next.secrets.keys().map(String::as_str),
-            )?;
+            if needs_check {
+                check_type_needs(
+                    &next.uid,
+                    &next.config,
+                    next.secrets.keys().map(String::as_str),
+                )?;
+            }
             next.updated_at = now;
             Ok(next)
         });
