@@ -29,8 +29,8 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct JwksSettings {
-    /// The `aud` every token must carry.
-    pub audience: String,
+    /// The audiences a token's `aud` must name one of (at least one).
+    pub audiences: Vec<String>,
     /// Allowed clock skew for `exp`, `nbf` and `iat`.
     pub leeway: Duration,
     /// Tokens issued longer ago than this are refused, whatever their `exp`.
@@ -163,6 +163,11 @@ impl JwksCache {
                 .snapshot(self.settings.max_stale)
                 .is_some_and(|set| set.has_kid(kid))
         })
+    }
+
+    /// Whether `aud` names one of the accepted audiences.
+    pub fn accepts_audience(&self, aud: &crate::jws::Audience) -> bool {
+        self.settings.audiences.iter().any(|a| aud.contains(a))
     }
 
     pub fn is_trusted(&self, issuer: &str) -> bool {
@@ -303,8 +308,9 @@ impl JwksCache {
             }
         }
         let leeway = chrono::Duration::from_std(self.settings.leeway).unwrap_or_default();
+        let first = self.settings.audiences.first().cloned().unwrap_or_default();
         let verifier = IdTokenVerifier::new_public_client(
-            ClientId::new(self.settings.audience.clone()),
+            ClientId::new(first),
             openidconnect::IssuerUrl::new(issuer.to_owned())
                 .map_err(|e| Cause(format!("issuer URL: {e}")))?,
             JsonWebKeySet::new(keys),
@@ -314,7 +320,10 @@ impl JwksCache {
             CoreJwsSigningAlgorithm::EcdsaP256Sha256,
         ])
         // `exp` is checked against a clock set back by the leeway.
-        .set_time_fn(move || Utc::now() - leeway);
+        .set_time_fn(move || Utc::now() - leeway)
+        // With several accepted audiences the verifier cannot name one: the caller checks `aud`
+        // against all of them (`accepts_audience`).
+        .require_audience_match(self.settings.audiences.len() == 1);
         Ok(KeySet {
             verifier,
             kids,

@@ -11,6 +11,7 @@
 //! can retry elsewhere.
 
 pub mod metrics;
+pub mod outbound;
 pub mod read_timeout;
 pub mod telemetry;
 pub mod tls;

@@ -48,6 +48,8 @@ pub enum AppError {
     Serve(#[from] connect_runtime::ServeError),
     #[error(transparent)]
     Tls(#[from] connect_runtime::tls::TlsFileError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Opens the database at `url` and applies every pending migration.
@@ -89,6 +91,7 @@ pub struct App {
     tls: Option<tonic::transport::ServerTlsConfig>,
     local_addr: SocketAddr,
     registry: Registry,
+    operators: Option<crate::operators::Operators>,
     config: ServeConfig,
 }
 
@@ -109,6 +112,20 @@ impl App {
             None => None,
         };
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
+        let operators = config
+            .operators
+            .as_ref()
+            .map(|settings| {
+                if settings.audiences.is_empty() {
+                    return Err(AppError::Config(
+                        "--operator-issuer needs --operator-audience (the client ids people sign in with)".into(),
+                    ));
+                }
+                crate::operators::Operators::new(settings).map_err(|e| {
+                    AppError::Config(format!("building the operator issuers' HTTP client: {e}"))
+                })
+            })
+            .transpose()?;
         let store = open_store(&config.database_url).await?;
         let holds_sealed = store.key_check().await?.is_some() || store.holds_sealed().await?;
         let cipher = secret_cipher(&config, holds_sealed)?;
@@ -134,6 +151,7 @@ impl App {
             tls,
             local_addr,
             registry,
+            operators,
             config,
         })
     }
@@ -158,8 +176,12 @@ impl App {
     ) -> Result<(), AppError> {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let registry = self.registry.clone().with_stopping(stopping);
-        let admin = LinkRegistryServer::new(LinkRegistryService::new(registry.clone()))
-            .max_decoding_message_size(self.config.max_request_bytes);
+        // Operator issuers' keys are refreshed in the background, as the broker's are.
+        let operator_keys = self.operators.as_ref().map(|o| o.spawn_refresher());
+        let admin = LinkRegistryServer::new(
+            LinkRegistryService::new(registry.clone()).with_operators(self.operators.clone()),
+        )
+        .max_decoding_message_size(self.config.max_request_bytes);
         let runtime = RegistryRuntimeServer::new(RegistryRuntimeService::new(registry))
             .max_decoding_message_size(self.config.max_request_bytes);
         // Audit retention: at start, then every ten minutes.
@@ -230,6 +252,9 @@ impl App {
             pruner.abort();
         }
         sweeper.abort();
+        if let Some(refresher) = operator_keys {
+            refresher.abort();
+        }
         Ok(served?)
     }
 }

@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use connect_runtime::{LogFormat, tls::ServerTls};
-use connect_types::{HostRule, UrlPolicy};
+use connect_types::{HostRule, IssuerUrl, UrlPolicy};
+
+pub use crate::operators::OperatorSettings;
 
 /// The Connect link registry: teams, projects, connectors, project links, and the `Authorize`
 /// decision the token broker asks for on every token request.
@@ -262,6 +264,22 @@ pub struct ServeArgs {
     /// or a CIDR network. Repeat the flag (or separate with commas in the variable) for several.
     #[arg(long, env = "LINK_REGISTRY_ALLOW_PROVIDER_HOST", value_delimiter = ',')]
     pub allow_provider_host: Vec<HostRule>,
+
+    /// An OIDC issuer whose ID tokens people may present instead of an API key (what they may do
+    /// comes from role bindings). Repeat (or separate with commas) for several.
+    #[arg(
+        long,
+        env = "LINK_REGISTRY_OPERATOR_ISSUER",
+        value_delimiter = ',',
+        requires = "operator_audience",
+        value_parser = issuer_url
+    )]
+    pub operator_issuer: Vec<IssuerUrl>,
+
+    /// An audience operator ID tokens may carry: the client id people sign in with (the CLI's,
+    /// the console's). Repeat (or separate with commas) for several.
+    #[arg(long, env = "LINK_REGISTRY_OPERATOR_AUDIENCE", value_delimiter = ',')]
+    pub operator_audience: Vec<String>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -343,6 +361,8 @@ pub struct ServeConfig {
     pub revocation_wait: Duration,
     /// Audit events older than this are deleted; `None`: kept.
     pub audit_retention: Option<Duration>,
+    /// The operator issuers people sign in with; `None`: API keys only.
+    pub operators: Option<OperatorSettings>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -359,6 +379,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("metrics_listen", &self.metrics_listen)
             .field("revocation_wait", &self.revocation_wait)
             .field("audit_retention", &self.audit_retention)
+            .field("operators", &self.operators)
             .finish()
     }
 }
@@ -383,6 +404,16 @@ impl From<ServeArgs> for ServeConfig {
                     key,
                     client_ca: args.tls_client_ca,
                 }),
+            operators: (!args.operator_issuer.is_empty()).then(|| OperatorSettings {
+                issuers: args.operator_issuer,
+                audiences: args.operator_audience,
+                leeway: Duration::from_secs(30),
+                policy: UrlPolicy {
+                    allow_insecure_loopback: args.allow_insecure_loopback,
+                    allowed_hosts: Vec::new(),
+                },
+                fetch_timeout: Duration::from_secs(3),
+            }),
             url_policy: UrlPolicy {
                 allow_insecure_loopback: args.allow_insecure_loopback,
                 allowed_hosts: args.allow_provider_host,
@@ -412,8 +443,13 @@ impl ServeConfig {
             metrics_listen: None,
             revocation_wait: crate::domain::service::DEFAULT_REVOCATION_WAIT,
             audit_retention: None,
+            operators: None,
         }
     }
+}
+
+fn issuer_url(value: &str) -> Result<IssuerUrl, String> {
+    IssuerUrl::parse(value).map_err(|e| e.to_string())
 }
 
 /// The file path of a SQLite URL (`None` for in-memory databases and other backends).

@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod grpc;
+pub mod operators;
 pub mod store;
 
 pub use app::{App, AppError};

@@ -105,7 +105,8 @@ impl App {
             }
             None => (None, BrokerMetrics::unserved()),
         };
-        let issuer_outbound = Outbound::new(&config.outbound, config.jwks_timeout)?;
+        let issuer_outbound = Outbound::new(&config.outbound, config.jwks_timeout)
+            .map_err(|e| BrokerError::internal("building an outbound HTTP client", e))?;
         let fetches = metrics.clone();
         let jwks = JwksCache::new(
             &config.trusted_issuers,
@@ -115,7 +116,7 @@ impl App {
                 on_fetch: Arc::new(move |ok| fetches.jwks_fetch(ok)),
             },
             JwksSettings {
-                audience: config.audience.clone(),
+                audiences: vec![config.audience.clone()],
                 leeway: config.leeway,
                 max_token_age: config.max_token_age,
                 refresh_every: config.jwks_refresh,
@@ -159,7 +160,8 @@ impl App {
             Some(cache) => cache.clone(),
             None => registry.clone(),
         };
-        let provider_outbound = Outbound::new(&config.outbound, config.provider_timeout)?;
+        let provider_outbound = Outbound::new(&config.outbound, config.provider_timeout)
+            .map_err(|e| BrokerError::internal("building an outbound HTTP client", e))?;
         let mut broker = Broker::new(
             TokenVerifier::new(Arc::new(jwks), config.verified_token_cache_size),
             authorizer,

@@ -18,7 +18,7 @@ pub mod grpc;
 pub mod issuers;
 pub mod ledger;
 pub mod metrics;
-pub mod outbound;
+pub use connect_runtime::outbound;
 pub mod registry;
 pub mod service;
 

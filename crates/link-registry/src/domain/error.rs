@@ -43,6 +43,14 @@ pub enum RegistryError {
     #[error("RoleNotAllowedError: a {role} key may not call this method")]
     RoleNotAllowed { role: &'static str },
 
+    /// An operator's ID token that was not accepted.
+    #[error(transparent)]
+    OperatorToken(#[from] connect_oidc::OidcError),
+
+    /// A person signed in whom no role binding admits (in the team they named).
+    #[error("RoleNotAllowedError: no role binding admits this person{0}")]
+    NotBound(String),
+
     /// A key presented to the service its role does not call (a broker key on the admin API, an
     /// admin key on the brokers' one).
     #[error("RoleNotAllowedError: a {role} key may not call {service}; {role} keys call {instead}")]

@@ -232,6 +232,24 @@ pub struct RoleBinding {
     pub created_at: DateTime<Utc>,
 }
 
+/// A person, as a verified ID token of an operator issuer names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Person {
+    pub issuer: IssuerUrl,
+    /// The token's `sub`.
+    pub subject: String,
+    pub email: Option<String>,
+    /// The token's `groups` claim.
+    pub groups: Vec<String>,
+}
+
+impl Person {
+    /// How audit rows and `WhoAmI` name them: their email, else their `sub`.
+    pub fn name(&self) -> &str {
+        self.email.as_deref().unwrap_or(&self.subject)
+    }
+}
+
 /// Whom a binding names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindingSubject {
@@ -262,6 +280,8 @@ impl RoleBinding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     Key(KeyId),
+    /// A person signed in with an operator issuer: `user:<email or sub>`.
+    Person(String),
     /// The `link-registry` command line, run by whoever holds the database.
     CommandLine,
     /// A broker acting on its own (a refresh that changed a grant's state).
@@ -272,6 +292,7 @@ impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Key(id) => write!(f, "key:{id}"),
+            Self::Person(name) => write!(f, "user:{name}"),
             Self::CommandLine => f.write_str("cli"),
             Self::Broker => f.write_str("broker"),
         }

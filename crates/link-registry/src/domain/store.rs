@@ -175,6 +175,13 @@ pub trait KeyStore: Send + Sync {
     async fn insert_role_binding(&self, binding: &RoleBinding, actor: &Actor) -> Result<()>;
     /// A team's role bindings, oldest first.
     async fn role_bindings(&self, team: &TeamId) -> Result<Vec<RoleBinding>>;
+    /// Every team's bindings of `issuer` that name `subject` or one of `groups`.
+    async fn bindings_matching(
+        &self,
+        issuer: &str,
+        subject: &str,
+        groups: &[String],
+    ) -> Result<Vec<RoleBinding>>;
     /// Deletes a team's binding and answers with it; `NotFound` for an unknown id.
     async fn delete_role_binding(
         &self,

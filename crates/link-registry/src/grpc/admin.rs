@@ -10,6 +10,7 @@ use crate::domain::{
     Caller, Registry,
     service::{NewConnector, NewProject, NewRoleBinding},
 };
+use crate::operators::Operators;
 use convert::{
     Attachment, ConnectorEdit, GrantImport, GrantQuery, InstallationRequest, IssuanceQuery,
     LinkListing, LinkRefs, TokenRevocation, connector_ref, page_request, project_ref,
@@ -19,15 +20,36 @@ use convert::{
 #[derive(Debug, Clone)]
 pub struct LinkRegistryService {
     registry: Registry,
+    /// Verifies people's ID tokens; `None`: API keys only.
+    operators: Option<Operators>,
 }
 
 impl LinkRegistryService {
     pub fn new(registry: Registry) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            operators: None,
+        }
     }
 
-    /// The one role check of the admin API.
+    /// The same service, accepting people's ID tokens too.
+    pub fn with_operators(mut self, operators: Option<Operators>) -> Self {
+        self.operators = operators;
+        self
+    }
+
+    /// The one role check of the admin API: an API key, or a person's ID token and the role
+    /// their bindings give them in the team (named with `connect-team` when they have several).
     async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let bearer = super::admin_bearer(metadata, self.operators.as_ref());
+        if let Some(person) = super::person(self.operators.as_ref(), bearer).await {
+            let team = super::named_team(metadata)?;
+            return self
+                .registry
+                .person_caller(person?, team.as_ref())
+                .await
+                .map_err(to_status);
+        }
         ADMIN_API.caller(&self.registry, metadata).await
     }
 }
@@ -425,6 +447,11 @@ impl LinkRegistry for LinkRegistryService {
 
     /// Any valid credential: no role check beyond authentication.
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
+        // A person bound nowhere learns that they are.
+        let bearer = super::admin_bearer(request.metadata(), self.operators.as_ref());
+        if let Some(person) = super::person(self.operators.as_ref(), bearer).await {
+            return reply(self.registry.who_is(person?).await);
+        }
         let caller = super::authenticated(&self.registry, request.metadata()).await?;
         Ok(Response::new(self.registry.who_am_i(&caller).into()))
     }

@@ -15,16 +15,35 @@ pub use runtime::RegistryRuntimeService;
 use connect_proto::registry::v1::{link_registry_server, registry_runtime_server};
 use tonic::{Response, Status, metadata::MetadataMap};
 
-use crate::domain::{Caller, Registry, RegistryError, model::Role};
+use crate::{
+    domain::{Caller, Registry, RegistryError, model::Role, types::TeamId},
+    operators::Operators,
+};
 use status::to_status;
 
 /// The key of exactly one `authorization: Bearer <key>` value (the shared bearer rule).
 fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    bearer_within(metadata, MAX_KEY_BYTES)
+}
+
+/// The bearer credential, an API key or a person's ID token, of at most `max` bytes.
+fn bearer_within(metadata: &MetadataMap, max: usize) -> Option<&str> {
     let values = metadata
         .get_all("authorization")
         .iter()
         .map(|v| v.as_bytes());
-    connect_types::bearer_token(values, MAX_KEY_BYTES).ok()
+    connect_types::bearer_token(values, max).ok()
+}
+
+/// The bearer of the admin API: an API key, or (when operator issuers are configured) an ID
+/// token, which may be longer.
+fn admin_bearer<'m>(metadata: &'m MetadataMap, operators: Option<&Operators>) -> &'m str {
+    let max = if operators.is_some() {
+        connect_oidc::jws::MAX_TOKEN_BYTES
+    } else {
+        MAX_KEY_BYTES
+    };
+    bearer_within(metadata, max).unwrap_or_default()
 }
 
 /// Longest API key looked at; longer ones are refused before hashing.
@@ -35,6 +54,44 @@ const MAX_KEY_BYTES: usize = 256;
 struct Service {
     name: &'static str,
     roles: &'static [Role],
+}
+
+/// The metadata a person bound in several teams names the team with.
+const TEAM_METADATA: &str = "connect-team";
+
+/// The team a request names in `connect-team`, if any.
+fn named_team(metadata: &MetadataMap) -> Result<Option<TeamId>, Status> {
+    let Some(value) = metadata.get(TEAM_METADATA) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| TeamId::parse(v).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            to_status(RegistryError::invalid(
+                TEAM_METADATA,
+                "connect-team must be a team id",
+            ))
+        })
+}
+
+/// A person's ID token, when the bearer is one and operator issuers are configured.
+async fn person(
+    operators: Option<&Operators>,
+    bearer: &str,
+) -> Option<Result<crate::domain::model::Person, Status>> {
+    let operators = operators?;
+    if !Operators::looks_like_token(bearer) {
+        return None;
+    }
+    Some(
+        operators
+            .verify(bearer)
+            .await
+            .map_err(|e| to_status(RegistryError::from(e))),
+    )
 }
 
 const ADMIN_API: Service = Service {

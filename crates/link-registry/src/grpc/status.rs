@@ -32,6 +32,14 @@ fn reason(err: &RegistryError) -> Reason {
         RegistryError::UserAuthorizationRequired(_) => Reason::UserAuthorizationRequired,
         RegistryError::ConsentNotPending(_) => Reason::ConsentNotPending,
         RegistryError::ConsentUserMismatch(_) => Reason::ConsentUserMismatch,
+        RegistryError::NotBound(_) => Reason::RoleNotAllowed,
+        RegistryError::OperatorToken(e) => match e {
+            connect_oidc::OidcError::InvalidToken(_) => Reason::InvalidToken,
+            connect_oidc::OidcError::TokenExpired => Reason::TokenExpired,
+            connect_oidc::OidcError::TokenNotYetValid => Reason::TokenNotYetValid,
+            connect_oidc::OidcError::IssuerNotTrusted(_) => Reason::IssuerNotTrusted,
+            connect_oidc::OidcError::JwksUnavailable(_) => Reason::JwksUnavailable,
+        },
         RegistryError::ProviderAccountChanged(_) => Reason::ProviderAccountChanged,
         RegistryError::LeaseLost => Reason::LeaseLost,
         RegistryError::SecretsRequired { .. } | RegistryError::DependentSecretsBound { .. } => {
@@ -54,6 +62,11 @@ pub fn to_status(err: RegistryError) -> Status {
         RegistryError::StorageUnavailable(source) => {
             tracing::error!(error = %source, "registry database unavailable");
             err.to_string()
+        }
+        // Why a token is invalid is logged, not told to whoever presented it.
+        RegistryError::OperatorToken(connect_oidc::OidcError::InvalidToken(why)) => {
+            tracing::info!(reason = "INVALID_TOKEN", why = %why, "an operator token was refused");
+            "InvalidTokenError: the token is not a valid operator ID token".to_owned()
         }
         // Causes of internal errors are logged, never sent.
         RegistryError::Internal { context, source } => {

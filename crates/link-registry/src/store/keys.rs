@@ -122,6 +122,36 @@ impl KeyStore for SeaStore {
             .collect()
     }
 
+    async fn bindings_matching(
+        &self,
+        issuer: &str,
+        subject: &str,
+        groups: &[String],
+    ) -> Result<Vec<RoleBinding>> {
+        use role_binding::Column as B;
+        let mut who = Condition::any().add(B::Subject.eq(subject));
+        // Bounded: a token's groups are at most what its size allows, and empty names never match.
+        let groups: Vec<&str> = groups
+            .iter()
+            .map(String::as_str)
+            .filter(|g| !g.is_empty())
+            .take(1000)
+            .collect();
+        if !groups.is_empty() {
+            who = who.add(B::GroupName.is_in(groups));
+        }
+        role_binding::Entity::find()
+            .filter(B::Issuer.eq(issuer))
+            .filter(who)
+            .order_by(B::TeamId, Order::Asc)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(rows::role_binding)
+            .collect()
+    }
+
     async fn delete_role_binding(
         &self,
         team: &TeamId,

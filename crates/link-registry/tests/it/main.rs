@@ -7,6 +7,7 @@ mod harness;
 mod installations;
 mod keys;
 mod ledger;
+mod operators;
 mod pages;
 mod rpc;
 mod store;

@@ -77,7 +77,8 @@ impl Registry {
             });
         }
         let caller = Caller {
-            key_id: record.id,
+            key_id: Some(record.id),
+            person: None,
             role: record.role,
             team: record.team_id,
             broker_teams: record.broker_teams.map(Arc::from),
@@ -219,6 +220,8 @@ pub struct WhoAmI {
     pub key_id: Option<KeyId>,
     /// The teams it may act in, and as what.
     pub teams: Vec<(TeamId, Role)>,
+    /// For a person: who their token names.
+    pub person: Option<Person>,
 }
 
 impl Registry {
@@ -305,6 +308,75 @@ impl Registry {
             .await
     }
 
+    /// The teams a person is bound in, each with their strongest role (admin over viewer).
+    async fn person_teams(&self, person: &Person) -> Result<Vec<(TeamId, Role)>> {
+        let bindings = self
+            .store
+            .bindings_matching(person.issuer.as_str(), &person.subject, &person.groups)
+            .await?;
+        let mut teams: Vec<(TeamId, Role)> = Vec::new();
+        for binding in bindings {
+            match teams.iter_mut().find(|(t, _)| *t == binding.team_id) {
+                Some((_, role)) if binding.role == Role::Admin => *role = Role::Admin,
+                Some(_) => {}
+                None => teams.push((binding.team_id, binding.role)),
+            }
+        }
+        Ok(teams)
+    }
+
+    /// A person as a caller of the admin API: their role in `team` (the `connect-team` they
+    /// named) or in the one team they are bound in. No binding: `ROLE_NOT_ALLOWED`; several
+    /// teams and none named: `INVALID_ARGUMENT` naming `connect-team`. Bindings are read on
+    /// every call, so a deleted one stops counting at once.
+    pub async fn person_caller(&self, person: Person, team: Option<&TeamId>) -> Result<Caller> {
+        let teams = self.person_teams(&person).await?;
+        let unbound = || {
+            RegistryError::NotBound(match team {
+                Some(team) => format!(" in team '{team}'"),
+                None => String::new(),
+            })
+        };
+        let (team, role) = match (team, teams.as_slice()) {
+            (_, []) => return Err(unbound()),
+            (Some(asked), teams) => teams
+                .iter()
+                .find(|(t, _)| t == asked)
+                .cloned()
+                .ok_or_else(unbound)?,
+            (None, [one]) => one.clone(),
+            (None, teams) => {
+                let names: Vec<&str> = teams.iter().map(|(t, _)| t.as_str()).collect();
+                return Err(RegistryError::invalid(
+                    "connect-team",
+                    format!(
+                        "you are bound in several teams ({}): name one with the metadata connect-team: <team id> (connect --team)",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
+        Ok(Caller {
+            key_id: None,
+            person: Some(Arc::new(person)),
+            role,
+            team: Some(team),
+            broker_teams: None,
+        })
+    }
+
+    /// Who a person is and where they may act.
+    pub async fn who_is(&self, person: Person) -> Result<WhoAmI> {
+        let teams = self.person_teams(&person).await?;
+        Ok(WhoAmI {
+            kind: "operator",
+            actor: Actor::Person(person.name().to_owned()).to_string(),
+            key_id: None,
+            teams,
+            person: Some(person),
+        })
+    }
+
     /// Who the caller is and where it may act (any valid credential).
     pub fn who_am_i(&self, caller: &Caller) -> WhoAmI {
         let teams = match (&caller.team, &caller.broker_teams) {
@@ -315,8 +387,9 @@ impl Registry {
         WhoAmI {
             kind: "api_key",
             actor: caller.actor().to_string(),
-            key_id: Some(caller.key_id.clone()),
+            key_id: caller.key_id.clone(),
             teams,
+            person: None,
         }
     }
 

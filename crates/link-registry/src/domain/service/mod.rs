@@ -48,7 +48,7 @@ use super::{
     clock::{Clock, SystemClock},
     error::{FieldViolation, RegistryError, Resource, Result},
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Authorization, BindingSubject, Connector, Project,
+        Actor, ApiKeyRecord, AuditEvent, Authorization, BindingSubject, Connector, Person, Project,
         ProjectLink, Role, RoleBinding, StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, Page, PageRequest},
@@ -64,7 +64,10 @@ use crate::crypto::{self, SecretAad, SecretCipher};
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    pub key_id: KeyId,
+    /// The API key presented; `None` for a person.
+    pub key_id: Option<KeyId>,
+    /// The person signed in; `None` for an API key.
+    pub person: Option<Arc<Person>>,
     pub role: Role,
     /// The team an `admin` or `viewer` key belongs to; `None` for `broker` keys.
     pub team: Option<TeamId>,
@@ -113,7 +116,11 @@ impl Caller {
     }
 
     fn actor(&self) -> Actor {
-        Actor::Key(self.key_id.clone())
+        match (&self.key_id, &self.person) {
+            (Some(key), _) => Actor::Key(key.clone()),
+            (None, Some(person)) => Actor::Person(person.name().to_owned()),
+            (None, None) => Actor::CommandLine,
+        }
     }
 }
 

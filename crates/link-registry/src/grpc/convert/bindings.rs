@@ -90,10 +90,14 @@ impl From<RoleBinding> for pb::RoleBinding {
 
 impl From<WhoAmI> for pb::WhoAmIResponse {
     fn from(w: WhoAmI) -> Self {
+        let person = w.person.as_ref();
         Self {
             kind: w.kind.to_owned(),
             actor: w.actor,
             key_id: w.key_id.map(|k| k.to_string()).unwrap_or_default(),
+            issuer: person.map(|p| p.issuer.to_string()).unwrap_or_default(),
+            subject: person.map(|p| p.subject.clone()).unwrap_or_default(),
+            email: person.and_then(|p| p.email.clone()).unwrap_or_default(),
             teams: w
                 .teams
                 .into_iter()
@@ -102,7 +106,6 @@ impl From<WhoAmI> for pb::WhoAmIResponse {
                     role: role.as_str().to_owned(),
                 })
                 .collect(),
-            ..Default::default()
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Every HTTP request the broker makes (OIDC discovery, JWKS, provider endpoints) goes through an
+//! Every HTTP request a service makes (OIDC discovery, JWKS, provider endpoints) goes through an
 //! [`Outbound`] client, which applies the outbound-URL policy of `connect-types` twice: to the URL
 //! before the request ([`Outbound::check`]), and to every address its host resolves to when the
 //! connection is made (the [`GuardedResolver`] below), so a name that resolves to a private or
@@ -10,8 +10,6 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use connect_types::{UrlPolicy, UrlRefusal};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-
-use crate::error::{BrokerError, Result};
 
 /// Resolves host names with the system resolver (or the operator's pinned addresses) and refuses
 /// a name when any of its addresses is not an allowed destination.
@@ -60,7 +58,7 @@ pub struct OutboundSettings {
 }
 
 impl Outbound {
-    pub fn new(settings: &OutboundSettings, timeout: Duration) -> Result<Self> {
+    pub fn new(settings: &OutboundSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(settings.policy.clone());
         let pinned = settings
             .pinned
@@ -76,8 +74,7 @@ impl Outbound {
                 policy: policy.clone(),
                 pinned: Arc::new(pinned),
             }))
-            .build()
-            .map_err(|e| BrokerError::internal("building an outbound HTTP client", e))?;
+            .build()?;
         Ok(Self { http, policy })
     }
 
