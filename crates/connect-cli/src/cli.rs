@@ -21,8 +21,13 @@ pub struct Cli {
     pub broker: String,
 
     /// A registry API key (admin for changes, viewer for reading) [env: CONNECT_API_KEY].
+    /// Without one, the login of `connect login` is used.
     #[arg(long, global = true, hide_default_value = true)]
     pub api_key: Option<String>,
+
+    /// The team to act in, for a person bound in several [env: CONNECT_TEAM].
+    #[arg(long, global = true)]
+    pub team: Option<String>,
 
     /// PEM CA to trust for `https://` URLs (default: the system's roots) [env: CONNECT_CA].
     #[arg(long, global = true)]
@@ -38,10 +43,11 @@ pub struct Cli {
 }
 
 /// The global flags and the variables they read.
-pub const GLOBAL_VARIABLES: [(&str, &str); 5] = [
+pub const GLOBAL_VARIABLES: [(&str, &str); 6] = [
     ("registry", "CONNECT_REGISTRY_URL"),
     ("broker", "CONNECT_BROKER_URL"),
     ("api_key", "CONNECT_API_KEY"),
+    ("team", "CONNECT_TEAM"),
     ("ca", "CONNECT_CA"),
     ("format", "CONNECT_FORMAT"),
 ];
@@ -187,8 +193,24 @@ pub enum Command {
     /// The connector types the registry knows and what each can do: subjects, installations,
     /// resources, revocation, and the config and secret keys it reads (`?`: optional).
     Types,
-    /// Who the registry takes you for (the API key in use), and where you may act.
+    /// Who the registry takes you for (the API key or the login in use), and where you may act.
     Whoami,
+    /// Sign in with the company's identity provider (authorization code with PKCE, a loopback
+    /// redirect): the ID token is kept in the config directory ($CONNECT_CONFIG_DIR, default
+    /// ~/.config/connect, mode 0600), refreshed as it expires, and used when no API key is given.
+    Login {
+        /// The identity provider (its issuer URL) [env: CONNECT_LOGIN_ISSUER].
+        #[arg(long, env = "CONNECT_LOGIN_ISSUER")]
+        issuer: String,
+        /// The client id the registry accepts as audience [env: CONNECT_LOGIN_CLIENT_ID].
+        #[arg(long, env = "CONNECT_LOGIN_CLIENT_ID", default_value = "connect-cli")]
+        client_id: String,
+        /// Print the URL to open instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Forget the stored login.
+    Logout,
     /// The team's audit log, newest first.
     Audit {
         /// How many events.

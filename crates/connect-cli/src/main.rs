@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod error;
+mod login;
 mod output;
 
 use std::process::ExitCode;
@@ -50,9 +51,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Adds the API key to every registry call.
+/// Adds the credential (an API key or the login's ID token), and the team a person acts in, to
+/// every registry call.
 #[derive(Clone)]
-struct ApiKey(Option<MetadataValue<Ascii>>);
+struct ApiKey(Option<MetadataValue<Ascii>>, Option<MetadataValue<Ascii>>);
 
 impl Interceptor for ApiKey {
     fn call(
@@ -61,6 +63,9 @@ impl Interceptor for ApiKey {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(key) = &self.0 {
             request.metadata_mut().insert("authorization", key.clone());
+        }
+        if let Some(team) = &self.1 {
+            request.metadata_mut().insert("connect-team", team.clone());
         }
         Ok(request)
     }
@@ -174,6 +179,24 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
     };
     // `token` speaks to the broker; it reads the registry only for a better hint, when it has a
     // key.
+    // Signing in and out speak to the identity provider only.
+    match &cli.command {
+        Command::Login {
+            issuer,
+            client_id,
+            no_browser,
+        } => {
+            let who = login::login(issuer, client_id, *no_browser).await?;
+            println!("Signed in to {issuer} as {who}");
+            return Ok(());
+        }
+        Command::Logout => {
+            let was = login::logout()?;
+            println!("{}", if was { "Signed out" } else { "Not signed in" });
+            return Ok(());
+        }
+        _ => {}
+    }
     let needs_registry = !matches!(
         cli.command,
         Command::Token { .. } | Command::Completions { .. }
@@ -196,15 +219,36 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
                 // `token` reads the registry only for a hint: an unusable key means no hint.
                 Err(_) => None,
             },
-            None => {
-                return Err(Failure::new("InvalidKeyError", "no API key").hint(
-                    "pass a team's API key with --api-key or CONNECT_API_KEY \
-                     (link-registry keys create --team TEAM --role admin)",
-                ));
-            }
+            // No key: the person's login, refreshed when it is about to expire.
+            None => match login::bearer().await? {
+                Some(token) => {
+                    let mut value: MetadataValue<Ascii> =
+                        format!("Bearer {token}").parse().map_err(|_| {
+                            Failure::new("InvalidKeyError", "the stored login is not ASCII")
+                        })?;
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                None => {
+                    return Err(Failure::new("InvalidKeyError", "no API key and no login").hint(
+                        "pass a team's API key with --api-key or CONNECT_API_KEY \
+                         (link-registry keys create --team TEAM --role admin), or sign in: connect login --issuer URL",
+                    ));
+                }
+            },
+        };
+        let team = match cli.team.as_deref().filter(|t| !t.is_empty()) {
+            Some(team) => Some(
+                team.parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| Failure::usage(format!("--team '{team}' is not a team id")))?,
+            ),
+            None => None,
         };
         let channel = endpoint(&cli.registry, ca.as_deref(), "registry")?.connect_lazy();
-        Some(LinkRegistryClient::with_interceptor(channel, ApiKey(key)))
+        Some(LinkRegistryClient::with_interceptor(
+            channel,
+            ApiKey(key, team),
+        ))
     } else {
         None
     };
@@ -284,6 +328,8 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Resume { connector } => connectors::suspend(&ctx, connector, false).await,
         Command::Types => connectors::types(&ctx).await,
         Command::Whoami => projects::whoami(&ctx).await,
+        // Answered before any client was made.
+        Command::Login { .. } | Command::Logout => Ok(()),
         Command::Audit { limit } => audit::audit(&ctx, limit).await,
         Command::Issuances {
             connector,

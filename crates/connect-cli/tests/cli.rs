@@ -57,20 +57,23 @@ impl Run {
 
 impl System {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let issuer = DevIssuer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
         let issuers = vec![issuer.issuer_url()];
-        let stack = LocalStack::start(
-            ServeConfig::local(format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("registry.db").display()
-            )),
-            |registry_url, key| {
-                token_broker::BrokerConfig::local(registry_url, key, issuers, AUDIENCE.into())
-            },
-        )
+        let mut config = ServeConfig::local(format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("registry.db").display()
+        ));
+        configure(&mut config);
+        let stack = LocalStack::start(config, |registry_url, key| {
+            token_broker::BrokerConfig::local(registry_url, key, issuers, AUDIENCE.into())
+        })
         .await
         .unwrap();
         let team = TeamId::parse("team_acme").unwrap();
@@ -1004,5 +1007,431 @@ async fn the_first_hour() {
             "InvalidArgumentError: --secret expects KEY=VALUE: there is no '='\n",
         );
     assert!(!err.contains("sk_hidden"));
+    system.stop().await;
+}
+
+/// An identity provider of this test (not `dev-issuer`): discovery, a JWKS (one P-256 key), an
+/// authorization endpoint that signs in as its configured person at once (or answers an error),
+/// and a token endpoint (the code with its PKCE verifier; rotating refresh tokens) that issues
+/// ID tokens with `email` and `groups`.
+mod idp {
+    use std::{
+        collections::HashMap,
+        net::SocketAddr,
+        sync::{Arc, Mutex, atomic::AtomicUsize, atomic::Ordering},
+    };
+
+    use axum::{
+        Form, Json, Router,
+        extract::{Query, State},
+        http::{StatusCode, header},
+        response::{IntoResponse, Response},
+        routing::{get, post},
+    };
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use serde_json::{Value, json};
+    use sha2::{Digest, Sha256};
+
+    pub struct IdentityProvider {
+        pub issuer: String,
+        state: Arc<Provider>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    struct Provider {
+        issuer: String,
+        signing: jsonwebtoken::EncodingKey,
+        jwks: Value,
+        /// Who signs in, or the error the authorization endpoint answers.
+        person: Mutex<Result<(String, String), String>>,
+        /// How long ID tokens live, in seconds.
+        lifetime: Mutex<i64>,
+        codes: Mutex<HashMap<String, (String, String, String)>>,
+        refresh_tokens: Mutex<HashMap<String, String>>,
+        pub refreshes: AtomicUsize,
+    }
+
+    impl IdentityProvider {
+        pub async fn start() -> Self {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let point = key.public_key_raw().to_vec();
+            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .unwrap();
+            let issuer = format!("http://{}", listener.local_addr().unwrap());
+            let state = Arc::new(Provider {
+                issuer: issuer.clone(),
+                signing: jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes())
+                    .unwrap(),
+                jwks: json!({"keys": [{
+                    "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "idp-1",
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                    "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+                }]}),
+                person: Mutex::new(Ok(("ada-sub".into(), "ada@acme.example".into()))),
+                lifetime: Mutex::new(600),
+                codes: Mutex::default(),
+                refresh_tokens: Mutex::default(),
+                refreshes: AtomicUsize::new(0),
+            });
+            let app = Router::new()
+                .route("/.well-known/openid-configuration", get(discovery))
+                .route("/jwks", get(jwks))
+                .route("/authorize", get(authorize))
+                .route("/token", post(token))
+                .with_state(state.clone());
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Self {
+                issuer,
+                state,
+                task,
+            }
+        }
+
+        /// The authorization endpoint answers `error` instead of signing in.
+        pub fn refuse(&self, error: &str) {
+            *self.state.person.lock().unwrap() = Err(error.into());
+        }
+
+        pub fn set_lifetime(&self, seconds: i64) {
+            *self.state.lifetime.lock().unwrap() = seconds;
+        }
+
+        pub fn refreshes(&self) -> usize {
+            self.state.refreshes.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for IdentityProvider {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn discovery(State(p): State<Arc<Provider>>) -> Json<Value> {
+        let i = &p.issuer;
+        Json(json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/authorize"),
+            "token_endpoint": format!("{i}/token"),
+            "jwks_uri": format!("{i}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        }))
+    }
+
+    async fn jwks(State(p): State<Arc<Provider>>) -> Json<Value> {
+        Json(p.jwks.clone())
+    }
+
+    async fn authorize(
+        State(p): State<Arc<Provider>>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        let field = |n: &str| q.get(n).cloned().unwrap_or_default();
+        let mut back = url::Url::parse(&field("redirect_uri")).unwrap();
+        assert_eq!(field("code_challenge_method"), "S256");
+        assert_eq!(field("client_id"), "connect-cli");
+        match &*p.person.lock().unwrap() {
+            Ok(_) => {
+                let code = format!("code_{:x}", rand_u64());
+                p.codes.lock().unwrap().insert(
+                    code.clone(),
+                    (
+                        field("code_challenge"),
+                        field("redirect_uri"),
+                        field("nonce"),
+                    ),
+                );
+                back.query_pairs_mut()
+                    .append_pair("code", &code)
+                    .append_pair("state", &field("state"));
+            }
+            Err(error) => {
+                back.query_pairs_mut()
+                    .append_pair("error", error)
+                    .append_pair("error_description", "the person said no\u{7}")
+                    .append_pair("state", &field("state"));
+            }
+        }
+        (StatusCode::FOUND, [(header::LOCATION, back.to_string())]).into_response()
+    }
+
+    fn rand_u64() -> u64 {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    }
+
+    fn tokens(p: &Provider, nonce: Option<&str>) -> Response {
+        let (sub, email) = p.person.lock().unwrap().clone().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = json!({
+            "iss": p.issuer, "sub": sub, "aud": "connect-cli", "iat": now,
+            "exp": now + *p.lifetime.lock().unwrap(),
+            "email": email, "groups": ["eng"],
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = nonce.into();
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("idp-1".into());
+        let id_token = jsonwebtoken::encode(&header, &claims, &p.signing).unwrap();
+        let refresh = format!("rt_{:x}", rand_u64());
+        p.refresh_tokens
+            .lock()
+            .unwrap()
+            .insert(refresh.clone(), sub);
+        Json(json!({
+            "access_token": format!("at_{:x}", rand_u64()),
+            "token_type": "Bearer",
+            "expires_in": 600,
+            "id_token": id_token,
+            "refresh_token": refresh,
+        }))
+        .into_response()
+    }
+
+    async fn token(
+        State(p): State<Arc<Provider>>,
+        Form(form): Form<HashMap<String, String>>,
+    ) -> Response {
+        let field = |n: &str| form.get(n).cloned().unwrap_or_default();
+        let invalid = || {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_grant"})),
+            )
+                .into_response()
+        };
+        match field("grant_type").as_str() {
+            "authorization_code" => {
+                let Some((challenge, redirect, nonce)) =
+                    p.codes.lock().unwrap().remove(&field("code"))
+                else {
+                    return invalid();
+                };
+                let hashed = URL_SAFE_NO_PAD.encode(Sha256::digest(field("code_verifier")));
+                if hashed != challenge || field("redirect_uri") != redirect {
+                    return invalid();
+                }
+                tokens(&p, Some(&nonce))
+            }
+            "refresh_token" => {
+                if p.refresh_tokens
+                    .lock()
+                    .unwrap()
+                    .remove(&field("refresh_token"))
+                    .is_none()
+                {
+                    return invalid();
+                }
+                p.refreshes.fetch_add(1, Ordering::SeqCst);
+                tokens(&p, None)
+            }
+            _ => invalid(),
+        }
+    }
+}
+
+/// `connect login --no-browser` driven as a person would (the test plays the browser), then the
+/// commands as that person, a refresh when the ID token nears its expiry, `connect logout`; and a
+/// callback with an error or another state stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_acts_by_their_binding_and_signs_out() {
+    use std::io::{BufRead, BufReader};
+    let idp = idp::IdentityProvider::start().await;
+    let operator = link_registry::config::OperatorSettings {
+        issuers: vec![connect_types::IssuerUrl::parse(&idp.issuer).unwrap()],
+        audiences: vec!["connect-cli".into()],
+        leeway: Duration::from_secs(30),
+        policy: connect_types::UrlPolicy::loopback(),
+        fetch_timeout: Duration::from_secs(3),
+    };
+    let system = System::start_with(move |c| c.operators = Some(operator)).await;
+    let config = tempfile::tempdir().unwrap();
+    let config_dir = config.path().join("connect");
+    let config_env = config_dir.to_str().unwrap().to_owned();
+    let login_file = config_dir.join("login.json");
+
+    // Drives one `connect login`: answers what the browser was sent back with, and the run.
+    let login = |idp_issuer: String, config_env: String| async move {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_connect"))
+            .args(["login", "--issuer", &idp_issuer, "--no-browser"])
+            .env_clear()
+            .env("CONNECT_CONFIG_DIR", &config_env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let url = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "no URL printed");
+            if let Some(url) = line.trim().strip_prefix("http") {
+                break format!("http{url}");
+            }
+        };
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let answer = browser.get(&url).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 302, "{url}");
+        let back = answer.headers()["location"].to_str().unwrap().to_owned();
+        (url, back, browser, child, stderr)
+    };
+
+    // A person bound in no team yet signs in.
+    let (url, back, browser, child, mut stderr) =
+        login(idp.issuer.clone(), config_env.clone()).await;
+    assert!(
+        url.contains("code_challenge_method=S256") && url.contains("nonce="),
+        "{url}"
+    );
+    assert!(
+        back.starts_with("http://127.0.0.1:") && back.contains("/callback?code="),
+        "{back}"
+    );
+    let page = browser
+        .get(&back)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Signed in"), "{page}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(out.status.success(), "{rest}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("Signed in to {} as ada@acme.example\n", idp.issuer)
+    );
+    let stored = std::fs::read_to_string(&login_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&login_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let id_token = serde_json::from_str::<Value>(&stored).unwrap()["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!rest.contains(&id_token), "the token is never printed");
+
+    // Without an API key, the login is the credential.
+    let as_person = [
+        ("CONNECT_API_KEY", ""),
+        ("CONNECT_CONFIG_DIR", config_env.as_str()),
+    ];
+    system
+        .connect(&["list"], None, &as_person)
+        .await
+        .failed(1, "RoleNotAllowedError: no role binding admits this person");
+    system
+        .connect(&["-F", "json", "whoami"], None, &as_person)
+        .await
+        .ok();
+    // Bound (by group) as Acme's admin, they act; the audit names them.
+    system
+        .stack
+        .registry()
+        .create_role_binding_as_operator(
+            &link_registry::domain::types::TeamId::parse("team_acme").unwrap(),
+            link_registry::domain::service::NewRoleBinding {
+                team: None,
+                issuer: link_registry::domain::types::IssuerUrl::parse(&idp.issuer).unwrap(),
+                who: link_registry::domain::model::BindingSubject::Group("eng".into()),
+                role: link_registry::domain::model::Role::Admin,
+            },
+        )
+        .await
+        .unwrap();
+    let who = system.connect(&["whoami"], None, &as_person).await.ok();
+    assert_eq!(who, "user:ada@acme.example (operator)\nteam_acme  admin\n");
+    system
+        .connect(
+            &["projects", "create", "prj_ada", "--name", "ada"],
+            None,
+            &as_person,
+        )
+        .await
+        .ok();
+    let audit = system
+        .connect(&["audit", "-F", "json"], None, &[])
+        .await
+        .json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "project.create" && e["actor"] == "user:ada@acme.example"),
+        "{audit}"
+    );
+
+    // An ID token about to expire is refreshed before the call, once.
+    idp.set_lifetime(30);
+    let mut stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(&login_file).unwrap()).unwrap();
+    stored["expires_at"] = (chrono::Utc::now().timestamp() + 5).into();
+    std::fs::write(&login_file, stored.to_string()).unwrap();
+    system
+        .connect(&["projects", "list"], None, &as_person)
+        .await
+        .ok();
+    assert_eq!(idp.refreshes(), 1);
+    let refreshed: Value =
+        serde_json::from_str(&std::fs::read_to_string(&login_file).unwrap()).unwrap();
+    assert_ne!(refreshed["id_token"], stored["id_token"]);
+
+    // Signing out forgets the login.
+    let out = system.connect(&["logout"], None, &as_person).await.ok();
+    assert_eq!(out, "Signed out\n");
+    assert!(!login_file.exists());
+    system
+        .connect(&["list"], None, &as_person)
+        .await
+        .failed(1, "InvalidKeyError: no API key and no login");
+
+    // The provider's error, or a callback with another state: non-zero, nothing stored.
+    idp.refuse("access_denied");
+    let (_, back, browser, child, mut stderr) = login(idp.issuer.clone(), config_env.clone()).await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    browser.get(&back).send().await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        rest.contains(
+            "LoginError: the identity provider answered access_denied: the person said no\\u{7}"
+        ),
+        "{rest}"
+    );
+    assert!(!login_file.exists());
+    let (_, back, browser, child, mut stderr) = login(idp.issuer.clone(), config_env.clone()).await;
+    let forged = url::Url::parse(&back).unwrap();
+    let mut forged_back = forged.clone();
+    forged_back.set_query(Some("code=stolen&state=not-this-login"));
+    browser.get(forged_back.as_str()).send().await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(rest.contains("another state than this login's"), "{rest}");
+    assert!(!login_file.exists());
     system.stop().await;
 }
