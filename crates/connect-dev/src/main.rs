@@ -262,6 +262,9 @@ async fn seed(
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     connect_runtime::init_logging(cli.log_format);
+    // Listening for Ctrl-C and SIGTERM from the start: one that comes while the system starts or
+    // prints stops it in order.
+    let shutdown = connect_runtime::shutdown_signal();
 
     let issuer = DevIssuer::start(cli.issuer_listen)
         .await
@@ -387,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
         user_token = user_token_command,
     );
 
-    connect_runtime::shutdown_signal().await;
+    shutdown.await;
     provider.stop();
     stack.stop().await?;
     issuer.stop().await;

@@ -53,16 +53,28 @@ fn run_once(database_url: &str, ports: &[String]) -> (String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("connect-dev runs");
-    let mut printed = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        printed.push_str(&line);
-        printed.push('\n');
-        // The last line of the printout.
-        if line.contains("ada's token, from her grant") {
-            break;
+    // The printout is read to its end (the pipe stays open until the process exits).
+    let stdout = child.stdout.take().unwrap();
+    let (printed_tx, printed_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut printed = String::new();
+        let mut told = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            printed.push_str(&line);
+            printed.push('\n');
+            // The printout ends with the command of ada's token, after this line.
+            if !told && printed.contains("ada's token, from her grant") && line.contains("GetToken")
+            {
+                told = true;
+                let _ = printed_tx.send(printed.clone());
+            }
         }
-    }
+        printed
+    });
+    let printed = printed_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("connect-dev printed its banner");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -71,7 +83,8 @@ fn run_once(database_url: &str, ports: &[String]) -> (String, String) {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     let exit = child.wait().unwrap();
-    assert!(exit.success(), "{exit:?}\n{printed}\n{stderr}");
+    let everything = reader.join().unwrap();
+    assert!(exit.success(), "{exit:?}\n{everything}\n{stderr}");
     (printed, stderr)
 }
 
