@@ -11,6 +11,7 @@ mod hostile;
 mod ledger;
 mod logs;
 mod metrics;
+mod people;
 mod rejections;
 mod tls;
 mod traces;

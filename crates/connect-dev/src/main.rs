@@ -122,6 +122,9 @@ const CONNECTOR: &str = "api-key/demo";
 const AUDIENCE: &str = "https://vercel.com/demo";
 const CRM: &str = "oauth2/demo-crm";
 const CRM_CLIENT: (&str, &str) = ("demo-crm", "demo-crm-secret");
+/// The person who signs in at the dev issuer, and the group that makes them the demo team's admin.
+const PERSON_EMAIL: &str = "ada@demo.example";
+const PERSON_GROUP: &str = "demo-admins";
 
 /// Treats "already there" as done, so that a second run reuses the first run's demo.
 fn existing_ok<T>(result: Result<T, RegistryError>) -> anyhow::Result<()> {
@@ -227,6 +230,20 @@ async fn seed(
             )
             .await,
     )?;
+    // The demo person's group administers the demo team (people sign in at the dev issuer).
+    existing_ok(
+        registry
+            .create_role_binding_as_operator(
+                &team,
+                link_registry::domain::service::NewRoleBinding {
+                    team: None,
+                    issuer: parsed(IssuerUrl::parse(issuer))?,
+                    who: link_registry::domain::model::BindingSubject::Group(PERSON_GROUP.into()),
+                    role: Role::Admin,
+                },
+            )
+            .await,
+    )?;
     // The demo links are for development only, as the printout says: a link changed since the
     // last run is put back, and the run says so.
     let development = parsed(EnvironmentSet::parse(&["development"]))?;
@@ -272,6 +289,19 @@ async fn main() -> anyhow::Result<()> {
 
     let mut registry_config = ServeConfig::local(cli.database_url.clone());
     registry_config.listen = cli.registry_listen;
+    // People sign in at the dev issuer too: its demo person administers the demo team.
+    issuer.add_person(dev_issuer::DevPerson {
+        subject: "ada".into(),
+        email: PERSON_EMAIL.into(),
+        groups: vec![PERSON_GROUP.into()],
+    });
+    registry_config.operators = Some(link_registry::config::OperatorSettings {
+        issuers: vec![issuer.issuer_url()],
+        audiences: vec!["connect-cli".into()],
+        leeway: Duration::from_secs(30),
+        policy: connect_types::UrlPolicy::loopback(),
+        fetch_timeout: Duration::from_secs(3),
+    });
     let issuers = vec![issuer.issuer_url()];
     let keys_file = KeptKeys::path(&cli.database_url);
     let kept = keys_file.as_deref().and_then(KeptKeys::read);
@@ -371,6 +401,9 @@ async fn main() -> anyhow::Result<()> {
          \n  connect links {CONNECTOR}\
          \n  CONNECT_OIDC_TOKEN={development} connect token {CONNECTOR}\
          \n  connect attach {CONNECTOR} --project {PROJECT} -e development,production\
+         \n\nOr sign in as a person ({PERSON_EMAIL}, admin of {TEAM} through the group {PERSON_GROUP}) instead of with the admin key:\n\
+         \n  unset CONNECT_API_KEY; connect login --issuer {issuer_url}\
+         \n  connect whoami\
          \n\nA user's consent with {CRM}, against a demo OAuth provider ({provider}) that approves as its user ada:\
          \n  1. start it, then open the answer's \"url\" in a browser:\
          \n     {start}\

@@ -139,6 +139,11 @@ async fn a_second_run_reuses_the_demo_and_its_keys_and_says_when_it_resets_a_lin
     );
     assert!(stderr.contains("serving"), "{stderr}");
     let admin = admin_key_of(&first);
+    // People sign in at the dev issuer, as the banner says.
+    assert!(
+        first.contains(&format!("connect login --issuer http://{}", ports[0])),
+        "{first}"
+    );
     let kept = dir.path().join("dev.db.dev-keys");
     #[cfg(unix)]
     {

@@ -4,7 +4,12 @@
 //! so that tests can exercise the broker's key cache. Never use it outside development.
 //!
 //! Signing goes through the `jsonwebtoken` crate, an implementation independent of the
-//! `openidconnect` verifier the broker uses.
+//! `openidconnect` verifier the broker uses. It also signs people in ([`people`]) for
+//! `connect login`.
+
+mod people;
+
+pub use people::DevPerson;
 
 use std::{
     net::SocketAddr,
@@ -117,6 +122,10 @@ struct Shared {
     jwks_online: AtomicBool,
     discovery_fetches: AtomicUsize,
     jwks_fetches: AtomicUsize,
+    /// The people it signs in, the codes waiting for their exchange, the refresh tokens issued.
+    people: RwLock<Vec<DevPerson>>,
+    codes: std::sync::Mutex<std::collections::HashMap<String, people::Code>>,
+    refresh_tokens: std::sync::Mutex<std::collections::HashMap<String, (DevPerson, String)>>,
 }
 
 impl Shared {
@@ -183,11 +192,19 @@ impl DevIssuer {
             jwks_online: AtomicBool::new(true),
             discovery_fetches: AtomicUsize::new(0),
             jwks_fetches: AtomicUsize::new(0),
+            people: RwLock::new(Vec::new()),
+            codes: Default::default(),
+            refresh_tokens: Default::default(),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/.well-known/jwks", get(jwks))
             .route("/token", get(mint_endpoint))
+            .route(
+                "/authorize",
+                get(people::authorize_page).post(people::sign_in),
+            )
+            .route("/oauth/token", axum::routing::post(people::token))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -268,6 +285,15 @@ impl DevIssuer {
         )
         .expect("signing with a generated key");
         format!("{signing_input}.{signature}")
+    }
+
+    /// Someone `connect login` may sign in as.
+    pub fn add_person(&self, person: DevPerson) {
+        self.shared
+            .people
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(person);
     }
 
     /// Replaces both signing keys; the old ones disappear from the JWKS.
@@ -351,12 +377,16 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     Json(json!({
         "issuer": shared.issuer,
         "jwks_uri": format!("{}/.well-known/jwks", shared.issuer),
+        "authorization_endpoint": format!("{}/authorize", shared.issuer),
+        "token_endpoint": format!("{}/oauth/token", shared.issuer),
         "subject_types_supported": ["public"],
-        "response_types_supported": ["id_token"],
+        "response_types_supported": ["code", "id_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-        "scopes_supported": ["openid"],
+        "scopes_supported": ["openid", "email", "offline_access"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "owner", "owner_id",
-            "project", "project_id", "environment"],
+            "project", "project_id", "environment", "email", "groups", "nonce"],
     }))
     .into_response()
 }
@@ -377,6 +407,18 @@ struct MintQuery {
     ttl_secs: Option<u64>,
     #[serde(default)]
     alg: Option<Alg>,
+}
+
+/// Signs `claims` with the current key of `alg`.
+fn sign_claims(shared: &Shared, claims: &Value, alg: Alg) -> String {
+    let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+    let key = keys.key(alg);
+    let mut header = jsonwebtoken::Header::new(match alg {
+        Alg::RS256 => Algorithm::RS256,
+        Alg::ES256 => Algorithm::ES256,
+    });
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("signing with a generated key")
 }
 
 /// `GET /token?owner=…&owner_id=…&project=…&project_id=…&environment=…&audience=…`: a token, as
