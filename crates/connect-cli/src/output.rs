@@ -79,6 +79,7 @@ pub fn audit_event(e: &pb::AuditEvent) -> Value {
         "id": e.id,
         "ownerId": e.owner_id,
         "actor": e.actor,
+        "actorIssuer": e.actor_issuer,
         "action": e.action,
         "target": e.target,
         "before": e.before.as_ref().map_or(Value::Null, structure),

@@ -396,6 +396,10 @@ mod tests {
         }
     }
 
+    /// Tests that install a subscriber take turns: callsites cache their interest across every
+    /// live subscriber, so one test's subscriber can change what another's `enabled!` answers.
+    static SUBSCRIBERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// One call through [`ServerTraceLayer`] under a subscriber (exporting spans when
     /// `provider` is given): the name of the span the call ran in, and the log lines it wrote.
     fn serve_one(
@@ -403,6 +407,7 @@ mod tests {
         traceparent: Option<&str>,
     ) -> (String, String) {
         use tower::{Layer as _, Service as _, ServiceExt as _};
+        let _turn = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber = subscriber(LogFormat::Json, provider, move || writer.clone());
@@ -463,6 +468,7 @@ mod tests {
 
     #[test]
     fn exporting_enables_no_event_the_filters_leave_out() {
+        let _turn = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
         let provider = SdkTracerProvider::builder().build();
         let subscriber = subscriber(LogFormat::Json, Some(&provider), Lines::default);
         tracing::subscriber::with_default(subscriber, || {

@@ -258,6 +258,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         "id": event.id,
                         "owner_id": event.team_id,
                         "actor": event.actor,
+                        "actor_issuer": event.actor_issuer,
                         "action": event.action,
                         "target": event.target,
                         "before": event.before,

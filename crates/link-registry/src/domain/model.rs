@@ -280,8 +280,11 @@ impl RoleBinding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     Key(KeyId),
-    /// A person signed in with an operator issuer: `user:<email or sub>`.
-    Person(String),
+    /// A person signed in with an operator issuer: `user:<email or sub>`, and that issuer.
+    Person {
+        name: String,
+        issuer: String,
+    },
     /// The `link-registry` command line, run by whoever holds the database.
     CommandLine,
     /// A broker acting on its own (a refresh that changed a grant's state).
@@ -292,7 +295,7 @@ impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Key(id) => write!(f, "key:{id}"),
-            Self::Person(name) => write!(f, "user:{name}"),
+            Self::Person { name, .. } => write!(f, "user:{name}"),
             Self::CommandLine => f.write_str("cli"),
             Self::Broker => f.write_str("broker"),
         }
@@ -317,6 +320,8 @@ pub struct AuditEvent {
     pub id: i64,
     pub team_id: Option<TeamId>,
     pub actor: String,
+    /// For a person's change: the issuer of their ID token.
+    pub actor_issuer: Option<String>,
     pub action: String,
     pub target: String,
     pub before: Option<Value>,

@@ -133,6 +133,8 @@ pub mod audit_event {
         /// JSON, absent for deletions.
         pub after: Option<String>,
         pub created_at: DateTimeUtc,
+        /// For a person's change: the issuer of their ID token.
+        pub actor_issuer: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -224,6 +224,7 @@ pub fn audit_event(row: audit_event::Model) -> Result<AuditEvent> {
             .map(|t| parse(T, TeamId::parse(&t)))
             .transpose()?,
         actor: row.actor,
+        actor_issuer: row.actor_issuer,
         action: row.action,
         target: row.target,
         before: json(row.before)?,
@@ -238,6 +239,10 @@ pub fn audit_event_row(event: NewAuditEvent) -> audit_event::ActiveModel {
         id: NotSet,
         team_id: Set(event.team_id.map(|t| t.to_string())),
         actor: Set(event.actor.to_string()),
+        actor_issuer: Set(match &event.actor {
+            crate::domain::model::Actor::Person { issuer, .. } => Some(issuer.clone()),
+            _ => None,
+        }),
         action: Set(event.action.to_owned()),
         target: Set(event.target),
         before: Set(event.before.map(|v| v.to_string())),

@@ -223,6 +223,7 @@ async fn people_act_by_their_bindings_and_are_audited_by_name(db: TestDb) {
         .find(|e| e.action == "project.create" && e.target.ends_with("prj_ada"))
         .unwrap();
     assert_eq!(created.actor, "user:ada@acme.example");
+    assert_eq!(created.actor_issuer, idp.issuer);
 
     // Bound by group as Globex's viewer too: two teams, so she names one.
     app.client(&globex.admin)

@@ -370,7 +370,11 @@ impl Registry {
         let teams = self.person_teams(&person).await?;
         Ok(WhoAmI {
             kind: "operator",
-            actor: Actor::Person(person.name().to_owned()).to_string(),
+            actor: Actor::Person {
+                name: person.name().to_owned(),
+                issuer: person.issuer.to_string(),
+            }
+            .to_string(),
             key_id: None,
             teams,
             person: Some(person),

@@ -118,7 +118,10 @@ impl Caller {
     fn actor(&self) -> Actor {
         match (&self.key_id, &self.person) {
             (Some(key), _) => Actor::Key(key.clone()),
-            (None, Some(person)) => Actor::Person(person.name().to_owned()),
+            (None, Some(person)) => Actor::Person {
+                name: person.name().to_owned(),
+                issuer: person.issuer.to_string(),
+            },
             (None, None) => Actor::CommandLine,
         }
     }

@@ -15,6 +15,7 @@ impl From<AuditEvent> for pb::AuditEvent {
             id: e.id.to_string(),
             owner_id: e.team_id.map(|t| t.to_string()).unwrap_or_default(),
             actor: e.actor,
+            actor_issuer: e.actor_issuer.unwrap_or_default(),
             action: e.action,
             target: e.target,
             before: e.before.and_then(json_struct),

@@ -21,6 +21,7 @@ mod m20261204_000013_runtime_keys;
 mod m20261204_000014_departed_connectors;
 mod m20261204_000015_provider_subjects;
 mod m20261204_000016_role_bindings;
+mod m20261204_000017_audit_actor_issuer;
 
 use sea_orm_migration::prelude::*;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_departed_connectors::Migration),
             Box::new(m20261204_000015_provider_subjects::Migration),
             Box::new(m20261204_000016_role_bindings::Migration),
+            Box::new(m20261204_000017_audit_actor_issuer::Migration),
         ]
     }
 }
