@@ -199,9 +199,10 @@ pub enum Command {
     /// redirect): the ID token is kept in the config directory ($CONNECT_CONFIG_DIR, default
     /// ~/.config/connect, mode 0600), refreshed as it expires, and used when no API key is given.
     Login {
-        /// The identity provider (its issuer URL) [env: CONNECT_LOGIN_ISSUER].
+        /// The identity provider (its issuer URL) [env: CONNECT_LOGIN_ISSUER]; default: the one
+        /// of the stored login.
         #[arg(long, env = "CONNECT_LOGIN_ISSUER")]
-        issuer: String,
+        issuer: Option<String>,
         /// The client id the registry accepts as audience [env: CONNECT_LOGIN_CLIENT_ID].
         #[arg(long, env = "CONNECT_LOGIN_CLIENT_ID", default_value = "connect-cli")]
         client_id: String,

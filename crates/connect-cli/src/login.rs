@@ -325,6 +325,14 @@ pub async fn bearer() -> Result<Option<String>, Failure> {
     Ok(Some(login.id_token))
 }
 
+/// The issuer of the stored login, if there is one (to sign in there again).
+pub fn stored_issuer() -> Option<String> {
+    let bytes = std::fs::read(login_file().ok()?).ok()?;
+    serde_json::from_slice::<StoredLogin>(&bytes)
+        .ok()
+        .map(|login| login.issuer)
+}
+
 /// `connect logout`: forgets the stored login; whether there was one.
 pub fn logout() -> Result<bool, Failure> {
     let path = login_file()?;

@@ -186,7 +186,12 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             client_id,
             no_browser,
         } => {
-            let who = login::login(issuer, client_id, *no_browser).await?;
+            let issuer = match issuer {
+                Some(issuer) => issuer.clone(),
+                None => login::stored_issuer()
+                    .ok_or_else(|| Failure::usage("give --issuer: the identity provider's URL"))?,
+            };
+            let who = login::login(&issuer, client_id, *no_browser).await?;
             println!("Signed in to {issuer} as {who}");
             return Ok(());
         }

@@ -1284,6 +1284,15 @@ async fn a_person_signs_in_acts_by_their_binding_and_signs_out() {
         (url, back, browser, child, stderr)
     };
 
+    // Without an issuer and no login to take it from: a usage error.
+    system
+        .connect(
+            &["login"],
+            None,
+            &[("CONNECT_CONFIG_DIR", config_env.as_str())],
+        )
+        .await
+        .failed(2, "InvalidArgumentError: give --issuer");
     // A person bound in no team yet signs in.
     let (url, back, browser, child, mut stderr) =
         login(idp.issuer.clone(), config_env.clone()).await;
