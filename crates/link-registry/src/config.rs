@@ -27,6 +27,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending migrations and exit.
     Migrate(DatabaseArgs),
+    /// Write a consistent copy of a SQLite registry while it serves (PostgreSQL: pg_dump, see
+    /// the README). The copy's secrets open with the same key file: keep that apart.
+    Backup(BackupArgs),
+    /// Put a backup in place of a SQLite registry that does not exist yet (stop nothing: the
+    /// target must be new), migrating it to this version.
+    Restore(RestoreArgs),
     /// Manage teams.
     #[command(subcommand)]
     Teams(TeamsCommand),
@@ -101,6 +107,25 @@ pub enum KeysCommand {
     List(KeyListArgs),
     /// Revoke a key: running servers refuse it within seconds.
     Revoke(KeyRevokeArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Where to write the copy (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The SQLite database to create from it (its file must not exist).
+    #[arg(long, env = "LINK_REGISTRY_DATABASE_URL")]
+    pub database_url: String,
 }
 
 #[derive(Debug, Subcommand)]

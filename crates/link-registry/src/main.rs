@@ -69,6 +69,49 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let app = App::build(ServeConfig::from(args)).await?;
             app.run_until(connect_runtime::shutdown_signal()).await?;
         }
+        Command::Backup(args) => {
+            if args.out.exists() {
+                anyhow::bail!("--out {}: already exists", args.out.display());
+            }
+            let store = open_store(&args.database.database_url)
+                .await
+                .with_context(|| format!("opening {}", redact_url(&args.database.database_url)))?;
+            store.backup_to(&args.out).await?;
+            tracing::info!(out = %args.out.display(), "backup written: keep the database's key file apart from it");
+            println!("{}", args.out.display());
+        }
+        Command::Restore(args) => {
+            let Some(target) = link_registry::config::sqlite_path(&args.database_url) else {
+                anyhow::bail!(
+                    "restore puts a backup in place of a SQLite file; a PostgreSQL registry is restored with pg_restore (see the README)"
+                );
+            };
+            if target.exists() {
+                anyhow::bail!(
+                    "{} exists: restore creates a new database (move the old one aside first)",
+                    target.display()
+                );
+            }
+            std::fs::copy(&args.from, &target).with_context(|| {
+                format!("copying {} to {}", args.from.display(), target.display())
+            })?;
+            // Migrated to this version (a backup of an older registry), and checked to open as a
+            // registry; a file that does not is removed again.
+            let opened = async {
+                let store = open_store(&args.database_url).await?;
+                store.applied_migrations().await
+            }
+            .await;
+            let applied = match opened {
+                Ok(applied) => applied,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&target);
+                    anyhow::bail!("{} is not a registry backup: {e}", args.from.display());
+                }
+            };
+            tracing::info!(migrations = applied.len(), "restored");
+            println!("{}", target.display());
+        }
         Command::Migrate(args) => {
             let store = open_store(&args.database_url).await?;
             let applied = store.applied_migrations().await?;

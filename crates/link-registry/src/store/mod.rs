@@ -254,6 +254,29 @@ impl SeaStore {
         self.db.get_database_backend()
     }
 
+    /// Writes a consistent copy of a SQLite database to `out` (`VACUUM INTO`: one read
+    /// transaction, so writers carry on and the copy is one moment of the database). `out` must
+    /// not exist. PostgreSQL databases are backed up with `pg_dump` (see the README).
+    pub async fn backup_to(&self, out: &std::path::Path) -> Result<()> {
+        if self.backend() != DbBackend::Sqlite {
+            return Err(RegistryError::FailedPrecondition(
+                "a PostgreSQL registry is backed up with pg_dump (see the README's recipe)".into(),
+            ));
+        }
+        let out = out.to_str().ok_or_else(|| {
+            RegistryError::invalid("out", "the backup's path must be valid UTF-8")
+        })?;
+        self.db
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "VACUUM INTO ?",
+                [out.into()],
+            ))
+            .await
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
     async fn begin_write(&self) -> Result<WriteTxn> {
         let gate = match &self.write_gate {
             Some(gate) => Some(gate.clone().lock_owned().await),

@@ -43,6 +43,15 @@ impl TestDb {
         }
     }
 
+    /// An existing SQLite database at `url` (owned by the caller's directory).
+    pub fn sqlite_at(url: String) -> Self {
+        Self {
+            url,
+            backend: "sqlite",
+            _dir: None,
+        }
+    }
+
     /// A new, empty database on the server of `TEST_DATABASE_URL`; `None` when it is unset
     /// (outside CI only: under CI a missing PostgreSQL fails the test instead of skipping it).
     pub async fn postgres() -> Option<Self> {

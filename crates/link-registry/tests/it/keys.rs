@@ -584,3 +584,130 @@ async fn role_bindings_are_the_admins_and_audited(db: TestDb) {
     );
     app.stop().await;
 }
+
+/// `backup` while the registry serves and writes, `restore` into a new database, and a
+/// registry started on it (with the original key file) that answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let mut admin = app.admin();
+    admin
+        .create_connector(pb::CreateConnectorRequest {
+            uid: "api-key/stripe".into(),
+            secrets: [("api_key".to_owned(), "sk_live_backup".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .create_project(pb::CreateProjectRequest {
+            id: "prj_0".into(),
+            name: "p0".into(),
+        })
+        .await
+        .unwrap();
+    // Writers carry on while the copy is taken.
+    let writer = {
+        let mut admin = app.admin();
+        tokio::spawn(async move {
+            for i in 1..40 {
+                admin
+                    .create_project(pb::CreateProjectRequest {
+                        id: format!("prj_{i}"),
+                        name: format!("p{i}"),
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.db");
+    let url = app.db.url.clone();
+    let backup_arg = backup.to_str().unwrap().to_owned();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run(&["backup", "--database-url", &url, "--out", &backup_arg])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), backup.to_str().unwrap());
+    writer.await.unwrap();
+    // A second backup onto the first is refused.
+    let (ok, _, err) = run(&[
+        "backup",
+        "--database-url",
+        &app.db.url,
+        "--out",
+        backup.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+
+    let restored = dir.path().join("restored.db");
+    let restored_url = format!("sqlite://{}?mode=rwc", restored.display());
+    let (ok, _, err) = run(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--database-url",
+        &restored_url,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--database-url",
+        &restored_url,
+    ]);
+    assert!(
+        !ok && err.contains("exists"),
+        "restoring over a database: {err}"
+    );
+
+    // The restored registry opens its secrets with the original key and serves them.
+    let key_file = link_registry::config::sqlite_path(&app.db.url)
+        .map(|p| std::path::PathBuf::from(format!("{}.key", p.display())))
+        .unwrap();
+    let (acme, broker) = (app.acme.clone(), app.broker.clone());
+    // Kept to the end: its directory holds the key file.
+    let _original = app.stop().await;
+    let mut config = link_registry::ServeConfig::local(&restored_url);
+    config.secret_key_file = Some(key_file);
+    let restored_db = TestDb::sqlite_at(restored_url);
+    let mut served = TestApp::start_with_config(restored_db, config).await;
+    served.acme = acme;
+    served.broker = broker;
+    let answer = served
+        .broker()
+        .authorize(pb::AuthorizeRequest {
+            owner_id: "team_acme".into(),
+            project_id: "prj_0".into(),
+            environment: "preview".into(),
+            issuer: crate::harness::ISSUER.into(),
+            connector: "api-key/stripe".into(),
+            installation_id: String::new(),
+        })
+        .await;
+    // Not linked: the registry answers from the restored rows (project and connector found).
+    crate::harness::assert_error(
+        answer,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+    );
+    let projects = served
+        .admin()
+        .list_projects(pb::ListProjectsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .projects;
+    assert!(
+        !projects.is_empty(),
+        "the copy holds the projects written before it"
+    );
+    served.stop().await;
+}
