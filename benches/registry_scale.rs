@@ -727,6 +727,7 @@ impl List {
                     .list_audit_events(pb::ListAuditEventsRequest {
                         page_size: PAGE,
                         page_token,
+                        ..Default::default()
                     })
                     .await?;
             }

@@ -9,6 +9,7 @@ pub(crate) async fn audit(ctx: &Context, limit: u32) -> Result<(), Failure> {
             .list_audit_events(pb::ListAuditEventsRequest {
                 page_size,
                 page_token,
+                ..Default::default()
             })
             .await
             .map_err(ctx.failed())?

@@ -43,6 +43,17 @@ pub struct LinkFilter {
     pub project: Option<ProjectRef>,
 }
 
+/// Which audit events a list returns: each field that is set must match exactly; the time range
+/// is `[since, until)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// Which issuances a list returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IssuanceFilter {
@@ -466,6 +477,7 @@ pub trait AuditStore: Send + Sync {
     async fn audit_events(
         &self,
         team: &TeamId,
+        filter: &AuditFilter,
         page: &PageRequest<AuditKey>,
     ) -> Result<Vec<AuditEvent>>;
     /// Deletes at most `batch` events older than `before` (the oldest first), in one short

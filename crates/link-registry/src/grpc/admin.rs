@@ -7,8 +7,10 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{ADMIN_API, Reply, convert, reply, status::to_status};
 use crate::domain::{
-    Caller, Registry,
+    Caller, FieldViolation, Registry, RegistryError,
     service::{NewConnector, NewProject, NewRoleBinding},
+    store::AuditFilter,
+    types::KeyId,
 };
 use crate::operators::Operators;
 use convert::{
@@ -233,10 +235,11 @@ impl LinkRegistry for LinkRegistryService {
     ) -> Reply<pb::ListAuditEventsResponse> {
         let caller = self.caller(request.metadata()).await?;
         let req = request.get_ref();
+        let filter = AuditFilter::try_from(req).map_err(to_status)?;
         let page = page_request(req.page_size, &req.page_token).map_err(to_status)?;
         let page = self
             .registry
-            .list_audit_events(&caller, page)
+            .list_audit_events(&caller, &filter, page)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
@@ -443,6 +446,31 @@ impl LinkRegistry for LinkRegistryService {
             )));
         }
         reply(self.registry.delete_role_binding(&caller, id).await)
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Reply<pb::ListApiKeysResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let keys = self
+            .registry
+            .list_team_api_keys(&caller)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> Reply<pb::ApiKey> {
+        let caller = self.caller(request.metadata()).await?;
+        let id = KeyId::parse(&request.get_ref().id).map_err(|e| {
+            to_status(RegistryError::InvalidArgument(vec![FieldViolation::new(
+                "id", e,
+            )]))
+        })?;
+        reply(self.registry.revoke_team_api_key(&caller, &id).await)
     }
 
     /// Any valid credential: no role check beyond authentication.

@@ -15,9 +15,10 @@ impl AuditStore for SeaStore {
     async fn audit_events(
         &self,
         team: &TeamId,
+        filter: &AuditFilter,
         page: &PageRequest<AuditKey>,
     ) -> Result<Vec<AuditEvent>> {
-        let found = super::lists::audit_page(team, page)
+        let found = super::lists::audit_page(team, filter, page)
             .all(&self.db)
             .await
             .map_err(storage_error)?;

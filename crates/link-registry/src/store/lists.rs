@@ -10,7 +10,7 @@ use sea_orm::{QueryTrait, Select, Statement};
 use super::*;
 use crate::domain::{
     page::{AuditKey, GrantPageKey, InstallationKey, IssuanceKey},
-    store::{GrantFilter, IssuanceFilter},
+    store::{AuditFilter, GrantFilter, IssuanceFilter},
 };
 
 pub(super) fn projects_page(
@@ -89,14 +89,32 @@ pub(super) fn links_page(
     query
 }
 
+/// Newest first; filters narrow the walk down the team's (team, id) index.
 pub(super) fn audit_page(
     team: &TeamId,
+    filter: &AuditFilter,
     page: &PageRequest<AuditKey>,
 ) -> Select<audit_event::Entity> {
+    use audit_event::Column as A;
     let mut select = audit_event::Entity::find()
-        .filter(audit_event::Column::TeamId.eq(team.as_str()))
-        .order_by(audit_event::Column::Id, Order::Desc)
+        .filter(A::TeamId.eq(team.as_str()))
+        .order_by(A::Id, Order::Desc)
         .limit(page.limit());
+    if let Some(action) = &filter.action {
+        select = select.filter(A::Action.eq(action.as_str()));
+    }
+    if let Some(actor) = &filter.actor {
+        select = select.filter(A::Actor.eq(actor.as_str()));
+    }
+    if let Some(target) = &filter.target {
+        select = select.filter(A::Target.eq(target.as_str()));
+    }
+    if let Some(since) = filter.since {
+        select = select.filter(A::CreatedAt.gte(since));
+    }
+    if let Some(until) = filter.until {
+        select = select.filter(A::CreatedAt.lt(until));
+    }
     if let Some(AuditKey(before)) = page.after {
         select = select.filter(audit_event::Column::Id.lt(before));
     }
@@ -224,7 +242,21 @@ impl SeaStore {
             ),
             (
                 "audit events",
-                audit_page(&team, &page(Some(AuditKey(1_000)))).build(backend),
+                audit_page(&team, &AuditFilter::default(), &page(Some(AuditKey(1_000))))
+                    .build(backend),
+            ),
+            (
+                "audit events of one action",
+                audit_page(
+                    &team,
+                    &AuditFilter {
+                        action: Some("link.attach".into()),
+                        since: Some(DateTime::UNIX_EPOCH),
+                        ..AuditFilter::default()
+                    },
+                    &page(Some(AuditKey(1_000))),
+                )
+                .build(backend),
             ),
             (
                 "issuances",

@@ -59,8 +59,8 @@ use crate::domain::{
     },
     page::{AuditKey, LinkKey, PageRequest},
     store::{
-        AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore, KeyCheck,
-        KeyStore, LinkFilter, LinkStore, ProjectStore, SecretReseal, Store, TeamStore,
+        AuditFilter, AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore,
+        KeyCheck, KeyStore, LinkFilter, LinkStore, ProjectStore, SecretReseal, Store, TeamStore,
     },
     types::{
         ConnectorId, ConnectorRef, ConnectorUid, EnvironmentSet, KeyId, ProjectId, ProjectRef,

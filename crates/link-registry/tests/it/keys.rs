@@ -22,6 +22,7 @@ crate::on_every_backend!(
     a_revoked_key_is_refused_by_a_running_server_within_seconds,
     an_expired_key_is_refused,
     role_bindings_are_the_admins_and_audited,
+    a_teams_admin_lists_and_revokes_its_keys_and_filters_the_audit,
 );
 
 /// A registry over the same database, as the `keys` commands open it.
@@ -710,4 +711,138 @@ async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
         "the copy holds the projects written before it"
     );
     served.stop().await;
+}
+
+async fn a_teams_admin_lists_and_revokes_its_keys_and_filters_the_audit(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let globex = app
+        .new_team("team_globex", "globex", crate::harness::OTHER_ISSUER)
+        .await;
+    let admin = app.client(&app.acme.admin);
+    let keys = admin
+        .clone()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    // Acme's admin and viewer keys; never globex's, never the unlimited broker key.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.teams == ["team_acme"]), "{keys:?}");
+    let viewer_key = keys.iter().find(|k| k.role == "viewer").unwrap().clone();
+    assert!(viewer_key.revoke_time.is_none() && viewer_key.create_time.is_some());
+
+    // A viewer may not list or revoke; another team's key is unknown; a malformed id is refused.
+    assert_error(
+        app.client(&app.acme.viewer)
+            .list_api_keys(pb::ListApiKeysRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    let globex_keys = app
+        .client(&globex.admin)
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_error(
+        admin
+            .clone()
+            .revoke_api_key(pb::RevokeApiKeyRequest {
+                id: globex_keys[0].id.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "KEY_NOT_FOUND",
+    );
+    assert_error(
+        admin
+            .clone()
+            .revoke_api_key(pb::RevokeApiKeyRequest {
+                id: "no such".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+
+    let revoked = admin
+        .clone()
+        .revoke_api_key(pb::RevokeApiKeyRequest {
+            id: viewer_key.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoke_time.is_some());
+    refused_within(&app, &app.acme.viewer, Duration::from_secs(5)).await;
+    list_projects(&app, &globex.viewer)
+        .await
+        .expect("globex's keys are untouched");
+
+    // The audit, filtered: the revocation by the admin's key, and nothing for another action.
+    let audit = |filter: pb::ListAuditEventsRequest| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_audit_events(filter)
+                .await
+                .map(|r| r.into_inner().events)
+        }
+    };
+    let by_action = audit(pb::ListAuditEventsRequest {
+        action: "key.revoke".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(by_action.len(), 1, "{by_action:?}");
+    assert_eq!(by_action[0].target, format!("key:{}", viewer_key.id));
+    assert_eq!(by_action[0].actor, format!("key:{}", app.acme.admin_key_id));
+    let both = audit(pb::ListAuditEventsRequest {
+        action: "key.revoke".into(),
+        actor: format!("key:{}", app.acme.admin_key_id),
+        target: format!("key:{}", viewer_key.id),
+        start_time: by_action[0].time,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(both, by_action);
+    let later = audit(pb::ListAuditEventsRequest {
+        action: "key.revoke".into(),
+        start_time: Some(prost_types::Timestamp {
+            seconds: by_action[0].time.unwrap().seconds + 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(later.is_empty(), "{later:?}");
+    let none = audit(pb::ListAuditEventsRequest {
+        action: "key.revoke".into(),
+        actor: "user:nobody".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(none.is_empty());
+    let backwards = admin
+        .clone()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            start_time: Some(prost_types::Timestamp {
+                seconds: 2_000,
+                nanos: 0,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 1_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_error(backwards, Code::InvalidArgument, "INVALID_ARGUMENT");
 }

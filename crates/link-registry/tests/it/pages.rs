@@ -240,6 +240,7 @@ async fn audit_issuance_and_grant_pages_stay_exact_while_they_change(db: TestDb)
                 .list_audit_events(pb::ListAuditEventsRequest {
                     page_size: 2,
                     page_token: token,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

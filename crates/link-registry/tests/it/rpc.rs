@@ -1433,6 +1433,7 @@ async fn invalid_fields_are_named_in_bad_request(db: TestDb) {
             .list_audit_events(pb::ListAuditEventsRequest {
                 page_size: 1,
                 page_token: connect_like_token("abc"),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -1582,6 +1583,7 @@ async fn lists_page_through_every_row_exactly_once(db: TestDb) {
             .list_audit_events(pb::ListAuditEventsRequest {
                 page_size: 4,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()

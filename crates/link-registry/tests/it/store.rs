@@ -211,7 +211,11 @@ async fn unique_rules_answer_already_exists_without_a_prior_check(db: TestDb) {
     );
     // A failed insert writes no audit row: the change and its audit event share a transaction.
     let events = store
-        .audit_events(&TeamId::parse("team_a").unwrap(), &PageRequest::first(50))
+        .audit_events(
+            &TeamId::parse("team_a").unwrap(),
+            &Default::default(),
+            &PageRequest::first(50),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -253,7 +257,7 @@ async fn project_references_prefer_the_id_over_a_name(db: TestDb) {
 async fn every_list_is_an_index_range_in_its_order(db: TestDb) {
     let store = open_store(&db.url).await.unwrap();
     let plans = store.list_plans().await.unwrap();
-    assert_eq!(plans.len(), 13);
+    assert_eq!(plans.len(), 14);
     for (list, lines) in plans {
         let plan = lines.join("\n");
         assert!(!plan.is_empty(), "{list}: no plan");

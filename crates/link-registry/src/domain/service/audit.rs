@@ -8,10 +8,11 @@ impl Registry {
     pub async fn list_audit_events(
         &self,
         caller: &Caller,
+        filter: &AuditFilter,
         page: PageRequest<AuditKey>,
     ) -> Result<Page<AuditEvent>> {
         let team = caller.readable_team()?;
-        let rows = self.store.audit_events(team, &page).await?;
+        let rows = self.store.audit_events(team, filter, &page).await?;
         Ok(Page::from_rows(rows, page.size, |e| AuditKey(e.id)))
     }
 

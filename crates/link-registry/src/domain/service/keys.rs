@@ -192,6 +192,30 @@ impl Registry {
         })
     }
 
+    /// The caller's team's keys (admin): its own and the broker keys limited to it.
+    pub async fn list_team_api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyRecord>> {
+        let team = caller.writable_team()?;
+        self.list_api_keys(Some(team)).await
+    }
+
+    /// Revokes one of the caller's team's admin or viewer keys (admin). Another team's key and a
+    /// broker key (the operator's) are unknown here, so that ids reveal nothing.
+    pub async fn revoke_team_api_key(&self, caller: &Caller, id: &KeyId) -> Result<ApiKeyRecord> {
+        let team = caller.writable_team()?;
+        let owned = self
+            .store
+            .api_keys(Some(team))
+            .await?
+            .into_iter()
+            .any(|k| &k.id == id);
+        if !owned {
+            return Err(RegistryError::not_found(Resource::Key, id));
+        }
+        self.store
+            .revoke_api_key(id, &caller.actor(), self.clock.now())
+            .await
+    }
+
     /// Revokes a key; running servers refuse it within [`KEY_CACHE_TTL`].
     pub async fn revoke_api_key(&self, id: &KeyId) -> Result<ApiKeyRecord> {
         self.store

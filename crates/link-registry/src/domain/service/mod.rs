@@ -52,7 +52,7 @@ use super::{
         ProjectLink, Role, RoleBinding, StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, Page, PageRequest},
-    store::{KeyCheck, LinkFilter, Store},
+    store::{AuditFilter, KeyCheck, LinkFilter, Store},
     types::{
         ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
         EnvironmentSet, InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef,

@@ -6,8 +6,51 @@ use connect_proto::registry::v1 as pb;
 use prost_types::{ListValue, Struct, value::Kind};
 use serde_json::Value;
 
-use super::timestamp;
-use crate::domain::model::AuditEvent;
+use super::{Violations, time_of, timestamp};
+use crate::domain::{RegistryError, model::AuditEvent, store::AuditFilter};
+
+impl TryFrom<&pb::ListAuditEventsRequest> for AuditFilter {
+    type Error = RegistryError;
+
+    fn try_from(req: &pb::ListAuditEventsRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let mut text = |field: &str, value: &str| {
+            if value.len() > 512 {
+                v.push(field, format!("{field} must be at most 512 bytes"));
+            }
+            (!value.is_empty()).then(|| value.to_owned())
+        };
+        let filter = AuditFilter {
+            action: text("action", &req.action),
+            actor: text("actor", &req.actor),
+            target: text("target", &req.target),
+            since: None,
+            until: None,
+        };
+        let mut time = |field: &str, t: Option<prost_types::Timestamp>| match t {
+            None => None,
+            Some(t) => {
+                let parsed = time_of(Some(t));
+                if parsed.is_none() {
+                    v.push(field, format!("{field} is not a valid time"));
+                }
+                parsed
+            }
+        };
+        let since = time("start_time", req.start_time);
+        let until = time("end_time", req.end_time);
+        if let (Some(since), Some(until)) = (since, until)
+            && until < since
+        {
+            v.push("end_time", "end_time must not be before start_time");
+        }
+        v.finish(Some(AuditFilter {
+            since,
+            until,
+            ..filter
+        }))
+    }
+}
 
 impl From<AuditEvent> for pb::AuditEvent {
     fn from(e: AuditEvent) -> Self {

@@ -1,8 +1,8 @@
-//! Role bindings and `WhoAmI`.
+//! Role bindings, API keys and `WhoAmI`.
 
 use super::*;
 use crate::domain::{
-    model::{BindingSubject, Role, RoleBinding},
+    model::{ApiKeyRecord, BindingSubject, Role, RoleBinding},
     service::{NewRoleBinding, WhoAmI},
     types::IssuerUrl,
 };
@@ -106,6 +106,25 @@ impl From<WhoAmI> for pb::WhoAmIResponse {
                     role: role.as_str().to_owned(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl From<ApiKeyRecord> for pb::ApiKey {
+    fn from(k: ApiKeyRecord) -> Self {
+        let teams = match (k.team_id, k.broker_teams) {
+            (Some(team), _) => vec![team.to_string()],
+            (None, Some(teams)) => teams.iter().map(ToString::to_string).collect(),
+            (None, None) => Vec::new(),
+        };
+        Self {
+            id: k.id.to_string(),
+            role: k.role.as_str().to_owned(),
+            teams,
+            create_time: Some(timestamp(k.created_at)),
+            expire_time: k.expires_at.map(timestamp),
+            revoke_time: k.revoked_at.map(timestamp),
+            last_use_time: k.last_used_at.map(timestamp),
         }
     }
 }
