@@ -2,6 +2,7 @@
 
 mod cache;
 mod client;
+mod console;
 mod flows;
 mod github;
 mod github_api;

@@ -25,7 +25,11 @@ pub struct ConsoleArgs {
     #[arg(long, env = "CONNECT_CONSOLE_OPERATOR_ISSUER")]
     pub operator_issuer: Url,
     /// The console's client id at that issuer (one of the registry's `--operator-audience`).
-    #[arg(long, env = "CONNECT_CONSOLE_CLIENT_ID", default_value = "connect-console")]
+    #[arg(
+        long,
+        env = "CONNECT_CONSOLE_CLIENT_ID",
+        default_value = "connect-console"
+    )]
     pub client_id: String,
     /// A file holding the client secret, for an issuer that treats the console as a
     /// confidential client (PKCE is used either way).
@@ -49,7 +53,8 @@ pub struct ConsoleConfig {
     pub listen: SocketAddr,
     pub registry_url: String,
     pub registry_ca: Option<Vec<u8>>,
-    pub public_url: Url,
+    /// `None`: `http://` and the address the console bound (loopback development and tests).
+    pub public_url: Option<Url>,
     pub operator_issuer: Url,
     pub client_id: String,
     pub client_secret: Option<SecretString>,
@@ -73,14 +78,12 @@ impl ConsoleArgs {
             .as_ref()
             .map(|p| read(p, "--client-secret-file"))
             .transpose()?
-            .map(|bytes| {
-                SecretString::from(String::from_utf8_lossy(&bytes).trim().to_owned())
-            });
+            .map(|bytes| SecretString::from(String::from_utf8_lossy(&bytes).trim().to_owned()));
         Ok(ConsoleConfig {
             listen: self.listen,
             registry_url: self.registry_url,
             registry_ca,
-            public_url: self.public_url,
+            public_url: Some(self.public_url),
             operator_issuer: self.operator_issuer,
             client_id: self.client_id,
             client_secret,

@@ -31,6 +31,8 @@ use signin::SignIn;
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub config: ConsoleConfig,
+    /// The URL people open (`--public-url`, or the bound address).
+    pub public_url: url::Url,
     pub sessions: SessionStore,
     pub registry: RegistryClient,
     pub sign_in: SignIn,
@@ -52,12 +54,17 @@ impl Console {
     /// registry that is down makes pages fail, not the console).
     pub async fn build(config: ConsoleConfig) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => url::Url::parse(&format!("http://{}/", listener.local_addr()?))?,
+        };
         let sessions = SessionStore::open(&config.session_database_url).await?;
         let registry = RegistryClient::connect(&config)?;
-        let sign_in = SignIn::new(&config)?;
-        let cookies = security::CookieNames::for_url(&config.public_url);
+        let sign_in = SignIn::new(&config, &public_url)?;
+        let cookies = security::CookieNames::for_url(&public_url);
         let state = Arc::new(AppState {
             config,
+            public_url,
             sessions,
             registry,
             sign_in,

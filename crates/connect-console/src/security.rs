@@ -55,7 +55,12 @@ impl CookieNames {
 
     /// A cookie for the whole console, never readable by script; `SameSite=Strict` unless it
     /// must come back on the identity provider's redirect (`Lax`).
-    pub fn cookie(&self, name: &'static str, value: String, same_site: SameSite) -> Cookie<'static> {
+    pub fn cookie(
+        &self,
+        name: &'static str,
+        value: String,
+        same_site: SameSite,
+    ) -> Cookie<'static> {
         Cookie::build((name, value))
             .path("/")
             .http_only(true)
@@ -88,7 +93,7 @@ fn same_origin(state: &State, request: &Request) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return site.as_bytes() == b"same-origin";
     }
-    let origin = state.config.public_url.origin().ascii_serialization();
+    let origin = state.public_url.origin().ascii_serialization();
     headers
         .get(header::ORIGIN)
         .is_some_and(|o| o.as_bytes() == origin.as_bytes())
@@ -144,7 +149,10 @@ async fn check(state: State, request: Request, next: Next) -> Response {
             Ok(session) => session,
             Err(e) => {
                 tracing::error!(error = %connect_runtime::ErrorChain(&e), "cannot read a session");
-                return (StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable.\n")
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sessions are unavailable.\n",
+                )
                     .into_response();
             }
         },

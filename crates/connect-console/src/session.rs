@@ -242,7 +242,11 @@ impl SessionStore {
         let (cookie, secret) = new_secret();
         let id = hex_id(&secret);
         let key = derive("seal", &secret);
-        let sealed = seal(&key, &id, &serde_json::to_vec(data).expect("a session serializes"));
+        let sealed = seal(
+            &key,
+            &id,
+            &serde_json::to_vec(data).expect("a session serializes"),
+        );
         let now = now();
         self.exec(
             "DELETE FROM console_sessions WHERE seen_at < ? OR created_at < ?",

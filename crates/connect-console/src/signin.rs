@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use openidconnect::{
-    AuthorizationCode, ClientId, OAuth2TokenResponse, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
     core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata},
 };
 use secrecy::ExposeSecret;
@@ -73,7 +73,7 @@ fn algs() -> [CoreJwsSigningAlgorithm; 2] {
 }
 
 impl SignIn {
-    pub fn new(config: &ConsoleConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &ConsoleConfig, public_url: &url::Url) -> anyhow::Result<Self> {
         let issuer = IssuerUrl::new(
             config
                 .operator_issuer
@@ -82,8 +82,7 @@ impl SignIn {
                 .to_owned(),
         )?;
         let redirect = RedirectUrl::new(
-            config
-                .public_url
+            public_url
                 .join("auth/callback")
                 .map_err(|e| anyhow::anyhow!("--public-url: {e}"))?
                 .to_string(),
@@ -180,10 +179,9 @@ impl SignIn {
                     provider_text(&e.to_string())
                 ))
             })?;
-        let id_token = token
-            .extra_fields()
-            .id_token()
-            .ok_or_else(|| SignInError("the identity provider answered without an ID token".into()))?;
+        let id_token = token.extra_fields().id_token().ok_or_else(|| {
+            SignInError("the identity provider answered without an ID token".into())
+        })?;
         let verifier = client.id_token_verifier().set_allowed_algs(algs());
         let claims = id_token
             .claims(&verifier, &Nonce::new(pending.nonce))

@@ -54,7 +54,11 @@ pub fn render_status(status: StatusCode, template: &impl Template) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page failed to render.\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page failed to render.\n",
+            )
+                .into_response()
         }
     }
 }

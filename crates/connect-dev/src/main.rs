@@ -111,6 +111,13 @@ struct Cli {
         default_value = "127.0.0.1:8090"
     )]
     provider_listen: SocketAddr,
+    /// Where the web console serves HTTP (people sign in at the dev issuer).
+    #[arg(
+        long,
+        env = "CONNECT_DEV_CONSOLE_LISTEN",
+        default_value = "127.0.0.1:8088"
+    )]
+    console_listen: SocketAddr,
     /// Log line format.
     #[arg(long, env = "CONNECT_DEV_LOG_FORMAT", value_enum, default_value_t)]
     log_format: connect_runtime::LogFormat,
@@ -125,6 +132,8 @@ const CRM_CLIENT: (&str, &str) = ("demo-crm", "demo-crm-secret");
 /// The person who signs in at the dev issuer, and the group that makes them the demo team's admin.
 const PERSON_EMAIL: &str = "ada@demo.example";
 const PERSON_GROUP: &str = "demo-admins";
+/// The console's client id at the dev issuer.
+const CONSOLE_CLIENT: &str = "connect-console";
 
 /// Treats "already there" as done, so that a second run reuses the first run's demo.
 fn existing_ok<T>(result: Result<T, RegistryError>) -> anyhow::Result<()> {
@@ -297,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
     });
     registry_config.operators = Some(link_registry::config::OperatorSettings {
         issuers: vec![issuer.issuer_url()],
-        audiences: vec!["connect-cli".into()],
+        audiences: vec!["connect-cli".into(), CONSOLE_CLIENT.into()],
         leeway: Duration::from_secs(30),
         policy: connect_types::UrlPolicy::loopback(),
         fetch_timeout: Duration::from_secs(3),
@@ -372,6 +381,29 @@ async fn main() -> anyhow::Result<()> {
     for note in &notes {
         println!("{note}");
     }
+    // The console keeps its sessions beside a SQLite database, or in the same PostgreSQL one.
+    let session_database_url = match link_registry::config::sqlite_path(&cli.database_url) {
+        Some(db) => format!("sqlite://{}.console-sessions?mode=rwc", db.display()),
+        None => cli.database_url.clone(),
+    };
+    let console = connect_console::Console::build(connect_console::ConsoleConfig {
+        listen: cli.console_listen,
+        registry_url: format!("http://{registry_addr}"),
+        registry_ca: None,
+        public_url: None,
+        operator_issuer: issuer.issuer().parse()?,
+        client_id: CONSOLE_CLIENT.into(),
+        client_secret: None,
+        session_database_url,
+        allow_key_login: true,
+    })
+    .await
+    .with_context(|| format!("starting the console on {}", cli.console_listen))?;
+    let console_addr = console.local_addr();
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console_task = tokio::spawn(console.run(async {
+        let _ = console_stopped.await;
+    }));
     let admin_key = admin_key.expose_secret().to_owned();
     let production = issuer.mint(&deployment("production"), hour, Alg::RS256);
     let get_token = |token: &str| {
@@ -391,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
          \n  link registry  {registry_addr}   admin key: {admin_key}\
          \n  token broker   {broker_addr}   consent callbacks: http://{callback}/oauth/callback/<connector id>\
          \n  dev issuer     {issuer_url}\
+         \n  web console    http://{console_addr}/   sign in as {PERSON_EMAIL} (or with the admin key)\
          \n\nDemo: team {TEAM}, project {PROJECT} (demo-app), connector {CONNECTOR} linked for development only.\
          \n\nA development deployment token (valid one hour):\n\n  {development}\
          \n\nThis returns the demo connector's token:\n\n  {ok}\
@@ -424,6 +457,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     shutdown.await;
+    let _ = stop_console.send(());
+    if let Ok(Err(e)) = console_task.await {
+        tracing::warn!(error = %e, "the console stopped with an error");
+    }
     provider.stop();
     stack.stop().await?;
     issuer.stop().await;

@@ -61,7 +61,11 @@ pub async fn login_start(AxumState(state): AxumState<State>) -> Response {
         Ok(cookie) => cookie,
         Err(e) => {
             tracing::error!(error = %e, "cannot record a sign-in");
-            return login_error(&state, StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable.");
+            return login_error(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sessions are unavailable.",
+            );
         }
     };
     let cookie = state
@@ -122,7 +126,11 @@ async fn start_session(state: &State, bearer: Bearer, who: pb::WhoAmIResponse) -
         Ok(cookie) => cookie,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a session");
-            return login_error(state, StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable.");
+            return login_error(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sessions are unavailable.",
+            );
         }
     };
     tracing::info!(actor = %data.actor, "signed in to the console");
@@ -160,7 +168,11 @@ pub async fn callback(
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read a sign-in");
-            return login_error(&state, StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable.");
+            return login_error(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sessions are unavailable.",
+            );
         }
     };
     if let Some(error) = back.error {
@@ -179,7 +191,11 @@ pub async fn callback(
         );
     }
     let Some(code) = back.code else {
-        return login_error(&state, StatusCode::BAD_REQUEST, "The identity provider sent no code.");
+        return login_error(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "The identity provider sent no code.",
+        );
     };
     let tokens = match state.sign_in.finish(&code, pending).await {
         Ok(tokens) => tokens,
@@ -247,7 +263,11 @@ pub async fn logout_page(ctx: Ctx) -> Response {
 pub async fn logout(ctx: Ctx) -> Response {
     if let Err(e) = ctx.state.sessions.delete(&ctx.session).await {
         tracing::error!(error = %e, "cannot end a session");
-        return (StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable.\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sessions are unavailable.\n",
+        )
+            .into_response();
     }
     tracing::info!(actor = %ctx.session.data.actor, "signed out of the console");
     with_cookie(
@@ -274,7 +294,11 @@ pub async fn switch_team(mut ctx: Ctx, fields: Fields) -> Response {
     ctx.session.data.team = Some(team.to_owned());
     if let Err(e) = ctx.state.sessions.save(&ctx.session).await {
         tracing::error!(error = %e, "cannot store a session");
-        return (StatusCode::SERVICE_UNAVAILABLE, "Sessions are unavailable.\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sessions are unavailable.\n",
+        )
+            .into_response();
     }
     ctx.ok("/", format!("Now acting in {team}."))
 }

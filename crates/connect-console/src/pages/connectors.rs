@@ -28,7 +28,11 @@ fn next(token: String) -> Option<String> {
 }
 
 /// Every link of one connector or one project (pages of 500).
-async fn all_links(ctx: &Ctx, connector: &str, project: &str) -> Result<Vec<pb::ProjectLink>, tonic::Status> {
+async fn all_links(
+    ctx: &Ctx,
+    connector: &str,
+    project: &str,
+) -> Result<Vec<pb::ProjectLink>, tonic::Status> {
     let mut client = ctx.client.clone();
     let mut links = Vec::new();
     let mut page_token = String::new();
@@ -198,7 +202,9 @@ async fn new_connector_page(
             })
             .collect(),
         chosen: kind.map(|k| k.r#type.clone()),
-        name: entered.map(|f| f.get("name").to_owned()).unwrap_or_default(),
+        name: entered
+            .map(|f| f.get("name").to_owned())
+            .unwrap_or_default(),
         display_name: entered
             .map(|f| f.get("display_name").to_owned())
             .unwrap_or_default(),
@@ -290,10 +296,10 @@ pub async fn show(ctx: Ctx, Path(id): Path<String>) -> Response {
     };
     let mut installations_client = ctx.client.clone();
     let installations = installations_client.list_installations(pb::ListInstallationsRequest {
-            connector: connector.id.clone(),
-            page_size: 500,
-            page_token: String::new(),
-        });
+        connector: connector.id.clone(),
+        page_size: 500,
+        page_token: String::new(),
+    });
     let (installations, links, projects) = futures::join!(
         installations,
         all_links(&ctx, &connector.id, ""),
@@ -528,9 +534,7 @@ pub async fn project(ctx: Ctx, Path(id): Path<String>) -> Response {
     let project = match ctx
         .client
         .clone()
-        .get_project(pb::GetProjectRequest {
-            project: id.into(),
-        })
+        .get_project(pb::GetProjectRequest { project: id.into() })
         .await
     {
         Ok(p) => p.into_inner(),

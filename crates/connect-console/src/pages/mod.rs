@@ -65,7 +65,10 @@ pub fn router(state: State) -> Router {
         .route("/keys/{id}/revoke", post(admin::revoke_key))
         .route("/static/console.css", get(stylesheet))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), security::gate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::gate,
+        ))
         .with_state(state)
 }
 

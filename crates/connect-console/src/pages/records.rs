@@ -58,7 +58,11 @@ fn parse_time(field: &str, value: &str) -> Result<Option<Timestamp>, String> {
 }
 
 impl AuditQuery {
-    fn request(&self, page_size: i32, page_token: String) -> Result<pb::ListAuditEventsRequest, String> {
+    fn request(
+        &self,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<pb::ListAuditEventsRequest, String> {
         Ok(pb::ListAuditEventsRequest {
             page_size,
             page_token,
@@ -179,7 +183,15 @@ fn cell(value: &str) -> String {
 pub async fn audit_csv(ctx: Ctx, Query(q): Query<AuditQuery>) -> Response {
     const LIMIT: usize = 100_000;
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let header = ["time", "actor", "actor_issuer", "action", "target", "before", "after"];
+    let header = [
+        "time",
+        "actor",
+        "actor_issuer",
+        "action",
+        "target",
+        "before",
+        "after",
+    ];
     if writer.write_record(header).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "Cannot write CSV.\n").into_response();
     }
@@ -195,7 +207,8 @@ pub async fn audit_csv(ctx: Ctx, Query(q): Query<AuditQuery>) -> Response {
             Err(status) => return ctx.failed(status).await,
         };
         for e in &page.events {
-            let json = |s: Option<&Struct>| s.map(|s| struct_json(s).to_string()).unwrap_or_default();
+            let json =
+                |s: Option<&Struct>| s.map(|s| struct_json(s).to_string()).unwrap_or_default();
             let time = e
                 .time
                 .as_ref()
@@ -347,16 +360,16 @@ pub struct IssuanceQuery {
 pub async fn issuances(ctx: Ctx, Query(q): Query<IssuanceQuery>) -> Response {
     let (mut connectors_client, mut issuances_client) = (ctx.client.clone(), ctx.client.clone());
     let connectors = connectors_client.list_connectors(pb::ListConnectorsRequest {
-            page_size: 500,
-            page_token: String::new(),
-        });
+        page_size: 500,
+        page_token: String::new(),
+    });
     let page = issuances_client.list_issuances(pb::ListIssuancesRequest {
-            connector: q.connector.clone(),
-            project: q.project.trim().into(),
-            environment: q.environment.clone(),
-            page_size: 50,
-            page_token: q.page_token.clone(),
-        });
+        connector: q.connector.clone(),
+        project: q.project.trim().into(),
+        environment: q.environment.clone(),
+        page_size: 50,
+        page_token: q.page_token.clone(),
+    });
     let (connectors, page) = match futures::join!(connectors, page) {
         (Ok(c), Ok(p)) => (c.into_inner().connectors, p.into_inner()),
         (Err(s), _) | (_, Err(s)) => return ctx.failed(s).await,
@@ -466,8 +479,10 @@ mod tests {
 
     #[test]
     fn a_diff_shows_what_changed_key_by_key() {
-        let before = s(serde_json::json!({"environments": ["production", "preview"], "project": "prj_a"}));
-        let after = s(serde_json::json!({"environments": ["production"], "project": "prj_a", "note": "x"}));
+        let before =
+            s(serde_json::json!({"environments": ["production", "preview"], "project": "prj_a"}));
+        let after =
+            s(serde_json::json!({"environments": ["production"], "project": "prj_a", "note": "x"}));
         let lines = diff(Some(&before), Some(&after));
         let summary: Vec<_> = lines
             .iter()

@@ -250,7 +250,7 @@ impl SeaStore {
                 audit_page(
                     &team,
                     &AuditFilter {
-                        action: Some("link.attach".into()),
+                        action: Some("project.attach".into()),
                         since: Some(DateTime::UNIX_EPOCH),
                         ..AuditFilter::default()
                     },
