@@ -1,5 +1,6 @@
 //! End-to-end tests of the whole system: real issuers, registry and broker on loopback.
 
+mod browser;
 mod cache;
 mod client;
 mod console;
