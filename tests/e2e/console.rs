@@ -1162,4 +1162,83 @@ async fn a_viewer_sees_no_controls_and_sessions_outlive_a_restart_across_replica
     assert!(signed.body.contains("key:key_"), "{}", signed.body);
     assert!(!signed.body.contains(&env.admin_key));
     replica.stop().await;
+
+    // A person bound in two teams picks one in the header; the role follows the team.
+    let other = TeamId::parse("team_other").unwrap();
+    let registry = env.stack.registry();
+    registry
+        .create_team(NewTeam {
+            id: other.clone(),
+            slug: TeamSlug::parse("other").unwrap(),
+            issuer: IssuerUrl::parse(env.issuer.issuer()).unwrap(),
+        })
+        .await
+        .unwrap();
+    registry
+        .create_role_binding_as_operator(
+            &other,
+            NewRoleBinding {
+                team: None,
+                issuer: IssuerUrl::parse(env.issuer.issuer()).unwrap(),
+                who: BindingSubject::Group("demo-admins".into()),
+                role: Role::Viewer,
+            },
+        )
+        .await
+        .unwrap();
+    let both = Browser::new();
+    let base = env.console.url.clone();
+    both.sign_in(&base, "ada").await;
+    let home = both.get(&format!("{base}/")).await;
+    let teams = Selector::parse("select[name=team] option").unwrap();
+    let offered: Vec<_> = home
+        .html()
+        .select(&teams)
+        .map(|o| o.value().attr("value").unwrap().to_owned())
+        .collect();
+    assert_eq!(offered.len(), 2, "{offered:?}");
+    assert!(offered.contains(&"team_other".to_owned()));
+    let switched = both
+        .post(
+            &base,
+            "/team",
+            &[("csrf", &home.csrf()), ("team", "team_other")],
+        )
+        .await;
+    assert!(
+        switched.flash().contains("Now acting in team_other"),
+        "{}",
+        switched.flash()
+    );
+    assert!(
+        !switched.body.contains("api-key/stripe"),
+        "another team's rows"
+    );
+    assert!(
+        switched
+            .post_actions()
+            .iter()
+            .all(|a| a == "/logout" || a == "/team"),
+        "a viewer there"
+    );
+    let back = both
+        .post(
+            &base,
+            "/team",
+            &[("csrf", &home.csrf()), ("team", "team_demo")],
+        )
+        .await;
+    assert!(back.body.contains("api-key/stripe") && back.body.contains("New connector"));
+    let nowhere = both
+        .post(
+            &base,
+            "/team",
+            &[("csrf", &home.csrf()), ("team", "team_nope")],
+        )
+        .await;
+    assert!(
+        nowhere.flash().contains("You have no role in team_nope"),
+        "{}",
+        nowhere.flash()
+    );
 }

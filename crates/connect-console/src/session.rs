@@ -99,13 +99,22 @@ impl SessionData {
 }
 
 /// A session as read for one request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Session {
     pub id: String,
     pub data: SessionData,
     /// The secret's sealing key, to write the session back.
     key: [u8; 32],
     pub csrf: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("data", &self.data)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A sign-in on its way through the identity provider.
@@ -442,7 +451,8 @@ mod tests {
         let cookie = store.create(&data()).await.unwrap();
         let session = store.get(&cookie).await.unwrap().unwrap();
         assert_eq!(session.data, data());
-        assert!(!format!("{session:?}").contains("cnk_secret"));
+        let shown = format!("{session:?}");
+        assert!(!shown.contains("cnk_secret") && !shown.contains(&session.csrf));
         // Another cookie, a malformed one: nothing.
         let (other, _) = new_secret();
         assert!(store.get(&other).await.unwrap().is_none());
@@ -460,6 +470,20 @@ mod tests {
         assert!(!sealed.contains("cnk_secret") && !sealed.contains(&cookie));
         store.delete(&session).await.unwrap();
         assert!(store.get(&cookie).await.unwrap().is_none());
+        // Idle for longer than the limit, or older than the absolute one: gone.
+        for (column, age) in [("seen_at", IDLE), ("created_at", ABSOLUTE)] {
+            let cookie = store.create(&data()).await.unwrap();
+            assert!(store.get(&cookie).await.unwrap().is_some());
+            store
+                .exec(
+                    &format!("UPDATE console_sessions SET {column} = ?"),
+                    vec![(now() - age.as_secs() as i64 - 1).into()],
+                )
+                .await
+                .unwrap();
+            assert!(store.get(&cookie).await.unwrap().is_none(), "{column}");
+        }
+        assert_eq!(store.count().await.unwrap(), 0);
         // A sign-in is taken once.
         let pending = PendingSignIn {
             state: "s".into(),

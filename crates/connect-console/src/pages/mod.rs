@@ -132,7 +132,16 @@ impl FromRequestParts<State> for Ctx {
         let flash = jar
             .get(state.cookies.flash)
             .and_then(|c| URL_SAFE_NO_PAD.decode(c.value()).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            .and_then(|bytes| serde_json::from_slice::<Flash>(&bytes).ok())
+            .map(|mut flash| {
+                // An undo names ids that become a form's path: only well-formed ones.
+                if flash.undo.as_ref().is_some_and(|u| {
+                    path_id(&u.connector_id).is_none() || path_id(&u.project_id).is_none()
+                }) {
+                    flash.undo = None;
+                }
+                flash
+            });
         let bearer = match &session.data.bearer {
             Bearer::Person { id_token, .. } => id_token.as_str(),
             Bearer::Key { key } => key.as_str(),
