@@ -70,28 +70,6 @@ fn provider_text(text: &str) -> String {
         .collect()
 }
 
-/// One HTTP exchange for `openidconnect`, redirects not followed.
-async fn send(
-    http: reqwest::Client,
-    request: openidconnect::HttpRequest,
-) -> Result<openidconnect::HttpResponse, reqwest::Error> {
-    let (parts, body) = request.into_parts();
-    let response = http
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await?;
-    let mut builder = http::Response::builder().status(response.status());
-    for (name, value) in response.headers() {
-        builder = builder.header(name, value);
-    }
-    let body = response.bytes().await?;
-    Ok(builder
-        .body(body.to_vec())
-        .expect("a status and headers taken from a response make a response"))
-}
-
 fn http_client() -> Result<reqwest::Client, Failure> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -103,8 +81,7 @@ fn http_client() -> Result<reqwest::Client, Failure> {
 async fn discover(http: &reqwest::Client, issuer: &str) -> Result<CoreProviderMetadata, Failure> {
     let issuer_url = IssuerUrl::new(issuer.to_owned())
         .map_err(|e| Failure::usage(format!("--issuer '{issuer}': {e}")))?;
-    let client = http.clone();
-    CoreProviderMetadata::discover_async(issuer_url, &move |request| send(client.clone(), request))
+    CoreProviderMetadata::discover_async(issuer_url, http)
         .await
         .map_err(|e| {
             login_failure(format!(
@@ -233,12 +210,11 @@ pub async fn login(issuer: &str, client_id: &str, no_browser: bool) -> Result<St
     let Some(code) = callback.code else {
         return Err(login_failure("the browser came back without a code"));
     };
-    let client_http = http.clone();
     let token = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| login_failure(format!("the issuer has no token endpoint: {e}")))?
         .set_pkce_verifier(verifier)
-        .request_async(&move |request| send(client_http.clone(), request))
+        .request_async(&http)
         .await
         .map_err(|e| {
             login_failure(format!(
@@ -298,12 +274,11 @@ pub async fn bearer() -> Result<Option<String>, Failure> {
     let metadata = discover(&http, &login.issuer).await?;
     let client =
         CoreClient::from_provider_metadata(metadata, ClientId::new(login.client_id.clone()), None);
-    let client_http = http.clone();
     let refresh = RefreshToken::new(refresh);
     let token = client
         .exchange_refresh_token(&refresh)
         .map_err(|e| login_failure(format!("the issuer has no token endpoint: {e}")))?
-        .request_async(&move |request| send(client_http.clone(), request))
+        .request_async(&http)
         .await
         .map_err(|e| {
             login_failure(format!(

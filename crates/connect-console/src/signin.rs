@@ -6,14 +6,25 @@
 use std::time::Duration;
 
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, Scope,
     core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata},
 };
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use crate::{config::ConsoleConfig, session::PendingSignIn};
+
+/// The `openidconnect` client as discovery makes it, with the console's redirect.
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 #[derive(Debug)]
 pub struct SignIn {
@@ -41,28 +52,6 @@ fn provider_text(text: &str) -> String {
         .take(200)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
-}
-
-/// One HTTP exchange for `openidconnect`, redirects not followed.
-async fn send(
-    http: reqwest::Client,
-    request: openidconnect::HttpRequest,
-) -> Result<openidconnect::HttpResponse, reqwest::Error> {
-    let (parts, body) = request.into_parts();
-    let response = http
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await?;
-    let mut builder = http::Response::builder().status(response.status());
-    for (name, value) in response.headers() {
-        builder = builder.header(name, value);
-    }
-    let body = response.bytes().await?;
-    Ok(builder
-        .body(body.to_vec())
-        .expect("a status and headers taken from a response make a response"))
 }
 
 fn algs() -> [CoreJwsSigningAlgorithm; 2] {
@@ -108,32 +97,34 @@ impl SignIn {
     async fn metadata(&self) -> Result<&CoreProviderMetadata, SignInError> {
         self.metadata
             .get_or_try_init(|| async {
-                let http = self.http.clone();
-                CoreProviderMetadata::discover_async(self.issuer.clone(), &move |r| {
-                    send(http.clone(), r)
-                })
-                .await
-                .map_err(|e| {
-                    SignInError(format!(
-                        "cannot read the identity provider's discovery document: {}",
-                        provider_text(&e.to_string())
-                    ))
-                })
+                CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+                    .await
+                    .map_err(|e| {
+                        SignInError(format!(
+                            "cannot read the identity provider's discovery document: {}",
+                            provider_text(&e.to_string())
+                        ))
+                    })
             })
             .await
     }
 
-    /// Where to send the browser, and what to keep until it comes back.
-    pub async fn start(&self) -> Result<(String, PendingSignIn), SignInError> {
+    /// The client at the provider, its redirect set.
+    async fn client(&self) -> Result<Client, SignInError> {
         let metadata = self.metadata().await?.clone();
-        let client = CoreClient::from_provider_metadata(
+        Ok(CoreClient::from_provider_metadata(
             metadata,
             self.client_id.clone(),
             self.client_secret
                 .as_ref()
                 .map(|s| ClientSecret::new(s.expose_secret().to_owned())),
         )
-        .set_redirect_uri(self.redirect.clone());
+        .set_redirect_uri(self.redirect.clone()))
+    }
+
+    /// Where to send the browser, and what to keep until it comes back.
+    pub async fn start(&self) -> Result<(String, PendingSignIn), SignInError> {
+        let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
             .authorize_url(
@@ -157,21 +148,12 @@ impl SignIn {
 
     /// Exchanges the code that came back for verified tokens.
     pub async fn finish(&self, code: &str, pending: PendingSignIn) -> Result<Tokens, SignInError> {
-        let metadata = self.metadata().await?.clone();
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            self.client_id.clone(),
-            self.client_secret
-                .as_ref()
-                .map(|s| ClientSecret::new(s.expose_secret().to_owned())),
-        )
-        .set_redirect_uri(self.redirect.clone());
-        let http = self.http.clone();
+        let client = self.client().await?;
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| SignInError(format!("the identity provider has no token endpoint: {e}")))?
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier))
-            .request_async(&move |r| send(http.clone(), r))
+            .request_async(&self.http)
             .await
             .map_err(|e| {
                 SignInError(format!(
@@ -195,20 +177,12 @@ impl SignIn {
 
     /// New tokens for a refresh token.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, SignInError> {
-        let metadata = self.metadata().await?.clone();
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            self.client_id.clone(),
-            self.client_secret
-                .as_ref()
-                .map(|s| ClientSecret::new(s.expose_secret().to_owned())),
-        );
-        let http = self.http.clone();
+        let client = self.client().await?;
         let refresh = RefreshToken::new(refresh_token.to_owned());
         let token = client
             .exchange_refresh_token(&refresh)
             .map_err(|e| SignInError(format!("the identity provider has no token endpoint: {e}")))?
-            .request_async(&move |r| send(http.clone(), r))
+            .request_async(&self.http)
             .await
             .map_err(|e| {
                 SignInError(format!(

@@ -27,71 +27,78 @@ fn next(token: String) -> Option<String> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Every link of one connector or one project (pages of 500).
+/// Every item of a list, page after page of 500 (at most 10 000: a console page shows no more).
+async fn every<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, tonic::Status>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let (page, next) = fetch(page_token).await?;
+        items.extend(page);
+        if next.is_empty() || items.len() >= 10_000 {
+            return Ok(items);
+        }
+        page_token = next;
+    }
+}
+
+/// Every link of one connector or one project.
 async fn all_links(
     ctx: &Ctx,
     connector: &str,
     project: &str,
 ) -> Result<Vec<pb::ProjectLink>, tonic::Status> {
-    let mut client = ctx.client.clone();
-    let mut links = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_project_links(pb::ListProjectLinksRequest {
-                connector: connector.into(),
-                project: project.into(),
-                page_size: 500,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        links.extend(page.links);
-        if page.next_page_token.is_empty() || links.len() >= 10_000 {
-            return Ok(links);
+    every(|page_token| {
+        let mut client = ctx.client.clone();
+        let request = pb::ListProjectLinksRequest {
+            connector: connector.into(),
+            project: project.into(),
+            page_size: 500,
+            page_token,
+        };
+        async move {
+            let page = client.list_project_links(request).await?.into_inner();
+            Ok((page.links, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 async fn all_projects(ctx: &Ctx) -> Result<Vec<pb::Project>, tonic::Status> {
-    let mut client = ctx.client.clone();
-    let mut projects = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_projects(pb::ListProjectsRequest {
-                page_size: 500,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        projects.extend(page.projects);
-        if page.next_page_token.is_empty() || projects.len() >= 10_000 {
-            return Ok(projects);
+    every(|page_token| {
+        let mut client = ctx.client.clone();
+        async move {
+            let page = client
+                .list_projects(pb::ListProjectsRequest {
+                    page_size: 500,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.projects, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
-async fn all_connectors(ctx: &Ctx) -> Result<Vec<pb::Connector>, tonic::Status> {
-    let mut client = ctx.client.clone();
-    let mut connectors = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_connectors(pb::ListConnectorsRequest {
-                page_size: 500,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        connectors.extend(page.connectors);
-        if page.next_page_token.is_empty() || connectors.len() >= 10_000 {
-            return Ok(connectors);
+pub(super) async fn all_connectors(ctx: &Ctx) -> Result<Vec<pb::Connector>, tonic::Status> {
+    every(|page_token| {
+        let mut client = ctx.client.clone();
+        async move {
+            let page = client
+                .list_connectors(pb::ListConnectorsRequest {
+                    page_size: 500,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.connectors, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 pub async fn list(ctx: Ctx, Query(paging): Query<Paging>) -> Response {

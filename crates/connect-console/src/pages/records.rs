@@ -358,11 +358,8 @@ pub struct IssuanceQuery {
 }
 
 pub async fn issuances(ctx: Ctx, Query(q): Query<IssuanceQuery>) -> Response {
-    let (mut connectors_client, mut issuances_client) = (ctx.client.clone(), ctx.client.clone());
-    let connectors = connectors_client.list_connectors(pb::ListConnectorsRequest {
-        page_size: 500,
-        page_token: String::new(),
-    });
+    let mut issuances_client = ctx.client.clone();
+    let connectors = super::connectors::all_connectors(&ctx);
     let page = issuances_client.list_issuances(pb::ListIssuancesRequest {
         connector: q.connector.clone(),
         project: q.project.trim().into(),
@@ -371,7 +368,7 @@ pub async fn issuances(ctx: Ctx, Query(q): Query<IssuanceQuery>) -> Response {
         page_token: q.page_token.clone(),
     });
     let (connectors, page) = match futures::join!(connectors, page) {
-        (Ok(c), Ok(p)) => (c.into_inner().connectors, p.into_inner()),
+        (Ok(c), Ok(p)) => (c, p.into_inner()),
         (Err(s), _) | (_, Err(s)) => return ctx.failed(s).await,
     };
     ctx.page(&IssuancesPage {
