@@ -76,6 +76,10 @@ pub enum AuditCommand {
     /// Print the events of a time window as JSON lines (oldest first), to archive them before
     /// `--audit-retention` deletes them.
     Export(AuditExportArgs),
+    /// Recompute the audit log's hash chain: exits 0 when it is whole (printing the newest hash,
+    /// worth recording elsewhere), non-zero naming the first event that was edited, removed or
+    /// inserted.
+    Verify(DatabaseArgs),
 }
 
 #[derive(Clone, Debug, Args)]

@@ -276,6 +276,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "every secret re-sealed under the new key: start the registries with --secret-key-file set to it"
             );
         }
+        Command::Audit(AuditCommand::Verify(database)) => {
+            let registry = admin_registry(&database.database_url).await?;
+            match registry.verify_audit().await? {
+                link_registry::domain::service::ChainCheck::Whole {
+                    events,
+                    starts_after,
+                    head,
+                } => {
+                    let start = match starts_after {
+                        0 => "from the first event".to_owned(),
+                        id => format!("after event {id}, where retention left it"),
+                    };
+                    println!("audit chain whole: {events} events {start}; head {head}");
+                }
+                link_registry::domain::service::ChainCheck::Broken { id, problem } => {
+                    anyhow::bail!("audit chain broken at event {id}: {problem}");
+                }
+            }
+        }
         Command::Audit(AuditCommand::Export(args)) => {
             let time = |flag: &str, value: &str| {
                 chrono::DateTime::parse_from_rfc3339(value)

@@ -327,6 +327,9 @@ pub struct AuditEvent {
     pub before: Option<Value>,
     pub after: Option<Value>,
     pub time: DateTime<Utc>,
+    /// The hash chain: the previous event's hash, and this one's.
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
 /// One credential handed out for one (project, environment) of a team, as the ledger keeps it.

@@ -492,6 +492,26 @@ pub trait AuditStore: Send + Sync {
         after: Option<(DateTime<Utc>, i64)>,
         limit: u64,
     ) -> Result<Vec<AuditEvent>>;
+    /// Where the kept chain starts: the id and hash of the last event retention deleted.
+    async fn audit_chain_start(&self) -> Result<Option<(i64, String)>>;
+    /// Events after `after_id` in id order, at most `limit`, as stored (for `audit verify`).
+    async fn audit_chain_rows(&self, after_id: i64, limit: u64) -> Result<Vec<ChainedRow>>;
+}
+
+/// An audit event as its chain hash covers it, with the hashes stored beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainedRow {
+    pub id: i64,
+    pub team_id: Option<String>,
+    pub actor: String,
+    pub actor_issuer: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub time: DateTime<Utc>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
 /// The change feed: every committed change that can alter an `Authorize` answer, by revision.

@@ -47,6 +47,18 @@ impl Feed {
     }
 }
 
+/// Serializes the transactions that append to the change feed or the audit chain (PostgreSQL;
+/// SQLite writers are serialized already). Held until the transaction ends; taking it twice in
+/// one transaction is free.
+pub(super) async fn lock_appends(txn: &DatabaseTransaction) -> Result<()> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
+            .await
+            .map_err(storage_error)?;
+    }
+    Ok(())
+}
+
 /// Appends the change row and answers with its revision.
 pub(super) async fn append(
     txn: &DatabaseTransaction,
@@ -55,11 +67,7 @@ pub(super) async fn append(
     at: DateTime<Utc>,
 ) -> Result<i64> {
     let postgres = txn.get_database_backend() == DbBackend::Postgres;
-    if postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
-            .await
-            .map_err(storage_error)?;
-    }
+    lock_appends(txn).await?;
     let (connector_id, connector_uid) = match scope.connector {
         Some((id, uid)) => (Some(id.to_string()), Some(uid.to_string())),
         None => (None, None),

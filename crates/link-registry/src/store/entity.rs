@@ -135,6 +135,9 @@ pub mod audit_event {
         pub created_at: DateTimeUtc,
         /// For a person's change: the issuer of their ID token.
         pub actor_issuer: Option<String>,
+        /// The hash chain (see `domain::audit::chain_hash`).
+        pub prev_hash: Option<String>,
+        pub hash: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -479,6 +482,26 @@ pub mod role_binding {
         pub group_name: String,
         pub role: String,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Where the kept audit chain starts once retention deleted its beginning: the last deleted
+/// event's id and hash (one row, id 1).
+pub mod audit_chain {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_chain")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub after_id: i64,
+        pub hash: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

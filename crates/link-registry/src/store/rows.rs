@@ -230,24 +230,47 @@ pub fn audit_event(row: audit_event::Model) -> Result<AuditEvent> {
         before: json(row.before)?,
         after: json(row.after)?,
         time: row.created_at,
+        prev_hash: row.prev_hash,
+        hash: row.hash,
     })
 }
 
-pub fn audit_event_row(event: NewAuditEvent) -> audit_event::ActiveModel {
+/// The row of a new event, chained to the event before it (`prev_hash`).
+pub fn audit_event_row(event: NewAuditEvent, prev_hash: String) -> audit_event::ActiveModel {
     use sea_orm::ActiveValue::{NotSet, Set};
+    let team_id = event.team_id.map(|t| t.to_string());
+    let actor = event.actor.to_string();
+    let actor_issuer = match &event.actor {
+        crate::domain::model::Actor::Person { issuer, .. } => Some(issuer.clone()),
+        _ => None,
+    };
+    let before = event.before.map(|v| v.to_string());
+    let after = event.after.map(|v| v.to_string());
+    let hash = crate::domain::audit::chain_hash(
+        &prev_hash,
+        &crate::domain::audit::ChainedFields {
+            team_id: team_id.as_deref(),
+            actor: &actor,
+            actor_issuer: actor_issuer.as_deref(),
+            action: event.action,
+            target: &event.target,
+            before: before.as_deref(),
+            after: after.as_deref(),
+            time: event.time,
+        },
+    );
     audit_event::ActiveModel {
         id: NotSet,
-        team_id: Set(event.team_id.map(|t| t.to_string())),
-        actor: Set(event.actor.to_string()),
-        actor_issuer: Set(match &event.actor {
-            crate::domain::model::Actor::Person { issuer, .. } => Some(issuer.clone()),
-            _ => None,
-        }),
+        team_id: Set(team_id),
+        actor: Set(actor),
+        actor_issuer: Set(actor_issuer),
         action: Set(event.action.to_owned()),
         target: Set(event.target),
-        before: Set(event.before.map(|v| v.to_string())),
-        after: Set(event.after.map(|v| v.to_string())),
+        before: Set(before),
+        after: Set(after),
         created_at: Set(event.time),
+        prev_hash: Set(Some(prev_hash)),
+        hash: Set(Some(hash)),
     }
 }
 

@@ -586,8 +586,10 @@ async fn role_bindings_are_the_admins_and_audited(db: TestDb) {
     app.stop().await;
 }
 
-/// `backup` while the registry serves and writes, `restore` into a new database, and a
-/// registry started on it (with the original key file) that answers as before.
+/// `backup` while the registry serves and takes 100 attaches a second, `restore` into a new
+/// database, and a registry started on it (with the original key file) that answers as before,
+/// whose audit chain verifies and which holds every attach acknowledged before the backup
+/// began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
     let app = TestApp::spawn(TestDb::sqlite().await).await;
@@ -607,25 +609,45 @@ async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
         })
         .await
         .unwrap();
-    // Writers carry on while the copy is taken.
+    const PROJECTS: usize = 300;
+    for i in 1..=PROJECTS {
+        admin
+            .create_project(pb::CreateProjectRequest {
+                id: format!("prj_{i}"),
+                name: format!("p{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    // A writer attaches a project every 10 ms (100 a second) while the copy is taken, noting
+    // when each attach was acknowledged.
+    let started = Instant::now();
     let writer = {
         let mut admin = app.admin();
         tokio::spawn(async move {
-            for i in 1..40 {
+            let mut acknowledged = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            for i in 1..=PROJECTS {
+                tick.tick().await;
                 admin
-                    .create_project(pb::CreateProjectRequest {
-                        id: format!("prj_{i}"),
-                        name: format!("p{i}"),
+                    .attach_project(pb::AttachProjectRequest {
+                        connector: "api-key/stripe".into(),
+                        project: format!("prj_{i}"),
+                        environments: vec!["preview".into()],
                     })
                     .await
                     .unwrap();
+                acknowledged.push((format!("prj_{i}"), started.elapsed()));
             }
+            acknowledged
         })
     };
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("backup.db");
     let url = app.db.url.clone();
     let backup_arg = backup.to_str().unwrap().to_owned();
+    let backup_began = started.elapsed();
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
         run(&["backup", "--database-url", &url, "--out", &backup_arg])
     })
@@ -633,7 +655,17 @@ async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
     .unwrap();
     assert!(ok, "{err}");
     assert_eq!(out.trim(), backup.to_str().unwrap());
-    writer.await.unwrap();
+    let acknowledged = writer.await.unwrap();
+    let before_backup: Vec<_> = acknowledged
+        .iter()
+        .filter(|(_, at)| *at < backup_began)
+        .map(|(project, _)| project.clone())
+        .collect();
+    assert!(
+        before_backup.len() >= 50 && before_backup.len() < PROJECTS,
+        "the backup was taken mid-load: {} attaches before it",
+        before_backup.len()
+    );
     // A second backup onto the first is refused.
     let (ok, _, err) = run(&[
         "backup",
@@ -654,6 +686,8 @@ async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
         &restored_url,
     ]);
     assert!(ok, "{err}");
+    let (ok, out, err) = run(&["audit", "verify", "--database-url", &restored_url]);
+    assert!(ok && out.contains("audit chain whole"), "{out}{err}");
     let (ok, _, err) = run(&[
         "restore",
         "--from",
@@ -699,16 +733,45 @@ async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
     let projects = served
         .admin()
         .list_projects(pb::ListProjectsRequest {
-            page_size: 100,
+            page_size: 500,
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .projects;
+    assert_eq!(
+        projects.len(),
+        PROJECTS + 1,
+        "every project written before it"
+    );
+    let mut restored_links = std::collections::BTreeSet::new();
+    let mut page_token = String::new();
+    loop {
+        let page = served
+            .admin()
+            .list_project_links(pb::ListProjectLinksRequest {
+                connector: "api-key/stripe".into(),
+                page_size: 500,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        restored_links.extend(page.links.into_iter().map(|l| l.project_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let lost: Vec<_> = before_backup
+        .iter()
+        .filter(|p| !restored_links.contains(*p))
+        .collect();
     assert!(
-        !projects.is_empty(),
-        "the copy holds the projects written before it"
+        lost.is_empty(),
+        "acknowledged before the backup, missing from it: {lost:?}"
     );
     served.stop().await;
 }

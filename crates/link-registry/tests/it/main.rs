@@ -1,5 +1,6 @@
 //! The link registry's integration tests: one binary, real databases, a real server on port 0.
 
+mod audit_chain;
 mod destinations;
 mod feed;
 mod grants;

@@ -88,6 +88,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000015_provider_subjects",
             "m20261204_000016_role_bindings",
             "m20261204_000017_audit_actor_issuer",
+            "m20261204_000018_audit_chain",
         ]
     );
     again.ping().await.unwrap();

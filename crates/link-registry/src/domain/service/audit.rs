@@ -3,6 +3,37 @@
 //! in small batches, each one short statement, so writers never wait for a long delete.
 
 use super::*;
+use crate::domain::{
+    audit::{ChainedFields, GENESIS_HASH, chain_hash},
+    store::ChainedRow,
+};
+
+/// What `link-registry audit verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// Every kept event continues the chain: how many, after which pruned event (0: none), and
+    /// the newest hash (record it elsewhere to detect a cut tail later).
+    Whole {
+        events: u64,
+        starts_after: i64,
+        head: String,
+    },
+    /// The first event that does not continue the chain, and why.
+    Broken { id: i64, problem: &'static str },
+}
+
+fn fields(row: &ChainedRow) -> ChainedFields<'_> {
+    ChainedFields {
+        team_id: row.team_id.as_deref(),
+        actor: &row.actor,
+        actor_issuer: row.actor_issuer.as_deref(),
+        action: &row.action,
+        target: &row.target,
+        before: row.before.as_deref(),
+        after: row.after.as_deref(),
+        time: row.time,
+    }
+}
 
 impl Registry {
     pub async fn list_audit_events(
@@ -14,6 +45,45 @@ impl Registry {
         let team = caller.readable_team()?;
         let rows = self.store.audit_events(team, filter, &page).await?;
         Ok(Page::from_rows(rows, page.size, |e| AuditKey(e.id)))
+    }
+
+    /// Walks the audit chain from where the kept chain starts, recomputing every hash.
+    pub async fn verify_audit(&self) -> Result<ChainCheck> {
+        const BATCH: u64 = 1000;
+        let (starts_after, mut prev) = self
+            .store
+            .audit_chain_start()
+            .await?
+            .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+        let (mut after, mut events) = (starts_after, 0);
+        loop {
+            let rows = self.store.audit_chain_rows(after, BATCH).await?;
+            for row in &rows {
+                if row.prev_hash.as_deref() != Some(prev.as_str()) {
+                    return Ok(ChainCheck::Broken {
+                        id: row.id,
+                        problem: "its prev_hash does not continue the chain: an event before it \
+                                  was removed, or one was inserted before it",
+                    });
+                }
+                let hash = chain_hash(&prev, &fields(row));
+                if row.hash.as_deref() != Some(hash.as_str()) {
+                    return Ok(ChainCheck::Broken {
+                        id: row.id,
+                        problem: "its hash does not match its contents: it was edited (or \
+                                  inserted with a wrong hash)",
+                    });
+                }
+                (prev, after, events) = (hash, row.id, events + 1);
+            }
+            if (rows.len() as u64) < BATCH {
+                return Ok(ChainCheck::Whole {
+                    events,
+                    starts_after,
+                    head: prev,
+                });
+            }
+        }
     }
 
     /// Deletes every event older than `retention`, a batch at a time; answers with how many.

@@ -16,6 +16,7 @@ mod projects;
 mod revocations;
 
 pub use self::{
+    audit::ChainCheck,
     authorize::{AuthorizeQuery, InstallationAsk},
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},

@@ -64,6 +64,8 @@ impl From<AuditEvent> for pb::AuditEvent {
             before: e.before.and_then(json_struct),
             after: e.after.and_then(json_struct),
             time: Some(timestamp(e.time)),
+            prev_hash: e.prev_hash.unwrap_or_default(),
+            hash: e.hash.unwrap_or_default(),
         }
     }
 }

@@ -22,6 +22,7 @@ mod m20261204_000014_departed_connectors;
 mod m20261204_000015_provider_subjects;
 mod m20261204_000016_role_bindings;
 mod m20261204_000017_audit_actor_issuer;
+mod m20261204_000018_audit_chain;
 
 use sea_orm_migration::prelude::*;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000015_provider_subjects::Migration),
             Box::new(m20261204_000016_role_bindings::Migration),
             Box::new(m20261204_000017_audit_actor_issuer::Migration),
+            Box::new(m20261204_000018_audit_chain::Migration),
         ]
     }
 }
