@@ -5,6 +5,7 @@ mod cache;
 mod client;
 mod console;
 mod flows;
+mod fuzz_regressions;
 mod github;
 mod github_api;
 mod grants;
