@@ -493,4 +493,39 @@ mod tests {
         assert!(TeamId::parse("team a").is_err());
         assert!(ProjectName::parse("Web").is_err());
     }
+
+    mod laws {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        const NAMES: [&str; 3] = ["production", "preview", "development"];
+
+        proptest! {
+            /// A set holds exactly the environments named (in any order, repeated or not); a
+            /// name that is not an environment, or none at all, is refused.
+            #[test]
+            fn environment_sets_hold_what_was_named(
+                picks in prop::collection::vec(0usize..3, 0..6),
+                stranger in "[a-z]{1,12}",
+            ) {
+                let names: Vec<&str> = picks.iter().map(|&i| NAMES[i]).collect();
+                match EnvironmentSet::parse(&names) {
+                    Ok(set) => {
+                        let held: Vec<&str> = set.iter().map(Environment::as_str).collect();
+                        for name in NAMES {
+                            prop_assert_eq!(held.contains(&name), names.contains(&name));
+                        }
+                        prop_assert_eq!(held.len(), NAMES.iter().filter(|n| names.contains(n)).count());
+                    }
+                    Err(_) => prop_assert!(names.is_empty()),
+                }
+                if !NAMES.contains(&stranger.as_str()) {
+                    let mut with_stranger = names.clone();
+                    with_stranger.push(&stranger);
+                    prop_assert!(EnvironmentSet::parse(&with_stranger).is_err());
+                }
+            }
+        }
+    }
 }

@@ -132,6 +132,11 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return forbidden_v4(embedded(segments[6], segments[7]));
     }
+    // IPv4-translated (SIIT, RFC 2765 `::ffff:0:a.b.c.d`): a translator sends it to the IPv4
+    // address.
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return forbidden_v4(embedded(segments[6], segments[7]));
+    }
     if segments[0] == 0x2002 {
         return forbidden_v4(embedded(segments[1], segments[2]));
     }
@@ -403,6 +408,95 @@ mod tests {
             "http://u@127.0.0.1",
         ] {
             assert!(!is_loopback_http(no), "{no}");
+        }
+    }
+
+    mod laws {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Every refused IPv4 network, as (base, prefix length).
+        const REFUSED_V4: [([u8; 4], u32); 16] = [
+            ([127, 0, 0, 0], 8),
+            ([0, 0, 0, 0], 8),
+            ([10, 0, 0, 0], 8),
+            ([172, 16, 0, 0], 12),
+            ([192, 168, 0, 0], 16),
+            ([100, 64, 0, 0], 10),
+            ([169, 254, 0, 0], 16),
+            ([192, 0, 0, 0], 24),
+            ([192, 0, 2, 0], 24),
+            ([198, 51, 100, 0], 24),
+            ([203, 0, 113, 0], 24),
+            ([198, 18, 0, 0], 15),
+            ([224, 0, 0, 0], 4),
+            ([240, 0, 0, 0], 4),
+            ([100, 100, 100, 200], 32),
+            ([169, 254, 169, 254], 32),
+        ];
+
+        fn refused_v4() -> impl Strategy<Value = Ipv4Addr> {
+            (0..REFUSED_V4.len(), any::<u32>()).prop_map(|(i, r)| {
+                let (base, len) = REFUSED_V4[i];
+                let host_bits = if len == 32 { 0 } else { r >> len };
+                Ipv4Addr::from(u32::from_be_bytes(base) | host_bits)
+            })
+        }
+
+        /// The IPv6 forms that carry an IPv4 address: mapped, IPv4-translated (SIIT), NAT64,
+        /// 6to4, and the deprecated compatible form.
+        fn carriers(v4: Ipv4Addr) -> Vec<Ipv6Addr> {
+            let [a, b, c, d] = v4.octets();
+            let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+            vec![
+                v4.to_ipv6_mapped(),
+                Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+                Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1),
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo),
+            ]
+        }
+
+        fn url(ip: IpAddr) -> String {
+            match ip {
+                IpAddr::V4(v4) => format!("https://{v4}/token"),
+                IpAddr::V6(v6) => format!("https://[{v6}]/token"),
+            }
+        }
+
+        proptest! {
+            /// Nothing in a refused range is reachable, however it is spelled: as the URL's
+            /// literal, as a resolved address, or inside an IPv6 address; a development policy
+            /// opens loopback only.
+            #[test]
+            fn no_url_reaches_a_refused_range(v4 in refused_v4()) {
+                let strict = UrlPolicy::strict();
+                let dev = UrlPolicy::loopback();
+                let mut spellings = vec![IpAddr::V4(v4)];
+                spellings.extend(carriers(v4).into_iter().map(IpAddr::V6));
+                for ip in spellings {
+                    prop_assert!(strict.check_ip(ip).is_err(), "{ip} is reachable");
+                    prop_assert!(strict.check_url(&url(ip)).is_err(), "{} is accepted", url(ip));
+                    prop_assert!(strict.check_resolved("api.example.com", ip).is_err());
+                    if !v4.is_loopback() {
+                        prop_assert!(dev.check_ip(ip).is_err(), "{ip} is reachable in development");
+                    }
+                }
+            }
+
+            /// The literal in a URL and a resolved address are judged alike, for any address.
+            #[test]
+            fn literals_and_resolved_addresses_agree(bits in any::<u128>(), v4 in any::<u32>()) {
+                let strict = UrlPolicy::strict();
+                for ip in [IpAddr::V6(Ipv6Addr::from(bits)), IpAddr::V4(Ipv4Addr::from(v4))] {
+                    let resolved = strict.check_resolved("api.example.com", ip).is_ok();
+                    prop_assert_eq!(strict.check_ip(ip).is_ok(), resolved);
+                    prop_assert_eq!(strict.check_url(&url(ip)).is_ok(), resolved, "{}", url(ip));
+                }
+            }
         }
     }
 }

@@ -428,3 +428,71 @@ pub fn chain_hash(prev_hash: &str, f: &ChainedFields<'_>) -> String {
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
+
+#[cfg(test)]
+mod laws {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::changed;
+
+    /// Applies a change's `before`/`after` (as [`changed`] keeps them) to the record before it.
+    fn replay(record: Value, was: &Value, is: &Value) -> Value {
+        match (record, was, is) {
+            (Value::Object(mut record), Value::Object(was), Value::Object(is)) => {
+                for name in was.keys() {
+                    if !is.contains_key(name) {
+                        record.remove(name);
+                    }
+                }
+                for (name, value) in is {
+                    let merged = match (record.remove(name), was.get(name)) {
+                        (Some(old @ Value::Object(_)), Some(w @ Value::Object(_)))
+                            if value.is_object() =>
+                        {
+                            replay(old, w, value)
+                        }
+                        _ => value.clone(),
+                    };
+                    record.insert(name.clone(), merged);
+                }
+                Value::Object(record)
+            }
+            (_, _, is) => is.clone(),
+        }
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..5).prop_map(Value::from),
+            "[a-c]{0,2}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn record() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map("[a-e]", json(), 0..5)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        /// An audited change replays: the record before it, with the change's `before` and
+        /// `after` applied, is the record after it; equal records change nothing.
+        #[test]
+        fn audit_diffs_replay_to_the_stored_record(before in record(), after in record()) {
+            let (was, is) = changed(before.clone(), after.clone());
+            prop_assert_eq!(replay(before.clone(), &was, &is), after);
+            let (none_was, none_is) = changed(before.clone(), before.clone());
+            prop_assert_eq!(none_was, Value::Object(Map::new()));
+            prop_assert_eq!(none_is, Value::Object(Map::new()));
+        }
+    }
+}

@@ -250,4 +250,53 @@ mod tests {
         let last = Page::from_rows(vec![1, 2], 2, |n| AuditKey(*n));
         assert!(last.next_page_token.is_empty());
     }
+
+    mod laws {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn id(prefix: &'static str) -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-]{1,40}".prop_map(move |s| format!("{prefix}{s}"))
+        }
+
+        proptest! {
+            /// Every list's token carries its key back (row ids are positive), and no other list
+            /// takes it.
+            #[test]
+            fn page_tokens_round_trip(
+                project in id("prj_"),
+                connector in "[a-z0-9]{24}",
+                n in 1..i64::MAX,
+                installation in "[A-Za-z0-9._-]{1,60}",
+            ) {
+                let project = ProjectId::parse(&project).unwrap();
+                let connector = ConnectorId::parse(&format!("conn_{connector}")).unwrap();
+                let link = LinkKey { connector_id: connector.clone(), project_id: project.clone() };
+                prop_assert_eq!(PageRequest::<ProjectId>::parse_token(&token_after(&project)).unwrap(), Some(project.clone()));
+                prop_assert_eq!(PageRequest::<ConnectorId>::parse_token(&token_after(&connector)).unwrap(), Some(connector));
+                prop_assert_eq!(PageRequest::<LinkKey>::parse_token(&token_after(&link)).unwrap(), Some(link.clone()));
+                prop_assert_eq!(PageRequest::<AuditKey>::parse_token(&token_after(&AuditKey(n))).unwrap(), Some(AuditKey(n)));
+                prop_assert_eq!(PageRequest::<IssuanceKey>::parse_token(&token_after(&IssuanceKey(n))).unwrap(), Some(IssuanceKey(n)));
+                prop_assert_eq!(PageRequest::<GrantPageKey>::parse_token(&token_after(&GrantPageKey(n))).unwrap(), Some(GrantPageKey(n)));
+                if let Ok(installation) = InstallationId::parse(&installation) {
+                    let key = InstallationKey(installation);
+                    prop_assert_eq!(PageRequest::<InstallationKey>::parse_token(&token_after(&key)).unwrap(), Some(key));
+                }
+                // A token is refused by every list it was not made for.
+                prop_assert!(PageRequest::<AuditKey>::parse_token(&token_after(&link)).is_err());
+                prop_assert!(PageRequest::<LinkKey>::parse_token(&token_after(&project)).is_err());
+                prop_assert!(PageRequest::<IssuanceKey>::parse_token(&token_after(&AuditKey(n))).is_err());
+                prop_assert!(PageRequest::<GrantPageKey>::parse_token(&token_after(&IssuanceKey(n))).is_err());
+            }
+
+            /// Whatever text comes as a token: refused or a key, never a panic.
+            #[test]
+            fn any_text_is_a_key_or_refused(text in ".{0,80}") {
+                let _ = PageRequest::<LinkKey>::parse_token(&text);
+                let _ = PageRequest::<AuditKey>::parse_token(&text);
+                let _ = PageRequest::<InstallationKey>::parse_token(&text);
+            }
+        }
+    }
 }
