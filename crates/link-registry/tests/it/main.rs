@@ -2,6 +2,7 @@
 
 mod audit_chain;
 mod destinations;
+mod faults;
 mod feed;
 mod grants;
 mod harness;
