@@ -674,6 +674,9 @@ pub enum EndpointMode {
     HugeExpiresIn,
     /// Answers after two seconds.
     Slow,
+    /// Answers 200 with the start of a JSON body, then sends nothing more (the connection stays
+    /// open).
+    StallMidBody,
 }
 
 pub const CLIENT_ID: &str = "client_acme";
@@ -1013,6 +1016,17 @@ async fn token_endpoint(
             .into_response();
         }
         EndpointMode::Slow => tokio::time::sleep(Duration::from_secs(2)).await,
+        EndpointMode::StallMidBody => {
+            let start = futures::stream::iter([Ok::<_, std::io::Error>(
+                axum::body::Bytes::from_static(b"{\"access_token\": \"at_"),
+            )]);
+            let body = futures::StreamExt::chain(start, futures::stream::pending());
+            return (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response();
+        }
         _ => {}
     }
     let expected =

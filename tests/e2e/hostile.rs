@@ -214,6 +214,70 @@ async fn a_burst_beyond_the_concurrency_limit_is_shed_not_queued() {
     stack.stop().await;
 }
 
+/// A provider that answers 200 and then stalls in the middle of its body: the call fails with
+/// `PROVIDER_UNAVAILABLE` once the provider timeout (1 s here) passes instead of hanging, and
+/// another connector of the same project answers at once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stalls_mid_body_fails_in_time_and_holds_up_nobody_else() {
+    let stack = Stack::start_with(|c| c.provider_timeout = Duration::from_secs(1)).await;
+    let endpoint = TokenEndpoint::start().await;
+    stack
+        .linked_oauth_connector("oauth2/stalls", &endpoint.url, &[])
+        .await;
+    stack
+        .create_connector(
+            &stack.acme,
+            connect_proto::registry::v1::CreateConnectorRequest {
+                uid: "api-key/steady".into(),
+                r#type: "api-key".into(),
+                secrets: [("api_key".to_owned(), "sk_steady".to_owned())].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    stack
+        .attach(&stack.acme, "api-key/steady", "prj_web", &["preview"])
+        .await;
+    endpoint.set_mode(EndpointMode::StallMidBody);
+    let token = stack.acme.token("prj_web", "preview");
+    let started = std::time::Instant::now();
+    let stalled = {
+        let (stack_token, broker) = (token.clone(), stack.broker_channel());
+        tokio::spawn(async move {
+            let mut client =
+                connect_proto::broker::v1::token_broker_client::TokenBrokerClient::new(broker);
+            let mut request = tonic::Request::new(bpb::GetTokenRequest {
+                connector: "oauth2/stalls".into(),
+                ..Default::default()
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {stack_token}").parse().unwrap(),
+            );
+            client.get_token(request).await
+        })
+    };
+    // Meanwhile the other connector answers.
+    let steady = stack.get_token(&token, "api-key/steady").await.unwrap();
+    assert_eq!(steady.token, "sk_steady");
+    let answer = stalled.await.unwrap();
+    assert_denied(
+        answer,
+        Code::Unavailable,
+        "PROVIDER_UNAVAILABLE",
+        "ProviderUnavailableError",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the stalled call ended (after {:?}), bounded by the provider timeout",
+        started.elapsed()
+    );
+    // Once the provider answers again, so does the connector.
+    endpoint.set_mode(EndpointMode::Issue);
+    assert!(stack.get_token(&token, "oauth2/stalls").await.is_ok());
+    stack.stop().await;
+}
+
 /// Slowloris over HTTP/2: 2 000 calls that send their headers and never a body, over four
 /// connections, against the default slot and per-connection stream limits. A `GetToken` and a
 /// health check on their own connection still answer at once, and every stalled call is ended
