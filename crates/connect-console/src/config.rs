@@ -6,7 +6,7 @@ use clap::Args;
 use secrecy::SecretString;
 use url::Url;
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone)]
 pub struct ConsoleArgs {
     /// Address to listen on.
     #[arg(long, env = "CONNECT_CONSOLE_LISTEN", default_value = "127.0.0.1:8088")]
@@ -47,8 +47,37 @@ pub struct ConsoleArgs {
     pub allow_key_login: bool,
 }
 
+/// A database URL without its password, for `Debug` output.
+fn redacted(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
+impl std::fmt::Debug for ConsoleArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleArgs")
+            .field("listen", &self.listen)
+            .field("registry_url", &self.registry_url)
+            .field("public_url", &self.public_url.as_str())
+            .field("operator_issuer", &self.operator_issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "session_database_url",
+                &redacted(&self.session_database_url),
+            )
+            .field("allow_key_login", &self.allow_key_login)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The console's settings, as tests and `connect-dev` build them directly.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConsoleConfig {
     pub listen: SocketAddr,
     pub registry_url: String,
@@ -90,5 +119,55 @@ impl ConsoleArgs {
             session_database_url: self.session_database_url,
             allow_key_login: self.allow_key_login,
         })
+    }
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("listen", &self.listen)
+            .field("registry_url", &self.registry_url)
+            .field("public_url", &self.public_url.as_ref().map(Url::as_str))
+            .field("operator_issuer", &self.operator_issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "session_database_url",
+                &redacted(&self.session_database_url),
+            )
+            .field("allow_key_login", &self.allow_key_login)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_session_database_password() {
+        let config = ConsoleConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            registry_url: "http://127.0.0.1:1".into(),
+            registry_ca: None,
+            public_url: None,
+            operator_issuer: "https://idp.example".parse().unwrap(),
+            client_id: "connect-console".into(),
+            client_secret: Some(SecretString::from("cs_very_secret")),
+            session_database_url: "postgres://console:pg_Secret_pw@db/connect".into(),
+            allow_key_login: false,
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("pg_Secret_pw") && !shown.contains("cs_very_secret"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("postgres://console:****@db/connect"),
+            "{shown}"
+        );
     }
 }
