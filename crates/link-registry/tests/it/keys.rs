@@ -792,6 +792,30 @@ async fn a_teams_admin_lists_and_revokes_its_keys_and_filters_the_audit(db: Test
     // Acme's admin and viewer keys; never globex's, never the unlimited broker key.
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().all(|k| k.teams == ["team_acme"]), "{keys:?}");
+    // A broker key limited to both teams is listed to each with that team alone.
+    app.registry
+        .create_expiring_api_key(
+            &[
+                TeamId::parse("team_acme").unwrap(),
+                TeamId::parse("team_globex").unwrap(),
+            ],
+            Role::Broker,
+            None,
+        )
+        .await
+        .unwrap();
+    let listed = admin
+        .clone()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let shared = listed
+        .iter()
+        .find(|k| k.role == "broker")
+        .expect("the shared broker key");
+    assert_eq!(shared.teams, ["team_acme"], "{shared:?}");
     let viewer_key = keys.iter().find(|k| k.role == "viewer").unwrap().clone();
     assert!(viewer_key.revoke_time.is_none() && viewer_key.create_time.is_some());
 

@@ -192,10 +192,17 @@ impl Registry {
         })
     }
 
-    /// The caller's team's keys (admin): its own and the broker keys limited to it.
+    /// The caller's team's keys (admin): its own and the broker keys limited to it, those named
+    /// with this team only (which other teams a broker key serves is not this team's business).
     pub async fn list_team_api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyRecord>> {
         let team = caller.writable_team()?;
-        self.list_api_keys(Some(team)).await
+        let mut keys = self.list_api_keys(Some(team)).await?;
+        for key in &mut keys {
+            if key.broker_teams.is_some() {
+                key.broker_teams = Some(vec![team.clone()]);
+            }
+        }
+        Ok(keys)
     }
 
     /// Revokes one of the caller's team's admin or viewer keys (admin). Another team's key and a
