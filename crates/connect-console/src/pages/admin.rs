@@ -17,7 +17,7 @@ pub async fn keys(ctx: Ctx) -> Response {
         Err(status) => return ctx.failed(status).await,
     };
     let now = chrono::Utc::now().timestamp();
-    let can_write = ctx.layout("", "").can_write;
+    let can_write = ctx.session.data.role() == Some("admin");
     ctx.page(&KeysPage {
         l: ctx.layout("API keys", "keys"),
         rows: keys

@@ -626,52 +626,43 @@ async fn decide(ctx: &Ctx, q: &AccessQuery) -> Result<Decision, tonic::Status> {
         connector_id: q.connector.clone(),
         project_id: q.project.clone(),
     };
-    let connector = match client
-        .get_connector(pb::GetConnectorRequest {
-            connector: q.connector.clone(),
-        })
-        .await
-    {
-        Ok(c) => c.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => {
-            return Ok(denied(
-                "ConnectorNotFoundError",
-                format!("The team has no connector {}.", q.connector),
-                "Create the connector, or ask for one that exists.".into(),
-                Vec::new(),
-            ));
+    /// A lookup's answer, `None` when the registry knows no such thing.
+    fn found<T>(
+        answer: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<Option<T>, tonic::Status> {
+        match answer {
+            Ok(found) => Ok(Some(found.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s),
         }
-        Err(s) => return Err(s),
+    }
+    let connector = client.get_connector(pb::GetConnectorRequest {
+        connector: q.connector.clone(),
+    });
+    let Some(connector) = found(connector.await)? else {
+        return Ok(denied(
+            "ConnectorNotFoundError",
+            format!("The team has no connector {}.", q.connector),
+            "Create the connector, or ask for one that exists.".into(),
+            Vec::new(),
+        ));
     };
-    let project = match client
-        .get_project(pb::GetProjectRequest {
-            project: q.project.clone(),
-        })
-        .await
-    {
-        Ok(p) => p.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => {
-            return Ok(denied(
-                "ProjectNotFoundError",
-                format!("The team has no project {}.", q.project),
-                "Add the project on the Projects page.".into(),
-                Vec::new(),
-            ));
-        }
-        Err(s) => return Err(s),
+    let project = client.get_project(pb::GetProjectRequest {
+        project: q.project.clone(),
+    });
+    let Some(project) = found(project.await)? else {
+        return Ok(denied(
+            "ProjectNotFoundError",
+            format!("The team has no project {}.", q.project),
+            "Add the project on the Projects page.".into(),
+            Vec::new(),
+        ));
     };
-    let link = match client
-        .get_project_link(pb::GetProjectLinkRequest {
-            connector: connector.id.clone(),
-            project: project.id.clone(),
-        })
-        .await
-    {
-        Ok(l) => Some(l.into_inner()),
-        Err(s) if s.code() == tonic::Code::NotFound => None,
-        Err(s) => return Err(s),
-    };
-    let Some(link) = link else {
+    let link = client.get_project_link(pb::GetProjectLinkRequest {
+        connector: connector.id.clone(),
+        project: project.id.clone(),
+    });
+    let Some(link) = found(link.await)? else {
         return Ok(denied(
             "ClientNotLinkedToProjectError",
             format!(
