@@ -7,7 +7,9 @@ use std::time::Duration;
 use connect_proto::{broker::v1 as bpb, registry::v1 as rpb};
 use tonic::Code;
 
-use crate::harness::{Stack, StackOptions, TokenEndpoint, assert_denied, on_postgres};
+use crate::harness::{
+    EndpointMode, Stack, StackOptions, TokenEndpoint, assert_denied, on_postgres,
+};
 
 const CRM: &str = "oauth2/crm";
 
@@ -385,6 +387,78 @@ async fn a_broker_that_dies_mid_refresh_leaves_no_stuck_lease() {
         .unwrap();
     assert!(token.token.starts_with("ua_ada_"));
     assert_eq!(endpoint.refreshes(), 4);
+    stack.stop().await;
+}
+
+/// A broker process killed (SIGKILL) while the provider still holds its refresh request: the
+/// grant survives untouched, and the next caller, on another broker, refreshes it once, as soon as
+/// the dead broker's lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_mid_refresh_leaves_the_grant_to_the_next_caller() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let stack = Stack::start_with(|c| {
+        c.grant_lease = LEASE;
+        c.provider_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    let preview = stack.acme.token("prj_web", "preview");
+    let refresh = endpoint.issue_refresh_token("ada");
+    import(&stack, "ada", "ua_seed", &refresh, 5).await;
+
+    let mut doomed = crate::faults::BrokerProcess::spawn(
+        &stack,
+        &["--grant-lease-ms", "2000", "--provider-timeout-ms", "1500"],
+    )
+    .await;
+    endpoint.set_mode(EndpointMode::StallMidBody);
+    let asked = endpoint.calls();
+    let pending = {
+        let mut client = doomed.client.clone();
+        let mut request = tonic::Request::new(for_user("ada"));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {preview}").parse().unwrap(),
+        );
+        tokio::spawn(async move { client.get_token(request).await })
+    };
+    let waiting = std::time::Instant::now();
+    while endpoint.calls() == asked {
+        assert!(waiting.elapsed() < Duration::from_secs(20), "no refresh");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    doomed.kill();
+    let killed = std::time::Instant::now();
+    let lost = pending.await.unwrap();
+    assert!(lost.is_err(), "{lost:?}");
+    endpoint.set_mode(EndpointMode::Issue);
+    assert_eq!(
+        grant_states(&stack).await,
+        [("ada".to_owned(), "active".to_owned())]
+    );
+
+    let token = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert!(token.token.starts_with("ua_ada_"), "{}", token.token);
+    assert_eq!(endpoint.refreshes(), 1, "one refresh, by the next caller");
+    assert!(
+        killed.elapsed() < LEASE * 2 + Duration::from_secs(3),
+        "{:?}",
+        killed.elapsed()
+    );
+    let again = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert_eq!(again.token, token.token);
+    assert_eq!(endpoint.refreshes(), 1);
+    assert_eq!(
+        grant_states(&stack).await,
+        [("ada".to_owned(), "active".to_owned())]
+    );
     stack.stop().await;
 }
 

@@ -447,6 +447,7 @@ impl Stack {
             stopped.await.ok();
         }));
         let broker = SecondBroker {
+            addr,
             client: TokenBrokerClient::new(channel(addr, None).await),
             stop: Some(stop),
             task: Some(task),
@@ -561,12 +562,17 @@ impl Stack {
 
 /// Another broker of a [`Stack`]'s registry.
 pub struct SecondBroker {
+    addr: SocketAddr,
     client: TokenBrokerClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), token_broker::AppError>>>,
 }
 
 impl SecondBroker {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub async fn get_token_with(
         &self,
         token: &str,

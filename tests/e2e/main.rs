@@ -4,6 +4,7 @@ mod browser;
 mod cache;
 mod client;
 mod console;
+mod faults;
 mod flows;
 mod fuzz_regressions;
 mod github;

@@ -54,7 +54,9 @@ impl Registry {
     }
 
     /// Sends the changes after `last` as they commit: of the teams `caller` serves only (a
-    /// broker key limited to teams hears of no other team's changes).
+    /// broker key limited to teams hears of no other team's changes). A heartbeat follows a read
+    /// that found nothing newer, so it vouches for the feed as of that read: a broker that hears
+    /// it may trust its cache for its staleness bound from then, and no longer.
     async fn follow(
         self,
         key: SecretString,
@@ -65,6 +67,7 @@ impl Registry {
     ) {
         let mut stopping = self.stopping.clone();
         let mut checked = Instant::now();
+        let mut heartbeat_due = false;
         loop {
             if *stopping.borrow_and_update() {
                 return;
@@ -100,13 +103,18 @@ impl Registry {
             if full {
                 continue;
             }
+            if std::mem::take(&mut heartbeat_due)
+                && events
+                    .send(Ok(FeedEvent::Heartbeat { revision: last }))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
             tokio::select! {
                 _ = wake.changed() => {}
-                () = tokio::time::sleep(HEARTBEAT) => {
-                    if events.send(Ok(FeedEvent::Heartbeat { revision: last })).await.is_err() {
-                        return;
-                    }
-                }
+                // Quiet for a while: read once more, then say so.
+                () = tokio::time::sleep(HEARTBEAT) => heartbeat_due = true,
                 Ok(()) = stopping.changed() => {
                     if *stopping.borrow() {
                         return;
