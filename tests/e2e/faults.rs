@@ -365,8 +365,9 @@ async fn a_broker_cut_off_from_its_registry_again_and_again_never_answers_past_t
     const PROJECTS: usize = 6;
     const BOUND: Duration = Duration::from_millis(1000);
     // A heartbeat read just before a change commits but heard just after it vouches for the
-    // feed a few milliseconds longer than the change's acknowledgement: a small allowance.
-    const SLACK: Duration = Duration::from_millis(150);
+    // feed for the bound from when it was heard, not read: an allowance for that delay on a
+    // loaded machine.
+    const SLACK: Duration = Duration::from_millis(300);
     let stack = Stack::start().await;
     let cutter = Cutter::start(stack.registry_addr()).await;
     let registry_url = format!("http://{}", cutter.addr);
@@ -677,7 +678,8 @@ type Outage = Option<(Instant, Option<Instant>)>;
 async fn postgresql_stopped_under_load_fails_closed_then_recovers_with_every_acknowledged_write() {
     const PROJECTS: usize = 400;
     const BOUND: Duration = Duration::from_millis(1000);
-    const SLACK: Duration = Duration::from_millis(150);
+    // As above: a heartbeat is trusted from when it was heard.
+    const SLACK: Duration = Duration::from_millis(300);
     let Some(postgres) = Postgres::start() else {
         return;
     };
@@ -815,11 +817,12 @@ async fn postgresql_stopped_under_load_fails_closed_then_recovers_with_every_ack
     let answer = get_token(&mut client, &tokens[probe]).await;
     assert_eq!(verdict(&answer), None, "{answer:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    postgres.start_again();
+    // Marked before the start: the server may answer before `pg_ctl` returns.
     if let Some((_, started)) = &mut *down.lock().unwrap() {
         *started = Some(Instant::now());
     }
     let restarted = Instant::now();
+    postgres.start_again();
 
     // Recovery without restarting anything: the probe's link and new attaches are served.
     loop {
