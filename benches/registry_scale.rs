@@ -264,10 +264,16 @@ async fn seed_templates(registry: &Registry) -> anyhow::Result<(String, String)>
 }
 
 /// `size / 5` projects, each linked to the five connectors, and `size` audit events, copied from
-/// the template rows.
+/// the template rows. The copied events carry placeholder chain hashes (64 hex digits of their
+/// number): nothing here verifies the chain, and an append reads only the newest hash.
 async fn seed_bulk(db: &DatabaseConnection, size: usize) -> anyhow::Result<()> {
     let projects = size / CONNECTORS;
     let series = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N})";
+    let hex64 = |n: &str| match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => format!("lpad(to_hex({n}), 64, '0')"),
+        _ => format!("printf('%064x', {n})"),
+    };
+    let (prev_hash, hash) = (hex64("n.i - 1"), hex64("n.i"));
     for statement in [
         format!(
             "INSERT INTO projects (team_id, id, name, created_at) {series} \
@@ -282,8 +288,8 @@ async fn seed_bulk(db: &DatabaseConnection, size: usize) -> anyhow::Result<()> {
         )
         .replace("{N}", &(projects - 1).to_string()),
         format!(
-            "INSERT INTO audit_events (team_id, actor, action, target, before, after, created_at) {series} \
-             SELECT a.team_id, a.actor, a.action, a.target || '#' || n.i, a.before, a.after, a.created_at \
+            "INSERT INTO audit_events (team_id, actor, action, target, before, after, created_at, prev_hash, hash) {series} \
+             SELECT a.team_id, a.actor, a.action, a.target || '#' || n.i, a.before, a.after, a.created_at, {prev_hash}, {hash} \
              FROM n, audit_events a WHERE a.id = (SELECT MAX(id) FROM audit_events WHERE action = 'project.attach')"
         )
         .replace("{N}", &size.to_string()),

@@ -143,10 +143,13 @@ pub async fn connect(url: &str) -> Result<SeaStore> {
 /// Page cache of each SQLite connection, KiB. Small for readers: a reader drops its whole cache
 /// at its first read after any write, and dropping 16 MiB took a millisecond (measured at a
 /// million links, with attaches between the calls: `Authorize` p99 1.4 – 1.9 ms with 16 MiB,
-/// 0.4 – 0.5 ms with 2 MiB; the pages come from the operating system's cache). Large for the
-/// one writer, which keeps its own.
+/// 0.4 – 0.5 ms with 2 MiB; the pages come from the operating system's cache). The one writer
+/// keeps its cache, but 2 MiB holds the B-tree paths it reuses: with 16 MiB it went on filling
+/// with appended audit and change-feed pages (the soak's registry grew 0.17 MiB a minute for 30
+/// minutes), for no gain (`registry_scale`, attaches/s at 1k and 1M links: 1 635 / 1 659 with
+/// 16 MiB, 1 780 / 1 745 with 2 MiB).
 const READ_CACHE_KIB: u32 = 2 * 1024;
-const WRITE_CACHE_KIB: u32 = 16 * 1024;
+const WRITE_CACHE_KIB: u32 = 2 * 1024;
 
 /// SQLite read connections: two per core, between 2 and 8. A read is CPU work, and each
 /// connection is one more cache to drop after a write: on two cores, at a million links, four
