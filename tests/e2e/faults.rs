@@ -32,7 +32,7 @@ use tokio::{
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::harness::{AUDIENCE, Stack, StackOptions, channel};
+use crate::harness::{AUDIENCE, Stack, StackOptions, all_pages, channel, wait_until_serving};
 
 // ---------------------------------------------------------------------------------------------
 // A broker as a process of its own.
@@ -131,21 +131,8 @@ impl BrokerProcess {
             child,
             client: TokenBrokerClient::new(channel(addr, None).await),
         };
-        let mut health =
-            tonic_health::pb::health_client::HealthClient::new(channel(addr, None).await);
-        for _ in 0..1500 {
-            let answer = health
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await;
-            if answer.is_ok_and(|a| {
-                a.get_ref().status
-                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-            }) {
-                return broker;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the broker process never reported SERVING");
+        wait_until_serving(channel(addr, None).await).await;
+        broker
     }
 
     /// SIGKILL: no shutdown, no cleanup.
@@ -862,48 +849,48 @@ async fn postgresql_stopped_under_load_fails_closed_then_recovers_with_every_ack
     );
 
     // Every acknowledged attach is there, with exactly one audit event; the chain is whole.
+    let links = all_pages(|page_token| {
+        let mut admin = admin.clone();
+        async move {
+            let page = admin
+                .list_project_links(rpb::ListProjectLinksRequest {
+                    connector: "api-key/stripe".into(),
+                    page_size: 200,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (page.links, page.next_page_token)
+        }
+    })
+    .await;
     let mut linked = BTreeSet::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_project_links(rpb::ListProjectLinksRequest {
-                connector: "api-key/stripe".into(),
-                page_size: 200,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for link in page.links {
-            assert_eq!(link.environments, ["preview"]);
-            linked.insert(link.project_id);
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
+    for link in links {
+        assert_eq!(link.environments, ["preview"]);
+        linked.insert(link.project_id);
     }
+    let events = all_pages(|page_token| {
+        let mut admin = admin.clone();
+        async move {
+            let page = admin
+                .list_audit_events(rpb::ListAuditEventsRequest {
+                    action: "project.attach".into(),
+                    page_size: 200,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (page.events, page.next_page_token)
+        }
+    })
+    .await;
     let mut attach_events = BTreeMap::<String, usize>::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_audit_events(rpb::ListAuditEventsRequest {
-                action: "project.attach".into(),
-                page_size: 200,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for event in page.events {
-            *attach_events.entry(event.target).or_default() += 1;
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
+    for event in events {
+        *attach_events.entry(event.target).or_default() += 1;
     }
     assert!(attach_events.values().all(|n| *n == 1), "{attach_events:?}");
     for project in &acknowledged {

@@ -225,6 +225,42 @@ pub async fn on_postgres() -> Option<Box<dyn FnOnce(&mut ServeConfig)>> {
     }))
 }
 
+/// Waits until the broker behind `channel` reports SERVING (it does once it reached its
+/// registry); generous, since a loaded CI machine runs many stacks at once.
+pub async fn wait_until_serving(channel: Channel) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..1500 {
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        if answer.is_ok_and(|a| {
+            a.get_ref().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the broker never reported SERVING");
+}
+
+/// Every item of a listing: `fetch` answers a page and the next page token for a page token.
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> Vec<T>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<T>, String)>,
+{
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let (items, next) = fetch(token).await;
+        all.extend(items);
+        if next.is_empty() {
+            return all;
+        }
+        token = next;
+    }
+}
+
 /// A channel to a server on loopback, over TLS when `tls` is given.
 pub async fn channel(addr: SocketAddr, tls: Option<&ClientTlsConfig>) -> Channel {
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -318,24 +354,7 @@ impl Stack {
     }
 
     async fn wait_until_serving(&self) {
-        let mut health =
-            tonic_health::pb::health_client::HealthClient::new(self.broker_channel.clone());
-        // Generous: a loaded CI machine runs many stacks at once.
-        for _ in 0..1500 {
-            let answer = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if answer.is_ok_and(|a| {
-                a.get_ref().status
-                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-            }) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("broker never reported SERVING");
+        wait_until_serving(self.broker_channel.clone()).await;
     }
 
     /// A registry client with a team's admin key.
@@ -452,23 +471,8 @@ impl Stack {
             stop: Some(stop),
             task: Some(task),
         };
-        let mut health =
-            tonic_health::pb::health_client::HealthClient::new(channel(addr, None).await);
-        for _ in 0..1500 {
-            let answer = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if answer.is_ok_and(|a| {
-                a.get_ref().status
-                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-            }) {
-                return broker;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the second broker never reported SERVING");
+        wait_until_serving(channel(addr, None).await).await;
+        broker
     }
 
     pub async fn feed_caught_up(&self) {
