@@ -65,14 +65,17 @@ struct Started {
     broker_key: Option<String>,
 }
 
-/// Writes the runtime's live task count to `path` every second.
+/// Writes the runtime's live task count to `path` every second (to a file beside it, then
+/// renamed, so that a reader never sees it half written).
 fn report_tasks(path: PathBuf) {
     tokio::spawn(async move {
+        let next = path.with_extension("next");
         loop {
             let tasks = tokio::runtime::Handle::current()
                 .metrics()
                 .num_alive_tasks();
-            let _ = std::fs::write(&path, tasks.to_string());
+            let _ = std::fs::write(&next, tasks.to_string())
+                .and_then(|()| std::fs::rename(&next, &path));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

@@ -652,6 +652,24 @@ async fn a_person_signs_in_and_every_form_reaches_its_rpc() {
         denied.body
     );
     assert!(denied.body.contains("Apply the fix"));
+    // Answered by the registry's ExplainAccess: every check, the failing one and its command.
+    assert!(
+        denied
+            .body
+            .contains(r#"data-check="link" data-outcome="fail""#),
+        "{}",
+        denied.body
+    );
+    assert!(
+        denied
+            .body
+            .contains(r#"data-check="type_rules" data-outcome="skip""#)
+    );
+    assert!(
+        denied.body.contains("Fix:</strong> <code>connect attach "),
+        "{}",
+        denied.body
+    );
     env_attach(&env, &id, "prj_web", &["production"]).await;
     let not_enabled = browser.get(&access("preview")).await;
     assert!(

@@ -4,6 +4,7 @@ mod browser;
 mod cache;
 mod client;
 mod console;
+mod explain;
 mod faults;
 mod flows;
 mod fuzz_regressions;

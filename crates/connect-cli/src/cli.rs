@@ -127,6 +127,23 @@ pub enum Command {
         #[arg(short = 'e', long = "environment", value_delimiter = ',')]
         environments: Vec<String>,
     },
+    /// Why a deployment of a project in an environment would (not) get a connector's token:
+    /// each check of the registry's decision, what it found and, for the failing one, the fix.
+    Explain {
+        /// The connector, by uid or id.
+        connector: String,
+        /// The project, by id or name.
+        #[arg(long)]
+        project: String,
+        /// `production`, `preview` or `development`.
+        #[arg(short = 'e', long = "environment")]
+        environment: String,
+        /// `app`, or `user:ID`.
+        #[arg(long, default_value = "app")]
+        subject: String,
+        #[arg(long)]
+        installation_id: Option<String>,
+    },
     /// Remove a connector's link to a project.
     Detach {
         /// The connector, by uid or id.

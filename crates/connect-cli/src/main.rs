@@ -280,6 +280,22 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             environments,
         } => links::attach(&ctx, connector, project, environments).await,
         Command::Detach { connector, project } => links::detach(&ctx, connector, project).await,
+        Command::Explain {
+            connector,
+            project,
+            environment,
+            subject,
+            installation_id,
+        } => {
+            let request = connect_proto::registry::v1::ExplainAccessRequest {
+                project,
+                environment,
+                connector,
+                installation_id: installation_id.unwrap_or_default(),
+                subject,
+            };
+            links::explain(&ctx, request).await
+        }
         Command::Links { connector } => links::links(&ctx, connector).await,
         Command::Remove {
             connector,

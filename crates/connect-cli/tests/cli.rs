@@ -273,6 +273,45 @@ async fn every_admin_command_in_text_and_json() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["uid"], "oauth2/crm");
 
+    // explain before the link: denied, the failing check and its fix, the rest skipped.
+    let out = c(&[
+        "explain",
+        "api-key/stripe",
+        "--project",
+        "web",
+        "-e",
+        "preview",
+    ])
+    .await
+    .ok();
+    assert!(
+        out.starts_with(
+            "Denied (CLIENT_NOT_LINKED_TO_PROJECT): api-key/stripe for web in preview\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ✗ link              api-key/stripe is not linked to project prj_web\n    fix: connect attach api-key/stripe --project prj_web -e preview\n"),
+        "{out}"
+    );
+    assert!(out.contains("  · type_rules"), "{out}");
+    let explained = c(&[
+        "explain",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "-e",
+        "preview",
+        "-F",
+        "json",
+    ])
+    .await
+    .json();
+    assert_eq!(explained["allowed"], false);
+    assert_eq!(explained["reason"], "CLIENT_NOT_LINKED_TO_PROJECT");
+    assert_eq!(explained["checks"].as_array().unwrap().len(), 7);
+    assert_eq!(explained["checks"][2]["outcome"], "fail");
+
     // attach: all three environments by default, `unchanged` the second time.
     let out = c(&["attach", "api-key/stripe", "--project", "prj_web"])
         .await
@@ -288,6 +327,21 @@ async fn every_admin_command_in_text_and_json() {
         out,
         "api-key/stripe is already attached to prj_web for development, preview, production: unchanged\n"
     );
+    let out = c(&[
+        "explain",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "-e",
+        "preview",
+    ])
+    .await
+    .ok();
+    assert!(
+        out.starts_with("Allowed: api-key/stripe for prj_web in preview\n  ✓ team"),
+        "{out}"
+    );
+    assert!(!out.contains("fix:"), "{out}");
     let same = system
         .connect(
             &[

@@ -229,6 +229,8 @@ pub struct Decision {
     pub fix_environments: Vec<String>,
     pub connector_id: String,
     pub project_id: String,
+    /// Every check of the registry's decision: name, outcome (`pass`, `fail`, `skip`), detail.
+    pub checks: Vec<(String, String, String)>,
 }
 
 #[derive(Template)]

@@ -240,9 +240,50 @@ pub fn known_types() -> String {
         .join(", ")
 }
 
+/// A request a type's row refuses before its issuer runs. The broker answers it as an error;
+/// `ExplainAccess` shows it as the failed `type_rules` check: both ask [`Capabilities::refusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowRefusal {
+    /// `*` (every installation) from a type that issues for one at a time.
+    EveryInstallation,
+    /// No installation asked and no default, from a type that requires one.
+    InstallationRequired,
+    /// Resources from a type that cannot narrow tokens to them.
+    Resources,
+    /// A subject kind the type does not issue for.
+    Subject(SubjectKind),
+}
+
+/// What a `GetToken` asks of a type's row, beyond the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowAsk {
+    /// `*` was asked.
+    pub every_installation: bool,
+    /// An installation was asked, or the connector has a default one.
+    pub has_installation: bool,
+    /// Resources were asked.
+    pub resources: bool,
+    pub subject: SubjectKind,
+}
+
 impl Capabilities {
     pub fn accepts(&self, subject: SubjectKind) -> bool {
         self.subjects.contains(&subject)
+    }
+
+    /// The first rule of the row that `ask` breaks, in the broker's order.
+    pub fn refusal(&self, ask: RowAsk) -> Option<RowRefusal> {
+        if ask.every_installation && !self.cross_installation {
+            Some(RowRefusal::EveryInstallation)
+        } else if self.installations == Installations::Required && !ask.has_installation {
+            Some(RowRefusal::InstallationRequired)
+        } else if ask.resources && !self.resources {
+            Some(RowRefusal::Resources)
+        } else if !self.accepts(ask.subject) {
+            Some(RowRefusal::Subject(ask.subject))
+        } else {
+            None
+        }
     }
 
     /// Whether credentials of a connector with `config` can be revoked at the provider.

@@ -12,8 +12,8 @@ pub mod url_policy;
 
 pub use bearer::{BearerError, bearer_token};
 pub use capabilities::{
-    CONNECTOR_TYPES, Capabilities, Installations, Key, Revocation, SubjectKind, capabilities,
-    known_types,
+    CONNECTOR_TYPES, Capabilities, Installations, Key, Revocation, RowAsk, RowRefusal, SubjectKind,
+    capabilities, known_types,
 };
 pub use ids::{
     ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,

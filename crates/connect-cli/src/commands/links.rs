@@ -101,6 +101,59 @@ async fn attach_now(
         .into_inner())
 }
 
+/// `ExplainAccess`: a verdict line, then one line per check (`✓` pass, `✗` fail, `·` skipped)
+/// and the fix under the failing one; exit status 0 whether allowed or not (the answer is the
+/// output).
+pub(crate) async fn explain(
+    ctx: &Context,
+    request: pb::ExplainAccessRequest,
+) -> Result<(), Failure> {
+    let asked = format!(
+        "{} for {} in {}",
+        request.connector, request.project, request.environment
+    );
+    let answer = ctx
+        .registry()?
+        .explain_access(request)
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    ctx.emit(
+        || {
+            let mut out = if answer.allowed {
+                format!("Allowed: {asked}")
+            } else {
+                format!("Denied ({}): {asked}", answer.reason)
+            };
+            for check in &answer.checks {
+                let mark = match check.outcome.as_str() {
+                    "pass" => "✓",
+                    "fail" => "✗",
+                    _ => "·",
+                };
+                out.push_str(&format!("\n  {mark} {:<17} {}", check.name, check.detail));
+                if !check.fix.is_empty() {
+                    out.push_str(&format!("\n    fix: {}", check.fix));
+                }
+            }
+            out
+        },
+        || {
+            json!({
+                "allowed": answer.allowed,
+                "reason": answer.reason,
+                "checks": answer.checks.iter().map(|c| json!({
+                    "name": c.name,
+                    "outcome": c.outcome,
+                    "detail": c.detail,
+                    "fix": c.fix,
+                })).collect::<Vec<_>>(),
+            })
+        },
+    );
+    Ok(())
+}
+
 pub(crate) async fn detach(
     ctx: &Context,
     connector: String,

@@ -613,109 +613,61 @@ pub struct AccessQuery {
     connector: String,
 }
 
-/// The access check, answered from the connector, the project and their link in the order the
-/// registry's authorization checks them.
+/// The access check: the registry's `ExplainAccess`, the same decision the broker gets, with a
+/// one-click fix when the fix is an attach.
 async fn decide(ctx: &Ctx, q: &AccessQuery) -> Result<Decision, tonic::Status> {
     let mut client = ctx.client.clone();
-    let denied = |reason: &str, why: String, fix: String, envs: Vec<String>| Decision {
-        allowed: false,
-        reason: reason.into(),
+    let answer = client
+        .explain_access(pb::ExplainAccessRequest {
+            project: q.project.clone(),
+            environment: q.environment.clone(),
+            connector: q.connector.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let failed = answer.checks.iter().find(|c| c.outcome == "fail");
+    // Attaching fixes a missing link (for the environment asked) or a missing environment (the
+    // link's own, plus the one asked).
+    let fix_environments = match failed.map(|c| c.name.as_str()) {
+        Some("link") => vec![q.environment.clone()],
+        Some("environment") => {
+            let link = client
+                .get_project_link(pb::GetProjectLinkRequest {
+                    connector: q.connector.clone(),
+                    project: q.project.clone(),
+                })
+                .await?
+                .into_inner();
+            let mut envs = link.environments;
+            envs.push(q.environment.clone());
+            envs
+        }
+        _ => Vec::new(),
+    };
+    let why = match failed {
+        Some(check) => check.detail.clone(),
+        None => answer
+            .checks
+            .iter()
+            .find(|c| c.name == "environment")
+            .map(|c| c.detail.clone())
+            .unwrap_or_default(),
+    };
+    Ok(Decision {
+        allowed: answer.allowed,
+        reason: connect_types::Reason::parse(&answer.reason)
+            .map_or(answer.reason.clone(), |r| r.error_name().to_owned()),
         why,
-        fix,
-        fix_environments: envs,
+        fix: failed.map(|c| c.fix.clone()).unwrap_or_default(),
+        fix_environments,
         connector_id: q.connector.clone(),
         project_id: q.project.clone(),
-    };
-    /// A lookup's answer, `None` when the registry knows no such thing.
-    fn found<T>(
-        answer: Result<tonic::Response<T>, tonic::Status>,
-    ) -> Result<Option<T>, tonic::Status> {
-        match answer {
-            Ok(found) => Ok(Some(found.into_inner())),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(s),
-        }
-    }
-    let connector = client.get_connector(pb::GetConnectorRequest {
-        connector: q.connector.clone(),
-    });
-    let Some(connector) = found(connector.await)? else {
-        return Ok(denied(
-            "ConnectorNotFoundError",
-            format!("The team has no connector {}.", q.connector),
-            "Create the connector, or ask for one that exists.".into(),
-            Vec::new(),
-        ));
-    };
-    let project = client.get_project(pb::GetProjectRequest {
-        project: q.project.clone(),
-    });
-    let Some(project) = found(project.await)? else {
-        return Ok(denied(
-            "ProjectNotFoundError",
-            format!("The team has no project {}.", q.project),
-            "Add the project on the Projects page.".into(),
-            Vec::new(),
-        ));
-    };
-    let link = client.get_project_link(pb::GetProjectLinkRequest {
-        connector: connector.id.clone(),
-        project: project.id.clone(),
-    });
-    let Some(link) = found(link.await)? else {
-        return Ok(denied(
-            "ClientNotLinkedToProjectError",
-            format!(
-                "{} is not linked to project {}.",
-                connector.uid, project.name
-            ),
-            format!(
-                "Attach {} to {} for {} in Linked Projects.",
-                project.name, connector.uid, q.environment
-            ),
-            vec![q.environment.clone()],
-        ));
-    };
-    if !link.environments.contains(&q.environment) {
-        let mut envs = link.environments.clone();
-        envs.push(q.environment.clone());
-        return Ok(denied(
-            "ClientNotEnabledForEnvironmentError",
-            format!(
-                "{} is linked to {} for {} only.",
-                connector.uid,
-                project.name,
-                link.environments.join(", ")
-            ),
-            format!(
-                "Tick {} for {} in {}'s Linked Projects and Save.",
-                q.environment, project.name, connector.uid
-            ),
-            envs,
-        ));
-    }
-    if connector.suspended {
-        return Ok(denied(
-            "ConnectorSuspendedError",
-            format!("{} is suspended: it issues nothing.", connector.uid),
-            "Resume the connector (connect update --resume).".into(),
-            Vec::new(),
-        ));
-    }
-    Ok(Decision {
-        allowed: true,
-        reason: String::new(),
-        why: format!(
-            "{} in {} gets {}'s token: the link enables {}.",
-            project.name,
-            q.environment,
-            connector.uid,
-            link.environments.join(", ")
-        ),
-        fix: String::new(),
-        fix_environments: Vec::new(),
-        connector_id: connector.id,
-        project_id: project.id,
+        checks: answer
+            .checks
+            .into_iter()
+            .map(|c| (c.name, c.outcome, c.detail))
+            .collect(),
     })
 }
 

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use super::{ADMIN_API, Reply, convert, reply, status::to_status};
 use crate::domain::{
     Caller, FieldViolation, Registry, RegistryError,
-    service::{NewConnector, NewProject, NewRoleBinding},
+    service::{ExplainQuery, NewConnector, NewProject, NewRoleBinding},
     store::AuditFilter,
     types::KeyId,
 };
@@ -210,6 +210,15 @@ impl LinkRegistry for LinkRegistryService {
                 .get_project_link(&caller, &link.connector, &link.project)
                 .await,
         )
+    }
+
+    async fn explain_access(
+        &self,
+        request: Request<pb::ExplainAccessRequest>,
+    ) -> Reply<pb::ExplainAccessResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let query = ExplainQuery::try_from(request.into_inner()).map_err(to_status)?;
+        reply(self.registry.explain_access(&caller, query).await)
     }
 
     async fn list_project_links(

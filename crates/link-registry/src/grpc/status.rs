@@ -11,7 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::domain::{RegistryError, Resource};
 
 /// The contract reason of each error; its gRPC code is the reason's.
-fn reason(err: &RegistryError) -> Reason {
+pub(crate) fn reason(err: &RegistryError) -> Reason {
     match err {
         RegistryError::InvalidArgument(_) => Reason::InvalidArgument,
         RegistryError::InvalidKey => Reason::InvalidKey,

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use connect_proto::registry::v1 as pb;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::harness::{
     Client, ISSUER, OTHER_ISSUER, TestApp, TestDb, assert_error, violated_fields,
@@ -94,7 +95,188 @@ crate::on_every_backend!(
     fifty_concurrent_attaches_leave_exactly_one_link,
     data_survives_a_restart,
     a_suspended_connector_authorizes_nothing_until_resumed,
+    explain_access_walks_the_decision_and_names_each_fix,
 );
+
+fn explain(project: &str, env: &str, connector: &str) -> pb::ExplainAccessRequest {
+    pb::ExplainAccessRequest {
+        project: project.into(),
+        environment: env.into(),
+        connector: connector.into(),
+        ..Default::default()
+    }
+}
+
+/// `(name, outcome)` of every check, and the failed one's detail and fix.
+type Outcomes<'a> = (Vec<(&'a str, &'a str)>, Option<(&'a str, &'a str)>);
+
+fn outcomes(answer: &pb::ExplainAccessResponse) -> Outcomes<'_> {
+    let all = answer
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.outcome.as_str()))
+        .collect();
+    let failed = answer
+        .checks
+        .iter()
+        .find(|c| c.outcome == "fail")
+        .map(|c| (c.detail.as_str(), c.fix.as_str()));
+    (all, failed)
+}
+
+async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
+    const NAMES: [&str; 7] = [
+        "team",
+        "connector",
+        "link",
+        "environment",
+        "connector_active",
+        "installation",
+        "type_rules",
+    ];
+    let (app, _) = seeded(db).await;
+    let (mut admin, mut broker) = (app.admin(), app.broker());
+    // Each case: what is asked, then the reason and the first failing check (None: allowed).
+    let mut ask = async |request: pb::ExplainAccessRequest| {
+        let answer = app
+            .client(&app.acme.viewer)
+            .explain_access(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<&str> = answer.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, NAMES, "{answer:?}");
+        // The broker's `Authorize` agrees wherever the registry decides alone.
+        let decided = broker
+            .authorize(pb::AuthorizeRequest {
+                installation_id: request.installation_id.clone(),
+                ..authorize(
+                    "team_acme",
+                    &request.project,
+                    &request.environment,
+                    &request.connector,
+                )
+            })
+            .await;
+        if answer.checks[6].outcome != "fail" {
+            match &decided {
+                Ok(_) => assert!(answer.allowed, "{answer:?}"),
+                Err(status) => assert_eq!(
+                    status.get_details_error_info().unwrap().reason,
+                    answer.reason
+                ),
+            }
+        }
+        answer
+    };
+
+    let allowed = ask(explain("prj_web", "preview", "api-key/stripe")).await;
+    assert!(allowed.allowed && allowed.reason.is_empty(), "{allowed:?}");
+    assert!(
+        allowed
+            .checks
+            .iter()
+            .all(|c| c.outcome == "pass" && c.fix.is_empty())
+    );
+    assert!(allowed.checks[3].detail.contains("preview"), "{allowed:?}");
+
+    let env = ask(explain("prj_web", "production", "api-key/stripe")).await;
+    assert_eq!(env.reason, "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT");
+    let (checks, failed) = outcomes(&env);
+    assert_eq!(
+        checks,
+        [
+            ("team", "pass"),
+            ("connector", "pass"),
+            ("link", "pass"),
+            ("environment", "fail"),
+            ("connector_active", "skip"),
+            ("installation", "skip"),
+            ("type_rules", "skip"),
+        ]
+    );
+    assert_eq!(
+        failed,
+        Some((
+            "the link enables preview only, not production",
+            "connect attach api-key/stripe --project prj_web -e preview,production"
+        ))
+    );
+
+    let unlinked = ask(explain("prj_nowhere", "preview", "api-key/stripe")).await;
+    assert_eq!(unlinked.reason, "CLIENT_NOT_LINKED_TO_PROJECT");
+    assert_eq!(
+        outcomes(&unlinked).1.unwrap().1,
+        "connect attach api-key/stripe --project prj_nowhere -e preview"
+    );
+    let unknown = ask(explain("prj_web", "preview", "api-key/nope")).await;
+    assert_eq!(unknown.reason, "CONNECTOR_NOT_FOUND");
+    assert_eq!(outcomes(&unknown).0[1], ("connector", "fail"));
+    let installation = ask(pb::ExplainAccessRequest {
+        installation_id: "inst_9".into(),
+        ..explain("prj_web", "preview", "api-key/stripe")
+    })
+    .await;
+    assert_eq!(installation.reason, "INSTALLATION_NOT_FOUND");
+    assert_eq!(outcomes(&installation).0[5], ("installation", "fail"));
+    // The type's rules, which the broker applies: an api-key connector issues for the app only
+    // (and a project may be named by its name).
+    let user = app
+        .admin()
+        .explain_access(pb::ExplainAccessRequest {
+            subject: "user:ada".into(),
+            ..explain("web", "preview", "api-key/stripe")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.reason, "USER_AUTHORIZATION_REQUIRED");
+    assert_eq!(outcomes(&user).0[6], ("type_rules", "fail"));
+
+    admin
+        .update_connector(pb::UpdateConnectorRequest {
+            connector: "api-key/stripe".into(),
+            suspended: true,
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["suspended".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let suspended = ask(explain("prj_web", "preview", "api-key/stripe")).await;
+    assert_eq!(suspended.reason, "CONNECTOR_SUSPENDED");
+    assert_eq!(
+        outcomes(&suspended).1,
+        Some((
+            "api-key/stripe is suspended: it issues nothing",
+            "connect resume api-key/stripe"
+        ))
+    );
+
+    // Bad input names its fields; another team's connector is unknown; nothing was audited.
+    let status = assert_error(
+        admin
+            .explain_access(pb::ExplainAccessRequest {
+                subject: "robot".into(),
+                ..explain("web", "staging", "api-key/stripe")
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["environment", "subject"]);
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        events[0].action, "connector.update",
+        "explaining writes nothing"
+    );
+}
 
 async fn a_suspended_connector_authorizes_nothing_until_resumed(db: TestDb) {
     let (app, connector) = seeded(db).await;

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use connect_types::{Installations, SubjectKind, capabilities};
+use connect_types::{RowAsk, RowRefusal, SubjectKind, capabilities};
 use secrecy::SecretString;
 
 pub use self::{
@@ -313,39 +313,44 @@ impl Issuers {
                 "connectors of type '{kind}' cannot issue tokens"
             )));
         };
-        if installation_asked == Some("*") && !row.cross_installation {
-            return Err(BrokerError::invalid(
-                "installation_id",
-                format!("{kind} connectors issue tokens for one installation at a time, not `*`"),
-            ));
-        }
-        if row.installations == Installations::Required && grant.installation().is_none() {
-            return Err(BrokerError::ConnectorInstallationRequired(format!(
-                "connector '{}' issues tokens for an installation: pass installation_id, or set the connector's default_installation_id",
-                grant.authorization.connector_uid
-            )));
-        }
-        if !grant.resources.is_empty() && !row.resources {
-            return Err(BrokerError::invalid(
-                "resources",
-                format!("{kind} connectors cannot narrow tokens to resources"),
-            ));
-        }
-        let subject = grant.subject.kind();
-        if !row.accepts(subject) {
-            return Err(match subject {
-                SubjectKind::User => BrokerError::UserAuthorizationRequired(format!(
-                    "{kind} connectors issue application tokens only; no user has authorized this connector"
-                )),
-                SubjectKind::Token => BrokerError::invalid(
+        let refusal = row.refusal(RowAsk {
+            every_installation: installation_asked == Some("*"),
+            has_installation: grant.installation().is_some(),
+            resources: !grant.resources.is_empty(),
+            subject: grant.subject.kind(),
+        });
+        if let Some(refusal) = refusal {
+            return Err(match refusal {
+                RowRefusal::EveryInstallation => BrokerError::invalid(
+                    "installation_id",
+                    format!(
+                        "{kind} connectors issue tokens for one installation at a time, not `*`"
+                    ),
+                ),
+                RowRefusal::InstallationRequired => {
+                    BrokerError::ConnectorInstallationRequired(format!(
+                        "connector '{}' issues tokens for an installation: pass installation_id, or set the connector's default_installation_id",
+                        grant.authorization.connector_uid
+                    ))
+                }
+                RowRefusal::Resources => BrokerError::invalid(
+                    "resources",
+                    format!("{kind} connectors cannot narrow tokens to resources"),
+                ),
+                RowRefusal::Subject(SubjectKind::User) => {
+                    BrokerError::UserAuthorizationRequired(format!(
+                        "{kind} connectors issue application tokens only; no user has authorized this connector"
+                    ))
+                }
+                RowRefusal::Subject(SubjectKind::Token) => BrokerError::invalid(
                     "subject.token",
                     format!("{kind} connectors do not exchange tokens"),
                 ),
-                SubjectKind::JwtBearer => BrokerError::invalid(
+                RowRefusal::Subject(SubjectKind::JwtBearer) => BrokerError::invalid(
                     "subject.jwt_bearer",
                     format!("{kind} connectors do not take JWT bearer grants"),
                 ),
-                SubjectKind::App => BrokerError::invalid(
+                RowRefusal::Subject(SubjectKind::App) => BrokerError::invalid(
                     "subject",
                     format!("{kind} connectors issue for users only: name one"),
                 ),

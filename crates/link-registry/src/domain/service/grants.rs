@@ -219,8 +219,13 @@ impl Registry {
             .store
             .authorizing(&key.team_id, &reference, &project)
             .await?;
-        let (connector, _) =
-            super::authorize::linked(found, &reference, &project, key.environment)?;
+        let (connector, _) = super::authorize::linked(
+            found,
+            &reference,
+            &project,
+            key.environment,
+            &mut super::authorize::Silent,
+        )?;
         let mut resolved = key.clone();
         resolved.project_id = (!Self::shares_grants(&connector)).then_some(project);
         Ok((resolved, connector))

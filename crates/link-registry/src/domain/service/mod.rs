@@ -17,7 +17,10 @@ mod revocations;
 
 pub use self::{
     audit::ChainCheck,
-    authorize::{AuthorizeQuery, InstallationAsk},
+    authorize::{
+        AccessCheck, AuthorizeQuery, CHECKS, CheckOutcome, ExplainQuery, Explanation,
+        InstallationAsk, Refusal,
+    },
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
     grants::{

@@ -12,7 +12,7 @@ use crate::domain::{
     changes::FeedEvent,
     model::{Authorization, ProjectLink},
     page::{LinkKey, PageRequest},
-    service::{AuthorizeQuery, InstallationAsk},
+    service::{AuthorizeQuery, ExplainQuery, Explanation, InstallationAsk, Refusal},
     store::LinkFilter,
     types::{
         ConnectorRef, EVERY_INSTALLATION, Environment, EnvironmentSet, InstallationId, ProjectId,
@@ -123,6 +123,88 @@ impl From<ProjectLink> for pb::ProjectLink {
     }
 }
 
+/// `installation_id` of a runtime question: empty for the connector's default, `*` for every one.
+fn installation_ask(v: &mut Violations, id: &str) -> Option<InstallationAsk> {
+    match id {
+        "" => Some(InstallationAsk::Default),
+        EVERY_INSTALLATION => Some(InstallationAsk::Every),
+        id => v
+            .check("installation_id", InstallationId::parse(id))
+            .map(InstallationAsk::One),
+    }
+}
+
+impl TryFrom<pb::ExplainAccessRequest> for ExplainQuery {
+    type Error = RegistryError;
+
+    fn try_from(req: pb::ExplainAccessRequest) -> Result<Self, Self::Error> {
+        use connect_types::SubjectKind;
+        let mut v = Violations::default();
+        let project = v.check("project", ProjectRef::parse(&req.project));
+        let environment = v.check("environment", Environment::parse(&req.environment));
+        let connector = v.check("connector", ConnectorRef::parse(&req.connector));
+        let installation = installation_ask(&mut v, &req.installation_id);
+        let subject = match req.subject.as_str() {
+            "" | "app" => Some(SubjectKind::App),
+            "jwt_bearer" => Some(SubjectKind::JwtBearer),
+            "token" => Some(SubjectKind::Token),
+            user if user.strip_prefix("user:").is_some_and(|id| !id.is_empty()) => {
+                Some(SubjectKind::User)
+            }
+            _ => {
+                v.push(
+                    "subject",
+                    "subject must be app, user:<id>, jwt_bearer or token",
+                );
+                None
+            }
+        };
+        let value = match (project, environment, connector, installation, subject) {
+            (
+                Some(project),
+                Some(environment),
+                Some(connector),
+                Some(installation),
+                Some(subject),
+            ) => Some(ExplainQuery {
+                project,
+                environment,
+                connector,
+                installation,
+                subject,
+                resources: false,
+            }),
+            _ => None,
+        };
+        v.finish(value)
+    }
+}
+
+impl From<Explanation> for pb::ExplainAccessResponse {
+    fn from(e: Explanation) -> Self {
+        Self {
+            allowed: e.refusal.is_none(),
+            reason: match &e.refusal {
+                None => String::new(),
+                Some(Refusal::Decision(error)) => {
+                    crate::grpc::status::reason(error).as_str().into()
+                }
+                Some(Refusal::TypeRule(reason)) => reason.as_str().into(),
+            },
+            checks: e
+                .checks
+                .into_iter()
+                .map(|c| pb::AccessCheck {
+                    name: c.name.into(),
+                    outcome: c.outcome.as_str().into(),
+                    detail: c.detail,
+                    fix: c.fix,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl TryFrom<pb::AuthorizeRequest> for AuthorizeQuery {
     type Error = RegistryError;
 
@@ -135,13 +217,7 @@ impl TryFrom<pb::AuthorizeRequest> for AuthorizeQuery {
             v.push("issuer", "issuer must be 1 to 255 characters");
         }
         let connector = v.check("connector", ConnectorRef::parse(&req.connector));
-        let installation = match req.installation_id.as_str() {
-            "" => Some(InstallationAsk::Default),
-            EVERY_INSTALLATION => Some(InstallationAsk::Every),
-            id => v
-                .check("installation_id", InstallationId::parse(id))
-                .map(InstallationAsk::One),
-        };
+        let installation = installation_ask(&mut v, &req.installation_id);
         let value = match (owner_id, project_id, environment, connector, installation) {
             (
                 Some(owner_id),
