@@ -768,7 +768,14 @@ async fn a_jwt_bearer_subject_gets_a_token_for_an_assertion_the_broker_signs() {
             &stack.acme,
             rpb::CreateConnectorRequest {
                 uid: "oauth2/workspace".into(),
-                config: [("token_url".to_owned(), endpoint.url.clone())].into(),
+                config: [
+                    ("token_url".to_owned(), endpoint.url.clone()),
+                    (
+                        "jwt_bearer_subjects".to_owned(),
+                        "svc@acme.example, ops@*".to_owned(),
+                    ),
+                ]
+                .into(),
                 secrets: [
                     ("client_id".to_owned(), crate::harness::CLIENT_ID.to_owned()),
                     ("assertion_key".to_owned(), key.serialize_pem()),
@@ -845,12 +852,92 @@ async fn a_jwt_bearer_subject_gets_a_token_for_an_assertion_the_broker_signs() {
         "InvalidArgumentError",
     );
     assert!(status.message().contains("additional_claims"), "{status:?}");
+    // The connector's admins choose the subjects; iss and aud are theirs too. Refused before any
+    // provider call.
+    let calls = endpoint.calls();
+    assert_denied(
+        stack
+            .get_token_with(&oidc, bearer("root@acme.example", &[]))
+            .await,
+        Code::PermissionDenied,
+        "SUBJECT_NOT_ALLOWED",
+        "SubjectNotAllowedError: JWT bearer subject 'root@acme.example' is not among the connector's jwt_bearer_subjects",
+    );
+    for (field, subject) in [
+        (
+            "subject.jwt_bearer.iss",
+            bpb::JwtBearerSubject {
+                sub: "svc@acme.example".into(),
+                iss: "https://attacker.example".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "subject.jwt_bearer.aud",
+            bpb::JwtBearerSubject {
+                sub: "svc@acme.example".into(),
+                aud: "https://other-provider.example/token".into(),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let status = assert_denied(
+            stack
+                .get_token_with(
+                    &oidc,
+                    bpb::GetTokenRequest {
+                        connector: "oauth2/workspace".into(),
+                        subject: Some(bpb::Subject {
+                            kind: Some(bpb::subject::Kind::JwtBearer(subject)),
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            "InvalidArgumentError",
+        );
+        assert!(status.message().contains(field), "{status:?}");
+    }
+    assert_eq!(
+        endpoint.calls(),
+        calls,
+        "no provider call for a refused subject"
+    );
+    // The configured issuer signs from now on (an update changes the connector's answers).
+    stack
+        .admin(&stack.acme)
+        .update_connector(rpb::UpdateConnectorRequest {
+            connector: "oauth2/workspace".into(),
+            config: [
+                ("token_url".to_owned(), endpoint.url.clone()),
+                (
+                    "jwt_bearer_subjects".to_owned(),
+                    "svc@acme.example, ops@*".to_owned(),
+                ),
+                ("assertion_iss".to_owned(), "acme-signer".to_owned()),
+            ]
+            .into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["config".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stack.feed_caught_up().await;
+    stack
+        .get_token_with(&oidc, bearer("ops@acme.example", &[("n", "2")]))
+        .await
+        .unwrap();
+    assert_eq!(endpoint.last_assertion().unwrap()["iss"], "acme-signer");
     // An assertion the provider does not accept (signed by another key) is its "no".
     let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     endpoint.accept_assertions_from(&stranger.public_key_pem());
     assert_denied(
         stack
-            .get_token_with(&oidc, bearer("new@acme.example", &[]))
+            .get_token_with(&oidc, bearer("ops@new.example", &[]))
             .await,
         Code::FailedPrecondition,
         "NO_VALID_TOKEN",
@@ -869,7 +956,11 @@ async fn a_jwt_bearer_subject_gets_a_token_for_an_assertion_the_broker_signs() {
     let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
     assert_eq!(
         subjects,
-        ["jwt_bearer:ops@acme.example", "jwt_bearer:svc@acme.example"]
+        [
+            "jwt_bearer:ops@acme.example",
+            "jwt_bearer:ops@acme.example",
+            "jwt_bearer:svc@acme.example"
+        ]
     );
     stack.stop().await;
     assert!(!crate::harness::captured_logs().contains("PRIVATE KEY"));

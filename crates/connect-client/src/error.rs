@@ -64,6 +64,7 @@ errors! {
     ClientNotLinkedToProject,
     ClientNotEnabledForEnvironment,
     ScopeNotAllowed,
+    SubjectNotAllowed,
     NoValidToken,
     ConnectorInstallationRequired,
     ConnectorSuspended,

@@ -190,6 +190,19 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
                 "assertion_alg",
                 "JWT bearer assertion algorithm: ES256 (default) or RS256",
             ),
+            optional(
+                "jwt_bearer_subjects",
+                "the JWT bearer subjects callers may ask for: comma-separated `sub` values, each \
+                 exact or ending in `*` (a prefix); none: no JWT bearer grants",
+            ),
+            optional(
+                "assertion_iss",
+                "the JWT bearer assertion's `iss` (default: the client_id secret)",
+            ),
+            optional(
+                "assertion_aud",
+                "the JWT bearer assertion's `aud` (default: the token_url)",
+            ),
         ],
         secret_keys: &[
             optional(

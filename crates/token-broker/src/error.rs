@@ -61,6 +61,9 @@ pub enum BrokerError {
     #[error("ScopeNotAllowedError: {0}")]
     ScopeNotAllowed(String),
 
+    #[error("SubjectNotAllowedError: {0}")]
+    SubjectNotAllowed(String),
+
     #[error("NoValidTokenError: {0}")]
     NoValidToken(String),
     /// The registry refused to record a credential as handed out: it was revoked, and this broker
@@ -132,6 +135,7 @@ impl BrokerError {
             Self::ClientNotLinkedToProject { .. } => Reason::ClientNotLinkedToProject,
             Self::ClientNotEnabledForEnvironment { .. } => Reason::ClientNotEnabledForEnvironment,
             Self::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
+            Self::SubjectNotAllowed(_) => Reason::SubjectNotAllowed,
             Self::NoValidToken(_) | Self::CredentialRevoked => Reason::NoValidToken,
             Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
@@ -181,6 +185,7 @@ impl BrokerError {
                 environment: environment.clone(),
             },
             Self::ScopeNotAllowed(s) => Self::ScopeNotAllowed(s.clone()),
+            Self::SubjectNotAllowed(s) => Self::SubjectNotAllowed(s.clone()),
             Self::NoValidToken(s) => Self::NoValidToken(s.clone()),
             Self::CredentialRevoked => Self::CredentialRevoked,
             Self::ConnectorInstallationRequired(s) => {

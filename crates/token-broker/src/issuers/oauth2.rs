@@ -251,6 +251,46 @@ async fn exchange(
 
 /// The connector's assertion key and algorithm (`config.assertion_alg`: `ES256`, the default, or
 /// `RS256`).
+/// Whether `sub` is among a comma-separated list of exact subjects and `prefix*` patterns.
+fn subject_allowed(patterns: &str, sub: &str) -> bool {
+    patterns
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| match p.strip_suffix('*') {
+            Some(prefix) => sub.starts_with(prefix),
+            None => sub == p,
+        })
+}
+
+/// The connector's admins decide what a JWT bearer assertion may say: the `sub` a caller asks
+/// for must be one of `jwt_bearer_subjects`, and `iss` and `aud` come from the connector's
+/// config only. Checked before any provider call.
+fn bearer_allowed(grant: &Grant<'_>, bearer: &JwtBearer) -> Result<()> {
+    if bearer.iss.is_some() || bearer.aud.is_some() {
+        return Err(BrokerError::invalid(
+            if bearer.iss.is_some() {
+                "subject.jwt_bearer.iss"
+            } else {
+                "subject.jwt_bearer.aud"
+            },
+            "the assertion's iss and aud come from the connector's config (assertion_iss, assertion_aud), not from the caller",
+        ));
+    }
+    let Some(patterns) = grant.config("jwt_bearer_subjects") else {
+        return Err(BrokerError::SubjectNotAllowed(
+            "the connector allows no JWT bearer subjects (its admins set config.jwt_bearer_subjects)".into(),
+        ));
+    };
+    if !subject_allowed(patterns, &bearer.sub) {
+        return Err(BrokerError::SubjectNotAllowed(format!(
+            "JWT bearer subject '{}' is not among the connector's jwt_bearer_subjects",
+            crate::error::truncate(&bearer.sub, 80)
+        )));
+    }
+    Ok(())
+}
+
 fn assertion_key(grant: &Grant<'_>) -> Result<AssertionKey> {
     let algorithm = match grant.config("assertion_alg").map(String::as_str) {
         None | Some("ES256") => jsonwebtoken::Algorithm::ES256,
@@ -265,6 +305,8 @@ fn assertion_key(grant: &Grant<'_>) -> Result<AssertionKey> {
     Ok(AssertionKey {
         algorithm,
         pem: grant.secret("assertion_key")?.clone(),
+        iss: grant.config("assertion_iss").cloned(),
+        aud: grant.config("assertion_aud").cloned(),
     })
 }
 
@@ -329,6 +371,9 @@ const ASSERTION_LIFETIME: i64 = 300;
 struct AssertionKey {
     algorithm: jsonwebtoken::Algorithm,
     pem: SecretString,
+    /// The connector's `assertion_iss` and `assertion_aud`.
+    iss: Option<String>,
+    aud: Option<String>,
 }
 
 /// One RFC 7523 JWT bearer grant: an assertion signed now (unique `jti`, `exp` five minutes on),
@@ -341,12 +386,12 @@ async fn jwt_bearer(
     scopes: Vec<String>,
     (key, bearer): (AssertionKey, JwtBearer),
 ) -> Result<CachedToken, ProviderFailure> {
-    let iss = match (&bearer.iss, &credentials.0) {
+    let iss = match (&key.iss, &credentials.0) {
         (Some(iss), _) => iss.clone(),
         (None, Some(client_id)) => client_id.expose_secret().to_owned(),
         (None, None) => {
             return Err(ProviderFailure::Rejected(
-                "a JWT bearer grant needs subject.jwt_bearer.iss or the connector's client_id secret"
+                "a JWT bearer grant needs the connector's assertion_iss config or client_id secret"
                     .into(),
             ));
         }
@@ -360,8 +405,7 @@ async fn jwt_bearer(
     claims.insert("sub".into(), bearer.sub.clone().into());
     claims.insert(
         "aud".into(),
-        bearer
-            .aud
+        key.aud
             .clone()
             .unwrap_or_else(|| token_url.to_string())
             .into(),
@@ -464,11 +508,14 @@ impl TokenIssuer for OAuth2ClientCredentialsIssuer {
         let token_url = TokenUrl::from_url(token_url);
         let how = match grant.subject {
             // The assertion is the grant: client credentials go along only when there are both.
-            Subject::JwtBearer(bearer) => How::Bearer(
-                (secret("client_id"), secret("client_secret")),
-                assertion_key(&grant)?,
-                bearer,
-            ),
+            Subject::JwtBearer(bearer) => {
+                bearer_allowed(&grant, bearer)?;
+                How::Bearer(
+                    (secret("client_id"), secret("client_secret")),
+                    assertion_key(&grant)?,
+                    bearer,
+                )
+            }
             Subject::Token(subject) => How::Exchange(
                 (
                     grant.secret("client_id")?.clone(),
@@ -587,5 +634,19 @@ mod tests {
         assert!(!is_scope_token("quote\"d"));
         assert!(!is_scope_token(""));
         assert_eq!(split_scopes(Some(&" a  b ".to_owned())), ["a", "b"]);
+    }
+
+    #[test]
+    fn jwt_bearer_subjects_are_exact_or_prefixes() {
+        let allowed = "svc@acme.example, ops-*,, ";
+        assert!(subject_allowed(allowed, "svc@acme.example"));
+        assert!(subject_allowed(allowed, "ops-eu"));
+        assert!(subject_allowed(allowed, "ops-"));
+        assert!(!subject_allowed(allowed, "svc@acme.example.evil"));
+        assert!(!subject_allowed(allowed, "xsvc@acme.example"));
+        assert!(!subject_allowed(allowed, "ops"));
+        assert!(!subject_allowed(allowed, ""));
+        assert!(!subject_allowed("", "anyone"));
+        assert!(subject_allowed("*", "anyone"));
     }
 }
