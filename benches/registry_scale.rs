@@ -479,6 +479,7 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
                             connector: format!("api-key/c{c}"),
                             project: format!("prj_s{p}"),
                             environments: vec!["production".into(), "preview".into()],
+                            expire_time: None,
                         })
                         .await?;
                 }
@@ -851,6 +852,7 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
                             .iter()
                             .map(|e| e.to_string())
                             .collect(),
+                        expire_time: None,
                     })
                     .await?;
             }

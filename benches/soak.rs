@@ -348,6 +348,7 @@ async fn main() -> anyhow::Result<()> {
                     connector: CONNECTOR.into(),
                     project: project_id(i),
                     environments: envs.iter().map(|e| e.to_string()).collect(),
+                    expire_time: None,
                 })
                 .await?;
         }
@@ -501,6 +502,7 @@ async fn main() -> anyhow::Result<()> {
                             connector: CONNECTOR.into(),
                             project: project_id(project),
                             environments: envs.iter().map(|e| e.to_string()).collect(),
+                            expire_time: None,
                         })
                         .await
                         .map(|_| ())

@@ -298,6 +298,7 @@ async fn churn(stack: Stack) {
                 connector: connector.into(),
                 project: project.into(),
                 environments: environments.iter().map(|e| e.to_string()).collect(),
+                expire_time: None,
             };
         let steps = [
             attach("api-key/stripe", "prj_web", &["preview", "production"]),
@@ -406,5 +407,95 @@ async fn a_suspension_reaches_a_caching_broker_and_so_does_the_resumption() {
         assert!(start.elapsed() < Duration::from_secs(10), "still suspended");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    stack.stop().await;
+}
+
+/// A time-boxed link ends at every broker at its expiry, although no change event marks it: at a
+/// broker following the feed (the registry's answer, LINK_EXPIRED), and at one whose registry
+/// connection stalled with a cached yes it would otherwise keep for a minute (it fails closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_boxed_link_ends_at_every_broker_without_a_change_event() {
+    let stack = Stack::start().await;
+    let cutter = crate::faults::Cutter::start(stack.registry_addr()).await;
+    let registry_url = format!("http://{}", cutter.addr);
+    let silent = stack
+        .second_broker(move |c| {
+            c.registry_url = registry_url;
+            c.authz_max_staleness = Duration::from_secs(60);
+            c.registry_timeout = Duration::from_millis(500);
+        })
+        .await;
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let link = stack
+        .admin(&stack.acme)
+        .attach_project(rpb::AttachProjectRequest {
+            connector: "api-key/stripe".into(),
+            project: "prj_docs".into(),
+            environments: vec!["preview".into()],
+            expire_time: Some(prost_types::Timestamp {
+                seconds: ends.timestamp(),
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(link.expire_time.unwrap().seconds, ends.timestamp());
+    let token = stack.acme.token("prj_docs", "preview");
+    let ask = || connect_proto::broker::v1::GetTokenRequest {
+        connector: "api-key/stripe".into(),
+        ..Default::default()
+    };
+    // Both brokers hold the yes; then the second one's registry goes silent.
+    let mut allowed = false;
+    for _ in 0..500 {
+        if stack.get_token(&token, "api-key/stripe").await.is_ok()
+            && silent.get_token_with(&token, ask()).await.is_ok()
+        {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(allowed, "both brokers serve the link before it ends");
+    // An answer fetched while the attach's own event arrived is not kept: ask once more after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    silent.get_token_with(&token, ask()).await.unwrap();
+    cutter.stall();
+    assert_eq!(
+        silent.get_token_with(&token, ask()).await.unwrap().token,
+        "sk_acme_stripe",
+        "cached while the registry is silent"
+    );
+    let wait = (ends - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    assert_denied(
+        stack.get_token(&token, "api-key/stripe").await,
+        Code::PermissionDenied,
+        "LINK_EXPIRED",
+        "LinkExpiredError: the link of connector 'api-key/stripe' to project 'prj_docs' has expired",
+    );
+    let after = silent.get_token_with(&token, ask()).await;
+    assert_eq!(
+        after.as_ref().map_err(|s| s.code()).err(),
+        Some(Code::Unavailable),
+        "{after:?}"
+    );
+    // The connection back: the registry's own answer.
+    cutter.cut();
+    let mut reason = String::new();
+    for _ in 0..300 {
+        if let Err(status) = silent.get_token_with(&token, ask()).await
+            && let Some(info) = tonic_types::StatusExt::get_details_error_info(&status)
+        {
+            reason = info.reason;
+            if reason == "LINK_EXPIRED" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reason, "LINK_EXPIRED");
+    silent.stop().await;
     stack.stop().await;
 }

@@ -923,6 +923,7 @@ async fn env_attach(env: &ConsoleEnv, connector: &str, project: &str, environmen
             connector: connector.into(),
             project: project.into(),
             environments: environments.iter().map(|e| e.to_string()).collect(),
+            expire_time: None,
         })
         .await
         .unwrap();

@@ -88,6 +88,7 @@ async fn explain_access_agrees_with_get_token_over_random_states_and_requests() 
                             connector,
                             project,
                             environments,
+                            expire_time: None,
                         })
                         .await
                         .unwrap();

@@ -291,14 +291,14 @@ impl Tally {
 
 /// A loopback TCP proxy to `upstream` whose connections the test cuts (closed at once) or stalls
 /// (kept open, nothing forwarded, new ones held too) until the next cut.
-struct Cutter {
-    addr: SocketAddr,
+pub(crate) struct Cutter {
+    pub(crate) addr: SocketAddr,
     /// (generation, stalled): a connection lives for one generation.
     state: watch::Sender<(u64, bool)>,
 }
 
 impl Cutter {
-    async fn start(upstream: SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = watch::Sender::new((0, false));
@@ -311,14 +311,14 @@ impl Cutter {
         Self { addr, state }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.state.send_modify(|(generation, stalled)| {
             *generation += 1;
             *stalled = false;
         });
     }
 
-    fn stall(&self) {
+    pub(crate) fn stall(&self) {
         self.state.send_modify(|(_, stalled)| *stalled = true);
     }
 }
@@ -435,6 +435,7 @@ async fn a_broker_cut_off_from_its_registry_again_and_again_never_answers_past_t
                             connector: "api-key/stripe".into(),
                             project: format!("prj_f{project}"),
                             environments: vec!["preview".into()],
+                            expire_time: None,
                         })
                         .await
                         .unwrap();
@@ -738,6 +739,7 @@ async fn postgresql_stopped_under_load_fails_closed_then_recovers_with_every_ack
                     connector: "api-key/stripe".into(),
                     project: format!("prj_f{project}"),
                     environments: vec!["preview".into()],
+                    expire_time: None,
                 });
                 request.set_timeout(Duration::from_secs(2));
                 match admin.attach_project(request).await {

@@ -375,6 +375,7 @@ impl Stack {
                 connector: connector.into(),
                 project: project.into(),
                 environments: environments.iter().map(|e| e.to_string()).collect(),
+                expire_time: None,
             })
             .await
             .expect("attach");

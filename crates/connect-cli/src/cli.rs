@@ -77,6 +77,12 @@ impl Cli {
     }
 }
 
+fn parse_time(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{value:?} is not an RFC 3339 time ({e}), e.g. 2026-12-11T18:00:00Z"))
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     #[default]
@@ -126,6 +132,14 @@ pub enum Command {
         /// the link's set.
         #[arg(short = 'e', long = "environment", value_delimiter = ',')]
         environments: Vec<String>,
+        /// The link stops authorizing after this long (`8h`, `90m`, `3d`): LinkExpiredError.
+        /// Without `--for` or `--until` the link does not expire (attaching again without them
+        /// makes a time-boxed link permanent).
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "until")]
+        for_: Option<std::time::Duration>,
+        /// The link stops authorizing at this time (RFC 3339, e.g. `2026-12-11T18:00:00Z`).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Why a deployment of a project in an environment would (not) get a connector's token:
     /// each check of the registry's decision, what it found and, for the failing one, the fix.

@@ -278,7 +278,17 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             connector,
             project,
             environments,
-        } => links::attach(&ctx, connector, project, environments).await,
+            for_,
+            until,
+        } => {
+            let expires_at = match (for_, until) {
+                (Some(d), _) => chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| chrono::Utc::now().checked_add_signed(d)),
+                (None, until) => until,
+            };
+            links::attach(&ctx, connector, project, environments, expires_at).await
+        }
         Command::Detach { connector, project } => links::detach(&ctx, connector, project).await,
         Command::Explain {
             connector,

@@ -71,6 +71,7 @@ pub fn link(l: &pb::ProjectLink) -> Value {
         "ownerId": l.owner_id,
         "createTime": time(l.create_time.as_ref()),
         "updateTime": time(l.update_time.as_ref()),
+        "expireTime": time(l.expire_time.as_ref()),
     })
 }
 

@@ -309,7 +309,7 @@ async fn every_admin_command_in_text_and_json() {
     .json();
     assert_eq!(explained["allowed"], false);
     assert_eq!(explained["reason"], "CLIENT_NOT_LINKED_TO_PROJECT");
-    assert_eq!(explained["checks"].as_array().unwrap().len(), 7);
+    assert_eq!(explained["checks"].as_array().unwrap().len(), 8);
     assert_eq!(explained["checks"][2]["outcome"], "fail");
 
     // attach: all three environments by default, `unchanged` the second time.
@@ -342,6 +342,52 @@ async fn every_admin_command_in_text_and_json() {
         "{out}"
     );
     assert!(!out.contains("fix:"), "{out}");
+    // A time-boxed link: --for, then attached again without it (permanent, not "unchanged").
+    let timed = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "--for",
+        "8h",
+        "-F",
+        "json",
+    ])
+    .await
+    .json();
+    let ends = chrono::DateTime::parse_from_rfc3339(timed["expireTime"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let eight_hours = chrono::Utc::now().timestamp() + 8 * 3600;
+    assert!((eight_hours - 5..=eight_hours).contains(&ends), "{timed}");
+    let out = c(&["attach", "api-key/stripe", "--project", "prj_web"])
+        .await
+        .ok();
+    assert_eq!(
+        out,
+        "Attached api-key/stripe to prj_web for development, preview, production\n"
+    );
+    let out = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "--until",
+        "2020-01-01T00:00:00Z",
+    ])
+    .await
+    .failed(1, "InvalidArgumentError");
+    assert!(out.contains("expire_time must be in the future"), "{out}");
+    c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_web",
+        "--for",
+        "soon",
+    ])
+    .await
+    .failed(2, "error: invalid value 'soon' for '--for <DURATION>'");
     let same = system
         .connect(
             &[

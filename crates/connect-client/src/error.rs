@@ -65,6 +65,7 @@ errors! {
     ClientNotEnabledForEnvironment,
     ScopeNotAllowed,
     SubjectNotAllowed,
+    LinkExpired,
     NoValidToken,
     ConnectorInstallationRequired,
     ConnectorSuspended,

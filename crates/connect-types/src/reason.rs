@@ -100,6 +100,8 @@ reasons! {
     ClientNotLinkedToProject = "CLIENT_NOT_LINKED_TO_PROJECT", "ClientNotLinkedToProjectError", PermissionDenied;
     ClientNotEnabledForEnvironment = "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT", "ClientNotEnabledForEnvironmentError", PermissionDenied;
     ScopeNotAllowed = "SCOPE_NOT_ALLOWED", "ScopeNotAllowedError", PermissionDenied;
+    /// A time-boxed link whose time ran out: it no longer authorizes.
+    LinkExpired = "LINK_EXPIRED", "LinkExpiredError", PermissionDenied;
     /// A subject the connector does not allow callers to ask for (e.g. a JWT bearer `sub`
     /// outside its `jwt_bearer_subjects`).
     SubjectNotAllowed = "SUBJECT_NOT_ALLOWED", "SubjectNotAllowedError", PermissionDenied;

@@ -64,6 +64,14 @@ pub enum BrokerError {
     #[error("SubjectNotAllowedError: {0}")]
     SubjectNotAllowed(String),
 
+    #[error(
+        "LinkExpiredError: the link of connector '{connector}' to project '{project_id}' has expired"
+    )]
+    LinkExpired {
+        connector: String,
+        project_id: String,
+    },
+
     #[error("NoValidTokenError: {0}")]
     NoValidToken(String),
     /// The registry refused to record a credential as handed out: it was revoked, and this broker
@@ -136,6 +144,7 @@ impl BrokerError {
             Self::ClientNotEnabledForEnvironment { .. } => Reason::ClientNotEnabledForEnvironment,
             Self::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
             Self::SubjectNotAllowed(_) => Reason::SubjectNotAllowed,
+            Self::LinkExpired { .. } => Reason::LinkExpired,
             Self::NoValidToken(_) | Self::CredentialRevoked => Reason::NoValidToken,
             Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
@@ -186,6 +195,13 @@ impl BrokerError {
             },
             Self::ScopeNotAllowed(s) => Self::ScopeNotAllowed(s.clone()),
             Self::SubjectNotAllowed(s) => Self::SubjectNotAllowed(s.clone()),
+            Self::LinkExpired {
+                connector,
+                project_id,
+            } => Self::LinkExpired {
+                connector: connector.clone(),
+                project_id: project_id.clone(),
+            },
             Self::NoValidToken(s) => Self::NoValidToken(s.clone()),
             Self::CredentialRevoked => Self::CredentialRevoked,
             Self::ConnectorInstallationRequired(s) => {

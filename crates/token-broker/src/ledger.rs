@@ -206,6 +206,7 @@ mod tests {
             config: BTreeMap::new(),
             secrets: BTreeMap::new(),
             installation: None,
+            link_expires_at: None,
         };
         let token = SecretString::from("sk_live_1".to_owned());
         let id = ledger.token_id(&token).await.unwrap();

@@ -7,6 +7,7 @@ pub(crate) async fn attach(
     connector: String,
     project: String,
     environments: Vec<String>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), Failure> {
     let wanted: BTreeSet<String> = if environments.is_empty() {
         ALL_ENVIRONMENTS.iter().map(|e| e.to_string()).collect()
@@ -27,13 +28,15 @@ pub(crate) async fn attach(
     let mut removed: Vec<String> = Vec::new();
     let (link, unchanged) = match current {
         Ok(link)
-            if link
-                .get_ref()
-                .environments
-                .iter()
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                == wanted =>
+            if expires_at.is_none()
+                && link.get_ref().expire_time.is_none()
+                && link
+                    .get_ref()
+                    .environments
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    == wanted =>
         {
             (link.into_inner(), true)
         }
@@ -44,16 +47,31 @@ pub(crate) async fn attach(
                 .into_iter()
                 .filter(|e| !wanted.contains(e))
                 .collect();
-            (attach_now(ctx, &connector, &project, &wanted).await?, false)
+            (
+                attach_now(ctx, &connector, &project, &wanted, expires_at).await?,
+                false,
+            )
         }
-        Err(status) if status.code() == tonic::Code::NotFound => {
-            (attach_now(ctx, &connector, &project, &wanted).await?, false)
-        }
+        Err(status) if status.code() == tonic::Code::NotFound => (
+            attach_now(ctx, &connector, &project, &wanted, expires_at).await?,
+            false,
+        ),
         Err(status) => return Err(ctx.failed()(status)),
     };
+    let until = link
+        .expire_time
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| {
+            format!(
+                " until {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
     ctx.emit(
         || {
-            let envs = output::environments(&link.environments);
+            let envs = format!("{}{until}", output::environments(&link.environments));
             if unchanged {
                 format!(
                     "{} is already attached to {} for {envs}: unchanged",
@@ -88,6 +106,7 @@ async fn attach_now(
     connector: &str,
     project: &str,
     environments: &BTreeSet<String>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<pb::ProjectLink, Failure> {
     Ok(ctx
         .registry()?
@@ -95,6 +114,10 @@ async fn attach_now(
             connector: connector.to_owned(),
             project: project.to_owned(),
             environments: environments.iter().cloned().collect(),
+            expire_time: expires_at.map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: 0,
+            }),
         })
         .await
         .map_err(ctx.failed())?

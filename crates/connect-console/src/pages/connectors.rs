@@ -374,13 +374,24 @@ pub async fn attach(ctx: Ctx, Path(id): Path<String>, fields: Fields) -> Respons
             },
         );
     }
-    match ctx
-        .client
-        .clone()
+    // Saving environments keeps a time-boxed link's end (attach replaces everything it is
+    // sent, and the page sends environments only).
+    let mut client = ctx.client.clone();
+    let kept_expiry = client
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: id.into(),
+            project: project.clone(),
+        })
+        .await
+        .ok()
+        .and_then(|l| l.into_inner().expire_time)
+        .filter(|t| t.seconds > chrono::Utc::now().timestamp());
+    match client
         .attach_project(pb::AttachProjectRequest {
             connector: id.into(),
             project: project.clone(),
             environments,
+            expire_time: kept_expiry,
         })
         .await
     {

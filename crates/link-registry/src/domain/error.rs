@@ -121,6 +121,15 @@ pub enum RegistryError {
         environment: String,
     },
 
+    #[error(
+        "LinkExpiredError: the link of connector '{connector}' to project '{project_id}' expired at {expired_at}"
+    )]
+    LinkExpired {
+        connector: String,
+        project_id: String,
+        expired_at: String,
+    },
+
     #[error("ConnectorSuspendedError: connector '{connector}' is suspended")]
     ConnectorSuspended { connector: String },
 

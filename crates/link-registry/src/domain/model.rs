@@ -135,9 +135,16 @@ pub struct ProjectLink {
     pub environments: EnvironmentSet,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// From then on the link no longer authorizes; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl ProjectLink {
+    /// Whether the link has run out at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     pub fn audit_target(&self) -> String {
         format!("link:{}/{}", self.connector_id, self.project_id)
     }
@@ -149,6 +156,7 @@ impl ProjectLink {
             "project_id": self.project_id,
             "project_name": self.project_name,
             "environments": self.environments,
+            "expires_at": self.expires_at,
         })
     }
 }

@@ -247,6 +247,23 @@ pub trait ConnectorStore: Send + Sync {
 }
 
 /// Project links: which projects may use a connector, in which environments.
+/// What a link allows: its environments, and until when (`None`: no end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkTerms {
+    pub environments: EnvironmentSet,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl LinkTerms {
+    /// A link for `environments` that does not expire.
+    pub fn lasting(environments: EnvironmentSet) -> Self {
+        Self {
+            environments,
+            expires_at: None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait LinkStore: Send + Sync {
     /// Creates the link or replaces its environments. Concurrent calls for one pair serialize.
@@ -255,7 +272,7 @@ pub trait LinkStore: Send + Sync {
         team: &TeamId,
         connector: &ConnectorRef,
         project: &ProjectRef,
-        environments: EnvironmentSet,
+        terms: LinkTerms,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<ProjectLink>;

@@ -178,7 +178,13 @@ impl LinkRegistry for LinkRegistryService {
         let link = Attachment::try_from(request.into_inner()).map_err(to_status)?;
         reply(
             self.registry
-                .attach_project(&caller, &link.connector, &link.project, link.environments)
+                .attach_project_until(
+                    &caller,
+                    &link.connector,
+                    &link.project,
+                    link.environments,
+                    link.expires_at,
+                )
                 .await,
         )
     }

@@ -51,6 +51,7 @@ pub(crate) fn reason(err: &RegistryError) -> Reason {
             Reason::ClientNotEnabledForEnvironment
         }
         RegistryError::ConnectorSuspended { .. } => Reason::ConnectorSuspended,
+        RegistryError::LinkExpired { .. } => Reason::LinkExpired,
         RegistryError::StorageUnavailable(_) => Reason::StorageUnavailable,
         RegistryError::Internal { .. } => Reason::Internal,
     }

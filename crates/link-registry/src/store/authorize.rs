@@ -27,6 +27,7 @@ pub(super) struct AuthorizeRow {
     pub(super) l_environments: Option<i32>,
     pub(super) l_created_at: Option<DateTime<Utc>>,
     pub(super) l_updated_at: Option<DateTime<Utc>>,
+    pub(super) l_expires_at: Option<DateTime<Utc>>,
     pub(super) p_name: Option<String>,
 }
 
@@ -138,6 +139,7 @@ impl AuthorizeStore for SeaStore {
                 environments,
                 created_at,
                 updated_at,
+                expires_at: row.l_expires_at,
             })?),
             _ => None,
         };
@@ -260,6 +262,11 @@ fn lookup_query(by_id: bool) -> SelectStatement {
             project_link::Entity.into_iden(),
             L::UpdatedAt.into_iden(),
             "l_updated_at",
+        ),
+        (
+            project_link::Entity.into_iden(),
+            L::ExpiresAt.into_iden(),
+            "l_expires_at",
         ),
         (
             project::Entity.into_iden(),

@@ -108,6 +108,8 @@ pub mod project_link {
         pub environments: i32,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// From then on the link no longer authorizes; `None`: never.
+        pub expires_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -94,6 +94,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         l_environments: row.get("l_environments")?,
         l_created_at: row.get("l_created_at")?,
         l_updated_at: row.get("l_updated_at")?,
+        l_expires_at: row.get("l_expires_at")?,
         p_name: row.get("p_name")?,
     })
 }

@@ -37,6 +37,7 @@ pub(super) fn link_query(team: &TeamId) -> SelectStatement {
             (project_link::Entity, L::Environments),
             (project_link::Entity, L::CreatedAt),
             (project_link::Entity, L::UpdatedAt),
+            (project_link::Entity, L::ExpiresAt),
         ])
         .expr_as(Expr::SubQuery(None, Box::new(uid.into())), "connector_uid")
         .expr_as(Expr::SubQuery(None, Box::new(name.into())), "project_name")
@@ -95,15 +96,22 @@ impl LinkStore for SeaStore {
         team: &TeamId,
         c: &ConnectorRef,
         p: &ProjectRef,
-        environments: EnvironmentSet,
+        terms: LinkTerms,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<ProjectLink> {
+        let LinkTerms {
+            environments,
+            expires_at,
+        } = terms;
         let txn = self.begin_write().await?;
         let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
         let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
-        // The set it has already: nothing is written, audited or announced.
-        if let Some(unchanged) = before.as_ref().filter(|b| b.environments == environments) {
+        // The set and expiry it has already: nothing is written, audited or announced.
+        if let Some(unchanged) = before
+            .as_ref()
+            .filter(|b| b.environments == environments && b.expires_at == expires_at)
+        {
             return Ok(unchanged.clone());
         }
         let row = project_link::ActiveModel::from(project_link::Model {
@@ -113,6 +121,7 @@ impl LinkStore for SeaStore {
             environments: environments.bits(),
             created_at: now,
             updated_at: now,
+            expires_at,
         });
         project_link::Entity::insert(row)
             .on_conflict(
@@ -123,6 +132,7 @@ impl LinkStore for SeaStore {
                 .update_columns([
                     project_link::Column::Environments,
                     project_link::Column::UpdatedAt,
+                    project_link::Column::ExpiresAt,
                 ])
                 .to_owned(),
             )
@@ -142,6 +152,7 @@ impl LinkStore for SeaStore {
             environments,
             created_at: before.as_ref().map_or(now, |b| b.created_at),
             updated_at: now,
+            expires_at,
         };
         let scope = ChangeScope::link(
             team,

@@ -60,12 +60,10 @@ use crate::domain::{
     page::{AuditKey, LinkKey, PageRequest},
     store::{
         AuditFilter, AuditStore, ChangeStore, ConnectorEdit, ConnectorReseal, ConnectorStore,
-        KeyCheck, KeyStore, LinkFilter, LinkStore, ProjectStore, SecretReseal, Store, TeamStore,
+        KeyCheck, KeyStore, LinkFilter, LinkStore, LinkTerms, ProjectStore, SecretReseal, Store,
+        TeamStore,
     },
-    types::{
-        ConnectorId, ConnectorRef, ConnectorUid, EnvironmentSet, KeyId, ProjectId, ProjectRef,
-        TeamId,
-    },
+    types::{ConnectorId, ConnectorRef, ConnectorUid, KeyId, ProjectId, ProjectRef, TeamId},
 };
 
 /// How long a SQLite writer waits for another process's write lock before giving up.

@@ -194,6 +194,7 @@ pub struct LinkRow {
     pub environments: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 pub fn link(row: LinkRow) -> Result<ProjectLink> {
@@ -208,6 +209,7 @@ pub fn link(row: LinkRow) -> Result<ProjectLink> {
             .ok_or_else(|| corrupt(T, format!("environment mask {}", row.environments)))?,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        expires_at: row.expires_at,
     })
 }
 

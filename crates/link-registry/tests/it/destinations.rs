@@ -191,6 +191,7 @@ async fn linked(db: TestDb) -> TestApp {
             connector: "oauth2/idp".into(),
             project: "prj_web".into(),
             environments: vec!["preview".into()],
+            expire_time: None,
         })
         .await
         .unwrap();

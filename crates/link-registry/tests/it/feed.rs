@@ -59,6 +59,7 @@ async fn make_changes(admin: &mut Client) {
             connector: "api-key/stripe".into(),
             project: "web".into(),
             environments: vec!["preview".into()],
+            expire_time: None,
         })
         .await
         .unwrap();

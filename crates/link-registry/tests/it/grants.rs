@@ -59,6 +59,7 @@ pub(crate) async fn link_web(admin: &mut Client, connector: &str) {
             connector: connector.into(),
             project: "prj_web".into(),
             environments: vec!["preview".into()],
+            expire_time: None,
         })
         .await
         .unwrap();
@@ -887,6 +888,7 @@ async fn a_grant_is_its_projects_unless_the_connector_shares_grants(db: TestDb) 
             connector: "oauth2/idp".into(),
             project: "prj_docs".into(),
             environments: vec!["preview".into()],
+            expire_time: None,
         })
         .await
         .unwrap();

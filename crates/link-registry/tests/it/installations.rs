@@ -337,6 +337,7 @@ async fn authorize_answers_for_the_installation_asked_for(db: TestDb) {
             connector: "api-key/stripe".into(),
             project: "prj_web".into(),
             environments: vec!["preview".into()],
+            expire_time: None,
         })
         .await
         .unwrap();

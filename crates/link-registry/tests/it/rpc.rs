@@ -46,6 +46,7 @@ async fn attach(
             connector: connector.into(),
             project: project.into(),
             environments: envs.iter().map(|e| e.to_string()).collect(),
+            expire_time: None,
         })
         .await
         .expect("attach")
@@ -96,7 +97,139 @@ crate::on_every_backend!(
     data_survives_a_restart,
     a_suspended_connector_authorizes_nothing_until_resumed,
     explain_access_walks_the_decision_and_names_each_fix,
+    a_time_boxed_link_stops_authorizing_at_its_expiry,
 );
+
+async fn a_time_boxed_link_stops_authorizing_at_its_expiry(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    let (mut admin, mut broker) = (app.admin(), app.broker());
+    let at = |seconds: i64| {
+        Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + seconds,
+            nanos: 0,
+        })
+    };
+    let timed = |expire_time| pb::AttachProjectRequest {
+        connector: "api-key/stripe".into(),
+        project: "prj_web".into(),
+        environments: vec!["preview".into()],
+        expire_time,
+    };
+    // A time in the past is refused, and changes nothing.
+    let status = assert_error(
+        admin.attach_project(timed(at(-60))).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["expire_time"]);
+    let ends = at(2);
+    let link = admin
+        .attach_project(timed(ends))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(link.expire_time, ends);
+    let listed = admin
+        .list_project_links(pb::ListProjectLinksRequest {
+            connector: "api-key/stripe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(listed[0].expire_time, ends);
+    let ask = || authorize("team_acme", "prj_web", "preview", "api-key/stripe");
+    broker.authorize(ask()).await.unwrap();
+    let explained = admin
+        .explain_access(explain("prj_web", "preview", "api-key/stripe"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(explained.allowed);
+    assert!(
+        explained.checks[4]
+            .detail
+            .starts_with("the link expires at "),
+        "{explained:?}"
+    );
+
+    // Past its end: refused, without any write; still listed.
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let status = assert_error(
+        broker.authorize(ask()).await,
+        Code::PermissionDenied,
+        "LINK_EXPIRED",
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("LinkExpiredError: the link of connector 'api-key/stripe' to project 'prj_web' expired at "),
+        "{status:?}"
+    );
+    let explained = admin
+        .explain_access(explain("prj_web", "preview", "api-key/stripe"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.reason, "LINK_EXPIRED");
+    assert_eq!(
+        (
+            explained.checks[4].name.as_str(),
+            explained.checks[4].outcome.as_str()
+        ),
+        ("link_expiry", "fail")
+    );
+    assert_eq!(
+        explained.checks[4].fix,
+        "connect attach api-key/stripe --project prj_web -e preview --for 8h (or without --for: no expiry)"
+    );
+    let listed = admin
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: "api-key/stripe".into(),
+            project: "prj_web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.expire_time, ends);
+
+    // Attached again without an end: permanent, and audited with the end it had.
+    let permanent = admin
+        .attach_project(timed(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(permanent.expire_time, None);
+    broker.authorize(ask()).await.unwrap();
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "project.attach".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let field = |s: &Option<prost_types::Struct>| {
+        s.as_ref()
+            .and_then(|s| s.fields.get("expires_at"))
+            .and_then(|v| v.kind.clone())
+    };
+    assert!(matches!(
+        field(&events[0].before),
+        Some(prost_types::value::Kind::StringValue(_))
+    ));
+    assert_eq!(
+        field(&events[0].after),
+        Some(prost_types::value::Kind::NullValue(0))
+    );
+    assert_eq!(
+        events.len(),
+        3,
+        "the first attach, the time-boxed one, the permanent one"
+    );
+}
 
 fn explain(project: &str, env: &str, connector: &str) -> pb::ExplainAccessRequest {
     pb::ExplainAccessRequest {
@@ -125,11 +258,12 @@ fn outcomes(answer: &pb::ExplainAccessResponse) -> Outcomes<'_> {
 }
 
 async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
-    const NAMES: [&str; 7] = [
+    const NAMES: [&str; 8] = [
         "team",
         "connector",
         "link",
         "environment",
+        "link_expiry",
         "connector_active",
         "installation",
         "type_rules",
@@ -158,7 +292,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
                 )
             })
             .await;
-        if answer.checks[6].outcome != "fail" {
+        if answer.checks[7].outcome != "fail" {
             match &decided {
                 Ok(_) => assert!(answer.allowed, "{answer:?}"),
                 Err(status) => assert_eq!(
@@ -190,6 +324,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
             ("connector", "pass"),
             ("link", "pass"),
             ("environment", "fail"),
+            ("link_expiry", "skip"),
             ("connector_active", "skip"),
             ("installation", "skip"),
             ("type_rules", "skip"),
@@ -218,7 +353,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
     })
     .await;
     assert_eq!(installation.reason, "INSTALLATION_NOT_FOUND");
-    assert_eq!(outcomes(&installation).0[5], ("installation", "fail"));
+    assert_eq!(outcomes(&installation).0[6], ("installation", "fail"));
     // The type's rules, which the broker applies: an api-key connector issues for the app only
     // (and a project may be named by its name).
     let user = app
@@ -231,7 +366,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
         .unwrap()
         .into_inner();
     assert_eq!(user.reason, "USER_AUTHORIZATION_REQUIRED");
-    assert_eq!(outcomes(&user).0[6], ("type_rules", "fail"));
+    assert_eq!(outcomes(&user).0[7], ("type_rules", "fail"));
 
     admin
         .update_connector(pb::UpdateConnectorRequest {
@@ -598,6 +733,7 @@ async fn viewers_read_but_cannot_write(db: TestDb) {
                 connector: "api-key/stripe".into(),
                 project: "web".into(),
                 environments: vec!["production".into()],
+                expire_time: None,
             })
             .await
             .map(|r| r.map(drop)),
@@ -987,6 +1123,7 @@ async fn one_team_can_neither_see_nor_change_another(db: TestDb) {
                     connector: connector.into(),
                     project: "prj_globex".into(),
                     environments: vec!["production".into()],
+                    expire_time: None,
                 })
                 .await,
             Code::NotFound,
@@ -1009,6 +1146,7 @@ async fn one_team_can_neither_see_nor_change_another(db: TestDb) {
                     connector: "api-key/other".into(),
                     project: project.into(),
                     environments: vec!["production".into()],
+                    expire_time: None,
                 })
                 .await,
             Code::NotFound,
@@ -1306,6 +1444,7 @@ async fn attach_replaces_the_environment_set(db: TestDb) {
                     connector: "api-key/stripe".into(),
                     project: "web".into(),
                     environments: bad,
+                    expire_time: None,
                 })
                 .await,
             Code::InvalidArgument,
@@ -1899,6 +2038,7 @@ async fn fifty_concurrent_attaches_leave_exactly_one_link(db: TestDb) {
                     connector: "api-key/stripe".into(),
                     project: "busy".into(),
                     environments: envs,
+                    expire_time: None,
                 })
                 .await
         })

@@ -8,7 +8,7 @@ use link_registry::{
         RegistryError, Resource,
         model::{Actor, Project, Team},
         page::PageRequest,
-        store::{AuditStore, LinkStore, ProjectStore, Store, TeamStore},
+        store::{AuditStore, LinkStore, LinkTerms, ProjectStore, Store, TeamStore},
         types::{
             ConnectorRef, EnvironmentSet, IssuerUrl, ProjectId, ProjectName, ProjectRef, TeamId,
             TeamSlug,
@@ -89,6 +89,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000016_role_bindings",
             "m20261204_000017_audit_actor_issuer",
             "m20261204_000018_audit_chain",
+            "m20261205_000019_link_expiry",
         ]
     );
     again.ping().await.unwrap();
@@ -135,7 +136,7 @@ async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: Te
             &team_a,
             &connector,
             &other_teams_project,
-            envs,
+            LinkTerms::lasting(envs),
             &Actor::CommandLine,
             Utc::now(),
         )
@@ -157,7 +158,7 @@ async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: Te
             &team_a,
             &connector,
             &own,
-            envs,
+            LinkTerms::lasting(envs),
             &Actor::CommandLine,
             Utc::now(),
         )

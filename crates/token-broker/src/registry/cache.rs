@@ -53,6 +53,7 @@ enum Denial {
     NotEnabled,
     Suspended,
     NoInstallation,
+    Expired,
 }
 
 impl Denial {
@@ -64,6 +65,7 @@ impl Denial {
             BrokerError::ClientNotEnabledForEnvironment { .. } => Some(Self::NotEnabled),
             BrokerError::ConnectorSuspended(_) => Some(Self::Suspended),
             BrokerError::InstallationNotFound { .. } => Some(Self::NoInstallation),
+            BrokerError::LinkExpired { .. } => Some(Self::Expired),
             _ => None,
         }
     }
@@ -85,6 +87,10 @@ impl Denial {
                 environment: identity.environment.to_string(),
             },
             Self::Suspended => BrokerError::ConnectorSuspended(connector.to_owned()),
+            Self::Expired => BrokerError::LinkExpired {
+                connector: connector.to_owned(),
+                project_id: identity.project_id.to_string(),
+            },
             Self::NoInstallation => BrokerError::InstallationNotFound {
                 connector: connector.to_owned(),
                 installation: match &*key.installation {
@@ -331,7 +337,16 @@ impl Authorizer for CachedAuthorizer {
             connector: connector.into(),
             installation: installation.into(),
         };
-        if let Some(cached) = self.cache.get(&key).or_else(|| self.denials.get(&key))
+        let mut cached = self.cache.get(&key);
+        // A time-boxed link's yes ends at its expiry, whatever the feed says: no event marks it.
+        if cached
+            .as_ref()
+            .is_some_and(|c| c.answer.as_ref().is_ok_and(|a| a.link_expired()))
+        {
+            self.cache.remove(&key);
+            cached = None;
+        }
+        if let Some(cached) = cached.or_else(|| self.denials.get(&key))
             && (self.feed_is_live() || cached.fetched_at.elapsed() < self.max_staleness)
         {
             self.metrics.authorization_cache(true);
@@ -441,6 +456,7 @@ mod tests {
                 )]
                 .into(),
                 installation: None,
+                link_expires_at: None,
             }))
         }
     }

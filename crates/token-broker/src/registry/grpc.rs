@@ -699,6 +699,10 @@ fn decision(
                 environment: identity.environment.to_string(),
             }
         }
+        (Code::PermissionDenied, Some(Reason::LinkExpired)) => BrokerError::LinkExpired {
+            connector: connector.to_owned(),
+            project_id: identity.project_id.to_string(),
+        },
         (Code::FailedPrecondition, Some(Reason::ConnectorSuspended)) => {
             BrokerError::ConnectorSuspended(connector.to_owned())
         }
@@ -782,7 +786,28 @@ fn check_answer(
     if expected.is_some() && expected != granted.as_ref().map(|i| i.id.as_str()) {
         return Err(garbled("another installation than the one asked about"));
     }
+    let link_expires_at = match link.expire_time {
+        None => None,
+        Some(t) => Some(
+            u64::try_from(t.seconds)
+                .ok()
+                .map(|s| {
+                    std::time::UNIX_EPOCH
+                        + Duration::from_secs(s)
+                        + Duration::from_nanos(u64::try_from(t.nanos).unwrap_or(0))
+                })
+                .ok_or_else(|| garbled("a link expiry before 1970"))?,
+        ),
+    };
+    // By this broker's clock the link may have run out since the registry answered.
+    if link_expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) {
+        return Err(BrokerError::LinkExpired {
+            connector: asked.to_owned(),
+            project_id: identity.project_id.to_string(),
+        });
+    }
     Ok(Authorization {
+        link_expires_at,
         installation: granted,
         connector_id: connector.id,
         connector_uid: connector.uid,

@@ -37,6 +37,8 @@ pub struct Authorization {
     pub secrets: BTreeMap<String, SecretString>,
     /// The installation the token is for (the asked one, or the connector's default).
     pub installation: Option<InstallationGrant>,
+    /// When the link stops authorizing (a time-boxed link); no cached answer outlives it.
+    pub link_expires_at: Option<std::time::SystemTime>,
 }
 
 /// An installation of the connector, with its config and opened secrets.
@@ -66,6 +68,7 @@ impl fmt::Debug for Authorization {
             .field("config", &self.config)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("installation", &self.installation.as_ref().map(|i| &i.id))
+            .field("link_expires_at", &self.link_expires_at)
             .finish()
     }
 }
@@ -79,6 +82,12 @@ fn same_secrets(a: &BTreeMap<String, SecretString>, b: &BTreeMap<String, SecretS
 }
 
 impl Authorization {
+    /// Whether the link behind this answer has run out.
+    pub fn link_expired(&self) -> bool {
+        self.link_expires_at
+            .is_some_and(|at| at <= std::time::SystemTime::now())
+    }
+
     /// Whether both say exactly the same, secrets included.
     pub fn same_as(&self, other: &Self) -> bool {
         self.connector_id == other.connector_id

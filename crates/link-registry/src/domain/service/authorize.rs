@@ -60,6 +60,7 @@ pub const CHECKS: &[&str] = &[
     "connector",
     "link",
     "environment",
+    "link_expiry",
     "connector_active",
     "installation",
     "type_rules",
@@ -165,6 +166,7 @@ pub(super) fn linked(
     asked: &ConnectorRef,
     project: &ProjectId,
     environment: Environment,
+    now: DateTime<Utc>,
     checks: &mut impl CheckSink,
 ) -> Result<(Connector, ProjectLink)> {
     let Some(connector) = found.connector else {
@@ -228,6 +230,30 @@ pub(super) fn linked(
     checks.pass("environment", || {
         format!("the link enables {}", link.environments.names().join(", "))
     });
+    match link.expires_at {
+        Some(at) if link.expired(now) => {
+            checks.fail(
+                "link_expiry",
+                || format!("the link expired at {}", at.to_rfc3339()),
+                || {
+                    format!(
+                        "connect attach {} --project {project} -e {} --for 8h (or without --for: no expiry)",
+                        connector.uid,
+                        link.environments.names().join(",")
+                    )
+                },
+            );
+            return Err(RegistryError::LinkExpired {
+                connector: connector.uid.to_string(),
+                project_id: project.to_string(),
+                expired_at: at.to_rfc3339(),
+            });
+        }
+        Some(at) => checks.pass("link_expiry", || {
+            format!("the link expires at {}", at.to_rfc3339())
+        }),
+        None => checks.pass("link_expiry", || "the link does not expire".into()),
+    }
     Ok((connector, link))
 }
 
@@ -331,8 +357,10 @@ impl Registry {
             &query.connector,
             &query.project_id,
             query.environment,
+            self.clock.now(),
             checks,
         )?;
+
         if connector.suspended {
             checks.fail(
                 "connector_active",

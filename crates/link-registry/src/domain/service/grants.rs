@@ -224,6 +224,7 @@ impl Registry {
             &reference,
             &project,
             key.environment,
+            self.clock.now(),
             &mut super::authorize::Silent,
         )?;
         let mut resolved = key.clone();

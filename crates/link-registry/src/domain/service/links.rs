@@ -3,6 +3,7 @@
 use super::*;
 
 impl Registry {
+    /// Links `connector` to `project` for exactly `environments`, with no end.
     pub async fn attach_project(
         &self,
         caller: &Caller,
@@ -10,15 +11,39 @@ impl Registry {
         project: &ProjectRef,
         environments: EnvironmentSet,
     ) -> Result<ProjectLink> {
+        self.attach_project_until(caller, connector, project, environments, None)
+            .await
+    }
+
+    /// Links `connector` to `project` for exactly `environments` until `expires_at` (in the
+    /// future; `None`: no end).
+    pub async fn attach_project_until(
+        &self,
+        caller: &Caller,
+        connector: &ConnectorRef,
+        project: &ProjectRef,
+        environments: EnvironmentSet,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<ProjectLink> {
         let team = caller.writable_team()?;
+        let now = self.clock.now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(RegistryError::invalid(
+                "expire_time",
+                "expire_time must be in the future",
+            ));
+        }
         self.store
             .attach(
                 team,
                 connector,
                 project,
-                environments,
+                LinkTerms {
+                    environments,
+                    expires_at,
+                },
                 &caller.actor(),
-                self.clock.now(),
+                now,
             )
             .await
     }

@@ -56,7 +56,7 @@ use super::{
         ProjectLink, Role, RoleBinding, StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, Page, PageRequest},
-    store::{AuditFilter, KeyCheck, LinkFilter, Store},
+    store::{AuditFilter, KeyCheck, LinkFilter, LinkTerms, Store},
     types::{
         ConfigMap, ConnectorId, ConnectorRef, ConnectorUid, DisplayName, Environment,
         EnvironmentSet, InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, ProjectRef,

@@ -26,6 +26,7 @@ pub struct Attachment {
     pub connector: ConnectorRef,
     pub project: ProjectRef,
     pub environments: EnvironmentSet,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl TryFrom<pb::AttachProjectRequest> for Attachment {
@@ -36,12 +37,25 @@ impl TryFrom<pb::AttachProjectRequest> for Attachment {
         let connector = v.check("connector", ConnectorRef::parse(&req.connector));
         let project = v.check("project", ProjectRef::parse(&req.project));
         let environments = v.check("environments", EnvironmentSet::parse(&req.environments));
-        let value = match (connector, project, environments) {
-            (Some(connector), Some(project), Some(environments)) => Some(Attachment {
-                connector,
-                project,
-                environments,
-            }),
+        let expires_at = match req.expire_time {
+            None => Some(None),
+            Some(t) => match super::time_of(Some(t)) {
+                Some(at) => Some(Some(at)),
+                None => {
+                    v.push("expire_time", "expire_time is not a valid time");
+                    None
+                }
+            },
+        };
+        let value = match (connector, project, environments, expires_at) {
+            (Some(connector), Some(project), Some(environments), Some(expires_at)) => {
+                Some(Attachment {
+                    connector,
+                    project,
+                    environments,
+                    expires_at,
+                })
+            }
             _ => None,
         };
         v.finish(value)
@@ -119,6 +133,7 @@ impl From<ProjectLink> for pb::ProjectLink {
             owner_id: l.team_id.to_string(),
             create_time: Some(timestamp(l.created_at)),
             update_time: Some(timestamp(l.updated_at)),
+            expire_time: l.expires_at.map(timestamp),
         }
     }
 }

@@ -23,6 +23,7 @@ mod m20261204_000015_provider_subjects;
 mod m20261204_000016_role_bindings;
 mod m20261204_000017_audit_actor_issuer;
 mod m20261204_000018_audit_chain;
+mod m20261205_000019_link_expiry;
 
 use sea_orm_migration::prelude::*;
 
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000016_role_bindings::Migration),
             Box::new(m20261204_000017_audit_actor_issuer::Migration),
             Box::new(m20261204_000018_audit_chain::Migration),
+            Box::new(m20261205_000019_link_expiry::Migration),
         ]
     }
 }
