@@ -175,6 +175,12 @@ pub fn from_client(error: &connect_client::Error, connector: &str, caller: &Call
         E::ConnectorSuspended(_) => failure.hint(format!(
             "an admin suspended it; `connect resume {connector}` lets it issue again"
         )),
+        E::LinkExpired(_) => failure.hint(format!(
+            "the link was time-boxed and its time ran out; attach it again (with --for or --until for a new end): `connect explain {connector} --project {project} -e {environment}` prints the command"
+        )),
+        E::SubjectNotAllowed(_) => failure.hint(
+            "the connector's admins list the JWT bearer subjects callers may ask for in its config jwt_bearer_subjects",
+        ),
         E::ConnectorInstallationRequired(_) => failure.hint(format!(
             "pass --installation-id, or give the connector a default: connect installations add {connector} <id> --default"
         )),

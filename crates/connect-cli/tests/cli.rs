@@ -779,6 +779,36 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
             "InvalidArgumentError: --subject must be 'app' or 'user:ID'",
         );
     assert!(!err.contains("sk_live_abc"));
+
+    // A time-boxed link whose time ran out: the error, and where the fix comes from.
+    c(
+        &[
+            "attach",
+            "api-key/stripe",
+            "--project",
+            "prj_web",
+            "-e",
+            "preview",
+            "--for",
+            "1s",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let expired = system
+        .connect(
+            &["token", "api-key/stripe"],
+            None,
+            &[("CONNECT_OIDC_TOKEN", &preview)],
+        )
+        .await
+        .failed(1, "LinkExpiredError: the link of connector 'api-key/stripe' to project 'prj_web' has expired");
+    assert!(
+        expired.contains("hint: the link was time-boxed and its time ran out; attach it again (with --for or --until for a new end): `connect explain api-key/stripe --project prj_web -e preview` prints the command"),
+        "{expired}"
+    );
     system.stop().await;
 }
 
