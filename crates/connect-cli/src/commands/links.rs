@@ -58,16 +58,9 @@ pub(crate) async fn attach(
         ),
         Err(status) => return Err(ctx.failed()(status)),
     };
-    let until = link
-        .expire_time
-        .as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|t| {
-            format!(
-                " until {}",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )
-        })
+    let until = output::time(link.expire_time.as_ref())
+        .as_str()
+        .map(|t| format!(" until {t}"))
         .unwrap_or_default();
     ctx.emit(
         || {

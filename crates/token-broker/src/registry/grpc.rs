@@ -786,19 +786,11 @@ fn check_answer(
     if expected.is_some() && expected != granted.as_ref().map(|i| i.id.as_str()) {
         return Err(garbled("another installation than the one asked about"));
     }
-    let link_expires_at = match link.expire_time {
-        None => None,
-        Some(t) => Some(
-            u64::try_from(t.seconds)
-                .ok()
-                .map(|s| {
-                    std::time::UNIX_EPOCH
-                        + Duration::from_secs(s)
-                        + Duration::from_nanos(u64::try_from(t.nanos).unwrap_or(0))
-                })
-                .ok_or_else(|| garbled("a link expiry before 1970"))?,
-        ),
-    };
+    let link_expires_at = link
+        .expire_time
+        .map(std::time::SystemTime::try_from)
+        .transpose()
+        .map_err(|_| garbled("a link expiry out of range"))?;
     // By this broker's clock the link may have run out since the registry answered.
     if link_expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) {
         return Err(BrokerError::LinkExpired {
