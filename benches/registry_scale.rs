@@ -480,6 +480,7 @@ async fn against(args: &[String]) -> anyhow::Result<()> {
                             project: format!("prj_s{p}"),
                             environments: vec!["production".into(), "preview".into()],
                             expire_time: None,
+                            ..Default::default()
                         })
                         .await?;
                 }
@@ -718,6 +719,7 @@ impl List {
                         project: project.into(),
                         page_size: PAGE,
                         page_token,
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -853,6 +855,7 @@ async fn measure(mut subjects: Vec<Subject>) -> anyhow::Result<()> {
                             .map(|e| e.to_string())
                             .collect(),
                         expire_time: None,
+                        ..Default::default()
                     })
                     .await?;
             }

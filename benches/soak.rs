@@ -349,6 +349,7 @@ async fn main() -> anyhow::Result<()> {
                     project: project_id(i),
                     environments: envs.iter().map(|e| e.to_string()).collect(),
                     expire_time: None,
+                    ..Default::default()
                 })
                 .await?;
         }
@@ -503,6 +504,7 @@ async fn main() -> anyhow::Result<()> {
                             project: project_id(project),
                             environments: envs.iter().map(|e| e.to_string()).collect(),
                             expire_time: None,
+                            ..Default::default()
                         })
                         .await
                         .map(|_| ())

@@ -299,6 +299,7 @@ async fn churn(stack: Stack) {
                 project: project.into(),
                 environments: environments.iter().map(|e| e.to_string()).collect(),
                 expire_time: None,
+                ..Default::default()
             };
         let steps = [
             attach("api-key/stripe", "prj_web", &["preview", "production"]),
@@ -436,6 +437,7 @@ async fn a_time_boxed_link_ends_at_every_broker_without_a_change_event() {
                 seconds: ends.timestamp(),
                 nanos: 0,
             }),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -924,6 +924,7 @@ async fn env_attach(env: &ConsoleEnv, connector: &str, project: &str, environmen
             project: project.into(),
             environments: environments.iter().map(|e| e.to_string()).collect(),
             expire_time: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -89,6 +89,7 @@ async fn explain_access_agrees_with_get_token_over_random_states_and_requests() 
                             project,
                             environments,
                             expire_time: None,
+                            ..Default::default()
                         })
                         .await
                         .unwrap();

@@ -436,6 +436,7 @@ async fn a_broker_cut_off_from_its_registry_again_and_again_never_answers_past_t
                             project: format!("prj_f{project}"),
                             environments: vec!["preview".into()],
                             expire_time: None,
+                            ..Default::default()
                         })
                         .await
                         .unwrap();
@@ -751,6 +752,7 @@ async fn postgresql_stopped_under_load_fails_closed_then_recovers_with_every_ack
                     project: format!("prj_f{project}"),
                     environments: vec!["preview".into()],
                     expire_time: None,
+                    ..Default::default()
                 });
                 request.set_timeout(Duration::from_secs(2));
                 match admin.attach_project(request).await {

@@ -376,6 +376,7 @@ impl Stack {
                 project: project.into(),
                 environments: environments.iter().map(|e| e.to_string()).collect(),
                 expire_time: None,
+                ..Default::default()
             })
             .await
             .expect("attach");

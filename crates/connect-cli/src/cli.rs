@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Connect: short-lived provider credentials for deployments, without long-lived secrets in
 /// them. Admin commands speak to the link registry with an API key; `token` speaks to the token
@@ -140,6 +140,8 @@ pub enum Command {
         /// The link stops authorizing at this time (RFC 3339, e.g. `2026-12-11T18:00:00Z`).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         until: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        limits: LinkLimits,
     },
     /// Why a deployment of a project in an environment would (not) get a connector's token:
     /// each check of the registry's decision, what it found and, for the failing one, the fix.
@@ -157,6 +159,12 @@ pub enum Command {
         subject: String,
         #[arg(long)]
         installation_id: Option<String>,
+        /// Scopes the token would be asked for, separated by commas.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Resources the token would be narrowed to, separated by commas.
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
     },
     /// Remove a connector's link to a project.
     Detach {
@@ -166,10 +174,15 @@ pub enum Command {
         #[arg(long)]
         project: String,
     },
-    /// The projects a connector is linked to, and for which environments.
+    /// The projects a connector is linked to, and for which environments; without a connector,
+    /// every link of the team.
     Links {
         /// The connector, by uid or id.
-        connector: String,
+        connector: Option<String>,
+        /// Only links with no credential issued for at least this long (`30d`, `12h`); a link
+        /// never used counts from when it was first attached.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        unused_for: Option<std::time::Duration>,
     },
     /// Delete a connector; refused while it is linked unless `--disconnect-all`.
     Remove {
@@ -334,4 +347,28 @@ pub enum InstallationsCommand {
         /// The installation's id.
         installation_id: String,
     },
+}
+
+/// A link's ceilings and quota (`connect attach`). Each replaces what the link had: an attach
+/// without them leaves the link without ceilings or quota.
+#[derive(Args, Debug, Default, Clone)]
+pub struct LinkLimits {
+    /// The only scopes tokens may carry, separated by commas (`github`: permissions such as
+    /// `contents:read`); a request naming none gets these. ScopeNotAllowedError beyond them.
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
+    pub scopes: Vec<String>,
+    /// The only resources tokens may be narrowed to (`github`: repositories), separated by
+    /// commas; a request naming none is narrowed to these.
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCES")]
+    pub resources: Vec<String>,
+    /// The only installations tokens may be for, separated by commas.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub installations: Vec<String>,
+    /// The only subject kinds tokens may be asked for: `app`, `user`, `jwt_bearer`, `token`.
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    pub subjects: Vec<String>,
+    /// At most this many credentials newly obtained for the link in any hour, across every
+    /// broker (cached ones are still handed out): QuotaExceededError beyond it. 0: no quota.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_issuances_per_hour: u32,
 }

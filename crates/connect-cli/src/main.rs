@@ -280,6 +280,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             environments,
             for_,
             until,
+            limits,
         } => {
             let expires_at = match (for_, until) {
                 (Some(d), _) => chrono::Duration::from_std(d)
@@ -287,7 +288,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
                     .and_then(|d| chrono::Utc::now().checked_add_signed(d)),
                 (None, until) => until,
             };
-            links::attach(&ctx, connector, project, environments, expires_at).await
+            links::attach(&ctx, connector, project, environments, expires_at, limits).await
         }
         Command::Detach { connector, project } => links::detach(&ctx, connector, project).await,
         Command::Explain {
@@ -296,6 +297,8 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             environment,
             subject,
             installation_id,
+            scopes,
+            resources,
         } => {
             let request = connect_proto::registry::v1::ExplainAccessRequest {
                 project,
@@ -303,10 +306,15 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
                 connector,
                 installation_id: installation_id.unwrap_or_default(),
                 subject,
+                scopes,
+                resources,
             };
             links::explain(&ctx, request).await
         }
-        Command::Links { connector } => links::links(&ctx, connector).await,
+        Command::Links {
+            connector,
+            unused_for,
+        } => links::links(&ctx, connector, unused_for).await,
         Command::Remove {
             connector,
             disconnect_all,

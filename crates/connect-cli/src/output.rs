@@ -72,7 +72,32 @@ pub fn link(l: &pb::ProjectLink) -> Value {
         "createTime": time(l.create_time.as_ref()),
         "updateTime": time(l.update_time.as_ref()),
         "expireTime": time(l.expire_time.as_ref()),
+        "allowedScopes": l.allowed_scopes,
+        "allowedResources": l.allowed_resources,
+        "allowedInstallations": l.allowed_installations,
+        "allowedSubjects": l.allowed_subjects,
+        "maxIssuancesPerHour": l.max_issuances_per_hour,
+        "lastIssueTime": time(l.last_issue_time.as_ref()),
     })
+}
+
+/// A link's ceilings and quota in a few words (`scopes read; 10/h`); `None` when it has none.
+pub fn limits(l: &pb::ProjectLink) -> Option<String> {
+    let mut parts = Vec::new();
+    for (name, values) in [
+        ("scopes", &l.allowed_scopes),
+        ("resources", &l.allowed_resources),
+        ("installations", &l.allowed_installations),
+        ("subjects", &l.allowed_subjects),
+    ] {
+        if !values.is_empty() {
+            parts.push(format!("{name} {}", values.join(",")));
+        }
+    }
+    if l.max_issuances_per_hour > 0 {
+        parts.push(format!("{}/h", l.max_issuances_per_hour));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 pub fn audit_event(e: &pb::AuditEvent) -> Value {

@@ -309,7 +309,7 @@ async fn every_admin_command_in_text_and_json() {
     .json();
     assert_eq!(explained["allowed"], false);
     assert_eq!(explained["reason"], "CLIENT_NOT_LINKED_TO_PROJECT");
-    assert_eq!(explained["checks"].as_array().unwrap().len(), 8);
+    assert_eq!(explained["checks"].as_array().unwrap().len(), 9);
     assert_eq!(explained["checks"][2]["outcome"], "fail");
 
     // attach: all three environments by default, `unchanged` the second time.
@@ -442,13 +442,89 @@ async fn every_admin_command_in_text_and_json() {
     let links = c(&["links", "api-key/stripe"]).await.ok();
     assert_eq!(links.lines().count(), 3, "{links}");
     assert!(
-        links.starts_with("PROJECT   NAME  ENVIRONMENTS  UPDATED\n"),
+        links.starts_with("PROJECT   NAME  ENVIRONMENTS  UPDATED "),
+        "{links}"
+    );
+    assert!(
+        links
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("LAST ISSUED  LIMITS"),
         "{links}"
     );
     assert!(
         links.contains("\nprj_web   web   preview       "),
         "{links}"
     );
+    assert!(
+        links.lines().nth(1).unwrap().ends_with("never        -"),
+        "{links}"
+    );
+
+    // Ceilings and a quota: shown by attach and links; bad ones named field by field.
+    let out = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_docs",
+        "-e",
+        "production",
+        "--subjects",
+        "app",
+        "--max-issuances-per-hour",
+        "5",
+    ])
+    .await
+    .ok();
+    assert_eq!(
+        out,
+        "Attached api-key/stripe to prj_docs for production (subjects app; 5/h)\n"
+    );
+    let limited = c(&["links", "api-key/stripe", "-F", "json"]).await.json();
+    let docs = limited
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["projectId"] == "prj_docs")
+        .unwrap();
+    assert_eq!(docs["allowedSubjects"], json!(["app"]));
+    assert_eq!(docs["maxIssuancesPerHour"], 5);
+    assert_eq!(docs["lastIssueTime"], Value::Null);
+    let err = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_docs",
+        "-e",
+        "production",
+        "--scopes",
+        "read",
+        "--subjects",
+        "user",
+    ])
+    .await
+    .failed(1, "");
+    assert!(err.starts_with("InvalidArgumentError: "), "{err}");
+    assert!(
+        err.contains("allowed_scopes: api-key connectors issue no scoped tokens"),
+        "{err}"
+    );
+    assert!(
+        err.contains("allowed_subjects: api-key connectors do not issue for user subjects"),
+        "{err}"
+    );
+    // Every link of the team, and those unused for a while: none has issued, both were
+    // attached just now.
+    let every = c(&["links"]).await.ok();
+    assert!(every.starts_with("CONNECTOR       PROJECT "), "{every}");
+    assert_eq!(every.lines().count(), 3, "{every}");
+    let unused = c(&["links", "--unused-for", "30d"]).await.ok();
+    assert_eq!(unused, "No link has gone unused for 30days.\n");
+    let unused = c(&["links", "--unused-for", "0s", "-F", "json"])
+        .await
+        .json();
+    assert_eq!(unused.as_array().unwrap().len(), 2, "{unused}");
     let linked = c(&["list", "--project", "prj_docs", "-F", "json"])
         .await
         .json();

@@ -66,6 +66,7 @@ errors! {
     ScopeNotAllowed,
     SubjectNotAllowed,
     LinkExpired,
+    QuotaExceeded,
     NoValidToken,
     ConnectorInstallationRequired,
     ConnectorSuspended,

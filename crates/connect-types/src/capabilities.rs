@@ -76,6 +76,36 @@ pub enum InstallationIds {
     Digits,
 }
 
+/// What scopes of a type look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scopes {
+    /// The type's tokens have no scopes.
+    None,
+    /// RFC 6749 §3.3 scope tokens.
+    OAuth,
+    /// `name:level` permissions (GitHub: levels `read`, `write`, `admin`).
+    Permissions,
+}
+
+/// An RFC 6749 §3.3 scope token (%x21 / %x23-5B / %x5D-7E), at most 256 bytes.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= 256
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// A `name:level` permission: its name and level.
+pub fn permission(scope: &str) -> Option<(&str, &str)> {
+    scope.split_once(':').filter(|(name, level)| {
+        !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            && matches!(*level, "read" | "write" | "admin")
+    })
+}
+
 /// Whether a type's credentials can be revoked at the provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Revocation {
@@ -125,6 +155,7 @@ pub struct Capabilities {
     pub cross_installation: bool,
     /// Whether tokens can be narrowed to `resources`.
     pub resources: bool,
+    pub scopes: Scopes,
     pub revocation: Revocation,
     pub config_keys: &'static [Key],
     pub secret_keys: &'static [Key],
@@ -140,6 +171,7 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
         installation_ids: InstallationIds::Any,
         cross_installation: false,
         resources: false,
+        scopes: Scopes::None,
         revocation: Revocation::None,
         config_keys: &[],
         secret_keys: &[required("api_key", "the key itself")],
@@ -158,6 +190,7 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
         installation_ids: InstallationIds::Any,
         cross_installation: false,
         resources: false,
+        scopes: Scopes::OAuth,
         revocation: Revocation::WhenConfigured("revocation_url"),
         config_keys: &[
             required("token_url", "the provider's token endpoint"),
@@ -225,6 +258,7 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
         installation_ids: InstallationIds::Digits,
         cross_installation: false,
         resources: true,
+        scopes: Scopes::Permissions,
         revocation: Revocation::Always,
         config_keys: &[
             required("app_id", "the GitHub App's id"),
@@ -296,6 +330,15 @@ impl Capabilities {
             Some(RowRefusal::Subject(ask.subject))
         } else {
             None
+        }
+    }
+
+    /// Whether `scope` is one of the type's scopes.
+    pub fn is_scope(&self, scope: &str) -> bool {
+        match self.scopes {
+            Scopes::None => false,
+            Scopes::OAuth => is_scope_token(scope),
+            Scopes::Permissions => permission(scope).is_some(),
         }
     }
 

@@ -6,15 +6,17 @@
 
 pub mod bearer;
 pub mod capabilities;
+pub mod ceilings;
 pub mod ids;
 pub mod reason;
 pub mod url_policy;
 
 pub use bearer::{BearerError, bearer_token};
 pub use capabilities::{
-    CONNECTOR_TYPES, Capabilities, Installations, Key, Revocation, RowAsk, RowRefusal, SubjectKind,
-    capabilities, known_types,
+    CONNECTOR_TYPES, Capabilities, Installations, Key, Revocation, RowAsk, RowRefusal, Scopes,
+    SubjectKind, capabilities, is_scope_token, known_types, permission,
 };
+pub use ceilings::{CeilingAsk, CeilingRefusal, Ceilings, MAX_CEILING_VALUES};
 pub use ids::{
     ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
     IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,

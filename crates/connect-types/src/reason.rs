@@ -16,6 +16,7 @@ pub enum GrpcCode {
     NotFound = 5,
     AlreadyExists = 6,
     PermissionDenied = 7,
+    ResourceExhausted = 8,
     FailedPrecondition = 9,
     Aborted = 10,
     Internal = 13,
@@ -105,6 +106,8 @@ reasons! {
     /// A subject the connector does not allow callers to ask for (e.g. a JWT bearer `sub`
     /// outside its `jwt_bearer_subjects`).
     SubjectNotAllowed = "SUBJECT_NOT_ALLOWED", "SubjectNotAllowedError", PermissionDenied;
+    /// A link's `max_issuances_per_hour` is used up: no new credential for it this hour.
+    QuotaExceeded = "QUOTA_EXCEEDED", "QuotaExceededError", ResourceExhausted;
     NoValidToken = "NO_VALID_TOKEN", "NoValidTokenError", FailedPrecondition;
     ConnectorInstallationRequired = "CONNECTOR_INSTALLATION_REQUIRED", "ConnectorInstallationRequiredError", FailedPrecondition;
     /// An admin suspended the connector: it issues nothing until resumed.

@@ -176,6 +176,12 @@ impl Consents {
                 caller_timeout,
             )
             .await?;
+        authorization.within_ceilings(
+            SubjectKind::User,
+            request.installation_id.as_deref(),
+            &request.scopes,
+            &[],
+        )?;
         let kind = authorization.connector_type.as_str();
         if !connect_types::capabilities(kind).is_some_and(|row| row.accepts(SubjectKind::User)) {
             return Err(BrokerError::invalid(
@@ -198,7 +204,9 @@ impl Consents {
         let client_id = authorization.secret("client_id").ok_or_else(|| {
             BrokerError::NoValidToken("the connector has no 'client_id' secret".into())
         })?;
-        let scopes = if request.scopes.is_empty() {
+        let scopes = if request.scopes.is_empty() && !authorization.ceilings.scopes.is_empty() {
+            authorization.ceilings.scopes.clone()
+        } else if request.scopes.is_empty() {
             config("user_scopes")
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default()

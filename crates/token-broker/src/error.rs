@@ -74,6 +74,10 @@ pub enum BrokerError {
 
     #[error("NoValidTokenError: {0}")]
     NoValidToken(String),
+
+    /// The link's issuance quota is used up (the registry counts across brokers).
+    #[error("QuotaExceededError: {0}")]
+    QuotaExceeded(String),
     /// The registry refused to record a credential as handed out: it was revoked, and this broker
     /// did not hear of it.
     #[error("NoValidTokenError: the credential was revoked; ask again for a new one")]
@@ -146,6 +150,7 @@ impl BrokerError {
             Self::SubjectNotAllowed(_) => Reason::SubjectNotAllowed,
             Self::LinkExpired { .. } => Reason::LinkExpired,
             Self::NoValidToken(_) | Self::CredentialRevoked => Reason::NoValidToken,
+            Self::QuotaExceeded(_) => Reason::QuotaExceeded,
             Self::ConnectorInstallationRequired(_) => Reason::ConnectorInstallationRequired,
             Self::ConnectorSuspended(_) => Reason::ConnectorSuspended,
             Self::InstallationNotFound { .. } => Reason::InstallationNotFound,
@@ -203,6 +208,7 @@ impl BrokerError {
                 project_id: project_id.clone(),
             },
             Self::NoValidToken(s) => Self::NoValidToken(s.clone()),
+            Self::QuotaExceeded(s) => Self::QuotaExceeded(s.clone()),
             Self::CredentialRevoked => Self::CredentialRevoked,
             Self::ConnectorInstallationRequired(s) => {
                 Self::ConnectorInstallationRequired(s.clone())

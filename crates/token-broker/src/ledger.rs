@@ -207,6 +207,7 @@ mod tests {
             secrets: BTreeMap::new(),
             installation: None,
             link_expires_at: None,
+            ceilings: Default::default(),
         };
         let token = SecretString::from("sk_live_1".to_owned());
         let id = ledger.token_id(&token).await.unwrap();

@@ -219,6 +219,15 @@ impl Broker {
                 caller_timeout,
             )
             .await?;
+        // The link's ceilings, before any provider call; a request naming no scopes or resources
+        // is narrowed to the link's.
+        authorization.within_ceilings(
+            request.subject.kind(),
+            asked,
+            &request.scopes,
+            &request.resources,
+        )?;
+        let ceilings = &authorization.ceilings;
         let issued = self
             .issuers
             .issue(
@@ -226,13 +235,27 @@ impl Broker {
                     identity,
                     authorization: &authorization,
                     subject: &request.subject,
-                    scopes: &request.scopes,
-                    resources: &request.resources,
+                    scopes: ceilings.scopes(&request.scopes),
+                    resources: ceilings.resources(&request.resources),
                     min_ttl: request.min_ttl.unwrap_or_default(),
                 },
                 asked,
             )
             .await?;
+        // A user's grant may carry more than the link now allows (consented before the ceiling,
+        // or widened by the provider): not handed out.
+        if matches!(request.subject, crate::issuers::Subject::User(_))
+            && let Some(beyond) = issued
+                .scopes
+                .iter()
+                .find(|s| !ceilings.scopes.is_empty() && !ceilings.scopes.contains(s))
+        {
+            return Err(BrokerError::ScopeNotAllowed(format!(
+                "the user's grant carries scope '{}', beyond the link's allowed scopes (connector '{}'): the user must authorize again within them",
+                connect_types::truncate(beyond, 64),
+                authorization.connector_uid
+            )));
+        }
         let installation_id = authorization.installation_id();
         // Recorded before it leaves; a credential that cannot be recorded is not handed out.
         let token_id = self.ledger.token_id(&issued.token).await?;

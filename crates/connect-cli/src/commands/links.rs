@@ -8,6 +8,7 @@ pub(crate) async fn attach(
     project: String,
     environments: Vec<String>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    limits: crate::cli::LinkLimits,
 ) -> Result<(), Failure> {
     let wanted: BTreeSet<String> = if environments.is_empty() {
         ALL_ENVIRONMENTS.iter().map(|e| e.to_string()).collect()
@@ -18,53 +19,69 @@ pub(crate) async fn attach(
             .filter(|e| !e.is_empty())
             .collect()
     };
-    let current = ctx
+    let before = match ctx
         .registry()?
         .get_project_link(pb::GetProjectLinkRequest {
             connector: connector.clone(),
             project: project.clone(),
         })
-        .await;
-    let mut removed: Vec<String> = Vec::new();
-    let (link, unchanged) = match current {
-        Ok(link)
-            if expires_at.is_none()
-                && link.get_ref().expire_time.is_none()
-                && link
-                    .get_ref()
-                    .environments
-                    .iter()
-                    .cloned()
-                    .collect::<BTreeSet<_>>()
-                    == wanted =>
-        {
-            (link.into_inner(), true)
-        }
-        Ok(before) => {
-            removed = before
-                .into_inner()
-                .environments
-                .into_iter()
-                .filter(|e| !wanted.contains(e))
-                .collect();
-            (
-                attach_now(ctx, &connector, &project, &wanted, expires_at).await?,
-                false,
-            )
-        }
-        Err(status) if status.code() == tonic::Code::NotFound => (
-            attach_now(ctx, &connector, &project, &wanted, expires_at).await?,
-            false,
-        ),
+        .await
+    {
+        Ok(link) => Some(link.into_inner()),
+        Err(status) if status.code() == tonic::Code::NotFound => None,
         Err(status) => return Err(ctx.failed()(status)),
     };
+    let trimmed = |values: Vec<String>| -> Vec<String> {
+        values
+            .into_iter()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let link = ctx
+        .registry()?
+        .attach_project(pb::AttachProjectRequest {
+            connector: connector.clone(),
+            project: project.clone(),
+            environments: wanted.iter().cloned().collect(),
+            expire_time: expires_at.map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: 0,
+            }),
+            allowed_scopes: trimmed(limits.scopes),
+            allowed_resources: trimmed(limits.resources),
+            allowed_installations: trimmed(limits.installations),
+            allowed_subjects: trimmed(limits.subjects),
+            max_issuances_per_hour: limits.max_issuances_per_hour,
+        })
+        .await
+        .map_err(ctx.failed())?
+        .into_inner();
+    // The registry writes nothing when the terms are the link's already.
+    let unchanged = before
+        .as_ref()
+        .is_some_and(|b| b.update_time == link.update_time);
+    let removed: Vec<String> = before
+        .map(|b| {
+            b.environments
+                .into_iter()
+                .filter(|e| !wanted.contains(e))
+                .collect()
+        })
+        .unwrap_or_default();
     let until = output::time(link.expire_time.as_ref())
         .as_str()
         .map(|t| format!(" until {t}"))
         .unwrap_or_default();
+    let limited = output::limits(&link)
+        .map(|l| format!(" ({l})"))
+        .unwrap_or_default();
     ctx.emit(
         || {
-            let envs = format!("{}{until}", output::environments(&link.environments));
+            let envs = format!(
+                "{}{until}{limited}",
+                output::environments(&link.environments)
+            );
             if unchanged {
                 format!(
                     "{} is already attached to {} for {envs}: unchanged",
@@ -92,29 +109,6 @@ pub(crate) async fn attach(
         },
     );
     Ok(())
-}
-
-async fn attach_now(
-    ctx: &Context,
-    connector: &str,
-    project: &str,
-    environments: &BTreeSet<String>,
-    expires_at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<pb::ProjectLink, Failure> {
-    Ok(ctx
-        .registry()?
-        .attach_project(pb::AttachProjectRequest {
-            connector: connector.to_owned(),
-            project: project.to_owned(),
-            environments: environments.iter().cloned().collect(),
-            expire_time: expires_at.map(|t| prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: 0,
-            }),
-        })
-        .await
-        .map_err(ctx.failed())?
-        .into_inner())
 }
 
 /// `ExplainAccess`: a verdict line, then one line per check (`✓` pass, `✗` fail, `·` skipped)
@@ -197,19 +191,54 @@ pub(crate) async fn detach(
     Ok(())
 }
 
-pub(crate) async fn links(ctx: &Context, connector: String) -> Result<(), Failure> {
-    let links = all_links(ctx, &connector, "").await?;
+pub(crate) async fn links(
+    ctx: &Context,
+    connector: Option<String>,
+    unused_for: Option<std::time::Duration>,
+) -> Result<(), Failure> {
+    let links = links_unused_for(ctx, connector.as_deref().unwrap_or(""), "", unused_for).await?;
+    let empty = match (&connector, unused_for) {
+        (Some(c), None) => format!("{c} is not linked to any project."),
+        (None, None) => "The team has no links.".to_owned(),
+        (c, Some(d)) => format!(
+            "No link{} has gone unused for {}.",
+            c.as_ref().map(|c| format!(" of {c}")).unwrap_or_default(),
+            humantime::format_duration(d)
+        ),
+    };
+    // One connector's links as before; every link of the team names each one's connector.
+    let every = connector.is_none();
+    let mut header = vec![
+        "PROJECT",
+        "NAME",
+        "ENVIRONMENTS",
+        "UPDATED",
+        "LAST ISSUED",
+        "LIMITS",
+    ];
+    if every {
+        header.insert(0, "CONNECTOR");
+    }
     ctx.emit_list(
         &links,
-        format!("{connector} is not linked to any project."),
-        &["PROJECT", "NAME", "ENVIRONMENTS", "UPDATED"],
+        empty,
+        &header,
         |l| {
-            vec![
+            let mut row = vec![
                 l.project_id.clone(),
                 l.project_name.clone(),
                 output::environments(&l.environments),
                 output::short_time(l.update_time.as_ref()),
-            ]
+                match &l.last_issue_time {
+                    Some(t) => output::short_time(Some(t)),
+                    None => "never".to_owned(),
+                },
+                output::limits(l).unwrap_or_else(|| "-".to_owned()),
+            ];
+            if every {
+                row.insert(0, l.connector_uid.clone());
+            }
+            row
         },
         output::link,
     );

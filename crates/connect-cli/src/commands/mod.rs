@@ -119,6 +119,21 @@ async fn all_links(
     connector: &str,
     project: &str,
 ) -> Result<Vec<pb::ProjectLink>, Failure> {
+    links_unused_for(ctx, connector, project, None).await
+}
+
+/// The links of `connector` and `project` (empty: any), only those unused for `unused_for` when
+/// given.
+async fn links_unused_for(
+    ctx: &Context,
+    connector: &str,
+    project: &str,
+    unused_for: Option<std::time::Duration>,
+) -> Result<Vec<pb::ProjectLink>, Failure> {
+    let unused_for = unused_for.map(|d| prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    });
     collect(usize::MAX, |page_size, page_token| async move {
         let page = ctx
             .registry()?
@@ -127,6 +142,7 @@ async fn all_links(
                 project: project.to_owned(),
                 page_size,
                 page_token,
+                unused_for,
             })
             .await
             .map_err(ctx.failed())?

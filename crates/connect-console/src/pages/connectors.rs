@@ -58,6 +58,7 @@ async fn all_links(
             project: project.into(),
             page_size: 500,
             page_token,
+            unused_for: None,
         };
         async move {
             let page = client.list_project_links(request).await?.into_inner();
@@ -374,17 +375,23 @@ pub async fn attach(ctx: Ctx, Path(id): Path<String>, fields: Fields) -> Respons
             },
         );
     }
-    // Saving environments keeps a time-boxed link's end (attach replaces everything it is
-    // sent, and the page sends environments only).
+    // Saving environments keeps the rest of a link's terms: its end, ceilings and quota (attach
+    // replaces everything it is sent, and the page sends environments only).
     let mut client = ctx.client.clone();
-    let kept_expiry = client
+    let existing = match client
         .get_project_link(pb::GetProjectLinkRequest {
             connector: id.into(),
             project: project.clone(),
         })
         .await
-        .ok()
-        .and_then(|l| l.into_inner().expire_time)
+    {
+        Ok(link) => Some(link.into_inner()),
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => return ctx.refused(&back, status).await,
+    };
+    let existing = existing.unwrap_or_default();
+    let kept_expiry = existing
+        .expire_time
         .filter(|t| t.seconds > chrono::Utc::now().timestamp());
     match client
         .attach_project(pb::AttachProjectRequest {
@@ -392,6 +399,11 @@ pub async fn attach(ctx: Ctx, Path(id): Path<String>, fields: Fields) -> Respons
             project: project.clone(),
             environments,
             expire_time: kept_expiry,
+            allowed_scopes: existing.allowed_scopes,
+            allowed_resources: existing.allowed_resources,
+            allowed_installations: existing.allowed_installations,
+            allowed_subjects: existing.allowed_subjects,
+            max_issuances_per_hour: existing.max_issuances_per_hour,
         })
         .await
     {

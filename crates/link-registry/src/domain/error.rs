@@ -133,6 +133,16 @@ pub enum RegistryError {
     #[error("ConnectorSuspendedError: connector '{connector}' is suspended")]
     ConnectorSuspended { connector: String },
 
+    /// The link's issuance quota for the last hour is used up.
+    #[error(
+        "QuotaExceededError: the link of connector '{connector}' to project '{project_id}' obtained its {quota} credentials of the last hour; cached ones are still handed out"
+    )]
+    QuotaExceeded {
+        connector: String,
+        project_id: String,
+        quota: u32,
+    },
+
     /// The database cannot be reached (retryable).
     #[error("StorageUnavailableError: the registry database cannot be reached")]
     StorageUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -137,6 +137,71 @@ pub struct ProjectLink {
     pub updated_at: DateTime<Utc>,
     /// From then on the link no longer authorizes; `None`: never.
     pub expires_at: Option<DateTime<Utc>>,
+    pub limits: LinkLimits,
+    /// When a credential was last recorded for the link; `None`: never.
+    pub last_issued_at: Option<DateTime<Utc>>,
+}
+
+/// What a link allows at most, and how many credentials may be obtained through it in an hour.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkLimits {
+    pub ceilings: connect_types::Ceilings,
+    /// 0: no quota.
+    pub max_issuances_per_hour: u32,
+}
+
+impl LinkLimits {
+    pub fn is_empty(&self) -> bool {
+        self.ceilings.is_empty() && self.max_issuances_per_hour == 0
+    }
+
+    /// The stored and audited form.
+    pub fn to_json(&self) -> Value {
+        let c = &self.ceilings;
+        json!({
+            "allowed_scopes": c.scopes,
+            "allowed_resources": c.resources,
+            "allowed_installations": c.installations,
+            "allowed_subjects": c.subjects.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "max_issuances_per_hour": self.max_issuances_per_hour,
+        })
+    }
+
+    /// The limits of [`LinkLimits::to_json`]'s form; `None` when it is not that.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let strings = |key: &str| -> Option<Vec<String>> {
+            match value.get(key) {
+                None => Some(Vec::new()),
+                Some(v) => v
+                    .as_array()?
+                    .iter()
+                    .map(|s| s.as_str().map(str::to_owned))
+                    .collect(),
+            }
+        };
+        let subjects = strings("allowed_subjects")?
+            .iter()
+            .map(|s| connect_types::SubjectKind::parse(s))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            ceilings: connect_types::Ceilings {
+                scopes: strings("allowed_scopes")?,
+                resources: strings("allowed_resources")?,
+                installations: strings("allowed_installations")?,
+                subjects,
+            },
+            max_issuances_per_hour: match value.get("max_issuances_per_hour") {
+                None => 0,
+                Some(n) => u32::try_from(n.as_u64()?).ok()?,
+            },
+        })
+    }
+}
+
+impl Serialize for LinkLimits {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
 }
 
 impl ProjectLink {
@@ -150,14 +215,18 @@ impl ProjectLink {
     }
 
     pub fn audit_view(&self) -> Value {
-        json!({
+        let mut view = json!({
             "connector_id": self.connector_id,
             "connector_uid": self.connector_uid,
             "project_id": self.project_id,
             "project_name": self.project_name,
             "environments": self.environments,
             "expires_at": self.expires_at,
-        })
+        });
+        if !self.limits.is_empty() {
+            view["limits"] = self.limits.to_json();
+        }
+        view
     }
 }
 

@@ -41,6 +41,9 @@ pub type SecretReseal =
 pub struct LinkFilter {
     pub connector: Option<ConnectorRef>,
     pub project: Option<ProjectRef>,
+    /// Only links with no credential recorded since then (a link never used: attached before
+    /// then).
+    pub unused_since: Option<DateTime<Utc>>,
 }
 
 /// Which audit events a list returns: each field that is set must match exactly; the time range
@@ -247,19 +250,21 @@ pub trait ConnectorStore: Send + Sync {
 }
 
 /// Project links: which projects may use a connector, in which environments.
-/// What a link allows: its environments, and until when (`None`: no end).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a link allows: its environments, until when (`None`: no end), and its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkTerms {
     pub environments: EnvironmentSet,
     pub expires_at: Option<DateTime<Utc>>,
+    pub limits: super::model::LinkLimits,
 }
 
 impl LinkTerms {
-    /// A link for `environments` that does not expire.
+    /// A link for `environments` that does not expire and has no limits.
     pub fn lasting(environments: EnvironmentSet) -> Self {
         Self {
             environments,
             expires_at: None,
+            limits: Default::default(),
         }
     }
 }
@@ -304,8 +309,10 @@ pub trait LinkStore: Send + Sync {
 #[async_trait]
 pub trait IssuanceStore: Send + Sync {
     /// Writes the row unless this (credential, project, environment) of the team is recorded;
-    /// whether it wrote it.
-    async fn record_issuance(&self, issuance: &Issuance) -> Result<bool>;
+    /// whether it wrote it. When the link has a quota and the hour before `now` holds that many
+    /// of its issuances already, `QuotaExceeded` and nothing is written; the count and the
+    /// write are one transaction per link (its row locked on PostgreSQL).
+    async fn record_issuance(&self, issuance: &Issuance, now: DateTime<Utc>) -> Result<bool>;
     /// The team's issuances, newest first.
     async fn issuances(
         &self,

@@ -178,13 +178,7 @@ impl LinkRegistry for LinkRegistryService {
         let link = Attachment::try_from(request.into_inner()).map_err(to_status)?;
         reply(
             self.registry
-                .attach_project_until(
-                    &caller,
-                    &link.connector,
-                    &link.project,
-                    link.environments,
-                    link.expires_at,
-                )
+                .attach_project_with(&caller, &link.connector, &link.project, link.terms)
                 .await,
         )
     }
@@ -235,7 +229,7 @@ impl LinkRegistry for LinkRegistryService {
         let listing = LinkListing::try_from(request.into_inner()).map_err(to_status)?;
         let page = self
             .registry
-            .list_project_links(&caller, listing.filter, listing.page)
+            .list_project_links(&caller, listing.filter, listing.unused_for, listing.page)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListProjectLinksResponse {

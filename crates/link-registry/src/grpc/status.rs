@@ -52,6 +52,7 @@ pub(crate) fn reason(err: &RegistryError) -> Reason {
         }
         RegistryError::ConnectorSuspended { .. } => Reason::ConnectorSuspended,
         RegistryError::LinkExpired { .. } => Reason::LinkExpired,
+        RegistryError::QuotaExceeded { .. } => Reason::QuotaExceeded,
         RegistryError::StorageUnavailable(_) => Reason::StorageUnavailable,
         RegistryError::Internal { .. } => Reason::Internal,
     }

@@ -28,6 +28,7 @@ pub(super) struct AuthorizeRow {
     pub(super) l_created_at: Option<DateTime<Utc>>,
     pub(super) l_updated_at: Option<DateTime<Utc>>,
     pub(super) l_expires_at: Option<DateTime<Utc>>,
+    pub(super) l_limits: Option<String>,
     pub(super) p_name: Option<String>,
 }
 
@@ -140,6 +141,9 @@ impl AuthorizeStore for SeaStore {
                 created_at,
                 updated_at,
                 expires_at: row.l_expires_at,
+                limits: row.l_limits,
+                // Not read on the runtime path.
+                last_issued_at: None,
             })?),
             _ => None,
         };
@@ -267,6 +271,11 @@ fn lookup_query(by_id: bool) -> SelectStatement {
             project_link::Entity.into_iden(),
             L::ExpiresAt.into_iden(),
             "l_expires_at",
+        ),
+        (
+            project_link::Entity.into_iden(),
+            L::Limits.into_iden(),
+            "l_limits",
         ),
         (
             project::Entity.into_iden(),

@@ -110,6 +110,10 @@ pub mod project_link {
         pub updated_at: DateTimeUtc,
         /// From then on the link no longer authorizes; `None`: never.
         pub expires_at: Option<DateTimeUtc>,
+        /// Ceilings and quota (JSON); `None`: none.
+        pub limits: Option<String>,
+        /// When a credential was last recorded for the link; `None`: never.
+        pub last_issued_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -95,6 +95,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         l_created_at: row.get("l_created_at")?,
         l_updated_at: row.get("l_updated_at")?,
         l_expires_at: row.get("l_expires_at")?,
+        l_limits: row.get("l_limits")?,
         p_name: row.get("p_name")?,
     })
 }

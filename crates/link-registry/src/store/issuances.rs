@@ -10,17 +10,70 @@ use crate::domain::{
 /// Most values in one `IN (…)` list.
 const CHUNK: usize = 500;
 
+/// The link an issuance is for, locked for update when `lock`.
+async fn link_row<C: ConnectionTrait>(
+    db: &C,
+    issuance: &Issuance,
+    lock: bool,
+) -> Result<Option<project_link::Model>> {
+    let mut select = project_link::Entity::find()
+        .filter(project_link::Column::TeamId.eq(issuance.team_id.as_str()))
+        .filter(project_link::Column::ConnectorId.eq(issuance.connector_id.as_str()))
+        .filter(project_link::Column::ProjectId.eq(issuance.project_id.as_str()));
+    if lock {
+        select = select.lock_exclusive();
+    }
+    Ok(select
+        .all(db)
+        .await
+        .map_err(storage_error)?
+        .into_iter()
+        .next())
+}
+
+/// Writes the ledger row unless it is there; whether it wrote it.
+async fn insert_issuance<C: ConnectionTrait>(db: &C, issuance: &Issuance) -> Result<bool> {
+    let once = OnConflict::columns([
+        issuance::Column::TeamId,
+        issuance::Column::TokenId,
+        issuance::Column::ProjectId,
+        issuance::Column::Environment,
+    ])
+    .do_nothing()
+    .to_owned();
+    match issuance::Entity::insert(rows::issuance_row(issuance))
+        .on_conflict(once)
+        .exec_without_returning(db)
+        .await
+    {
+        Ok(written) => Ok(written > 0),
+        Err(DbErr::RecordNotInserted) => Ok(false),
+        Err(e) => Err(storage_error(e)),
+    }
+}
+
+/// Moves the link's last use forward to the issuance (never back).
+async fn mark_used<C: ConnectionTrait>(db: &C, issuance: &Issuance) -> Result<()> {
+    use project_link::Column as L;
+    project_link::Entity::update_many()
+        .col_expr(L::LastIssuedAt, Expr::value(issuance.issued_at))
+        .filter(L::TeamId.eq(issuance.team_id.as_str()))
+        .filter(L::ConnectorId.eq(issuance.connector_id.as_str()))
+        .filter(L::ProjectId.eq(issuance.project_id.as_str()))
+        .filter(
+            Condition::any()
+                .add(L::LastIssuedAt.is_null())
+                .add(L::LastIssuedAt.lt(issuance.issued_at)),
+        )
+        .exec(db)
+        .await
+        .map_err(storage_error)?;
+    Ok(())
+}
+
 #[async_trait]
 impl IssuanceStore for SeaStore {
-    async fn record_issuance(&self, issuance: &Issuance) -> Result<bool> {
-        let once = OnConflict::columns([
-            issuance::Column::TeamId,
-            issuance::Column::TokenId,
-            issuance::Column::ProjectId,
-            issuance::Column::Environment,
-        ])
-        .do_nothing()
-        .to_owned();
+    async fn record_issuance(&self, issuance: &Issuance, now: DateTime<Utc>) -> Result<bool> {
         // A credential revoked before (for any project) is never recorded as handed out again.
         let revoked = issuance::Entity::find()
             .filter(issuance::Column::TeamId.eq(issuance.team_id.as_str()))
@@ -35,17 +88,64 @@ impl IssuanceStore for SeaStore {
                     .into(),
             ));
         }
-        // Ledger rows are no change of anyone's answer and carry no audit event: a plain insert,
-        // outside the SQLite write gate's transactions but under its busy timeout.
-        match issuance::Entity::insert(rows::issuance_row(issuance))
-            .on_conflict(once)
-            .exec_without_returning(&self.db)
-            .await
-        {
-            Ok(written) => Ok(written > 0),
-            Err(DbErr::RecordNotInserted) => Ok(false),
-            Err(e) => Err(storage_error(e)),
+        let quota = match link_row(&self.db, issuance, false).await? {
+            Some(link) => rows::link_limits(link.limits.as_deref())?.max_issuances_per_hour,
+            None => 0,
+        };
+        if quota == 0 {
+            // Ledger rows are no change of anyone's answer and carry no audit event: a plain
+            // insert, outside the SQLite write gate's transactions but under its busy timeout.
+            let written = insert_issuance(&self.db, issuance).await?;
+            if written {
+                mark_used(&self.db, issuance).await?;
+            }
+            return Ok(written);
         }
+        // Counted and written in one transaction per link: on PostgreSQL its row is locked, so
+        // two registries (or two brokers' calls) never both take the last unit of the hour.
+        let txn = self.begin_write().await?;
+        let postgres = self.backend() == DbBackend::Postgres;
+        let link = link_row(&txn.txn, issuance, postgres).await?;
+        let quota = match &link {
+            Some(link) => rows::link_limits(link.limits.as_deref())?.max_issuances_per_hour,
+            None => 0,
+        };
+        use issuance::Column as I;
+        let recorded = issuance::Entity::find()
+            .filter(I::TeamId.eq(issuance.team_id.as_str()))
+            .filter(I::TokenId.eq(issuance.token_id.as_str()))
+            .filter(I::ProjectId.eq(issuance.project_id.as_str()))
+            .filter(I::Environment.eq(issuance.environment.as_str()))
+            .count(&txn.txn)
+            .await
+            .map_err(storage_error)?;
+        if recorded > 0 {
+            return Ok(false);
+        }
+        if quota > 0 {
+            let hour_ago = now - chrono::Duration::hours(1);
+            let used = issuance::Entity::find()
+                .filter(I::TeamId.eq(issuance.team_id.as_str()))
+                .filter(I::ConnectorId.eq(issuance.connector_id.as_str()))
+                .filter(I::ProjectId.eq(issuance.project_id.as_str()))
+                .filter(I::IssuedAt.gt(hour_ago))
+                .count(&txn.txn)
+                .await
+                .map_err(storage_error)?;
+            if used >= u64::from(quota) {
+                return Err(RegistryError::QuotaExceeded {
+                    connector: issuance.connector_uid.to_string(),
+                    project_id: issuance.project_id.to_string(),
+                    quota,
+                });
+            }
+        }
+        let written = insert_issuance(&txn.txn, issuance).await?;
+        if written {
+            mark_used(&txn.txn, issuance).await?;
+        }
+        txn.commit_unaudited().await?;
+        Ok(written)
     }
 
     async fn issuances(

@@ -38,6 +38,8 @@ pub(super) fn link_query(team: &TeamId) -> SelectStatement {
             (project_link::Entity, L::CreatedAt),
             (project_link::Entity, L::UpdatedAt),
             (project_link::Entity, L::ExpiresAt),
+            (project_link::Entity, L::Limits),
+            (project_link::Entity, L::LastIssuedAt),
         ])
         .expr_as(Expr::SubQuery(None, Box::new(uid.into())), "connector_uid")
         .expr_as(Expr::SubQuery(None, Box::new(name.into())), "project_name")
@@ -103,15 +105,15 @@ impl LinkStore for SeaStore {
         let LinkTerms {
             environments,
             expires_at,
+            limits,
         } = terms;
         let txn = self.begin_write().await?;
         let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
         let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
         // The set and expiry it has already: nothing is written, audited or announced.
-        if let Some(unchanged) = before
-            .as_ref()
-            .filter(|b| b.environments == environments && b.expires_at == expires_at)
-        {
+        if let Some(unchanged) = before.as_ref().filter(|b| {
+            b.environments == environments && b.expires_at == expires_at && b.limits == limits
+        }) {
             return Ok(unchanged.clone());
         }
         let row = project_link::ActiveModel::from(project_link::Model {
@@ -122,6 +124,8 @@ impl LinkStore for SeaStore {
             created_at: now,
             updated_at: now,
             expires_at,
+            limits: rows::limits_column(&limits),
+            last_issued_at: before.as_ref().and_then(|b| b.last_issued_at),
         });
         project_link::Entity::insert(row)
             .on_conflict(
@@ -133,6 +137,7 @@ impl LinkStore for SeaStore {
                     project_link::Column::Environments,
                     project_link::Column::UpdatedAt,
                     project_link::Column::ExpiresAt,
+                    project_link::Column::Limits,
                 ])
                 .to_owned(),
             )
@@ -153,6 +158,8 @@ impl LinkStore for SeaStore {
             created_at: before.as_ref().map_or(now, |b| b.created_at),
             updated_at: now,
             expires_at,
+            limits,
+            last_issued_at: before.as_ref().and_then(|b| b.last_issued_at),
         };
         let scope = ChangeScope::link(
             team,
@@ -233,7 +240,18 @@ impl LinkStore for SeaStore {
             ),
             None => None,
         };
-        let query = super::lists::links_page(team, connector.as_ref(), project.as_ref(), page);
+        let mut query = super::lists::links_page(team, connector.as_ref(), project.as_ref(), page);
+        if let Some(since) = filter.unused_since {
+            use project_link::Column as L;
+            let column = |c: L| Expr::col((project_link::Entity, c));
+            query.and_where(
+                Expr::expr(sea_orm::sea_query::Func::coalesce([
+                    column(L::LastIssuedAt),
+                    column(L::CreatedAt),
+                ]))
+                .lte(since),
+            );
+        }
         fetch_links(&self.db, &query).await
     }
 }

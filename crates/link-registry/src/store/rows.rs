@@ -15,8 +15,8 @@ use crate::domain::{
     RegistryError, Result,
     model::{
         ApiKeyRecord, AuditEvent, BindingSubject, Connector, Grant, GrantKey, GrantState,
-        HeldConsent, Installation, Issuance, NewAuditEvent, PendingAuthorization, Project,
-        ProjectLink, ProviderRevocation, Role, RoleBinding, StoredSecret, Team,
+        HeldConsent, Installation, Issuance, LinkLimits, NewAuditEvent, PendingAuthorization,
+        Project, ProjectLink, ProviderRevocation, Role, RoleBinding, StoredSecret, Team,
     },
     types::{
         ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet,
@@ -195,6 +195,24 @@ pub struct LinkRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub limits: Option<String>,
+    pub last_issued_at: Option<DateTime<Utc>>,
+}
+
+/// A link's stored limits (`None`: none).
+pub fn link_limits(stored: Option<&str>) -> Result<LinkLimits> {
+    const T: &str = "stored link limits";
+    let Some(text) = stored else {
+        return Ok(LinkLimits::default());
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(T, e.to_string()))?;
+    LinkLimits::from_json(&value).ok_or_else(|| corrupt(T, "not the limits' form".to_owned()))
+}
+
+/// The stored form of `limits`: `None` when there are none.
+pub fn limits_column(limits: &LinkLimits) -> Option<String> {
+    (!limits.is_empty()).then(|| limits.to_json().to_string())
 }
 
 pub fn link(row: LinkRow) -> Result<ProjectLink> {
@@ -210,6 +228,8 @@ pub fn link(row: LinkRow) -> Result<ProjectLink> {
         created_at: row.created_at,
         updated_at: row.updated_at,
         expires_at: row.expires_at,
+        limits: link_limits(row.limits.as_deref())?,
+        last_issued_at: row.last_issued_at,
     })
 }
 

@@ -192,6 +192,7 @@ async fn linked(db: TestDb) -> TestApp {
             project: "prj_web".into(),
             environments: vec!["preview".into()],
             expire_time: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -140,6 +140,7 @@ async fn a_registry_killed_during_concurrent_attaches_keeps_every_acknowledged_o
                     project: format!("prj_{i}"),
                     environments: environments.clone(),
                     expire_time: None,
+                    ..Default::default()
                 });
                 request.set_timeout(Duration::from_secs(2));
                 match admin.attach_project(request).await {
@@ -273,6 +274,7 @@ async fn the_postgresql_backup_recipe_restores_a_registry_that_serves() {
                 project: format!("prj_{i}"),
                 environments: vec!["preview".into()],
                 expire_time: None,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -60,6 +60,7 @@ async fn make_changes(admin: &mut Client) {
             project: "web".into(),
             environments: vec!["preview".into()],
             expire_time: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -60,6 +60,7 @@ pub(crate) async fn link_web(admin: &mut Client, connector: &str) {
             project: "prj_web".into(),
             environments: vec!["preview".into()],
             expire_time: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -889,6 +890,7 @@ async fn a_grant_is_its_projects_unless_the_connector_shares_grants(db: TestDb) 
             project: "prj_docs".into(),
             environments: vec!["preview".into()],
             expire_time: None,
+            ..Default::default()
         })
         .await
         .unwrap();

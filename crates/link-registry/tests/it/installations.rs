@@ -338,6 +338,7 @@ async fn authorize_answers_for_the_installation_asked_for(db: TestDb) {
             project: "prj_web".into(),
             environments: vec!["preview".into()],
             expire_time: None,
+            ..Default::default()
         })
         .await
         .unwrap();

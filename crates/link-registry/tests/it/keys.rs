@@ -635,6 +635,7 @@ async fn a_backup_taken_while_serving_restores_to_a_registry_that_serves() {
                         project: format!("prj_{i}"),
                         environments: vec!["preview".into()],
                         expire_time: None,
+                        ..Default::default()
                     })
                     .await
                     .unwrap();

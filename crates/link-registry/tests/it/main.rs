@@ -11,5 +11,6 @@ mod keys;
 mod ledger;
 mod operators;
 mod pages;
+mod policy;
 mod rpc;
 mod store;

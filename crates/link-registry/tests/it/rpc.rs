@@ -47,6 +47,7 @@ async fn attach(
             project: project.into(),
             environments: envs.iter().map(|e| e.to_string()).collect(),
             expire_time: None,
+            ..Default::default()
         })
         .await
         .expect("attach")
@@ -114,6 +115,7 @@ async fn a_time_boxed_link_stops_authorizing_at_its_expiry(db: TestDb) {
         project: "prj_web".into(),
         environments: vec!["preview".into()],
         expire_time,
+        ..Default::default()
     };
     // A time in the past is refused, and changes nothing.
     let status = assert_error(
@@ -258,7 +260,7 @@ fn outcomes(answer: &pb::ExplainAccessResponse) -> Outcomes<'_> {
 }
 
 async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 9] = [
         "team",
         "connector",
         "link",
@@ -266,6 +268,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
         "link_expiry",
         "connector_active",
         "installation",
+        "ceilings",
         "type_rules",
     ];
     let (app, _) = seeded(db).await;
@@ -292,7 +295,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
                 )
             })
             .await;
-        if answer.checks[7].outcome != "fail" {
+        if answer.checks[7].outcome != "fail" && answer.checks[8].outcome != "fail" {
             match &decided {
                 Ok(_) => assert!(answer.allowed, "{answer:?}"),
                 Err(status) => assert_eq!(
@@ -327,6 +330,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
             ("link_expiry", "skip"),
             ("connector_active", "skip"),
             ("installation", "skip"),
+            ("ceilings", "skip"),
             ("type_rules", "skip"),
         ]
     );
@@ -366,7 +370,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
         .unwrap()
         .into_inner();
     assert_eq!(user.reason, "USER_AUTHORIZATION_REQUIRED");
-    assert_eq!(outcomes(&user).0[7], ("type_rules", "fail"));
+    assert_eq!(outcomes(&user).0[8], ("type_rules", "fail"));
 
     admin
         .update_connector(pb::UpdateConnectorRequest {
@@ -734,6 +738,7 @@ async fn viewers_read_but_cannot_write(db: TestDb) {
                 project: "web".into(),
                 environments: vec!["production".into()],
                 expire_time: None,
+                ..Default::default()
             })
             .await
             .map(|r| r.map(drop)),
@@ -1124,6 +1129,7 @@ async fn one_team_can_neither_see_nor_change_another(db: TestDb) {
                     project: "prj_globex".into(),
                     environments: vec!["production".into()],
                     expire_time: None,
+                    ..Default::default()
                 })
                 .await,
             Code::NotFound,
@@ -1147,6 +1153,7 @@ async fn one_team_can_neither_see_nor_change_another(db: TestDb) {
                     project: project.into(),
                     environments: vec!["production".into()],
                     expire_time: None,
+                    ..Default::default()
                 })
                 .await,
             Code::NotFound,
@@ -1445,6 +1452,7 @@ async fn attach_replaces_the_environment_set(db: TestDb) {
                     project: "web".into(),
                     environments: bad,
                     expire_time: None,
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -2039,6 +2047,7 @@ async fn fifty_concurrent_attaches_leave_exactly_one_link(db: TestDb) {
                     project: "busy".into(),
                     environments: envs,
                     expire_time: None,
+                    ..Default::default()
                 })
                 .await
         })

@@ -90,6 +90,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000017_audit_actor_issuer",
             "m20261204_000018_audit_chain",
             "m20261205_000019_link_expiry",
+            "m20261205_000020_link_limits",
         ]
     );
     again.ping().await.unwrap();

@@ -67,13 +67,7 @@ impl GitHubAppIssuer {
 fn permissions(scopes: &[String]) -> Result<BTreeMap<String, String>> {
     let mut permissions = BTreeMap::new();
     for scope in scopes {
-        let parsed = scope.split_once(':').filter(|(name, level)| {
-            !name.is_empty()
-                && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                && matches!(*level, "read" | "write" | "admin")
-        });
-        let Some((name, level)) = parsed else {
+        let Some((name, level)) = connect_types::permission(scope) else {
             return Err(BrokerError::invalid(
                 "scopes",
                 format!(

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use connect_types::is_scope_token;
 use futures::future::BoxFuture;
 use oauth2::{
     ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl, basic::BasicClient,
@@ -60,15 +61,6 @@ fn split_scopes(value: Option<&String>) -> Vec<String> {
     value
         .map(|v| v.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
-}
-
-fn is_scope_token(scope: &str) -> bool {
-    // RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E
-    !scope.is_empty()
-        && scope.len() <= 256
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 impl OAuth2ClientCredentialsIssuer {

@@ -457,6 +457,7 @@ mod tests {
                 .into(),
                 installation: None,
                 link_expires_at: None,
+                ceilings: Default::default(),
             }))
         }
     }

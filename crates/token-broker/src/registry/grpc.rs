@@ -353,6 +353,13 @@ impl IssuanceRecorder for RegistryClient {
         .map_err(|status| {
             if status.code() == Code::FailedPrecondition {
                 BrokerError::CredentialRevoked
+            } else if status.code() == Code::ResourceExhausted {
+                BrokerError::QuotaExceeded(
+                    status
+                        .message()
+                        .trim_start_matches("QuotaExceededError: ")
+                        .to_owned(),
+                )
             } else {
                 unavailable("RecordIssuance")(status)
             }
@@ -798,8 +805,21 @@ fn check_answer(
             project_id: identity.project_id.to_string(),
         });
     }
+    let subjects = link
+        .allowed_subjects
+        .iter()
+        .map(|s| connect_types::SubjectKind::parse(s))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| garbled("an unknown subject kind in a link's ceiling"))?;
+    let ceilings = connect_types::Ceilings {
+        scopes: link.allowed_scopes,
+        resources: link.allowed_resources,
+        installations: link.allowed_installations,
+        subjects,
+    };
     Ok(Authorization {
         link_expires_at,
+        ceilings,
         installation: granted,
         connector_id: connector.id,
         connector_uid: connector.uid,

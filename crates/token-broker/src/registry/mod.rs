@@ -39,6 +39,8 @@ pub struct Authorization {
     pub installation: Option<InstallationGrant>,
     /// When the link stops authorizing (a time-boxed link); no cached answer outlives it.
     pub link_expires_at: Option<std::time::SystemTime>,
+    /// What the link allows at most; checked on every call, cached with the answer.
+    pub ceilings: connect_types::Ceilings,
 }
 
 /// An installation of the connector, with its config and opened secrets.
@@ -69,6 +71,7 @@ impl fmt::Debug for Authorization {
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("installation", &self.installation.as_ref().map(|i| &i.id))
             .field("link_expires_at", &self.link_expires_at)
+            .field("ceilings", &self.ceilings)
             .finish()
     }
 }
@@ -88,9 +91,12 @@ impl Authorization {
             .is_some_and(|at| at <= std::time::SystemTime::now())
     }
 
-    /// Whether both say exactly the same, secrets included.
+    /// Whether both say exactly the same, secrets and the link's terms included (answers are
+    /// shared across projects: one project's link must never lend its terms to another's).
     pub fn same_as(&self, other: &Self) -> bool {
-        self.connector_id == other.connector_id
+        self.link_expires_at == other.link_expires_at
+            && self.ceilings == other.ceilings
+            && self.connector_id == other.connector_id
             && self.connector_uid == other.connector_uid
             && self.connector_type == other.connector_type
             && self.config == other.config
@@ -102,6 +108,42 @@ impl Authorization {
                 }
                 _ => false,
             }
+    }
+
+    /// The link's ceilings applied to a request: the error of the first one it goes beyond.
+    /// `installation_asked` is the request's (`*` for every installation).
+    pub fn within_ceilings(
+        &self,
+        subject: connect_types::SubjectKind,
+        installation_asked: Option<&str>,
+        scopes: &[String],
+        resources: &[String],
+    ) -> Result<()> {
+        if self.ceilings.is_empty() {
+            return Ok(());
+        }
+        let installation = match installation_asked {
+            Some("*") => "*",
+            _ => self.installation_id().unwrap_or_default(),
+        };
+        let refusal = self.ceilings.refusal(&connect_types::CeilingAsk {
+            subject: Some(subject),
+            installation: Some(installation),
+            scopes,
+            resources,
+        });
+        match refusal {
+            None => Ok(()),
+            Some(refusal) => {
+                let why = format!("{refusal} (connector '{}')", self.connector_uid);
+                Err(match refusal.reason() {
+                    connect_types::Reason::ScopeNotAllowed => {
+                        crate::error::BrokerError::ScopeNotAllowed(why)
+                    }
+                    _ => crate::error::BrokerError::SubjectNotAllowed(why),
+                })
+            }
+        }
     }
 
     /// The installation's id, if the token is for one.

@@ -63,6 +63,7 @@ pub const CHECKS: &[&str] = &[
     "link_expiry",
     "connector_active",
     "installation",
+    "ceilings",
     "type_rules",
 ];
 
@@ -139,7 +140,8 @@ pub struct ExplainQuery {
     pub connector: ConnectorRef,
     pub installation: InstallationAsk,
     pub subject: connect_types::SubjectKind,
-    pub resources: bool,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
 }
 
 /// The decision as `ExplainAccess` answers it: the checks, and why `GetToken` would end in a
@@ -155,6 +157,8 @@ pub struct Explanation {
 pub enum Refusal {
     /// The registry's own answer to the broker.
     Decision(RegistryError),
+    /// A ceiling of the link, which the broker applies.
+    Ceiling(connect_types::Reason),
     /// A rule of the connector type's row, which the broker applies.
     TypeRule(connect_types::Reason),
 }
@@ -300,9 +304,10 @@ impl Registry {
         };
         let mut checks = Recorded::default();
         let refusal = match self.decide(&query, &mut checks).await {
-            Ok(authorization) => {
-                type_rules(&authorization, &asked, &mut checks).map(Refusal::TypeRule)
-            }
+            Ok(authorization) => match ceilings(&authorization, &asked, &mut checks) {
+                Some(reason) => Some(Refusal::Ceiling(reason)),
+                None => type_rules(&authorization, &asked, &mut checks).map(Refusal::TypeRule),
+            },
             // Unavailable storage is no explanation.
             Err(e @ RegistryError::StorageUnavailable(_)) => return Err(e),
             Err(e) => Some(Refusal::Decision(e)),
@@ -410,6 +415,52 @@ impl Registry {
     }
 }
 
+/// The link's ceilings for what `asked` names, as the broker applies them before the type's
+/// rules (the same [`connect_types::Ceilings::refusal`]): the reason of the broker's refusal, if
+/// any.
+fn ceilings(
+    authorization: &Authorization,
+    asked: &ExplainQuery,
+    checks: &mut Recorded,
+) -> Option<connect_types::Reason> {
+    let limits = &authorization.link.limits.ceilings;
+    let installation = match (&asked.installation, &authorization.installation) {
+        (InstallationAsk::Every, _) => crate::domain::types::EVERY_INSTALLATION,
+        (_, Some((installation, _))) => installation.id.as_str(),
+        (_, None) => "",
+    };
+    let refusal = limits.refusal(&connect_types::CeilingAsk {
+        subject: Some(asked.subject),
+        installation: Some(installation),
+        scopes: &asked.scopes,
+        resources: &asked.resources,
+    });
+    let Some(refusal) = refusal else {
+        checks.pass("ceilings", || {
+            if limits.is_empty() {
+                "the link sets no ceilings".into()
+            } else {
+                "within the link's ceilings".into()
+            }
+        });
+        return None;
+    };
+    let link = &authorization.link;
+    checks.fail(
+        "ceilings",
+        || refusal.to_string(),
+        || {
+            format!(
+                "ask within the link's {}, or attach again with a wider one (connect attach {} --project {} …)",
+                refusal.field(),
+                link.connector_uid,
+                link.project_name
+            )
+        },
+    );
+    Some(refusal.reason())
+}
+
 /// The rules of the connector type's row for what `asked` names, as the broker applies them
 /// before its issuer runs (the same [`connect_types::Capabilities::refusal`]): the reason of the
 /// broker's refusal, if any.
@@ -432,7 +483,7 @@ fn type_rules(
     let refusal = row.refusal(RowAsk {
         every_installation: asked.installation == InstallationAsk::Every,
         has_installation: authorization.installation.is_some(),
-        resources: asked.resources,
+        resources: !asked.resources.is_empty(),
         subject: asked.subject,
     });
     let Some(refusal) = refusal else {

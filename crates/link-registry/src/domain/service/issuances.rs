@@ -95,7 +95,9 @@ impl Registry {
             revoked: false,
             provider_revocation: None,
         };
-        self.store.record_issuance(&issuance).await
+        self.store
+            .record_issuance(&issuance, self.clock.now())
+            .await
     }
 
     /// The team's issuances, newest first (admin and viewer keys).

@@ -10,23 +10,40 @@ use super::{Violations, installation, page, timestamp};
 use crate::domain::{
     RegistryError,
     changes::FeedEvent,
-    model::{Authorization, ProjectLink},
+    model::{Authorization, LinkLimits, ProjectLink},
     page::{LinkKey, PageRequest},
     service::{AuthorizeQuery, ExplainQuery, Explanation, InstallationAsk, Refusal},
-    store::LinkFilter,
+    store::{LinkFilter, LinkTerms},
     types::{
         ConnectorRef, EVERY_INSTALLATION, Environment, EnvironmentSet, InstallationId, ProjectId,
         ProjectRef, TeamId,
     },
 };
 
-/// An `AttachProjectRequest`: the link and the environment set it is to have.
+/// An `AttachProjectRequest`: the link and the terms it is to have.
 #[derive(Debug)]
 pub struct Attachment {
     pub connector: ConnectorRef,
     pub project: ProjectRef,
-    pub environments: EnvironmentSet,
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub terms: LinkTerms,
+}
+
+/// Subject kinds by their wire names, each unknown one a violation of `allowed_subjects`.
+fn subject_kinds(v: &mut Violations, names: &[String]) -> Vec<connect_types::SubjectKind> {
+    let mut kinds = Vec::with_capacity(names.len());
+    for name in names {
+        match connect_types::SubjectKind::parse(name) {
+            Some(kind) => kinds.push(kind),
+            None => v.push(
+                "allowed_subjects",
+                format!(
+                    "'{}' is not a subject kind: app, user, jwt_bearer or token",
+                    connect_types::truncate(name, 40)
+                ),
+            ),
+        }
+    }
+    kinds
 }
 
 impl TryFrom<pb::AttachProjectRequest> for Attachment {
@@ -47,13 +64,26 @@ impl TryFrom<pb::AttachProjectRequest> for Attachment {
                 }
             },
         };
+        let subjects = subject_kinds(&mut v, &req.allowed_subjects);
+        let limits = LinkLimits {
+            ceilings: connect_types::Ceilings {
+                scopes: req.allowed_scopes,
+                resources: req.allowed_resources,
+                installations: req.allowed_installations,
+                subjects,
+            },
+            max_issuances_per_hour: req.max_issuances_per_hour,
+        };
         let value = match (connector, project, environments, expires_at) {
             (Some(connector), Some(project), Some(environments), Some(expires_at)) => {
                 Some(Attachment {
                     connector,
                     project,
-                    environments,
-                    expires_at,
+                    terms: LinkTerms {
+                        environments,
+                        expires_at,
+                        limits,
+                    },
                 })
             }
             _ => None,
@@ -102,6 +132,8 @@ impl TryFrom<&pb::GetProjectLinkRequest> for LinkRefs {
 #[derive(Debug)]
 pub struct LinkListing {
     pub filter: LinkFilter,
+    /// Only links unused for at least this long.
+    pub unused_for: Option<chrono::Duration>,
     pub page: PageRequest<LinkKey>,
 }
 
@@ -117,8 +149,29 @@ impl TryFrom<pb::ListProjectLinksRequest> for LinkListing {
         if !req.project.is_empty() {
             filter.project = v.check("project", ProjectRef::parse(&req.project));
         }
+        let unused_for = match req.unused_for {
+            None => Some(None),
+            Some(d) => match std::time::Duration::try_from(d)
+                .ok()
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .filter(|d| *d <= chrono::Duration::days(36_500))
+            {
+                Some(d) => Some(Some(d)),
+                None => {
+                    v.push(
+                        "unused_for",
+                        "unused_for must be a duration of 0 to 100 years",
+                    );
+                    None
+                }
+            },
+        };
         let page = page(&mut v, req.page_size, &req.page_token);
-        v.finish(page.map(|page| Self { filter, page }))
+        v.finish(page.zip(unused_for).map(|(page, unused_for)| Self {
+            filter,
+            unused_for,
+            page,
+        }))
     }
 }
 
@@ -134,6 +187,18 @@ impl From<ProjectLink> for pb::ProjectLink {
             create_time: Some(timestamp(l.created_at)),
             update_time: Some(timestamp(l.updated_at)),
             expire_time: l.expires_at.map(timestamp),
+            allowed_scopes: l.limits.ceilings.scopes,
+            allowed_resources: l.limits.ceilings.resources,
+            allowed_installations: l.limits.ceilings.installations,
+            allowed_subjects: l
+                .limits
+                .ceilings
+                .subjects
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            max_issuances_per_hour: l.limits.max_issuances_per_hour,
+            last_issue_time: l.last_issued_at.map(timestamp),
         }
     }
 }
@@ -187,7 +252,8 @@ impl TryFrom<pb::ExplainAccessRequest> for ExplainQuery {
                 connector,
                 installation,
                 subject,
-                resources: false,
+                scopes: req.scopes,
+                resources: req.resources,
             }),
             _ => None,
         };
@@ -204,7 +270,9 @@ impl From<Explanation> for pb::ExplainAccessResponse {
                 Some(Refusal::Decision(error)) => {
                     crate::grpc::status::reason(error).as_str().into()
                 }
-                Some(Refusal::TypeRule(reason)) => reason.as_str().into(),
+                Some(Refusal::TypeRule(reason) | Refusal::Ceiling(reason)) => {
+                    reason.as_str().into()
+                }
             },
             checks: e
                 .checks

@@ -24,6 +24,7 @@ mod m20261204_000016_role_bindings;
 mod m20261204_000017_audit_actor_issuer;
 mod m20261204_000018_audit_chain;
 mod m20261205_000019_link_expiry;
+mod m20261205_000020_link_limits;
 
 use sea_orm_migration::prelude::*;
 
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000017_audit_actor_issuer::Migration),
             Box::new(m20261204_000018_audit_chain::Migration),
             Box::new(m20261205_000019_link_expiry::Migration),
+            Box::new(m20261205_000020_link_limits::Migration),
         ]
     }
 }
