@@ -17,6 +17,7 @@ mod ledger;
 mod logs;
 mod metrics;
 mod people;
+mod policy;
 mod rejections;
 mod tls;
 mod traces;
