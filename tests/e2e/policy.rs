@@ -176,3 +176,88 @@ async fn a_links_quota_is_shared_by_two_brokers_and_cached_hand_outs_are_free() 
     other.stop().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_in_a_custom_environment_is_matched_by_slug_or_id_until_renamed_or_removed() {
+    let stack = Stack::start().await;
+    let mut admin = stack.admin(&stack.acme);
+    let staging = admin
+        .create_environment(rpb::CreateEnvironmentRequest {
+            project: "prj_docs".into(),
+            slug: "staging".into(),
+            name: "Staging".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stack
+        .attach(&stack.acme, "api-key/stripe", "prj_docs", &["staging"])
+        .await;
+    stack.feed_caught_up().await;
+    for claim in ["staging", staging.id.as_str()] {
+        let token = stack.acme.token("prj_docs", claim);
+        let issued = stack.get_token(&token, "api-key/stripe").await.unwrap();
+        assert_eq!(issued.token, "sk_acme_stripe", "{claim}");
+    }
+    // Another environment of the project, and one it does not have, are not enabled.
+    for claim in ["preview", "qa"] {
+        assert_denied(
+            stack
+                .get_token(&stack.acme.token("prj_docs", claim), "api-key/stripe")
+                .await,
+            Code::PermissionDenied,
+            "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+            "ClientNotEnabledForEnvironmentError: ",
+        );
+    }
+    // The same slug in a token for another project means that project's environment.
+    assert_denied(
+        stack
+            .get_token(&stack.acme.token("prj_web", "staging"), "api-key/stripe")
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+        "ClientNotEnabledForEnvironmentError: ",
+    );
+
+    // A rename reaches the caching broker: the old slug no longer matches, the new one does.
+    admin
+        .update_environment(rpb::UpdateEnvironmentRequest {
+            project: "prj_docs".into(),
+            environment: "staging".into(),
+            slug: "stage".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap();
+    stack.feed_caught_up().await;
+    assert_denied(
+        stack
+            .get_token(&stack.acme.token("prj_docs", "staging"), "api-key/stripe")
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+        "ClientNotEnabledForEnvironmentError: ",
+    );
+    let stage = stack.acme.token("prj_docs", "stage");
+    stack.get_token(&stage, "api-key/stripe").await.unwrap();
+
+    // Removed: the link had no other environment, so it is gone too.
+    let removed = admin
+        .delete_environment(rpb::DeleteEnvironmentRequest {
+            project: "prj_docs".into(),
+            environment: staging.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.removed_links.len(), 1);
+    stack.feed_caught_up().await;
+    assert_denied(
+        stack.get_token(&stage, "api-key/stripe").await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_LINKED_TO_PROJECT",
+        "ClientNotLinkedToProjectError: ",
+    );
+    stack.stop().await;
+}

@@ -119,6 +119,9 @@ pub enum Command {
     /// Manage projects.
     #[command(subcommand)]
     Projects(ProjectsCommand),
+    /// Manage a project's custom environments (beside production, preview and development).
+    #[command(subcommand)]
+    Envs(EnvsCommand),
     /// Link a connector to a project for some environments (default: all three). The link's
     /// environments become exactly the ones given: list every environment it should keep
     /// (`connect links <CONNECTOR>` shows them); the output names any it removed.
@@ -128,8 +131,8 @@ pub enum Command {
         /// The project, by id (`prj_…`) or name.
         #[arg(long)]
         project: String,
-        /// `production`, `preview` or `development`; repeat or separate with commas. Replaces
-        /// the link's set.
+        /// `production`, `preview`, `development`, or a custom environment's slug or id; repeat
+        /// or separate with commas. Replaces the link's set.
         #[arg(short = 'e', long = "environment", value_delimiter = ',')]
         environments: Vec<String>,
         /// The link stops authorizing after this long (`8h`, `90m`, `3d`): LinkExpiredError.
@@ -312,6 +315,47 @@ pub enum ProjectsCommand {
     },
     /// List the team's projects.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvsCommand {
+    /// Create a custom environment; links and deployment tokens name it by slug or id.
+    Create {
+        /// Lower-case letters, digits and `-`, not a built-in environment's name.
+        slug: String,
+        /// The project, by id or name.
+        #[arg(long)]
+        project: String,
+        /// Display name (default: the slug).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a project's custom environments.
+    List {
+        #[arg(long)]
+        project: String,
+    },
+    /// Give an environment a new slug (and name); links keep it (they store its id), tokens
+    /// naming the old slug no longer match.
+    Rename {
+        /// The environment, by slug or id.
+        environment: String,
+        /// The new slug.
+        slug: String,
+        #[arg(long)]
+        project: String,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete an environment: it is taken out of every link, and links left with none are
+    /// removed (the output names them).
+    Remove {
+        /// The environment, by slug or id.
+        environment: String,
+        #[arg(long)]
+        project: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -274,6 +274,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             projects::create_project(&ctx, id, name).await
         }
         Command::Projects(ProjectsCommand::List) => projects::list_projects(&ctx).await,
+        Command::Envs(command) => projects::envs(&ctx, command).await,
         Command::Attach {
             connector,
             project,

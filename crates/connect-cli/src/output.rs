@@ -81,6 +81,16 @@ pub fn link(l: &pb::ProjectLink) -> Value {
     })
 }
 
+pub fn environment(e: &pb::Environment) -> Value {
+    json!({
+        "id": e.id,
+        "slug": e.slug,
+        "name": e.name,
+        "project": e.project,
+        "createTime": time(e.create_time.as_ref()),
+    })
+}
+
 /// A link's ceilings and quota in a few words (`scopes read; 10/h`); `None` when it has none.
 pub fn limits(l: &pb::ProjectLink) -> Option<String> {
     let mut parts = Vec::new();

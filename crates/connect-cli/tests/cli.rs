@@ -525,6 +525,62 @@ async fn every_admin_command_in_text_and_json() {
         .await
         .json();
     assert_eq!(unused.as_array().unwrap().len(), 2, "{unused}");
+
+    // Custom environments: created, attached by slug, renamed, removed with what it took along.
+    let created = c(&[
+        "envs",
+        "create",
+        "staging",
+        "--project",
+        "docs",
+        "-F",
+        "json",
+    ])
+    .await
+    .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("env_"), "{created}");
+    assert_eq!(created["slug"], "staging");
+    assert_eq!(created["project"], "prj_docs");
+    let listed = c(&["envs", "list", "--project", "docs"]).await.ok();
+    assert!(listed.starts_with("ID "), "{listed}");
+    assert!(
+        listed.contains(&format!("{id}  staging  staging")),
+        "{listed}"
+    );
+    c(&["envs", "create", "production", "--project", "docs"])
+        .await
+        .failed(
+            1,
+            "InvalidArgumentError: slug: 'production' is a built-in environment",
+        );
+    let out = c(&[
+        "attach",
+        "api-key/stripe",
+        "--project",
+        "prj_docs",
+        "-e",
+        "production,staging",
+    ])
+    .await
+    .ok();
+    assert!(out.contains(&format!("for production, {id}")), "{out}");
+    let out = c(&["envs", "rename", "staging", "stage", "--project", "docs"])
+        .await
+        .ok();
+    assert_eq!(
+        out,
+        format!("Renamed environment staging to stage ({id})\n")
+    );
+    let out = c(&["envs", "remove", "stage", "--project", "docs"])
+        .await
+        .ok();
+    assert_eq!(
+        out,
+        format!("Removed environment stage ({id})\ntaken out of the links of: api-key/stripe\n")
+    );
+    let out = c(&["envs", "list", "--project", "docs"]).await.ok();
+    assert!(out.starts_with("docs has no custom environments"), "{out}");
     let linked = c(&["list", "--project", "prj_docs", "-F", "json"])
         .await
         .json();

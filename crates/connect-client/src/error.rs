@@ -60,6 +60,7 @@ errors! {
     ProjectLinkNotFound,
     KeyNotFound,
     RoleBindingNotFound,
+    EnvironmentNotFound,
     InstallationNotFound,
     ClientNotLinkedToProject,
     ClientNotEnabledForEnvironment,

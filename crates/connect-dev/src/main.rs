@@ -265,14 +265,12 @@ async fn seed(
             .get_project_link(&admin, &connector, &project)
             .await
         {
-            Ok(link) if link.environments == development => continue,
+            Ok(link) if link.environments == development && link.custom_environments.is_empty() => {
+                continue;
+            }
             Ok(link) => notes.push(format!(
                 "The demo link of {connector} had been changed to {}: reset to development only.",
-                link.environments
-                    .iter()
-                    .map(|e| e.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                link.environment_names().join(", ")
             )),
             Err(RegistryError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),

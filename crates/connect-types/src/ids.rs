@@ -332,18 +332,145 @@ impl fmt::Display for ConnectorRef {
     }
 }
 
-/// A deployment environment.
+/// A deployment environment: one of the three built in, or a project's own (`Custom`: its id
+/// `env_…` or its slug, as a deployment token's `environment` claim or an admin names it; the
+/// registry resolves it against the project's environments).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Environment {
     Production,
     Preview,
     Development,
+    Custom(CustomEnvironment),
+}
+
+/// The longest custom environment slug.
+pub const MAX_ENVIRONMENT_SLUG: usize = 40;
+
+/// A custom environment's id (`env_` and 24 lower-case letters or digits) or slug (lower-case
+/// letters, digits and `-`, starting with a letter or digit, at most 40, never a built-in name),
+/// held inline so that an [`Environment`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CustomEnvironment {
+    len: u8,
+    bytes: [u8; MAX_ENVIRONMENT_SLUG],
+}
+
+impl CustomEnvironment {
+    pub fn as_str(&self) -> &str {
+        // Built only from validated ASCII.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    /// Whether this names the environment by its id (`env_…`) rather than its slug.
+    pub fn is_id(&self) -> bool {
+        self.as_str().starts_with(ENVIRONMENT_ID_PREFIX)
+    }
+
+    /// A fresh id (`env_` and 24 lower-case letters or digits from `suffix`).
+    pub fn id_from_suffix(suffix: &str) -> Result<Self, Invalid> {
+        let id = format!("{ENVIRONMENT_ID_PREFIX}{suffix}");
+        if is_environment_id(&id) {
+            Ok(Self::new(&id))
+        } else {
+            Err("an environment id is env_ and 24 lower-case letters or digits".into())
+        }
+    }
+
+    /// A stored id.
+    pub fn parse_id(value: &str) -> Result<Self, Invalid> {
+        if is_environment_id(value) {
+            Ok(Self::new(value))
+        } else {
+            Err(format!(
+                "not an environment id (env_…): {:?}",
+                truncate(value, 40)
+            ))
+        }
+    }
+
+    fn new(value: &str) -> Self {
+        let mut bytes = [0; MAX_ENVIRONMENT_SLUG];
+        bytes[..value.len()].copy_from_slice(value.as_bytes());
+        Self {
+            len: value.len() as u8,
+            bytes,
+        }
+    }
+}
+
+impl Serialize for CustomEnvironment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for CustomEnvironment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// How a custom environment's id starts.
+pub const ENVIRONMENT_ID_PREFIX: &str = "env_";
+
+/// Whether `value` is a custom environment id: `env_` and 24 lower-case letters or digits.
+pub fn is_environment_id(value: &str) -> bool {
+    value
+        .strip_prefix(ENVIRONMENT_ID_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == 24
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// Checks a custom environment slug: lower-case letters, digits and `-`, starting with a letter or
+/// digit, at most 40 characters, and not a built-in environment's name.
+pub fn check_environment_slug(value: &str) -> Result<(), Invalid> {
+    if Environment::builtin(value).is_ok() {
+        return Err(format!(
+            "'{value}' is a built-in environment: a custom environment needs another slug"
+        ));
+    }
+    let shaped = !value.is_empty()
+        && value.len() <= MAX_ENVIRONMENT_SLUG
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if shaped {
+        Ok(())
+    } else {
+        Err(format!(
+            "slug must be 1 to {MAX_ENVIRONMENT_SLUG} lower-case letters, digits and '-', starting with a letter or digit (got {:?})",
+            truncate(value, 48)
+        ))
+    }
 }
 
 impl Environment {
     pub const ALL: [Environment; 3] = [Self::Development, Self::Preview, Self::Production];
 
+    /// A built-in environment, a custom environment's id, or a custom environment's slug.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
+        if let Ok(builtin) = Self::builtin(value) {
+            return Ok(builtin);
+        }
+        if is_environment_id(value) || check_environment_slug(value).is_ok() {
+            return Ok(Self::Custom(CustomEnvironment::new(value)));
+        }
+        Err(format!(
+            "environment must be production, preview, development, or a custom environment's id (env_…) or slug (got {:?})",
+            truncate(value, 48)
+        ))
+    }
+
+    /// One of the three built-in environments only.
+    pub fn builtin(value: &str) -> Result<Self, Invalid> {
         match value {
             "production" => Ok(Self::Production),
             "preview" => Ok(Self::Preview),
@@ -355,11 +482,20 @@ impl Environment {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Production => "production",
             Self::Preview => "preview",
             Self::Development => "development",
+            Self::Custom(custom) => custom.as_str(),
+        }
+    }
+
+    /// The custom environment this names, if it is not a built-in one.
+    pub fn custom(&self) -> Option<&CustomEnvironment> {
+        match self {
+            Self::Custom(custom) => Some(custom),
+            _ => None,
         }
     }
 
@@ -368,6 +504,7 @@ impl Environment {
             Self::Development => 1,
             Self::Preview => 2,
             Self::Production => 4,
+            Self::Custom(_) => 0,
         }
     }
 }
@@ -378,12 +515,15 @@ impl fmt::Display for Environment {
     }
 }
 
-/// A non-empty set of environments. Stored as a bit mask: development 1, preview 2, production 4.
+/// A set of the built-in environments. Stored as a bit mask: development 1, preview 2,
+/// production 4. Parsed from a request it is never empty; a link whose environments are all
+/// custom ones holds the empty set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EnvironmentSet(u8);
 
 impl EnvironmentSet {
-    /// Parses a list of environment names; duplicates collapse, the list must not be empty.
+    /// Parses a list of built-in environment names; duplicates collapse, the list must not be
+    /// empty.
     pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, Invalid> {
         if values.is_empty() {
             return Err(
@@ -392,14 +532,28 @@ impl EnvironmentSet {
         }
         let mut bits = 0;
         for value in values {
-            bits |= Environment::parse(value.as_ref())?.bit();
+            bits |= Environment::builtin(value.as_ref())?.bit();
         }
         Ok(Self(bits))
+    }
+
+    /// The built-in ones of `environments` (custom ones are left to the caller).
+    pub fn of(environments: &[Environment]) -> Self {
+        Self(environments.iter().fold(0, |bits, e| bits | e.bit()))
     }
 
     /// From the stored bit mask.
     pub fn from_bits(bits: i32) -> Option<Self> {
         (1..=7).contains(&bits).then_some(Self(bits as u8))
+    }
+
+    /// From a stored mask that may be empty (a link with custom environments only).
+    pub fn from_stored_bits(bits: i32) -> Option<Self> {
+        (0..=7).contains(&bits).then_some(Self(bits as u8))
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
     }
 
     pub fn bits(self) -> i32 {
@@ -424,7 +578,7 @@ impl EnvironmentSet {
 
 impl Serialize for EnvironmentSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter().map(Environment::as_str))
+        serializer.collect_seq(self.iter().map(|e| e.as_str().to_owned()))
     }
 }
 
@@ -486,6 +640,35 @@ mod tests {
     }
 
     #[test]
+    fn custom_environments_are_ids_or_slugs_never_built_in_names() {
+        let staging = Environment::parse("staging").unwrap();
+        assert_eq!(staging.as_str(), "staging");
+        assert!(!staging.custom().unwrap().is_id());
+        let id = Environment::parse("env_0123456789abcdefghijklmn").unwrap();
+        assert!(id.custom().unwrap().is_id());
+        assert_eq!(
+            format!("{id:?}"),
+            "Custom(\"env_0123456789abcdefghijklmn\")"
+        );
+        assert_eq!(Environment::parse("preview").unwrap(), Environment::Preview);
+        for bad in ["", "Staging", "-qa", "a b", "env_short", &"x".repeat(41)] {
+            assert!(Environment::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Environment::builtin("staging").is_err());
+        assert!(check_environment_slug("production").is_err());
+        assert!(check_environment_slug("qa-2").is_ok());
+        assert!(check_environment_slug("env_x").is_err());
+        assert!(EnvironmentSet::parse(&["staging"]).is_err());
+        let set = EnvironmentSet::of(&[staging, Environment::Production]);
+        assert_eq!(set.names(), ["production"]);
+        assert!(!set.contains(staging));
+        assert_eq!(
+            EnvironmentSet::from_stored_bits(0).map(|s| s.is_empty()),
+            Some(true)
+        );
+    }
+
+    #[test]
     fn ids_from_random_suffixes_follow_their_rules() {
         assert!(ConnectorId::from_suffix("0123456789abcdefghijklmn").is_ok());
         assert!(ConnectorId::from_suffix("short").is_err());
@@ -512,7 +695,8 @@ mod tests {
                 let names: Vec<&str> = picks.iter().map(|&i| NAMES[i]).collect();
                 match EnvironmentSet::parse(&names) {
                     Ok(set) => {
-                        let held: Vec<&str> = set.iter().map(Environment::as_str).collect();
+                        let held: Vec<String> = set.iter().map(|e| e.as_str().to_owned()).collect();
+                        let held: Vec<&str> = held.iter().map(String::as_str).collect();
                         for name in NAMES {
                             prop_assert_eq!(held.contains(&name), names.contains(&name));
                         }

@@ -18,8 +18,9 @@ pub use capabilities::{
 };
 pub use ceilings::{CeilingAsk, CeilingRefusal, Ceilings, MAX_CEILING_VALUES};
 pub use ids::{
-    ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
-    IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, truncate,
+    ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, CustomEnvironment,
+    ENVIRONMENT_ID_PREFIX, Environment, EnvironmentSet, Invalid, IssuerUrl, KeyId, ProjectId,
+    ProjectName, TeamId, TeamSlug, check_environment_slug, is_environment_id, truncate,
 };
 pub use reason::{ERROR_DOMAIN, FieldViolation, GrpcCode, Reason};
 pub use url_policy::{HostRule, UrlPolicy, UrlRefusal, is_destination_key, is_loopback_http};

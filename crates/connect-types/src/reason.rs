@@ -96,6 +96,8 @@ reasons! {
     KeyNotFound = "KEY_NOT_FOUND", "KeyNotFoundError", NotFound;
     /// No role binding with that id in the caller's team.
     RoleBindingNotFound = "ROLE_BINDING_NOT_FOUND", "RoleBindingNotFoundError", NotFound;
+    /// No custom environment with that id or slug in the project.
+    EnvironmentNotFound = "ENVIRONMENT_NOT_FOUND", "EnvironmentNotFoundError", NotFound;
     /// No such installation of the connector (or the provider does not know it).
     InstallationNotFound = "INSTALLATION_NOT_FOUND", "InstallationNotFoundError", NotFound;
     ClientNotLinkedToProject = "CLIENT_NOT_LINKED_TO_PROJECT", "ClientNotLinkedToProjectError", PermissionDenied;

@@ -390,6 +390,15 @@ pub async fn attach(ctx: Ctx, Path(id): Path<String>, fields: Fields) -> Respons
         Err(status) => return ctx.refused(&back, status).await,
     };
     let existing = existing.unwrap_or_default();
+    // The page ticks built-in environments only; the link's custom ones stay.
+    let mut environments = environments;
+    environments.extend(
+        existing
+            .environments
+            .iter()
+            .filter(|e| connect_types::is_environment_id(e))
+            .cloned(),
+    );
     let kept_expiry = existing
         .expire_time
         .filter(|t| t.seconds > chrono::Utc::now().timestamp());

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{
     model::{
         Actor, ApiKeyRecord, Connector, Grant, HeldConsent, Installation, NewAuditEvent, Project,
-        ProjectLink, RoleBinding, Team,
+        ProjectEnvironment, ProjectLink, RoleBinding, Team,
     },
     store::RevokeFilter,
 };
@@ -494,5 +494,63 @@ mod laws {
             prop_assert_eq!(none_was, Value::Object(Map::new()));
             prop_assert_eq!(none_is, Value::Object(Map::new()));
         }
+    }
+}
+
+pub fn environment_created(actor: &Actor, environment: &ProjectEnvironment) -> NewAuditEvent {
+    NewAuditEvent {
+        team_id: Some(environment.team_id.clone()),
+        actor: actor.clone(),
+        action: "environment.create",
+        target: environment.audit_target(),
+        before: None,
+        after: Some(environment.audit_view()),
+        time: environment.created_at,
+    }
+}
+
+pub fn environment_updated(
+    actor: &Actor,
+    before: &ProjectEnvironment,
+    after: &ProjectEnvironment,
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    let (was, is) = change(before.audit_view(), after.audit_view());
+    NewAuditEvent {
+        team_id: Some(after.team_id.clone()),
+        actor: actor.clone(),
+        action: "environment.update",
+        target: after.audit_target(),
+        before: was,
+        after: is,
+        time,
+    }
+}
+
+/// The environment as it was, and the links it was taken out of (`after`).
+pub fn environment_deleted(
+    actor: &Actor,
+    environment: &ProjectEnvironment,
+    updated: &[ProjectLink],
+    removed: &[ProjectLink],
+    time: DateTime<Utc>,
+) -> NewAuditEvent {
+    let connectors = |links: &[ProjectLink]| {
+        links
+            .iter()
+            .map(|l| l.connector_uid.to_string())
+            .collect::<Vec<_>>()
+    };
+    NewAuditEvent {
+        team_id: Some(environment.team_id.clone()),
+        actor: actor.clone(),
+        action: "environment.delete",
+        target: environment.audit_target(),
+        before: Some(environment.audit_view()),
+        after: Some(json!({
+            "links_updated": connectors(updated),
+            "links_removed": connectors(removed),
+        })),
+        time,
     }
 }

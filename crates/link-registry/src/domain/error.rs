@@ -16,6 +16,7 @@ pub enum Resource {
     Key,
     Installation,
     RoleBinding,
+    Environment,
 }
 
 impl fmt::Display for Resource {
@@ -28,6 +29,7 @@ impl fmt::Display for Resource {
             Self::Key => "key",
             Self::Installation => "installation",
             Self::RoleBinding => "role binding",
+            Self::Environment => "environment",
         })
     }
 }
@@ -188,6 +190,7 @@ fn pascal(resource: Resource) -> &'static str {
         Resource::Key => "Key",
         Resource::Installation => "Installation",
         Resource::RoleBinding => "RoleBinding",
+        Resource::Environment => "Environment",
     }
 }
 

@@ -8,8 +8,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::types::{
-    ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet, InstallationId,
-    IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, UserId,
+    ConfigMap, ConnectorId, ConnectorUid, CustomEnvironment, DisplayName, Environment,
+    EnvironmentSet, InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
+    UserId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -132,7 +133,10 @@ pub struct ProjectLink {
     pub connector_uid: ConnectorUid,
     pub project_id: ProjectId,
     pub project_name: ProjectName,
+    /// The built-in environments it enables (empty when it enables custom ones only).
     pub environments: EnvironmentSet,
+    /// The ids of the project's custom environments it enables, sorted.
+    pub custom_environments: Vec<CustomEnvironment>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// From then on the link no longer authorizes; `None`: never.
@@ -204,7 +208,54 @@ impl Serialize for LinkLimits {
     }
 }
 
+/// A project's own environment, beside the three built in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectEnvironment {
+    pub team_id: TeamId,
+    pub project_id: ProjectId,
+    /// `env_…`; what links store.
+    pub id: CustomEnvironment,
+    /// Unique in the project; a deployment token's `environment` claim may name it.
+    pub slug: String,
+    pub name: DisplayName,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ProjectEnvironment {
+    pub fn audit_target(&self) -> String {
+        format!("environment:{}", self.id.as_str())
+    }
+
+    pub fn audit_view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "project_id": self.project_id,
+            "slug": self.slug,
+            "name": self.name,
+        })
+    }
+}
+
 impl ProjectLink {
+    /// Every environment it enables: the built-in names, then the custom ids.
+    pub fn environment_names(&self) -> Vec<String> {
+        let mut names = self.environments.names();
+        names.extend(
+            self.custom_environments
+                .iter()
+                .map(|e| e.as_str().to_owned()),
+        );
+        names
+    }
+
+    /// Whether it enables `environment` (a custom one by its id).
+    pub fn enables(&self, environment: &Environment) -> bool {
+        match environment.custom() {
+            Some(custom) => self.custom_environments.contains(custom),
+            None => self.environments.contains(*environment),
+        }
+    }
+
     /// Whether the link has run out at `now`.
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -220,7 +271,7 @@ impl ProjectLink {
             "connector_uid": self.connector_uid,
             "project_id": self.project_id,
             "project_name": self.project_name,
-            "environments": self.environments,
+            "environments": self.environment_names(),
             "expires_at": self.expires_at,
         });
         if !self.limits.is_empty() {
@@ -648,6 +699,8 @@ impl HeldConsent {
 pub struct Authorization {
     pub connector: Connector,
     pub link: ProjectLink,
+    /// The environment the token names, as the link enables it (a custom one by its id).
+    pub environment: Environment,
     pub secrets: BTreeMap<String, SecretString>,
     /// The installation asked for (or the default) and its opened secrets.
     pub installation: Option<(Installation, BTreeMap<String, SecretString>)>,

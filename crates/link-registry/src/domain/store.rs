@@ -122,6 +122,7 @@ pub trait Store:
     + GrantStore
     + ChangeStore
     + AuthorizeStore
+    + EnvironmentStore
     + std::fmt::Debug
     + 'static
 {
@@ -253,7 +254,10 @@ pub trait ConnectorStore: Send + Sync {
 /// What a link allows: its environments, until when (`None`: no end), and its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkTerms {
+    /// The built-in environments (may be empty when custom ones are given).
     pub environments: EnvironmentSet,
+    /// Custom environments: as asked, by id or slug; the store is given their ids, sorted.
+    pub custom_environments: Vec<super::types::CustomEnvironment>,
     pub expires_at: Option<DateTime<Utc>>,
     pub limits: super::model::LinkLimits,
 }
@@ -263,6 +267,7 @@ impl LinkTerms {
     pub fn lasting(environments: EnvironmentSet) -> Self {
         Self {
             environments,
+            custom_environments: Vec::new(),
             expires_at: None,
             limits: Default::default(),
         }
@@ -569,4 +574,54 @@ pub trait AuthorizeStore: Send + Sync {
         connector: &ConnectorRef,
         project: &ProjectId,
     ) -> Result<Authorizing>;
+}
+
+/// What deleting a custom environment did to the links that enabled it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvironmentRemoval {
+    /// Links that enable other environments still, without this one.
+    pub updated_links: Vec<ProjectLink>,
+    /// Links that enabled this one alone, removed.
+    pub removed_links: Vec<ProjectLink>,
+}
+
+/// A project's custom environments.
+#[async_trait]
+pub trait EnvironmentStore: Send + Sync {
+    /// `AlreadyExists` when the slug is taken in the project.
+    async fn insert_environment(
+        &self,
+        environment: &super::model::ProjectEnvironment,
+        actor: &Actor,
+    ) -> Result<()>;
+    /// The project's environments, by slug.
+    async fn environments(
+        &self,
+        team: &TeamId,
+        project: &ProjectId,
+    ) -> Result<Vec<super::model::ProjectEnvironment>>;
+    /// The project's environment named by id or slug.
+    async fn environment(
+        &self,
+        team: &TeamId,
+        project: &ProjectId,
+        named: &super::types::CustomEnvironment,
+    ) -> Result<Option<super::model::ProjectEnvironment>>;
+    /// Renames an environment (slug and name); `AlreadyExists` when the slug is taken. Its id,
+    /// and so its links, stay; tokens naming the old slug no longer match.
+    async fn update_environment(
+        &self,
+        before: &super::model::ProjectEnvironment,
+        after: &super::model::ProjectEnvironment,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Deletes an environment and takes it out of every link (removing the links it was the
+    /// last environment of), in one transaction.
+    async fn delete_environment(
+        &self,
+        environment: &super::model::ProjectEnvironment,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<EnvironmentRemoval>;
 }

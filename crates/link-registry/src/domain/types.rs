@@ -9,8 +9,9 @@
 use std::{collections::BTreeMap, fmt};
 
 pub use connect_types::ids::{
-    ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, Environment, EnvironmentSet, Invalid,
-    IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, check_chars, truncate,
+    ConnectorId, ConnectorRef, ConnectorType, ConnectorUid, CustomEnvironment, Environment,
+    EnvironmentSet, Invalid, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
+    check_chars, truncate,
 };
 use serde::Serialize;
 

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use super::{ADMIN_API, Reply, convert, reply, status::to_status};
 use crate::domain::{
     Caller, FieldViolation, Registry, RegistryError,
-    service::{ExplainQuery, NewConnector, NewProject, NewRoleBinding},
+    service::{EnvironmentEdit, ExplainQuery, NewConnector, NewProject, NewRoleBinding},
     store::AuditFilter,
     types::KeyId,
 };
@@ -219,6 +219,90 @@ impl LinkRegistry for LinkRegistryService {
         let caller = self.caller(request.metadata()).await?;
         let query = ExplainQuery::try_from(request.into_inner()).map_err(to_status)?;
         reply(self.registry.explain_access(&caller, query).await)
+    }
+
+    async fn create_environment(
+        &self,
+        request: Request<pb::CreateEnvironmentRequest>,
+    ) -> Reply<pb::Environment> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let project = project_ref("project", &req.project).map_err(to_status)?;
+        let name = if req.name.is_empty() {
+            &req.slug
+        } else {
+            &req.name
+        };
+        let name = crate::domain::types::DisplayName::parse(name)
+            .map_err(|why| to_status(RegistryError::invalid("name", why)))?;
+        reply(
+            self.registry
+                .create_environment(&caller, &project, &req.slug, name)
+                .await,
+        )
+    }
+
+    async fn list_environments(
+        &self,
+        request: Request<pb::ListEnvironmentsRequest>,
+    ) -> Reply<pb::ListEnvironmentsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let project = project_ref("project", &request.get_ref().project).map_err(to_status)?;
+        let environments = self
+            .registry
+            .list_environments(&caller, &project)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListEnvironmentsResponse {
+            environments: environments.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn update_environment(
+        &self,
+        request: Request<pb::UpdateEnvironmentRequest>,
+    ) -> Reply<pb::Environment> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let project = project_ref("project", &req.project).map_err(to_status)?;
+        let named = convert::environment_ref("environment", &req.environment).map_err(to_status)?;
+        let name = if req.name.is_empty() {
+            None
+        } else {
+            Some(
+                crate::domain::types::DisplayName::parse(&req.name)
+                    .map_err(|why| to_status(RegistryError::invalid("name", why)))?,
+            )
+        };
+        let edit = EnvironmentEdit {
+            slug: (!req.slug.is_empty()).then_some(req.slug),
+            name,
+        };
+        reply(
+            self.registry
+                .update_environment(&caller, &project, &named, edit)
+                .await,
+        )
+    }
+
+    async fn delete_environment(
+        &self,
+        request: Request<pb::DeleteEnvironmentRequest>,
+    ) -> Reply<pb::DeleteEnvironmentResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let project = project_ref("project", &req.project).map_err(to_status)?;
+        let named = convert::environment_ref("environment", &req.environment).map_err(to_status)?;
+        let (environment, removal) = self
+            .registry
+            .delete_environment(&caller, &project, &named)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteEnvironmentResponse {
+            environment: Some(environment.into()),
+            updated_links: removal.updated_links.into_iter().map(Into::into).collect(),
+            removed_links: removal.removed_links.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn list_project_links(

@@ -26,6 +26,7 @@ pub(crate) fn reason(err: &RegistryError) -> Reason {
             Resource::Key => Reason::KeyNotFound,
             Resource::Installation => Reason::InstallationNotFound,
             Resource::RoleBinding => Reason::RoleBindingNotFound,
+            Resource::Environment => Reason::EnvironmentNotFound,
         },
         RegistryError::AlreadyExists { .. } => Reason::AlreadyExists,
         RegistryError::FailedPrecondition(_) => Reason::FailedPrecondition,

@@ -29,6 +29,7 @@ pub(super) struct AuthorizeRow {
     pub(super) l_updated_at: Option<DateTime<Utc>>,
     pub(super) l_expires_at: Option<DateTime<Utc>>,
     pub(super) l_limits: Option<String>,
+    pub(super) l_custom_environments: Option<String>,
     pub(super) p_name: Option<String>,
 }
 
@@ -142,6 +143,7 @@ impl AuthorizeStore for SeaStore {
                 updated_at,
                 expires_at: row.l_expires_at,
                 limits: row.l_limits,
+                custom_environments: row.l_custom_environments.unwrap_or_default(),
                 // Not read on the runtime path.
                 last_issued_at: None,
             })?),
@@ -276,6 +278,11 @@ fn lookup_query(by_id: bool) -> SelectStatement {
             project_link::Entity.into_iden(),
             L::Limits.into_iden(),
             "l_limits",
+        ),
+        (
+            project_link::Entity.into_iden(),
+            L::CustomEnvironments.into_iden(),
+            "l_custom_environments",
         ),
         (
             project::Entity.into_iden(),

@@ -114,6 +114,8 @@ pub mod project_link {
         pub limits: Option<String>,
         /// When a credential was last recorded for the link; `None`: never.
         pub last_issued_at: Option<DateTimeUtc>,
+        /// Ids of the custom environments it enables, space-separated, sorted.
+        pub custom_environments: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -508,6 +510,28 @@ pub mod audit_chain {
         pub id: i32,
         pub after_id: i64,
         pub hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod environment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "environments")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team_id: String,
+        pub project_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub slug: String,
+        pub name: String,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

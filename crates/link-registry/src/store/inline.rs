@@ -96,6 +96,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         l_updated_at: row.get("l_updated_at")?,
         l_expires_at: row.get("l_expires_at")?,
         l_limits: row.get("l_limits")?,
+        l_custom_environments: row.get("l_custom_environments")?,
         p_name: row.get("p_name")?,
     })
 }

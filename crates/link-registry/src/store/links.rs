@@ -40,6 +40,7 @@ pub(super) fn link_query(team: &TeamId) -> SelectStatement {
             (project_link::Entity, L::ExpiresAt),
             (project_link::Entity, L::Limits),
             (project_link::Entity, L::LastIssuedAt),
+            (project_link::Entity, L::CustomEnvironments),
         ])
         .expr_as(Expr::SubQuery(None, Box::new(uid.into())), "connector_uid")
         .expr_as(Expr::SubQuery(None, Box::new(name.into())), "project_name")
@@ -104,15 +105,19 @@ impl LinkStore for SeaStore {
     ) -> Result<ProjectLink> {
         let LinkTerms {
             environments,
+            custom_environments,
             expires_at,
             limits,
         } = terms;
         let txn = self.begin_write().await?;
         let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
         let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
-        // The set and expiry it has already: nothing is written, audited or announced.
+        // The terms it has already: nothing is written, audited or announced.
         if let Some(unchanged) = before.as_ref().filter(|b| {
-            b.environments == environments && b.expires_at == expires_at && b.limits == limits
+            b.environments == environments
+                && b.custom_environments == custom_environments
+                && b.expires_at == expires_at
+                && b.limits == limits
         }) {
             return Ok(unchanged.clone());
         }
@@ -126,6 +131,7 @@ impl LinkStore for SeaStore {
             expires_at,
             limits: rows::limits_column(&limits),
             last_issued_at: before.as_ref().and_then(|b| b.last_issued_at),
+            custom_environments: rows::custom_environments_column(&custom_environments),
         });
         project_link::Entity::insert(row)
             .on_conflict(
@@ -138,6 +144,7 @@ impl LinkStore for SeaStore {
                     project_link::Column::UpdatedAt,
                     project_link::Column::ExpiresAt,
                     project_link::Column::Limits,
+                    project_link::Column::CustomEnvironments,
                 ])
                 .to_owned(),
             )
@@ -155,6 +162,7 @@ impl LinkStore for SeaStore {
             project_id: project.id,
             project_name: project.name,
             environments,
+            custom_environments,
             created_at: before.as_ref().map_or(now, |b| b.created_at),
             updated_at: now,
             expires_at,

@@ -13,6 +13,7 @@ mod authorize;
 mod changes;
 mod connectors;
 mod entity;
+mod environments;
 mod grants;
 mod inline;
 mod installations;
@@ -43,8 +44,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use self::{
     entity::{
         api_key, audit_chain, audit_event, authorization_request, change, connector,
-        departed_connector, departed_revocation, grant, grant_revocation, held_consent,
-        installation, issuance, key_check, project, project_link, role_binding, team,
+        departed_connector, departed_revocation, environment, grant, grant_revocation,
+        held_consent, installation, issuance, key_check, project, project_link, role_binding, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,

@@ -8,19 +8,21 @@ use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 
 use super::entity::{
-    api_key, audit_event, authorization_request, connector, grant, held_consent, installation,
-    issuance, project, role_binding, team,
+    api_key, audit_event, authorization_request, connector, environment, grant, held_consent,
+    installation, issuance, project, role_binding, team,
 };
 use crate::domain::{
     RegistryError, Result,
     model::{
         ApiKeyRecord, AuditEvent, BindingSubject, Connector, Grant, GrantKey, GrantState,
         HeldConsent, Installation, Issuance, LinkLimits, NewAuditEvent, PendingAuthorization,
-        Project, ProjectLink, ProviderRevocation, Role, RoleBinding, StoredSecret, Team,
+        Project, ProjectEnvironment, ProjectLink, ProviderRevocation, Role, RoleBinding,
+        StoredSecret, Team,
     },
     types::{
-        ConfigMap, ConnectorId, ConnectorUid, DisplayName, Environment, EnvironmentSet,
-        InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug, UserId,
+        ConfigMap, ConnectorId, ConnectorUid, CustomEnvironment, DisplayName, Environment,
+        EnvironmentSet, InstallationId, IssuerUrl, KeyId, ProjectId, ProjectName, TeamId, TeamSlug,
+        UserId,
     },
 };
 
@@ -197,6 +199,35 @@ pub struct LinkRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub limits: Option<String>,
     pub last_issued_at: Option<DateTime<Utc>>,
+    pub custom_environments: String,
+}
+
+/// The stored form of a link's custom environment ids.
+pub fn custom_environments_column(ids: &[CustomEnvironment]) -> String {
+    ids.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+pub fn environment(row: environment::Model) -> Result<ProjectEnvironment> {
+    const T: &str = "stored environment";
+    Ok(ProjectEnvironment {
+        team_id: parse(T, TeamId::parse(&row.team_id))?,
+        project_id: parse(T, ProjectId::parse(&row.project_id))?,
+        id: parse(T, CustomEnvironment::parse_id(&row.id))?,
+        slug: row.slug,
+        name: parse(T, DisplayName::parse(&row.name))?,
+        created_at: row.created_at,
+    })
+}
+
+pub fn environment_row(e: &ProjectEnvironment) -> environment::Model {
+    environment::Model {
+        team_id: e.team_id.to_string(),
+        project_id: e.project_id.to_string(),
+        id: e.id.as_str().to_owned(),
+        slug: e.slug.clone(),
+        name: e.name.to_string(),
+        created_at: e.created_at,
+    }
 }
 
 /// A link's stored limits (`None`: none).
@@ -223,8 +254,13 @@ pub fn link(row: LinkRow) -> Result<ProjectLink> {
         connector_uid: parse(T, ConnectorUid::parse(&row.connector_uid))?,
         project_id: parse(T, ProjectId::parse(&row.project_id))?,
         project_name: parse(T, ProjectName::parse(&row.project_name))?,
-        environments: EnvironmentSet::from_bits(row.environments)
+        environments: EnvironmentSet::from_stored_bits(row.environments)
             .ok_or_else(|| corrupt(T, format!("environment mask {}", row.environments)))?,
+        custom_environments: row
+            .custom_environments
+            .split_whitespace()
+            .map(|id| parse(T, CustomEnvironment::parse_id(id)))
+            .collect::<Result<_>>()?,
         created_at: row.created_at,
         updated_at: row.updated_at,
         expires_at: row.expires_at,

@@ -255,7 +255,7 @@ async fn only_brokers_record_and_only_the_team_reads(db: TestDb) {
         "CONNECTOR_NOT_FOUND",
     );
     // Malformed records are refused field by field.
-    let mut bad = issuance(&connector, "NOT-HEX", "prj_web", "staging");
+    let mut bad = issuance(&connector, "NOT-HEX", "prj_web", "Staging");
     bad.issue_time = None;
     let status = broker
         .record_issuance(pb::RecordIssuanceRequest {

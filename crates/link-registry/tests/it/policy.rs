@@ -15,6 +15,7 @@ crate::on_every_backend!(
     the_issuance_quota_counts_a_links_new_credentials_of_the_last_hour,
     concurrent_records_never_exceed_the_quota,
     unused_links_are_found_from_the_ledger,
+    custom_environments_are_named_by_id_or_slug_and_deleting_one_cleans_links,
 );
 
 /// Team acme with projects `web` and `docs`, connector `oauth2/idp` with installations `acme`
@@ -530,4 +531,304 @@ async fn unused_links_are_found_from_the_ledger(db: TestDb) {
         "INVALID_ARGUMENT",
     );
     assert_eq!(violated_fields(&refused), ["unused_for"]);
+}
+
+async fn create_env(admin: &mut Client, project: &str, slug: &str) -> pb::Environment {
+    admin
+        .create_environment(pb::CreateEnvironmentRequest {
+            project: project.into(),
+            slug: slug.into(),
+            name: String::new(),
+        })
+        .await
+        .expect("create environment")
+        .into_inner()
+}
+
+fn authorize_in(environment: &str, connector: &str) -> pb::AuthorizeRequest {
+    pb::AuthorizeRequest {
+        owner_id: "team_acme".into(),
+        project_id: "prj_web".into(),
+        environment: environment.into(),
+        issuer: crate::harness::ISSUER.into(),
+        connector: connector.into(),
+        installation_id: if connector.starts_with("oauth2/") {
+            "acme".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+async fn custom_environments_are_named_by_id_or_slug_and_deleting_one_cleans_links(db: TestDb) {
+    let (app, _) = seeded(db).await;
+    let mut admin = app.admin();
+    admin
+        .create_connector(pb::CreateConnectorRequest {
+            uid: "api-key/stripe".into(),
+            secrets: [("api_key".to_owned(), "sk".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Created with an id; slugs checked; unique in the project, not across projects.
+    let staging = create_env(&mut admin, "web", "staging").await;
+    assert!(
+        staging.id.starts_with("env_") && staging.id.len() == 28,
+        "{staging:?}"
+    );
+    assert_eq!(
+        (
+            staging.slug.as_str(),
+            staging.name.as_str(),
+            staging.project.as_str()
+        ),
+        ("staging", "staging", "prj_web")
+    );
+    for (slug, field) in [("production", "slug"), ("Bad Slug", "slug"), ("", "slug")] {
+        let refused = assert_error(
+            admin
+                .create_environment(pb::CreateEnvironmentRequest {
+                    project: "web".into(),
+                    slug: slug.into(),
+                    name: "x".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&refused), [field], "{slug}");
+    }
+    assert_error(
+        admin
+            .create_environment(pb::CreateEnvironmentRequest {
+                project: "web".into(),
+                slug: "staging".into(),
+                name: "again".into(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "ALREADY_EXISTS",
+    );
+    let docs_staging = create_env(&mut admin, "docs", "staging").await;
+    assert_ne!(docs_staging.id, staging.id);
+    let mut viewer = app.client(&app.acme.viewer);
+    let listed = viewer
+        .list_environments(pb::ListEnvironmentsRequest {
+            project: "prj_web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .environments;
+    assert_eq!(listed, std::slice::from_ref(&staging));
+    assert_error(
+        viewer
+            .create_environment(pb::CreateEnvironmentRequest {
+                project: "web".into(),
+                slug: "qa".into(),
+                name: String::new(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+
+    // Links name it by slug or id and store the id; an unknown one is named.
+    let only_staging = admin
+        .attach_project(pb::AttachProjectRequest {
+            environments: strings(&["staging"]),
+            ..attach("web")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only_staging.environments, std::slice::from_ref(&staging.id));
+    let both = admin
+        .attach_project(pb::AttachProjectRequest {
+            connector: "api-key/stripe".into(),
+            environments: strings(&[&staging.id, "preview", "staging"]),
+            ..attach("web")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        both.environments,
+        ["preview".to_owned(), staging.id.clone()]
+    );
+    let refused = assert_error(
+        admin
+            .attach_project(pb::AttachProjectRequest {
+                environments: strings(&["preview", "qa", &docs_staging.id]),
+                ..attach("web")
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&refused), ["environments", "environments"]);
+    assert!(
+        refused
+            .message()
+            .contains("project web has no environment 'qa'")
+    );
+
+    // A token's claim matches by slug or by id; the answer says which environment matched.
+    let mut broker = app.broker();
+    for claim in ["staging", staging.id.as_str()] {
+        let answer = broker
+            .authorize(authorize_in(claim, "oauth2/idp"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.environment_id, staging.id, "{claim}");
+    }
+    let preview = broker
+        .authorize(authorize_in("preview", "api-key/stripe"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.environment_id, "preview");
+    for claim in ["preview", "qa", docs_staging.id.as_str()] {
+        assert_error(
+            broker.authorize(authorize_in(claim, "oauth2/idp")).await,
+            Code::PermissionDenied,
+            "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+        );
+    }
+    let unknown = viewer
+        .explain_access(pb::ExplainAccessRequest {
+            environment: "qa".into(),
+            installation_id: "acme".into(),
+            ..explain(&[], "app", "acme")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = unknown.checks.iter().find(|c| c.outcome == "fail").unwrap();
+    assert_eq!(failed.detail, "project prj_web has no environment 'qa'");
+    assert!(
+        failed.fix.starts_with(
+            "connect envs create qa --project prj_web, then connect attach oauth2/idp"
+        ),
+        "{failed:?}"
+    );
+
+    // A rename keeps the links (ids); tokens naming the old slug no longer match.
+    let renamed = admin
+        .update_environment(pb::UpdateEnvironmentRequest {
+            project: "web".into(),
+            environment: "staging".into(),
+            slug: "stage".into(),
+            name: "Stage".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (renamed.id.as_str(), renamed.slug.as_str()),
+        (staging.id.as_str(), "stage")
+    );
+    assert_error(
+        broker
+            .authorize(authorize_in("staging", "oauth2/idp"))
+            .await,
+        Code::PermissionDenied,
+        "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+    );
+    broker
+        .authorize(authorize_in("stage", "oauth2/idp"))
+        .await
+        .expect("the new slug matches");
+    assert_error(
+        admin
+            .update_environment(pb::UpdateEnvironmentRequest {
+                project: "web".into(),
+                environment: "preview".into(),
+                slug: "pre".into(),
+                name: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+
+    // Deleting takes it out of every link and removes the links it was the last one of.
+    let deleted = admin
+        .delete_environment(pb::DeleteEnvironmentRequest {
+            project: "web".into(),
+            environment: "stage".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.environment.unwrap().id, staging.id);
+    let uids = |links: &[pb::ProjectLink]| {
+        links
+            .iter()
+            .map(|l| (l.connector_uid.clone(), l.environments.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        uids(&deleted.updated_links),
+        [("api-key/stripe".to_owned(), vec!["preview".to_owned()])]
+    );
+    assert_eq!(uids(&deleted.removed_links).len(), 1);
+    assert_eq!(deleted.removed_links[0].connector_uid, "oauth2/idp");
+    assert_error(
+        admin
+            .get_project_link(pb::GetProjectLinkRequest {
+                connector: "oauth2/idp".into(),
+                project: "web".into(),
+            })
+            .await,
+        Code::NotFound,
+        "PROJECT_LINK_NOT_FOUND",
+    );
+    let kept = admin
+        .get_project_link(pb::GetProjectLinkRequest {
+            connector: "api-key/stripe".into(),
+            project: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.environments, ["preview"]);
+    assert_error(
+        admin
+            .delete_environment(pb::DeleteEnvironmentRequest {
+                project: "web".into(),
+                environment: "stage".into(),
+            })
+            .await,
+        Code::NotFound,
+        "ENVIRONMENT_NOT_FOUND",
+    );
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events[0].action, "environment.delete");
+    let after = format!("{:?}", events[0].after);
+    assert!(
+        after.contains("links_removed") && after.contains("oauth2/idp"),
+        "{after}"
+    );
+    // The other project's environment of the same slug is untouched.
+    let docs = viewer
+        .list_environments(pb::ListEnvironmentsRequest {
+            project: "docs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .environments;
+    assert_eq!(docs, [docs_staging]);
 }

@@ -398,7 +398,7 @@ async fn explain_access_walks_the_decision_and_names_each_fix(db: TestDb) {
         admin
             .explain_access(pb::ExplainAccessRequest {
                 subject: "robot".into(),
-                ..explain("web", "staging", "api-key/stripe")
+                ..explain("web", "Staging", "api-key/stripe")
             })
             .await,
         Code::InvalidArgument,
@@ -1283,7 +1283,7 @@ async fn authorize_checks_issuer_then_connector_then_link_then_environment(db: T
             .authorize(authorize(
                 "team_acme",
                 "prj_web",
-                "staging",
+                "Staging",
                 "api-key/stripe",
             ))
             .await,

@@ -91,6 +91,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261204_000018_audit_chain",
             "m20261205_000019_link_expiry",
             "m20261205_000020_link_limits",
+            "m20261205_000021_custom_environments",
         ]
     );
     again.ping().await.unwrap();

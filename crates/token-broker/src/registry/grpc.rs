@@ -759,13 +759,20 @@ fn check_answer(
     if connector.owner_id != identity.owner_id.as_str() {
         return Err(garbled("a connector of another team"));
     }
+    // The environment the link enables for this token: the claim itself, or (for a custom
+    // environment named by its slug) the id the registry resolved it to.
+    let matched = if answer.environment_id.is_empty() {
+        identity.environment.as_str()
+    } else {
+        answer.environment_id.as_str()
+    };
+    let resolved_custom =
+        identity.environment.custom().is_some() && connect_types::is_environment_id(matched);
     if link.connector_id != connector.id
         || link.project_id != identity.project_id.as_str()
         || link.owner_id != identity.owner_id.as_str()
-        || !link
-            .environments
-            .iter()
-            .any(|e| e == identity.environment.as_str())
+        || (matched != identity.environment.as_str() && !resolved_custom)
+        || !link.environments.iter().any(|e| e == matched)
     {
         return Err(garbled(
             "the link does not allow this project and environment",

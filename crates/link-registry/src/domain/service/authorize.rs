@@ -163,16 +163,50 @@ pub enum Refusal {
     TypeRule(connect_types::Reason),
 }
 
+/// The environment a token names, and what it stands for: a custom environment named by its slug
+/// resolved to its id (links store ids); otherwise the same.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AskedEnvironment {
+    pub named: Environment,
+    pub resolved: Environment,
+}
+
+impl Registry {
+    /// Resolves a custom environment's slug against the project's environments; a built-in
+    /// environment, an id, or a slug the project does not have stays as named (and matches no
+    /// link).
+    pub(super) async fn asked_environment(
+        &self,
+        team: &TeamId,
+        project: &ProjectId,
+        named: Environment,
+    ) -> Result<AskedEnvironment> {
+        let resolved = match named.custom() {
+            Some(slug) if !slug.is_id() => self
+                .store
+                .environment(team, project, slug)
+                .await?
+                .map_or(named, |e| Environment::Custom(e.id)),
+            _ => named,
+        };
+        Ok(AskedEnvironment { named, resolved })
+    }
+}
+
 /// The connector the lookup found and the project's link to it, when that link is enabled for
 /// `environment`; the documented "no" otherwise (unknown connector, not linked, not enabled).
 pub(super) fn linked(
     found: crate::domain::store::Authorizing,
     asked: &ConnectorRef,
     project: &ProjectId,
-    environment: Environment,
+    asked_environment: AskedEnvironment,
     now: DateTime<Utc>,
     checks: &mut impl CheckSink,
 ) -> Result<(Connector, ProjectLink)> {
+    let AskedEnvironment {
+        named: environment,
+        resolved,
+    } = asked_environment;
     let Some(connector) = found.connector else {
         checks.fail(
             "connector",
@@ -206,23 +240,34 @@ pub(super) fn linked(
             connector.uid, link.project_name
         )
     });
-    if !link.environments.contains(environment) {
+    if !link.enables(&resolved) {
+        // A slug the project has no environment for: nothing to attach yet.
+        let unknown = environment.custom().is_some_and(|c| !c.is_id()) && resolved == environment;
         checks.fail(
             "environment",
             || {
-                format!(
-                    "the link enables {} only, not {environment}",
-                    link.environments.names().join(", ")
-                )
+                if unknown {
+                    format!("project {project} has no environment '{environment}'")
+                } else {
+                    format!(
+                        "the link enables {} only, not {environment}",
+                        link.environment_names().join(", ")
+                    )
+                }
             },
             || {
-                let mut keep = link.environments.names();
+                let mut keep = link.environment_names();
                 keep.push(environment.to_string());
-                format!(
+                let attach = format!(
                     "connect attach {} --project {project} -e {}",
                     connector.uid,
                     keep.join(",")
-                )
+                );
+                if unknown {
+                    format!("connect envs create {environment} --project {project}, then {attach}")
+                } else {
+                    attach
+                }
             },
         );
         return Err(RegistryError::ClientNotEnabledForEnvironment {
@@ -232,7 +277,7 @@ pub(super) fn linked(
         });
     }
     checks.pass("environment", || {
-        format!("the link enables {}", link.environments.names().join(", "))
+        format!("the link enables {}", link.environment_names().join(", "))
     });
     match link.expires_at {
         Some(at) if link.expired(now) => {
@@ -243,7 +288,7 @@ pub(super) fn linked(
                     format!(
                         "connect attach {} --project {project} -e {} --for 8h (or without --for: no expiry)",
                         connector.uid,
-                        link.environments.names().join(",")
+                        link.environment_names().join(",")
                     )
                 },
             );
@@ -357,11 +402,14 @@ impl Registry {
         checks.pass("team", || {
             format!("{}: tokens from {}", query.owner_id, query.issuer)
         });
+        let environment = self
+            .asked_environment(&query.owner_id, &query.project_id, query.environment)
+            .await?;
         let (connector, link) = linked(
             found,
             &query.connector,
             &query.project_id,
-            query.environment,
+            environment,
             self.clock.now(),
             checks,
         )?;
@@ -409,6 +457,7 @@ impl Registry {
         Ok(Authorization {
             connector,
             link,
+            environment: environment.resolved,
             secrets,
             installation,
         })

@@ -219,11 +219,14 @@ impl Registry {
             .store
             .authorizing(&key.team_id, &reference, &project)
             .await?;
+        let environment = self
+            .asked_environment(&key.team_id, &project, key.environment)
+            .await?;
         let (connector, _) = super::authorize::linked(
             found,
             &reference,
             &project,
-            key.environment,
+            environment,
             self.clock.now(),
             &mut super::authorize::Silent,
         )?;

@@ -43,6 +43,9 @@ impl Registry {
                 format!("at most {MAX_ISSUANCES_PER_HOUR} (0: no quota)"),
             ));
         }
+        terms.custom_environments = self
+            .environment_ids(team, project, &terms.custom_environments, &mut violations)
+            .await?;
         terms.limits.ceilings = std::mem::take(&mut terms.limits.ceilings).normalized();
         if !terms.limits.ceilings.is_empty() {
             let found = self

@@ -7,6 +7,7 @@ mod audit;
 mod authorize;
 mod changes;
 mod connectors;
+mod environments;
 mod grants;
 mod installations;
 mod issuances;
@@ -23,6 +24,7 @@ pub use self::{
     },
     changes::HEARTBEAT,
     connectors::{ConnectorUpdate, NewConnector},
+    environments::EnvironmentEdit,
     grants::{
         FinishConsent, GrantAccess, GrantTokens, ImportedGrant, LeaseAnswer, NewHeld, NewPending,
         OpenedPending, RefreshReport,

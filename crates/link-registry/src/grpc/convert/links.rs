@@ -10,13 +10,13 @@ use super::{Violations, installation, page, timestamp};
 use crate::domain::{
     RegistryError,
     changes::FeedEvent,
-    model::{Authorization, LinkLimits, ProjectLink},
+    model::{Authorization, LinkLimits, ProjectEnvironment, ProjectLink},
     page::{LinkKey, PageRequest},
     service::{AuthorizeQuery, ExplainQuery, Explanation, InstallationAsk, Refusal},
     store::{LinkFilter, LinkTerms},
     types::{
-        ConnectorRef, EVERY_INSTALLATION, Environment, EnvironmentSet, InstallationId, ProjectId,
-        ProjectRef, TeamId,
+        ConnectorRef, CustomEnvironment, EVERY_INSTALLATION, Environment, EnvironmentSet,
+        InstallationId, ProjectId, ProjectRef, TeamId,
     },
 };
 
@@ -26,6 +26,30 @@ pub struct Attachment {
     pub connector: ConnectorRef,
     pub project: ProjectRef,
     pub terms: LinkTerms,
+}
+
+/// A link's environments as asked: the built-in ones, and custom ones by id or slug (resolved
+/// against the project's by the registry); at least one.
+fn environments(
+    v: &mut Violations,
+    names: &[String],
+) -> Option<(EnvironmentSet, Vec<CustomEnvironment>)> {
+    if names.is_empty() {
+        v.push(
+            "environments",
+            "environments must name at least one environment: production, preview, development, or a custom one",
+        );
+        return None;
+    }
+    let mut parsed = Vec::with_capacity(names.len());
+    for name in names {
+        parsed.push(v.check("environments", Environment::parse(name))?);
+    }
+    let mut custom: Vec<CustomEnvironment> =
+        parsed.iter().filter_map(|e| e.custom().copied()).collect();
+    custom.sort();
+    custom.dedup();
+    Some((EnvironmentSet::of(&parsed), custom))
 }
 
 /// Subject kinds by their wire names, each unknown one a violation of `allowed_subjects`.
@@ -53,7 +77,7 @@ impl TryFrom<pb::AttachProjectRequest> for Attachment {
         let mut v = Violations::default();
         let connector = v.check("connector", ConnectorRef::parse(&req.connector));
         let project = v.check("project", ProjectRef::parse(&req.project));
-        let environments = v.check("environments", EnvironmentSet::parse(&req.environments));
+        let environments = environments(&mut v, &req.environments);
         let expires_at = match req.expire_time {
             None => Some(None),
             Some(t) => match super::time_of(Some(t)) {
@@ -75,17 +99,21 @@ impl TryFrom<pb::AttachProjectRequest> for Attachment {
             max_issuances_per_hour: req.max_issuances_per_hour,
         };
         let value = match (connector, project, environments, expires_at) {
-            (Some(connector), Some(project), Some(environments), Some(expires_at)) => {
-                Some(Attachment {
-                    connector,
-                    project,
-                    terms: LinkTerms {
-                        environments,
-                        expires_at,
-                        limits,
-                    },
-                })
-            }
+            (
+                Some(connector),
+                Some(project),
+                Some((environments, custom_environments)),
+                Some(expires_at),
+            ) => Some(Attachment {
+                connector,
+                project,
+                terms: LinkTerms {
+                    environments,
+                    custom_environments,
+                    expires_at,
+                    limits,
+                },
+            }),
             _ => None,
         };
         v.finish(value)
@@ -182,7 +210,7 @@ impl From<ProjectLink> for pb::ProjectLink {
             connector_uid: l.connector_uid.to_string(),
             project_id: l.project_id.to_string(),
             project_name: l.project_name.to_string(),
-            environments: l.environments.names(),
+            environments: l.environment_names(),
             owner_id: l.team_id.to_string(),
             create_time: Some(timestamp(l.created_at)),
             update_time: Some(timestamp(l.updated_at)),
@@ -341,6 +369,7 @@ impl From<Authorization> for pb::AuthorizeResponse {
             None => (None, Default::default()),
         };
         Self {
+            environment_id: a.environment.as_str().to_owned(),
             secrets: open(&a.secrets),
             connector: Some(a.connector.into()),
             link: Some(a.link.into()),
@@ -385,5 +414,29 @@ impl From<FeedEvent> for pb::ChangeEvent {
                 }
             }
         }
+    }
+}
+
+impl From<ProjectEnvironment> for pb::Environment {
+    fn from(e: ProjectEnvironment) -> Self {
+        Self {
+            id: e.id.as_str().to_owned(),
+            slug: e.slug,
+            name: e.name.to_string(),
+            project: e.project_id.to_string(),
+            create_time: Some(timestamp(e.created_at)),
+        }
+    }
+}
+
+/// A custom environment named by id or slug in `field`.
+pub fn environment_ref(field: &str, value: &str) -> Result<CustomEnvironment, RegistryError> {
+    match Environment::parse(value) {
+        Ok(Environment::Custom(custom)) => Ok(custom),
+        Ok(_) => Err(RegistryError::invalid(
+            field,
+            format!("{value} is a built-in environment: it cannot be changed or removed"),
+        )),
+        Err(why) => Err(RegistryError::invalid(field, why)),
     }
 }

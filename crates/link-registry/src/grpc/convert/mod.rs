@@ -34,7 +34,7 @@ pub use grants::{
     opened_pending,
 };
 pub use ledger::{IssuanceQuery, RevocationReport, TokenRevocation};
-pub use links::{Attachment, LinkListing, LinkRefs};
+pub use links::{Attachment, LinkListing, LinkRefs, environment_ref};
 
 #[derive(Default)]
 struct Violations(Vec<FieldViolation>);

@@ -25,6 +25,7 @@ mod m20261204_000017_audit_actor_issuer;
 mod m20261204_000018_audit_chain;
 mod m20261205_000019_link_expiry;
 mod m20261205_000020_link_limits;
+mod m20261205_000021_custom_environments;
 
 use sea_orm_migration::prelude::*;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000018_audit_chain::Migration),
             Box::new(m20261205_000019_link_expiry::Migration),
             Box::new(m20261205_000020_link_limits::Migration),
+            Box::new(m20261205_000021_custom_environments::Migration),
         ]
     }
 }
