@@ -178,9 +178,15 @@ pub fn from_client(error: &connect_client::Error, connector: &str, caller: &Call
         E::LinkExpired(_) => failure.hint(format!(
             "the link was time-boxed and its time ran out; attach it again (with --for or --until for a new end): `connect explain {connector} --project {project} -e {environment}` prints the command"
         )),
-        E::SubjectNotAllowed(_) => failure.hint(
-            "the connector's admins list the JWT bearer subjects callers may ask for in its config jwt_bearer_subjects",
-        ),
+        E::SubjectNotAllowed(_) => failure.hint(format!(
+            "the link's ceilings (allowed subjects and installations, `connect links {connector}`) or, for JWT bearer grants, the connector's jwt_bearer_subjects bound what may be asked; `connect explain {connector} --project {project} -e {environment}` shows which"
+        )),
+        E::ScopeNotAllowed(_) => failure.hint(format!(
+            "ask within the link's allowed scopes and resources (`connect links {connector}` shows them), or have an admin widen them with connect attach"
+        )),
+        E::QuotaExceeded(_) => failure.hint(format!(
+            "the link's max issuances per hour are used up; tokens already held are still handed out, new ones after the hour has room (`connect links {connector}` shows the quota)"
+        )),
         E::ConnectorInstallationRequired(_) => failure.hint(format!(
             "pass --installation-id, or give the connector a default: connect installations add {connector} <id> --default"
         )),
