@@ -43,8 +43,9 @@ use link_registry::{
     ServeConfig,
     domain::{
         Registry,
-        model::Role,
+        model::{LinkLimits, Role},
         service::{NewConnector, NewProject, NewTeam},
+        store::LinkTerms,
         types::{
             ConfigMap, ConnectorRef, ConnectorUid, DisplayName, EnvironmentSet, IssuerUrl,
             ProjectId, ProjectName, ProjectRef, SecretInput, TeamId, TeamSlug,
@@ -152,12 +153,22 @@ async fn seed(registry: &Registry, issuer: &DevIssuer) -> anyhow::Result<()> {
             },
         )
         .await?;
+    // A subject ceiling, so that every warm call checks the link's ceilings.
     registry
-        .attach_project(
+        .attach_project_with(
             &admin,
             &parsed(ConnectorRef::parse("api-key/bench"))?,
             &parsed(ProjectRef::parse("prj_bench"))?,
-            parsed(EnvironmentSet::parse(&["production"]))?,
+            LinkTerms {
+                limits: LinkLimits {
+                    ceilings: connect_types::Ceilings {
+                        subjects: vec![connect_types::SubjectKind::App],
+                        ..Default::default()
+                    },
+                    max_issuances_per_hour: 0,
+                },
+                ..LinkTerms::lasting(parsed(EnvironmentSet::parse(&["production"]))?)
+            },
         )
         .await?;
     Ok(())
