@@ -421,6 +421,9 @@ mod tests {
         unavailable: std::sync::atomic::AtomicBool,
         hold: tokio::sync::Mutex<()>,
         api_key: Mutex<String>,
+        /// The end and ceilings of the links answered about next.
+        link_ends: Mutex<Option<std::time::SystemTime>>,
+        ceilings: Mutex<connect_types::Ceilings>,
     }
 
     #[async_trait]
@@ -456,8 +459,8 @@ mod tests {
                 )]
                 .into(),
                 installation: None,
-                link_expires_at: None,
-                ceilings: Default::default(),
+                link_expires_at: *self.link_ends.lock().unwrap(),
+                ceilings: self.ceilings.lock().unwrap().clone(),
             }))
         }
     }
@@ -511,6 +514,40 @@ mod tests {
 
     fn calls(remote: &Remote) -> usize {
         remote.calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_projects_link_terms_are_never_lent_to_another_through_a_shared_answer() {
+        let (remote, cache) = cache(Duration::from_secs(60));
+        cache.apply(&heartbeat(1));
+        *remote.api_key.lock().unwrap() = "sk_1".into();
+        let permanent = ask(&cache, "prj_a", "api-key/x").await.unwrap();
+        // The same connector and secrets, but a link that ends, and one with a ceiling.
+        let ends = std::time::SystemTime::now() + Duration::from_secs(3600);
+        *remote.link_ends.lock().unwrap() = Some(ends);
+        let boxed = ask(&cache, "prj_b", "api-key/x").await.unwrap();
+        assert!(!Arc::ptr_eq(&permanent, &boxed));
+        assert_eq!(boxed.link_expires_at, Some(ends));
+        *remote.link_ends.lock().unwrap() = None;
+        remote.ceilings.lock().unwrap().subjects = vec![connect_types::SubjectKind::App];
+        let capped = ask(&cache, "prj_c", "api-key/x").await.unwrap();
+        assert!(!Arc::ptr_eq(&permanent, &capped));
+        assert_eq!(capped.ceilings.subjects, [connect_types::SubjectKind::App]);
+        // Each project keeps its own terms.
+        assert_eq!(
+            ask(&cache, "prj_a", "api-key/x")
+                .await
+                .unwrap()
+                .link_expires_at,
+            None
+        );
+        assert_eq!(
+            ask(&cache, "prj_b", "api-key/x")
+                .await
+                .unwrap()
+                .link_expires_at,
+            Some(ends)
+        );
     }
 
     #[tokio::test]
