@@ -463,12 +463,15 @@ impl Stack {
         configure(&mut config);
         let app = token_broker::App::build(config).await.unwrap();
         let addr = app.local_addr();
+        let (issuer_addr, key_ring) = (app.issuer_addr(), app.key_ring());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             stopped.await.ok();
         }));
         let broker = SecondBroker {
             addr,
+            issuer_addr,
+            key_ring,
             client: TokenBrokerClient::new(channel(addr, None).await),
             stop: Some(stop),
             task: Some(task),
@@ -569,6 +572,9 @@ impl Stack {
 /// Another broker of a [`Stack`]'s registry.
 pub struct SecondBroker {
     addr: SocketAddr,
+    /// Where its OIDC issuer is served, and its signing keys, when it serves one.
+    pub issuer_addr: Option<SocketAddr>,
+    pub key_ring: Option<Arc<token_broker::issuer::KeyRing>>,
     client: TokenBrokerClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), token_broker::AppError>>>,

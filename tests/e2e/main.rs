@@ -13,6 +13,7 @@ mod github_api;
 mod grants;
 mod harness;
 mod hostile;
+mod issuer;
 mod ledger;
 mod logs;
 mod metrics;

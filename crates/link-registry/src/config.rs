@@ -48,6 +48,28 @@ pub enum Command {
     /// The master key secrets are sealed with.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The keys brokers sign Connect's own tokens with (Connect as an OIDC issuer).
+    #[command(subcommand)]
+    SigningKeys(SigningKeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeysCommand {
+    /// Add a new ES256 key and print its kid. Brokers publish it as soon as they next fetch the
+    /// keys and sign with it after their `--signing-key-publish-delay`; older keys stay
+    /// published until the tokens they signed have expired.
+    Rotate(SigningKeyArgs),
+    /// Print every key: kid, algorithm, when it was added (oldest first).
+    List(SigningKeyArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SigningKeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The master key (for SQLite, defaults to `<database file>.key`).
+    #[arg(long, env = "LINK_REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -195,6 +195,16 @@ impl SecretCipher {
             .map_err(|_| OpenError)
     }
 
+    /// Seals a signing key's private half (PKCS#8), bound to its `kid`.
+    pub fn seal_signing_key(&self, kid: &str, pkcs8: &[u8]) -> String {
+        self.seal_internal(pkcs8, &signing_key_aad(kid))
+    }
+
+    /// Opens what [`Self::seal_signing_key`] sealed for `kid`.
+    pub fn open_signing_key(&self, kid: &str, sealed: &str) -> Result<Vec<u8>, OpenError> {
+        self.open_internal(sealed, &signing_key_aad(kid))
+    }
+
     /// Seals a value of the registry's own (not a connector's) under `aad`: the base64 of
     /// nonce ‖ ciphertext ‖ tag.
     fn seal_internal(&self, msg: &[u8], aad: &[u8]) -> String {
@@ -240,6 +250,35 @@ const KEY_CHECK: &[u8] = b"connect master key check";
 const KEY_CHECK_AAD: &[u8] = b"connect.key-check";
 /// The associated data of the sealed key of `token_id`s.
 const TOKEN_ID_KEY_AAD: &[u8] = b"connect.token-id-key";
+
+fn signing_key_aad(kid: &str) -> Vec<u8> {
+    let mut aad = b"connect.signing-key\0".to_vec();
+    aad.extend_from_slice(kid.as_bytes());
+    aad
+}
+
+/// A new ES256 signing key: its PKCS#8 private half, its public JWK (with `kid`, `alg`, `use`),
+/// and its `kid`, the RFC 7638 thumbprint of the public key.
+pub fn new_signing_key() -> (Vec<u8>, serde_json::Value, String) {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .expect("the system's random source works");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("a key just generated parses");
+    // Uncompressed point: 0x04 ‖ x ‖ y.
+    let point = pair.public_key().as_ref();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let (x, y) = (b64(&point[1..33]), b64(&point[33..65]));
+    // RFC 7638: the required members in lexicographic order, no whitespace.
+    let thumbprint = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let kid = b64(&Sha256::digest(thumbprint.as_bytes()));
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "x": x, "y": y,
+        "kid": kid, "alg": "ES256", "use": "sig",
+    });
+    (pkcs8.as_ref().to_vec(), jwk, kid)
+}
 
 /// The prefix of values sealed with their destination bound.
 const SEALED_V2: &str = "v2:";

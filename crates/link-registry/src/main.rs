@@ -10,7 +10,7 @@ use link_registry::{
     app::open_store,
     config::{
         AuditCommand, BindingsCommand, Cli, Command, KeysCommand, SecretsCommand, ServeConfig,
-        TeamsCommand, redact_url,
+        SigningKeysCommand, TeamsCommand, redact_url,
     },
     crypto::SecretCipher,
     domain::{
@@ -250,6 +250,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let key = registry.revoke_api_key(&id).await?;
             tracing::info!(key_id = %key.id, "api key revoked");
             println!("{}", key.id);
+        }
+        Command::SigningKeys(command) => {
+            let (SigningKeysCommand::Rotate(args) | SigningKeysCommand::List(args)) = &command;
+            let url = args.database.database_url.clone();
+            let store = open_store(&url)
+                .await
+                .with_context(|| format!("opening {}", redact_url(&url)))?;
+            let mut config = ServeConfig::local(&url);
+            config.secret_key_file = args.secret_key_file.clone();
+            let holds_sealed = link_registry::domain::store::Store::holds_sealed(&store).await?;
+            let cipher = link_registry::app::secret_cipher(&config, holds_sealed)?;
+            let registry = Registry::new(std::sync::Arc::new(store), cipher);
+            match command {
+                SigningKeysCommand::Rotate(_) => {
+                    let key = registry.rotate_signing_key().await?;
+                    tracing::info!(kid = %key.kid, alg = %key.alg, "signing key added");
+                    println!("{}", key.kid);
+                }
+                SigningKeysCommand::List(_) => {
+                    for key in registry.signing_keys().await? {
+                        println!("{}\t{}\t{}", key.kid, key.alg, key.created_at.to_rfc3339());
+                    }
+                }
+            }
         }
         Command::Secrets(SecretsCommand::RotateKey(args)) => {
             let url = args.database.database_url;

@@ -55,6 +55,8 @@ pub struct App {
     provider_outbound: Outbound,
     /// The consent callback's listener and flow, when it is served.
     callback: Option<(TcpListener, Arc<Consents>)>,
+    /// Connect's OIDC issuer's listener and keys, when it is served.
+    issuer: Option<(TcpListener, crate::issuer::Issuer)>,
     listener: TcpListener,
     metrics: Option<MetricsEndpoint>,
     cache: Option<Arc<CachedAuthorizer>>,
@@ -206,9 +208,40 @@ impl App {
             }
             None => None,
         };
+        let issuer = match config.issuer_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let url = match &config.issuer_url {
+                    Some(url) => url.clone(),
+                    None => url::Url::parse(&format!("http://{bound}"))
+                        .map_err(|e| AppError::Config(format!("issuer address: {e}")))?,
+                };
+                connect_types::IssuerUrl::parse(url.as_str().trim_end_matches('/'))
+                    .map_err(|e| AppError::Config(format!("--issuer-url: {e}")))?;
+                if config.signing_key_publish_delay
+                    < crate::issuer::JWKS_MAX_AGE + config.signing_keys_refresh
+                {
+                    tracing::warn!(
+                        delay = ?config.signing_key_publish_delay,
+                        "--signing-key-publish-delay is shorter than the JWKS cache lifetime (300 s) plus --signing-keys-refresh-secs: a verifier may see a token signed with a key it has not fetched yet"
+                    );
+                }
+                let ring = Arc::new(crate::issuer::KeyRing::new(
+                    config.signing_key_publish_delay,
+                ));
+                Some((listener, crate::issuer::Issuer { url, ring }))
+            }
+            None => None,
+        };
         Ok(Self {
             provider_outbound,
             callback,
+            issuer,
             listener,
             metrics: endpoint,
             cache,
@@ -229,6 +262,18 @@ impl App {
         self.callback
             .as_ref()
             .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Where Connect's OIDC issuer is served, when it is.
+    pub fn issuer_addr(&self) -> Option<SocketAddr> {
+        self.issuer
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// The keys Connect's tokens are signed with, when the issuer is served.
+    pub fn key_ring(&self) -> Option<Arc<crate::issuer::KeyRing>> {
+        self.issuer.as_ref().map(|(_, issuer)| issuer.ring.clone())
     }
 
     /// Where metrics are served, when they are.
@@ -259,6 +304,19 @@ impl App {
                     tracing::error!(error = %e, "the consent callback stopped");
                 }
             })
+        });
+        let issuer = self.issuer.map(|(listener, issuer)| {
+            let keys = crate::issuer::spawn_refresher(
+                self.registry.clone(),
+                issuer.ring.clone(),
+                self.config.signing_keys_refresh,
+            );
+            let server = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, issuer.router()).await {
+                    tracing::error!(error = %e, "the OIDC issuer stopped");
+                }
+            });
+            (keys, server)
         });
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -291,6 +349,10 @@ impl App {
         follower.abort();
         if let Some(callback) = callback {
             callback.abort();
+        }
+        if let Some((keys, server)) = issuer {
+            keys.abort();
+            server.abort();
         }
         Ok(result?)
     }

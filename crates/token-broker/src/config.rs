@@ -173,6 +173,27 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEN_BROKER_PUBLIC_URL")]
     pub public_url: Option<url::Url>,
 
+    /// Serve Connect's OIDC issuer (`/.well-known/openid-configuration` and its JWKS, plain
+    /// HTTP; put TLS in front) on this address: the keys the tokens Connect mints are signed with.
+    #[arg(long, env = "TOKEN_BROKER_ISSUER_LISTEN")]
+    pub issuer_listen: Option<SocketAddr>,
+
+    /// The issuer's public URL (the `iss` of minted tokens; discovery is under it): `https://`,
+    /// or loopback `http://`. Defaults to `http://` and the issuer address.
+    #[arg(long, env = "TOKEN_BROKER_ISSUER_URL")]
+    pub issuer_url: Option<url::Url>,
+
+    /// How long a new signing key is published before it signs (`10m`, `90s`): longer than the
+    /// JWKS cache lifetime of 300 s plus --signing-keys-refresh-secs, so verifiers have it first.
+    #[arg(long, env = "TOKEN_BROKER_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m",
+        value_parser = humantime::parse_duration)]
+    pub signing_key_publish_delay: Duration,
+
+    /// How often the signing keys are fetched from the registry.
+    #[arg(long, env = "TOKEN_BROKER_SIGNING_KEYS_REFRESH_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub signing_keys_refresh_secs: u64,
+
     /// Most requests served at once; further ones are refused at once with RESOURCE_EXHAUSTED
     /// instead of queueing.
     #[arg(long, env = "TOKEN_BROKER_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
@@ -298,6 +319,12 @@ pub struct BrokerConfig {
     pub callback_listen: Option<SocketAddr>,
     /// The callback's public base URL; `None`: `http://` and the bound callback address.
     pub public_url: Option<url::Url>,
+    /// Where Connect's OIDC issuer is served; `None`: not.
+    pub issuer_listen: Option<SocketAddr>,
+    /// The issuer's public URL; `None`: `http://` and the bound issuer address.
+    pub issuer_url: Option<url::Url>,
+    pub signing_key_publish_delay: Duration,
+    pub signing_keys_refresh: Duration,
     pub max_concurrent_requests: usize,
     pub request_read_timeout: Duration,
     pub max_streams_per_connection: u32,
@@ -335,6 +362,10 @@ impl From<ServeArgs> for BrokerConfig {
             grant_lease: Duration::from_millis(a.grant_lease_ms),
             callback_listen: a.callback_listen,
             public_url: a.public_url,
+            issuer_listen: a.issuer_listen,
+            issuer_url: a.issuer_url,
+            signing_key_publish_delay: a.signing_key_publish_delay,
+            signing_keys_refresh: Duration::from_secs(a.signing_keys_refresh_secs),
             max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
             request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
@@ -397,6 +428,10 @@ impl BrokerConfig {
             grant_lease: Duration::from_secs(10),
             callback_listen: None,
             public_url: None,
+            issuer_listen: None,
+            issuer_url: None,
+            signing_key_publish_delay: Duration::from_secs(600),
+            signing_keys_refresh: Duration::from_secs(60),
             max_concurrent_requests: 1024,
             request_read_timeout: Duration::from_secs(5),
             max_streams_per_connection: 200,

@@ -15,6 +15,7 @@ pub mod consent;
 pub mod error;
 pub mod feed;
 pub mod grpc;
+pub mod issuer;
 pub mod issuers;
 pub mod ledger;
 pub mod metrics;

@@ -719,3 +719,36 @@ impl fmt::Debug for Authorization {
             .finish()
     }
 }
+
+/// A key the brokers sign Connect's own tokens with, as stored: its private half sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKey {
+    /// The RFC 7638 thumbprint of its public key.
+    pub kid: String,
+    /// `ES256`.
+    pub alg: String,
+    pub sealed_private_key: String,
+    /// The public key as a JWK.
+    pub public_jwk: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A signing key with its private half opened (PKCS#8), for a broker. `Debug` never shows it.
+#[derive(Clone)]
+pub struct OpenedSigningKey {
+    pub kid: String,
+    pub alg: String,
+    pub pkcs8: secrecy::SecretSlice<u8>,
+    pub public_jwk: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for OpenedSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenedSigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}

@@ -123,6 +123,7 @@ pub trait Store:
     + ChangeStore
     + AuthorizeStore
     + EnvironmentStore
+    + SigningKeyStore
     + std::fmt::Debug
     + 'static
 {
@@ -146,10 +147,12 @@ pub trait Store:
     /// tokens, consents under way and held, refresh tokens waiting for revocation) and replaces
     /// the key check (and the sealed key of `token_id`s) with `key_check`, all in one
     /// transaction: a failure midway changes nothing. Answers with the number of values re-sealed.
+    /// `signing_keys` are the signing keys' private halves sealed under the new key, by kid.
     async fn reseal_everything(
         &self,
         reseal: SecretReseal,
         key_check: &KeyCheck,
+        signing_keys: &[(String, String)],
         now: DateTime<Utc>,
     ) -> Result<u64>;
 }
@@ -624,4 +627,12 @@ pub trait EnvironmentStore: Send + Sync {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<EnvironmentRemoval>;
+}
+
+/// The keys brokers sign Connect's tokens with.
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    async fn insert_signing_key(&self, key: &super::model::SigningKey) -> Result<()>;
+    /// Every key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<super::model::SigningKey>>;
 }

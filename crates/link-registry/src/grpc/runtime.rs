@@ -273,4 +273,29 @@ impl RegistryRuntime for RegistryRuntimeService {
             key: key.to_vec(),
         }))
     }
+
+    async fn get_signing_keys(
+        &self,
+        request: Request<pb::GetSigningKeysRequest>,
+    ) -> Reply<pb::GetSigningKeysResponse> {
+        use secrecy::ExposeSecret;
+        let caller = self.caller(request.metadata()).await?;
+        let keys = self
+            .registry
+            .signing_keys_for(&caller)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetSigningKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|k| pb::SigningKey {
+                    private_key: k.pkcs8.expose_secret().to_vec(),
+                    public_jwk: k.public_jwk.to_string(),
+                    create_time: Some(convert::timestamp(k.created_at)),
+                    kid: k.kid,
+                    alg: k.alg,
+                })
+                .collect(),
+        }))
+    }
 }

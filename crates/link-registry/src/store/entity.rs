@@ -539,3 +539,25 @@ pub mod environment {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod signing_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "signing_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kid: String,
+        pub alg: String,
+        /// PKCS#8, sealed under the master key (bound to the kid).
+        pub private_key: String,
+        /// The public key as a JWK (JSON).
+        pub public_jwk: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -45,7 +45,8 @@ use self::{
     entity::{
         api_key, audit_chain, audit_event, authorization_request, change, connector,
         departed_connector, departed_revocation, environment, grant, grant_revocation,
-        held_consent, installation, issuance, key_check, project, project_link, role_binding, team,
+        held_consent, installation, issuance, key_check, project, project_link, role_binding,
+        signing_key, team,
     },
     links::{fetch_links, link_query},
     migration::Migrator,
@@ -395,6 +396,7 @@ impl Store for SeaStore {
             held_consent::Entity::find().count(db).await,
             grant_revocation::Entity::find().count(db).await,
             departed_connector::Entity::find().count(db).await,
+            signing_key::Entity::find().count(db).await,
         ];
         for count in counts {
             if count.map_err(storage_error)? > 0 {
@@ -408,11 +410,20 @@ impl Store for SeaStore {
         &self,
         reseal: SecretReseal,
         key_check: &KeyCheck,
+        signing_keys: &[(String, String)],
         now: DateTime<Utc>,
     ) -> Result<u64> {
         use std::collections::HashMap;
         let txn = self.begin_write().await?;
         let db = &txn.txn;
+        for (kid, sealed) in signing_keys {
+            signing_key::Entity::update_many()
+                .col_expr(signing_key::Column::PrivateKey, Expr::value(sealed.clone()))
+                .filter(signing_key::Column::Kid.eq(kid.as_str()))
+                .exec(db)
+                .await
+                .map_err(storage_error)?;
+        }
         let corrupt = |what: &'static str, e: serde_json::Error| rows::corrupt(what, e.to_string());
         let mut count = 0u64;
         let mut connectors = HashMap::new();
@@ -591,7 +602,7 @@ impl Store for SeaStore {
         .await
         .map_err(storage_error)?;
         txn.commit_unaudited().await?;
-        Ok(count)
+        Ok(count + signing_keys.len() as u64)
     }
 
     async fn sealed_connector(&self) -> Result<Option<Connector>> {
@@ -602,5 +613,42 @@ impl Store for SeaStore {
             .map_err(storage_error)?
             .map(rows::connector)
             .transpose()
+    }
+}
+
+#[async_trait]
+impl crate::domain::store::SigningKeyStore for SeaStore {
+    async fn insert_signing_key(&self, key: &crate::domain::model::SigningKey) -> Result<()> {
+        signing_key::ActiveModel::from(signing_key::Model {
+            kid: key.kid.clone(),
+            alg: key.alg.clone(),
+            private_key: key.sealed_private_key.clone(),
+            public_jwk: key.public_jwk.to_string(),
+            created_at: key.created_at,
+        })
+        .insert(&self.db)
+        .await
+        .map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<crate::domain::model::SigningKey>> {
+        signing_key::Entity::find()
+            .order_by(signing_key::Column::CreatedAt, Order::Asc)
+            .all(&self.db)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(|row| {
+                Ok(crate::domain::model::SigningKey {
+                    public_jwk: serde_json::from_str(&row.public_jwk)
+                        .map_err(|e| rows::corrupt("stored signing key", e.to_string()))?,
+                    kid: row.kid,
+                    alg: row.alg,
+                    sealed_private_key: row.private_key,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
     }
 }

@@ -13,4 +13,5 @@ mod operators;
 mod pages;
 mod policy;
 mod rpc;
+mod signing;
 mod store;

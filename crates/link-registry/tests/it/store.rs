@@ -92,6 +92,7 @@ async fn migrations_apply_once_and_are_recorded(db: TestDb) {
             "m20261205_000019_link_expiry",
             "m20261205_000020_link_limits",
             "m20261205_000021_custom_environments",
+            "m20261205_000022_signing_keys",
         ]
     );
     again.ping().await.unwrap();

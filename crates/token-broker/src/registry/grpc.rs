@@ -272,6 +272,18 @@ impl RegistryClient {
             .map(tonic::Response::into_inner)
     }
 
+    /// The signing keys of Connect's own tokens, oldest first, with their private halves.
+    pub async fn signing_keys(&self) -> Result<Vec<pb::SigningKey>> {
+        self.unary(
+            pb::GetSigningKeysRequest {},
+            self.max_timeout,
+            |mut c, r| async move { c.get_signing_keys(r).await },
+        )
+        .await
+        .map(|answer| answer.keys)
+        .map_err(unavailable("GetSigningKeys"))
+    }
+
     /// Asks whether `identity` may use `connector` (for `installation`: empty for the default,
     /// `*` for every one).
     pub async fn ask(

@@ -119,6 +119,14 @@ impl Registry {
             sealed: new.key_check(),
             token_id_key: Some(new.seal_token_id_key(&token_id_key)),
         };
+        let mut signing_keys = Vec::new();
+        for key in self.store.signing_keys().await? {
+            let opened = self.open_signing_key(&key)?;
+            signing_keys.push((
+                key.kid.clone(),
+                new.seal_signing_key(&key.kid, opened.pkcs8.expose_secret()),
+            ));
+        }
         let (old, next) = (self.cipher.clone(), new.clone());
         self.store
             .reseal_everything(
@@ -128,9 +136,68 @@ impl Registry {
                     Ok(binding.seal(&next, name, &value))
                 }),
                 &check,
+                &signing_keys,
                 self.clock.now(),
             )
             .await
+    }
+
+    /// Adds a new ES256 signing key (brokers publish it as soon as they see it and sign with
+    /// it after their publish delay); the older ones stay.
+    pub async fn rotate_signing_key(&self) -> Result<SigningKey> {
+        if !self.verify_master_key().await? {
+            return Err(RegistryError::internal(
+                "adding a signing key",
+                "the master key does not open this database's secrets",
+            ));
+        }
+        let (pkcs8, public_jwk, kid) = crypto::new_signing_key();
+        let key = SigningKey {
+            sealed_private_key: self.cipher.seal_signing_key(&kid, &pkcs8),
+            kid,
+            alg: "ES256".into(),
+            public_jwk,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_signing_key(&key).await?;
+        Ok(key)
+    }
+
+    /// Every signing key, oldest first, as stored (their private halves sealed).
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        self.store.signing_keys().await
+    }
+
+    /// Every signing key with its private half opened, for a broker.
+    pub async fn signing_keys_for(&self, caller: &Caller) -> Result<Vec<OpenedSigningKey>> {
+        if caller.role != Role::Broker {
+            return Err(caller.not_allowed());
+        }
+        self.store
+            .signing_keys()
+            .await?
+            .iter()
+            .map(|key| self.open_signing_key(key))
+            .collect()
+    }
+
+    fn open_signing_key(&self, key: &SigningKey) -> Result<OpenedSigningKey> {
+        let pkcs8 = self
+            .cipher
+            .open_signing_key(&key.kid, &key.sealed_private_key)
+            .map_err(|_| {
+                RegistryError::internal(
+                    "opening a signing key",
+                    "it does not open under the master key",
+                )
+            })?;
+        Ok(OpenedSigningKey {
+            kid: key.kid.clone(),
+            alg: key.alg.clone(),
+            pkcs8: pkcs8.into(),
+            public_jwk: key.public_jwk.clone(),
+            created_at: key.created_at,
+        })
     }
 
     /// Re-seals every secret stored before secrets were bound to their destination; answers

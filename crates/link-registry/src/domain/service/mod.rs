@@ -54,8 +54,9 @@ use super::{
     clock::{Clock, SystemClock},
     error::{FieldViolation, RegistryError, Resource, Result},
     model::{
-        Actor, ApiKeyRecord, AuditEvent, Authorization, BindingSubject, Connector, Person, Project,
-        ProjectLink, Role, RoleBinding, StoredSecret, Team,
+        Actor, ApiKeyRecord, AuditEvent, Authorization, BindingSubject, Connector,
+        OpenedSigningKey, Person, Project, ProjectLink, Role, RoleBinding, SigningKey,
+        StoredSecret, Team,
     },
     page::{AuditKey, LinkKey, Page, PageRequest},
     store::{AuditFilter, KeyCheck, LinkFilter, LinkTerms, Store},

@@ -26,6 +26,7 @@ mod m20261204_000018_audit_chain;
 mod m20261205_000019_link_expiry;
 mod m20261205_000020_link_limits;
 mod m20261205_000021_custom_environments;
+mod m20261205_000022_signing_keys;
 
 use sea_orm_migration::prelude::*;
 
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000019_link_expiry::Migration),
             Box::new(m20261205_000020_link_limits::Migration),
             Box::new(m20261205_000021_custom_environments::Migration),
+            Box::new(m20261205_000022_signing_keys::Migration),
         ]
     }
 }
