@@ -26,7 +26,9 @@
 //! - `detach→deny`: the time from `DetachProject` to the first denial at each of two caching
 //!   brokers (p50/p99 over 100 detaches): two brokers on one SQLite registry, and, when
 //!   `BENCH_DATABASE_URL` names a PostgreSQL server (as `TEST_DATABASE_URL` does), two registry
-//!   replicas on one PostgreSQL database with one broker each.
+//!   replicas on one PostgreSQL database with one broker each;
+//! - `mint ES256` (`--only mint`): tokens Connect signs as an OIDC issuer, one after another on
+//!   one thread (one core), with a key as the registry makes them.
 
 use std::{
     collections::BTreeMap,
@@ -314,12 +316,66 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => println!("BENCH_DATABASE_URL unset: no PostgreSQL replica rows"),
         }
     }
+    if wanted("mint") {
+        rows.push(mint(20_000)?);
+    }
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
         println!("rows written to {path}");
     }
     issuer.stop().await;
     Ok(())
+}
+
+/// `count` tokens signed one after another on this thread, each timed.
+fn mint(count: usize) -> anyhow::Result<Row> {
+    let (pkcs8, public_jwk, kid) = link_registry::crypto::new_signing_key();
+    let ring = token_broker::issuer::KeyRing::new(Duration::from_secs(600));
+    ring.replace(vec![token_broker::issuer::KeyMaterial {
+        kid,
+        alg: "ES256".into(),
+        pkcs8: pkcs8.into(),
+        public_jwk,
+        created_at: chrono::Utc::now(),
+    }]);
+    let now = chrono::Utc::now().timestamp();
+    let mut times = Vec::with_capacity(count);
+    let cpu = process_cpu();
+    let started = Instant::now();
+    for i in 0..count {
+        let claims = serde_json::json!({
+            "iss": "https://connect.example.com",
+            "sub": "owner:acme:project:web:environment:production",
+            "aud": "sts.amazonaws.com",
+            "owner_id": "team_acme", "project_id": "prj_web", "environment": "production",
+            "connector_id": "conn_0123456789abcdefghijklmn",
+            "iat": now, "exp": now + 300, "jti": i,
+        });
+        let one = Instant::now();
+        std::hint::black_box(ring.sign(&claims)?);
+        times.push(one.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu);
+    times.sort();
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let row = Row {
+        scenario: "mint ES256".into(),
+        concurrency: 1,
+        calls_per_s: count as f64 / elapsed.as_secs_f64(),
+        p50_us: micros(times[count / 2]),
+        p99_us: micros(times[count * 99 / 100]),
+        cpu_us: Some(micros(cpu) / count as f64),
+        ratio: None,
+    };
+    println!(
+        "\nmint ES256: {count} tokens on one thread: {:.0}/s, p50 {:.1}µs, p99 {:.1}µs, {:.1}µs of CPU each",
+        row.calls_per_s,
+        row.p50_us,
+        row.p99_us,
+        row.cpu_us.unwrap_or_default()
+    );
+    Ok(row)
 }
 
 /// The throughput table (baseline, warm and cold at every concurrency), then the JWKS row.

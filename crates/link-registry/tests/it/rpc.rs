@@ -837,7 +837,7 @@ async fn each_service_refuses_the_other_services_keys_on_every_rpc(db: TestDb) {
     let admin_api = methods_of("LinkRegistry");
     let runtime_api = methods_of("RegistryRuntime");
     assert!(admin_api.len() >= 20, "{admin_api:?}");
-    assert_eq!(runtime_api.len(), 13, "{runtime_api:?}");
+    assert_eq!(runtime_api.len(), 14, "{runtime_api:?}");
     // Each refusal names the service the key belongs on.
     let refused = [
         (
