@@ -25,11 +25,13 @@ pub const MAX_MINTED_LIFETIME: Duration = Duration::from_secs(300);
 /// longer than this plus the refresh interval.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// One key, ready to sign.
+/// One key, ready to sign: parsed once, its JWS header encoded once.
 struct RingKey {
     kid: String,
     created_at: DateTime<Utc>,
-    encoding: jsonwebtoken::EncodingKey,
+    pair: ring::signature::EcdsaKeyPair,
+    /// base64url of `{"alg":"ES256","kid":…,"typ":"JWT"}`.
+    header: String,
     jwk: Value,
 }
 
@@ -75,6 +77,7 @@ impl KeyRing {
     /// Replaces the keys with `keys` (any order); a key of another algorithm, or one that does not
     /// parse, is left out and logged.
     pub fn replace(&self, keys: Vec<KeyMaterial>) {
+        use base64::Engine;
         use secrecy::ExposeSecret;
         let mut ring: Vec<Arc<RingKey>> = keys
             .into_iter()
@@ -83,8 +86,22 @@ impl KeyRing {
                     tracing::warn!(kid = %k.kid, alg = %k.alg, "a signing key of an algorithm this broker does not sign with: left out");
                     return None;
                 }
+                let pair = match ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    k.pkcs8.expose_secret(),
+                    &ring::rand::SystemRandom::new(),
+                ) {
+                    Ok(pair) => pair,
+                    Err(_) => {
+                        tracing::warn!(kid = %k.kid, "a signing key that does not parse as a P-256 PKCS#8 key: left out");
+                        return None;
+                    }
+                };
+                let header = json!({ "alg": "ES256", "kid": k.kid, "typ": "JWT" });
                 Some(Arc::new(RingKey {
-                    encoding: jsonwebtoken::EncodingKey::from_ec_der(k.pkcs8.expose_secret()),
+                    header: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(header.to_string()),
+                    pair,
                     kid: k.kid,
                     created_at: k.created_at,
                     jwk: k.public_jwk,
@@ -142,8 +159,11 @@ impl KeyRing {
     }
 
     /// Signs `claims` (the caller sets every claim, `exp` at most [`MAX_MINTED_LIFETIME`] away)
-    /// with the key that signs now.
+    /// with the key that signs now: a JWS compact serialization (RFC 7515), ES256 by `ring`,
+    /// whose fixed-size signature is the `r ‖ s` JWS asks for (RFC 7518 §3.4).
     pub fn sign(&self, claims: &Value) -> Result<String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let key = self
             .signing_key(&self.snapshot(), Utc::now())
             .ok_or_else(|| {
@@ -152,12 +172,24 @@ impl KeyRing {
                         .into(),
                 )
             })?;
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| BrokerError::Internal {
-            context: "signing a token",
+        let payload = serde_json::to_vec(claims).map_err(|e| BrokerError::Internal {
+            context: "encoding a token's claims",
             source: Box::new(e),
-        })
+        })?;
+        let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&key.header);
+        token.push('.');
+        b64.encode_string(&payload, &mut token);
+        let signature = key
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), token.as_bytes())
+            .map_err(|_| BrokerError::Internal {
+                context: "signing a token",
+                source: "ECDSA signing failed".into(),
+            })?;
+        token.push('.');
+        b64.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 }
 
@@ -276,6 +308,53 @@ mod tests {
             .iter()
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn what_it_signs_verifies_with_an_independent_jose_library() {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let key = material(t0);
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            secrecy::ExposeSecret::expose_secret(&key.pkcs8),
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let (x, y) = (b64(&point[1..33]), b64(&point[33..65]));
+        let kid = key.kid.clone();
+        let ring = KeyRing::new(Duration::from_secs(600));
+        ring.replace(vec![key]);
+        let claims = json!({ "iss": "https://connect.example", "sub": "s", "aud": "a",
+            "exp": Utc::now().timestamp() + 300, "n": "ü" });
+        let token = ring.sign(&claims).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&["a"]);
+        let decoded = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_ec_components(&x, &y).unwrap(),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims, claims);
+        // A flipped signature byte does not verify.
+        let mut bad = token.clone().into_bytes();
+        let last = bad.len() - 2;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert!(
+            jsonwebtoken::decode::<Value>(
+                std::str::from_utf8(&bad).unwrap(),
+                &jsonwebtoken::DecodingKey::from_ec_components(&x, &y).unwrap(),
+                &validation,
+            )
+            .is_err()
+        );
     }
 
     #[test]
