@@ -111,6 +111,27 @@ impl LinkStore for SeaStore {
         } = terms;
         let txn = self.begin_write().await?;
         let (connector, project) = self.link_parties(&txn.txn, team, c, p).await?;
+        // The custom environments named still exist (locked on PostgreSQL, so that a delete
+        // running at the same time waits for this attach and then takes them out of it).
+        if !custom_environments.is_empty() {
+            let mut select = environment::Entity::find()
+                .filter(environment::Column::TeamId.eq(team.as_str()))
+                .filter(environment::Column::ProjectId.eq(project.id.as_str()))
+                .filter(
+                    environment::Column::Id
+                        .is_in(custom_environments.iter().map(|e| e.as_str().to_owned())),
+                );
+            if self.backend() == DbBackend::Postgres {
+                select = select.lock_exclusive();
+            }
+            let found = select.all(&txn.txn).await.map_err(storage_error)?;
+            if found.len() != custom_environments.len() {
+                return Err(RegistryError::invalid(
+                    "environments",
+                    "an environment named was removed meanwhile: list the project's environments again",
+                ));
+            }
+        }
         let before = find_link(&txn.txn, team, &connector.id, &project.id).await?;
         // The terms it has already: nothing is written, audited or announced.
         if let Some(unchanged) = before.as_ref().filter(|b| {

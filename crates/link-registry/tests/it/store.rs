@@ -172,6 +172,34 @@ async fn the_schema_refuses_links_across_teams_and_empty_environment_sets(db: Te
         .await
         .unwrap();
     assert_eq!(links.len(), 1);
+    // A custom environment id the project does not (or no longer) have is never stored, even
+    // when the store is asked directly (as an attach racing the environment's delete would).
+    let gone =
+        link_registry::domain::types::CustomEnvironment::parse_id("env_0123456789abcdefghijklmn")
+            .unwrap();
+    let err = store
+        .attach(
+            &team_a,
+            &connector,
+            &own,
+            LinkTerms {
+                custom_environments: vec![gone],
+                ..LinkTerms::lasting(envs)
+            },
+            &Actor::CommandLine,
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::InvalidArgument(v) if v[0].field == "environments"),
+        "{err:?}"
+    );
+    let links = store
+        .links(&team_a, &Default::default(), &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert!(links[0].custom_environments.is_empty());
 }
 
 async fn unique_rules_answer_already_exists_without_a_prior_check(db: TestDb) {
