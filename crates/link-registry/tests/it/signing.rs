@@ -66,7 +66,8 @@ async fn signing_keys_are_sealed_served_to_brokers_only_and_survive_a_master_key
         let plain = base64::engine::general_purpose::STANDARD.encode(&key.private_key);
         assert!(!stored.sealed_private_key.contains(&plain[8..40]));
     }
-    // Only brokers get them.
+    // Only brokers of every team get them: a tenant's broker could otherwise sign as Connect
+    // for another team.
     assert_error(
         app.runtime(&app.acme.admin)
             .get_signing_keys(pb::GetSigningKeysRequest {})
@@ -74,6 +75,25 @@ async fn signing_keys_are_sealed_served_to_brokers_only_and_survive_a_master_key
         Code::PermissionDenied,
         "ROLE_NOT_ALLOWED",
     );
+    {
+        use secrecy::ExposeSecret;
+        let (_, limited) = app
+            .registry
+            .create_expiring_api_key(
+                &[link_registry::domain::types::TeamId::parse("team_acme").unwrap()],
+                link_registry::domain::model::Role::Broker,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_error(
+            app.runtime(limited.expose_secret())
+                .get_signing_keys(pb::GetSigningKeysRequest {})
+                .await,
+            Code::PermissionDenied,
+            "ROLE_NOT_ALLOWED",
+        );
+    }
 
     // A master key rotation re-seals them; they open under the new key only.
     let registry = app.registry.clone();

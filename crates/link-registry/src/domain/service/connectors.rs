@@ -168,9 +168,11 @@ impl Registry {
         self.store.signing_keys().await
     }
 
-    /// Every signing key with its private half opened, for a broker.
+    /// Every signing key with its private half opened, for a broker of every team: whoever
+    /// holds them can sign as Connect for any team, so a broker key limited to some teams gets
+    /// none (`ROLE_NOT_ALLOWED`).
     pub async fn signing_keys_for(&self, caller: &Caller) -> Result<Vec<OpenedSigningKey>> {
-        if caller.role != Role::Broker {
+        if caller.role != Role::Broker || caller.broker_teams.is_some() {
             return Err(caller.not_allowed());
         }
         self.store
