@@ -154,7 +154,7 @@ pub enum Command {
         /// The project, by id or name.
         #[arg(long)]
         project: String,
-        /// `production`, `preview` or `development`.
+        /// `production`, `preview`, `development`, or a custom environment's slug or id.
         #[arg(short = 'e', long = "environment")]
         environment: String,
         /// `app`, or `user:ID`.
