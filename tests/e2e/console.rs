@@ -622,6 +622,63 @@ async fn a_person_signs_in_and_every_form_reaches_its_rpc() {
         )
         .await;
     assert!(undone.flash().starts_with("Saved"), "{}", undone.flash());
+    // Save sends the ticked built-in environments; the link keeps its custom environments, its
+    // end, its ceilings and its quota.
+    let staging = env
+        .admin()
+        .create_environment(rpb::CreateEnvironmentRequest {
+            project: "prj_web".into(),
+            slug: "staging".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ends = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3600,
+        nanos: 0,
+    };
+    env.admin()
+        .attach_project(rpb::AttachProjectRequest {
+            connector: id.clone(),
+            project: "prj_web".into(),
+            environments: vec!["production".into(), "staging".into()],
+            expire_time: Some(ends),
+            allowed_subjects: vec!["app".into()],
+            max_issuances_per_hour: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept = browser
+        .post(
+            &base,
+            &format!("/connectors/{id}/links"),
+            &[
+                ("csrf", &csrf),
+                ("project", "prj_web"),
+                ("environments", "preview"),
+            ],
+        )
+        .await;
+    assert!(kept.flash().starts_with("Saved"), "{}", kept.flash());
+    let link = env
+        .admin()
+        .get_project_link(rpb::GetProjectLinkRequest {
+            connector: id.clone(),
+            project: "prj_web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        link.environments,
+        ["preview".to_owned(), staging.id.clone()]
+    );
+    assert_eq!(link.expire_time, Some(ends));
+    assert_eq!(link.allowed_subjects, ["app"]);
+    assert_eq!(link.max_issuances_per_hour, 7);
+    env_attach(&env, &id, "prj_web", &["production"]).await;
 
     // The project page disconnects.
     let project_page = browser.get(&format!("{base}/projects/prj_web")).await;
