@@ -193,6 +193,38 @@ impl KeyRing {
     }
 }
 
+/// The claims of a token Connect mints for `identity`'s deployment of project `project_name` and
+/// the connector of `authorization`, for `audience`, living `lifetime` (at most
+/// [`MAX_MINTED_LIFETIME`]): `sub` = `owner:<team slug>:project:<project name>:environment:<env>`.
+pub fn claims_for(
+    issuer: &str,
+    identity: &crate::auth::Identity,
+    authorization: &crate::registry::Authorization,
+    project_name: &str,
+    audience: &str,
+    lifetime: Duration,
+) -> Value {
+    let now = Utc::now().timestamp();
+    let lifetime = lifetime.min(MAX_MINTED_LIFETIME).as_secs() as i64;
+    let jti: [u8; 16] = rand::random();
+    json!({
+        "iss": issuer.trim_end_matches('/'),
+        "sub": format!(
+            "owner:{}:project:{}:environment:{}",
+            authorization.owner_slug, project_name, identity.environment
+        ),
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "jti": hex::encode(jti),
+        "owner_id": identity.owner_id.as_str(),
+        "project_id": identity.project_id.as_str(),
+        "environment": identity.environment.as_str(),
+        "connector_id": authorization.connector_id,
+    })
+}
+
 /// What the issuer endpoints serve.
 #[derive(Clone, Debug)]
 pub struct Issuer {
@@ -308,6 +340,61 @@ mod tests {
             .iter()
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn minted_claims_name_the_deployment_and_never_live_past_five_minutes() {
+        let identity = crate::auth::Identity {
+            issuer: connect_types::IssuerUrl::parse("https://oidc.vercel.com/acme").unwrap(),
+            owner_id: connect_types::TeamId::parse("team_acme").unwrap(),
+            project_id: connect_types::ProjectId::parse("prj_web").unwrap(),
+            environment: connect_types::Environment::parse("staging").unwrap(),
+        };
+        let authorization = crate::registry::Authorization {
+            connector_id: "conn_0123456789abcdefghijklmn".into(),
+            connector_uid: "aws/prod".into(),
+            connector_type: "aws".into(),
+            config: Default::default(),
+            secrets: Default::default(),
+            installation: None,
+            link_expires_at: None,
+            ceilings: Default::default(),
+            owner_slug: "acme".into(),
+        };
+        let claims = claims_for(
+            "https://connect.example.com/",
+            &identity,
+            &authorization,
+            "web",
+            "sts.amazonaws.com",
+            Duration::from_secs(3600),
+        );
+        assert_eq!(claims["iss"], "https://connect.example.com");
+        assert_eq!(claims["sub"], "owner:acme:project:web:environment:staging");
+        assert_eq!(claims["aud"], "sts.amazonaws.com");
+        assert_eq!(claims["owner_id"], "team_acme");
+        assert_eq!(claims["project_id"], "prj_web");
+        assert_eq!(claims["environment"], "staging");
+        assert_eq!(claims["connector_id"], "conn_0123456789abcdefghijklmn");
+        let (iat, exp) = (
+            claims["iat"].as_i64().unwrap(),
+            claims["exp"].as_i64().unwrap(),
+        );
+        assert_eq!(exp - iat, 300);
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+        let other = claims_for(
+            "https://connect.example.com",
+            &identity,
+            &authorization,
+            "web",
+            "a",
+            Duration::from_secs(60),
+        );
+        assert_ne!(other["jti"], claims["jti"]);
+        assert_eq!(
+            other["exp"].as_i64().unwrap() - other["iat"].as_i64().unwrap(),
+            60
+        );
     }
 
     #[test]

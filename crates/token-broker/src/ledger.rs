@@ -208,6 +208,7 @@ mod tests {
             installation: None,
             link_expires_at: None,
             ceilings: Default::default(),
+            owner_slug: "a".into(),
         };
         let token = SecretString::from("sk_live_1".to_owned());
         let id = ledger.token_id(&token).await.unwrap();

@@ -699,6 +699,8 @@ impl HeldConsent {
 pub struct Authorization {
     pub connector: Connector,
     pub link: ProjectLink,
+    /// The team's slug (the `owner` of what Connect mints for the deployment).
+    pub team_slug: TeamSlug,
     /// The environment the token names, as the link enables it (a custom one by its id).
     pub environment: Environment,
     pub secrets: BTreeMap<String, SecretString>,

@@ -684,6 +684,7 @@ async fn custom_environments_are_named_by_id_or_slug_and_deleting_one_cleans_lin
             .unwrap()
             .into_inner();
         assert_eq!(answer.environment_id, staging.id, "{claim}");
+        assert_eq!(answer.owner_slug, "acme");
     }
     let preview = broker
         .authorize(authorize_in("preview", "api-key/stripe"))

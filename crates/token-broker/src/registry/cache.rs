@@ -461,6 +461,7 @@ mod tests {
                 installation: None,
                 link_expires_at: *self.link_ends.lock().unwrap(),
                 ceilings: self.ceilings.lock().unwrap().clone(),
+                owner_slug: "acme".into(),
             }))
         }
     }

@@ -839,6 +839,7 @@ fn check_answer(
     Ok(Authorization {
         link_expires_at,
         ceilings,
+        owner_slug: answer.owner_slug,
         installation: granted,
         connector_id: connector.id,
         connector_uid: connector.uid,

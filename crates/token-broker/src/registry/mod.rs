@@ -41,6 +41,9 @@ pub struct Authorization {
     pub link_expires_at: Option<std::time::SystemTime>,
     /// What the link allows at most; checked on every call, cached with the answer.
     pub ceilings: connect_types::Ceilings,
+    /// The team's slug, for the `sub` of the tokens Connect mints (the same for every project of
+    /// the connector's team, so answers stay shared across projects).
+    pub owner_slug: String,
 }
 
 /// An installation of the connector, with its config and opened secrets.
@@ -96,6 +99,7 @@ impl Authorization {
     pub fn same_as(&self, other: &Self) -> bool {
         self.link_expires_at == other.link_expires_at
             && self.ceilings == other.ceilings
+            && self.owner_slug == other.owner_slug
             && self.connector_id == other.connector_id
             && self.connector_uid == other.connector_uid
             && self.connector_type == other.connector_type

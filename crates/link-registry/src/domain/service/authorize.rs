@@ -402,6 +402,11 @@ impl Registry {
         checks.pass("team", || {
             format!("{}: tokens from {}", query.owner_id, query.issuer)
         });
+        let team_slug = found
+            .team
+            .as_ref()
+            .map(|t| t.slug.clone())
+            .expect("the team was found above");
         let environment = self
             .asked_environment(&query.owner_id, &query.project_id, query.environment)
             .await?;
@@ -457,6 +462,7 @@ impl Registry {
         Ok(Authorization {
             connector,
             link,
+            team_slug,
             environment: environment.resolved,
             secrets,
             installation,

@@ -370,6 +370,7 @@ impl From<Authorization> for pb::AuthorizeResponse {
         };
         Self {
             environment_id: a.environment.as_str().to_owned(),
+            owner_slug: a.team_slug.to_string(),
             secrets: open(&a.secrets),
             connector: Some(a.connector.into()),
             link: Some(a.link.into()),
