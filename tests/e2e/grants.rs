@@ -1285,3 +1285,115 @@ async fn tokens_that_never_live_min_ttl_cost_one_refresh_not_a_loop() {
     assert_eq!(endpoint.refreshes(), 1);
     stack.stop().await;
 }
+
+/// A link's scope ceiling bounds users' grants: a stored grant carrying a scope beyond it is not
+/// handed out, one lacking the ceiling's scopes needs a new consent, a consent asking beyond it is
+/// refused, and one asking for nothing asks the provider for the ceiling's scopes (not the
+/// connector's `user_scopes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_scope_ceiling_bounds_stored_grants_and_new_consents() {
+    let stack = Stack::start_with(|c| {
+        c.callback_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let endpoint = TokenEndpoint::start().await;
+    crm(&stack, &endpoint).await;
+    import(&stack, "ada", "at_ada_read", "rt_ada", 3600).await;
+    // Cy consented to more, before any ceiling.
+    stack
+        .admin(&stack.acme)
+        .import_grants(rpb::ImportGrantsRequest {
+            connector: CRM.into(),
+            grants: vec![rpb::ImportedGrant {
+                user_id: "cy".into(),
+                environment: "preview".into(),
+                access_token: "at_cy_broad".into(),
+                refresh_token: "rt_cy".into(),
+                expire_time: in_seconds(3600),
+                scopes: vec!["contacts.read".into(), "contacts.write".into()],
+                project: "prj_web".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let attach = |scopes: &[&str]| {
+        let mut admin = stack.admin(&stack.acme);
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        async move {
+            admin
+                .attach_project(rpb::AttachProjectRequest {
+                    connector: CRM.into(),
+                    project: "prj_web".into(),
+                    environments: vec!["preview".into(), "production".into()],
+                    allowed_scopes: scopes,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    };
+    attach(&["contacts.read"]).await;
+    stack.feed_caught_up().await;
+    let preview = stack.acme.token("prj_web", "preview");
+
+    // Within the ceiling: handed out. Beyond it (consented before the ceiling): not.
+    let ada = stack
+        .get_token_with(&preview, for_user("ada"))
+        .await
+        .unwrap();
+    assert_eq!(ada.token, "at_ada_read");
+    assert_denied(
+        stack.get_token_with(&preview, for_user("cy")).await,
+        Code::PermissionDenied,
+        "SCOPE_NOT_ALLOWED",
+        "ScopeNotAllowedError: the user's grant carries scope 'contacts.write', beyond the link's allowed scopes",
+    );
+    // A consent asking beyond the ceiling is refused before any provider is involved.
+    let mut beyond = tonic::Request::new(bpb::StartAuthorizationRequest {
+        connector: CRM.into(),
+        user_id: "bob".into(),
+        return_url: "http://127.0.0.1:9/back".into(),
+        scopes: vec!["contacts.write".into()],
+        ..Default::default()
+    });
+    beyond.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {preview}").parse().unwrap(),
+    );
+    assert_denied(
+        stack
+            .broker()
+            .start_authorization(beyond)
+            .await
+            .map(|r| r.into_inner()),
+        Code::PermissionDenied,
+        "SCOPE_NOT_ALLOWED",
+        "ScopeNotAllowedError: the link does not allow scope 'contacts.write'",
+    );
+
+    // Another ceiling: a consent asking for nothing asks for its scopes, and a grant without
+    // them needs a new consent.
+    attach(&["contacts.list"]).await;
+    stack.feed_caught_up().await;
+    let started = start(&stack, &preview, "bob", "http://127.0.0.1:9/back")
+        .await
+        .unwrap();
+    assert_eq!(query(&started.url, "scope"), "contacts.list");
+    assert_denied(
+        stack.get_token_with(&preview, for_user("ada")).await,
+        Code::FailedPrecondition,
+        "USER_AUTHORIZATION_REQUIRED",
+        "UserAuthorizationRequiredError: the user did not grant scope 'contacts.list'",
+    );
+
+    // Without a ceiling the broad grant is handed out again.
+    attach(&[]).await;
+    stack.feed_caught_up().await;
+    let cy = stack
+        .get_token_with(&preview, for_user("cy"))
+        .await
+        .unwrap();
+    assert_eq!(cy.token, "at_cy_broad");
+    stack.stop().await;
+}
