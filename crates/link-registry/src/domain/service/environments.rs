@@ -14,14 +14,6 @@ pub struct EnvironmentEdit {
 }
 
 impl Registry {
-    /// The project the caller's team has by `project`.
-    async fn team_project(&self, team: &TeamId, project: &ProjectRef) -> Result<Project> {
-        self.store
-            .project(team, project)
-            .await?
-            .ok_or_else(|| RegistryError::not_found(Resource::Project, project))
-    }
-
     /// Creates a custom environment for `project`: a new `env_…` id, `slug` (not a built-in
     /// name, unique in the project) and `name`.
     pub async fn create_environment(
@@ -34,7 +26,7 @@ impl Registry {
         let team = caller.writable_team()?;
         connect_types::check_environment_slug(slug)
             .map_err(|why| RegistryError::invalid("slug", why))?;
-        let project = self.team_project(team, project).await?;
+        let project = self.get_project(caller, project).await?;
         let environment = ProjectEnvironment {
             team_id: team.clone(),
             project_id: project.id,
@@ -56,21 +48,20 @@ impl Registry {
         caller: &Caller,
         project: &ProjectRef,
     ) -> Result<Vec<ProjectEnvironment>> {
-        let team = caller.readable_team()?;
-        let project = self.team_project(team, project).await?;
-        self.store.environments(team, &project.id).await
+        let project = self.get_project(caller, project).await?;
+        self.store.environments(&project.team_id, &project.id).await
     }
 
     /// The project's environment named by id or slug; `ENVIRONMENT_NOT_FOUND` otherwise.
     async fn project_environment(
         &self,
-        team: &TeamId,
+        caller: &Caller,
         project: &ProjectRef,
         named: &CustomEnvironment,
     ) -> Result<ProjectEnvironment> {
-        let project = self.team_project(team, project).await?;
+        let project = self.get_project(caller, project).await?;
         self.store
-            .environment(team, &project.id, named)
+            .environment(&project.team_id, &project.id, named)
             .await?
             .ok_or_else(|| {
                 RegistryError::not_found(
@@ -88,12 +79,12 @@ impl Registry {
         named: &CustomEnvironment,
         edit: EnvironmentEdit,
     ) -> Result<ProjectEnvironment> {
-        let team = caller.writable_team()?;
+        caller.writable_team()?;
         if let Some(slug) = &edit.slug {
             connect_types::check_environment_slug(slug)
                 .map_err(|why| RegistryError::invalid("slug", why))?;
         }
-        let before = self.project_environment(team, project, named).await?;
+        let before = self.project_environment(caller, project, named).await?;
         let after = ProjectEnvironment {
             slug: edit.slug.unwrap_or_else(|| before.slug.clone()),
             name: edit.name.unwrap_or_else(|| before.name.clone()),
@@ -116,8 +107,8 @@ impl Registry {
         project: &ProjectRef,
         named: &CustomEnvironment,
     ) -> Result<(ProjectEnvironment, EnvironmentRemoval)> {
-        let team = caller.writable_team()?;
-        let environment = self.project_environment(team, project, named).await?;
+        caller.writable_team()?;
+        let environment = self.project_environment(caller, project, named).await?;
         let removal = self
             .store
             .delete_environment(&environment, &caller.actor(), self.clock.now())
