@@ -28,7 +28,12 @@
 //!   `BENCH_DATABASE_URL` names a PostgreSQL server (as `TEST_DATABASE_URL` does), two registry
 //!   replicas on one PostgreSQL database with one broker each;
 //! - `mint ES256` (`--only mint`): tokens Connect signs as an OIDC issuer, one after another on
-//!   one thread (one core), with a key as the registry makes them.
+//!   one thread (one core), with a key as the registry makes them;
+//! - `proxy` (`--only proxy`): the same small request to a loopback Rust upstream (axum), straight
+//!   and through the broker's credential-injecting proxy, at 1 and 64 callers (HTTP/1.1, pooled
+//!   connections; the added p50 at 1 caller and the throughput ratio at 64 are printed), then a
+//!   100 MB body streamed down through the proxy while the process's peak resident memory is
+//!   watched (`VmHWM`, reset first through `/proc/self/clear_refs`).
 
 use std::{
     collections::BTreeMap,
@@ -318,6 +323,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("mint") {
         rows.push(mint(20_000)?);
+    }
+    if wanted("proxy") {
+        rows.extend(proxy_rows(&dir, &issuer).await?);
     }
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
@@ -835,5 +843,213 @@ async fn detach_to_deny_postgres(
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
+    Ok(rows)
+}
+
+/// A loopback upstream: `GET /ping` answers 64 bytes, `GET /big?bytes=N` N bytes in 64 KiB chunks.
+async fn upstream() -> anyhow::Result<String> {
+    use axum::{Router, body::Body, extract::Query, routing::get};
+    #[derive(serde::Deserialize)]
+    struct Size {
+        bytes: u64,
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route(
+            "/ping",
+            get(|| async { "{\"ok\":true,\"pad\":\"0123456789012345678901234567890123456\"}" }),
+        )
+        .route(
+            "/big",
+            get(|Query(size): Query<Size>| async move {
+                let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+                let n = size.bytes / chunk.len() as u64;
+                Body::from_stream(
+                    stream::iter(0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                )
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+/// The process's peak resident set since the last reset, in bytes.
+fn peak_rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
+    Ok(kb * 1024)
+}
+
+/// Straight to the upstream and through the proxy: latency and throughput, then a 100 MB
+/// stream's memory.
+async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Result<Vec<Row>> {
+    let upstream = upstream().await?;
+    let (stack, _) = system(dir, "proxy", issuer, true).await?;
+    let registry = stack.registry();
+    let (_, key) = registry
+        .create_api_key(Some(parsed(TeamId::parse("team_bench"))?), Role::Admin)
+        .await?;
+    let admin = registry.authenticate(key.expose_secret()).await?;
+    registry
+        .create_connector(
+            &admin,
+            NewConnector {
+                uid: parsed(ConnectorUid::parse("api-key/proxied"))?,
+                name: parsed(DisplayName::parse("proxied"))?,
+                config: ConfigMap::from_stored(BTreeMap::from([(
+                    "proxy_base_url".to_owned(),
+                    upstream.clone(),
+                )])),
+                secrets: SecretInput::parse([(
+                    "api_key".to_owned(),
+                    "sk_proxied_0123456789".to_owned(),
+                )])
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            },
+        )
+        .await?;
+    registry
+        .attach_project_with(
+            &admin,
+            &parsed(ConnectorRef::parse("api-key/proxied"))?,
+            &parsed(ProjectRef::parse("prj_bench"))?,
+            LinkTerms::lasting(parsed(EnvironmentSet::parse(&["production"]))?),
+        )
+        .await?;
+    let (_, broker_key) = registry.create_api_key(None, Role::Broker).await?;
+    let mut config = token_broker::BrokerConfig::local(
+        stack.registry_url().to_owned(),
+        broker_key.expose_secret().to_owned().into(),
+        vec![issuer.issuer_url()],
+        AUDIENCE.into(),
+    );
+    config.proxy_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.max_concurrent_requests = 4096;
+    let app = token_broker::App::build(config).await?;
+    let proxy = format!(
+        "http://{}/api-key%2Fproxied",
+        app.proxy_addr()
+            .ok_or_else(|| anyhow::anyhow!("no proxy address"))?
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(app.run_until(async {
+        stopped.await.ok();
+    }));
+    let token = issuer.mint(
+        &deployment_of("prj_bench"),
+        Duration::from_secs(3600),
+        Alg::ES256,
+    );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+    let get = |url: String, bearer: Option<String>| {
+        let http = http.clone();
+        move || {
+            let (http, url, bearer) = (http.clone(), url.clone(), bearer.clone());
+            async move {
+                let mut request = http.get(&url);
+                if let Some(bearer) = bearer {
+                    request = request.bearer_auth(bearer);
+                }
+                let answer = request.send().await.expect("an answer");
+                assert!(answer.status().is_success(), "{}", answer.status());
+                answer.bytes().await.expect("a body");
+            }
+        }
+    };
+    // The broker is up once the proxy answers.
+    for attempt in 0.. {
+        let answer = http
+            .get(format!("{proxy}/ping"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        if answer.is_ok_and(|a| a.status().is_success()) {
+            break;
+        }
+        anyhow::ensure!(attempt < 500, "the proxy never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut rows = Vec::new();
+    for concurrency in [1, 64] {
+        let direct = measure(concurrency, get(format!("{upstream}/ping"), None)).await;
+        let proxied = measure(
+            concurrency,
+            get(format!("{proxy}/ping"), Some(token.clone())),
+        )
+        .await;
+        let ratio = proxied.per_second / direct.per_second;
+        println!(
+            "proxy {concurrency:>3} callers: direct {:>8.0}/s p50 {:>7.1?} | proxied {:>8.0}/s p50 {:>7.1?} p99 {:>7.1?} | added p50 {:>7.1?} | throughput ratio {ratio:.2} | CPU {:.1?} vs {:.1?} per call",
+            direct.per_second,
+            direct.p50,
+            proxied.per_second,
+            proxied.p50,
+            proxied.p99,
+            proxied.p50.saturating_sub(direct.p50),
+            proxied.cpu_per_call,
+            direct.cpu_per_call,
+        );
+        for (scenario, stats, ratio) in [
+            ("proxy direct", &direct, None),
+            ("proxy via broker", &proxied, Some(ratio)),
+        ] {
+            rows.push(Row {
+                scenario: scenario.into(),
+                concurrency,
+                calls_per_s: stats.per_second,
+                p50_us: stats.p50.as_secs_f64() * 1e6,
+                p99_us: stats.p99.as_secs_f64() * 1e6,
+                cpu_us: Some(stats.cpu_per_call.as_secs_f64() * 1e6),
+                ratio,
+            });
+        }
+    }
+
+    // 100 MB down through the proxy, read as it comes: the peak resident set against the one
+    // before (reset to the current set first).
+    const STREAM: u64 = 100 * 1024 * 1024;
+    std::fs::write("/proc/self/clear_refs", "5")?;
+    let before = peak_rss_bytes()?;
+    let started = Instant::now();
+    let answer = http
+        .get(format!("{proxy}/big?bytes={STREAM}"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    anyhow::ensure!(answer.status().is_success(), "{}", answer.status());
+    let mut body = answer.bytes_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        total += chunk?.len() as u64;
+    }
+    let took = started.elapsed();
+    anyhow::ensure!(total == STREAM, "{total} bytes of {STREAM}");
+    let grown = peak_rss_bytes()?.saturating_sub(before);
+    println!(
+        "proxy stream: {} MB in {took:.1?} ({:.0} MB/s); peak resident memory grew by {:.1} MB\n",
+        STREAM / (1024 * 1024),
+        STREAM as f64 / 1e6 / took.as_secs_f64(),
+        grown as f64 / 1e6
+    );
+    // `p50_us`/`p99_us` carry megabytes for this row.
+    rows.push(row(
+        "proxy stream 100 MB, RSS MB",
+        1,
+        STREAM as f64 / 1e6 / took.as_secs_f64(),
+        grown as f64 / 1e6,
+        grown as f64 / 1e6,
+    ));
+    stop.send(()).ok();
+    serving.await??;
+    stack.stop().await?;
     Ok(rows)
 }

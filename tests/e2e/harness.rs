@@ -463,7 +463,8 @@ impl Stack {
         configure(&mut config);
         let app = token_broker::App::build(config).await.unwrap();
         let addr = app.local_addr();
-        let (issuer_addr, key_ring) = (app.issuer_addr(), app.key_ring());
+        let (issuer_addr, key_ring, proxy_addr) =
+            (app.issuer_addr(), app.key_ring(), app.proxy_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             stopped.await.ok();
@@ -472,6 +473,7 @@ impl Stack {
             addr,
             issuer_addr,
             key_ring,
+            proxy_addr,
             client: TokenBrokerClient::new(channel(addr, None).await),
             stop: Some(stop),
             task: Some(task),
@@ -575,6 +577,8 @@ pub struct SecondBroker {
     /// Where its OIDC issuer is served, and its signing keys, when it serves one.
     pub issuer_addr: Option<SocketAddr>,
     pub key_ring: Option<Arc<token_broker::issuer::KeyRing>>,
+    /// Where its credential-injecting proxy is served, when it serves one.
+    pub proxy_addr: Option<SocketAddr>,
     client: TokenBrokerClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), token_broker::AppError>>>,

@@ -3,6 +3,7 @@
 mod browser;
 mod cache;
 mod client;
+mod cloud;
 mod console;
 mod explain;
 mod faults;
@@ -19,6 +20,7 @@ mod logs;
 mod metrics;
 mod people;
 mod policy;
+mod proxy;
 mod rejections;
 mod tls;
 mod traces;

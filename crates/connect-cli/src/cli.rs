@@ -212,6 +212,16 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         resources: Vec<String>,
     },
+    /// Print the base URL of a connector's requests through the broker's credential-injecting
+    /// proxy: append the provider API's path and send the deployment's OIDC token as
+    /// `Authorization: Bearer`.
+    ProxyUrl {
+        /// The connector, by uid or id.
+        connector: String,
+        /// The proxy (a broker's --proxy-listen address, as the service reaches it).
+        #[arg(long, env = "CONNECT_PROXY_URL")]
+        proxy: Option<String>,
+    },
     /// Manage a connector's installations: tenants inside it, such as a GitHub App installation.
     #[command(subcommand)]
     Installations(InstallationsCommand),

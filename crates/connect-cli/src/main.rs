@@ -204,7 +204,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
     }
     let needs_registry = !matches!(
         cli.command,
-        Command::Token { .. } | Command::Completions { .. }
+        Command::Token { .. } | Command::ProxyUrl { .. } | Command::Completions { .. }
     );
     let may_read_registry = matches!(cli.command, Command::Token { .. })
         && cli.api_key.as_deref().is_some_and(|k| !k.is_empty());
@@ -334,6 +334,25 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
                 ..Default::default()
             };
             tokens::token(&ctx, &cli.broker, ca, connector, subject, params).await
+        }
+        Command::ProxyUrl { connector, proxy } => {
+            let Some(proxy) = proxy.filter(|p| !p.trim().is_empty()) else {
+                return Err(Failure::new("InvalidArgumentError", "no proxy URL").hint(
+                    "pass --proxy URL or set CONNECT_PROXY_URL: a broker's --proxy-listen address, as services reach it",
+                ));
+            };
+            if !(proxy.starts_with("https://") || proxy.starts_with("http://")) {
+                return Err(Failure::new(
+                    "InvalidArgumentError",
+                    "the proxy URL must start with https:// or http://",
+                ));
+            }
+            let url = connect_client::proxy_base_url(&proxy, &connector);
+            ctx.emit(
+                || url.clone(),
+                || serde_json::json!({ "connector": connector, "url": url }),
+            );
+            Ok(())
         }
         Command::Installations(InstallationsCommand::Add {
             connector,

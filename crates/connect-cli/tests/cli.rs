@@ -941,6 +941,37 @@ async fn token_prints_the_token_alone_and_says_how_to_fix_a_denial() {
         expired.contains("hint: the link was time-boxed and its time ran out; attach it again (with --for or --until for a new end): `connect explain api-key/stripe --project prj_web -e preview` prints the command"),
         "{expired}"
     );
+
+    // The proxy's base URL for a connector: the uid as one encoded segment.
+    let url = system
+        .connect(
+            &[
+                "proxy-url",
+                "api-key/stripe",
+                "--proxy",
+                "https://proxy.example.com/",
+            ],
+            None,
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(url, "https://proxy.example.com/api-key%2Fstripe\n");
+    let json = system
+        .connect(
+            &["proxy-url", "api-key/stripe", "-F", "json"],
+            None,
+            &[("CONNECT_PROXY_URL", "http://127.0.0.1:8090")],
+        )
+        .await
+        .json();
+    assert_eq!(json["url"], "http://127.0.0.1:8090/api-key%2Fstripe");
+    assert_eq!(json["connector"], "api-key/stripe");
+    let missing = system
+        .connect(&["proxy-url", "api-key/stripe"], None, &[])
+        .await
+        .failed(1, "InvalidArgumentError: no proxy URL");
+    assert!(missing.contains("CONNECT_PROXY_URL"), "{missing}");
     system.stop().await;
 }
 

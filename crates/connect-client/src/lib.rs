@@ -130,6 +130,9 @@ pub struct Token {
     pub connector_uid: String,
     pub connector_type: String,
     pub installation_id: Option<String>,
+    /// The parts of a credential with several (`aws`: `access_key_id`, `secret_access_key`,
+    /// `session_token`); empty otherwise. Each is a secret.
+    pub credential: std::collections::BTreeMap<String, SecretString>,
 }
 
 impl Token {
@@ -218,6 +221,24 @@ pub struct ClientBuilder {
     timeout: Duration,
     cache_size: u64,
     no_expiry_ttl: Duration,
+    proxy_url: Option<String>,
+}
+
+/// The base URL of `connector`'s requests through the credential-injecting proxy at `proxy` (a
+/// broker's `--proxy-listen` address): `{proxy}/{url-encoded connector}`. Append the provider
+/// API's path and send the deployment's OIDC token as `Authorization: Bearer`.
+pub fn proxy_base_url(proxy: &str, connector: &str) -> String {
+    /// Everything but RFC 3986's unreserved characters.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    format!(
+        "{}/{}",
+        proxy.trim_end_matches('/'),
+        percent_encoding::utf8_percent_encode(connector, SEGMENT)
+    )
 }
 
 impl ClientBuilder {
@@ -232,7 +253,15 @@ impl ClientBuilder {
             timeout: Duration::from_secs(10),
             cache_size: 1000,
             no_expiry_ttl: Duration::from_secs(60),
+            proxy_url: None,
         }
+    }
+
+    /// The broker's credential-injecting proxy (its `--proxy-listen` address, as reachable), for
+    /// [`ConnectClient::proxy_base`].
+    pub fn proxy_url(mut self, url: impl Into<String>) -> Self {
+        self.proxy_url = Some(url.into());
+        self
     }
 
     /// Trust this PEM CA for an `https://` broker (default: the system's roots).
@@ -306,6 +335,7 @@ impl ClientBuilder {
                 min_ttl: self.min_ttl,
                 timeout: self.timeout,
                 cache,
+                proxy_url: self.proxy_url,
             }),
         })
     }
@@ -324,6 +354,7 @@ struct Inner {
     min_ttl: Duration,
     timeout: Duration,
     cache: Cache<CacheKey, Arc<Token>>,
+    proxy_url: Option<String>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -356,7 +387,37 @@ impl ConnectClient {
         if let Some(file) = std::env::var_os("CONNECT_OIDC_TOKEN_FILE").filter(|v| !v.is_empty()) {
             builder = builder.oidc_token(OidcToken::file(file));
         }
+        if let Some(proxy) = std::env::var("CONNECT_PROXY_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            builder = builder.proxy_url(proxy);
+        }
         builder.build()
+    }
+
+    /// The base URL of `connector`'s requests through the broker's credential-injecting proxy
+    /// ([`proxy_base_url`]); send them with [`ConnectClient::proxy_authorization`]. A
+    /// configuration error when no proxy URL was given (`CONNECT_PROXY_URL`,
+    /// [`ClientBuilder::proxy_url`]).
+    pub fn proxy_base(&self, connector: &str) -> Result<String, Error> {
+        let proxy = self.inner.proxy_url.as_deref().ok_or_else(|| {
+            Error::Config(
+                "no proxy URL: set CONNECT_PROXY_URL (or ClientBuilder::proxy_url) to the broker's --proxy-listen address".into(),
+            )
+        })?;
+        Ok(proxy_base_url(proxy, connector))
+    }
+
+    /// The `Authorization` value of a proxied request: `Bearer` and the deployment's current OIDC
+    /// token. Keep it secret.
+    pub fn proxy_authorization(&self) -> Result<SecretString, Error> {
+        use secrecy::ExposeSecret;
+        let oidc = self.inner.oidc.current()?;
+        Ok(SecretString::from(format!(
+            "Bearer {}",
+            oidc.expose_secret()
+        )))
     }
 
     /// A token for `connector` (its uid, e.g. `slack/acme-slack`, or its id): from the cache while
@@ -445,6 +506,11 @@ impl ConnectClient {
             connector_uid: connector.uid,
             connector_type: connector.r#type,
             installation_id: Some(answer.installation_id).filter(|i| !i.is_empty()),
+            credential: answer
+                .credential
+                .into_iter()
+                .map(|(name, value)| (name, SecretString::from(value)))
+                .collect(),
         }))
     }
 }
@@ -532,6 +598,28 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn proxy_urls_encode_the_connector_as_one_segment() {
+        assert_eq!(
+            proxy_base_url("https://proxy.example.com/", "api-key/stripe"),
+            "https://proxy.example.com/api-key%2Fstripe"
+        );
+        assert_eq!(
+            proxy_base_url("http://127.0.0.1:8090", "conn_0123abc"),
+            "http://127.0.0.1:8090/conn_0123abc"
+        );
+        let client = ClientBuilder::new("http://127.0.0.1:1").build().unwrap();
+        assert!(matches!(client.proxy_base("x/y"), Err(Error::Config(_))));
+        let client = ClientBuilder::new("http://127.0.0.1:1")
+            .proxy_url("http://p")
+            .build()
+            .unwrap();
+        assert_eq!(
+            client.proxy_base("oauth2/crm").unwrap(),
+            "http://p/oauth2%2Fcrm"
+        );
+    }
+
     #[test]
     fn a_token_never_shows_itself() {
         let token = Token {
@@ -543,8 +631,14 @@ mod tests {
             connector_uid: "api-key/x".into(),
             connector_type: "api-key".into(),
             installation_id: None,
+            credential: [(
+                "secret_access_key".to_owned(),
+                SecretString::from("wJalrXUtnFEMI".to_owned()),
+            )]
+            .into(),
         };
         assert!(!format!("{token:?}").contains("sk_live_secret"));
+        assert!(!format!("{token:?}").contains("wJalrXUtnFEMI"));
         assert!(!token.expires_within(Duration::from_secs(3600)));
     }
 }

@@ -59,15 +59,40 @@ pub struct OutboundSettings {
 
 impl Outbound {
     pub fn new(settings: &OutboundSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Self::build(
+            settings,
+            reqwest::Client::builder().timeout(timeout),
+            timeout,
+        )
+    }
+
+    /// A client for long streams (the proxy): no overall timeout, only `connect_timeout` and a
+    /// `read_timeout` between two reads.
+    pub fn streaming(
+        settings: &OutboundSettings,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        Self::build(
+            settings,
+            reqwest::Client::builder().read_timeout(read_timeout),
+            connect_timeout,
+        )
+    }
+
+    fn build(
+        settings: &OutboundSettings,
+        builder: reqwest::ClientBuilder,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(settings.policy.clone());
         let pinned = settings
             .pinned
             .iter()
             .map(|(host, addrs)| (host.to_ascii_lowercase(), addrs.clone()))
             .collect();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
+        let http = builder
+            .connect_timeout(connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {

@@ -157,6 +157,12 @@ pub struct Capabilities {
     pub resources: bool,
     pub scopes: Scopes,
     pub revocation: Revocation,
+    /// The type trades a token Connect mints (it signs as an OIDC issuer) for the provider's
+    /// credential: no stored secret. Only a broker serving its issuer (`--issuer-listen`) can.
+    pub mints: bool,
+    /// Its credential is a bearer token or a header value: the credential-injecting proxy can
+    /// send it (`proxy_base_url`, `proxy_auth`).
+    pub proxy: bool,
     pub config_keys: &'static [Key],
     pub secret_keys: &'static [Key],
 }
@@ -173,7 +179,9 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
         resources: false,
         scopes: Scopes::None,
         revocation: Revocation::None,
-        config_keys: &[],
+        mints: false,
+        proxy: true,
+        config_keys: &[PROXY_BASE_URL, PROXY_AUTH, PROXY_BASIC_USER],
         secret_keys: &[required("api_key", "the key itself")],
     },
     Capabilities {
@@ -192,7 +200,12 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
         resources: false,
         scopes: Scopes::OAuth,
         revocation: Revocation::WhenConfigured("revocation_url"),
+        mints: false,
+        proxy: true,
         config_keys: &[
+            PROXY_BASE_URL,
+            PROXY_AUTH,
+            PROXY_BASIC_USER,
             required("token_url", "the provider's token endpoint"),
             optional(
                 "authorize_url",
@@ -260,7 +273,12 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
         resources: true,
         scopes: Scopes::Permissions,
         revocation: Revocation::Always,
+        mints: false,
+        proxy: true,
         config_keys: &[
+            PROXY_BASE_URL,
+            PROXY_AUTH,
+            PROXY_BASIC_USER,
             required("app_id", "the GitHub App's id"),
             optional("api_url", "GitHub's API (default https://api.github.com)"),
         ],
@@ -269,7 +287,141 @@ pub const CONNECTOR_TYPES: &[Capabilities] = &[
             "the App's PEM private key, which signs App JWTs",
         )],
     },
+    Capabilities {
+        connector_type: "aws",
+        description: "AWS: STS AssumeRoleWithWebIdentity with a token Connect mints; temporary \
+                      credentials (access key id, secret access key, session token), no stored \
+                      secret",
+        subjects: &[SubjectKind::App],
+        installations: Installations::Optional,
+        installation_ids: InstallationIds::Any,
+        cross_installation: false,
+        resources: false,
+        scopes: Scopes::None,
+        revocation: Revocation::None,
+        mints: true,
+        proxy: false,
+        config_keys: &[
+            required(
+                "role_arn",
+                "the IAM role to assume (arn:aws:iam::<account>:role/<name>)",
+            ),
+            optional(
+                "sts_url",
+                "the STS endpoint (default https://sts.amazonaws.com/)",
+            ),
+            optional(
+                "audience",
+                "the minted token's aud, an audience of the IAM OIDC provider (default sts.amazonaws.com)",
+            ),
+            optional(
+                "duration_secs",
+                "how long the credentials live, 900 to 43200 (default 3600)",
+            ),
+        ],
+        secret_keys: &[],
+    },
+    Capabilities {
+        connector_type: "gcp",
+        description: "Google Cloud: workload identity federation (STS token exchange of a token \
+                      Connect mints), optionally impersonating a service account; no stored secret",
+        subjects: &[SubjectKind::App],
+        installations: Installations::Optional,
+        installation_ids: InstallationIds::Any,
+        cross_installation: false,
+        resources: false,
+        scopes: Scopes::OAuth,
+        revocation: Revocation::None,
+        mints: true,
+        proxy: true,
+        config_keys: &[
+            PROXY_BASE_URL,
+            PROXY_AUTH,
+            PROXY_BASIC_USER,
+            required(
+                "audience",
+                "the workload identity provider's resource name (//iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>)",
+            ),
+            optional(
+                "sts_url",
+                "Google's STS (default https://sts.googleapis.com/v1/token)",
+            ),
+            optional(
+                "service_account",
+                "the service account to impersonate (generateAccessToken); none: the federated token itself",
+            ),
+            optional(
+                "iam_url",
+                "the IAM Credentials API (default https://iamcredentials.googleapis.com)",
+            ),
+            optional(
+                "scopes",
+                "scopes asked for when a caller names none (default https://www.googleapis.com/auth/cloud-platform)",
+            ),
+            optional(
+                "duration_secs",
+                "a service account token's lifetime, 1 to 3600 (default 3600)",
+            ),
+        ],
+        secret_keys: &[],
+    },
+    Capabilities {
+        connector_type: "azure",
+        description: "Microsoft Entra ID: client credentials with a token Connect mints as the \
+                      client assertion (a federated identity credential); no stored secret",
+        subjects: &[SubjectKind::App],
+        installations: Installations::Optional,
+        installation_ids: InstallationIds::Any,
+        cross_installation: false,
+        resources: false,
+        scopes: Scopes::OAuth,
+        revocation: Revocation::None,
+        mints: true,
+        proxy: true,
+        config_keys: &[
+            PROXY_BASE_URL,
+            PROXY_AUTH,
+            PROXY_BASIC_USER,
+            required("tenant_id", "the Entra tenant (directory) id"),
+            required(
+                "client_id",
+                "the application (client) id of the app registration",
+            ),
+            optional(
+                "authority_url",
+                "the Entra authority (default https://login.microsoftonline.com)",
+            ),
+            optional(
+                "audience",
+                "the minted token's aud, as the federated credential names it (default api://AzureADTokenExchange)",
+            ),
+            optional(
+                "scopes",
+                "scopes asked for when a caller names none (default https://management.azure.com/.default)",
+            ),
+        ],
+        secret_keys: &[],
+    },
 ];
+
+/// Where the proxy sends a connector's requests (`{proxy}/{connector}/{path}` →
+/// `{proxy_base_url}/{path}`).
+const PROXY_BASE_URL: Key = optional(
+    "proxy_base_url",
+    "the provider API the proxy forwards to (checked by the URL policy like every *_url)",
+);
+
+/// The user name of `proxy_auth = basic`.
+const PROXY_BASIC_USER: Key = optional(
+    "proxy_basic_user",
+    "the user name sent with proxy_auth = basic (default: empty)",
+);
+
+/// How the proxy injects the credential.
+const PROXY_AUTH: Key = optional(
+    "proxy_auth",
+    "how the proxy injects the credential: bearer (Authorization: Bearer, the default), header:<Name>, or basic (as the password)",
+);
 
 /// The row of a connector type, if Connect knows it.
 pub fn capabilities(connector_type: &str) -> Option<&'static Capabilities> {
@@ -405,7 +557,7 @@ mod tests {
             );
         }
         assert_eq!(capabilities("slack"), None);
-        assert_eq!(known_types(), "api-key, oauth2, github");
+        assert_eq!(known_types(), "api-key, oauth2, github, aws, gcp, azure");
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct App {
     callback: Option<(TcpListener, Arc<Consents>)>,
     /// Connect's OIDC issuer's listener and keys, when it is served.
     issuer: Option<(TcpListener, crate::issuer::Issuer)>,
+    /// The credential-injecting proxy's listener and state, when it is served.
+    proxy: Option<(TcpListener, crate::proxy::Proxy)>,
     listener: TcpListener,
     metrics: Option<MetricsEndpoint>,
     cache: Option<Arc<CachedAuthorizer>>,
@@ -164,6 +166,40 @@ impl App {
         };
         let provider_outbound = Outbound::new(&config.outbound, config.provider_timeout)
             .map_err(|e| BrokerError::internal("building an outbound HTTP client", e))?;
+        let issuer = match config.issuer_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                let url = match &config.issuer_url {
+                    Some(url) => url.clone(),
+                    None => url::Url::parse(&format!("http://{bound}"))
+                        .map_err(|e| AppError::Config(format!("issuer address: {e}")))?,
+                };
+                connect_types::IssuerUrl::parse(url.as_str().trim_end_matches('/'))
+                    .map_err(|e| AppError::Config(format!("--issuer-url: {e}")))?;
+                if config.signing_key_publish_delay
+                    < crate::issuer::JWKS_MAX_AGE + config.signing_keys_refresh
+                {
+                    tracing::warn!(
+                        delay = ?config.signing_key_publish_delay,
+                        "--signing-key-publish-delay is shorter than the JWKS cache lifetime (300 s) plus --signing-keys-refresh-secs: a verifier may see a token signed with a key it has not fetched yet"
+                    );
+                }
+                let ring = Arc::new(crate::issuer::KeyRing::new(
+                    config.signing_key_publish_delay,
+                ));
+                Some((listener, crate::issuer::Issuer { url, ring }))
+            }
+            None => None,
+        };
+        let minter = issuer.as_ref().map(|(_, issuer)| crate::issuer::Minter {
+            url: issuer.url.as_str().trim_end_matches('/').to_owned(),
+            ring: issuer.ring.clone(),
+        });
         let mut broker = Broker::new(
             TokenVerifier::new(Arc::new(jwks), config.verified_token_cache_size),
             authorizer,
@@ -176,6 +212,7 @@ impl App {
                     lease: config.grant_lease,
                     max_wait: config.grant_lease * 2,
                 },
+                minter,
             ),
             Arc::new(Ledger::new(
                 registry.clone(),
@@ -208,33 +245,22 @@ impl App {
             }
             None => None,
         };
-        let issuer = match config.issuer_listen {
+        let proxy = match config.proxy_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| AppError::Bind { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| AppError::Bind { addr, source })?;
-                let url = match &config.issuer_url {
-                    Some(url) => url.clone(),
-                    None => url::Url::parse(&format!("http://{bound}"))
-                        .map_err(|e| AppError::Config(format!("issuer address: {e}")))?,
-                };
-                connect_types::IssuerUrl::parse(url.as_str().trim_end_matches('/'))
-                    .map_err(|e| AppError::Config(format!("--issuer-url: {e}")))?;
-                if config.signing_key_publish_delay
-                    < crate::issuer::JWKS_MAX_AGE + config.signing_keys_refresh
-                {
-                    tracing::warn!(
-                        delay = ?config.signing_key_publish_delay,
-                        "--signing-key-publish-delay is shorter than the JWKS cache lifetime (300 s) plus --signing-keys-refresh-secs: a verifier may see a token signed with a key it has not fetched yet"
-                    );
-                }
-                let ring = Arc::new(crate::issuer::KeyRing::new(
-                    config.signing_key_publish_delay,
-                ));
-                Some((listener, crate::issuer::Issuer { url, ring }))
+                let outbound = Outbound::streaming(
+                    &config.outbound,
+                    config.provider_timeout,
+                    config.proxy_read_timeout,
+                )
+                .map_err(|e| BrokerError::internal("building the proxy's HTTP client", e))?;
+                let metrics = broker.metrics().clone();
+                Some((
+                    listener,
+                    crate::proxy::Proxy::new(broker.clone(), outbound, metrics),
+                ))
             }
             None => None,
         };
@@ -242,6 +268,7 @@ impl App {
             provider_outbound,
             callback,
             issuer,
+            proxy,
             listener,
             metrics: endpoint,
             cache,
@@ -267,6 +294,13 @@ impl App {
     /// Where Connect's OIDC issuer is served, when it is.
     pub fn issuer_addr(&self) -> Option<SocketAddr> {
         self.issuer
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Where the credential-injecting proxy is served, when it is.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy
             .as_ref()
             .and_then(|(listener, _)| listener.local_addr().ok())
     }
@@ -318,6 +352,13 @@ impl App {
             });
             (keys, server)
         });
+        let proxy = self.proxy.map(|(listener, proxy)| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, proxy.router()).await {
+                    tracing::error!(error = %e, "the proxy stopped");
+                }
+            })
+        });
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let registry = self.registry.clone();
@@ -349,6 +390,9 @@ impl App {
         follower.abort();
         if let Some(callback) = callback {
             callback.abort();
+        }
+        if let Some(proxy) = proxy {
+            proxy.abort();
         }
         if let Some((keys, server)) = issuer {
             keys.abort();

@@ -194,6 +194,18 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub signing_keys_refresh_secs: u64,
 
+    /// Serve the credential-injecting proxy (HTTP/1.1 and h2c; put TLS in front) on this
+    /// address: `{proxy}/{connector}/{path}` goes to the connector's `proxy_base_url` + `/{path}`
+    /// with the credential injected, authorized by the caller's deployment token as `GetToken`.
+    #[arg(long, env = "TOKEN_BROKER_PROXY_LISTEN")]
+    pub proxy_listen: Option<SocketAddr>,
+
+    /// The proxy gives up on an upstream that sends nothing for this long (`60s`, `5m`); nothing
+    /// else bounds a proxied request (no body or total-time cap).
+    #[arg(long, env = "TOKEN_BROKER_PROXY_READ_TIMEOUT", default_value = "60s",
+        value_parser = humantime::parse_duration)]
+    pub proxy_read_timeout: Duration,
+
     /// Most requests served at once; further ones are refused at once with RESOURCE_EXHAUSTED
     /// instead of queueing.
     #[arg(long, env = "TOKEN_BROKER_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
@@ -325,6 +337,9 @@ pub struct BrokerConfig {
     pub issuer_url: Option<url::Url>,
     pub signing_key_publish_delay: Duration,
     pub signing_keys_refresh: Duration,
+    /// Where the credential-injecting proxy is served; `None`: not.
+    pub proxy_listen: Option<SocketAddr>,
+    pub proxy_read_timeout: Duration,
     pub max_concurrent_requests: usize,
     pub request_read_timeout: Duration,
     pub max_streams_per_connection: u32,
@@ -366,6 +381,8 @@ impl From<ServeArgs> for BrokerConfig {
             issuer_url: a.issuer_url,
             signing_key_publish_delay: a.signing_key_publish_delay,
             signing_keys_refresh: Duration::from_secs(a.signing_keys_refresh_secs),
+            proxy_listen: a.proxy_listen,
+            proxy_read_timeout: a.proxy_read_timeout,
             max_concurrent_requests: usize::try_from(a.max_concurrent_requests)
                 .unwrap_or(usize::MAX),
             request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
@@ -432,6 +449,8 @@ impl BrokerConfig {
             issuer_url: None,
             signing_key_publish_delay: Duration::from_secs(600),
             signing_keys_refresh: Duration::from_secs(60),
+            proxy_listen: None,
+            proxy_read_timeout: Duration::from_secs(60),
             max_concurrent_requests: 1024,
             request_read_timeout: Duration::from_secs(5),
             max_streams_per_connection: 200,

@@ -193,36 +193,72 @@ impl KeyRing {
     }
 }
 
-/// The claims of a token Connect mints for `identity`'s deployment of project `project_name` and
-/// the connector of `authorization`, for `audience`, living `lifetime` (at most
-/// [`MAX_MINTED_LIFETIME`]): `sub` = `owner:<team slug>:project:<project name>:environment:<env>`.
-pub fn claims_for(
-    issuer: &str,
-    identity: &crate::auth::Identity,
-    authorization: &crate::registry::Authorization,
-    project_name: &str,
-    audience: &str,
-    lifetime: Duration,
-) -> Value {
-    let now = Utc::now().timestamp();
-    let lifetime = lifetime.min(MAX_MINTED_LIFETIME).as_secs() as i64;
-    let jti: [u8; 16] = rand::random();
-    json!({
-        "iss": issuer.trim_end_matches('/'),
-        "sub": format!(
-            "owner:{}:project:{}:environment:{}",
-            authorization.owner_slug, project_name, identity.environment
-        ),
-        "aud": audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime,
-        "jti": hex::encode(jti),
-        "owner_id": identity.owner_id.as_str(),
-        "project_id": identity.project_id.as_str(),
-        "environment": identity.environment.as_str(),
-        "connector_id": authorization.connector_id,
-    })
+/// What a token Connect mints says of whom it is for: everything but its times and `jti`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MintedFor {
+    pub iss: String,
+    /// `owner:<team slug>:project:<project name>:environment:<env>`.
+    pub sub: String,
+    pub aud: String,
+    pub owner_id: String,
+    pub project_id: String,
+    pub environment: String,
+    pub connector_id: String,
+}
+
+impl MintedFor {
+    /// For `identity`'s deployment and the connector of `authorization`, for `audience`; the
+    /// team's slug and the project's name as the registry knows them (a project renamed changes
+    /// the `sub`; the id claims stay).
+    pub fn new(
+        issuer: &str,
+        identity: &crate::auth::Identity,
+        authorization: &crate::registry::Authorization,
+        audience: &str,
+    ) -> Self {
+        Self {
+            iss: issuer.trim_end_matches('/').to_owned(),
+            sub: format!(
+                "owner:{}:project:{}:environment:{}",
+                authorization.owner_slug, authorization.project_name, identity.environment
+            ),
+            aud: audience.to_owned(),
+            owner_id: identity.owner_id.to_string(),
+            project_id: identity.project_id.to_string(),
+            environment: identity.environment.to_string(),
+            connector_id: authorization.connector_id.clone(),
+        }
+    }
+
+    /// The claims of a token issued now, living `lifetime` (at most [`MAX_MINTED_LIFETIME`]),
+    /// with a random `jti`.
+    pub fn claims(&self, lifetime: Duration) -> Value {
+        let now = Utc::now().timestamp();
+        let lifetime = lifetime.min(MAX_MINTED_LIFETIME).as_secs() as i64;
+        let jti: [u8; 16] = rand::random();
+        let mut claims = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
+        if let Some(map) = claims.as_object_mut() {
+            map.insert("iat".into(), now.into());
+            map.insert("nbf".into(), now.into());
+            map.insert("exp".into(), (now + lifetime).into());
+            map.insert("jti".into(), hex::encode(jti).into());
+        }
+        claims
+    }
+}
+
+/// Mints tokens: the issuer URL they name and the keys that sign them.
+#[derive(Clone, Debug)]
+pub struct Minter {
+    pub url: String,
+    pub ring: Arc<KeyRing>,
+}
+
+impl Minter {
+    /// A token for `whom`, signed now, living [`MAX_MINTED_LIFETIME`].
+    pub fn mint(&self, whom: &MintedFor) -> Result<String> {
+        self.ring.sign(&whom.claims(MAX_MINTED_LIFETIME))
+    }
 }
 
 /// What the issuer endpoints serve.
@@ -360,15 +396,15 @@ mod tests {
             link_expires_at: None,
             ceilings: Default::default(),
             owner_slug: "acme".into(),
+            project_name: "web".into(),
         };
-        let claims = claims_for(
+        let claims = MintedFor::new(
             "https://connect.example.com/",
             &identity,
             &authorization,
-            "web",
             "sts.amazonaws.com",
-            Duration::from_secs(3600),
-        );
+        )
+        .claims(Duration::from_secs(3600));
         assert_eq!(claims["iss"], "https://connect.example.com");
         assert_eq!(claims["sub"], "owner:acme:project:web:environment:staging");
         assert_eq!(claims["aud"], "sts.amazonaws.com");
@@ -382,14 +418,13 @@ mod tests {
         );
         assert_eq!(exp - iat, 300);
         assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
-        let other = claims_for(
+        let other = MintedFor::new(
             "https://connect.example.com",
             &identity,
             &authorization,
-            "web",
             "a",
-            Duration::from_secs(60),
-        );
+        )
+        .claims(Duration::from_secs(60));
         assert_ne!(other["jti"], claims["jti"]);
         assert_eq!(
             other["exp"].as_i64().unwrap() - other["iat"].as_i64().unwrap(),

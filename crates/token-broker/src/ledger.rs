@@ -209,6 +209,7 @@ mod tests {
             link_expires_at: None,
             ceilings: Default::default(),
             owner_slug: "a".into(),
+            project_name: String::new(),
         };
         let token = SecretString::from("sk_live_1".to_owned());
         let id = ledger.token_id(&token).await.unwrap();

@@ -19,6 +19,7 @@ pub mod issuer;
 pub mod issuers;
 pub mod ledger;
 pub mod metrics;
+pub mod proxy;
 pub use connect_runtime::outbound;
 pub mod registry;
 pub mod service;

@@ -7,7 +7,10 @@
 //!   to use while the change feed is down);
 //! - `connect_jwks_fetches_total{outcome}`: `ok` or `error`, one per discovery + JWKS fetch;
 //! - `connect_provider_requests_total{type,outcome}`: one per request to a provider's token
-//!   endpoint, by connector type; `ok`, `rejected` (the provider said no) or `unavailable`.
+//!   endpoint, by connector type; `ok`, `rejected` (the provider said no) or `unavailable`;
+//! - `connect_proxy_requests_total{type,status}`: one per request through the proxy, by connector
+//!   type (empty when refused before the connector was known) and HTTP status answered;
+//! - `connect_proxy_duration_seconds{type}`: histogram of the time to the answer's headers.
 
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ pub struct BrokerMetrics {
     cache_miss: IntCounter,
     jwks_fetches: IntCounterVec,
     provider_requests: IntCounterVec,
+    proxy_requests: IntCounterVec,
+    proxy_duration: HistogramVec,
 }
 
 /// How a provider request ended.
@@ -84,7 +89,24 @@ impl BrokerMetrics {
         registry.register(Box::new(get_token_duration.clone()))?;
         registry.register(Box::new(cache.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
+        let proxy_requests = IntCounterVec::new(
+            Opts::new(
+                "connect_proxy_requests_total",
+                "Requests through the credential-injecting proxy, by connector type and HTTP status",
+            ),
+            &["type", "status"],
+        )?;
+        let proxy_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "connect_proxy_duration_seconds",
+                "Time from a proxied request to its answer's headers, by connector type",
+            )
+            .buckets(connect_runtime::metrics::LATENCY_BUCKETS.to_vec()),
+            &["type"],
+        )?;
         registry.register(Box::new(provider_requests.clone()))?;
+        registry.register(Box::new(proxy_requests.clone()))?;
+        registry.register(Box::new(proxy_duration.clone()))?;
         Ok(Self {
             get_token,
             get_token_duration,
@@ -92,6 +114,8 @@ impl BrokerMetrics {
             cache_miss: cache.with_label_values(&["miss"]),
             jwks_fetches,
             provider_requests,
+            proxy_requests,
+            proxy_duration,
         })
     }
 
@@ -120,6 +144,15 @@ impl BrokerMetrics {
         self.jwks_fetches
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    pub fn proxy_request(&self, connector_type: &str, status: u16, took: Duration) {
+        self.proxy_requests
+            .with_label_values(&[connector_type, &status.to_string()])
+            .inc();
+        self.proxy_duration
+            .with_label_values(&[connector_type])
+            .observe(took.as_secs_f64());
     }
 
     pub fn provider_request(&self, connector_type: &str, outcome: ProviderOutcome) {

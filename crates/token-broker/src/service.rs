@@ -45,6 +45,9 @@ pub struct Issued {
     pub connector_type: String,
     pub installation_id: Option<String>,
     pub scopes: Vec<String>,
+    pub credential: crate::issuers::Credential,
+    /// The registry's answer it was issued under (the proxy reads the connector's config).
+    pub authorization: Arc<crate::registry::Authorization>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -174,6 +177,10 @@ impl Broker {
         &self.ledger
     }
 
+    pub fn metrics(&self) -> &BrokerMetrics {
+        &self.metrics
+    }
+
     pub fn issuers(&self) -> &Issuers {
         &self.issuers
     }
@@ -288,6 +295,8 @@ impl Broker {
             connector_type: authorization.connector_type.clone(),
             installation_id: installation_id.map(str::to_owned),
             scopes: issued.scopes,
+            credential: issued.credential,
+            authorization,
         })
     }
 

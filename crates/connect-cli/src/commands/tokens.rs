@@ -78,6 +78,11 @@ pub(crate) async fn token(
                 },
                 "installationId": token.installation_id.clone().unwrap_or_default(),
                 "scopes": token.scopes,
+                "credential": token
+                    .credential
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.expose_secret().to_owned()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             })
         },
     );

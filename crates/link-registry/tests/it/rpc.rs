@@ -941,7 +941,10 @@ async fn connector_types_answer_the_capability_table_to_admins_and_viewers(db: T
         .types;
     assert_eq!(admin, viewer);
     let kinds: Vec<&str> = admin.iter().map(|t| t.r#type.as_str()).collect();
-    assert_eq!(kinds, ["api-key", "oauth2", "github"]);
+    assert_eq!(
+        kinds,
+        ["api-key", "oauth2", "github", "aws", "gcp", "azure"]
+    );
 
     let api_key = &admin[0];
     assert_eq!(api_key.subjects, ["app"]);
@@ -949,7 +952,10 @@ async fn connector_types_answer_the_capability_table_to_admins_and_viewers(db: T
     assert!(!api_key.revocation && !api_key.resources && !api_key.cross_installation);
     assert_eq!(api_key.secret_keys, ["api_key"]);
     assert_eq!(api_key.required_secret_keys, ["api_key"]);
-    assert!(api_key.config_keys.is_empty());
+    assert_eq!(
+        api_key.config_keys,
+        ["proxy_base_url", "proxy_auth", "proxy_basic_user"]
+    );
 
     let oauth2 = &admin[1];
     assert_eq!(oauth2.subjects, ["app", "user", "jwt_bearer", "token"]);
@@ -967,6 +973,18 @@ async fn connector_types_answer_the_capability_table_to_admins_and_viewers(db: T
     assert_eq!(github.revocation_config_key, "");
     assert_eq!(github.required_config_keys, ["app_id"]);
     assert_eq!(github.required_secret_keys, ["private_key"]);
+
+    // The clouds store no secret: Connect mints what they trust.
+    for (cloud, required) in [
+        (&admin[3], vec!["role_arn"]),
+        (&admin[4], vec!["audience"]),
+        (&admin[5], vec!["tenant_id", "client_id"]),
+    ] {
+        assert!(cloud.secret_keys.is_empty(), "{}", cloud.r#type);
+        assert_eq!(cloud.required_config_keys, required, "{}", cloud.r#type);
+        assert_eq!(cloud.subjects, ["app"]);
+        assert!(!cloud.revocation);
+    }
 
     assert_error(
         app.anonymous()

@@ -211,6 +211,12 @@ impl From<Issued> for pb::GetTokenResponse {
             }),
             installation_id: issued.installation_id.unwrap_or_default(),
             scopes: issued.scopes,
+            credential: issued
+                .credential
+                .0
+                .into_iter()
+                .map(|(name, value)| (name, value.expose_secret().to_owned()))
+                .collect(),
         }
     }
 }

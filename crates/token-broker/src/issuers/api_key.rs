@@ -22,6 +22,7 @@ impl TokenIssuer for ApiKeyIssuer {
             token: grant.secret("api_key")?.clone(),
             expires_at: None,
             scopes: Vec::new(),
+            credential: Default::default(),
         })
     }
 }

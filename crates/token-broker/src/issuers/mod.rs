@@ -3,6 +3,7 @@
 //! refresh-token grant are new [`TokenIssuer`]s registered in [`Issuers`].
 
 mod api_key;
+mod cloud;
 mod github;
 mod oauth2;
 mod provider;
@@ -17,6 +18,7 @@ use secrecy::SecretString;
 
 pub use self::{
     api_key::ApiKeyIssuer,
+    cloud::{Cloud, CloudIssuer},
     github::GitHubAppIssuer,
     oauth2::OAuth2ClientCredentialsIssuer,
     provider::{RevokeWith, revoke_at, send},
@@ -211,6 +213,18 @@ pub struct IssuedToken {
     /// `None` when the credential does not expire.
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Vec<String>,
+    /// The parts of a credential with several (AWS's keys and session token); empty otherwise.
+    pub credential: Credential,
+}
+
+/// A credential's named parts (`GetTokenResponse.credential`). `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct Credential(pub std::collections::BTreeMap<String, SecretString>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 impl std::fmt::Debug for IssuedToken {
@@ -218,6 +232,7 @@ impl std::fmt::Debug for IssuedToken {
         f.debug_struct("IssuedToken")
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
+            .field("credential", &self.credential)
             .finish_non_exhaustive()
     }
 }
@@ -248,13 +263,15 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    /// `api-key`, `oauth2` (with users' grants from `users`) and `github`, with provider calls
-    /// made through `outbound` and provider tokens cached at most `max_cache`.
+    /// `api-key`, `oauth2` (with users' grants from `users`), `github`, and `aws`, `gcp` and
+    /// `azure` (minting with `minter`; none: this broker cannot), with provider calls made through
+    /// `outbound` and provider tokens cached at most `max_cache`.
     pub fn standard(
         outbound: Outbound,
         max_cache: Duration,
         metrics: BrokerMetrics,
         users: UserGrants,
+        minter: Option<crate::issuer::Minter>,
     ) -> Self {
         let mut issuers = Self::default();
         issuers.register("api-key", Arc::new(ApiKeyIssuer));
@@ -267,8 +284,24 @@ impl Issuers {
         );
         issuers.register(
             "github",
-            Arc::new(GitHubAppIssuer::new(outbound, max_cache, metrics)),
+            Arc::new(GitHubAppIssuer::new(
+                outbound.clone(),
+                max_cache,
+                metrics.clone(),
+            )),
         );
+        for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
+            issuers.register(
+                cloud.kind(),
+                Arc::new(CloudIssuer::new(
+                    cloud,
+                    outbound.clone(),
+                    max_cache,
+                    metrics.clone(),
+                    minter.clone(),
+                )),
+            );
+        }
         issuers
     }
 

@@ -59,6 +59,8 @@ pub struct CachedToken {
     pub token: SecretString,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Vec<String>,
+    /// The credential's parts, when it has several.
+    pub credential: super::Credential,
     /// How long it is served from the cache.
     pub cache_for: Duration,
     pub owner: TokenOwner,
@@ -81,6 +83,7 @@ impl CachedToken {
             token,
             expires_at,
             scopes,
+            credential: Default::default(),
             cache_for: cache_lifetime(lifetime, max_cache),
             owner: TokenOwner::default(),
             revoke_with: None,
@@ -400,6 +403,7 @@ impl TokenCache {
             token: cached.token,
             expires_at: cached.expires_at,
             scopes: cached.scopes,
+            credential: cached.credential,
         })
     }
 

@@ -462,6 +462,7 @@ mod tests {
                 link_expires_at: *self.link_ends.lock().unwrap(),
                 ceilings: self.ceilings.lock().unwrap().clone(),
                 owner_slug: "acme".into(),
+                project_name: String::new(),
             }))
         }
     }

@@ -836,10 +836,16 @@ fn check_answer(
         installations: link.allowed_installations,
         subjects,
     };
+    let mints = connect_types::capabilities(&connector.r#type).is_some_and(|row| row.mints);
     Ok(Authorization {
         link_expires_at,
         ceilings,
         owner_slug: answer.owner_slug,
+        project_name: if mints {
+            link.project_name
+        } else {
+            String::new()
+        },
         installation: granted,
         connector_id: connector.id,
         connector_uid: connector.uid,

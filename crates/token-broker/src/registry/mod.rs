@@ -44,6 +44,9 @@ pub struct Authorization {
     /// The team's slug, for the `sub` of the tokens Connect mints (the same for every project of
     /// the connector's team, so answers stay shared across projects).
     pub owner_slug: String,
+    /// The project's name, for the `sub` of minted tokens: set for types that mint only (empty
+    /// otherwise, so other types' answers stay shared across projects).
+    pub project_name: String,
 }
 
 /// An installation of the connector, with its config and opened secrets.
@@ -100,6 +103,7 @@ impl Authorization {
         self.link_expires_at == other.link_expires_at
             && self.ceilings == other.ceilings
             && self.owner_slug == other.owner_slug
+            && self.project_name == other.project_name
             && self.connector_id == other.connector_id
             && self.connector_uid == other.connector_uid
             && self.connector_type == other.connector_type

@@ -1,0 +1,623 @@
+//! The credential-injecting proxy (`--proxy-listen`): a deployment sends its request to
+//! `{proxy}/{connector id or url-encoded uid}/{path}?{query}` with its own deployment token, and
+//! the broker forwards it to the connector's `proxy_base_url` + `/{path}?{query}` with the
+//! provider credential injected. The caller never holds the credential.
+//!
+//! Authorization is `GetToken`'s own path ([`Broker::get_token`]: verification, the link, the
+//! ceilings, the quota, the ledger, the decision log and metrics); its refusals answer as HTTP
+//! with the contract's reason in `connect-error-reason` and a JSON body. Bodies stream both ways
+//! (nothing is buffered whole); hop-by-hop headers, the caller's `Authorization` and `Cookie` and
+//! the `connect-*` headers are not forwarded; redirects are answered, never followed. The
+//! credential is kept out of the answer: a response header carrying it is dropped, and every
+//! occurrence in the body is masked in place (same length, so `Content-Length` holds); the
+//! upstream is asked for an uncompressed answer so a masked body stays a readable one.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use connect_types::Reason;
+use futures::{Stream, StreamExt};
+use secrecy::ExposeSecret;
+
+use crate::{
+    auth::jws::MAX_TOKEN_BYTES, error::BrokerError, metrics::BrokerMetrics, outbound::Outbound,
+    service::Broker,
+};
+
+/// Request headers that choose what `GetToken` asks for.
+const INSTALLATION_HEADER: &str = "connect-installation-id";
+const SUBJECT_HEADER: &str = "connect-subject";
+const SCOPES_HEADER: &str = "connect-scopes";
+/// The header naming why the proxy refused.
+pub const REASON_HEADER: &str = "connect-error-reason";
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Credentials shorter than this are not masked in bodies: a few bytes would match by chance.
+const MIN_MASKED: usize = 8;
+
+/// The proxy's state: the broker whose `GetToken` authorizes, and the client that forwards.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    broker: Broker,
+    outbound: Outbound,
+    metrics: BrokerMetrics,
+}
+
+impl Proxy {
+    /// A proxy authorizing through `broker` and forwarding through `outbound` (the destination
+    /// policy; no redirects; no overall timeout, so long streams are not cut).
+    pub fn new(broker: Broker, outbound: Outbound, metrics: BrokerMetrics) -> Self {
+        Self {
+            broker,
+            outbound,
+            metrics,
+        }
+    }
+
+    /// Every path is a forwarded request.
+    pub fn router(self) -> Router {
+        Router::new().fallback(forward).with_state(Arc::new(self))
+    }
+}
+
+/// A refusal as the proxy answers it: the contract's reason in a header and a JSON body.
+fn refusal(err: &BrokerError) -> Response {
+    let reason = err.reason();
+    let status = http_status(reason);
+    let message = match err {
+        BrokerError::Internal { .. } => "InternalError: internal error".to_owned(),
+        BrokerError::InvalidToken(_) => {
+            "InvalidTokenError: the bearer token is not a valid deployment token for this broker (its log says why)".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let error = message
+        .split_once(':')
+        .map_or("Error", |(name, _)| name)
+        .to_owned();
+    (
+        status,
+        [(REASON_HEADER, reason.as_str())],
+        axum::Json(serde_json::json!({
+            "error": error,
+            "reason": reason.as_str(),
+            "message": message,
+        })),
+    )
+        .into_response()
+}
+
+/// The HTTP status of a refusal: its gRPC code's.
+fn http_status(reason: Reason) -> StatusCode {
+    use tonic::Code;
+    match Code::from(reason.code() as i32) {
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// One header's value as text, if present once.
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, BrokerError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(BrokerError::invalid(
+            name,
+            format!("{name} given more than once"),
+        ));
+    }
+    value
+        .to_str()
+        .map(|v| Some(v.trim()))
+        .map_err(|_| BrokerError::invalid(name, format!("{name} is not text")))
+}
+
+/// The `GetTokenRequest` a proxied request makes: the connector from the path, the rest from
+/// the optional `connect-*` headers.
+fn token_request(
+    connector: String,
+    headers: &HeaderMap,
+) -> Result<connect_proto::broker::v1::GetTokenRequest, BrokerError> {
+    use connect_proto::broker::v1 as pb;
+    let subject = match header_text(headers, SUBJECT_HEADER)? {
+        None | Some("") | Some("app") => None,
+        Some(value) => match value.strip_prefix("user:") {
+            Some(id) => Some(pb::Subject {
+                kind: Some(pb::subject::Kind::User(pb::UserSubject {
+                    id: id.to_owned(),
+                })),
+            }),
+            None => {
+                return Err(BrokerError::invalid(
+                    SUBJECT_HEADER,
+                    "connect-subject is `app` or `user:<id>`",
+                ));
+            }
+        },
+    };
+    let scopes = header_text(headers, SCOPES_HEADER)?
+        .map(|v| {
+            v.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(pb::GetTokenRequest {
+        connector,
+        subject,
+        installation_id: header_text(headers, INSTALLATION_HEADER)?
+            .unwrap_or_default()
+            .to_owned(),
+        scopes,
+        ..Default::default()
+    })
+}
+
+/// How the credential goes into the forwarded request (`proxy_auth`).
+enum Injection {
+    Bearer,
+    Header(HeaderName),
+    Basic { user: String },
+}
+
+impl Injection {
+    fn of(config: Option<&String>, basic_user: Option<&String>) -> Result<Self, BrokerError> {
+        let value = config.map_or("bearer", |v| v.trim());
+        if value.is_empty() || value.eq_ignore_ascii_case("bearer") {
+            return Ok(Self::Bearer);
+        }
+        if value.eq_ignore_ascii_case("basic") {
+            return Ok(Self::Basic {
+                user: basic_user.cloned().unwrap_or_default(),
+            });
+        }
+        let bad = || {
+            BrokerError::FailedPrecondition(format!(
+                "the connector's proxy_auth '{}' is not bearer, basic or header:<Name>",
+                connect_types::truncate(value, 64)
+            ))
+        };
+        let name = value.strip_prefix("header:").ok_or_else(bad)?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+        if HOP_BY_HOP.contains(&name.as_str()) || name == header::HOST {
+            return Err(bad());
+        }
+        Ok(Self::Header(name))
+    }
+
+    /// The header and value to send, and what must never come back (the token and, for Basic,
+    /// its encoded form).
+    fn apply(&self, token: &str) -> Result<(HeaderName, HeaderValue, Vec<Vec<u8>>), BrokerError> {
+        use base64::Engine;
+        let mut needles = vec![token.as_bytes().to_vec()];
+        let (name, value) = match self {
+            Self::Bearer => (header::AUTHORIZATION, format!("Bearer {token}")),
+            Self::Header(name) => (name.clone(), token.to_owned()),
+            Self::Basic { user } => {
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
+                needles.push(encoded.as_bytes().to_vec());
+                (header::AUTHORIZATION, format!("Basic {encoded}"))
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            BrokerError::NoValidToken("the credential cannot be sent as a header value".into())
+        })?;
+        value.set_sensitive(true);
+        needles.retain(|n| n.len() >= MIN_MASKED);
+        Ok((name, value, needles))
+    }
+}
+
+/// The connector (decoded) and the rest of the path, as sent, from `/{connector}/{rest}`.
+fn split_path(path: &str) -> Result<(String, &str), BrokerError> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (connector, rest) = path.split_once('/').unwrap_or((path, ""));
+    let connector = percent_encoding::percent_decode_str(connector)
+        .decode_utf8()
+        .map_err(|_| BrokerError::invalid("connector", "the connector in the path is not UTF-8"))?
+        .into_owned();
+    if connector.is_empty() {
+        return Err(BrokerError::invalid(
+            "connector",
+            "the path starts with the connector: /{connector id or url-encoded uid}/{path}",
+        ));
+    }
+    Ok((connector, rest))
+}
+
+/// The headers to forward: the caller's, less hop-by-hop ones (and any `Connection` names),
+/// `Host`, its credentials and Connect's own.
+fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    let named_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    let mut forwarded = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || named_by_connection.iter().any(|c| c == n)
+            || n.starts_with("connect-")
+            || *name == header::HOST
+            || *name == header::AUTHORIZATION
+            || *name == header::COOKIE
+            || *name == header::ACCEPT_ENCODING
+        {
+            continue;
+        }
+        forwarded.append(name.clone(), value.clone());
+    }
+    // An encoded body could hide the credential from the masking.
+    forwarded.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    forwarded
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let outcome = proxy.forward(parts, body).await;
+    let (response, connector_type) = match outcome {
+        Ok(answer) => answer,
+        Err((err, connector_type)) => (refusal(&err), connector_type),
+    };
+    proxy.metrics.proxy_request(
+        connector_type.as_deref().unwrap_or(""),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+type Refused = (BrokerError, Option<String>);
+
+impl Proxy {
+    async fn forward(
+        &self,
+        parts: axum::http::request::Parts,
+        body: Body,
+    ) -> Result<(Response, Option<String>), Refused> {
+        let (connector, rest) = split_path(parts.uri.path()).map_err(|e| (e, None))?;
+        let bearer = connect_types::bearer_token(
+            parts
+                .headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes()),
+            MAX_TOKEN_BYTES,
+        )
+        .map_err(BrokerError::invalid_token);
+        let request = token_request(connector, &parts.headers)
+            .and_then(crate::service::TokenRequest::try_from);
+        let issued = self
+            .broker
+            .get_token(bearer, request, None)
+            .await
+            .map_err(|e| (e, None))?;
+        let kind = issued.connector_type.clone();
+        let refuse = |e: BrokerError| (e, Some(kind.clone()));
+        let authorization = &issued.authorization;
+        let row = connect_types::capabilities(&kind);
+        if !row.is_some_and(|r| r.proxy) {
+            return Err(refuse(BrokerError::FailedPrecondition(format!(
+                "{kind} credentials are not a bearer token or header value: ask GetToken for them"
+            ))));
+        }
+        let Some(base) = authorization.setting("proxy_base_url") else {
+            return Err(refuse(BrokerError::FailedPrecondition(format!(
+                "connector '{}' has no config.proxy_base_url: the proxy does not know where to send its requests",
+                authorization.connector_uid
+            ))));
+        };
+        let base = self.outbound.check(base).map_err(|refusal| {
+            tracing::warn!(connector = %authorization.connector_uid, %refusal,
+                "refusing the connector's proxy_base_url");
+            refuse(BrokerError::FailedPrecondition(
+                "the connector's proxy_base_url is not an allowed destination".into(),
+            ))
+        })?;
+        let injection = Injection::of(
+            authorization.setting("proxy_auth"),
+            authorization.setting("proxy_basic_user"),
+        )
+        .map_err(&refuse)?;
+        let (name, value, needles) = injection
+            .apply(issued.token.expose_secret())
+            .map_err(&refuse)?;
+
+        let mut target = base.as_str().trim_end_matches('/').to_owned();
+        target.push('/');
+        target.push_str(rest);
+        if let Some(query) = parts.uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let mut headers = forwarded_headers(&parts.headers);
+        headers.insert(name, value);
+        let span = tracing::info_span!(
+            "proxy.forward",
+            otel.kind = "client",
+            connector = %authorization.connector_uid,
+            method = %parts.method,
+            token_id = %issued.token_id,
+        );
+        let upstream = tracing::Instrument::instrument(
+            self.outbound
+                .http()
+                .request(parts.method.clone(), &target)
+                .headers(headers)
+                .body(if http_body::Body::is_end_stream(&body) {
+                    reqwest::Body::from(Bytes::new())
+                } else {
+                    reqwest::Body::wrap_stream(body.into_data_stream())
+                })
+                .send(),
+            span,
+        )
+        .await;
+        let upstream = match upstream {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                tracing::warn!(connector = %authorization.connector_uid,
+                    error = %connect_runtime::ErrorChain(&e), "the proxied request got no answer");
+                // The provider's API, not the broker's dependencies: 502.
+                let mut answer = refusal(&BrokerError::ProviderUnavailable(Box::new(
+                    crate::error::Cause("the connector's proxy_base_url did not answer".into()),
+                )));
+                *answer.status_mut() = StatusCode::BAD_GATEWAY;
+                return Ok((answer, Some(kind)));
+            }
+        };
+        let status = upstream.status();
+        let mut response = Response::builder().status(status.as_u16());
+        for (name, value) in upstream.headers() {
+            if HOP_BY_HOP.contains(&name.as_str())
+                || needles
+                    .iter()
+                    .any(|n| memchr::memmem::find(value.as_bytes(), n).is_some())
+            {
+                continue;
+            }
+            response = response.header(name, value);
+        }
+        tracing::info!(target: "connect::proxy", connector = %authorization.connector_uid,
+            method = %parts.method, status = status.as_u16(), token_id = %issued.token_id,
+            "proxied");
+        let body = Body::from_stream(masked(upstream.bytes_stream(), needles));
+        response
+            .body(body)
+            .map(|r| (r, Some(kind.clone())))
+            .map_err(|e| refuse(BrokerError::internal("building the proxied answer", e)))
+    }
+}
+
+/// `stream` with every occurrence of each needle overwritten by `*`: the last `longest - 1` bytes
+/// of what was read are held back until the next chunk shows whether a needle continues there.
+fn masked<S, E>(stream: S, needles: Vec<Vec<u8>>) -> impl Stream<Item = Result<Bytes, E>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let keep = needles
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1);
+    let finders: Vec<memchr::memmem::Finder<'static>> = needles
+        .iter()
+        .map(|n| memchr::memmem::Finder::new(n).into_owned())
+        .collect();
+    let state = (Box::pin(stream), BytesMut::new(), finders, false);
+    futures::stream::unfold(
+        state,
+        move |(mut stream, mut held, finders, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        if finders.is_empty() {
+                            return Some((Ok(chunk), (stream, held, finders, false)));
+                        }
+                        held.extend_from_slice(&chunk);
+                        mask(&mut held, &finders);
+                        if held.len() > keep {
+                            let out = held.split_to(held.len() - keep).freeze();
+                            return Some((Ok(out), (stream, held, finders, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (stream, held, finders, true))),
+                    None if held.is_empty() => return None,
+                    None => {
+                        let out = held.split().freeze();
+                        return Some((Ok(out), (stream, held, finders, true)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn mask(buffer: &mut BytesMut, finders: &[memchr::memmem::Finder<'static>]) {
+    for finder in finders {
+        let n = finder.needle().len();
+        let mut from = 0;
+        while let Some(at) = finder.find(&buffer[from..]) {
+            let start = from + at;
+            buffer[start..start + n].fill(b'*');
+            from = start + n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn through(chunks: &[&str], needles: &[&str]) -> String {
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c.to_string())))
+                .collect::<Vec<_>>(),
+        );
+        let out: Vec<Bytes> = masked(
+            stream,
+            needles.iter().map(|n| n.as_bytes().to_vec()).collect(),
+        )
+        .map(|c| c.unwrap())
+        .collect()
+        .await;
+        String::from_utf8(out.concat()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_credential_is_masked_wherever_chunks_split_it() {
+        let token = "sk_live_0123456789";
+        let body = format!("{{\"echo\":\"Bearer {token}\",\"again\":\"{token}\"}}");
+        let expected = body.replace(token, &"*".repeat(token.len()));
+        for split in 0..body.len() {
+            let (a, b) = body.split_at(split);
+            assert_eq!(
+                through(&[a, b], &[token]).await,
+                expected,
+                "split at {split}"
+            );
+        }
+        let bytes: Vec<String> = body.chars().map(String::from).collect();
+        let refs: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(through(&refs, &[token]).await, expected);
+        assert_eq!(
+            through(&["no secret here"], &[token]).await,
+            "no secret here"
+        );
+        assert_eq!(through(&[], &[token]).await, "");
+    }
+
+    #[test]
+    fn proxy_auth_names_how_the_credential_goes_in() {
+        let token = "tok_0123456789";
+        let (name, value, needles) = Injection::of(None, None).unwrap().apply(token).unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("authorization", "Bearer tok_0123456789")
+        );
+        assert!(value.is_sensitive());
+        assert_eq!(needles, [token.as_bytes()]);
+        let header = Injection::of(Some(&"header:X-Api-Key".to_owned()), None).unwrap();
+        let (name, value, _) = header.apply(token).unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("x-api-key", token)
+        );
+        let basic = Injection::of(Some(&"basic".to_owned()), Some(&"AC123".to_owned())).unwrap();
+        let (name, value, needles) = basic.apply(token).unwrap();
+        assert_eq!(name, header::AUTHORIZATION);
+        assert_eq!(
+            value.to_str().unwrap(),
+            "Basic QUMxMjM6dG9rXzAxMjM0NTY3ODk="
+        );
+        assert_eq!(needles.len(), 2);
+        for bad in [
+            "header:",
+            "header:Connection",
+            "header:Host",
+            "digest",
+            "header:a b",
+        ] {
+            assert!(Injection::of(Some(&bad.to_owned()), None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_credentials_and_connect_headers_stay_behind() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer deployment-token"),
+            ("cookie", "session=1"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("host", "proxy.local"),
+            ("connect-scopes", "read"),
+            ("accept-encoding", "gzip"),
+            ("content-type", "application/json"),
+            ("x-request-id", "r1"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        let forwarded = forwarded_headers(&headers);
+        let mut names: Vec<&str> = forwarded.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept-encoding", "content-type", "x-request-id"]);
+        assert_eq!(forwarded[header::ACCEPT_ENCODING], "identity");
+    }
+
+    #[test]
+    fn paths_name_the_connector_first() {
+        assert_eq!(
+            split_path("/api-key%2Fstripe/v1/charges").unwrap(),
+            ("api-key/stripe".to_owned(), "v1/charges")
+        );
+        assert_eq!(
+            split_path("/conn_abc").unwrap(),
+            ("conn_abc".to_owned(), "")
+        );
+        assert!(split_path("/").is_err());
+        assert!(split_path("//x").is_err());
+    }
+
+    #[test]
+    fn refusals_map_to_the_contracts_http_statuses() {
+        for (reason, status) in [
+            (Reason::InvalidToken, 401),
+            (Reason::ClientNotLinkedToProject, 403),
+            (Reason::ClientNotEnabledForEnvironment, 403),
+            (Reason::ConnectorNotFound, 404),
+            (Reason::NoValidToken, 412),
+            (Reason::QuotaExceeded, 429),
+            (Reason::ProviderUnavailable, 503),
+            (Reason::InvalidArgument, 400),
+        ] {
+            assert_eq!(http_status(reason).as_u16(), status, "{reason:?}");
+        }
+    }
+}

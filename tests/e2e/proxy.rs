@@ -1,0 +1,485 @@
+//! The credential-injecting proxy against a loopback upstream that echoes what it received:
+//! injection per `proxy_auth`, refusals as HTTP with the reason header and JSON body, no caller
+//! credential or hop-by-hop header forwarded, no redirect followed, bodies streamed both ways,
+//! HTTP/1.1 and h2, and the credential absent from answers and logs.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Query, Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use connect_proto::registry::v1 as rpb;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::harness::{SecondBroker, Stack, captured_logs};
+
+trait JsonBody {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonBody for reqwest::Response {
+    async fn json_value(self) -> Value {
+        serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
+    }
+}
+
+const KEY: &str = "sk_proxy_0123456789abcdefghij";
+
+#[derive(Default)]
+struct Seen {
+    calls: AtomicUsize,
+    elsewhere: AtomicUsize,
+    uploaded: AtomicU64,
+}
+
+struct Upstream {
+    url: String,
+    seen: Arc<Seen>,
+}
+
+/// Everything the upstream received, as JSON (the credential included: an echo API).
+async fn echo(State(seen): State<Arc<Seen>>, request: Request) -> Json<Value> {
+    seen.calls.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    Json(json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+/// Answers with the credential it received in a header of its own.
+async fn tattle(State(seen): State<Arc<Seen>>, request: Request) -> Response {
+    seen.calls.fetch_add(1, Ordering::SeqCst);
+    let auth = request
+        .headers()
+        .get("authorization")
+        .cloned()
+        .unwrap_or(axum::http::HeaderValue::from_static(""));
+    (
+        [("x-echo-authorization", auth)],
+        format!("ok {}", KEY.len()),
+    )
+        .into_response()
+}
+
+async fn redirect(State(seen): State<Arc<Seen>>) -> Response {
+    seen.calls.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::FOUND, [("location", "/elsewhere")], "").into_response()
+}
+
+async fn elsewhere(State(seen): State<Arc<Seen>>) -> &'static str {
+    seen.elsewhere.fetch_add(1, Ordering::SeqCst);
+    "followed"
+}
+
+#[derive(serde::Deserialize)]
+struct Size {
+    bytes: u64,
+}
+
+/// `bytes` bytes, 64 KiB at a time.
+async fn download(Query(size): Query<Size>) -> Response {
+    let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+    let chunks = size.bytes / chunk.len() as u64;
+    let stream =
+        futures::stream::iter(0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+    (
+        [("content-length", (chunks * 64 * 1024).to_string())],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Counts an upload as it streams in.
+async fn upload(State(seen): State<Arc<Seen>>, body: Body) -> String {
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len() as u64;
+    }
+    seen.uploaded.store(total, Ordering::SeqCst);
+    total.to_string()
+}
+
+impl Upstream {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Seen::default());
+        let app = Router::new()
+            .route("/echo/{*rest}", any(echo))
+            .route("/tattle", get(tattle))
+            .route("/redirect", get(redirect))
+            .route("/elsewhere", get(elsewhere))
+            .route("/download", get(download))
+            .route("/upload", post(upload))
+            .with_state(seen.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, seen }
+    }
+}
+
+async fn proxy_stack() -> (Stack, SecondBroker, String, Upstream) {
+    let stack = Stack::start().await;
+    let upstream = Upstream::start().await;
+    let broker = stack
+        .second_broker(|c| c.proxy_listen = Some("127.0.0.1:0".parse().unwrap()))
+        .await;
+    let proxy = format!("http://{}", broker.proxy_addr.unwrap());
+    for (uid, auth) in [
+        ("api-key/upstream", None),
+        ("api-key/header", Some("header:X-Api-Key")),
+        ("api-key/basic", Some("basic")),
+    ] {
+        let mut config = vec![("proxy_base_url".to_owned(), upstream.url.clone())];
+        if let Some(auth) = auth {
+            config.push(("proxy_auth".to_owned(), auth.to_owned()));
+            config.push(("proxy_basic_user".to_owned(), "AC0001".to_owned()));
+        }
+        stack
+            .create_connector(
+                &stack.acme,
+                rpb::CreateConnectorRequest {
+                    uid: uid.into(),
+                    config: config.into_iter().collect(),
+                    secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        stack
+            .attach(&stack.acme, uid, "prj_web", &["preview"])
+            .await;
+    }
+    (stack, broker, proxy, upstream)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The refusal's status, reason header and JSON body.
+async fn refused(response: reqwest::Response) -> (u16, String, Value) {
+    let status = response.status().as_u16();
+    let reason = response
+        .headers()
+        .get("connect-error-reason")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    (status, reason, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
+    let (stack, broker, proxy, upstream) = proxy_stack().await;
+    let token = stack.acme.token("prj_web", "preview");
+    let http = client();
+
+    // Bearer (the default): path and query forwarded as sent; the caller's credentials, hop-by-hop
+    // headers and Connect's own headers stay behind.
+    let answer = http
+        .post(format!(
+            "{proxy}/api-key%2Fupstream/echo/v1/charges%2Fx?limit=3&expand[]=a"
+        ))
+        .bearer_auth(&token)
+        .header("cookie", "session=deployment-cookie")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("x-request-id", "req-1")
+        .header("connect-scopes", "")
+        .body("amount=100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(!text.contains(KEY), "the credential came back: {text}");
+    let echo: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/echo/v1/charges%2Fx");
+    assert_eq!(echo["query"], "limit=3&expand[]=a");
+    assert_eq!(echo["body"], "amount=100");
+    let headers = echo["headers"].as_object().unwrap();
+    // What the upstream received is masked on the way back, same length.
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {}", "*".repeat(KEY.len())).as_str()
+    );
+    assert_eq!(headers["x-request-id"], "req-1");
+    assert_eq!(headers["accept-encoding"], "identity");
+    for absent in ["cookie", "x-hop", "connect-scopes"] {
+        assert!(
+            !headers.contains_key(absent),
+            "{absent} forwarded: {headers:?}"
+        );
+    }
+    assert!(!text.contains(&token), "the deployment token was forwarded");
+
+    // By connector id too; `header:` and `basic` injection.
+    let connector = stack
+        .admin(&stack.acme)
+        .get_connector(rpb::GetConnectorRequest {
+            connector: "api-key/header".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let echo: Value = http
+        .get(format!("{proxy}/{}/echo/x", connector.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    assert_eq!(echo["headers"]["x-api-key"], "*".repeat(KEY.len()).as_str());
+    assert!(echo["headers"].get("authorization").is_none());
+    let echo: Value = http
+        .get(format!("{proxy}/api-key%2Fbasic/echo/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let basic = echo["headers"]["authorization"].as_str().unwrap();
+    assert!(basic.starts_with("Basic ***"), "{basic}");
+
+    // A response header carrying the credential is dropped.
+    let answer = http
+        .get(format!("{proxy}/api-key%2Fupstream/tattle"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().get("x-echo-authorization").is_none());
+
+    // Redirects are answered, not followed.
+    let answer = http
+        .get(format!("{proxy}/api-key%2Fupstream/redirect"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 302);
+    assert_eq!(answer.headers()["location"], "/elsewhere");
+    assert_eq!(upstream.seen.elsewhere.load(Ordering::SeqCst), 0);
+
+    // h2 (prior knowledge) as well as HTTP/1.1.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let echo: Value = h2
+        .get(format!("{proxy}/api-key%2Fupstream/echo/h2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    assert_eq!(echo["path"], "/echo/h2");
+
+    // Each proxied request is a recorded hand-out of the one credential.
+    let ledger = stack.ledger("api-key/upstream").await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].project_id, "prj_web");
+
+    let logs = captured_logs();
+    assert!(!logs.contains(KEY), "the credential in the logs");
+    broker.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
+    let (stack, broker, proxy, upstream) = proxy_stack().await;
+    let http = client();
+    let call = |path: &str, token: Option<String>| {
+        let mut request = http.get(format!("{proxy}/{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let web = stack.acme.token("prj_web", "preview");
+    let cases = [
+        (
+            "api-key%2Fupstream/echo/x",
+            Some(stack.acme.token("prj_docs", "preview")),
+            403,
+            "CLIENT_NOT_LINKED_TO_PROJECT",
+            "ClientNotLinkedToProjectError",
+        ),
+        (
+            "api-key%2Fupstream/echo/x",
+            Some(stack.acme.token("prj_web", "production")),
+            403,
+            "CLIENT_NOT_ENABLED_FOR_ENVIRONMENT",
+            "ClientNotEnabledForEnvironmentError",
+        ),
+        (
+            "api-key%2Fupstream/echo/x",
+            None,
+            401,
+            "INVALID_TOKEN",
+            "InvalidTokenError",
+        ),
+        (
+            "api-key%2Fupstream/echo/x",
+            Some("not-a-token".to_owned()),
+            401,
+            "INVALID_TOKEN",
+            "InvalidTokenError",
+        ),
+        (
+            "api-key%2Fnope/echo/x",
+            Some(web.clone()),
+            404,
+            "CONNECTOR_NOT_FOUND",
+            "ConnectorNotFoundError",
+        ),
+        // A token of another team for acme's connector.
+        (
+            "api-key%2Fupstream/echo/x",
+            Some(stack.globex.token("prj_web", "preview")),
+            404,
+            "CONNECTOR_NOT_FOUND",
+            "ConnectorNotFoundError",
+        ),
+        // The stack's `api-key/stripe` has no proxy_base_url.
+        (
+            "api-key%2Fstripe/v1/charges",
+            Some(web.clone()),
+            412,
+            "FAILED_PRECONDITION",
+            "FailedPreconditionError",
+        ),
+        (
+            "",
+            Some(web.clone()),
+            400,
+            "INVALID_ARGUMENT",
+            "InvalidArgumentError",
+        ),
+    ];
+    for (path, token, status, reason, error) in cases {
+        let (got, header, body) = refused(call(path, token).await.unwrap()).await;
+        assert_eq!((got, header.as_str()), (status, reason), "{path}: {body}");
+        assert_eq!(body["reason"], reason, "{body}");
+        assert_eq!(body["error"], error, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(error),
+            "{body}"
+        );
+    }
+    // `connect-subject` asks as GetToken's subject does: api-key issues for the app only.
+    let answer = http
+        .get(format!("{proxy}/api-key%2Fupstream/echo/x"))
+        .bearer_auth(&web)
+        .header("connect-subject", "user:ada")
+        .send()
+        .await
+        .unwrap();
+    let (status, reason, _) = refused(answer).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (412, "USER_AUTHORIZATION_REQUIRED")
+    );
+    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 0);
+
+    // An upstream that does not answer: 502.
+    stack
+        .create_connector(
+            &stack.acme,
+            rpb::CreateConnectorRequest {
+                uid: "api-key/gone".into(),
+                config: [("proxy_base_url".to_owned(), "http://127.0.0.1:9".to_owned())].into(),
+                secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    stack
+        .attach(&stack.acme, "api-key/gone", "prj_web", &["preview"])
+        .await;
+    let (status, reason, body) = refused(call("api-key%2Fgone/x", Some(web)).await.unwrap()).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (502, "PROVIDER_UNAVAILABLE"),
+        "{body}"
+    );
+    broker.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_through_the_proxy_both_ways() {
+    let (stack, broker, proxy, upstream) = proxy_stack().await;
+    let token = stack.acme.token("prj_web", "preview");
+    let http = client();
+    const SIZE: u64 = 32 * 1024 * 1024;
+
+    // Down: 32 MiB, read chunk by chunk.
+    let answer = http
+        .get(format!("{proxy}/api-key%2Fupstream/download?bytes={SIZE}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.content_length(), Some(SIZE));
+    let mut stream = answer.bytes_stream();
+    let (mut total, mut chunks) = (0u64, 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.iter().all(|b| *b == b'x'));
+        total += chunk.len() as u64;
+        chunks += 1;
+    }
+    assert_eq!(total, SIZE);
+    assert!(chunks > 1, "not streamed");
+
+    // Up: 32 MiB of unknown length (chunked), counted by the upstream as it arrives.
+    let piece = axum::body::Bytes::from(vec![b'y'; 256 * 1024]);
+    let body = futures::stream::iter(0..SIZE / piece.len() as u64)
+        .map(move |_| Ok::<_, std::io::Error>(piece.clone()));
+    let answer = http
+        .post(format!("{proxy}/api-key%2Fupstream/upload"))
+        .bearer_auth(&token)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), SIZE.to_string());
+    assert_eq!(upstream.seen.uploaded.load(Ordering::SeqCst), SIZE);
+    broker.stop().await;
+    stack.stop().await;
+}
