@@ -414,6 +414,55 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
     );
     assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 0);
 
+    // A base with a path: `..` (sent raw, as a client that does not normalize would) cannot
+    // climb above it.
+    stack
+        .create_connector(
+            &stack.acme,
+            rpb::CreateConnectorRequest {
+                uid: "api-key/scoped".into(),
+                config: [("proxy_base_url".to_owned(), format!("{}/echo", upstream.url))].into(),
+                secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    stack
+        .attach(&stack.acme, "api-key/scoped", "prj_web", &["preview"])
+        .await;
+    let raw = |path: &'static str| {
+        let (addr, web) = (broker.proxy_addr.unwrap(), web.clone());
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+            socket
+                .write_all(
+                    format!(
+                        "GET {path} HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {web}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            socket.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    for climbing in [
+        "/api-key%2Fscoped/../tattle",
+        "/api-key%2Fscoped/%2e%2e/tattle",
+        "/api-key%2Fscoped/a/../../tattle",
+    ] {
+        let answer = raw(climbing).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{climbing}: {answer}");
+        assert!(answer.contains("INVALID_ARGUMENT"), "{answer}");
+    }
+    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 0);
+    let inside = raw("/api-key%2Fscoped/inside/x").await;
+    assert!(inside.starts_with("HTTP/1.1 200"), "{inside}");
+    assert!(inside.contains("\"path\":\"/echo/inside/x\""), "{inside}");
+
     // An upstream that does not answer: 502.
     stack
         .create_connector(

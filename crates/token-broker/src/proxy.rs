@@ -83,13 +83,7 @@ impl Proxy {
 fn refusal(err: &BrokerError) -> Response {
     let reason = err.reason();
     let status = http_status(reason);
-    let message = match err {
-        BrokerError::Internal { .. } => "InternalError: internal error".to_owned(),
-        BrokerError::InvalidToken(_) => {
-            "InvalidTokenError: the bearer token is not a valid deployment token for this broker (its log says why)".to_owned()
-        }
-        other => other.to_string(),
-    };
+    let message = crate::grpc::status::public_message(err);
     let error = message
         .split_once(':')
         .map_or("Error", |(name, _)| name)
@@ -255,6 +249,33 @@ fn split_path(path: &str) -> Result<(String, &str), BrokerError> {
     Ok((connector, rest))
 }
 
+/// `base` + `/{rest}?{query}`, which must stay under `base` (same origin, path below its path):
+/// `..` segments, plain or encoded, cannot climb out of the connector's API prefix.
+fn target_url(
+    base: &reqwest::Url,
+    rest: &str,
+    query: Option<&str>,
+) -> Result<reqwest::Url, BrokerError> {
+    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+    let mut target = format!("{}{}", base.as_str().trim_end_matches('/'), "/");
+    target.push_str(rest);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    let outside = || {
+        BrokerError::invalid(
+            "path",
+            "the path leaves the connector's proxy_base_url (`..` segments cannot climb above it)",
+        )
+    };
+    let url = reqwest::Url::parse(&target).map_err(|_| outside())?;
+    if url.origin() != base.origin() || !url.path().starts_with(&prefix) {
+        return Err(outside());
+    }
+    Ok(url)
+}
+
 /// The headers to forward: the caller's, less hop-by-hop ones (and any `Connection` names),
 /// `Host`, its credentials and Connect's own.
 fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
@@ -360,13 +381,7 @@ impl Proxy {
             .apply(issued.token.expose_secret())
             .map_err(&refuse)?;
 
-        let mut target = base.as_str().trim_end_matches('/').to_owned();
-        target.push('/');
-        target.push_str(rest);
-        if let Some(query) = parts.uri.query() {
-            target.push('?');
-            target.push_str(query);
-        }
+        let target = target_url(&base, rest, parts.uri.query()).map_err(&refuse)?;
         let mut headers = forwarded_headers(&parts.headers);
         headers.insert(name, value);
         let span = tracing::info_span!(
@@ -379,7 +394,7 @@ impl Proxy {
         let upstream = tracing::Instrument::instrument(
             self.outbound
                 .http()
-                .request(parts.method.clone(), &target)
+                .request(parts.method.clone(), target)
                 .headers(headers)
                 .body(if http_body::Body::is_end_stream(&body) {
                     reqwest::Body::from(Bytes::new())
@@ -589,6 +604,30 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["accept-encoding", "content-type", "x-request-id"]);
         assert_eq!(forwarded[header::ACCEPT_ENCODING], "identity");
+    }
+
+    #[test]
+    fn the_forwarded_path_stays_under_the_base() {
+        let base = reqwest::Url::parse("https://api.example.com/v1/").unwrap();
+        let ok = target_url(&base, "charges/ch_1", Some("limit=3")).unwrap();
+        assert_eq!(
+            ok.as_str(),
+            "https://api.example.com/v1/charges/ch_1?limit=3"
+        );
+        for climbing in ["../admin", "a/../../admin", "%2e%2e/admin", ".%2E/admin"] {
+            assert!(target_url(&base, climbing, None).is_err(), "{climbing}");
+        }
+        // Inside the prefix, `..` is the upstream's business.
+        assert_eq!(target_url(&base, "a/../b", None).unwrap().path(), "/v1/b");
+        let root = reqwest::Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            target_url(&root, "x/y", None).unwrap().as_str(),
+            "http://127.0.0.1:8080/x/y"
+        );
+        assert!(
+            target_url(&root, "@evil.example/x", None)
+                .is_ok_and(|u| u.host_str() == Some("127.0.0.1"))
+        );
     }
 
     #[test]

@@ -12,9 +12,9 @@ pub fn code(err: &BrokerError) -> Code {
     Code::from(err.reason().code() as i32)
 }
 
-pub fn to_status(err: BrokerError) -> Status {
-    let (code, reason) = (code(&err), err.reason());
-    let message = match &err {
+/// What a caller is told of `err` (gRPC status message, the proxy's JSON `message`).
+pub fn public_message(err: &BrokerError) -> String {
+    match err {
         // Causes of internal errors are logged (see `service`), never sent.
         BrokerError::Internal { .. } => "InternalError: internal error".to_owned(),
         // Why a token was refused helps whoever forges one: the caller learns that it was, the
@@ -23,7 +23,12 @@ pub fn to_status(err: BrokerError) -> Status {
             "InvalidTokenError: the bearer token is not a valid deployment token for this broker (its log says why)".to_owned()
         }
         other => other.to_string(),
-    };
+    }
+}
+
+pub fn to_status(err: BrokerError) -> Status {
+    let (code, reason) = (code(&err), err.reason());
+    let message = public_message(&err);
     let mut details = ErrorDetails::new();
     details.set_error_info(reason.as_str(), ERROR_DOMAIN, []);
     if let BrokerError::InvalidArgument(violations) = &err {
