@@ -31,7 +31,9 @@
 //!   one thread (one core), with a key as the registry makes them;
 //! - `proxy` (`--only proxy`): the same small request to a loopback Rust upstream (axum), straight
 //!   and through the broker's credential-injecting proxy, at 1 and 64 callers (HTTP/1.1, pooled
-//!   connections; the added p50 at 1 caller and the throughput ratio at 64 are printed), then a
+//!   connections; the added p50 at 1 caller and the throughput ratio at 64 are printed), beside a
+//!   bare forwarder built the same way (axum in, `reqwest` out, nothing else: what any such
+//!   proxy costs on the machine), then a
 //!   100 MB body streamed down through the proxy while the process's peak resident memory is
 //!   watched (`VmHWM`, reset first through `/proc/self/clear_refs`).
 
@@ -876,6 +878,38 @@ async fn upstream() -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// The least any HTTP/1.1 forwarder built like the proxy (axum in, `reqwest` out, bodies streamed)
+/// costs: it forwards every request to `upstream` with nothing else (no authorization, no header
+/// rules, no masking). Answers its base URL.
+async fn bare_forwarder(upstream: String) -> anyhow::Result<String> {
+    use axum::{Router, body::Body, extract::Request, response::Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let http = reqwest::Client::new();
+    let app = Router::new().fallback(move |request: Request| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let (parts, _) = request.into_parts();
+            let answer = http
+                .request(parts.method, format!("{upstream}{}", parts.uri.path()))
+                .send()
+                .await
+                .expect("the upstream answers");
+            let mut response = Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                response = response.header(name, value);
+            }
+            response
+                .body(Body::from_stream(answer.bytes_stream()))
+                .expect("a response")
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
 /// The process's peak resident set since the last reset, in bytes.
 fn peak_rss_bytes() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -978,17 +1012,31 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
         anyhow::ensure!(attempt < 500, "the proxy never answered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let bare = bare_forwarder(upstream.clone()).await?;
     let mut rows = Vec::new();
     for concurrency in [1, 64] {
-        let direct = measure(concurrency, get(format!("{upstream}/ping"), None)).await;
-        let proxied = measure(
-            concurrency,
-            get(format!("{proxy}/ping"), Some(token.clone())),
-        )
-        .await;
+        // Five alternating rounds, each kind's median round kept: the machine's noise moves
+        // whole rounds by 20-40 %.
+        let (mut directs, mut forwardeds, mut proxieds) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            directs.push(measure(concurrency, get(format!("{upstream}/ping"), None)).await);
+            forwardeds.push(measure(concurrency, get(format!("{bare}/ping"), None)).await);
+            proxieds.push(
+                measure(
+                    concurrency,
+                    get(format!("{proxy}/ping"), Some(token.clone())),
+                )
+                .await,
+            );
+        }
+        let median = |mut rounds: Vec<Stats>| {
+            rounds.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            rounds.swap_remove(rounds.len() / 2)
+        };
+        let (direct, forwarded, proxied) = (median(directs), median(forwardeds), median(proxieds));
         let ratio = proxied.per_second / direct.per_second;
         println!(
-            "proxy {concurrency:>3} callers: direct {:>8.0}/s p50 {:>7.1?} | proxied {:>8.0}/s p50 {:>7.1?} p99 {:>7.1?} | added p50 {:>7.1?} | throughput ratio {ratio:.2} | CPU {:.1?} vs {:.1?} per call",
+            "proxy {concurrency:>3} callers: direct {:>8.0}/s p50 {:>7.1?} | proxied {:>8.0}/s p50 {:>7.1?} p99 {:>7.1?} | added p50 {:>7.1?} | throughput ratio {ratio:.2} | CPU {:.1?} vs {:.1?} per call | a bare forwarder: {:.2} of direct, p50 {:>7.1?}, CPU {:.1?}",
             direct.per_second,
             direct.p50,
             proxied.per_second,
@@ -997,9 +1045,17 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
             proxied.p50.saturating_sub(direct.p50),
             proxied.cpu_per_call,
             direct.cpu_per_call,
+            forwarded.per_second / direct.per_second,
+            forwarded.p50,
+            forwarded.cpu_per_call,
         );
         for (scenario, stats, ratio) in [
             ("proxy direct", &direct, None),
+            (
+                "proxy bare forwarder",
+                &forwarded,
+                Some(forwarded.per_second / direct.per_second),
+            ),
             ("proxy via broker", &proxied, Some(ratio)),
         ] {
             rows.push(Row {

@@ -421,7 +421,11 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
             &stack.acme,
             rpb::CreateConnectorRequest {
                 uid: "api-key/scoped".into(),
-                config: [("proxy_base_url".to_owned(), format!("{}/echo", upstream.url))].into(),
+                config: [(
+                    "proxy_base_url".to_owned(),
+                    format!("{}/echo", upstream.url),
+                )]
+                .into(),
                 secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
                 ..Default::default()
             },

@@ -60,6 +60,41 @@ pub struct Proxy {
     broker: Broker,
     outbound: Outbound,
     metrics: BrokerMetrics,
+    bases: CheckedBases,
+}
+
+/// `proxy_base_url`s the destination policy allowed, parsed once (the policy does not change
+/// while the broker runs; resolved addresses are still checked at every connection).
+#[derive(Clone)]
+struct CheckedBases(Arc<quick_cache::sync::Cache<String, reqwest::Url>>);
+
+impl Default for CheckedBases {
+    fn default() -> Self {
+        Self(Arc::new(quick_cache::sync::Cache::new(1024)))
+    }
+}
+
+impl std::fmt::Debug for CheckedBases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedBases")
+            .field("held", &self.0.len())
+            .finish()
+    }
+}
+
+impl CheckedBases {
+    fn check(
+        &self,
+        outbound: &Outbound,
+        base: &str,
+    ) -> Result<reqwest::Url, connect_types::UrlRefusal> {
+        if let Some(url) = self.0.get(base) {
+            return Ok(url);
+        }
+        let url = outbound.check(base)?;
+        self.0.insert(base.to_owned(), url.clone());
+        Ok(url)
+    }
 }
 
 impl Proxy {
@@ -70,6 +105,7 @@ impl Proxy {
             broker,
             outbound,
             metrics,
+            bases: CheckedBases::default(),
         }
     }
 
@@ -257,21 +293,16 @@ fn target_url(
     query: Option<&str>,
 ) -> Result<reqwest::Url, BrokerError> {
     let prefix = format!("{}/", base.path().trim_end_matches('/'));
-    let mut target = format!("{}{}", base.as_str().trim_end_matches('/'), "/");
-    target.push_str(rest);
-    if let Some(query) = query {
-        target.push('?');
-        target.push_str(query);
-    }
-    let outside = || {
-        BrokerError::invalid(
+    let mut url = base.clone();
+    // Only the path and query are parsed (dot segments resolved); scheme, host and port stay
+    // the base's.
+    url.set_path(&format!("{prefix}{rest}"));
+    url.set_query(query);
+    if !url.path().starts_with(&prefix) {
+        return Err(BrokerError::invalid(
             "path",
             "the path leaves the connector's proxy_base_url (`..` segments cannot climb above it)",
-        )
-    };
-    let url = reqwest::Url::parse(&target).map_err(|_| outside())?;
-    if url.origin() != base.origin() || !url.path().starts_with(&prefix) {
-        return Err(outside());
+        ));
     }
     Ok(url)
 }
@@ -365,7 +396,7 @@ impl Proxy {
                 authorization.connector_uid
             ))));
         };
-        let base = self.outbound.check(base).map_err(|refusal| {
+        let base = self.bases.check(&self.outbound, base).map_err(|refusal| {
             tracing::warn!(connector = %authorization.connector_uid, %refusal,
                 "refusing the connector's proxy_base_url");
             refuse(BrokerError::FailedPrecondition(
@@ -604,6 +635,27 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["accept-encoding", "content-type", "x-request-id"]);
         assert_eq!(forwarded[header::ACCEPT_ENCODING], "identity");
+    }
+
+    #[test]
+    fn a_base_is_checked_once() {
+        let outbound =
+            Outbound::new(&Default::default(), std::time::Duration::from_secs(1)).unwrap();
+        let checked = CheckedBases::default();
+        assert!(
+            checked
+                .check(&outbound, "https://api.example.com/v1")
+                .is_ok()
+        );
+        assert!(
+            checked
+                .check(&outbound, "https://api.example.com/v1")
+                .is_ok()
+        );
+        assert_eq!(checked.0.len(), 1);
+        // The default policy refuses loopback, every time.
+        assert!(checked.check(&outbound, "http://127.0.0.1:1").is_err());
+        assert!(checked.check(&outbound, "http://127.0.0.1:1").is_err());
     }
 
     #[test]
