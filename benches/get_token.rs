@@ -33,7 +33,7 @@
 //!   and through the broker's credential-injecting proxy, at 1 and 64 callers (HTTP/1.1, pooled
 //!   connections; the added p50 at 1 caller and the throughput ratio at 64 are printed), beside a
 //!   bare forwarder built the same way (axum in, `reqwest` out, nothing else: what any such
-//!   proxy costs on the machine), then a
+//!   proxy costs on the machine) and one with `hyper-util`'s client in place of `reqwest`, then a
 //!   100 MB body streamed down through the proxy while the process's peak resident memory is
 //!   watched (`VmHWM`, reset first through `/proc/self/clear_refs`).
 
@@ -910,6 +910,35 @@ async fn bare_forwarder(upstream: String) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// As [`bare_forwarder`], with `hyper-util`'s client in place of `reqwest`.
+async fn bare_hyper_forwarder(upstream: String) -> anyhow::Result<String> {
+    use axum::{Router, body::Body, extract::Request};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let client: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let app = Router::new().fallback(move |request: Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let (mut parts, body) = request.into_parts();
+            parts.uri = format!("{upstream}{}", parts.uri.path())
+                .parse()
+                .expect("a URI");
+            parts.headers.remove(axum::http::header::HOST);
+            let answer = client
+                .request(axum::http::Request::from_parts(parts, body))
+                .await
+                .expect("the upstream answers");
+            answer.map(Body::new)
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
 /// The process's peak resident set since the last reset, in bytes.
 fn peak_rss_bytes() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -1013,12 +1042,15 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let bare = bare_forwarder(upstream.clone()).await?;
+    let bare_hyper = bare_hyper_forwarder(upstream.clone()).await?;
     let mut rows = Vec::new();
     for concurrency in [1, 64] {
         // Five alternating rounds, each kind's median round kept: the machine's noise moves
         // whole rounds by 20-40 %.
         let (mut directs, mut forwardeds, mut proxieds) = (Vec::new(), Vec::new(), Vec::new());
+        let mut hypers = Vec::new();
         for _ in 0..5 {
+            hypers.push(measure(concurrency, get(format!("{bare_hyper}/ping"), None)).await);
             directs.push(measure(concurrency, get(format!("{upstream}/ping"), None)).await);
             forwardeds.push(measure(concurrency, get(format!("{bare}/ping"), None)).await);
             proxieds.push(
@@ -1034,6 +1066,13 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
             rounds.swap_remove(rounds.len() / 2)
         };
         let (direct, forwarded, proxied) = (median(directs), median(forwardeds), median(proxieds));
+        let hyper = median(hypers);
+        println!(
+            "proxy {concurrency:>3} callers: a bare forwarder with hyper-util's client: {:.2} of direct, p50 {:>7.1?}, CPU {:.1?}",
+            hyper.per_second / direct.per_second,
+            hyper.p50,
+            hyper.cpu_per_call
+        );
         let ratio = proxied.per_second / direct.per_second;
         println!(
             "proxy {concurrency:>3} callers: direct {:>8.0}/s p50 {:>7.1?} | proxied {:>8.0}/s p50 {:>7.1?} p99 {:>7.1?} | added p50 {:>7.1?} | throughput ratio {ratio:.2} | CPU {:.1?} vs {:.1?} per call | a bare forwarder: {:.2} of direct, p50 {:>7.1?}, CPU {:.1?}",
@@ -1055,6 +1094,11 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
                 "proxy bare forwarder",
                 &forwarded,
                 Some(forwarded.per_second / direct.per_second),
+            ),
+            (
+                "proxy bare forwarder, hyper-util client",
+                &hyper,
+                Some(hyper.per_second / direct.per_second),
             ),
             ("proxy via broker", &proxied, Some(ratio)),
         ] {

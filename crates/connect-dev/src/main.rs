@@ -111,6 +111,21 @@ struct Cli {
         default_value = "127.0.0.1:8090"
     )]
     provider_listen: SocketAddr,
+    /// Where the token broker serves the credential-injecting proxy.
+    #[arg(
+        long,
+        env = "CONNECT_DEV_PROXY_LISTEN",
+        default_value = "127.0.0.1:8094"
+    )]
+    proxy_listen: SocketAddr,
+    /// Where the token broker serves Connect's own OIDC issuer (discovery and JWKS of the tokens
+    /// it mints for `aws`, `gcp` and `azure` connectors).
+    #[arg(
+        long,
+        env = "CONNECT_DEV_CONNECT_ISSUER_LISTEN",
+        default_value = "127.0.0.1:8095"
+    )]
+    connect_issuer_listen: SocketAddr,
     /// Where the web console serves HTTP (people sign in at the dev issuer).
     #[arg(
         long,
@@ -204,7 +219,10 @@ async fn seed(
                 NewConnector {
                     uid: parsed(ConnectorUid::parse(CONNECTOR))?,
                     name: parsed(DisplayName::parse("Demo API key"))?,
-                    config: ConfigMap::from_stored(BTreeMap::new()),
+                    config: ConfigMap::from_stored(BTreeMap::from([(
+                        "proxy_base_url".to_owned(),
+                        provider.url("/api"),
+                    )])),
                     secrets,
                 },
             )
@@ -324,12 +342,19 @@ async fn main() -> anyhow::Result<()> {
             );
             broker.listen = cli.broker_listen;
             broker.callback_listen = Some(cli.callback_listen);
+            broker.proxy_listen = Some(cli.proxy_listen);
+            broker.issuer_listen = Some(cli.connect_issuer_listen);
+            // The demo's first signing key is made just after the broker starts.
+            broker.signing_keys_refresh = Duration::from_secs(5);
             broker.shutdown_grace = Duration::from_secs(5);
             broker
         },
     )
     .await?;
     let (registry_addr, broker_addr) = (stack.registry_addr(), stack.broker_addr());
+    if stack.registry().signing_keys().await?.is_empty() {
+        stack.registry().rotate_signing_key().await?;
+    }
 
     let deployment = |environment: &str| Deployment {
         owner: "demo".into(),
@@ -435,6 +460,9 @@ async fn main() -> anyhow::Result<()> {
          \n\nOr sign in as a person ({PERSON_EMAIL}, admin of {TEAM} through the group {PERSON_GROUP}) instead of with the admin key:\n\
          \n  unset CONNECT_API_KEY; connect login --issuer {issuer_url}\
          \n  connect whoami\
+         \n\nThrough the credential-injecting proxy (the demo API answers with the Authorization it got; the key is masked on the way back):\n\
+         \n  curl -H 'Authorization: Bearer {development}' http://{proxy}/{proxied_connector}/whoami\
+         \n\nConnect's own OIDC issuer (what aws, gcp and azure connectors trade): http://{connect_issuer}/.well-known/openid-configuration\
          \n\nA user's consent with {CRM}, against a demo OAuth provider ({provider}) that approves as its user ada:\
          \n  1. start it, then open the answer's \"url\" in a browser:\
          \n     {start}\
@@ -452,6 +480,9 @@ async fn main() -> anyhow::Result<()> {
         done = provider.url("/done"),
         start = start_command,
         user_token = user_token_command,
+        proxy = cli.proxy_listen,
+        proxied_connector = CONNECTOR.replace('/', "%2F"),
+        connect_issuer = cli.connect_issuer_listen,
     );
 
     shutdown.await;

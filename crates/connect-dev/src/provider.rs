@@ -74,6 +74,7 @@ impl DemoProvider {
             .route("/token", post(token))
             .route("/revoke", post(revoke))
             .route("/done", get(done))
+            .route("/api/whoami", get(whoami))
             .with_state(state);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -266,4 +267,17 @@ async fn done(
         escape(completion),
         escape(&command),
     ))
+}
+
+/// The demo API behind the credential-injecting proxy: it answers with the `Authorization` it
+/// received (which the proxy masks on the way back).
+async fn whoami(headers: axum::http::HeaderMap) -> axum::Json<serde_json::Value> {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    axum::Json(serde_json::json!({
+        "api": "demo",
+        "authorization": authorization,
+    }))
 }

@@ -20,7 +20,7 @@ use link_registry::{
 
 /// Ports free now, for every listener of the runs (the same in each run, as a person's would be).
 fn free_ports() -> Vec<String> {
-    let listeners: Vec<TcpListener> = (0..5)
+    let listeners: Vec<TcpListener> = (0..7)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     listeners
@@ -46,6 +46,10 @@ fn run_once(database_url: &str, ports: &[String]) -> (String, String) {
             &ports[3],
             "--provider-listen",
             &ports[4],
+            "--proxy-listen",
+            &ports[5],
+            "--connect-issuer-listen",
+            &ports[6],
         ])
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
@@ -75,6 +79,7 @@ fn run_once(database_url: &str, ports: &[String]) -> (String, String) {
     let printed = printed_rx
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("connect-dev printed its banner");
+    proxy_as_printed(&printed);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -86,6 +91,37 @@ fn run_once(database_url: &str, ports: &[String]) -> (String, String) {
     let everything = reader.join().unwrap();
     assert!(exit.success(), "{exit:?}\n{everything}\n{stderr}");
     (printed, stderr)
+}
+
+/// Runs the banner's proxy call (its `curl`) over a plain socket: the demo API answers with the
+/// Authorization it was sent, the key injected by the proxy and masked on the way back.
+fn proxy_as_printed(printed: &str) {
+    use std::io::{Read, Write};
+    let curl = printed
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("curl -H 'Authorization: Bearer ")
+        })
+        .unwrap_or_else(|| panic!("no proxy call in {printed}"));
+    let rest = curl.split("Bearer ").nth(1).unwrap();
+    let (token, url) = rest.split_once("' ").unwrap();
+    let url = url.trim().strip_prefix("http://").unwrap();
+    let (addr, path) = url.split_once('/').unwrap();
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        socket,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"authorization\":\"Bearer ******"),
+        "{answer}"
+    );
+    assert!(!answer.contains("sk_demo_"), "{answer}");
 }
 
 fn admin_key_of(printed: &str) -> String {
