@@ -19,12 +19,19 @@ struct GuardedResolver {
     pinned: Arc<HashMap<String, Vec<IpAddr>>>,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GuardedResolver {
+    /// `host`'s addresses (port 0), every one an allowed destination.
+    fn lookup(
+        &self,
+        host: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<std::net::SocketAddr>, BoxError>> + Send + 'static
+    {
         let policy = self.policy.clone();
         let pinned = self.pinned.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_ascii_lowercase();
+        let host = host.to_ascii_lowercase();
+        async move {
             let addrs: Vec<IpAddr> = match pinned.get(&host) {
                 Some(addrs) => addrs.clone(),
                 None => tokio::net::lookup_host((host.as_str(), 0))
@@ -35,10 +42,46 @@ impl Resolve for GuardedResolver {
             for ip in &addrs {
                 policy.check_resolved(&host, *ip)?;
             }
-            let addrs: Addrs =
-                Box::new(addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, 0)));
+            Ok(addrs
+                .into_iter()
+                .map(|ip| std::net::SocketAddr::new(ip, 0))
+                .collect())
+        }
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let lookup = self.lookup(name.as_str());
+        Box::pin(async move {
+            let addrs: Addrs = Box::new(lookup.await?.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+/// The same policy-checked resolution for a `hyper-util` client's `HttpConnector` (the proxy's
+/// upstream connections).
+#[derive(Clone, Debug)]
+pub struct PolicyResolver(Arc<GuardedResolver>);
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let lookup = self.0.lookup(name.as_str());
+        Box::pin(async move { Ok(lookup.await?.into_iter()) })
     }
 }
 
@@ -47,6 +90,7 @@ impl Resolve for GuardedResolver {
 pub struct Outbound {
     http: reqwest::Client,
     policy: Arc<UrlPolicy>,
+    resolver: Arc<GuardedResolver>,
 }
 
 /// How an [`Outbound`] client is built.
@@ -59,48 +103,33 @@ pub struct OutboundSettings {
 
 impl Outbound {
     pub fn new(settings: &OutboundSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
-        Self::build(
-            settings,
-            reqwest::Client::builder().timeout(timeout),
-            timeout,
-        )
-    }
-
-    /// A client for long streams (the proxy): no overall timeout, only `connect_timeout` and a
-    /// `read_timeout` between two reads.
-    pub fn streaming(
-        settings: &OutboundSettings,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-    ) -> Result<Self, reqwest::Error> {
-        Self::build(
-            settings,
-            reqwest::Client::builder().read_timeout(read_timeout),
-            connect_timeout,
-        )
-    }
-
-    fn build(
-        settings: &OutboundSettings,
-        builder: reqwest::ClientBuilder,
-        connect_timeout: Duration,
-    ) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(settings.policy.clone());
         let pinned = settings
             .pinned
             .iter()
             .map(|(host, addrs)| (host.to_ascii_lowercase(), addrs.clone()))
             .collect();
-        let http = builder
-            .connect_timeout(connect_timeout)
+        let resolver = Arc::new(GuardedResolver {
+            policy: policy.clone(),
+            pinned: Arc::new(pinned),
+        });
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-                pinned: Arc::new(pinned),
-            }))
+            .dns_resolver(resolver.clone())
             .build()?;
-        Ok(Self { http, policy })
+        Ok(Self {
+            http,
+            policy,
+            resolver,
+        })
+    }
+
+    /// The policy-checked resolver, for clients other than [`Outbound::http`].
+    pub fn resolver(&self) -> PolicyResolver {
+        PolicyResolver(self.resolver.clone())
     }
 
     /// The URL, when the policy allows it as a destination (its resolved addresses are checked
@@ -167,5 +196,24 @@ mod tests {
         assert!(resolve(&r, "localhost").await.is_err());
         let dev = resolver(UrlPolicy::loopback(), &[]);
         assert!(resolve(&dev, "localhost").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_hyper_resolver_applies_the_same_policy() {
+        use tower::ServiceExt;
+        let r = PolicyResolver(Arc::new(resolver(
+            UrlPolicy::strict(),
+            &[
+                ("private.test", "10.0.0.1"),
+                ("public.test", "93.184.216.34"),
+            ],
+        )));
+        let name =
+            |host: &str| hyper_util::client::legacy::connect::dns::Name::from_str(host).unwrap();
+        let refused = r.clone().oneshot(name("private.test")).await.unwrap_err();
+        assert!(refused.to_string().contains("10.0.0.1"), "{refused}");
+        assert!(r.clone().oneshot(name("localhost")).await.is_err());
+        let allowed: Vec<_> = r.oneshot(name("public.test")).await.unwrap().collect();
+        assert_eq!(allowed, ["93.184.216.34:0".parse().unwrap()]);
     }
 }

@@ -250,16 +250,16 @@ impl App {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| AppError::Bind { addr, source })?;
-                let outbound = Outbound::streaming(
-                    &config.outbound,
-                    config.provider_timeout,
-                    config.proxy_read_timeout,
-                )
-                .map_err(|e| BrokerError::internal("building the proxy's HTTP client", e))?;
                 let metrics = broker.metrics().clone();
                 Some((
                     listener,
-                    crate::proxy::Proxy::new(broker.clone(), outbound, metrics),
+                    crate::proxy::Proxy::new(
+                        broker.clone(),
+                        provider_outbound.clone(),
+                        config.provider_timeout,
+                        config.proxy_read_timeout,
+                        metrics,
+                    ),
                 ))
             }
             None => None,

@@ -12,7 +12,10 @@
 //! occurrence in the body is masked in place (same length, so `Content-Length` holds); the
 //! upstream is asked for an uncompressed answer so a masked body stays a readable one.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -58,10 +61,24 @@ const MIN_MASKED: usize = 8;
 #[derive(Clone, Debug)]
 pub struct Proxy {
     broker: Broker,
+    /// The destination policy (`proxy_base_url`s and, through its resolver, every address).
     outbound: Outbound,
+    upstream: Upstream,
+    read_timeout: Duration,
     metrics: BrokerMetrics,
     bases: CheckedBases,
 }
+
+/// `hyper-util`'s pooled client (HTTP/1.1, and h2 where TLS offers it), resolving through the
+/// destination policy, with TLS by `rustls` and the WebPKI roots, as the provider calls have.
+type Upstream = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<
+        hyper_util::client::legacy::connect::HttpConnector<
+            connect_runtime::outbound::PolicyResolver,
+        >,
+    >,
+    Body,
+>;
 
 /// `proxy_base_url`s the destination policy allowed, parsed once (the policy does not change
 /// while the broker runs; resolved addresses are still checked at every connection).
@@ -100,10 +117,33 @@ impl CheckedBases {
 impl Proxy {
     /// A proxy authorizing through `broker` and forwarding through `outbound` (the destination
     /// policy; no redirects; no overall timeout, so long streams are not cut).
-    pub fn new(broker: Broker, outbound: Outbound, metrics: BrokerMetrics) -> Self {
+    pub fn new(
+        broker: Broker,
+        outbound: Outbound,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        metrics: BrokerMetrics,
+    ) -> Self {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            outbound.resolver(),
+        );
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let upstream =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
         Self {
             broker,
             outbound,
+            upstream,
+            read_timeout,
             metrics,
             bases: CheckedBases::default(),
         }
@@ -422,25 +462,27 @@ impl Proxy {
             method = %parts.method,
             token_id = %issued.token_id,
         );
+        let mut request = axum::http::Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.headers_mut() = headers;
+        *request.uri_mut() = target
+            .as_str()
+            .parse()
+            .map_err(|e| refuse(BrokerError::internal("the forwarded URL", e)))?;
         let upstream = tracing::Instrument::instrument(
-            self.outbound
-                .http()
-                .request(parts.method.clone(), target)
-                .headers(headers)
-                .body(if http_body::Body::is_end_stream(&body) {
-                    reqwest::Body::from(Bytes::new())
-                } else {
-                    reqwest::Body::wrap_stream(body.into_data_stream())
-                })
-                .send(),
+            tokio::time::timeout(self.read_timeout, self.upstream.request(request)),
             span,
         )
         .await;
         let upstream = match upstream {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                tracing::warn!(connector = %authorization.connector_uid,
-                    error = %connect_runtime::ErrorChain(&e), "the proxied request got no answer");
+            Ok(Ok(upstream)) => upstream,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => connect_runtime::ErrorChain(&e).to_string(),
+                    _ => format!("no answer within {:?}", self.read_timeout),
+                };
+                tracing::warn!(connector = %authorization.connector_uid, error = %why,
+                    "the proxied request got no answer");
                 // The provider's API, not the broker's dependencies: 502.
                 let mut answer = refusal(&BrokerError::ProviderUnavailable(Box::new(
                     crate::error::Cause("the connector's proxy_base_url did not answer".into()),
@@ -464,12 +506,41 @@ impl Proxy {
         tracing::info!(target: "connect::proxy", connector = %authorization.connector_uid,
             method = %parts.method, status = status.as_u16(), token_id = %issued.token_id,
             "proxied");
-        let body = Body::from_stream(masked(upstream.bytes_stream(), needles));
+        let chunks = http_body_util::BodyExt::into_data_stream(upstream.into_body());
+        let body = Body::from_stream(masked(read_timed(chunks, self.read_timeout), needles));
         response
             .body(body)
             .map(|r| (r, Some(kind.clone())))
             .map_err(|e| refuse(BrokerError::internal("building the proxied answer", e)))
     }
+}
+
+/// `stream`, failing when the next chunk takes longer than `timeout` to come.
+fn read_timed<S, E>(
+    stream: S,
+    timeout: Duration,
+) -> impl Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    futures::stream::unfold(
+        (Box::pin(stream), false),
+        move |(mut stream, failed)| async move {
+            if failed {
+                return None;
+            }
+            match tokio::time::timeout(timeout, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), (stream, false))),
+                Ok(Some(Err(e))) => Some((Err(e.into()), (stream, true))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(format!("the upstream sent nothing for {timeout:?}").into()),
+                    (stream, true),
+                )),
+            }
+        },
+    )
 }
 
 /// `stream` with every occurrence of each needle overwritten by `*`: the last `longest - 1` bytes
