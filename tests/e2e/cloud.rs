@@ -65,8 +65,8 @@ impl Verifier {
         Ok(keys)
     }
 
-    /// The token's claims and kid when it verifies for `audience`.
-    async fn verify(&self, token: &str, audience: &str) -> Result<(Value, String), String> {
+    /// The token's claims and kid when it verifies for one of `audiences`.
+    async fn verify(&self, token: &str, audiences: &[&str]) -> Result<(Value, String), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
         if header.alg != jsonwebtoken::Algorithm::ES256 {
             return Err("not ES256".into());
@@ -76,7 +76,7 @@ impl Verifier {
         let jwk = keys.find(&kid).ok_or(format!("unknown kid {kid}"))?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[audience]);
+        validation.set_audience(audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<Value>(
             token,
@@ -114,8 +114,8 @@ struct CloudState {
 }
 
 impl CloudState {
-    async fn verify(&self, token: &str, audience: &str) -> Result<Value, String> {
-        match self.verifier.verify(token, audience).await {
+    async fn verify(&self, token: &str, audiences: &[&str]) -> Result<Value, String> {
+        match self.verifier.verify(token, audiences).await {
             Ok((claims, kid)) => {
                 if claims["sub"] != self.trusted_sub.lock().unwrap().as_str() {
                     return Err(format!("sub {} is not trusted", claims["sub"]));
@@ -248,7 +248,7 @@ async fn aws_sts(
         }
     }
     let token = form.get("WebIdentityToken").cloned().unwrap_or_default();
-    if let Err(why) = state.verify(&token, "sts.amazonaws.com").await {
+    if let Err(why) = state.verify(&token, &["sts.amazonaws.com"]).await {
         return sts_error(StatusCode::BAD_REQUEST, "InvalidIdentityToken", &why);
     }
     let duration: i64 = form
@@ -318,9 +318,12 @@ async fn google_sts(
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    // A provider's default allowed audience: its resource name as an https URL.
+    // A provider without allowed audiences: its resource name, with or without `https:`.
     if let Err(why) = state
-        .verify(field("subject_token"), &format!("https:{PROVIDER}"))
+        .verify(
+            field("subject_token"),
+            &[PROVIDER, &format!("https:{PROVIDER}")],
+        )
         .await
     {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &why);
@@ -423,7 +426,7 @@ async fn entra_token(
         );
     }
     if let Err(why) = state
-        .verify(field("client_assertion"), "api://AzureADTokenExchange")
+        .verify(field("client_assertion"), &["api://AzureADTokenExchange"])
         .await
     {
         return oauth_error(
@@ -482,6 +485,20 @@ async fn linked(stack: &Stack, uid: &str, config: &[(&str, &str)]) {
     stack
         .attach(&stack.acme, uid, "prj_web", &["preview"])
         .await;
+}
+
+/// Acme's Azure connector `uid` for app registration `client_id` at `authority`, linked.
+async fn linked_azure(stack: &Stack, uid: &str, client_id: &str, authority: &str) {
+    linked(
+        stack,
+        uid,
+        &[
+            ("tenant_id", TENANT),
+            ("client_id", client_id),
+            ("authority_url", authority),
+        ],
+    )
+    .await;
 }
 
 fn ask(connector: &str) -> bpb::GetTokenRequest {
@@ -663,7 +680,7 @@ async fn gcp_federates_through_sts_and_impersonates_a_service_account() {
         ["https://www.googleapis.com/auth/cloud-platform"]
     );
     let claims = cloud.last_claims();
-    assert_eq!(claims["aud"], format!("https:{PROVIDER}").as_str());
+    assert_eq!(claims["aud"], PROVIDER);
     assert_eq!(claims["sub"], "owner:acme:project:web:environment:preview");
 
     // Impersonation: STS, then generateAccessToken with the federated token, for the asked
@@ -733,16 +750,7 @@ async fn azure_takes_the_minted_token_as_a_federated_client_assertion() {
     let (stack, broker, issuer) = issuing_stack(Duration::from_secs(600)).await;
     let cloud = Cloud::start(&issuer, Duration::from_secs(300)).await;
     let authority = format!("{}/entra", cloud.url);
-    linked(
-        &stack,
-        "azure/prod",
-        &[
-            ("tenant_id", TENANT),
-            ("client_id", AZURE_CLIENT),
-            ("authority_url", &authority),
-        ],
-    )
-    .await;
+    linked_azure(&stack, "azure/prod", AZURE_CLIENT, &authority).await;
     let token = stack.acme.token("prj_web", "preview");
     let answer = broker
         .get_token_with(&token, ask("azure/prod"))
@@ -755,14 +763,11 @@ async fn azure_takes_the_minted_token_as_a_federated_client_assertion() {
     assert_eq!(claims["iss"], issuer.as_str());
 
     // An app registration Entra does not know: refused with its own code.
-    linked(
+    linked_azure(
         &stack,
         "azure/unknown-app",
-        &[
-            ("tenant_id", TENANT),
-            ("client_id", "00000000-0000-0000-0000-000000000000"),
-            ("authority_url", &authority),
-        ],
+        "00000000-0000-0000-0000-000000000000",
+        &authority,
     )
     .await;
     let refused = broker
@@ -820,16 +825,7 @@ async fn a_key_rotation_is_seen_by_a_caching_verifier_without_a_single_failure()
     // Entra's tokens live one second here: every call mints and trades anew.
     cloud.state.azure_lifetime.store(1, Ordering::SeqCst);
     let authority = format!("{}/entra", cloud.url);
-    linked(
-        &stack,
-        "azure/prod",
-        &[
-            ("tenant_id", TENANT),
-            ("client_id", AZURE_CLIENT),
-            ("authority_url", &authority),
-        ],
-    )
-    .await;
+    linked_azure(&stack, "azure/prod", AZURE_CLIENT, &authority).await;
     let token = stack.acme.token("prj_web", "preview");
     let ring = broker.key_ring.clone().unwrap();
     let first = ring.signing_kid(chrono::Utc::now()).unwrap();

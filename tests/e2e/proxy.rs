@@ -152,27 +152,36 @@ async fn proxy_stack() -> (Stack, SecondBroker, String, Upstream) {
         ("api-key/header", Some("header:X-Api-Key")),
         ("api-key/basic", Some("basic")),
     ] {
-        let mut config = vec![("proxy_base_url".to_owned(), upstream.url.clone())];
+        let mut config = vec![("proxy_base_url", upstream.url.clone())];
         if let Some(auth) = auth {
-            config.push(("proxy_auth".to_owned(), auth.to_owned()));
-            config.push(("proxy_basic_user".to_owned(), "AC0001".to_owned()));
+            config.push(("proxy_auth", auth.to_owned()));
+            config.push(("proxy_basic_user", "AC0001".to_owned()));
         }
-        stack
-            .create_connector(
-                &stack.acme,
-                rpb::CreateConnectorRequest {
-                    uid: uid.into(),
-                    config: config.into_iter().collect(),
-                    secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
-                    ..Default::default()
-                },
-            )
-            .await;
-        stack
-            .attach(&stack.acme, uid, "prj_web", &["preview"])
-            .await;
+        linked_key(&stack, uid, &config).await;
     }
     (stack, broker, proxy, upstream)
+}
+
+/// Acme's `api-key` connector `uid` (the key [`KEY`]) with `config`, linked to `prj_web` for
+/// preview.
+async fn linked_key(stack: &Stack, uid: &str, config: &[(&str, String)]) {
+    stack
+        .create_connector(
+            &stack.acme,
+            rpb::CreateConnectorRequest {
+                uid: uid.into(),
+                config: config
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    stack
+        .attach(&stack.acme, uid, "prj_web", &["preview"])
+        .await;
 }
 
 fn client() -> reqwest::Client {
@@ -416,24 +425,12 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
 
     // A base with a path: `..` (sent raw, as a client that does not normalize would) cannot
     // climb above it.
-    stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: "api-key/scoped".into(),
-                config: [(
-                    "proxy_base_url".to_owned(),
-                    format!("{}/echo", upstream.url),
-                )]
-                .into(),
-                secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    stack
-        .attach(&stack.acme, "api-key/scoped", "prj_web", &["preview"])
-        .await;
+    linked_key(
+        &stack,
+        "api-key/scoped",
+        &[("proxy_base_url", format!("{}/echo", upstream.url))],
+    )
+    .await;
     let raw = |path: &'static str| {
         let (addr, web) = (broker.proxy_addr.unwrap(), web.clone());
         async move {
@@ -468,20 +465,12 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
     assert!(inside.contains("\"path\":\"/echo/inside/x\""), "{inside}");
 
     // An upstream that does not answer: 502.
-    stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: "api-key/gone".into(),
-                config: [("proxy_base_url".to_owned(), "http://127.0.0.1:9".to_owned())].into(),
-                secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    stack
-        .attach(&stack.acme, "api-key/gone", "prj_web", &["preview"])
-        .await;
+    linked_key(
+        &stack,
+        "api-key/gone",
+        &[("proxy_base_url", "http://127.0.0.1:9".to_owned())],
+    )
+    .await;
     let (status, reason, body) = refused(call("api-key%2Fgone/x", Some(web)).await.unwrap()).await;
     assert_eq!(
         (status, reason.as_str()),

@@ -49,6 +49,27 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// An HTTP listener bound now on `addr`, and its public URL: `configured`, else `http://` and the
+/// bound address.
+async fn bind_http(
+    addr: SocketAddr,
+    configured: Option<&url::Url>,
+    what: &str,
+) -> Result<(TcpListener, url::Url), AppError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AppError::Bind { addr, source })?;
+    let url = match configured {
+        Some(url) => url.clone(),
+        None => url::Url::parse(&format!("http://{bound}"))
+            .map_err(|e| AppError::Config(format!("{what} address: {e}")))?,
+    };
+    Ok((listener, url))
+}
+
 #[derive(Debug)]
 pub struct App {
     /// Provider requests (revocations of user grants' refresh tokens).
@@ -168,17 +189,7 @@ impl App {
             .map_err(|e| BrokerError::internal("building an outbound HTTP client", e))?;
         let issuer = match config.issuer_listen {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Bind { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| AppError::Bind { addr, source })?;
-                let url = match &config.issuer_url {
-                    Some(url) => url.clone(),
-                    None => url::Url::parse(&format!("http://{bound}"))
-                        .map_err(|e| AppError::Config(format!("issuer address: {e}")))?,
-                };
+                let (listener, url) = bind_http(addr, config.issuer_url.as_ref(), "issuer").await?;
                 connect_types::IssuerUrl::parse(url.as_str().trim_end_matches('/'))
                     .map_err(|e| AppError::Config(format!("--issuer-url: {e}")))?;
                 if config.signing_key_publish_delay
@@ -223,17 +234,8 @@ impl App {
         // The consent callback: its own listener, bound now like the gRPC one.
         let callback = match config.callback_listen {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Bind { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| AppError::Bind { addr, source })?;
-                let public_url = match &config.public_url {
-                    Some(url) => url.clone(),
-                    None => url::Url::parse(&format!("http://{bound}"))
-                        .map_err(|e| AppError::Config(format!("callback address: {e}")))?,
-                };
+                let (listener, public_url) =
+                    bind_http(addr, config.public_url.as_ref(), "callback").await?;
                 let consents = Arc::new(Consents::new(
                     broker.authorizer().clone(),
                     registry.clone(),
@@ -247,9 +249,7 @@ impl App {
         };
         let proxy = match config.proxy_listen {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Bind { addr, source })?;
+                let (listener, _) = bind_http(addr, None, "proxy").await?;
                 let metrics = broker.metrics().clone();
                 Some((
                     listener,

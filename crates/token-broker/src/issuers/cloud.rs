@@ -52,15 +52,12 @@ impl Cloud {
         }
     }
 
-    /// The minted token's `aud`: the connector's `audience` (AWS, Azure) or their default; for
-    /// Google, what a workload identity provider accepts by default: its resource name (the
-    /// connector's `audience`) as an https URL.
+    /// The minted token's `aud`: the connector's `audience`, or the cloud's default. (For
+    /// Google that is the workload identity provider's resource name, which a provider without
+    /// allowed audiences accepts with or without an `https:` prefix.)
     fn token_audience(self, grant: &Grant<'_>) -> String {
         let configured = grant.config("audience").filter(|a| !a.is_empty());
         match (self, configured) {
-            (Self::Gcp, Some(provider)) if provider.starts_with("//") => {
-                format!("https:{provider}")
-            }
             (_, Some(audience)) => audience.clone(),
             (Self::Aws, None) => "sts.amazonaws.com".into(),
             (Self::Gcp, None) => String::new(),
