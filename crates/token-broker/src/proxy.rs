@@ -543,19 +543,13 @@ where
     )
 }
 
-/// `stream` with every occurrence of each needle overwritten by `*`: the last `longest - 1` bytes
-/// of what was read are held back until the next chunk shows whether a needle continues there.
+/// `stream` with every occurrence of each needle overwritten by `*`: bytes at the end of what was
+/// read that could begin a needle are held back until the next chunk shows whether it continues.
 fn masked<S, E>(stream: S, needles: Vec<Vec<u8>>) -> impl Stream<Item = Result<Bytes, E>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Send + 'static,
 {
-    let keep = needles
-        .iter()
-        .map(Vec::len)
-        .max()
-        .unwrap_or(1)
-        .saturating_sub(1);
     let finders: Vec<memchr::memmem::Finder<'static>> = needles
         .iter()
         .map(|n| memchr::memmem::Finder::new(n).into_owned())
@@ -575,6 +569,7 @@ where
                         }
                         held.extend_from_slice(&chunk);
                         mask(&mut held, &finders);
+                        let keep = continuing(&held, &finders);
                         if held.len() > keep {
                             let out = held.split_to(held.len() - keep).freeze();
                             return Some((Ok(out), (stream, held, finders, false)));
@@ -590,6 +585,23 @@ where
             }
         },
     )
+}
+
+/// How many bytes at the end of `buffer` could be the start of a needle that the next chunk
+/// completes: the longest suffix that is a proper prefix of one of them. Only those are held
+/// back, so a stream (server-sent events, say) is not delayed when its tail cannot be one.
+fn continuing(buffer: &[u8], finders: &[memchr::memmem::Finder<'static>]) -> usize {
+    finders
+        .iter()
+        .filter_map(|finder| {
+            let needle = finder.needle();
+            let longest = needle.len().saturating_sub(1).min(buffer.len());
+            (1..=longest)
+                .rev()
+                .find(|&k| buffer.ends_with(&needle[..k]))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn mask(buffer: &mut BytesMut, finders: &[memchr::memmem::Finder<'static>]) {
@@ -646,6 +658,25 @@ mod tests {
             "no secret here"
         );
         assert_eq!(through(&[], &[token]).await, "");
+        // Nothing is held back when the tail cannot begin the credential: each event goes out
+        // as it comes.
+        let stream = futures::stream::iter(
+            ["data: 1\n\n", "data: sk_li", "ve_0123456789 ok\n\n"]
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
+        );
+        let frames: Vec<Bytes> = masked(stream, vec![token.as_bytes().to_vec()])
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        assert_eq!(frames[0], "data: 1\n\n", "the first event is not held back");
+        assert_eq!(
+            frames[1], "data: ",
+            "only what could begin the credential waits"
+        );
+        assert_eq!(
+            frames.concat(),
+            format!("data: 1\n\ndata: {} ok\n\n", "*".repeat(token.len())).as_bytes()
+        );
     }
 
     #[test]
