@@ -22,14 +22,10 @@ use serde_json::{Value, json};
 
 use crate::harness::{SecondBroker, Stack, captured_logs};
 
-trait JsonBody {
-    async fn json_value(self) -> Value;
-}
-
-impl JsonBody for reqwest::Response {
-    async fn json_value(self) -> Value {
-        serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
-    }
+/// `GET url` with the deployment `token`, its JSON answer.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let answer = http.get(url).bearer_auth(token).send().await.unwrap();
+    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
 }
 
 const KEY: &str = "sk_proxy_0123456789abcdefghij";
@@ -258,24 +254,10 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
         .await
         .unwrap()
         .into_inner();
-    let echo: Value = http
-        .get(format!("{proxy}/{}/echo/x", connector.id))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
+    let echo = get_json(&http, &format!("{proxy}/{}/echo/x", connector.id), &token).await;
     assert_eq!(echo["headers"]["x-api-key"], "*".repeat(KEY.len()).as_str());
     assert!(echo["headers"].get("authorization").is_none());
-    let echo: Value = http
-        .get(format!("{proxy}/api-key%2Fbasic/echo/x"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
+    let echo = get_json(&http, &format!("{proxy}/api-key%2Fbasic/echo/x"), &token).await;
     let basic = echo["headers"]["authorization"].as_str().unwrap();
     assert!(basic.starts_with("Basic ***"), "{basic}");
 
@@ -305,14 +287,7 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let echo: Value = h2
-        .get(format!("{proxy}/api-key%2Fupstream/echo/h2"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
+    let echo = get_json(&h2, &format!("{proxy}/api-key%2Fupstream/echo/h2"), &token).await;
     assert_eq!(echo["path"], "/echo/h2");
 
     // Each proxied request is a recorded hand-out of the one credential.

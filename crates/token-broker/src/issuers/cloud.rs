@@ -160,19 +160,7 @@ impl CloudIssuer {
                         "the connector's role_arn is not an IAM role ARN".into(),
                     ));
                 }
-                let duration = match config("duration_secs") {
-                    None => 3600,
-                    Some(v) => v
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|d| (900..=43_200).contains(d))
-                        .ok_or_else(|| {
-                            BrokerError::NoValidToken(
-                                "the connector's duration_secs is not a number from 900 to 43200"
-                                    .into(),
-                            )
-                        })?,
-                };
+                let duration = duration_secs(grant, 900..=43_200)?;
                 Plan::Aws {
                     sts_url: self.url(grant, "sts_url", "https://sts.amazonaws.com/")?,
                     role_arn,
@@ -183,19 +171,7 @@ impl CloudIssuer {
             Cloud::Gcp => {
                 let audience = required("audience")?;
                 let service_account = config("service_account").cloned();
-                let lifetime = match config("duration_secs") {
-                    None => 3600,
-                    Some(v) => v
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|d| (1..=3600).contains(d))
-                        .ok_or_else(|| {
-                            BrokerError::NoValidToken(
-                                "the connector's duration_secs is not a number from 1 to 3600"
-                                    .into(),
-                            )
-                        })?,
-                };
+                let lifetime = duration_secs(grant, 1..=3600)?;
                 let iam = match &service_account {
                     Some(account) => {
                         if account.is_empty()
@@ -266,6 +242,24 @@ impl CloudIssuer {
             }
         })
     }
+}
+
+/// The connector's `duration_secs` (default an hour), which must lie in `range`.
+fn duration_secs(grant: &Grant<'_>, range: std::ops::RangeInclusive<u32>) -> Result<u32> {
+    let Some(value) = grant.config("duration_secs").filter(|v| !v.is_empty()) else {
+        return Ok(3600);
+    };
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|d| range.contains(d))
+        .ok_or_else(|| {
+            BrokerError::NoValidToken(format!(
+                "the connector's duration_secs is not a number from {} to {}",
+                range.start(),
+                range.end()
+            ))
+        })
 }
 
 /// One fetch, planned.
@@ -409,7 +403,12 @@ async fn aws(
         .map_err(|_| ProviderFailure::Rejected("AWS STS's Expiration is unreadable".into()))?
         .with_timezone(&Utc);
     let session_token = SecretString::from(credentials.session_token);
-    let mut token = cached_until(session_token.clone(), expires_at, Vec::new(), max_cache);
+    let mut token = CachedToken::until(
+        session_token.clone(),
+        Some(expires_at),
+        Vec::new(),
+        max_cache,
+    );
     token.credential = Credential(
         [
             (
@@ -426,19 +425,6 @@ async fn aws(
         .collect(),
     );
     Ok(token)
-}
-
-/// A credential that expires at `expires_at`, cached until shortly before.
-fn cached_until(
-    token: SecretString,
-    expires_at: DateTime<Utc>,
-    scopes: Vec<String>,
-    max_cache: Duration,
-) -> CachedToken {
-    let lifetime = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    let mut cached = CachedToken::new(token, Some(lifetime), scopes, max_cache);
-    cached.expires_at = Some(expires_at);
-    cached
 }
 
 /// An RFC 6749/8693 token answer (Google's STS, Entra ID).
@@ -568,9 +554,9 @@ async fn gcp(
     let expires_at = DateTime::parse_from_rfc3339(&generated.expire_time)
         .map_err(|_| ProviderFailure::Rejected("Google IAM's expireTime is unreadable".into()))?
         .with_timezone(&Utc);
-    Ok(cached_until(
+    Ok(CachedToken::until(
         SecretString::from(generated.access_token),
-        expires_at,
+        Some(expires_at),
         scopes,
         max_cache,
     ))

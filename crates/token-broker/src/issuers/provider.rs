@@ -91,6 +91,22 @@ impl CachedToken {
     }
 }
 
+impl CachedToken {
+    /// A token that expires at `expires_at` (`None`: never), as the provider says, cached until
+    /// shortly before; the expiry kept exactly, not recomputed from a rounded lifetime.
+    pub fn until(
+        token: SecretString,
+        expires_at: Option<DateTime<Utc>>,
+        scopes: Vec<String>,
+        max_cache: Duration,
+    ) -> Self {
+        let lifetime = expires_at.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        let mut cached = Self::new(token, lifetime, scopes, max_cache);
+        cached.expires_at = expires_at;
+        cached
+    }
+}
+
 struct CacheUntilRefresh;
 
 impl moka::Expiry<String, CachedToken> for CacheUntilRefresh {

@@ -42,15 +42,14 @@ pub(super) struct Refresher {
     pub max_cache: Duration,
 }
 
-/// A grant's access token as the cache keeps it.
+/// A grant's access token as the cache keeps it (with the grant's own expiry).
 fn cached(access: GrantAccess, max_cache: Duration) -> CachedToken {
-    let lifetime = access
-        .expires_at
-        .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
-    let mut token = CachedToken::new(access.access_token, lifetime, access.scopes, max_cache);
-    // The grant's own expiry, not one recomputed from a rounded lifetime.
-    token.expires_at = access.expires_at;
-    token
+    CachedToken::until(
+        access.access_token,
+        access.expires_at,
+        access.scopes,
+        max_cache,
+    )
 }
 
 fn registry_failure(e: BrokerError) -> ProviderFailure {
