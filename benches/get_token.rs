@@ -33,8 +33,9 @@
 //!   and through the broker's credential-injecting proxy, at 1 and 64 callers (HTTP/1.1, pooled
 //!   connections; the added p50 at 1 caller and the throughput ratio at 64 are printed), beside a
 //!   bare forwarder built the same way (axum in, `reqwest` out, nothing else: what any such
-//!   proxy costs on the machine) and one with `hyper-util`'s client in place of `reqwest`, then a
-//!   100 MB body streamed down through the proxy while the process's peak resident memory is
+//!   proxy costs on the machine), one with `hyper-util`'s client in place of `reqwest`, and a
+//!   TCP relay copying each caller's bytes to a connection of its own (no HTTP at all: the
+//!   least any proxy that takes the caller's connection costs on the machine), then a 100 MB body streamed down through the proxy while the process's peak resident memory is
 //!   watched (`VmHWM`, reset first through `/proc/self/clear_refs`).
 
 use std::{
@@ -939,6 +940,31 @@ async fn bare_hyper_forwarder(upstream: String) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// The least any proxy that takes the caller's connection costs: each connection relayed to one
+/// of its own to the upstream, bytes copied both ways (no HTTP parsed, nothing else). Answers
+/// its base URL.
+async fn tcp_relay(upstream: &str) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let to = upstream
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("the upstream is http://"))?
+        .to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut caller, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = (caller.set_nodelay(true), upstream.set_nodelay(true));
+                let _ = tokio::io::copy_bidirectional(&mut caller, &mut upstream).await;
+            });
+        }
+    });
+    Ok(url)
+}
+
 /// The process's peak resident set since the last reset, in bytes.
 fn peak_rss_bytes() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -1043,13 +1069,15 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
     }
     let bare = bare_forwarder(upstream.clone()).await?;
     let bare_hyper = bare_hyper_forwarder(upstream.clone()).await?;
+    let relay = tcp_relay(&upstream).await?;
     let mut rows = Vec::new();
     for concurrency in [1, 64] {
         // Five alternating rounds, each kind's median round kept: the machine's noise moves
         // whole rounds by 20-40 %.
         let (mut directs, mut forwardeds, mut proxieds) = (Vec::new(), Vec::new(), Vec::new());
-        let mut hypers = Vec::new();
+        let (mut hypers, mut relays) = (Vec::new(), Vec::new());
         for _ in 0..5 {
+            relays.push(measure(concurrency, get(format!("{relay}/ping"), None)).await);
             hypers.push(measure(concurrency, get(format!("{bare_hyper}/ping"), None)).await);
             directs.push(measure(concurrency, get(format!("{upstream}/ping"), None)).await);
             forwardeds.push(measure(concurrency, get(format!("{bare}/ping"), None)).await);
@@ -1066,7 +1094,13 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
             rounds.swap_remove(rounds.len() / 2)
         };
         let (direct, forwarded, proxied) = (median(directs), median(forwardeds), median(proxieds));
-        let hyper = median(hypers);
+        let (hyper, relay) = (median(hypers), median(relays));
+        println!(
+            "proxy {concurrency:>3} callers: a TCP relay (bytes copied, no HTTP): {:.2} of direct, p50 {:>7.1?}, CPU {:.1?}",
+            relay.per_second / direct.per_second,
+            relay.p50,
+            relay.cpu_per_call
+        );
         println!(
             "proxy {concurrency:>3} callers: a bare forwarder with hyper-util's client: {:.2} of direct, p50 {:>7.1?}, CPU {:.1?}",
             hyper.per_second / direct.per_second,
@@ -1099,6 +1133,11 @@ async fn proxy_rows(dir: &tempfile::TempDir, issuer: &DevIssuer) -> anyhow::Resu
                 "proxy bare forwarder, hyper-util client",
                 &hyper,
                 Some(hyper.per_second / direct.per_second),
+            ),
+            (
+                "proxy floor: TCP relay, no HTTP",
+                &relay,
+                Some(relay.per_second / direct.per_second),
             ),
             ("proxy via broker", &proxied, Some(ratio)),
         ] {

@@ -26,7 +26,6 @@ use axum::{
 };
 use bytes::{Bytes, BytesMut};
 use connect_types::Reason;
-use futures::{Stream, StreamExt};
 use secrecy::ExposeSecret;
 
 use crate::{
@@ -491,100 +490,164 @@ impl Proxy {
                 return Ok((answer, Some(kind)));
             }
         };
-        let status = upstream.status();
-        let mut response = Response::builder().status(status.as_u16());
-        for (name, value) in upstream.headers() {
-            if HOP_BY_HOP.contains(&name.as_str())
+        let (mut head, upstream_body) = upstream.into_parts();
+        let status = head.status;
+        // The answer's head as the upstream sent it, less its connection's own headers and any
+        // header carrying the credential (copied only when there is one to leave out).
+        let dropped = |name: &HeaderName, value: &HeaderValue| {
+            HOP_BY_HOP.contains(&name.as_str())
                 || needles
                     .iter()
                     .any(|n| memchr::memmem::find(value.as_bytes(), n).is_some())
-            {
-                continue;
+        };
+        if head.headers.iter().any(|(n, v)| dropped(n, v)) {
+            let mut kept = HeaderMap::with_capacity(head.headers.len());
+            for (name, value) in &head.headers {
+                if !dropped(name, value) {
+                    kept.append(name.clone(), value.clone());
+                }
             }
-            response = response.header(name, value);
+            head.headers = kept;
         }
+        head.version = axum::http::Version::default();
+        head.extensions = axum::http::Extensions::new();
         tracing::info!(target: "connect::proxy", connector = %authorization.connector_uid,
             method = %parts.method, status = status.as_u16(), token_id = %issued.token_id,
             "proxied");
-        let chunks = http_body_util::BodyExt::into_data_stream(upstream.into_body());
-        let body = Body::from_stream(masked(read_timed(chunks, self.read_timeout), needles));
-        response
-            .body(body)
-            .map(|r| (r, Some(kind.clone())))
-            .map_err(|e| refuse(BrokerError::internal("building the proxied answer", e)))
+        let body = Body::new(Answer::new(upstream_body, &needles, self.read_timeout));
+        Ok((Response::from_parts(head, body), Some(kind)))
     }
 }
 
-/// `stream`, failing when the next chunk takes longer than `timeout` to come.
-fn read_timed<S, E>(
-    stream: S,
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream's body as the caller gets it, in one [`http_body::Body`] (no stream adapters,
+/// no allocation per chunk): every occurrence of a needle overwritten by `*` (bytes at the end of
+/// what was read that could begin a needle are held back until the next chunk shows whether it
+/// continues), and an error when the upstream sends nothing for `timeout` (one timer, armed only
+/// while waiting and re-armed after progress). Trailers are not forwarded.
+struct Answer<B> {
+    inner: B,
+    finders: Vec<memchr::memmem::Finder<'static>>,
+    held: BytesMut,
     timeout: Duration,
-) -> impl Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    futures::stream::unfold(
-        (Box::pin(stream), false),
-        move |(mut stream, failed)| async move {
-            if failed {
-                return None;
-            }
-            match tokio::time::timeout(timeout, stream.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), (stream, false))),
-                Ok(Some(Err(e))) => Some((Err(e.into()), (stream, true))),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(format!("the upstream sent nothing for {timeout:?}").into()),
-                    (stream, true),
-                )),
-            }
-        },
-    )
+    /// The pending read's deadline, made at the first wait.
+    idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `idle` runs from the current wait (false again after every frame).
+    armed: bool,
+    done: bool,
 }
 
-/// `stream` with every occurrence of each needle overwritten by `*`: bytes at the end of what was
-/// read that could begin a needle are held back until the next chunk shows whether it continues.
-fn masked<S, E>(stream: S, needles: Vec<Vec<u8>>) -> impl Stream<Item = Result<Bytes, E>> + Send
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: Send + 'static,
-{
-    let finders: Vec<memchr::memmem::Finder<'static>> = needles
-        .iter()
-        .map(|n| memchr::memmem::Finder::new(n).into_owned())
-        .collect();
-    let state = (Box::pin(stream), BytesMut::new(), finders, false);
-    futures::stream::unfold(
-        state,
-        move |(mut stream, mut held, finders, done)| async move {
-            if done {
-                return None;
+impl<B> Answer<B> {
+    fn new(inner: B, needles: &[Vec<u8>], timeout: Duration) -> Self {
+        Self {
+            inner,
+            finders: needles
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n).into_owned())
+                .collect(),
+            held: BytesMut::new(),
+            timeout,
+            idle: None,
+            armed: false,
+            done: false,
+        }
+    }
+
+    /// Whether nothing came for the timeout since the current wait began.
+    fn timed_out(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            match &mut self.idle {
+                Some(idle) => idle.as_mut().reset(deadline),
+                None => self.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            loop {
-                match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        if finders.is_empty() {
-                            return Some((Ok(chunk), (stream, held, finders, false)));
-                        }
-                        held.extend_from_slice(&chunk);
-                        mask(&mut held, &finders);
-                        let keep = continuing(&held, &finders);
-                        if held.len() > keep {
-                            let out = held.split_to(held.len() - keep).freeze();
-                            return Some((Ok(out), (stream, held, finders, false)));
-                        }
+            self.armed = true;
+        }
+        self.idle
+            .as_mut()
+            .is_some_and(|idle| idle.as_mut().poll(cx).is_ready())
+    }
+}
+
+impl<B> http_body::Body for Answer<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.armed = false;
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
+                    if this.finders.is_empty() {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
                     }
-                    Some(Err(e)) => return Some((Err(e), (stream, held, finders, true))),
-                    None if held.is_empty() => return None,
-                    None => {
-                        let out = held.split().freeze();
-                        return Some((Ok(out), (stream, held, finders, true)));
+                    this.held.extend_from_slice(&chunk);
+                    mask(&mut this.held, &this.finders);
+                    let keep = continuing(&this.held, &this.finders);
+                    if this.held.len() > keep {
+                        let out = this.held.split_to(this.held.len() - keep).freeze();
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(out))));
                     }
                 }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    if this.held.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let out = this.held.split().freeze();
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(out))));
+                }
+                Poll::Pending if this.timed_out(cx) => {
+                    this.done = true;
+                    let timeout = this.timeout;
+                    return Poll::Ready(Some(Err(format!(
+                        "the upstream sent nothing for {timeout:?}"
+                    )
+                    .into())));
+                }
+                Poll::Pending => return Poll::Pending,
             }
-        },
-    )
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.held.is_empty() && self.inner.is_end_stream())
+    }
+
+    /// Masking keeps lengths, so the upstream's own hint holds, less what was already sent.
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.done {
+            return http_body::SizeHint::with_exact(0);
+        }
+        let inner = self.inner.size_hint();
+        let held = self.held.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
 }
 
 /// How many bytes at the end of `buffer` could be the start of a needle that the next chunk
@@ -620,21 +683,30 @@ fn mask(buffer: &mut BytesMut, finders: &[memchr::memmem::Finder<'static>]) {
 mod tests {
     use super::*;
 
-    async fn through(chunks: &[&str], needles: &[&str]) -> String {
-        let stream = futures::stream::iter(
-            chunks
-                .iter()
-                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c.to_string())))
-                .collect::<Vec<_>>(),
+    use http_body_util::BodyExt;
+
+    /// The frames the caller gets for an upstream body sent in `chunks`.
+    async fn frames(chunks: &[&str], needles: &[&str]) -> Vec<Bytes> {
+        let chunks: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(c.to_string()))))
+            .collect();
+        let needles: Vec<Vec<u8>> = needles.iter().map(|n| n.as_bytes().to_vec()).collect();
+        let mut answer = Answer::new(
+            http_body_util::StreamBody::new(futures::stream::iter(chunks)),
+            &needles,
+            Duration::from_secs(5),
         );
-        let out: Vec<Bytes> = masked(
-            stream,
-            needles.iter().map(|n| n.as_bytes().to_vec()).collect(),
-        )
-        .map(|c| c.unwrap())
-        .collect()
-        .await;
-        String::from_utf8(out.concat()).unwrap()
+        let mut out = Vec::new();
+        while let Some(frame) = answer.frame().await {
+            out.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(http_body::Body::is_end_stream(&answer));
+        out
+    }
+
+    async fn through(chunks: &[&str], needles: &[&str]) -> String {
+        String::from_utf8(frames(chunks, needles).await.concat()).unwrap()
     }
 
     #[tokio::test]
@@ -660,14 +732,11 @@ mod tests {
         assert_eq!(through(&[], &[token]).await, "");
         // Nothing is held back when the tail cannot begin the credential: each event goes out
         // as it comes.
-        let stream = futures::stream::iter(
-            ["data: 1\n\n", "data: sk_li", "ve_0123456789 ok\n\n"]
-                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
-        );
-        let frames: Vec<Bytes> = masked(stream, vec![token.as_bytes().to_vec()])
-            .map(|c| c.unwrap())
-            .collect()
-            .await;
+        let frames = frames(
+            &["data: 1\n\n", "data: sk_li", "ve_0123456789 ok\n\n"],
+            &[token],
+        )
+        .await;
         assert_eq!(frames[0], "data: 1\n\n", "the first event is not held back");
         assert_eq!(
             frames[1], "data: ",
@@ -677,6 +746,41 @@ mod tests {
             frames.concat(),
             format!("data: 1\n\ndata: {} ok\n\n", "*".repeat(token.len())).as_bytes()
         );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_silent_for_the_read_timeout_ends_the_answer_with_an_error() {
+        // A chunk, another after a pause shorter than the timeout (progress re-arms the timer),
+        // then silence: the caller gets both chunks, then an error once a whole timeout passes
+        // without a byte.
+        const TIMEOUT: Duration = Duration::from_secs(1);
+        let (sender, receiver) =
+            futures::channel::mpsc::unbounded::<Result<http_body::Frame<Bytes>, std::io::Error>>();
+        let mut answer = Answer::new(http_body_util::StreamBody::new(receiver), &[], TIMEOUT);
+        let chunk = |text: &'static str| Ok(http_body::Frame::data(Bytes::from(text)));
+        sender.unbounded_send(chunk("first")).unwrap();
+        let first = answer.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "first");
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(TIMEOUT * 2 / 5).await;
+            sender.unbounded_send(chunk("second")).unwrap();
+            // Kept open and silent from here on.
+            tokio::time::sleep(TIMEOUT * 10).await;
+            drop(sender);
+        });
+        let second = answer.frame().await.unwrap().unwrap();
+        assert_eq!(second.into_data().unwrap(), "second");
+        let after_second = Instant::now();
+        let failed = answer.frame().await.unwrap().unwrap_err();
+        assert_eq!(failed.to_string(), "the upstream sent nothing for 1s");
+        assert!(
+            after_second.elapsed() >= TIMEOUT,
+            "{:?}",
+            after_second.elapsed()
+        );
+        assert!(answer.frame().await.is_none());
+        assert!(http_body::Body::is_end_stream(&answer));
+        later.abort();
     }
 
     #[test]
