@@ -77,6 +77,33 @@ async fn tattle(State(seen): State<Arc<Seen>>, request: Request) -> Response {
         .into_response()
 }
 
+/// Ignores `Accept-Encoding`: answers the credential it received gzip-compressed, or (`odd`) in
+/// an encoding of its own.
+async fn compressed(
+    State(seen): State<Arc<Seen>>,
+    axum::extract::Path(encoding): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    use std::io::Write;
+    seen.calls.fetch_add(1, Ordering::SeqCst);
+    let auth = request
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let plain = json!({ "authorization": auth }).to_string();
+    let (encoding, body) = match encoding.as_str() {
+        "gzip" => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(plain.as_bytes()).unwrap();
+            ("gzip", encoder.finish().unwrap())
+        }
+        _ => ("x-odd", plain.into_bytes()),
+    };
+    ([("content-encoding", encoding)], body).into_response()
+}
+
 async fn redirect(State(seen): State<Arc<Seen>>) -> Response {
     seen.calls.fetch_add(1, Ordering::SeqCst);
     (StatusCode::FOUND, [("location", "/elsewhere")], "").into_response()
@@ -124,6 +151,7 @@ impl Upstream {
         let app = Router::new()
             .route("/echo/{*rest}", any(echo))
             .route("/tattle", get(tattle))
+            .route("/compressed/{encoding}", get(compressed))
             .route("/redirect", get(redirect))
             .route("/elsewhere", get(elsewhere))
             .route("/download", get(download))
@@ -452,6 +480,11 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
         (502, "PROVIDER_UNAVAILABLE"),
         "{body}"
     );
+    assert_eq!(body["error"], "ProviderUnavailableError");
+    assert_eq!(
+        body["message"],
+        "ProviderUnavailableError: the connector's proxy_base_url did not answer"
+    );
     broker.stop().await;
     stack.stop().await;
 }
@@ -497,6 +530,47 @@ async fn bodies_stream_through_the_proxy_both_ways() {
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.unwrap(), SIZE.to_string());
     assert_eq!(upstream.seen.uploaded.load(Ordering::SeqCst), SIZE);
+    broker.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_compressed_all_the_same_is_decoded_and_masked_or_refused() {
+    let (stack, broker, proxy, upstream) = proxy_stack().await;
+    let token = stack.acme.token("prj_web", "preview");
+    let http = client();
+
+    // Asked for `identity`, the upstream gzips anyway: the caller gets the decoded answer, masked.
+    let answer = http
+        .get(format!("{proxy}/api-key%2Fupstream/compressed/gzip"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().get("content-encoding").is_none());
+    let text = answer.text().await.unwrap();
+    let echo: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        echo["authorization"],
+        format!("Bearer {}", "*".repeat(KEY.len())).as_str()
+    );
+
+    // An encoding the proxy cannot read is refused rather than passed on unmasked.
+    let answer = http
+        .get(format!("{proxy}/api-key%2Fupstream/compressed/odd"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (status, reason, body) = refused(answer).await;
+    assert_eq!((status, reason.as_str()), (502, "PROVIDER_UNAVAILABLE"));
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("Content-Encoding"), "{message}");
+    assert!(!body.to_string().contains(KEY));
+    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 2);
+
+    assert!(!captured_logs().contains(KEY), "the credential in the logs");
     broker.stop().await;
     stack.stop().await;
 }

@@ -10,7 +10,9 @@
 //! the `connect-*` headers are not forwarded; redirects are answered, never followed. The
 //! credential is kept out of the answer: a response header carrying it is dropped, and every
 //! occurrence in the body is masked in place (same length, so `Content-Length` holds); the
-//! upstream is asked for an uncompressed answer so a masked body stays a readable one.
+//! upstream is asked for an uncompressed answer so a masked body stays a readable one, and an
+//! answer compressed all the same is decoded (gzip, deflate, br) before it is masked; one in an
+//! encoding the proxy cannot read is refused (502), never passed on unmasked.
 
 use std::{
     sync::Arc,
@@ -70,13 +72,15 @@ pub struct Proxy {
 
 /// `hyper-util`'s pooled client (HTTP/1.1, and h2 where TLS offers it), resolving through the
 /// destination policy, with TLS by `rustls` and the WebPKI roots, as the provider calls have.
-type Upstream = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<
-        hyper_util::client::legacy::connect::HttpConnector<
-            connect_runtime::outbound::PolicyResolver,
+type Upstream = tower_http::decompression::Decompression<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<
+            hyper_util::client::legacy::connect::HttpConnector<
+                connect_runtime::outbound::PolicyResolver,
+            >,
         >,
+        Body,
     >,
-    Body,
 >;
 
 /// `proxy_base_url`s the destination policy allowed, parsed once (the policy does not change
@@ -135,9 +139,10 @@ impl Proxy {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let upstream =
+        let upstream = tower_http::decompression::Decompression::new(
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
+                .build(https),
+        );
         Self {
             broker,
             outbound,
@@ -157,8 +162,15 @@ impl Proxy {
 /// A refusal as the proxy answers it: the contract's reason in a header and a JSON body.
 fn refusal(err: &BrokerError) -> Response {
     let reason = err.reason();
-    let status = http_status(reason);
-    let message = crate::grpc::status::public_message(err);
+    refused(
+        http_status(reason),
+        reason,
+        crate::grpc::status::public_message(err),
+    )
+}
+
+/// A refusal's answer: `message` is `{Error}: {why}`.
+fn refused(status: StatusCode, reason: Reason, message: String) -> Response {
     let error = message
         .split_once(':')
         .map_or("Error", |(name, _)| name)
@@ -173,6 +185,15 @@ fn refusal(err: &BrokerError) -> Response {
         })),
     )
         .into_response()
+}
+
+/// The upstream failed the proxied request (the provider's API, not the broker's dependencies).
+fn bad_gateway(why: &str) -> Response {
+    refused(
+        StatusCode::BAD_GATEWAY,
+        Reason::ProviderUnavailable,
+        format!("ProviderUnavailableError: {why}"),
+    )
 }
 
 /// The HTTP status of a refusal: its gRPC code's.
@@ -469,7 +490,10 @@ impl Proxy {
             .parse()
             .map_err(|e| refuse(BrokerError::internal("the forwarded URL", e)))?;
         let upstream = tracing::Instrument::instrument(
-            tokio::time::timeout(self.read_timeout, self.upstream.request(request)),
+            tokio::time::timeout(
+                self.read_timeout,
+                tower::ServiceExt::oneshot(self.upstream.clone(), request),
+            ),
             span,
         )
         .await;
@@ -482,16 +506,32 @@ impl Proxy {
                 };
                 tracing::warn!(connector = %authorization.connector_uid, error = %why,
                     "the proxied request got no answer");
-                // The provider's API, not the broker's dependencies: 502.
-                let mut answer = refusal(&BrokerError::ProviderUnavailable(Box::new(
-                    crate::error::Cause("the connector's proxy_base_url did not answer".into()),
-                )));
-                *answer.status_mut() = StatusCode::BAD_GATEWAY;
-                return Ok((answer, Some(kind)));
+                return Ok((
+                    bad_gateway("the connector's proxy_base_url did not answer"),
+                    Some(kind),
+                ));
             }
         };
         let (mut head, upstream_body) = upstream.into_parts();
         let status = head.status;
+        // Still encoded after decoding: an encoding the masking cannot see through. (Its name
+        // is the upstream's text, and might be the credential: it is not repeated.)
+        if !needles.is_empty()
+            && head
+                .headers
+                .get_all(header::CONTENT_ENCODING)
+                .iter()
+                .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            tracing::warn!(connector = %authorization.connector_uid,
+                "the proxied answer is in an encoding the proxy cannot read: refused");
+            return Ok((
+                bad_gateway(
+                    "the connector's proxy_base_url answered in a Content-Encoding the proxy cannot read (it reads gzip, deflate and br), so it cannot keep the credential out of the answer",
+                ),
+                Some(kind),
+            ));
+        }
         // The answer's head as the upstream sent it, less its connection's own headers and any
         // header carrying the credential (copied only when there is one to leave out).
         let dropped = |name: &HeaderName, value: &HeaderValue| {
