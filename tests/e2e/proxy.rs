@@ -574,3 +574,34 @@ async fn an_answer_compressed_all_the_same_is_decoded_and_masked_or_refused() {
     broker.stop().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_slow_to_send_its_request_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let broker = stack
+        .second_broker(|c| {
+            c.proxy_listen = Some("127.0.0.1:0".parse().unwrap());
+            c.request_read_timeout = std::time::Duration::from_millis(500);
+        })
+        .await;
+    let mut slow = tokio::net::TcpStream::connect(broker.proxy_addr.unwrap())
+        .await
+        .unwrap();
+    slow.write_all(b"GET /api-key%2Fupstream/x HTTP/1.1\r\nHost: proxy\r\n")
+        .await
+        .unwrap();
+    let at = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the connection was not closed")
+    .unwrap();
+    assert!(at.elapsed() >= std::time::Duration::from_millis(500));
+    assert!(!String::from_utf8_lossy(&answer).contains("200"));
+    broker.stop().await;
+    stack.stop().await;
+}

@@ -87,9 +87,13 @@ impl Console {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        connect_runtime::http::serve(
+            self.listener,
+            self.router,
+            connect_runtime::http::HttpLimits::default(),
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

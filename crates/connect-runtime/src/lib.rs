@@ -10,6 +10,7 @@
 //! layers) instead of queueing without bound, so an overloaded server answers quickly and a client
 //! can retry elsewhere.
 
+pub mod http;
 pub mod metrics;
 pub mod outbound;
 pub mod read_timeout;

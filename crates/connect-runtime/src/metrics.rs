@@ -62,9 +62,13 @@ pub async fn serve_metrics(
             async move { render(&registry) }
         }),
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::serve(
+        listener,
+        router,
+        crate::http::HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 fn render(registry: &Registry) -> axum::response::Response {

@@ -332,12 +332,24 @@ impl App {
             listeners.push(cache.clone());
         }
         let follower = crate::feed::spawn_follower(self.registry.clone(), listeners);
-        let callback = self.callback.map(|(listener, consents)| {
+        // The HTTP listeners' bounds are the gRPC listener's: the same time to send a request's
+        // head, as many connections as requests.
+        let limits = connect_runtime::http::HttpLimits {
+            header_read_timeout: self.config.request_read_timeout,
+            max_connections: self.config.max_concurrent_requests,
+        };
+        let serve_http = move |listener, router, what: &'static str| {
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, consents.router()).await {
-                    tracing::error!(error = %e, "the consent callback stopped");
+                let served =
+                    connect_runtime::http::serve(listener, router, limits, std::future::pending())
+                        .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the {what} stopped");
                 }
             })
+        };
+        let callback = self.callback.map(|(listener, consents)| {
+            serve_http(listener, consents.router(), "consent callback")
         });
         let issuer = self.issuer.map(|(listener, issuer)| {
             let keys = crate::issuer::spawn_refresher(
@@ -345,20 +357,11 @@ impl App {
                 issuer.ring.clone(),
                 self.config.signing_keys_refresh,
             );
-            let server = tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, issuer.router()).await {
-                    tracing::error!(error = %e, "the OIDC issuer stopped");
-                }
-            });
-            (keys, server)
+            (keys, serve_http(listener, issuer.router(), "OIDC issuer"))
         });
-        let proxy = self.proxy.map(|(listener, proxy)| {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, proxy.router()).await {
-                    tracing::error!(error = %e, "the proxy stopped");
-                }
-            })
-        });
+        let proxy = self
+            .proxy
+            .map(|(listener, proxy)| serve_http(listener, proxy.router(), "proxy"));
         let service = TokenBrokerServer::new(TokenBrokerService::new(self.broker.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let registry = self.registry.clone();
