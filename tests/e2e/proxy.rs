@@ -556,6 +556,16 @@ async fn an_answer_compressed_all_the_same_is_decoded_and_masked_or_refused() {
         format!("Bearer {}", "*".repeat(KEY.len())).as_str()
     );
 
+    // A head-only answer claiming gzip (no body to decode) passes as it is.
+    let answer = http
+        .head(format!("{proxy}/api-key%2Fupstream/compressed/gzip"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.bytes().await.unwrap().is_empty());
+
     // An encoding the proxy cannot read is refused rather than passed on unmasked.
     let answer = http
         .get(format!("{proxy}/api-key%2Fupstream/compressed/odd"))
@@ -568,7 +578,7 @@ async fn an_answer_compressed_all_the_same_is_decoded_and_masked_or_refused() {
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("Content-Encoding"), "{message}");
     assert!(!body.to_string().contains(KEY));
-    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 3);
 
     assert!(!captured_logs().contains(KEY), "the credential in the logs");
     broker.stop().await;
