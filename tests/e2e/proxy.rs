@@ -104,6 +104,13 @@ async fn compressed(
     ([("content-encoding", encoding)], body).into_response()
 }
 
+/// Answers after 700 ms.
+async fn slow(State(seen): State<Arc<Seen>>) -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    seen.calls.fetch_add(1, Ordering::SeqCst);
+    "finally"
+}
+
 async fn redirect(State(seen): State<Arc<Seen>>) -> Response {
     seen.calls.fetch_add(1, Ordering::SeqCst);
     (StatusCode::FOUND, [("location", "/elsewhere")], "").into_response()
@@ -152,6 +159,7 @@ impl Upstream {
             .route("/echo/{*rest}", any(echo))
             .route("/tattle", get(tattle))
             .route("/compressed/{encoding}", get(compressed))
+            .route("/slow", get(slow))
             .route("/redirect", get(redirect))
             .route("/elsewhere", get(elsewhere))
             .route("/download", get(download))
@@ -613,5 +621,29 @@ async fn a_caller_slow_to_send_its_request_head_is_cut_off() {
     assert!(at.elapsed() >= std::time::Duration::from_millis(500));
     assert!(!String::from_utf8_lossy(&answer).contains("200"));
     broker.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_request_in_flight_finishes_through_the_brokers_shutdown() {
+    let (stack, broker, proxy, upstream) = proxy_stack().await;
+    let token = stack.acme.token("prj_web", "preview");
+    let addr = broker.proxy_addr.unwrap();
+    let http = client();
+    let in_flight = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{proxy}/api-key%2Fupstream/slow"));
+        async move {
+            let answer = http.get(url).bearer_auth(token).send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 0);
+    // The broker stops only once the request in flight has its answer.
+    broker.stop().await;
+    assert_eq!(upstream.seen.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(in_flight.await.unwrap(), (200, "finally".to_owned()));
+    // Stopped: nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     stack.stop().await;
 }

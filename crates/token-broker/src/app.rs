@@ -338,11 +338,15 @@ impl App {
             header_read_timeout: self.config.request_read_timeout,
             max_connections: self.config.max_concurrent_requests,
         };
-        let serve_http = move |listener, router, what: &'static str| {
+        // They drain from the moment shutdown begins, as the gRPC listener does.
+        let (http_stopping, _) = tokio::sync::watch::channel(());
+        let serve_http = |listener, router, what: &'static str| {
+            let mut stopping = http_stopping.subscribe();
             tokio::spawn(async move {
-                let served =
-                    connect_runtime::http::serve(listener, router, limits, std::future::pending())
-                        .await;
+                let stopped = async move {
+                    let _ = stopping.changed().await;
+                };
+                let served = connect_runtime::http::serve(listener, router, limits, stopped).await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "the {what} stopped");
                 }
@@ -381,6 +385,12 @@ impl App {
             tls: self.tls,
             metrics: self.metrics,
         };
+        let began = std::sync::OnceLock::new();
+        let shutdown = async {
+            shutdown.await;
+            began.get_or_init(tokio::time::Instant::now);
+            let _ = http_stopping.send(());
+        };
         let result = connect_runtime::serve(
             self.listener,
             Routes::new(service),
@@ -389,18 +399,26 @@ impl App {
             shutdown,
         )
         .await;
-        refresher.abort();
-        follower.abort();
-        if let Some(callback) = callback {
-            callback.abort();
-        }
-        if let Some(proxy) = proxy {
-            proxy.abort();
-        }
+        // Drained within the same grace, counted from when shutdown began (a proxied stream may
+        // still be running).
+        let _ = http_stopping.send(());
+        let deadline = *began.get_or_init(tokio::time::Instant::now) + self.config.shutdown_grace;
+        let mut http = Vec::new();
+        http.extend(callback);
+        http.extend(proxy);
         if let Some((keys, server)) = issuer {
             keys.abort();
-            server.abort();
+            http.push(server);
         }
+        let drained = futures::future::join_all(http.iter_mut());
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            tracing::warn!("HTTP requests still running after the shutdown grace: cut off");
+        }
+        for task in http {
+            task.abort();
+        }
+        refresher.abort();
+        follower.abort();
         Ok(result?)
     }
 }
