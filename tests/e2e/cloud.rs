@@ -20,7 +20,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use connect_proto::{broker::v1 as bpb, registry::v1 as rpb};
+use connect_proto::broker::v1 as bpb;
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -468,37 +468,19 @@ async fn issuing_stack(publish_delay: Duration) -> (Stack, SecondBroker, String)
     (stack, broker, issuer)
 }
 
-async fn linked(stack: &Stack, uid: &str, config: &[(&str, &str)]) {
-    stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: uid.into(),
-                config: config
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            },
-        )
-        .await;
-    stack
-        .attach(&stack.acme, uid, "prj_web", &["preview"])
-        .await;
-}
-
 /// Acme's Azure connector `uid` for app registration `client_id` at `authority`, linked.
 async fn linked_azure(stack: &Stack, uid: &str, client_id: &str, authority: &str) {
-    linked(
-        stack,
-        uid,
-        &[
-            ("tenant_id", TENANT),
-            ("client_id", client_id),
-            ("authority_url", authority),
-        ],
-    )
-    .await;
+    stack
+        .linked_connector(
+            uid,
+            &[
+                ("tenant_id", TENANT),
+                ("client_id", client_id),
+                ("authority_url", authority),
+            ],
+            &[],
+        )
+        .await;
 }
 
 fn ask(connector: &str) -> bpb::GetTokenRequest {
@@ -513,16 +495,17 @@ async fn aws_credentials_come_from_sts_for_a_minted_token_verified_through_the_p
     let (stack, broker, issuer) = issuing_stack(Duration::from_secs(600)).await;
     let cloud = Cloud::start(&issuer, Duration::from_secs(300)).await;
     let sts = format!("{}/aws/", cloud.url);
-    linked(
-        &stack,
-        "aws/prod",
-        &[
-            ("role_arn", ROLE),
-            ("sts_url", &sts),
-            ("duration_secs", "900"),
-        ],
-    )
-    .await;
+    stack
+        .linked_connector(
+            "aws/prod",
+            &[
+                ("role_arn", ROLE),
+                ("sts_url", &sts),
+                ("duration_secs", "900"),
+            ],
+            &[],
+        )
+        .await;
     let token = stack.acme.token("prj_web", "preview");
 
     let answer = broker
@@ -600,7 +583,9 @@ async fn aws_credentials_come_from_sts_for_a_minted_token_verified_through_the_p
         ("aws/down", "arn:aws:iam::123456789012:role/down"),
         ("aws/idp", "arn:aws:iam::123456789012:role/idp-unreachable"),
     ] {
-        linked(&stack, uid, &[("role_arn", role), ("sts_url", &sts)]).await;
+        stack
+            .linked_connector(uid, &[("role_arn", role), ("sts_url", &sts)], &[])
+            .await;
     }
     let refused = assert_denied(
         broker.get_token_with(&token, ask("aws/denied")).await,
@@ -648,24 +633,26 @@ async fn gcp_federates_through_sts_and_impersonates_a_service_account() {
     let cloud = Cloud::start(&issuer, Duration::from_secs(300)).await;
     let sts = format!("{}/google/v1/token", cloud.url);
     let iam = format!("{}/iam", cloud.url);
-    linked(
-        &stack,
-        "gcp/federated",
-        &[("audience", PROVIDER), ("sts_url", &sts)],
-    )
-    .await;
-    linked(
-        &stack,
-        "gcp/deployer",
-        &[
-            ("audience", PROVIDER),
-            ("sts_url", &sts),
-            ("iam_url", &iam),
-            ("service_account", SERVICE_ACCOUNT),
-            ("duration_secs", "1200"),
-        ],
-    )
-    .await;
+    stack
+        .linked_connector(
+            "gcp/federated",
+            &[("audience", PROVIDER), ("sts_url", &sts)],
+            &[],
+        )
+        .await;
+    stack
+        .linked_connector(
+            "gcp/deployer",
+            &[
+                ("audience", PROVIDER),
+                ("sts_url", &sts),
+                ("iam_url", &iam),
+                ("service_account", SERVICE_ACCOUNT),
+                ("duration_secs", "1200"),
+            ],
+            &[],
+        )
+        .await;
     let token = stack.acme.token("prj_web", "preview");
 
     // The federated token itself, for the default cloud-platform scope.
@@ -707,17 +694,18 @@ async fn gcp_federates_through_sts_and_impersonates_a_service_account() {
 
     // A service account the federated identity may not impersonate; another project's `sub`
     // that the provider's condition refuses.
-    linked(
-        &stack,
-        "gcp/other-account",
-        &[
-            ("audience", PROVIDER),
-            ("sts_url", &sts),
-            ("iam_url", &iam),
-            ("service_account", "admin@acme-prod.iam.gserviceaccount.com"),
-        ],
-    )
-    .await;
+    stack
+        .linked_connector(
+            "gcp/other-account",
+            &[
+                ("audience", PROVIDER),
+                ("sts_url", &sts),
+                ("iam_url", &iam),
+                ("service_account", "admin@acme-prod.iam.gserviceaccount.com"),
+            ],
+            &[],
+        )
+        .await;
     let refused = broker
         .get_token_with(&token, ask("gcp/other-account"))
         .await
@@ -781,16 +769,17 @@ async fn azure_takes_the_minted_token_as_a_federated_client_assertion() {
     );
     // A tenant id that would leave the authority's path is refused before any call.
     let calls = cloud.calls();
-    linked(
-        &stack,
-        "azure/bad-tenant",
-        &[
-            ("tenant_id", "../common"),
-            ("client_id", AZURE_CLIENT),
-            ("authority_url", &authority),
-        ],
-    )
-    .await;
+    stack
+        .linked_connector(
+            "azure/bad-tenant",
+            &[
+                ("tenant_id", "../common"),
+                ("client_id", AZURE_CLIENT),
+                ("authority_url", &authority),
+            ],
+            &[],
+        )
+        .await;
     assert_denied(
         broker.get_token_with(&token, ask("azure/bad-tenant")).await,
         Code::FailedPrecondition,

@@ -394,6 +394,32 @@ impl Stack {
             .into_inner()
     }
 
+    /// Acme's connector `uid` with `config` and `secrets`, linked to `prj_web` for `preview`.
+    pub async fn linked_connector(
+        &self,
+        uid: &str,
+        config: &[(&str, &str)],
+        secrets: &[(&str, &str)],
+    ) {
+        let pairs = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        self.create_connector(
+            &self.acme,
+            rpb::CreateConnectorRequest {
+                uid: uid.into(),
+                config: pairs(config),
+                secrets: pairs(secrets),
+                ..Default::default()
+            },
+        )
+        .await;
+        self.attach(&self.acme, uid, "prj_web", &["preview"]).await;
+    }
+
     /// Acme's OAuth connector `uid` for `token_url` (with the endpoint's client credentials),
     /// linked to `prj_web` for `preview`.
     pub async fn linked_oauth_connector(
@@ -402,26 +428,14 @@ impl Stack {
         token_url: &str,
         config: &[(&str, &str)],
     ) {
-        let mut settings: std::collections::HashMap<String, String> = config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        settings.insert("token_url".into(), token_url.into());
-        self.create_connector(
-            &self.acme,
-            rpb::CreateConnectorRequest {
-                uid: uid.into(),
-                config: settings,
-                secrets: [
-                    ("client_id".to_owned(), CLIENT_ID.to_owned()),
-                    ("client_secret".to_owned(), CLIENT_SECRET.to_owned()),
-                ]
-                .into(),
-                ..Default::default()
-            },
+        let mut config = config.to_vec();
+        config.push(("token_url", token_url));
+        self.linked_connector(
+            uid,
+            &config,
+            &[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)],
         )
         .await;
-        self.attach(&self.acme, uid, "prj_web", &["preview"]).await;
     }
 
     /// Acme's issuance ledger for `connector`, newest first.

@@ -184,10 +184,10 @@ async fn proxy_stack() -> (Stack, SecondBroker, String, Upstream) {
         ("api-key/header", Some("header:X-Api-Key")),
         ("api-key/basic", Some("basic")),
     ] {
-        let mut config = vec![("proxy_base_url", upstream.url.clone())];
+        let mut config = vec![("proxy_base_url", upstream.url.as_str())];
         if let Some(auth) = auth {
-            config.push(("proxy_auth", auth.to_owned()));
-            config.push(("proxy_basic_user", "AC0001".to_owned()));
+            config.push(("proxy_auth", auth));
+            config.push(("proxy_basic_user", "AC0001"));
         }
         linked_key(&stack, uid, &config).await;
     }
@@ -196,23 +196,9 @@ async fn proxy_stack() -> (Stack, SecondBroker, String, Upstream) {
 
 /// Acme's `api-key` connector `uid` (the key [`KEY`]) with `config`, linked to `prj_web` for
 /// preview.
-async fn linked_key(stack: &Stack, uid: &str, config: &[(&str, String)]) {
+async fn linked_key(stack: &Stack, uid: &str, config: &[(&str, &str)]) {
     stack
-        .create_connector(
-            &stack.acme,
-            rpb::CreateConnectorRequest {
-                uid: uid.into(),
-                config: config
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-                secrets: [("api_key".to_owned(), KEY.to_owned())].into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    stack
-        .attach(&stack.acme, uid, "prj_web", &["preview"])
+        .linked_connector(uid, config, &[("api_key", KEY)])
         .await;
 }
 
@@ -439,7 +425,7 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
     linked_key(
         &stack,
         "api-key/scoped",
-        &[("proxy_base_url", format!("{}/echo", upstream.url))],
+        &[("proxy_base_url", &format!("{}/echo", upstream.url))],
     )
     .await;
     let raw = |path: &'static str| {
@@ -479,7 +465,7 @@ async fn the_proxy_refuses_as_get_token_does_before_reaching_the_upstream() {
     linked_key(
         &stack,
         "api-key/gone",
-        &[("proxy_base_url", "http://127.0.0.1:9".to_owned())],
+        &[("proxy_base_url", "http://127.0.0.1:9")],
     )
     .await;
     let (status, reason, body) = refused(call("api-key%2Fgone/x", Some(web)).await.unwrap()).await;

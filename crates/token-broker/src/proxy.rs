@@ -441,7 +441,7 @@ impl Proxy {
             .get_token(bearer, request, None)
             .await
             .map_err(|e| (e, None))?;
-        let kind = issued.connector_type.clone();
+        let kind = issued.authorization.connector_type.clone();
         let refuse = |e: BrokerError| (e, Some(kind.clone()));
         let authorization = &issued.authorization;
         let row = connect_types::capabilities(&kind);

@@ -40,13 +40,10 @@ pub struct Issued {
     pub token: SecretString,
     pub token_id: String,
     pub expires_at: Option<DateTime<Utc>>,
-    pub connector_id: String,
-    pub connector_uid: String,
-    pub connector_type: String,
     pub installation_id: Option<String>,
     pub scopes: Vec<String>,
     pub credential: crate::issuers::Credential,
-    /// The registry's answer it was issued under (the proxy reads the connector's config).
+    /// The registry's answer it was issued under: the connector (id, uid, type, config).
     pub authorization: Arc<crate::registry::Authorization>,
 }
 
@@ -54,7 +51,7 @@ impl std::fmt::Debug for Issued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issued")
             .field("token_id", &self.token_id)
-            .field("connector_uid", &self.connector_uid)
+            .field("connector_uid", &self.authorization.connector_uid)
             .finish_non_exhaustive()
     }
 }
@@ -290,9 +287,6 @@ impl Broker {
             token: issued.token,
             token_id,
             expires_at: issued.expires_at,
-            connector_id: authorization.connector_id.clone(),
-            connector_uid: authorization.connector_uid.clone(),
-            connector_type: authorization.connector_type.clone(),
             installation_id: installation_id.map(str::to_owned),
             scopes: issued.scopes,
             credential: issued.credential,
@@ -326,7 +320,7 @@ impl Broker {
                     decision = "allow",
                     reason = "OK",
                     connector,
-                    connector_id = %issued.connector_id,
+                    connector_id = %issued.authorization.connector_id,
                     owner_id,
                     project_id,
                     environment,

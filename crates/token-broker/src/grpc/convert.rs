@@ -205,9 +205,9 @@ impl From<Issued> for pb::GetTokenResponse {
                 nanos: t.timestamp_subsec_nanos() as i32,
             }),
             connector: Some(pb::ConnectorRef {
-                id: issued.connector_id,
-                uid: issued.connector_uid,
-                r#type: issued.connector_type,
+                id: issued.authorization.connector_id.clone(),
+                uid: issued.authorization.connector_uid.clone(),
+                r#type: issued.authorization.connector_type.clone(),
             }),
             installation_id: issued.installation_id.unwrap_or_default(),
             scopes: issued.scopes,
